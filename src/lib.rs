@@ -1,0 +1,12 @@
+//! `traj`: a compiler and interpreter for experiments on the trajectory of gradient descent.
+//!
+//! # Steps
+//! 1. `syntax`: source text → AST (pest grammar `grammar/traj.pest`), every node with a span.
+//! 2. `sema`: modules, names, consts, kinds, types and static shapes → a checked program,
+//!    or every error of the file as `diag::Diagnostic`s.
+//!
+//! `ARCHITECTURE.md` has the map and the invariants.
+
+pub mod diag;
+pub mod sema;
+pub mod syntax;
