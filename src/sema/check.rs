@@ -2065,7 +2065,7 @@ impl<'p> Checker<'p> {
                     }
                 }
                 (IndexItem::Slice(lo, hi), None) => {
-                    let mut bound = |e: &'p Option<Expr>,
+                    let bound = |e: &'p Option<Expr>,
                                      default: i64,
                                      this: &mut Self|
                      -> Option<(i64, Span)> {

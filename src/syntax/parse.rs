@@ -207,11 +207,12 @@ fn describe(rule: Rule) -> &'static str {
     use Rule::*;
     match rule {
         expr | op_expr | if_expr | float | int | string | call | comprehension | list | paren
-        | neg | not | slice | slice_lo | slice_hi | primary | record_entry => "an expression",
+        | neg | not | index_item | primary | record_entry => "an expression",
         ident | name_list | module_path => "a name",
         pow | mul | floordiv | div | rem | matmul | add | sub | le | ge | eq | ne | lt | gt
         | and | or | infix => "an operator",
         index | transpose | postfix => "an operator",
+        colon => "`:`",
         assign => "`=`",
         call_args | fn_params | fn_param | arg => "arguments",
         EOI => "end of file",
@@ -699,7 +700,14 @@ impl Builder {
                         span,
                     },
                     _ => {
-                        let items = op.into_inner().map(|i| self.index_item(i)).collect();
+                        let items: Vec<IndexItem> =
+                            op.into_inner().filter_map(|i| self.index_item(i)).collect();
+                        if items.is_empty() {
+                            self.errors.borrow_mut().push(
+                                Diagnostic::new("E0001", "syntax error: an empty index", span)
+                                    .label("expected an index or a slice inside `[ ]`"),
+                            );
+                        }
                         Expr {
                             kind: ExprKind::Index(Box::new(lhs), items),
                             span,
@@ -754,22 +762,22 @@ impl Builder {
             .parse(pair.into_inner())
     }
 
-    fn index_item(&self, pair: Pair<Rule>) -> IndexItem {
-        match pair.as_rule() {
-            Rule::slice => {
-                let mut lo = None;
-                let mut hi = None;
-                for p in pair.into_inner() {
-                    let e = p.clone().into_inner().next().map(|x| self.expr(x));
-                    if p.as_rule() == Rule::slice_lo {
-                        lo = e;
-                    } else {
-                        hi = e;
-                    }
-                }
-                IndexItem::Slice(lo, hi)
+    fn index_item(&self, pair: Pair<Rule>) -> Option<IndexItem> {
+        let mut lo = None;
+        let mut hi = None;
+        let mut slice = false;
+        for p in pair.into_inner() {
+            match p.as_rule() {
+                Rule::colon => slice = true,
+                _ if slice => hi = Some(self.expr(p)),
+                _ => lo = Some(self.expr(p)),
             }
-            _ => IndexItem::At(self.expr(pair)),
+        }
+        match (slice, lo) {
+            (true, lo) => Some(IndexItem::Slice(lo, hi)),
+            (false, Some(e)) => Some(IndexItem::At(e)),
+            // An empty index item: `x[]` or `x[1,]`.
+            (false, None) => None,
         }
     }
 
@@ -809,25 +817,31 @@ impl Builder {
                     span,
                 };
             }
-            Rule::list => ExprKind::List(pair.into_inner().map(|e| self.expr(e)).collect()),
-            Rule::comprehension => {
-                let mut it = pair.into_inner();
-                let body = self.expr(it.next().expect("comp body"));
-                let mut var = None;
-                let mut range = None;
-                for p in it {
+            Rule::list => {
+                let mut elems = Vec::new();
+                let mut comp = None;
+                for p in pair.into_inner() {
                     match p.as_rule() {
-                        Rule::ident => var = Some(self.ident(p)),
-                        Rule::range => range = Some(self.range(p)),
-                        _ => {}
+                        Rule::comprehension => comp = Some(p),
+                        _ => elems.push(self.expr(p)),
                     }
                 }
-                let (lo, hi) = range.expect("comp range");
-                ExprKind::Comprehension {
-                    body: Box::new(body),
-                    var: var.expect("comp var"),
-                    lo: Box::new(lo),
-                    hi: Box::new(hi),
+                match comp {
+                    Some(c) => {
+                        let mut parts = c.into_inner();
+                        parts.next(); // `for`
+                        let var = self.ident(parts.next().expect("comp var"));
+                        parts.next(); // `in`
+                        let (lo, hi) = self.range(parts.next().expect("comp range"));
+                        let body = elems.pop().expect("comp body");
+                        ExprKind::Comprehension {
+                            body: Box::new(body),
+                            var,
+                            lo: Box::new(lo),
+                            hi: Box::new(hi),
+                        }
+                    }
+                    None => ExprKind::List(elems),
                 }
             }
             Rule::expr => return self.expr(pair),
