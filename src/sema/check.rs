@@ -777,9 +777,10 @@ impl<'p> Checker<'p> {
                 "E0407" => "random draws belong in `data`, `param` initializers and `sample` items",
                 _ => "observables are for records, `stop when`, consts and the REPL",
             };
+            let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
             self.error(
-                Diagnostic::new(code, format!("{place} may not use a {what}"), span)
-                    .label(format!("a {what}"))
+                Diagnostic::new(code, format!("{place} may not use {article} {what}"), span)
+                    .label(format!("{article} {what}"))
                     .related(item, format!("in {place}"))
                     .hint(hint),
             );
@@ -811,7 +812,9 @@ impl<'p> Checker<'p> {
     fn let_item(&mut self, d: &'p Def) -> Option<Val> {
         let v = self.eval(&d.value)?;
         self.forbid(v.deps.random, "a let", "random draw", d.name.span, "E0407");
-        Some(v)
+        // Reported here once, not again wherever the let is used.
+        let deps = Deps { random: None, ..v.deps };
+        Some(Val { deps, ..v })
     }
 
     fn param_item(&mut self, p: &'p ParamItem) -> Option<Val> {
@@ -1723,6 +1726,10 @@ impl<'p> Checker<'p> {
                     ..Deps::default()
                 },
             )),
+            _ if OPTIMIZER_NAMES.contains(&name) => {
+                self.undefined(name, span);
+                None
+            }
             _ if builtins::signature(name).is_some() => {
                 self.error(
                     Diagnostic::new(

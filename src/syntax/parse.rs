@@ -83,6 +83,9 @@ pub fn parse_module(file: u32, text: &str) -> (Module, Vec<Diagnostic>) {
                 };
                 diags.push(syntax_error(file, &work, pos, &err.variant));
                 let (from, to) = broken_item(&work, pos);
+                if from >= to {
+                    break; // nothing left to blank: the error is at the end of the file
+                }
                 // Blank the broken item, keeping newlines so byte offsets stay put.
                 let blanked: String = work[from..to]
                     .bytes()
@@ -101,8 +104,10 @@ pub fn parse_module(file: u32, text: &str) -> (Module, Vec<Diagnostic>) {
     )
 }
 
-/// The byte range of the top-level item around `pos`: from the start of the last line at or
-/// before `pos` that begins (in column 0) with an item word, to the next such line.
+/// The byte range to blank after a syntax error at `pos`. Items start in column 0 with an
+/// item word. An error at the very start of an item means the item before it is unfinished
+/// (`const m =` followed by `data X = ...`); an error at the start of any other line blames
+/// that line; an error inside a line blames the item around it.
 fn broken_item(text: &str, pos: usize) -> (usize, usize) {
     let starts_item = |line: &str| {
         ITEM_WORDS.iter().any(|w| {
@@ -113,27 +118,37 @@ fn broken_item(text: &str, pos: usize) -> (usize, usize) {
             })
         })
     };
-    let mut line_starts = vec![0];
-    line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
     let pos = pos.min(text.len());
-    let mut from = 0;
-    let mut to = text.len();
-    for &s in &line_starts {
-        if s > text.len() {
-            continue;
+    let mut item_starts = vec![];
+    let mut line_start = 0;
+    for (i, line) in text.split_inclusive('\n').scan(0, |at, l| {
+        let s = *at;
+        *at += l.len();
+        Some((s, l))
+    }) {
+        if starts_item(line) {
+            item_starts.push(i);
         }
-        if s <= pos && starts_item(&text[s..]) {
-            from = s;
-        }
-        if s > pos && starts_item(&text[s..]) {
-            to = s;
-            break;
+        if i <= pos {
+            line_start = i;
         }
     }
-    if from == to {
-        to = text.len();
+    let next_after = |p: usize| item_starts.iter().copied().find(|&s| s > p).unwrap_or(text.len());
+    let last_before = |p: usize, inclusive: bool| {
+        item_starts
+            .iter()
+            .copied()
+            .filter(|&s| s < p || (inclusive && s == p))
+            .next_back()
+            .unwrap_or(0)
+    };
+    if pos == line_start && item_starts.contains(&pos) {
+        (last_before(pos, false), pos)
+    } else if pos == line_start {
+        (line_start, next_after(pos))
+    } else {
+        (last_before(pos, true), next_after(pos))
     }
-    (from, to)
 }
 
 fn syntax_error(file: u32, text: &str, pos: usize, variant: &ErrorVariant<Rule>) -> Diagnostic {
@@ -157,6 +172,8 @@ fn syntax_error(file: u32, text: &str, pos: usize, variant: &ErrorVariant<Rule>)
         .label(format!("expected {expected}"));
     if found.starts_with('.') && text[..pos].ends_with(|c: char| c.is_ascii_digit()) {
         d = d.hint("floats need digits on both sides of the point: write `1.0`, not `1.`");
+    } else if found == "if" {
+        d = d.hint("`if c then a else b` is an operand only in parentheses: `1 + (if c then a else b)`");
     } else if found == "=" && text[..pos].trim_end().ends_with('=') {
         d = d.hint("comparison is `==`");
     }
@@ -193,6 +210,9 @@ fn expected_words(rules: &[Rule]) -> String {
             words.push(w);
         }
     }
+    if words.len() > 1 {
+        words.retain(|w| *w != "something else");
+    }
     match words.len() {
         0 => "something else".into(),
         1 => words[0].into(),
@@ -214,8 +234,9 @@ fn describe(rule: Rule) -> &'static str {
         index | transpose | postfix => "an operator",
         colon => "`:`",
         assign => "`=`",
-        call_args | fn_params | fn_param | arg => "arguments",
-        EOI => "end of file",
+        call_args | arg => "an argument",
+        fn_params | fn_param => "a parameter name",
+        EOI => "an item (`const`, `data`, `param`, `let`, `fn`, `loss`, `train`, ...)",
         shape => "a shape such as `[n, d]`",
         param_value | param_dist => "`=` or `~` and an initial value",
         block | fn_expr => "`=` or a `{` block",
