@@ -52,8 +52,26 @@ fn use_color() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
+/// The compiler recurses over expression trees; its thread gets a stack far larger than the
+/// deepest program the parser admits needs (see `syntax::parse::MAX_OPERATORS`).
+const COMPILER_STACK: usize = 256 << 20;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    std::thread::Builder::new()
+        .stack_size(COMPILER_STACK)
+        .spawn(move || run(cli))
+        .and_then(|t| {
+            t.join()
+                .map_err(|_| std::io::Error::other("the compiler thread failed"))
+        })
+        .unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(3)
+        })
+}
+
+fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { file, set, seed } => {
             let mut set = set;

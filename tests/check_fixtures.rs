@@ -10,7 +10,9 @@ use traj::sema::Options;
 use traj::sema::check::check_source;
 
 fn traj_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -60,7 +62,10 @@ fn assert_clean(dir: &str) -> usize {
             failures += &format!("\n=== {}\n{}", f.display(), render_all(&sources, &diags));
         }
     }
-    assert!(failures.is_empty(), "programs that should check clean:{failures}");
+    assert!(
+        failures.is_empty(),
+        "programs that should check clean:{failures}"
+    );
     files.len()
 }
 
@@ -81,7 +86,13 @@ fn standard_modules_check_clean() {
     for (module, _) in traj::sema::modules::STD_MODULES {
         let text = format!("use std.{module}\n");
         let mut sources = SourceMap::default();
-        let r = check_source("std_test.traj", None, &text, &Options::default(), &mut sources);
+        let r = check_source(
+            "std_test.traj",
+            None,
+            &text,
+            &Options::default(),
+            &mut sources,
+        );
         if let Err(d) = r {
             panic!("std.{module}:\n{}", render_all(&sources, &d));
         }
@@ -95,7 +106,11 @@ fn expected_errors(text: &str) -> Vec<(String, usize, usize)> {
         .map(|rest| {
             let (code, at) = rest.split_once(' ').expect("`# error: CODE L:C`");
             let (l, c) = at.trim().split_once(':').expect("L:C");
-            (code.to_string(), l.parse().expect("line"), c.parse().expect("col"))
+            (
+                code.to_string(),
+                l.parse().expect("line"),
+                c.parse().expect("col"),
+            )
         })
         .collect()
 }
@@ -104,7 +119,11 @@ fn expected_errors(text: &str) -> Vec<(String, usize, usize)> {
 fn err_fixtures_report_exactly_their_errors() {
     let mut files = Vec::new();
     traj_files(&root().join("tests/fixtures/err"), &mut files);
-    assert!(files.len() >= 40, "found only {} bad-program fixtures", files.len());
+    assert!(
+        files.len() >= 40,
+        "found only {} bad-program fixtures",
+        files.len()
+    );
     let mut failures = String::new();
     let mut codes = std::collections::BTreeSet::new();
     for f in &files {
@@ -141,5 +160,9 @@ fn err_fixtures_report_exactly_their_errors() {
         }
     }
     assert!(failures.is_empty(), "{failures}");
-    assert!(codes.len() >= 35, "only {} distinct error codes covered", codes.len());
+    assert!(
+        codes.len() >= 35,
+        "only {} distinct error codes covered",
+        codes.len()
+    );
 }

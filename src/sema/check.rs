@@ -777,7 +777,11 @@ impl<'p> Checker<'p> {
                 "E0407" => "random draws belong in `data`, `param` initializers and `sample` items",
                 _ => "observables are for records, `stop when`, consts and the REPL",
             };
-            let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+            let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            };
             self.error(
                 Diagnostic::new(code, format!("{place} may not use {article} {what}"), span)
                     .label(format!("{article} {what}"))
@@ -813,7 +817,10 @@ impl<'p> Checker<'p> {
         let v = self.eval(&d.value)?;
         self.forbid(v.deps.random, "a let", "random draw", d.name.span, "E0407");
         // Reported here once, not again wherever the let is used.
-        let deps = Deps { random: None, ..v.deps };
+        let deps = Deps {
+            random: None,
+            ..v.deps
+        };
         Some(Val { deps, ..v })
     }
 
@@ -2073,8 +2080,8 @@ impl<'p> Checker<'p> {
                 }
                 (IndexItem::Slice(lo, hi), None) => {
                     let bound = |e: &'p Option<Expr>,
-                                     default: i64,
-                                     this: &mut Self|
+                                 default: i64,
+                                 this: &mut Self|
                      -> Option<(i64, Span)> {
                         match e {
                             None => Some((default, span)),

@@ -61,6 +61,15 @@ const ITEM_WORDS: &[&str] = &[
 /// after a syntax error the broken item is blanked out and parsing resumes at the next
 /// top-level item, so a file with several mistakes reports each.
 pub fn parse_module(file: u32, text: &str) -> (Module, Vec<Diagnostic>) {
+    if let Some(d) = too_deep(file, text) {
+        return (
+            Module {
+                file,
+                items: Vec::new(),
+            },
+            vec![d],
+        );
+    }
     let mut diags = Vec::new();
     let mut work = text.to_string();
     for _ in 0..64 {
@@ -104,6 +113,64 @@ pub fn parse_module(file: u32, text: &str) -> (Module, Vec<Diagnostic>) {
     )
 }
 
+/// Brackets nested deeper than any real program needs; refusing them keeps the recursive
+/// parser and checker far from the end of the stack.
+const MAX_NESTING: usize = 64;
+/// Operator characters in one file: bounds the depth of an expression tree (a chain of
+/// prefix `-` or of `^` nests one level per operator). With the 256 MiB stack that
+/// `traj` runs its compiler on, this is far from an overflow.
+const MAX_OPERATORS: usize = 10_000;
+
+fn too_deep(file: u32, text: &str) -> Option<Diagnostic> {
+    let mut depth = 0usize;
+    let mut operators = 0usize;
+    let mut in_string = false;
+    let mut in_comment = false;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        if in_comment {
+            in_comment = c != '\n';
+        } else if in_string {
+            in_string = escaped || c != '"';
+            escaped = !escaped && c == '\\';
+        } else {
+            match c {
+                '#' => in_comment = true,
+                '"' => in_string = true,
+                '(' | '[' | '{' => depth += 1,
+                ')' | ']' | '}' => depth = depth.saturating_sub(1),
+                '+' | '-' | '*' | '/' | '^' | '@' | '%' | '<' | '>' | '=' | '!' | '\'' => {
+                    operators += 1
+                }
+                _ => {}
+            }
+            if operators > MAX_OPERATORS {
+                return Some(
+                    Diagnostic::new(
+                        "E0005",
+                        "the program is too large",
+                        Span::new(file, i..i + 1),
+                    )
+                    .label(format!("more than {MAX_OPERATORS} operators in one file"))
+                    .hint("split it into modules with `use \"file.traj\"`"),
+                );
+            }
+            if depth > MAX_NESTING {
+                return Some(
+                    Diagnostic::new(
+                        "E0005",
+                        "brackets nested too deeply",
+                        Span::new(file, i..i + 1),
+                    )
+                    .label(format!("more than {MAX_NESTING} levels deep"))
+                    .hint("name intermediate values with `let`"),
+                );
+            }
+        }
+    }
+    None
+}
+
 /// The byte range to blank after a syntax error at `pos`. Items start in column 0 with an
 /// item word. An error at the very start of an item means the item before it is unfinished
 /// (`const m =` followed by `data X = ...`); an error at the start of any other line blames
@@ -133,7 +200,13 @@ fn broken_item(text: &str, pos: usize) -> (usize, usize) {
             line_start = i;
         }
     }
-    let next_after = |p: usize| item_starts.iter().copied().find(|&s| s > p).unwrap_or(text.len());
+    let next_after = |p: usize| {
+        item_starts
+            .iter()
+            .copied()
+            .find(|&s| s > p)
+            .unwrap_or(text.len())
+    };
     let last_before = |p: usize, inclusive: bool| {
         item_starts
             .iter()
@@ -173,7 +246,9 @@ fn syntax_error(file: u32, text: &str, pos: usize, variant: &ErrorVariant<Rule>)
     if found.starts_with('.') && text[..pos].ends_with(|c: char| c.is_ascii_digit()) {
         d = d.hint("floats need digits on both sides of the point: write `1.0`, not `1.`");
     } else if found == "if" {
-        d = d.hint("`if c then a else b` is an operand only in parentheses: `1 + (if c then a else b)`");
+        d = d.hint(
+            "`if c then a else b` is an operand only in parentheses: `1 + (if c then a else b)`",
+        );
     } else if found == "=" && text[..pos].trim_end().ends_with('=') {
         d = d.hint("comparison is `==`");
     }
