@@ -141,26 +141,28 @@ impl Diagnostic {
     pub fn render(&self, sources: &SourceMap, color: bool) -> String {
         let name = |file: u32| sources.file(file).name.clone();
         let primary = (name(self.span.file), self.span.range());
-        let mut report = Report::build(ReportKind::Error, primary.clone())
+        let mut report = Report::build(ReportKind::Error, primary)
             .with_config(
                 Config::default()
                     .with_index_type(IndexType::Byte)
                     .with_color(color),
             )
             .with_code(self.code)
-            .with_message(&self.message)
-            .with_label(
-                Label::new(primary)
-                    .with_message(&self.label)
-                    .with_color(Color::Red)
-                    .with_order(0),
-            );
-        for (i, (span, label)) in self.related.iter().enumerate() {
+            .with_message(&self.message);
+        // Labels in source order: ariadne starts a new group (with a misleading header) at
+        // a label that lies above the one before it.
+        let mut labels: Vec<(Span, &str, Color)> = vec![(self.span, &self.label, Color::Red)];
+        labels.extend(
+            self.related
+                .iter()
+                .map(|(s, l)| (*s, l.as_str(), Color::Blue)),
+        );
+        labels.sort_by_key(|(s, ..)| (s.file != self.span.file, s.file, s.start));
+        for (span, label, color) in labels {
             report = report.with_label(
                 Label::new((name(span.file), span.range()))
                     .with_message(label)
-                    .with_color(Color::Blue)
-                    .with_order(i as i32 + 1),
+                    .with_color(color),
             );
         }
         if let Some(hint) = &self.hint {

@@ -1,0 +1,43 @@
+//! Golden text of rendered reports (colour off): what a user reads, pinned.
+
+use std::path::Path;
+
+use traj::diag::SourceMap;
+use traj::sema::Options;
+use traj::sema::check::check_source;
+
+fn rendered(fixture: &str) -> String {
+    let rel = format!("tests/fixtures/err/{fixture}.traj");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel);
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let mut sources = SourceMap::default();
+    let diags = check_source(&rel, Some(path), &text, &Options::default(), &mut sources)
+        .err()
+        .expect("the fixture has errors");
+    diags.iter().map(|d| d.render(&sources, false)).collect()
+}
+
+#[test]
+fn broadcast_mismatch_names_both_shapes() {
+    insta::assert_snapshot!(rendered("shape_broadcast"));
+}
+
+#[test]
+fn float_shape_hints_floor_division() {
+    insta::assert_snapshot!(rendered("type_float_shape"));
+}
+
+#[test]
+fn duplicate_shows_both_definitions() {
+    insta::assert_snapshot!(rendered("name_duplicate"));
+}
+
+#[test]
+fn syntax_error_says_what_was_expected() {
+    insta::assert_snapshot!(rendered("syntax_two_errors"));
+}
+
+#[test]
+fn observable_through_a_let_points_inside_it() {
+    insta::assert_snapshot!(rendered("kind_observable_via_let"));
+}
