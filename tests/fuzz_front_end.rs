@@ -137,10 +137,10 @@ fn seeds() -> Vec<String> {
             continue;
         };
         for e in entries.flatten() {
-            if e.path().extension().is_some_and(|x| x == "traj") {
-                if let Ok(t) = std::fs::read_to_string(e.path()) {
-                    out.push(t);
-                }
+            if e.path().extension().is_some_and(|x| x == "traj")
+                && let Ok(t) = std::fs::read_to_string(e.path())
+            {
+                out.push(t);
             }
         }
     }

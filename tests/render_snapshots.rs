@@ -12,8 +12,7 @@ fn rendered(fixture: &str) -> String {
     let text = std::fs::read_to_string(&path).expect("fixture");
     let mut sources = SourceMap::default();
     let diags = check_source(&rel, Some(path), &text, &Options::default(), &mut sources)
-        .err()
-        .expect("the fixture has errors");
+        .expect_err("the fixture has errors");
     diags.iter().map(|d| d.render(&sources, false)).collect()
 }
 

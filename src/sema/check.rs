@@ -395,14 +395,17 @@ fn sweep_points(
     Sweep { points }
 }
 
+/// A loaded file's element type and shape, or why it could not be read.
+pub type FileShape = Result<(DType, Shape), String>;
+
 /// Shapes of `load`ed files, read once per check.
 #[derive(Default)]
 struct FileShapes {
-    cache: std::cell::RefCell<HashMap<PathBuf, Result<(DType, Shape), String>>>,
+    cache: std::cell::RefCell<HashMap<PathBuf, FileShape>>,
 }
 
 impl FileShapes {
-    fn get(&self, path: &Path) -> Result<(DType, Shape), String> {
+    fn get(&self, path: &Path) -> FileShape {
         if let Some(r) = self.cache.borrow().get(path) {
             return r.clone();
         }
@@ -415,7 +418,7 @@ impl FileShapes {
 }
 
 /// The dtype and shape of a `.npy` or `.csv` file (section 6.5).
-pub fn read_file_shape(path: &Path) -> Result<(DType, Shape), String> {
+pub fn read_file_shape(path: &Path) -> FileShape {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ext {
         "npy" => {
@@ -545,10 +548,10 @@ impl<'p> Checker<'p> {
 
     /// Records an error; inside an inlined call it also points at the call site.
     fn error(&mut self, mut d: Diagnostic) {
-        if let Some((name, span)) = self.calls.first() {
-            if d.span.file != span.file || !(span.start..span.end).contains(&d.span.start) {
-                d = d.related(*span, format!("in this call of `{name}`"));
-            }
+        if let Some((name, span)) = self.calls.first()
+            && (d.span.file != span.file || !(span.start..span.end).contains(&d.span.start))
+        {
+            d = d.related(*span, format!("in this call of `{name}`"));
         }
         self.diags.push(d);
     }
@@ -574,10 +577,10 @@ impl<'p> Checker<'p> {
                     }
                 }
                 Item::Batch(b) => {
-                    if let Some(n) = b.names.first() {
-                        if own(&n.name) {
-                            self.item_val(&n.name.clone(), n.span);
-                        }
+                    if let Some(n) = b.names.first()
+                        && own(&n.name)
+                    {
+                        self.item_val(&n.name.clone(), n.span);
                     }
                 }
                 Item::Loss(l) => {
@@ -902,20 +905,19 @@ impl<'p> Checker<'p> {
                 }
             }
         }
-        if matches!(name, "orthogonal" | "identity") {
-            if let Some(shape) = shape {
-                if !(2..=3).contains(&shape.len()) {
-                    self.error(
-                        Diagnostic::new(
-                            "E0307",
-                            format!("`{name}` needs a matrix or a stack of matrices"),
-                            span,
-                        )
-                        .label(format!("`{}` is {}", param.name, show_shape(shape)))
-                        .hint("declare the param as [m, n] or [k, m, n]"),
-                    );
-                }
-            }
+        if matches!(name, "orthogonal" | "identity")
+            && let Some(shape) = shape
+            && !(2..=3).contains(&shape.len())
+        {
+            self.error(
+                Diagnostic::new(
+                    "E0307",
+                    format!("`{name}` needs a matrix or a stack of matrices"),
+                    span,
+                )
+                .label(format!("`{}` is {}", param.name, show_shape(shape)))
+                .hint("declare the param as [m, n] or [k, m, n]"),
+            );
         }
     }
 
@@ -986,25 +988,23 @@ impl<'p> Checker<'p> {
                 out = Some(Val::tensor(v.dtype, shape, Deps::default()));
             }
         }
-        if let Some((n, _)) = rows {
-            if size < 1 || (b.shuffle && size as usize > n) {
-                self.error(
-                    Diagnostic::new(
-                        "E0311",
-                        format!("batch size {size} for {n} rows"),
-                        b.size.span,
-                    )
-                    .label(if size < 1 {
-                        "at least 1"
-                    } else {
-                        "more rows than there are"
-                    })
-                    .hint(
-                        "`shuffle` draws without replacement, so size can be at most the row count",
-                    ),
-                );
-                return None;
-            }
+        if let Some((n, _)) = rows
+            && (size < 1 || (b.shuffle && size as usize > n))
+        {
+            self.error(
+                Diagnostic::new(
+                    "E0311",
+                    format!("batch size {size} for {n} rows"),
+                    b.size.span,
+                )
+                .label(if size < 1 {
+                    "at least 1"
+                } else {
+                    "more rows than there are"
+                })
+                .hint("`shuffle` draws without replacement, so size can be at most the row count"),
+            );
+            return None;
         }
         out
     }
@@ -1290,42 +1290,38 @@ impl<'p> Checker<'p> {
                         );
                     }
                     steps = Some(*span);
-                    if let Some(n) = self.int_value(e, "a step count") {
-                        if n < 0 {
-                            self.error(
-                                Diagnostic::new(
-                                    "E0305",
-                                    format!("negative step count {n}"),
-                                    e.span,
-                                )
+                    if let Some(n) = self.int_value(e, "a step count")
+                        && n < 0
+                    {
+                        self.error(
+                            Diagnostic::new("E0305", format!("negative step count {n}"), e.span)
                                 .label("at least 0"),
-                            );
-                        }
+                        );
                     }
                 }
                 Clause::StopWhen(e, _) => {
-                    if let Some(v) = self.eval(e) {
-                        if !v.shape.is_empty() {
-                            self.error(
-                                Diagnostic::new(
-                                    "E0303",
-                                    "`stop when` needs a scalar condition",
-                                    e.span,
-                                )
-                                .label(format!("this is {}", v.describe()))
-                                .hint("reduce it, e.g. `max(...) < 1e-6`"),
-                            );
-                        }
+                    if let Some(v) = self.eval(e)
+                        && !v.shape.is_empty()
+                    {
+                        self.error(
+                            Diagnostic::new(
+                                "E0303",
+                                "`stop when` needs a scalar condition",
+                                e.span,
+                            )
+                            .label(format!("this is {}", v.describe()))
+                            .hint("reduce it, e.g. `max(...) < 1e-6`"),
+                        );
                     }
                 }
                 Clause::Record(r) => {
-                    if let Some(n) = self.int_value(&r.count, "a record count") {
-                        if n < 1 {
-                            self.error(
-                                Diagnostic::new("E0305", format!("record count {n}"), r.count.span)
-                                    .label("at least 1"),
-                            );
-                        }
+                    if let Some(n) = self.int_value(&r.count, "a record count")
+                        && n < 1
+                    {
+                        self.error(
+                            Diagnostic::new("E0305", format!("record count {n}"), r.count.span)
+                                .label("at least 1"),
+                        );
                     }
                     for entry in &r.entries {
                         if let Some(prev) = recorded.insert(entry.name.clone(), entry.name_span) {
@@ -1455,11 +1451,11 @@ impl<'p> Checker<'p> {
         }
         let mut done: Vec<Shape> = Vec::new();
         for (name, span) in targets {
-            if let Some(v) = self.item_val(name, *span) {
-                if !done.contains(&v.shape) {
-                    self.optimizer_body(rule, hyper.clone(), &v.shape, nparams);
-                    done.push(v.shape);
-                }
+            if let Some(v) = self.item_val(name, *span)
+                && !done.contains(&v.shape)
+            {
+                self.optimizer_body(rule, hyper.clone(), &v.shape, nparams);
+                done.push(v.shape);
             }
         }
     }
@@ -1505,7 +1501,7 @@ impl<'p> Checker<'p> {
         }
         // A cycle in the call graph is recursion.
         let mut reported = HashSet::new();
-        for (&f, _) in &calls {
+        for &f in calls.keys() {
             let mut path: Vec<(&str, Span)> = Vec::new();
             self.find_cycle(f, &calls, &mut path, &mut reported);
         }
@@ -1802,10 +1798,10 @@ impl<'p> Checker<'p> {
     /// A compile-time scalar (a sweep value).
     fn known_scalar(&mut self, e: &'p Expr) -> Option<Scalar> {
         let v = self.eval(e)?;
-        if v.shape.is_empty() {
-            if let Some(k) = v.known {
-                return Some(k);
-            }
+        if v.shape.is_empty()
+            && let Some(k) = v.known
+        {
+            return Some(k);
         }
         self.error(
             Diagnostic::new(
@@ -2266,7 +2262,7 @@ impl<'p> Checker<'p> {
                 None
             }
             None => match builtins::signature(name) {
-                Some(sig) => self.builtin(name, sig, callee.span, args, span),
+                Some(sig) => self.builtin(name, sig, args, span),
                 None => {
                     self.undefined(name, callee.span);
                     None
@@ -2317,12 +2313,11 @@ impl<'p> Checker<'p> {
         self.scopes.push(scope);
         // Defaults see the arguments before them.
         for p in &f.params {
-            if !self.scopes[0].contains_key(&p.name.name) {
-                if let Some(d) = &p.default {
-                    if let Some(v) = self.eval(d) {
-                        self.bind_local(&p.name.name, v);
-                    }
-                }
+            if !self.scopes[0].contains_key(&p.name.name)
+                && let Some(d) = &p.default
+                && let Some(v) = self.eval(d)
+            {
+                self.bind_local(&p.name.name, v);
             }
         }
         let mut ok = true;
@@ -2404,19 +2399,17 @@ impl<'p> Checker<'p> {
                 },
             }
         }
-        if ok {
-            if let Some(missing) = (0..required).find(|i| slots[*i].is_none()) {
-                self.error(
-                    Diagnostic::new(
-                        "E0501",
-                        format!("`{callee}` needs the argument `{}`", names[missing]),
-                        span,
-                    )
-                    .label("missing argument")
-                    .hint(format!("`{callee}({})`", names.join(", "))),
-                );
-                ok = false;
-            }
+        if ok && let Some(missing) = (0..required).find(|i| slots[*i].is_none()) {
+            self.error(
+                Diagnostic::new(
+                    "E0501",
+                    format!("`{callee}` needs the argument `{}`", names[missing]),
+                    span,
+                )
+                .label("missing argument")
+                .hint(format!("`{callee}({})`", names.join(", "))),
+            );
+            ok = false;
         }
         ok.then_some(slots)
     }
@@ -2617,7 +2610,6 @@ impl<'p> Checker<'p> {
         &mut self,
         name: &str,
         sig: builtins::Signature,
-        callee_span: Span,
         args: &'p [Arg],
         span: Span,
     ) -> Option<Val> {
@@ -2633,7 +2625,7 @@ impl<'p> Checker<'p> {
             },
             Class::Math | Class::File => Deps::default(),
         };
-        let mut out = self.builtin_shape(name, &b, callee_span, span)?;
+        let mut out = self.builtin_shape(name, &b, span)?;
         out.deps = out.deps.or(class_deps);
         if sig.class != Class::Math {
             out.known = None;
@@ -2745,13 +2737,7 @@ impl<'p> Checker<'p> {
         None
     }
 
-    fn builtin_shape(
-        &mut self,
-        name: &str,
-        b: &Bound<'p>,
-        callee_span: Span,
-        span: Span,
-    ) -> Option<Val> {
+    fn builtin_shape(&mut self, name: &str, b: &Bound<'p>, span: Span) -> Option<Val> {
         let float = DType::Float;
         match name {
             n if builtins::UNARY.contains(&n) => {
@@ -2784,11 +2770,8 @@ impl<'p> Checker<'p> {
             "sum" | "mean" | "prod" | "logsumexp" | "argmax" | "argmin" | "max" | "min"
             | "norm" => {
                 let (x, xs) = self.arg(b, "x")?;
-                if name == "norm" {
-                    if let Some(e) = b.get("p") {
-                        self.scalar_arg(b, "p", name)?;
-                        let _ = e;
-                    }
+                if name == "norm" && b.get("p").is_some() {
+                    self.scalar_arg(b, "p", name)?;
                 }
                 let ax = self.axis_arg(b, x.shape.len(), None)?;
                 if matches!(name, "argmax" | "argmin" | "max" | "min") && x.shape.contains(&0) {
@@ -2863,7 +2846,7 @@ impl<'p> Checker<'p> {
                     0 if fixed as usize == size => {
                         Some(dims.iter().map(|(d, _)| *d as usize).collect())
                     }
-                    1 if fixed > 0 && size % fixed as usize == 0 => Some(
+                    1 if fixed > 0 && size.is_multiple_of(fixed as usize) => Some(
                         dims.iter()
                             .map(|(d, _)| {
                                 if *d == -1 {
@@ -3287,10 +3270,7 @@ impl<'p> Checker<'p> {
                 let (x, _) = self.arg(b, "x")?;
                 Some(x)
             }
-            _ => {
-                let _ = callee_span;
-                None
-            }
+            _ => None,
         }
     }
 
@@ -3407,16 +3387,16 @@ impl<'p> Checker<'p> {
 /// Folds an elementwise function over a compile-time scalar, with the same `libm`
 /// functions the interpreter uses.
 fn unary_fold(name: &str, k: Scalar, dtype: DType) -> Option<Scalar> {
-    if dtype == DType::Int {
-        if let Scalar::Int(i) = k {
-            return match name {
-                "abs" => i.checked_abs().map(Scalar::Int),
-                "relu" => Some(Scalar::Int(i.max(0))),
-                "square" => i.checked_mul(i).map(Scalar::Int),
-                "sign" => Some(Scalar::Int(i.signum())),
-                _ => None,
-            };
-        }
+    if dtype == DType::Int
+        && let Scalar::Int(i) = k
+    {
+        return match name {
+            "abs" => i.checked_abs().map(Scalar::Int),
+            "relu" => Some(Scalar::Int(i.max(0))),
+            "square" => i.checked_mul(i).map(Scalar::Int),
+            "sign" => Some(Scalar::Int(i.signum())),
+            _ => None,
+        };
     }
     let x = k.as_f64();
     let y = match name {

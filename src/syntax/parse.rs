@@ -211,8 +211,7 @@ fn broken_item(text: &str, pos: usize) -> (usize, usize) {
         item_starts
             .iter()
             .copied()
-            .filter(|&s| s < p || (inclusive && s == p))
-            .next_back()
+            .rfind(|&s| s < p || (inclusive && s == p))
             .unwrap_or(0)
     };
     if pos == line_start && item_starts.contains(&pos) {
