@@ -7,6 +7,11 @@
 //!
 //! `ARCHITECTURE.md` has the map and the invariants.
 
+pub mod data;
 pub mod diag;
+pub mod observe;
+pub mod output;
+pub mod rng;
 pub mod sema;
 pub mod syntax;
+pub mod tensor;

@@ -1,0 +1,1 @@
+//! Loading `.npy` and `.csv` files into tensors (stub; being written).

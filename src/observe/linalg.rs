@@ -1,0 +1,1 @@
+//! Singular values and eigenvalues (stub; being written).

@@ -1,0 +1,2 @@
+//! Observables computed on the host (stub; being written).
+pub mod linalg;

@@ -1,0 +1,1 @@
+//! The run folder (stub; being written).
