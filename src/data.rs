@@ -1,1 +1,402 @@
-//! Loading `.npy` and `.csv` files into tensors (stub; being written).
+//! Loading `.npy` and `.csv` files into row-major [`Tensor`]s (LANGUAGE.md §6.5).
+//!
+//! * `.npy`: float64/float32 → `Tensor::Float`, int64/32/16/8 and uint64/32/16/8 →
+//!   `Tensor::Int` (uint64 values above `i64::MAX` are an error), bool → `Tensor::Float` of
+//!   0/1. Either byte order; Fortran-order arrays come back in standard (C) layout.
+//! * `.csv`: numbers only, cells trimmed; a first line that does not parse as numbers is a
+//!   header and is skipped; rows of equal length; all cells ints → `Tensor::Int`, else
+//!   `Tensor::Float` (`inf`, `-inf`, `nan` accepted as floats). One column → `[rows]`,
+//!   else `[rows, cols]`.
+
+use std::path::Path;
+
+use ndarray::{ArrayD, IxDyn};
+use ndarray_npy::ReadNpyExt;
+use ndarray_npy::npy::header::Header;
+
+use crate::tensor::Tensor;
+
+/// Loads a `.npy` or `.csv` file (by extension, case-insensitive).
+pub fn load(path: &Path) -> Result<Tensor, String> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("npy") => load_npy(path),
+        Some("csv") => load_csv(path),
+        _ => Err(format!(
+            "{}: cannot load this file type; supported are .npy and .csv",
+            path.display()
+        )),
+    }
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: cannot read the file: {e}", path.display()))
+}
+
+fn standard<T: Clone>(a: ArrayD<T>) -> ArrayD<T> {
+    if a.is_standard_layout() {
+        a
+    } else {
+        a.as_standard_layout().into_owned()
+    }
+}
+
+fn read_typed<T: ndarray_npy::ReadableElement + Clone>(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<ArrayD<T>, String> {
+    ArrayD::<T>::read_npy(bytes)
+        .map(standard)
+        .map_err(|e| format!("{}: malformed .npy file: {e}", path.display()))
+}
+
+fn load_npy(path: &Path) -> Result<Tensor, String> {
+    let bytes = read_bytes(path)?;
+    let header = Header::from_reader(&mut &bytes[..])
+        .map_err(|e| format!("{}: malformed .npy header: {e}", path.display()))?;
+    let Some(descr) = header.type_descriptor.as_string() else {
+        return Err(format!(
+            "{}: unsupported .npy dtype {} (structured arrays are not supported)",
+            path.display(),
+            header.type_descriptor
+        ));
+    };
+    let kind = descr.trim_start_matches(['<', '>', '|', '=']);
+    let float = |a: ArrayD<f64>| Ok(Tensor::Float(standard(a)));
+    let int = |a: ArrayD<i64>| Ok(Tensor::Int(standard(a)));
+    match kind {
+        "f8" => float(read_typed::<f64>(path, &bytes)?),
+        "f4" => float(read_typed::<f32>(path, &bytes)?.mapv(f64::from)),
+        "i8" => int(read_typed::<i64>(path, &bytes)?),
+        "i4" => int(read_typed::<i32>(path, &bytes)?.mapv(i64::from)),
+        "i2" => int(read_typed::<i16>(path, &bytes)?.mapv(i64::from)),
+        "i1" | "b" => int(read_typed::<i8>(path, &bytes)?.mapv(i64::from)),
+        "u4" => int(read_typed::<u32>(path, &bytes)?.mapv(i64::from)),
+        "u2" => int(read_typed::<u16>(path, &bytes)?.mapv(i64::from)),
+        "u1" | "B" => int(read_typed::<u8>(path, &bytes)?.mapv(i64::from)),
+        "u8" => {
+            let a = read_typed::<u64>(path, &bytes)?;
+            if let Some(big) = a.iter().find(|&&v| v > i64::MAX as u64) {
+                return Err(format!(
+                    "{}: uint64 value {big} does not fit in a 64-bit signed int",
+                    path.display()
+                ));
+            }
+            int(a.mapv(|v| v as i64))
+        }
+        "b1" => float(read_typed::<bool>(path, &bytes)?.mapv(|v| if v { 1.0 } else { 0.0 })),
+        _ => Err(format!(
+            "{}: unsupported .npy dtype '{descr}'; supported are float64, float32, \
+             int64/32/16/8, uint64/32/16/8 and bool",
+            path.display()
+        )),
+    }
+}
+
+enum Cell {
+    Int(i64),
+    Float(f64),
+}
+
+fn parse_cell(s: &str) -> Option<Cell> {
+    if let Ok(v) = s.parse::<i64>() {
+        return Some(Cell::Int(v));
+    }
+    s.parse::<f64>().ok().map(Cell::Float)
+}
+
+fn load_csv(path: &Path) -> Result<Tensor, String> {
+    let bytes = read_bytes(path)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(&bytes[..]);
+    let mut cells: Vec<Cell> = Vec::new();
+    let mut cols: Option<usize> = None;
+    let mut rows = 0usize;
+    let mut first_line: Option<u64> = None;
+    for (index, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| format!("{}: malformed CSV: {e}", path.display()))?;
+        let line = record
+            .position()
+            .map(|p| p.line())
+            .unwrap_or(index as u64 + 1);
+        let parsed: Vec<Option<Cell>> = record.iter().map(parse_cell).collect();
+        if index == 0 && parsed.iter().any(|c| c.is_none()) {
+            // A header line: skipped.
+            continue;
+        }
+        if let Some(col) = parsed.iter().position(|c| c.is_none()) {
+            let text = &record[col];
+            let what = if text.is_empty() {
+                "an empty cell".to_string()
+            } else {
+                format!("'{text}' is not a number")
+            };
+            return Err(format!(
+                "{}: line {line}, column {}: {what}",
+                path.display(),
+                col + 1
+            ));
+        }
+        match cols {
+            None => {
+                cols = Some(parsed.len());
+                first_line = Some(line);
+            }
+            Some(n) if n != parsed.len() => {
+                return Err(format!(
+                    "{}: line {line} has {} cells but line {} has {n}; every row must have \
+                     the same number of cells",
+                    path.display(),
+                    parsed.len(),
+                    first_line.unwrap_or(1),
+                ));
+            }
+            Some(_) => {}
+        }
+        cells.extend(parsed.into_iter().flatten());
+        rows += 1;
+    }
+    let Some(cols) = cols else {
+        return Err(format!(
+            "{}: the CSV file has no rows of numbers",
+            path.display()
+        ));
+    };
+    let shape: Vec<usize> = if cols == 1 {
+        vec![rows]
+    } else {
+        vec![rows, cols]
+    };
+    let all_int = cells.iter().all(|c| matches!(c, Cell::Int(_)));
+    let shape_err = |e: ndarray::ShapeError| format!("{}: {e}", path.display());
+    if all_int {
+        let data: Vec<i64> = cells
+            .iter()
+            .map(|c| match c {
+                Cell::Int(v) => *v,
+                Cell::Float(v) => *v as i64,
+            })
+            .collect();
+        ArrayD::from_shape_vec(IxDyn(&shape), data)
+            .map(Tensor::Int)
+            .map_err(shape_err)
+    } else {
+        let data: Vec<f64> = cells
+            .iter()
+            .map(|c| match c {
+                Cell::Int(v) => *v as f64,
+                Cell::Float(v) => *v,
+            })
+            .collect();
+        ArrayD::from_shape_vec(IxDyn(&shape), data)
+            .map(Tensor::Float)
+            .map_err(shape_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array1, Array2, Array3, array};
+    use ndarray_npy::WriteNpyExt;
+    use std::path::PathBuf;
+
+    /// A fresh directory for one test.
+    fn tmp_dir(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("traj-data-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        dir
+    }
+
+    fn write_npy<T: WriteNpyExt>(dir: &Path, name: &str, a: &T) -> PathBuf {
+        let p = dir.join(name);
+        let f = std::fs::File::create(&p).expect("create npy");
+        a.write_npy(f).expect("write npy");
+        p
+    }
+
+    fn write_text(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write file");
+        p
+    }
+
+    #[test]
+    fn npy_f64() {
+        let d = tmp_dir("npy_f64");
+        let a = array![[1.0, 2.5, -3.0], [4.0, 5.0, 6.25]];
+        let t = load(&write_npy(&d, "a.npy", &a)).expect("load");
+        assert_eq!(t, Tensor::Float(a.into_dyn()));
+    }
+
+    #[test]
+    fn npy_f32_i64_i32_u8_bool() {
+        let d = tmp_dir("npy_types");
+        let f: Array1<f32> = array![0.5, -1.25, 3.0];
+        let t = load(&write_npy(&d, "f.npy", &f)).expect("f32");
+        assert_eq!(t, Tensor::Float(array![0.5, -1.25, 3.0].into_dyn()));
+
+        let i: Array2<i64> = array![[1, -2], [3, i64::MAX]];
+        let t = load(&write_npy(&d, "i.npy", &i)).expect("i64");
+        assert_eq!(t, Tensor::Int(i.into_dyn()));
+
+        let i32a: Array1<i32> = array![7, -8];
+        let t = load(&write_npy(&d, "i32.npy", &i32a)).expect("i32");
+        assert_eq!(t, Tensor::Int(array![7i64, -8].into_dyn()));
+
+        let u: Array1<u8> = array![0, 255];
+        let t = load(&write_npy(&d, "u8.npy", &u)).expect("u8");
+        assert_eq!(t, Tensor::Int(array![0i64, 255].into_dyn()));
+
+        let b: Array2<bool> = array![[true, false], [false, true]];
+        let t = load(&write_npy(&d, "b.npy", &b)).expect("bool");
+        assert_eq!(t, Tensor::Float(array![[1.0, 0.0], [0.0, 1.0]].into_dyn()));
+
+        let big: Array1<u64> = array![1, u64::MAX];
+        let e = load(&write_npy(&d, "big.npy", &big)).unwrap_err();
+        assert!(e.contains("does not fit"), "{e}");
+    }
+
+    #[test]
+    fn npy_fortran_order_becomes_row_major() {
+        let d = tmp_dir("npy_fortran");
+        let a = array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]];
+        let p = write_npy(&d, "f.npy", &a.t());
+        let text = std::fs::read(&p).expect("read back");
+        let header = String::from_utf8_lossy(&text[..128.min(text.len())]).to_string();
+        assert!(header.contains("'fortran_order': True"), "{header}");
+        let Tensor::Float(got) = load(&p).expect("load") else {
+            panic!("expected float")
+        };
+        assert!(got.is_standard_layout());
+        assert_eq!(got, a.t().to_owned().into_dyn());
+        assert_eq!(got.as_slice(), Some(&[1.0, 4.0, 2.0, 5.0, 3.0, 6.0][..]));
+
+        let i3: Array3<i64> =
+            Array3::from_shape_fn((2, 3, 4), |(x, y, z)| (x * 100 + y * 10 + z) as i64);
+        let p = write_npy(&d, "i3.npy", &i3.view().reversed_axes());
+        let Tensor::Int(got) = load(&p).expect("load") else {
+            panic!("expected int")
+        };
+        assert!(got.is_standard_layout());
+        assert_eq!(got.shape(), &[4, 3, 2]);
+        assert_eq!(got, i3.view().reversed_axes().to_owned().into_dyn());
+
+        let f32t: Array2<f32> = array![[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]];
+        let Tensor::Float(got) = load(&write_npy(&d, "f32t.npy", &f32t.t())).expect("load") else {
+            panic!("expected float")
+        };
+        assert!(got.is_standard_layout());
+        assert_eq!(got.as_slice(), Some(&[1.0, 3.0, 5.0, 2.0, 4.0, 6.0][..]));
+    }
+
+    #[test]
+    fn npy_scalar_and_errors() {
+        let d = tmp_dir("npy_errors");
+        let s = ndarray::arr0(2.5);
+        let t = load(&write_npy(&d, "s.npy", &s)).expect("scalar");
+        assert_eq!(t, Tensor::scalar(2.5));
+
+        let p = write_text(&d, "bad.npy", "not an npy file at all");
+        let e = load(&p).unwrap_err();
+        assert!(e.contains("bad.npy") && e.contains("header"), "{e}");
+
+        // Truncated data.
+        let a = array![1.0, 2.0, 3.0];
+        let p = write_npy(&d, "trunc.npy", &a);
+        let bytes = std::fs::read(&p).expect("read");
+        std::fs::write(&p, &bytes[..bytes.len() - 4]).expect("write");
+        let e = load(&p).unwrap_err();
+        assert!(e.contains("trunc.npy"), "{e}");
+
+        let e = load(&d.join("missing.npy")).unwrap_err();
+        assert!(
+            e.contains("missing.npy") && e.contains("cannot read"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn csv_with_and_without_header() {
+        let d = tmp_dir("csv_header");
+        let p = write_text(&d, "h.csv", "x, y ,z\n1.5, 2, 3\n4,5,6e-1\n");
+        let t = load(&p).expect("load");
+        assert_eq!(
+            t,
+            Tensor::Float(array![[1.5, 2.0, 3.0], [4.0, 5.0, 0.6]].into_dyn())
+        );
+        let p = write_text(&d, "n.csv", "1.5,2,3\r\n4,5,6.0\r\n");
+        let t = load(&p).expect("load");
+        assert_eq!(
+            t,
+            Tensor::Float(array![[1.5, 2.0, 3.0], [4.0, 5.0, 6.0]].into_dyn())
+        );
+    }
+
+    #[test]
+    fn csv_ints_vectors_and_specials() {
+        let d = tmp_dir("csv_ints");
+        let t = load(&write_text(&d, "i.csv", "1,2\n-3,+4\n")).expect("load");
+        assert_eq!(t, Tensor::Int(array![[1i64, 2], [-3, 4]].into_dyn()));
+
+        let t = load(&write_text(&d, "v.csv", "y\n1\n2\n3\n")).expect("load");
+        assert_eq!(t, Tensor::Int(array![1i64, 2, 3].into_dyn()));
+
+        let t = load(&write_text(&d, "r.csv", "1,2,3\n")).expect("load");
+        assert_eq!(t.shape(), &[1, 3]);
+
+        let Tensor::Float(a) =
+            load(&write_text(&d, "s.csv", "inf,-inf,nan\n1,2,3\n")).expect("load")
+        else {
+            panic!("expected float")
+        };
+        assert_eq!(a.shape(), &[2, 3]);
+        assert_eq!(a[[0, 0]], f64::INFINITY);
+        assert_eq!(a[[0, 1]], f64::NEG_INFINITY);
+        assert!(a[[0, 2]].is_nan());
+    }
+
+    #[test]
+    fn csv_errors() {
+        let d = tmp_dir("csv_errors");
+        let e = load(&write_text(&d, "rag.csv", "1,2,3\n4,5\n")).unwrap_err();
+        assert!(e.contains("rag.csv") && e.contains("line 2"), "{e}");
+
+        let e = load(&write_text(&d, "nan.csv", "a,b\n1,2\n3,oops\n")).unwrap_err();
+        assert!(
+            e.contains("nan.csv")
+                && e.contains("line 3")
+                && e.contains("column 2")
+                && e.contains("oops"),
+            "{e}"
+        );
+
+        let e = load(&write_text(&d, "empty.csv", "1,2,3\n4,,6\n")).unwrap_err();
+        assert!(
+            e.contains("line 2") && e.contains("column 2") && e.contains("empty"),
+            "{e}"
+        );
+
+        let e = load(&write_text(&d, "hdr.csv", "a,b\n")).unwrap_err();
+        assert!(e.contains("no rows"), "{e}");
+
+        let e = load(&d.join("missing.csv")).unwrap_err();
+        assert!(
+            e.contains("missing.csv") && e.contains("cannot read"),
+            "{e}"
+        );
+
+        let e = load(&write_text(&d, "x.txt", "1\n")).unwrap_err();
+        assert!(
+            e.contains(".npy") && e.contains(".csv") && e.contains("x.txt"),
+            "{e}"
+        );
+    }
+}

@@ -7,8 +7,12 @@
 //!
 //! `ARCHITECTURE.md` has the map and the invariants.
 
+pub mod autodiff;
 pub mod data;
 pub mod diag;
+pub mod interp;
+pub mod ir;
+pub mod lower;
 pub mod observe;
 pub mod output;
 pub mod rng;

@@ -1,0 +1,73 @@
+//! Scalar math shared by every backend: the interpreter calls these, the JIT calls the same
+//! functions through registered symbols, so elementwise results agree bit for bit. All
+//! transcendentals come from the `libm` crate (platform-independent, unlike glibc's).
+
+pub fn exp(x: f64) -> f64 {
+    libm::exp(x)
+}
+pub fn log(x: f64) -> f64 {
+    libm::log(x)
+}
+pub fn log1p(x: f64) -> f64 {
+    libm::log1p(x)
+}
+pub fn sqrt(x: f64) -> f64 {
+    libm::sqrt(x)
+}
+pub fn tanh(x: f64) -> f64 {
+    libm::tanh(x)
+}
+pub fn sin(x: f64) -> f64 {
+    libm::sin(x)
+}
+pub fn cos(x: f64) -> f64 {
+    libm::cos(x)
+}
+pub fn pow(x: f64, y: f64) -> f64 {
+    libm::pow(x, y)
+}
+pub fn floor(x: f64) -> f64 {
+    libm::floor(x)
+}
+
+/// 1 / (1 + e^-x), computed without overflow for either sign.
+pub fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + exp(-x))
+    } else {
+        let e = exp(x);
+        e / (1.0 + e)
+    }
+}
+
+/// log(1 + e^x) = max(x, 0) + log1p(e^-|x|).
+pub fn softplus(x: f64) -> f64 {
+    x.max(0.0) + log1p(exp(-x.abs()))
+}
+
+/// log(e^a + e^b) = max(a, b) + log1p(e^-|a-b|).
+pub fn logaddexp(a: f64, b: f64) -> f64 {
+    if a == f64::NEG_INFINITY && b == f64::NEG_INFINITY {
+        return f64::NEG_INFINITY;
+    }
+    a.max(b) + log1p(exp(-(a - b).abs()))
+}
+
+/// log Σ e^x with the largest entry factored out.
+pub fn logsumexp(xs: impl Iterator<Item = f64> + Clone) -> f64 {
+    let m = xs.clone().fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        return m;
+    }
+    m + log(xs.map(|x| exp(x - m)).sum::<f64>())
+}
+
+pub fn sign(x: f64) -> f64 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}
