@@ -602,7 +602,7 @@ impl<'a> Lowerer<'a> {
 
     fn builtin(&mut self, name: &str, args: &[Arg]) -> LowerResult {
         let (a, rest) = self.builtin_args(name, args);
-        let mut arg = |l: &mut Self, k: &str| -> LowerResult {
+        let arg = |l: &mut Self, k: &str| -> LowerResult {
             let e = a.get(k).ok_or_else(|| format!("`{name}` needs `{k}`"))?;
             l.expr(e)
         };

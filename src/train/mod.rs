@@ -1,0 +1,2 @@
+//! The run driver (being written).
+pub mod statics;
