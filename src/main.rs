@@ -32,6 +32,22 @@ enum Command {
         #[arg(long)]
         seed: Option<String>,
     },
+    /// Compile and run a program; write its run folder.
+    Run {
+        file: PathBuf,
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        #[arg(long)]
+        seed: Option<String>,
+        /// The most steps to take (overrides the train block's `steps`).
+        #[arg(long)]
+        steps: Option<u64>,
+        /// The run folder (default `runs/NAME-TIMESTAMP/`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "interp")]
+        backend: Backend,
+    },
     /// Print the program at a stage of the compiler.
     Ir {
         file: PathBuf,
@@ -40,6 +56,12 @@ enum Command {
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    /// The reference interpreter.
+    Interp,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -60,7 +82,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     std::thread::Builder::new()
         .stack_size(COMPILER_STACK)
-        .spawn(move || run(cli))
+        .spawn(move || dispatch(cli))
         .and_then(|t| {
             t.join()
                 .map_err(|_| std::io::Error::other("the compiler thread failed"))
@@ -71,7 +93,7 @@ fn main() -> ExitCode {
         })
 }
 
-fn run(cli: Cli) -> ExitCode {
+fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { file, set, seed } => {
             let mut set = set;
@@ -81,6 +103,127 @@ fn run(cli: Cli) -> ExitCode {
             check(&file, &set, None)
         }
         Command::Ir { file, stage, set } => check(&file, &set, Some(stage)),
+        Command::Run {
+            file,
+            set,
+            seed,
+            steps,
+            out,
+            backend: Backend::Interp,
+        } => {
+            let mut set = set;
+            if let Some(s) = seed {
+                set.push(format!("seed={s}"));
+            }
+            run_program(&file, &set, steps, out)
+        }
+    }
+}
+
+fn report(diags: &[traj::diag::Diagnostic], sources: &SourceMap, file: &std::path::Path) {
+    let color = use_color();
+    for d in diags {
+        eprint!("{}", d.render(sources, color));
+    }
+    let n = diags.len();
+    eprintln!(
+        "{}: {n} error{}",
+        file.display(),
+        if n == 1 { "" } else { "s" }
+    );
+}
+
+fn run_program(
+    file: &std::path::Path,
+    set: &[String],
+    steps: Option<u64>,
+    out: Option<PathBuf>,
+) -> ExitCode {
+    let mut sources = SourceMap::default();
+    let options = Options {
+        overrides: set.to_vec(),
+        check_sweep: false,
+    };
+    let checked = match sema::check::check_file(file, &options, &mut sources) {
+        Ok(Ok(c)) => c,
+        Ok(Err(diags)) => {
+            report(&diags, &sources, file);
+            return ExitCode::from(1);
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match traj::train::run(&checked, &sources, &traj::train::RunOptions { steps }) {
+        Ok(r) => r,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(1);
+        }
+    };
+    let dir =
+        out.unwrap_or_else(|| traj::output::default_run_dir(file, std::time::SystemTime::now()));
+    let text = std::fs::read(file).unwrap_or_default();
+    let info = traj::output::RunInfo {
+        program: file.display().to_string(),
+        source_sha256: traj::output::sha256_hex(&text),
+        consts: checked
+            .consts
+            .iter()
+            .map(|(k, v)| {
+                let j = match v {
+                    traj::sema::types::Scalar::Int(i) => serde_json::json!(i),
+                    traj::sema::types::Scalar::Float(f) => serde_json::json!(f),
+                };
+                (k.clone(), j)
+            })
+            .collect(),
+        seed: result.seed as i64,
+        backend: "interp".into(),
+        status: result.status.name().into(),
+        steps: result.steps,
+        compile_seconds: result.compile_seconds,
+        run_seconds: result.run_seconds,
+        version: env!("CARGO_PKG_VERSION").into(),
+        message: result.message.clone(),
+    };
+    if let Err(e) = traj::output::write_run_folder(&dir, &info, &result.trajectory, &result.params)
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    if let Some(m) = &result.message {
+        eprintln!("{m}");
+    }
+    let last = result
+        .trajectory
+        .rows
+        .last()
+        .map(|(s, cells)| {
+            let shown: Vec<String> = result
+                .trajectory
+                .columns
+                .iter()
+                .zip(cells)
+                .take(4)
+                .filter_map(|(c, v)| v.map(|v| format!("{c} {}", traj::output::format_float(v))))
+                .collect();
+            format!("step {s}: {}", shown.join(", "))
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "{}: {} after {} steps in {:.3} s (compile {:.3} s); {last} → {}",
+        file.display(),
+        result.status.name(),
+        result.steps,
+        result.run_seconds,
+        result.compile_seconds,
+        dir.display()
+    );
+    match result.status {
+        traj::train::Status::Finished | traj::train::Status::Stopped => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
     }
 }
 

@@ -43,6 +43,18 @@ pub struct Lowerer<'a> {
     draws: usize,
     /// Inside `init(...)`: params are their initial values.
     init_mode: bool,
+    /// Inside an optimizer body: `noise` draws anew at each occurrence, keyed by
+    /// (param name, occurrence, step).
+    pub noise: Option<NoiseSite>,
+}
+
+/// Where `noise` is drawn: the param's name and shape, the step var, occurrences so far.
+#[derive(Clone, Debug)]
+pub struct NoiseSite {
+    pub param: String,
+    pub shape: Vec<usize>,
+    pub step: Var,
+    pub count: usize,
 }
 
 pub type LowerResult = Result<Var, String>;
@@ -60,7 +72,29 @@ impl<'a> Lowerer<'a> {
             stream: String::new(),
             draws: 0,
             init_mode: false,
+            noise: None,
         }
+    }
+
+    /// Calls a program function on already lowered arguments (for `ntk`).
+    pub fn call_fn_on(&mut self, f: &FnItem, args: &[Var]) -> LowerResult {
+        let saved = std::mem::take(&mut self.scopes);
+        let mut scope = HashMap::new();
+        for (p, v) in f.params.iter().zip(args) {
+            scope.insert(p.name.name.clone(), *v);
+        }
+        self.scopes.push(scope);
+        let r = (|| {
+            for l in &f.lets {
+                let v = self.expr(&l.value)?;
+                if let Some(s) = self.scopes.last_mut() {
+                    s.insert(l.name.name.clone(), v);
+                }
+            }
+            self.expr(&f.body)
+        })();
+        self.scopes = saved;
+        r
     }
 
     /// Lowers the expression of a top-level item, with its draws keyed by `stream`.
@@ -222,6 +256,16 @@ impl<'a> Lowerer<'a> {
     }
 
     fn name(&mut self, n: &str) -> LowerResult {
+        if n == "noise" {
+            if let Some(site) = &mut self.noise {
+                let stream = format!("noise:{}:{}", site.param, site.count);
+                site.count += 1;
+                let (step, shape) = (site.step, site.shape.clone());
+                return Ok(self
+                    .b
+                    .random(Draw::Normal, &stream, step, &[], DType::Float, shape));
+            }
+        }
         for s in self.scopes.iter().rev() {
             if let Some(v) = s.get(n) {
                 return Ok(*v);

@@ -1,2 +1,385 @@
-//! The run driver (being written).
+//! The run driver: static values, then the loop of LANGUAGE.md section 3.10 — row k holds
+//! θ_k and every per-step value at row k uses update k+1's draws; at each k: the gradient
+//! (resolving exact ties as `autodiff` documents), divergence, stop or the last step,
+//! recording, then update k+1. Runs on the reference interpreter.
+
+pub mod compile;
 pub mod statics;
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use ndarray::{ArrayD, IxDyn};
+
+use crate::diag::SourceMap;
+use crate::interp::{self, Env};
+use crate::ir::Func;
+use crate::output::{Trajectory, column_names};
+use crate::rng::Stream;
+use crate::sema::Checked;
+use crate::sema::types::Scalar;
+use crate::tensor::Tensor;
+use compile::Plan;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Finished,
+    Stopped,
+    Diverged,
+    Error,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Finished => "finished",
+            Status::Stopped => "stopped",
+            Status::Diverged => "diverged",
+            Status::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// `--steps N`: overrides the train block's `steps`.
+    pub steps: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub status: Status,
+    /// Updates applied to the saved params.
+    pub steps: u64,
+    pub trajectory: Trajectory,
+    /// The saved params (θ at the last row for a divergence).
+    pub params: Vec<(String, Tensor)>,
+    pub message: Option<String>,
+    pub seed: u64,
+    pub compile_seconds: f64,
+    pub run_seconds: f64,
+}
+
+fn scalar_of(t: &Tensor) -> f64 {
+    t.to_f64().iter().next().copied().unwrap_or(f64::NAN)
+}
+
+fn int_tensor(v: i64) -> Tensor {
+    Tensor::Int(ArrayD::from_elem(IxDyn(&[]), v))
+}
+
+fn eval(f: &Func, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>, String> {
+    interp::eval(f, inputs, Env { seed }).map_err(|e| {
+        let span = f.insts.get(e.inst).map(|i| i.span);
+        format!(
+            "{} (at instruction %{}{})",
+            e.message,
+            e.inst,
+            span.map(|s| format!(", bytes {}..{}", s.start, s.end))
+                .unwrap_or_default()
+        )
+    })
+}
+
+/// The steps at which some record clause is due, and for each clause whether it is.
+fn record_schedule(plan: &Plan, steps: u64) -> Vec<BTreeSet<u64>> {
+    plan.clauses
+        .iter()
+        .map(|c| match (c.every, c.log_count) {
+            (Some(k), _) => (0..=steps).step_by(k.max(1) as usize).collect(),
+            (_, Some(n)) => {
+                let mut s = BTreeSet::from([0]);
+                let n = n.max(1);
+                for i in 0..n {
+                    let e = if n > 1 {
+                        i as f64 / (n - 1) as f64
+                    } else {
+                        1.0
+                    };
+                    s.insert((steps as f64).powf(e).round() as u64);
+                }
+                s
+            }
+            _ => BTreeSet::new(),
+        })
+        .collect()
+}
+
+/// The gradient at θ with update `step`'s draws: plain reverse mode, or, when an exact
+/// tie occurs, Kakade & Lee's directional variant (see `autodiff`).
+struct Gradient {
+    loss: f64,
+    grads: Vec<Tensor>,
+}
+
+fn gradient(plan: &Plan, theta: &[Tensor], step: u64, seed: u64) -> Result<Gradient, String> {
+    let mut inputs: Vec<Tensor> = theta.to_vec();
+    inputs.push(int_tensor(step as i64));
+    let out = eval(&plan.grad_fast, &inputs, seed)?;
+    let n = plan.params.len();
+    let ties = scalar_of(&out[n + 1]);
+    let (loss, grads) = if ties > 0.0 {
+        // One Gaussian direction over all params, keyed by (seed, step).
+        let rng = Stream::new(seed, "tie", step);
+        let mut offset = 0u64;
+        for p in &plan.params {
+            let len: usize = p.shape.iter().product();
+            let v: Vec<f64> = (0..len as u64).map(|i| rng.normal(offset + i)).collect();
+            offset += len as u64;
+            inputs.push(Tensor::Float(
+                ArrayD::from_shape_vec(IxDyn(&p.shape), v).map_err(|e| e.to_string())?,
+            ));
+        }
+        let out = eval(&plan.grad_ray, &inputs, seed)?;
+        let loss = scalar_of(&out[0]);
+        if scalar_of(&out[n + 1]) > 0.0 {
+            return Err("a comparison or `sign` sits exactly at a tie that the direction cannot resolve: no Clarke subgradient can be certified".into());
+        }
+        let ray_loss = scalar_of(&out[n + 2]);
+        if loss.is_finite() && (ray_loss - loss).abs() > 1e-12 * (1.0 + loss.abs()) {
+            return Err(format!(
+                "the loss jumps at this point (it is {loss} here but tends to {ray_loss} along the tie direction): no Clarke subgradient"
+            ));
+        }
+        (loss, out[1..=n].to_vec())
+    } else {
+        (scalar_of(&out[0]), out[1..=n].to_vec())
+    };
+    if loss.is_finite()
+        && grads
+            .iter()
+            .any(|g| g.to_f64().iter().any(|x| !x.is_finite()))
+    {
+        return Err("the gradient is not finite: `sqrt`, `log` or a division at 0 lies on its path, where no Clarke subgradient exists".into());
+    }
+    Ok(Gradient { loss, grads })
+}
+
+pub fn run(
+    checked: &Checked,
+    sources: &SourceMap,
+    options: &RunOptions,
+) -> Result<RunResult, String> {
+    let seed = match checked.consts.get("seed") {
+        Some(Scalar::Int(s)) => *s as u64,
+        Some(Scalar::Float(s)) => *s as u64,
+        None => 0,
+    };
+    let t0 = Instant::now();
+    let statics = statics::evaluate(checked, sources, seed)?;
+    let plan = compile::build(checked, &statics, options.steps)?;
+    let compile_seconds = t0.elapsed().as_secs_f64();
+
+    let t1 = Instant::now();
+    let mut theta: Vec<Tensor> = plan
+        .params
+        .iter()
+        .map(|p| {
+            statics
+                .values
+                .get(&format!("init:{}", p.name))
+                .cloned()
+                .ok_or(format!("no initial value for `{}`", p.name))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut states: Vec<Vec<Tensor>> = Vec::new();
+    for (u, th) in plan.updates.iter().zip(&theta) {
+        states.push(match u {
+            Some(u) => eval(&u.init, std::slice::from_ref(th), seed)?,
+            None => vec![],
+        });
+    }
+    let schedule = record_schedule(&plan, plan.steps);
+    let mut columns = Vec::new();
+    for c in &plan.columns {
+        columns.extend(column_names(&c.name, &c.shape));
+    }
+    let mut trajectory = Trajectory {
+        columns,
+        rows: Vec::new(),
+    };
+    let mut previous: Option<(Vec<Tensor>, u64)> = None;
+    let status;
+    let mut message = None;
+    let mut k: u64 = 0;
+    loop {
+        let g = match gradient(&plan, &theta, k + 1, seed) {
+            Ok(g) => g,
+            Err(e) => {
+                status = Status::Error;
+                message = Some(format!("step {k}: {e}"));
+                break;
+            }
+        };
+        let bad_param = plan
+            .params
+            .iter()
+            .zip(&theta)
+            .find(|(_, t)| t.to_f64().iter().any(|x| !x.is_finite()))
+            .map(|(p, _)| p.name.clone());
+        if !g.loss.is_finite() || bad_param.is_some() {
+            status = Status::Diverged;
+            let what = match bad_param {
+                Some(p) => format!("param `{p}` is not finite"),
+                None => format!("loss = {}", crate::output::format_float(g.loss)),
+            };
+            message = Some(format!("diverged at step {k}: {what}"));
+            // The last row and the saved params are θ_{k−1}.
+            if let Some((prev, pk)) = previous.take() {
+                let recorded = trajectory.rows.last().is_some_and(|(s, _)| *s == pk);
+                if !recorded {
+                    let gp = gradient(&plan, &prev, pk + 1, seed)?;
+                    let row = record_row(&plan, &prev, &gp, pk, &schedule, seed, true)?;
+                    trajectory.rows.push((pk, row));
+                }
+                theta = prev;
+                k = pk;
+            }
+            break;
+        }
+        let gnorm = g
+            .grads
+            .iter()
+            .map(|t| t.to_f64().iter().map(|x| x * x).sum::<f64>())
+            .sum::<f64>()
+            .sqrt();
+        let due = schedule.iter().any(|s| s.contains(&k));
+        let stop = match &plan.stop {
+            Some(f) if !plan.stop_at_records_only || due => {
+                let inputs = record_inputs(&plan, &theta, &g, gnorm, k, f64::NAN);
+                scalar_of(&eval(f, &inputs, seed)?[0]) != 0.0
+            }
+            _ => false,
+        };
+        if stop || k == plan.steps {
+            status = if stop {
+                Status::Stopped
+            } else {
+                Status::Finished
+            };
+            let row = record_row(&plan, &theta, &g, k, &schedule, seed, true)?;
+            trajectory.rows.push((k, row));
+            break;
+        }
+        if due {
+            let row = record_row(&plan, &theta, &g, k, &schedule, seed, false)?;
+            trajectory.rows.push((k, row));
+        }
+        // Update k+1: every param from gradients taken before any update.
+        previous = Some((theta.clone(), k));
+        for (i, u) in plan.updates.iter().enumerate() {
+            let Some(u) = u else { continue };
+            let mut inputs = vec![
+                theta[i].clone(),
+                g.grads[i].clone(),
+                int_tensor(k as i64 + 1),
+                Tensor::scalar(g.loss),
+                Tensor::scalar(gnorm),
+            ];
+            inputs.extend(states[i].iter().cloned());
+            let out = eval(&u.step, &inputs, seed)?;
+            theta[i] = out[0].clone();
+            states[i] = out[1..].to_vec();
+        }
+        k += 1;
+    }
+    let run_seconds = t1.elapsed().as_secs_f64();
+    let params = plan
+        .params
+        .iter()
+        .map(|p| p.name.clone())
+        .zip(theta)
+        .collect();
+    Ok(RunResult {
+        status,
+        steps: k,
+        trajectory,
+        params,
+        message,
+        seed,
+        compile_seconds,
+        run_seconds,
+    })
+}
+
+fn record_inputs(
+    plan: &Plan,
+    theta: &[Tensor],
+    g: &Gradient,
+    gnorm: f64,
+    k: u64,
+    sharpness: f64,
+) -> Vec<Tensor> {
+    let mut inputs: Vec<Tensor> = theta.to_vec();
+    inputs.push(int_tensor(k as i64 + 1));
+    inputs.extend(g.grads.iter().cloned());
+    debug_assert_eq!(theta.len(), plan.params.len());
+    inputs.push(Tensor::scalar(g.loss));
+    inputs.push(Tensor::scalar(gnorm));
+    inputs.push(Tensor::scalar(sharpness));
+    inputs
+}
+
+/// The recorded cells of row k; clauses not due leave theirs empty (all are filled on the
+/// last row).
+fn record_row(
+    plan: &Plan,
+    theta: &[Tensor],
+    g: &Gradient,
+    k: u64,
+    schedule: &[BTreeSet<u64>],
+    seed: u64,
+    last: bool,
+) -> Result<Vec<Option<f64>>, String> {
+    let gnorm = g
+        .grads
+        .iter()
+        .map(|t| t.to_f64().iter().map(|x| x * x).sum::<f64>())
+        .sum::<f64>()
+        .sqrt();
+    let sharp = match &plan.hvp {
+        Some(h) => sharpness(plan, h, theta, k, seed)?,
+        None => f64::NAN,
+    };
+    let inputs = record_inputs(plan, theta, g, gnorm, k, sharp);
+    let out = eval(&plan.record, &inputs, seed)?;
+    let mut row = Vec::new();
+    for (c, v) in plan.columns.iter().zip(out) {
+        let due = last || schedule[c.clause].contains(&k);
+        for x in v.to_f64().iter() {
+            row.push(due.then_some(*x));
+        }
+    }
+    Ok(row)
+}
+
+/// The largest eigenvalue of the loss Hessian at θ, by Lanczos on Hessian-vector products
+/// to 1e-8 relative, from a start drawn from stream "sharpness" at the step.
+fn sharpness(plan: &Plan, hvp: &Func, theta: &[Tensor], k: u64, seed: u64) -> Result<f64, String> {
+    let n = plan.nparams;
+    let rng = Stream::new(seed, "sharpness", k + 1);
+    let start: Vec<f64> = (0..n as u64).map(|i| rng.normal(i)).collect();
+    let mut apply = |v: &[f64], out: &mut [f64]| -> Result<(), String> {
+        let mut inputs: Vec<Tensor> = theta.to_vec();
+        inputs.push(int_tensor(k as i64 + 1));
+        let mut at = 0;
+        for p in &plan.params {
+            let len: usize = p.shape.iter().product();
+            inputs.push(Tensor::Float(
+                ArrayD::from_shape_vec(IxDyn(&p.shape), v[at..at + len].to_vec())
+                    .map_err(|e| e.to_string())?,
+            ));
+            at += len;
+        }
+        let res = eval(hvp, &inputs, seed)?;
+        let mut at = 0;
+        for t in res {
+            for x in t.to_f64().iter() {
+                out[at] = *x;
+                at += 1;
+            }
+        }
+        Ok(())
+    };
+    crate::observe::linalg::top_eigenvalue(n, &start, &mut apply, 1e-8)
+}

@@ -1,0 +1,544 @@
+//! Builds the IR functions a run needs from a checked program: the loss and its gradient
+//! (a fast variant that counts exact ties, and the Kakade–Lee variant along a direction),
+//! each param's optimizer update and state initialization, the record and stop
+//! functions, and the Hessian-vector product behind `sharpness`.
+
+use std::collections::HashMap;
+
+use crate::autodiff::{Ties, grad_into, jvp_into, ties_into};
+use crate::ir::{Binary, Func, Var, verify};
+use crate::lower::{Lowerer, NoiseSite, Statics};
+use crate::sema::Checked;
+use crate::sema::modules::SymKind;
+use crate::sema::types::{DType, Shape};
+use crate::syntax::ast::*;
+
+#[derive(Clone, Debug)]
+pub struct ParamInfo {
+    pub name: String,
+    pub shape: Shape,
+}
+
+/// One param's optimizer: `init` maps the param to its states, `step` maps
+/// (param, grad, t, loss, gnorm, states...) to (param, states...).
+#[derive(Clone, Debug)]
+pub struct Update {
+    pub init: Func,
+    pub step: Func,
+    pub n_states: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct RecordColumn {
+    pub name: String,
+    pub shape: Shape,
+    /// Index of the record clause it belongs to.
+    pub clause: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct RecordClause {
+    pub every: Option<u64>,
+    pub log_count: Option<u64>,
+}
+
+/// Everything a backend runs.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub params: Vec<ParamInfo>,
+    /// Inputs: params, step. Outputs: loss, grad:P..., ties.
+    pub grad_fast: Func,
+    /// Inputs: params, step, dir:P... Outputs: loss, grad:P..., unresolved, ray_loss.
+    pub grad_ray: Func,
+    /// `None`: the param is frozen (`optimizer none`).
+    pub updates: Vec<Option<Update>>,
+    /// Inputs: params, step, grad:P..., loss, gnorm, sharpness. Outputs: one per column.
+    pub record: Func,
+    pub columns: Vec<RecordColumn>,
+    pub clauses: Vec<RecordClause>,
+    /// Same inputs as `record`; output `stop`.
+    pub stop: Option<Func>,
+    /// The stop condition uses observables other than gnorm and step: test it only at
+    /// record steps.
+    pub stop_at_records_only: bool,
+    /// Inputs: params, step, dir:P... Outputs: hvp:P... (only built when a record uses
+    /// `sharpness`).
+    pub hvp: Option<Func>,
+    pub steps: u64,
+    pub nparams: usize,
+}
+
+fn train_item(checked: &Checked) -> Option<&TrainItem> {
+    checked.program.items.iter().find_map(|i| match i {
+        Item::Train(t) if t.span.file == checked.program.main_file => Some(t),
+        _ => None,
+    })
+}
+
+pub fn params_of(checked: &Checked) -> Vec<ParamInfo> {
+    let mut ps: Vec<(crate::diag::Span, ParamInfo)> = checked
+        .names
+        .iter()
+        .filter(|(_, k, _)| *k == SymKind::Param)
+        .map(|(n, _, v)| {
+            let span = checked
+                .program
+                .symbols
+                .get(n)
+                .map(|s| s.span)
+                .unwrap_or_default();
+            (
+                span,
+                ParamInfo {
+                    name: n.clone(),
+                    shape: v.shape.clone(),
+                },
+            )
+        })
+        .collect();
+    ps.sort_by_key(|(s, _)| *s);
+    ps.into_iter().map(|(_, p)| p).collect()
+}
+
+fn checked_func(f: Func, what: &str) -> Result<Func, String> {
+    verify(&f).map_err(|e| {
+        format!(
+            "internal error: {what} IR does not verify: {e}\n{}",
+            crate::ir::print(&f)
+        )
+    })?;
+    Ok(f)
+}
+
+/// A Lowerer whose params and step are inputs.
+fn with_params<'a>(
+    checked: &'a Checked,
+    statics: &'a Statics,
+    params: &[ParamInfo],
+) -> (Lowerer<'a>, Vec<Var>, Var) {
+    let mut l = Lowerer::new(&checked.program, statics);
+    let vars: Vec<Var> = params
+        .iter()
+        .map(|p| {
+            let v = l.b.input(&p.name, DType::Float, p.shape.clone());
+            l.bound.insert(p.name.clone(), v);
+            v
+        })
+        .collect();
+    let step = l.b.input("step", DType::Int, vec![]);
+    l.step = Some(step);
+    (l, vars, step)
+}
+
+fn loss_var(l: &mut Lowerer, checked: &Checked) -> Result<Var, String> {
+    let loss = checked.program.items.iter().find_map(|i| match i {
+        Item::Loss(l) => Some(l),
+        _ => None,
+    });
+    let loss = loss.ok_or("the program has no loss")?;
+    let v = l.item_expr(&loss.value, "loss")?;
+    Ok(l.b.to_float(v))
+}
+
+pub fn build(
+    checked: &Checked,
+    statics: &Statics,
+    steps_override: Option<u64>,
+) -> Result<Plan, String> {
+    let params = params_of(checked);
+    let nparams: usize = params
+        .iter()
+        .map(|p| p.shape.iter().product::<usize>())
+        .sum();
+
+    // Loss and gradient, fast variant.
+    let (mut l, pv, _) = with_params(checked, statics, &params);
+    let loss = loss_var(&mut l, checked)?;
+    let grads = grad_into(&mut l.b, loss, &pv, &Ties::Default)?;
+    let ties = ties_into(&mut l.b, loss, &pv);
+    l.b.output("loss", loss);
+    for (p, g) in params.iter().zip(&grads) {
+        l.b.output(&format!("grad:{}", p.name), *g);
+    }
+    l.b.output("ties", ties);
+    let grad_fast = checked_func(l.b.finish(), "gradient")?;
+
+    // Loss and gradient along a direction (Kakade & Lee).
+    let (mut l, pv, _) = with_params(checked, statics, &params);
+    let dirs: Vec<Var> = params
+        .iter()
+        .map(|p| {
+            l.b.input(&format!("dir:{}", p.name), DType::Float, p.shape.clone())
+        })
+        .collect();
+    let loss = loss_var(&mut l, checked)?;
+    let end = l.b.func.insts.len();
+    let seeds: Vec<(Var, Var)> = pv.iter().copied().zip(dirs.iter().copied()).collect();
+    let d = jvp_into(&mut l.b, end, &seeds, true);
+    let grads = grad_into(&mut l.b, loss, &pv, &Ties::Directional(&d))?;
+    l.b.output("loss", loss);
+    for (p, g) in params.iter().zip(&grads) {
+        l.b.output(&format!("grad:{}", p.name), *g);
+    }
+    let unresolved = match d.unresolved {
+        Some(u) => u,
+        None => l.b.scalar(0.0),
+    };
+    l.b.output("unresolved", unresolved);
+    let ray_loss = d.ray.get(&loss).copied().unwrap_or(loss);
+    l.b.output("ray_loss", ray_loss);
+    let grad_ray = checked_func(l.b.finish(), "directional gradient")?;
+
+    let train = train_item(checked).ok_or("the program has no train block")?;
+    let updates = build_updates(checked, statics, &params, train, nparams)?;
+    let (record, columns, clauses, uses_sharpness) =
+        build_record(checked, statics, &params, train)?;
+    let (stop, stop_at_records_only) = build_stop(checked, statics, &params, train)?;
+    let hvp = if uses_sharpness {
+        Some(build_hvp(checked, statics, &params)?)
+    } else {
+        None
+    };
+
+    let mut steps = None;
+    for c in &train.clauses {
+        if let Clause::Steps(e, _) = c {
+            let mut l = Lowerer::new(&checked.program, statics);
+            let v = l.expr(e)?;
+            steps = Some(const_int(&l, v)? as u64);
+        }
+    }
+    let steps = steps_override.or(steps).unwrap_or(0);
+    Ok(Plan {
+        params,
+        grad_fast,
+        grad_ray,
+        updates,
+        record,
+        columns,
+        clauses,
+        stop,
+        stop_at_records_only,
+        hvp,
+        steps,
+        nparams,
+    })
+}
+
+fn const_int(l: &Lowerer, v: Var) -> Result<i64, String> {
+    match &l.b.func.insts[v].prim {
+        crate::ir::Prim::Const(crate::tensor::Tensor::Int(a)) => {
+            a.iter().next().copied().ok_or_else(|| "empty".into())
+        }
+        _ => Err("expected a compile-time int".into()),
+    }
+}
+
+fn build_updates(
+    checked: &Checked,
+    statics: &Statics,
+    params: &[ParamInfo],
+    train: &TrainItem,
+    nparams: usize,
+) -> Result<Vec<Option<Update>>, String> {
+    // The rule of each param: its `for` clause, else the default.
+    let mut rule_of: HashMap<&str, &TrainOptimizer> = HashMap::new();
+    let mut default = None;
+    for c in &train.clauses {
+        if let Clause::Optimizer(o) = c {
+            if o.targets.is_empty() {
+                default = Some(o);
+            }
+            for t in &o.targets {
+                rule_of.insert(&t.name, o);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for p in params {
+        let Some(o) = rule_of.get(p.name.as_str()).copied().or(default) else {
+            return Err(format!("param `{}` has no rule", p.name));
+        };
+        if o.rule.name == "none" {
+            out.push(None);
+            continue;
+        }
+        let Some(sym) = checked.program.lookup(&o.rule.name) else {
+            return Err(format!("no optimizer `{}`", o.rule.name));
+        };
+        let Item::Optimizer(rule) = &checked.program.items[sym.item] else {
+            return Err(format!("`{}` is not an optimizer", o.rule.name));
+        };
+        out.push(Some(build_update(checked, statics, p, o, rule, nparams)?));
+    }
+    Ok(out)
+}
+
+/// Binds an optimizer's hyperparameters (from the train clause, else their defaults),
+/// lowered with `t`, `loss`, `gnorm` and `nparams` bound.
+fn bind_hypers(l: &mut Lowerer, o: &TrainOptimizer, rule: &OptimizerItem) -> Result<(), String> {
+    let mut values: Vec<Option<&Expr>> = vec![None; rule.params.len()];
+    let mut positional = 0;
+    for a in &o.args {
+        let i = match &a.name {
+            Some(k) => rule
+                .params
+                .iter()
+                .position(|p| p.name.name == k.name)
+                .ok_or("unknown hyperparameter")?,
+            None => {
+                positional += 1;
+                positional - 1
+            }
+        };
+        values[i] = Some(&a.value);
+    }
+    for (p, v) in rule.params.iter().zip(values) {
+        let e = v
+            .or(p.default.as_ref())
+            .ok_or_else(|| format!("missing `{}`", p.name.name))?;
+        let var = l.expr(e)?;
+        l.bound.insert(p.name.name.clone(), var);
+    }
+    Ok(())
+}
+
+fn build_update(
+    checked: &Checked,
+    statics: &Statics,
+    p: &ParamInfo,
+    o: &TrainOptimizer,
+    rule: &OptimizerItem,
+    nparams: usize,
+) -> Result<Update, String> {
+    let states: Vec<&Def> = rule
+        .body
+        .iter()
+        .filter_map(|s| match s {
+            OptStmt::State(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    // Shared bindings: hyperparameters at step 0 for the init, at step t for updates.
+    let common = |l: &mut Lowerer, t: Var, loss: Var, gnorm: Var| -> Result<(), String> {
+        l.bound.insert("t".into(), t);
+        l.bound.insert("loss".into(), loss);
+        l.bound.insert("gnorm".into(), gnorm);
+        let n = l.b.int_scalar(nparams as i64);
+        l.bound.insert("nparams".into(), n);
+        bind_hypers(l, o, rule)
+    };
+
+    // State initialization: `zeros`/`ones` alone are shaped as the param.
+    let mut l = Lowerer::new(&checked.program, statics);
+    let param = l.b.input("param", DType::Float, p.shape.clone());
+    l.bound.insert("param".into(), param);
+    let (t0, z) = (l.b.int_scalar(0), l.b.scalar(0.0));
+    common(&mut l, t0, z, z)?;
+    for (name, c) in [("zeros", 0.0), ("ones", 1.0)] {
+        let v = l.b.scalar(c);
+        let v = l.b.broadcast(v, &p.shape);
+        l.bound.insert(name.into(), v);
+    }
+    for d in &states {
+        let v = l.expr(&d.value)?;
+        let v = l.b.to_float(v);
+        let v = l.b.broadcast(v, &p.shape);
+        l.b.output(&d.name.name, v);
+    }
+    let init = checked_func(l.b.finish(), "optimizer state initialization")?;
+
+    // One update.
+    let mut l = Lowerer::new(&checked.program, statics);
+    let param = l.b.input("param", DType::Float, p.shape.clone());
+    let grad = l.b.input("grad", DType::Float, p.shape.clone());
+    let t = l.b.input("t", DType::Int, vec![]);
+    let loss = l.b.input("loss", DType::Float, vec![]);
+    let gnorm = l.b.input("gnorm", DType::Float, vec![]);
+    l.bound.insert("param".into(), param);
+    l.bound.insert("grad".into(), grad);
+    common(&mut l, t, loss, gnorm)?;
+    for d in &states {
+        let v = l.b.input(&d.name.name, DType::Float, p.shape.clone());
+        l.bound.insert(d.name.name.clone(), v);
+    }
+    l.noise = Some(NoiseSite {
+        param: p.name.clone(),
+        shape: p.shape.clone(),
+        step: t,
+        count: 0,
+    });
+    let mut current = param;
+    for s in &rule.body {
+        match s {
+            OptStmt::State(_) => {}
+            OptStmt::Let(d) | OptStmt::Assign(d) => {
+                let v = l.expr(&d.value)?;
+                let v = l.b.to_float(v);
+                let v = if matches!(s, OptStmt::Assign(_)) {
+                    l.b.broadcast(v, &p.shape)
+                } else {
+                    v
+                };
+                l.bound.insert(d.name.name.clone(), v);
+            }
+            OptStmt::Param { op, value, .. } => {
+                let v = l.expr(value)?;
+                let v = l.b.to_float(v);
+                current = match op {
+                    UpdateOp::Set => v,
+                    UpdateOp::Sub => l.b.binary(Binary::Sub, current, v),
+                    UpdateOp::Add => l.b.binary(Binary::Add, current, v),
+                };
+                current = l.b.broadcast(current, &p.shape);
+                l.bound.insert("param".into(), current);
+            }
+        }
+    }
+    l.b.output("param", current);
+    for d in &states {
+        let v = l.bound[&d.name.name];
+        l.b.output(&d.name.name, v);
+    }
+    let step = checked_func(l.b.finish(), "optimizer update")?;
+    Ok(Update {
+        init,
+        step,
+        n_states: states.len(),
+    })
+}
+
+/// A Lowerer with the record/stop inputs bound.
+fn record_inputs<'a>(
+    checked: &'a Checked,
+    statics: &'a Statics,
+    params: &[ParamInfo],
+) -> Lowerer<'a> {
+    let (mut l, _, _) = with_params(checked, statics, params);
+    for p in params {
+        let g =
+            l.b.input(&format!("grad:{}", p.name), DType::Float, p.shape.clone());
+        l.bound.insert(format!("grad:{}", p.name), g);
+    }
+    for n in ["loss", "gnorm", "sharpness"] {
+        let v = l.b.input(n, DType::Float, vec![]);
+        l.bound.insert(n.into(), v);
+    }
+    l
+}
+
+type RecordParts = (Func, Vec<RecordColumn>, Vec<RecordClause>, bool);
+
+fn build_record(
+    checked: &Checked,
+    statics: &Statics,
+    params: &[ParamInfo],
+    train: &TrainItem,
+) -> Result<RecordParts, String> {
+    let mut l = record_inputs(checked, statics, params);
+    let mut columns = Vec::new();
+    let mut clauses = Vec::new();
+    let mut uses_sharpness = false;
+    for c in &train.clauses {
+        let Clause::Record(r) = c else { continue };
+        let count = {
+            let v = l.expr(&r.count)?;
+            const_int(&l, v)? as u64
+        };
+        clauses.push(match r.kind {
+            RecordKind::Every => RecordClause {
+                every: Some(count),
+                log_count: None,
+            },
+            RecordKind::Log => RecordClause {
+                every: None,
+                log_count: Some(count),
+            },
+        });
+        for e in &r.entries {
+            uses_sharpness |= mentions(&e.value, "sharpness");
+            let v = l.expr(&e.value)?;
+            let v = l.b.to_float(v);
+            columns.push(RecordColumn {
+                name: e.name.clone(),
+                shape: l.b.shape(v),
+                clause: clauses.len() - 1,
+            });
+            l.b.output(&e.name, v);
+        }
+    }
+    Ok((
+        checked_func(l.b.finish(), "record")?,
+        columns,
+        clauses,
+        uses_sharpness,
+    ))
+}
+
+fn build_stop(
+    checked: &Checked,
+    statics: &Statics,
+    params: &[ParamInfo],
+    train: &TrainItem,
+) -> Result<(Option<Func>, bool), String> {
+    let Some(cond) = train.clauses.iter().find_map(|c| match c {
+        Clause::StopWhen(e, _) => Some(e),
+        _ => None,
+    }) else {
+        return Ok((None, false));
+    };
+    let mut l = record_inputs(checked, statics, params);
+    let v = l.expr(cond)?;
+    let v = l.b.to_float(v);
+    l.b.output("stop", v);
+    let heavy = [
+        "svals",
+        "eigvals",
+        "rank",
+        "erank",
+        "nuclear",
+        "spectral",
+        "cond",
+        "sharpness",
+        "ntk",
+        "grad",
+    ]
+    .iter()
+    .any(|n| mentions(cond, n));
+    Ok((Some(checked_func(l.b.finish(), "stop")?), heavy))
+}
+
+fn build_hvp(checked: &Checked, statics: &Statics, params: &[ParamInfo]) -> Result<Func, String> {
+    let (mut l, pv, _) = with_params(checked, statics, params);
+    let dirs: Vec<Var> = params
+        .iter()
+        .map(|p| {
+            l.b.input(&format!("dir:{}", p.name), DType::Float, p.shape.clone())
+        })
+        .collect();
+    let loss = loss_var(&mut l, checked)?;
+    let grads = grad_into(&mut l.b, loss, &pv, &Ties::Default)?;
+    let end = l.b.func.insts.len();
+    let seeds: Vec<(Var, Var)> = pv.iter().copied().zip(dirs.iter().copied()).collect();
+    let d = jvp_into(&mut l.b, end, &seeds, false);
+    for (p, g) in params.iter().zip(&grads) {
+        let hv = match d.tangent.get(g) {
+            Some(t) => *t,
+            None => l.b.fill_like(*g, 0.0),
+        };
+        l.b.output(&format!("hvp:{}", p.name), hv);
+    }
+    checked_func(l.b.finish(), "Hessian-vector product")
+}
+
+/// Whether `e` names `what` anywhere (as a name or a call).
+fn mentions(e: &Expr, what: &str) -> bool {
+    let here = match &e.kind {
+        ExprKind::Name(n) => n == what,
+        ExprKind::Call { callee, .. } => callee.name == what,
+        _ => false,
+    };
+    let mut found = here;
+    crate::sema::check::for_each_child(e, |c| found |= mentions(c, what));
+    found
+}
