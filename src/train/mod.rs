@@ -107,12 +107,12 @@ fn record_schedule(plan: &Plan, steps: u64) -> Vec<BTreeSet<u64>> {
 
 /// The gradient at θ with update `step`'s draws: plain reverse mode, or, when an exact
 /// tie occurs, Kakade & Lee's directional variant (see `autodiff`).
-struct Gradient {
-    loss: f64,
-    grads: Vec<Tensor>,
+pub struct Gradient {
+    pub loss: f64,
+    pub grads: Vec<Tensor>,
 }
 
-fn gradient(plan: &Plan, theta: &[Tensor], step: u64, seed: u64) -> Result<Gradient, String> {
+pub fn gradient(plan: &Plan, theta: &[Tensor], step: u64, seed: u64) -> Result<Gradient, String> {
     let mut inputs: Vec<Tensor> = theta.to_vec();
     inputs.push(int_tensor(step as i64));
     let out = eval(&plan.grad_fast, &inputs, seed)?;
@@ -155,19 +155,34 @@ fn gradient(plan: &Plan, theta: &[Tensor], step: u64, seed: u64) -> Result<Gradi
     Ok(Gradient { loss, grads })
 }
 
+/// The run's seed: the const `seed` (default 0).
+pub fn seed_of(checked: &Checked) -> u64 {
+    match checked.consts.get("seed") {
+        Some(Scalar::Int(s)) => *s as u64,
+        Some(Scalar::Float(s)) => *s as u64,
+        None => 0,
+    }
+}
+
+/// Static values and the compiled plan of a checked program.
+pub fn prepare(
+    checked: &Checked,
+    sources: &SourceMap,
+    options: &RunOptions,
+) -> Result<(statics::Statics, Plan), String> {
+    let statics = statics::evaluate(checked, sources, seed_of(checked))?;
+    let plan = compile::build(checked, &statics, options.steps)?;
+    Ok((statics, plan))
+}
+
 pub fn run(
     checked: &Checked,
     sources: &SourceMap,
     options: &RunOptions,
 ) -> Result<RunResult, String> {
-    let seed = match checked.consts.get("seed") {
-        Some(Scalar::Int(s)) => *s as u64,
-        Some(Scalar::Float(s)) => *s as u64,
-        None => 0,
-    };
+    let seed = seed_of(checked);
     let t0 = Instant::now();
-    let statics = statics::evaluate(checked, sources, seed)?;
-    let plan = compile::build(checked, &statics, options.steps)?;
+    let (statics, plan) = prepare(checked, sources, options)?;
     let compile_seconds = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
