@@ -140,11 +140,18 @@ impl Diagnostic {
     /// Renders the report as text, with or without ANSI colour.
     pub fn render(&self, sources: &SourceMap, color: bool) -> String {
         let name = |file: u32| sources.file(file).name.clone();
-        let primary = (name(self.span.file), self.span.range());
+        // ariadne is given character offsets: with byte offsets it misplaces the header of
+        // a label in a second file when non-ASCII text precedes it.
+        let chars = |span: Span| {
+            let text = &sources.file(span.file).text;
+            let at = |b: usize| text.get(..b.min(text.len())).map_or(0, |t| t.chars().count());
+            at(span.start as usize)..at(span.end as usize)
+        };
+        let primary = (name(self.span.file), chars(self.span));
         let mut report = Report::build(ReportKind::Error, primary)
             .with_config(
                 Config::default()
-                    .with_index_type(IndexType::Byte)
+                    .with_index_type(IndexType::Char)
                     .with_color(color),
             )
             .with_code(self.code)
@@ -160,7 +167,7 @@ impl Diagnostic {
         labels.sort_by_key(|(s, ..)| (s.file != self.span.file, s.file, s.start));
         for (span, label, color) in labels {
             report = report.with_label(
-                Label::new((name(span.file), span.range()))
+                Label::new((name(span.file), chars(span)))
                     .with_message(label)
                     .with_color(color),
             );

@@ -29,6 +29,7 @@ CASES = [
     ("name_typo_hint", "an undefined name close to a defined one", "const depth = 3\ndata X = randn(dpeth, 2)\n", [("E0101", "dpeth", 1)]),
     ("name_duplicate", "a name defined twice", "const n = 3\ndata X = randn(n)\nconst n = 4\n", [("E0102", "n = 4", 1)]),
     ("name_duplicate_module", "a name defined in the program and in a used file", "use \"lib/defs_n.traj\"\nconst n = 4\n", [("E0102", "n = 4", 1)]),
+    ("name_duplicate_unicode_module", "a clash with a module whose text is not ASCII", "use \"lib/unicode_fn.traj\"\nfn foo(x) = x\n", [("E0102", "foo", 1)]),
     ("name_unknown_std_module", "an unknown standard module", "use std.optimizers\nconst n = 1\n", [("E0103", "use", 1)]),
     ("name_missing_file_module", "a used file that does not exist", "use \"lib/nowhere.traj\"\nconst n = 1\n", [("E0103", "use", 1)]),
     ("name_call_non_function", "calling a const", "const n = 3\nconst m = n(2)\n", [("E0104", "n(2)", 1)]),
@@ -108,7 +109,12 @@ CASES = [
 ]
 
 # Helper modules used by the cases above.
-LIB = {"lib/defs_n.traj": "# A module that defines `n`, to clash with a program's own `n`.\nconst n = 3\n"}
+LIB = {
+    "lib/defs_n.traj": "# A module that defines `n`, to clash with a program's own `n`.\nconst n = 3\n",
+    # Non-ASCII text before the clashing name: the report's second header must still
+    # name its true line and column (a regression: byte offsets misplaced it).
+    "lib/unicode_fn.traj": "# αβγ — a module whose first line is not ASCII\nconst z = 1\nfn foo(x) = x\n",
+}
 
 
 def line_col(text, pos):

@@ -40,3 +40,8 @@ fn syntax_error_says_what_was_expected() {
 fn observable_through_a_let_points_inside_it() {
     insta::assert_snapshot!(rendered("kind_observable_via_let"));
 }
+
+#[test]
+fn a_second_file_header_names_its_true_position() {
+    insta::assert_snapshot!(rendered("name_duplicate_unicode_module"));
+}

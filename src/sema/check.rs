@@ -1774,7 +1774,7 @@ impl<'p> Checker<'p> {
                         Some(k) => format!("this is the float {k}"),
                         None => "this is a float".to_string(),
                     })
-                    .hint("`/` always gives a float: use `//` for integer division, or make the const an int"),
+                    .hint("shapes, indices and ranges take ints: `n // 2` divides ints (`n / 2` is a float)"),
             );
             return None;
         }
