@@ -143,7 +143,12 @@ impl Loader<'_> {
                     }
                     UseTarget::File(rel) => {
                         let path = self.sources.dir_of(file).join(rel);
-                        self.add_path(&path, u.span, prelude);
+                        // Shown relative to how the using file was named.
+                        let shown = Path::new(&self.sources.file(file).name)
+                            .parent()
+                            .map(|d| d.join(rel))
+                            .unwrap_or_else(|| PathBuf::from(rel));
+                        self.add_path(&path, &shown, u.span, prelude);
                     }
                 }
             }
@@ -169,7 +174,7 @@ impl Loader<'_> {
         self.add_file(file, prelude);
     }
 
-    fn add_path(&mut self, path: &Path, span: Span, prelude: bool) {
+    fn add_path(&mut self, path: &Path, shown: &Path, span: Span, prelude: bool) {
         let key = path
             .canonicalize()
             .unwrap_or_else(|_| path.to_path_buf())
@@ -183,13 +188,13 @@ impl Loader<'_> {
                 self.loaded.push(key);
                 let file =
                     self.sources
-                        .add(path.display().to_string(), Some(path.to_path_buf()), text);
+                        .add(shown.display().to_string(), Some(path.to_path_buf()), text);
                 self.add_file(file, prelude);
             }
             Err(e) => self.diags.push(
                 Diagnostic::new(
                     "E0103",
-                    format!("cannot load module `{}`", path.display()),
+                    format!("cannot load module `{}`", shown.display()),
                     span,
                 )
                 .label(format!("{e}"))
