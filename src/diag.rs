@@ -144,7 +144,10 @@ impl Diagnostic {
         // a label in a second file when non-ASCII text precedes it.
         let chars = |span: Span| {
             let text = &sources.file(span.file).text;
-            let at = |b: usize| text.get(..b.min(text.len())).map_or(0, |t| t.chars().count());
+            let at = |b: usize| {
+                text.get(..b.min(text.len()))
+                    .map_or(0, |t| t.chars().count())
+            };
             at(span.start as usize)..at(span.end as usize)
         };
         let primary = (name(self.span.file), chars(self.span));

@@ -42,7 +42,7 @@ pub struct Lowerer<'a> {
     stream: String,
     draws: usize,
     /// Inside `init(...)`: params are their initial values.
-    init_mode: bool,
+    pub init_mode: bool,
     /// Inside an optimizer body: `noise` draws anew at each occurrence, keyed by
     /// (param name, occurrence, step).
     pub noise: Option<NoiseSite>,
@@ -1063,10 +1063,76 @@ impl<'a> Lowerer<'a> {
                     }
                 }
             }
-            _ => Err(format!(
-                "`{name}` is computed by the run driver, not lowered"
-            )),
+            "ntk" => self.ntk(a.get("f").copied(), a.get("X").copied()),
+            _ => Err(format!("`{name}` is not a builtin")),
         }
+    }
+
+    /// The empirical NTK `[n, n]`: row i of J is the gradient over all params (in
+    /// definition order) of `f(X[i])`; K = J Jᵀ. Plain reverse mode per row.
+    fn ntk(&mut self, f: Option<&Expr>, x: Option<&Expr>) -> LowerResult {
+        let (Some(f), Some(x)) = (f, x) else {
+            return Err("ntk(f, X)".into());
+        };
+        let ExprKind::Name(fname) = &f.kind else {
+            return Err("ntk needs a function".into());
+        };
+        let func = match self.prog.lookup(fname).map(|s| &self.prog.items[s.item]) {
+            Some(Item::Fn(func)) => func,
+            _ => return Err(format!("`{fname}` is not a function")),
+        };
+        let mut params: Vec<(Span, String)> = self
+            .prog
+            .symbols
+            .iter()
+            .filter(|(_, s)| s.kind == SymKind::Param)
+            .map(|(n, s)| (s.span, n.clone()))
+            .collect();
+        params.sort();
+        // Under `init(...)` the params are their initial values (constants of this
+        // function): differentiate with respect to those.
+        let wrt: Vec<Var> = params
+            .iter()
+            .map(|(_, n)| {
+                if self.init_mode {
+                    self.static_value(&format!("init:{n}"))
+                } else {
+                    self.bound
+                        .get(n)
+                        .copied()
+                        .ok_or_else(|| format!("param `{n}` is not bound"))
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        let xv = self.expr(x)?;
+        let xs = self.b.shape(xv);
+        let mut rows = Vec::new();
+        for i in 0..xs[0] {
+            let mut r: Vec<(usize, usize)> = xs.iter().map(|d| (0, *d)).collect();
+            r[0] = (i, i + 1);
+            let row = self.b.slice(xv, &r);
+            let row = self.b.reshape(row, &xs[1..]);
+            let y = self.call_fn_on(func, &[row])?;
+            let y = self.b.to_float(y);
+            let grads =
+                crate::autodiff::grad_into(&mut self.b, y, &wrt, &crate::autodiff::Ties::Default)?;
+            let flat: Vec<Var> = grads
+                .iter()
+                .map(|g| {
+                    let n = self.b.shape(*g).iter().product::<usize>();
+                    self.b.reshape(*g, &[n])
+                })
+                .collect();
+            let j = if flat.len() == 1 {
+                flat[0]
+            } else {
+                self.b.concat(&flat, 0)
+            };
+            rows.push(j);
+        }
+        let jac = self.stack(&rows);
+        let jt = self.b.transpose(jac, &[1, 0]);
+        Ok(self.b.matmul(jac, jt))
     }
 
     /// Elementwise max/min, folded for compile-time scalars.

@@ -109,6 +109,8 @@ fn evaluate_item(
     prog: &crate::sema::modules::Program,
 ) -> Result<Tensor, String> {
     let mut l = Lowerer::new(prog, statics);
+    // A param initializer sees other params' initial values.
+    l.init_mode = matches!(item, Item::Param(_));
     let v = match item {
         Item::Const(d) | Item::Data(d) => l.item_expr(&d.value, &d.name.name)?,
         Item::Param(p) => param_init(&mut l, p)?,

@@ -1,0 +1,272 @@
+//! `traj run` on the reference interpreter: every LANGUAGE.md program and example runs,
+//! two runs give identical trajectories, divergence keeps what was computed, and the
+//! observables `sharpness` and `ntk` agree with dense computations.
+
+use std::path::{Path, PathBuf};
+
+use traj::diag::SourceMap;
+use traj::sema::Options;
+use traj::sema::check::check_source;
+use traj::train::{RunOptions, RunResult, Status, gradient, prepare, run};
+
+fn checked(path: &Path, text: &str) -> (traj::sema::Checked, SourceMap) {
+    let mut sources = SourceMap::default();
+    match check_source(
+        &path.display().to_string(),
+        Some(path.to_path_buf()),
+        text,
+        &Options::default(),
+        &mut sources,
+    ) {
+        Ok(c) => (c, sources),
+        Err(d) => panic!(
+            "{}",
+            d.iter()
+                .map(|d| d.render(&sources, false))
+                .collect::<String>()
+        ),
+    }
+}
+
+fn run_text(text: &str, steps: Option<u64>) -> RunResult {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/inline.traj");
+    let (c, s) = checked(&path, text);
+    run(&c, &s, &RunOptions { steps }).expect("run")
+}
+
+fn run_file(path: &Path, steps: u64) -> RunResult {
+    let text = std::fs::read_to_string(path).expect("readable");
+    let (c, s) = checked(path, &text);
+    run(&c, &s, &RunOptions { steps: Some(steps) })
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn programs() -> Vec<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    for dir in ["tests/fixtures/ok", "examples"] {
+        for e in std::fs::read_dir(root.join(dir)).expect("dir").flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "traj") {
+                let text = std::fs::read_to_string(&p).expect("readable");
+                // Modules and programs without a train block are checked, not run.
+                if text.contains("train {") || text.contains("train{") {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_program_runs_and_reruns_bit_identically() {
+    let programs = programs();
+    assert!(programs.len() >= 25, "only {} programs", programs.len());
+    for p in &programs {
+        let a = run_file(p, 12);
+        assert!(
+            matches!(a.status, Status::Finished | Status::Stopped),
+            "{}: {:?} {:?}",
+            p.display(),
+            a.status,
+            a.message
+        );
+        assert!(!a.trajectory.rows.is_empty(), "{}: no rows", p.display());
+        let b = run_file(p, 12);
+        let bits = |r: &RunResult| -> Vec<(u64, Vec<Option<u64>>)> {
+            r.trajectory
+                .rows
+                .iter()
+                .map(|(s, v)| (*s, v.iter().map(|x| x.map(f64::to_bits)).collect()))
+                .collect()
+        };
+        assert_eq!(bits(&a), bits(&b), "{}: two runs differ", p.display());
+    }
+}
+
+#[test]
+fn the_loop_records_row_k_with_theta_k_as_section_3_10_says() {
+    let r = run_text(
+        "param w: [] = 1\nloss = 0.5 * w^2\ntrain {\n  optimizer gd(lr = 0.5)\n  steps 4\n  record every 2 { loss, w, g = grad(w) }\n}\n",
+        None,
+    );
+    assert_eq!(r.status, Status::Finished);
+    assert_eq!(r.trajectory.columns, ["loss", "w", "g"]);
+    // w_k = 0.5^k; loss = w^2 / 2; grad = w.
+    let want = [(0, 1.0), (2, 0.25), (4, 0.0625)];
+    assert_eq!(r.trajectory.rows.len(), 3);
+    for ((step, row), (ws, w)) in r.trajectory.rows.iter().zip(want) {
+        assert_eq!(*step, ws);
+        assert_eq!(row, &vec![Some(0.5 * w * w), Some(w), Some(w)]);
+    }
+    assert_eq!(r.steps, 4);
+}
+
+#[test]
+fn stop_when_ends_the_run_with_status_stopped() {
+    let r = run_text(
+        "param w: [] = 1\nloss = w^2\ntrain {\n  optimizer gd(lr = 0.25)\n  steps 100\n  stop when loss < 1e-4\n  record every 50 { loss }\n}\n",
+        None,
+    );
+    assert_eq!(r.status, Status::Stopped);
+    // w_k = 0.5^k, loss = 0.25^k < 1e-4 first at k = 7.
+    assert_eq!(r.steps, 7);
+    assert_eq!(r.trajectory.rows.last().map(|(s, _)| *s), Some(7));
+}
+
+#[test]
+fn divergence_ends_the_run_and_keeps_the_trajectory() {
+    let r = run_text(
+        "param w: [2] = [1.0, -1.0]\nloss = sum(w^2)\ntrain {\n  optimizer gd(lr = 1e6)\n  steps 1000\n  record every 10 { loss }\n}\n",
+        None,
+    );
+    assert_eq!(r.status, Status::Diverged);
+    let msg = r.message.clone().unwrap_or_default();
+    assert!(msg.starts_with("diverged at step "), "{msg}");
+    let k: u64 = msg["diverged at step ".len()..]
+        .split(':')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("a step");
+    // The last row and the saved params are θ_{k-1}, all finite.
+    let (last, row) = r.trajectory.rows.last().expect("rows");
+    assert_eq!(*last, k - 1);
+    assert!(row.iter().all(|v| v.is_some_and(f64::is_finite)), "{row:?}");
+    assert!(r.params[0].1.to_f64().iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn logistic_regression_with_the_spelled_out_softplus_moves_on_its_first_step() {
+    let r = run_text(
+        "data X = randn(30, 3)\ndata y = sign(X @ [1.0, -1.0, 2.0])\nparam w: [3] = 0\nlet z = -y * (X @ w)\nloss = mean(max(z, 0) + log1p(exp(-abs(z))))\ntrain {\n  optimizer gd(lr = 1.0)\n  steps 1\n  record every 1 { n = norm(w) }\n}\n",
+        None,
+    );
+    let rows = &r.trajectory.rows;
+    assert_eq!(rows[0].1, vec![Some(0.0)]);
+    assert!(rows[1].1[0].is_some_and(|n| n > 0.01), "{rows:?}");
+}
+
+fn record_at_zero(src: &str) -> RunResult {
+    run_text(src, Some(0))
+}
+
+#[test]
+fn sharpness_is_the_top_eigenvalue_of_the_hessian() {
+    let src = "const seed = 5\ndata X = randn(6, 2)\ndata y = randn(6)\nparam W: [3, 2] ~ normal(0, 1)\nparam a: [3] ~ normal(0, 1)\nloss = 0.5 * mean((tanh(X @ W') @ a - y)^2)\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 1\n  record every 1 { sharpness }\n}\n";
+    let r = record_at_zero(src);
+    let got = r.trajectory.rows[0].1[0].expect("sharpness");
+    // Dense Hessian by central differences of the gradient.
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/inline.traj");
+    let (c, s) = checked(&path, src);
+    let (statics, plan) = prepare(&c, &s, &RunOptions::default()).expect("prepare");
+    let theta: Vec<_> = plan
+        .params
+        .iter()
+        .map(|p| statics.values[&format!("init:{}", p.name)].clone())
+        .collect();
+    let flat: Vec<f64> = theta
+        .iter()
+        .flat_map(|t| t.to_f64().iter().copied().collect::<Vec<_>>())
+        .collect();
+    let n = flat.len();
+    let unflat = |v: &[f64]| -> Vec<traj::tensor::Tensor> {
+        let mut at = 0;
+        plan.params
+            .iter()
+            .map(|p| {
+                let k: usize = p.shape.iter().product();
+                let t = ndarray::ArrayD::from_shape_vec(
+                    ndarray::IxDyn(&p.shape),
+                    v[at..at + k].to_vec(),
+                )
+                .expect("shape");
+                at += k;
+                traj::tensor::Tensor::Float(t)
+            })
+            .collect()
+    };
+    let grad = |v: &[f64]| -> Vec<f64> {
+        let g = gradient(&plan, &unflat(v), 1, 5).expect("gradient");
+        g.grads
+            .iter()
+            .flat_map(|t| t.to_f64().iter().copied().collect::<Vec<_>>())
+            .collect()
+    };
+    let h = 1e-5;
+    let mut hess = ndarray::Array2::<f64>::zeros((n, n));
+    for j in 0..n {
+        let (mut p, mut m) = (flat.clone(), flat.clone());
+        p[j] += h;
+        m[j] -= h;
+        let (gp, gm) = (grad(&p), grad(&m));
+        for i in 0..n {
+            hess[[i, j]] = (gp[i] - gm[i]) / (2.0 * h);
+        }
+    }
+    let sym = (&hess + &hess.t()) / 2.0;
+    let top = traj::observe::linalg::eigvals(sym.view()).expect("eigvals")[0];
+    assert!(
+        (got - top).abs() <= 1e-6 * top.abs(),
+        "sharpness {got} vs dense {top}"
+    );
+}
+
+#[test]
+fn ntk_is_the_gram_matrix_of_the_jacobian() {
+    let src = "const seed = 2\ndata X = randn(4, 2)\nparam W: [3, 2] ~ normal(0, 1)\nparam a: [3] ~ normal(0, 1)\nfn f(x) = tanh(x @ W') @ a\nloss = sum(a^2) + sum(W^2)\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 1\n  record every 1 { K = ntk(f, X) }\n}\n";
+    let r = record_at_zero(src);
+    let got: Vec<f64> = r.trajectory.rows[0]
+        .1
+        .iter()
+        .map(|v| v.expect("cell"))
+        .collect();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/inline.traj");
+    let (c, s) = checked(&path, src);
+    let (statics, _) = prepare(&c, &s, &RunOptions::default()).expect("prepare");
+    let x = statics.values["X"].to_f64();
+    let w = statics.values["init:W"].to_f64();
+    let a = statics.values["init:a"].to_f64();
+    // Explicit Jacobian of f(x) = a · tanh(W x): params in definition order (W, then a).
+    let jac: Vec<Vec<f64>> = (0..4)
+        .map(|i| {
+            let h: Vec<f64> = (0..3)
+                .map(|j| (w[[j, 0]] * x[[i, 0]] + w[[j, 1]] * x[[i, 1]]).tanh())
+                .collect();
+            let mut row = Vec::new();
+            for j in 0..3 {
+                for k in 0..2 {
+                    row.push(a[[j]] * (1.0 - h[j] * h[j]) * x[[i, k]]);
+                }
+            }
+            row.extend(h);
+            row
+        })
+        .collect();
+    for i in 0..4 {
+        for j in 0..4 {
+            let want: f64 = jac[i].iter().zip(&jac[j]).map(|(p, q)| p * q).sum();
+            let g = got[i * 4 + j];
+            assert!(
+                (g - want).abs() <= 1e-12 * (1.0 + want.abs()),
+                "K[{i},{j}] = {g}, explicit {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_missing_load_file_is_a_diagnostic_not_a_panic() {
+    let mut sources = SourceMap::default();
+    let r = check_source(
+        "m.traj",
+        None,
+        "data X = load(\"nowhere.npy\")\n",
+        &Options::default(),
+        &mut sources,
+    );
+    let diags = r.err().expect("an error");
+    assert_eq!(diags[0].code, "E0801");
+    assert_eq!(sources.line_col(diags[0].span), (1, 15));
+}
