@@ -134,7 +134,7 @@ impl Stream {
     /// Uniform element `i`, in (0, 1).
     pub fn uniform(&self, i: u64) -> f64 {
         let w = self.block(i / 2);
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             words_to_uniform(w[0], w[1])
         } else {
             words_to_uniform(w[2], w[3])
@@ -155,7 +155,7 @@ impl Stream {
     /// Standard normal element `i` (Box–Muller over `libm`).
     pub fn normal(&self, i: u64) -> f64 {
         let (z0, z1) = box_muller(self.block(i / 2));
-        if i % 2 == 0 { z0 } else { z1 }
+        if i.is_multiple_of(2) { z0 } else { z1 }
     }
 
     /// `out[i] = self.normal(i)`, one Philox block per two elements.

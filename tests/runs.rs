@@ -266,7 +266,7 @@ fn a_missing_load_file_is_a_diagnostic_not_a_panic() {
         &Options::default(),
         &mut sources,
     );
-    let diags = r.err().expect("an error");
+    let diags = r.expect_err("an error");
     assert_eq!(diags[0].code, "E0801");
     assert_eq!(sources.line_col(diags[0].span), (1, 15));
 }

@@ -469,23 +469,23 @@ fn extreme_weights(
     };
     let ob = expand(b, ov, &xs, axes);
     let mut cand = b.binary(Binary::Eq, xv, ob);
-    if let Some(d) = dir {
-        if let Some(t) = d.tangent.get(&x).copied() {
-            let fill = b.fill_like(
-                t,
-                if is_max {
-                    f64::NEG_INFINITY
-                } else {
-                    f64::INFINITY
-                },
-            );
-            let masked = b.select(cand, t, fill);
-            let kind = if is_max { Reduce::Max } else { Reduce::Min };
-            let best = b.reduce(kind, masked, Some(axes.to_vec()));
-            let bb = expand(b, best, &xs, axes);
-            let tbest = b.binary(Binary::Eq, t, bb);
-            cand = b.binary(Binary::And, cand, tbest);
-        }
+    if let Some(d) = dir
+        && let Some(t) = d.tangent.get(&x).copied()
+    {
+        let fill = b.fill_like(
+            t,
+            if is_max {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            },
+        );
+        let masked = b.select(cand, t, fill);
+        let kind = if is_max { Reduce::Max } else { Reduce::Min };
+        let best = b.reduce(kind, masked, Some(axes.to_vec()));
+        let bb = expand(b, best, &xs, axes);
+        let tbest = b.binary(Binary::Eq, t, bb);
+        cand = b.binary(Binary::And, cand, tbest);
     }
     let count = b.reduce(Reduce::Sum, cand, Some(axes.to_vec()));
     let cb = expand(b, count, &xs, axes);

@@ -288,14 +288,14 @@ impl Builder {
         };
         // Mixed int/float operands are made float explicitly.
         let (a, b) = if dtype == DType::Float || da != db {
-            (self.to_float_if(a, da != db), self.to_float_if(b, da != db))
+            (self.float_when(a, da != db), self.float_when(b, da != db))
         } else {
             (a, b)
         };
         self.push(Prim::Binary(op), vec![a, b], dtype, shape)
     }
 
-    fn to_float_if(&mut self, v: Var, cond: bool) -> Var {
+    fn float_when(&mut self, v: Var, cond: bool) -> Var {
         if cond { self.to_float(v) } else { v }
     }
 
@@ -565,8 +565,8 @@ pub fn print(f: &Func) -> String {
                 f.inputs.get(*k).map(|x| x.0.as_str()).unwrap_or("?")
             ),
             Prim::Const(t) => format!("const {}", show_const(t)),
-            Prim::Unary(u) => format!("{}", snake(&format!("{u:?}"))),
-            Prim::Binary(b) => format!("{}", snake(&format!("{b:?}"))),
+            Prim::Unary(u) => snake(&format!("{u:?}")).to_string(),
+            Prim::Binary(b) => snake(&format!("{b:?}")).to_string(),
             Prim::Select => "select".into(),
             Prim::Broadcast(s) => format!("broadcast{}", show_shape(s)),
             Prim::Reshape(s) => format!("reshape{}", show_shape(s)),
@@ -673,10 +673,10 @@ pub fn verify(f: &Func) -> Result<(), String> {
             Prim::Select => Some(3),
             Prim::Concat(_) | Prim::Gather | Prim::ScatterAdd(_) | Prim::Random { .. } => None,
         };
-        if let Some(n) = want_args {
-            if inst.args.len() != n {
-                return Err(format!("%{i}: {} operands, expected {n}", inst.args.len()));
-            }
+        if let Some(n) = want_args
+            && inst.args.len() != n
+        {
+            return Err(format!("%{i}: {} operands, expected {n}", inst.args.len()));
         }
         let problem = match &inst.prim {
             Prim::Input(k) => f

@@ -231,8 +231,8 @@ impl<'a> Lowerer<'a> {
             _ => (a, b),
         };
         if let (Some(x), Some(y)) = (self.known(a), self.known(b)) {
-            if let (Scalar::Int(x), Scalar::Int(y)) = (x, y) {
-                if !matches!(
+            if let (Scalar::Int(x), Scalar::Int(y)) = (x, y)
+                && !matches!(
                     bin,
                     Binary::Lt
                         | Binary::Le
@@ -242,11 +242,10 @@ impl<'a> Lowerer<'a> {
                         | Binary::Ne
                         | Binary::And
                         | Binary::Or
-                ) {
-                    if let Ok(r) = crate::interp::binary_int(bin, x, y) {
-                        return self.b.int_scalar(r);
-                    }
-                }
+                )
+                && let Ok(r) = crate::interp::binary_int(bin, x, y)
+            {
+                return self.b.int_scalar(r);
             }
             return self
                 .b
@@ -256,30 +255,29 @@ impl<'a> Lowerer<'a> {
     }
 
     fn name(&mut self, n: &str) -> LowerResult {
-        if n == "noise" {
-            if let Some(site) = &mut self.noise {
-                let stream = format!("noise:{}:{}", site.param, site.count);
-                site.count += 1;
-                let (step, shape) = (site.step, site.shape.clone());
-                return Ok(self
-                    .b
-                    .random(Draw::Normal, &stream, step, &[], DType::Float, shape));
-            }
+        if n == "noise"
+            && let Some(site) = &mut self.noise
+        {
+            let stream = format!("noise:{}:{}", site.param, site.count);
+            site.count += 1;
+            let (step, shape) = (site.step, site.shape.clone());
+            return Ok(self
+                .b
+                .random(Draw::Normal, &stream, step, &[], DType::Float, shape));
         }
         for s in self.scopes.iter().rev() {
             if let Some(v) = s.get(n) {
                 return Ok(*v);
             }
         }
-        if let Some(v) = self.bound.get(n) {
-            if !(self.init_mode
+        if let Some(v) = self.bound.get(n)
+            && !(self.init_mode
                 && self
                     .prog
                     .lookup(n)
                     .is_some_and(|s| s.kind == SymKind::Param))
-            {
-                return Ok(*v);
-            }
+        {
+            return Ok(*v);
         }
         let Some(sym) = self.prog.lookup(n) else {
             return match n {
@@ -746,11 +744,11 @@ impl<'a> Lowerer<'a> {
                     "logsumexp" => Reduce::LogSumExp,
                     _ => Reduce::Norm2,
                 };
-                if name == "norm" {
-                    if let Some(pe) = a.get("p") {
-                        let p = self.known_f64(pe)?;
-                        return self.p_norm(x, p, axes);
-                    }
+                if name == "norm"
+                    && let Some(pe) = a.get("p")
+                {
+                    let p = self.known_f64(pe)?;
+                    return self.p_norm(x, p, axes);
                 }
                 let count: usize = match &axes {
                     Some(ax) => ax.iter().map(|i| self.b.shape(x)[*i]).product(),

@@ -272,6 +272,9 @@ fn norm(x: &[f64]) -> f64 {
             .sqrt()
 }
 
+/// A symmetric linear operator given by its products: `out = A v`.
+pub type MatVec<'a> = dyn FnMut(&[f64], &mut [f64]) -> Result<(), String> + 'a;
+
 /// The largest algebraic eigenvalue of a symmetric linear operator on `R^n`, given only
 /// its products `hvp(x, out)` (`out = H x`; `out` arrives zeroed), by Lanczos with full
 /// reorthogonalization from `start` (which need not be normalized).
@@ -293,7 +296,7 @@ fn norm(x: &[f64]) -> f64 {
 pub fn top_eigenvalue(
     n: usize,
     start: &[f64],
-    hvp: &mut dyn FnMut(&[f64], &mut [f64]) -> Result<(), String>,
+    hvp: &mut MatVec,
     rel_tol: f64,
 ) -> Result<f64, String> {
     if n == 0 {

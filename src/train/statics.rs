@@ -73,20 +73,18 @@ fn load_files(
     let mut paths = Vec::new();
     for item in &prog.items {
         visit_item_exprs(item, &mut |e| {
-            if let ExprKind::Call { callee, args } = &e.kind {
-                if callee.name == "load" {
-                    if let Some(Arg {
-                        value:
-                            Expr {
-                                kind: ExprKind::Str(p),
-                                span,
-                            },
-                        ..
-                    }) = args.first()
-                    {
-                        paths.push((span.file, p.clone()));
-                    }
-                }
+            if let ExprKind::Call { callee, args } = &e.kind
+                && callee.name == "load"
+                && let Some(Arg {
+                    value:
+                        Expr {
+                            kind: ExprKind::Str(p),
+                            span,
+                        },
+                    ..
+                }) = args.first()
+            {
+                paths.push((span.file, p.clone()));
             }
         });
     }
