@@ -14,6 +14,7 @@ pub mod interp;
 pub mod ir;
 pub mod lower;
 pub mod observe;
+pub mod opt;
 pub mod output;
 pub mod rng;
 pub mod sema;

@@ -68,6 +68,12 @@ enum Backend {
 enum Stage {
     /// The parsed, resolved program with every top-level name's kind, type and shape.
     Ast,
+    /// The loss lowered to IR.
+    Ir,
+    /// The loss, its gradient (reverse mode) and the tie count.
+    Grad,
+    /// The gradient function after constant folding, CSE and DCE.
+    Opt,
 }
 
 fn use_color() -> bool {
@@ -245,6 +251,23 @@ fn check(file: &std::path::Path, set: &[String], stage: Option<Stage>) -> ExitCo
             match stage {
                 None => eprintln!("{}: ok", file.display()),
                 Some(Stage::Ast) => print!("{}", checked.dump(&sources)),
+                Some(stage) => {
+                    let name = match stage {
+                        Stage::Ir => "ir",
+                        Stage::Grad => "grad",
+                        _ => "opt",
+                    };
+                    let seed = traj::train::seed_of(&checked);
+                    match traj::train::statics::evaluate(&checked, &sources, seed)
+                        .and_then(|s| traj::train::compile::dump(&checked, &s, name))
+                    {
+                        Ok(text) => print!("{text}"),
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return ExitCode::from(1);
+                        }
+                    }
+                }
             }
             ExitCode::SUCCESS
         }

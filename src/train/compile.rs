@@ -100,6 +100,7 @@ pub fn params_of(checked: &Checked) -> Vec<ParamInfo> {
     ps.into_iter().map(|(_, p)| p).collect()
 }
 
+/// Verifies a built function, then simplifies it (`opt::run` verifies after each pass).
 fn checked_func(f: Func, what: &str) -> Result<Func, String> {
     verify(&f).map_err(|e| {
         format!(
@@ -107,7 +108,33 @@ fn checked_func(f: Func, what: &str) -> Result<Func, String> {
             crate::ir::print(&f)
         )
     })?;
-    Ok(f)
+    crate::opt::run(&f)
+}
+
+/// The program at a stage of the compiler, as `traj ir --stage` prints it: `ir` the
+/// lowered loss, `grad` the loss with its gradient and tie count, `opt` that after the
+/// simplification passes.
+pub fn dump(checked: &Checked, statics: &Statics, stage: &str) -> Result<String, String> {
+    let params = params_of(checked);
+    let (mut l, pv, _) = with_params(checked, statics, &params);
+    let loss = loss_var(&mut l, checked)?;
+    if stage == "ir" {
+        l.b.output("loss", loss);
+        return Ok(crate::ir::print(&l.b.finish()));
+    }
+    let grads = grad_into(&mut l.b, loss, &pv, &Ties::Default)?;
+    let ties = ties_into(&mut l.b, loss, &pv);
+    l.b.output("loss", loss);
+    for (p, g) in params.iter().zip(&grads) {
+        l.b.output(&format!("grad:{}", p.name), *g);
+    }
+    l.b.output("ties", ties);
+    let f = l.b.finish();
+    verify(&f)?;
+    match stage {
+        "grad" => Ok(crate::ir::print(&f)),
+        _ => Ok(crate::ir::print(&crate::opt::run(&f)?)),
+    }
 }
 
 /// A Lowerer whose params and step are inputs.

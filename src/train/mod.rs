@@ -44,7 +44,31 @@ impl Status {
 pub struct RunOptions {
     /// `--steps N`: overrides the train block's `steps`.
     pub steps: Option<u64>,
+    /// Told how far the loop is, at most [`PROGRESS_EVERY`] steps or [`PROGRESS_INTERVAL`]
+    /// apart.
+    pub progress: Option<Progress>,
 }
+
+/// A progress callback: `(k, steps)` — the loop is at step k of at most `steps`.
+#[derive(Clone)]
+pub struct Progress(pub std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>);
+
+impl Progress {
+    pub fn new(f: impl Fn(u64, u64) + Send + Sync + 'static) -> Progress {
+        Progress(std::sync::Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress(..)")
+    }
+}
+
+/// The most steps between two progress calls.
+pub const PROGRESS_EVERY: u64 = 1000;
+/// The most time between two progress calls, however slow the steps.
+pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Clone, Debug)]
 pub struct RunResult {
@@ -217,7 +241,14 @@ pub fn run(
     let status;
     let mut message = None;
     let mut k: u64 = 0;
+    let mut told = Instant::now();
     loop {
+        if let Some(p) = &options.progress
+            && (k % PROGRESS_EVERY == 0 || told.elapsed() >= PROGRESS_INTERVAL)
+        {
+            (p.0)(k, plan.steps);
+            told = Instant::now();
+        }
         let g = match gradient(&plan, &theta, k + 1, seed) {
             Ok(g) => g,
             Err(e) => {

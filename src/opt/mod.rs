@@ -1,0 +1,191 @@
+//! Simplification passes, each IR → IR and value-preserving: `fold` (constant folding of
+//! small elementwise work, with the interpreter's own functions, so results are
+//! bit-identical), `cse` (common subexpressions) and `dce` (dead code). `run` applies them
+//! all and verifies the result.
+
+use std::collections::HashMap;
+
+use crate::interp::{self, Env};
+use crate::ir::{Func, Inst, Prim, Var, verify};
+
+/// Constants up to this many entries are folded.
+const FOLD_LIMIT: usize = 64;
+
+/// Rebuilds `f` keeping the instructions `keep` (in order), renumbering operands.
+fn rebuild(f: &Func, keep: &[bool], replace: &HashMap<Var, Var>) -> Func {
+    let mut new_index = vec![usize::MAX; f.insts.len()];
+    let mut insts = Vec::new();
+    let resolve = |v: Var, new_index: &[usize]| {
+        let mut v = v;
+        while let Some(r) = replace.get(&v) {
+            v = *r;
+        }
+        new_index[v]
+    };
+    for (i, inst) in f.insts.iter().enumerate() {
+        if !keep[i] {
+            continue;
+        }
+        let mut inst = inst.clone();
+        inst.args = inst.args.iter().map(|a| resolve(*a, &new_index)).collect();
+        new_index[i] = insts.len();
+        insts.push(inst);
+    }
+    let outputs = f.outputs.iter().map(|(n, v)| (n.clone(), resolve(*v, &new_index))).collect();
+    Func {
+        insts,
+        inputs: f.inputs.clone(),
+        outputs,
+    }
+}
+
+/// Removes instructions no output depends on (inputs are kept: they are the signature).
+pub fn dce(f: &Func) -> Func {
+    let mut live = vec![false; f.insts.len()];
+    for (_, v) in &f.outputs {
+        live[*v] = true;
+    }
+    for i in (0..f.insts.len()).rev() {
+        if live[i] || matches!(f.insts[i].prim, Prim::Input(_)) {
+            live[i] = true;
+            for a in &f.insts[i].args {
+                live[*a] = true;
+            }
+        }
+    }
+    rebuild(f, &live, &HashMap::new())
+}
+
+/// A hashable identity of an instruction: its printed op, operands and type.
+fn key(inst: &Inst, args: &[Var]) -> Option<String> {
+    match &inst.prim {
+        Prim::Input(_) => None,
+        Prim::Const(t) if t.len() > FOLD_LIMIT => None,
+        prim => Some(format!("{prim:?}|{args:?}|{:?}|{:?}", inst.dtype, inst.shape)),
+    }
+}
+
+/// Merges instructions with the same op, operands and type (random draws included: they
+/// are pure functions of their stream and step).
+pub fn cse(f: &Func) -> Func {
+    let mut seen: HashMap<String, Var> = HashMap::new();
+    let mut replace: HashMap<Var, Var> = HashMap::new();
+    let keep = vec![true; f.insts.len()];
+    for (i, inst) in f.insts.iter().enumerate() {
+        let args: Vec<Var> = inst
+            .args
+            .iter()
+            .map(|a| *replace.get(a).unwrap_or(a))
+            .collect();
+        if let Some(k) = key(inst, &args) {
+            match seen.get(&k) {
+                Some(prev) => {
+                    replace.insert(i, *prev);
+                }
+                None => {
+                    seen.insert(k, i);
+                }
+            }
+        }
+    }
+    // Replaced instructions become dead; `dce` removes them.
+    dce(&rebuild(f, &keep, &replace))
+}
+
+/// Evaluates small elementwise and shape instructions whose operands are all constants.
+pub fn fold(f: &Func) -> Func {
+    let mut out = f.clone();
+    for i in 0..out.insts.len() {
+        let inst = &out.insts[i];
+        let foldable = matches!(
+            inst.prim,
+            Prim::Unary(_) | Prim::Binary(_) | Prim::Select | Prim::Broadcast(_) | Prim::Reshape(_)
+        ) && inst.shape.iter().product::<usize>() <= FOLD_LIMIT
+            && inst
+                .args
+                .iter()
+                .all(|a| matches!(out.insts[*a].prim, Prim::Const(_)));
+        if !foldable {
+            continue;
+        }
+        // Evaluate the one instruction on its constant operands.
+        let mut mini = Func::default();
+        let mut args = Vec::new();
+        for a in &inst.args {
+            args.push(mini.insts.len());
+            mini.insts.push(out.insts[*a].clone());
+        }
+        let mut single = inst.clone();
+        single.args = args;
+        mini.insts.push(single);
+        mini.outputs.push(("v".into(), mini.insts.len() - 1));
+        if let Ok(mut v) = interp::eval(&mini, &[], Env::default()) {
+            if let Some(t) = v.pop() {
+                out.insts[i].prim = Prim::Const(t);
+                out.insts[i].args.clear();
+            }
+        }
+    }
+    dce(&out)
+}
+
+/// All passes, verified after each.
+pub fn run(f: &Func) -> Result<Func, String> {
+    let mut f = f.clone();
+    for (name, pass) in [("fold", fold as fn(&Func) -> Func), ("cse", cse), ("dce", dce)] {
+        f = pass(&f);
+        verify(&f).map_err(|e| format!("internal error: IR after `{name}` does not verify: {e}"))?;
+    }
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Binary, Builder, Unary};
+    use crate::sema::types::DType;
+    use crate::tensor::Tensor;
+
+    fn outputs(f: &Func, inputs: &[Tensor]) -> Vec<Tensor> {
+        interp::eval(f, inputs, Env::default()).expect("eval")
+    }
+
+    #[test]
+    fn passes_preserve_values_and_shrink_the_function() {
+        let mut b = Builder::new();
+        let x = b.input("x", DType::Float, vec![3]);
+        let two = b.scalar(2.0);
+        let three = b.scalar(3.0);
+        let six = b.binary(Binary::Mul, two, three); // folds to 6
+        let a = b.binary(Binary::Mul, x, six);
+        let a2 = b.binary(Binary::Mul, x, six); // same as `a`
+        let dead = b.unary(Unary::Exp, x); // unused
+        let s = b.binary(Binary::Add, a, a2);
+        let _ = dead;
+        b.output("s", s);
+        let f = b.finish();
+        let g = run(&f).expect("passes verify");
+        let input = [Tensor::Float(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[3]), vec![1.0, -2.0, 0.5]).expect("shape"))];
+        assert_eq!(outputs(&f, &input), outputs(&g, &input));
+        assert!(g.insts.len() < f.insts.len(), "{}", crate::ir::print(&g));
+        // One multiply by x remains, the constant product is folded, exp is gone.
+        let printed = crate::ir::print(&g);
+        assert_eq!(printed.matches("= mul").count(), 1, "{printed}");
+        assert!(!printed.contains("exp"), "{printed}");
+        // 2 * 3 and its broadcast are one constant now.
+        assert_eq!(printed.matches("= const").count(), 1, "{printed}");
+        assert!(!printed.contains("broadcast"), "{printed}");
+    }
+
+    #[test]
+    fn dce_keeps_inputs_and_outputs() {
+        let mut b = Builder::new();
+        let x = b.input("x", DType::Float, vec![]);
+        let _y = b.input("y", DType::Float, vec![]);
+        b.output("x", x);
+        let g = dce(&b.finish());
+        assert_eq!(g.inputs.len(), 2);
+        assert_eq!(g.insts.len(), 2);
+        verify(&g).expect("verifies");
+    }
+}
