@@ -31,13 +31,13 @@ fn checked(path: &Path, text: &str) -> (traj::sema::Checked, SourceMap) {
 fn run_text(text: &str, steps: Option<u64>) -> RunResult {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/inline.traj");
     let (c, s) = checked(&path, text);
-    run(&c, &s, &RunOptions { steps }).expect("run")
+    run(&c, &s, &RunOptions { steps, ..Default::default() }).expect("run")
 }
 
 fn run_file(path: &Path, steps: u64) -> RunResult {
     let text = std::fs::read_to_string(path).expect("readable");
     let (c, s) = checked(path, &text);
-    run(&c, &s, &RunOptions { steps: Some(steps) })
+    run(&c, &s, &RunOptions { steps: Some(steps), ..Default::default() })
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -269,4 +269,19 @@ fn a_missing_load_file_is_a_diagnostic_not_a_panic() {
     let diags = r.expect_err("an error");
     assert_eq!(diags[0].code, "E0801");
     assert_eq!(sources.line_col(diags[0].span), (1, 15));
+}
+
+#[test]
+fn no_clarke_subgradient_ends_the_run_naming_the_step_and_the_operation() {
+    let r = run_text(
+        "param x: [] = 1\nloss = sqrt(x^2)\ntrain {\n  optimizer gd(lr = 1.0)\n  steps 10\n  record every 1 { x }\n}\n",
+        None,
+    );
+    // x goes 1 → 0 on the first step; at 0, sqrt's derivative is infinite.
+    assert_eq!(r.status, Status::Error, "{:?}", r.message);
+    let msg = r.message.clone().unwrap_or_default();
+    assert!(msg.starts_with("step 1: "), "{msg}");
+    assert!(msg.contains("`sqrt` at 0") && msg.contains("inline.traj:2:8"), "{msg}");
+    // What was computed before is kept.
+    assert_eq!(r.trajectory.rows.first(), Some(&(0, vec![Some(1.0)])));
 }

@@ -42,8 +42,12 @@ pub fn eval(f: &Func, inputs: &[Tensor], env: Env) -> Result<Vec<Tensor>, EvalEr
     Ok(f.outputs.iter().map(|(_, v)| vals[*v].clone()).collect())
 }
 
-fn float(t: &Tensor) -> ArrayD<f64> {
-    t.to_f64()
+/// The values as floats, borrowed when they already are.
+fn float(t: &Tensor) -> std::borrow::Cow<'_, ArrayD<f64>> {
+    match t {
+        Tensor::Float(a) => std::borrow::Cow::Borrowed(a),
+        Tensor::Int(a) => std::borrow::Cow::Owned(a.mapv(|v| v as f64)),
+    }
 }
 
 fn ints(t: &Tensor) -> Result<&ArrayD<i64>, String> {
@@ -223,8 +227,8 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
             (a, b) => {
                 let (a, b) = (float(a), float(b));
                 Tensor::Float(
-                    ndarray::Zip::from(&a)
-                        .and(&b)
+                    ndarray::Zip::from(&*a)
+                        .and(&*b)
                         .map_collect(|x, y| binary(*op, *x, *y)),
                 )
             }
@@ -233,7 +237,7 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
             let c = float(arg(0));
             match (arg(1), arg(2)) {
                 (Tensor::Int(a), Tensor::Int(b)) => Tensor::Int(
-                    ndarray::Zip::from(&c)
+                    ndarray::Zip::from(&*c)
                         .and(a)
                         .and(b)
                         .map_collect(|c, a, b| if *c != 0.0 { *a } else { *b }),
@@ -241,9 +245,9 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
                 (a, b) => {
                     let (a, b) = (float(a), float(b));
                     Tensor::Float(
-                        ndarray::Zip::from(&c)
-                            .and(&a)
-                            .and(&b)
+                        ndarray::Zip::from(&*c)
+                            .and(&*a)
+                            .and(&*b)
                             .map_collect(|c, a, b| if *c != 0.0 { *a } else { *b }),
                     )
                 }
@@ -269,7 +273,7 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
                     .collect();
                 Tensor::Int(ndarray::concatenate(Axis(*axis), &parts?).map_err(|e| e.to_string())?)
             } else {
-                let parts: Vec<ArrayD<f64>> = inst.args.iter().map(|a| float(&vals[*a])).collect();
+                let parts: Vec<_> = inst.args.iter().map(|a| float(&vals[*a])).collect();
                 let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
                 Tensor::Float(ndarray::concatenate(Axis(*axis), &views).map_err(|e| e.to_string())?)
             }
@@ -325,10 +329,14 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
             Tensor::Int(idx.mapv(|i| i as i64))
         }
         Prim::MatMul => {
-            let a = float(arg(0))
+            let a = float(arg(0));
+            let a = a
+                .view()
                 .into_dimensionality::<ndarray::Ix2>()
                 .map_err(|e| e.to_string())?;
-            let b = float(arg(1))
+            let b = float(arg(1));
+            let b = b
+                .view()
                 .into_dimensionality::<ndarray::Ix2>()
                 .map_err(|e| e.to_string())?;
             Tensor::Float(a.dot(&b).into_dyn())

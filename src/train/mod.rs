@@ -174,12 +174,55 @@ pub fn gradient(plan: &Plan, theta: &[Tensor], step: u64, seed: u64) -> Result<G
             .iter()
             .any(|g| g.to_f64().iter().any(|x| !x.is_finite()))
     {
-        return Err("the gradient is not finite: `sqrt`, `log` or a division at 0 lies on its path, where no Clarke subgradient exists".into());
+        let at = singular_op(&plan.grad_fast, &inputs[..=n], seed)
+            .map(|(op, span)| format!(" (`{op}` at 0, bytes {}..{} of file {})", span.start, span.end, span.file))
+            .unwrap_or_default();
+        return Err(format!(
+            "the gradient is not finite: `sqrt`, `log` or a division at 0 lies on its path, where no Clarke subgradient exists{at}"
+        ));
     }
     Ok(Gradient { loss, grads })
 }
 
 /// The run's seed: the const `seed` (default 0).
+/// The first `sqrt` or `log` of an exact 0, or division by an exact 0, in `f`: where a
+/// gradient stops having a Clarke subgradient.
+fn singular_op(f: &Func, inputs: &[Tensor], seed: u64) -> Option<(&'static str, crate::diag::Span)> {
+    use crate::ir::{Binary, Prim, Unary};
+    let vals = interp::eval_all(f, inputs, Env { seed }).ok()?;
+    let has_zero = |v: usize| vals[v].to_f64().iter().any(|x| *x == 0.0);
+    f.insts.iter().find_map(|inst| {
+        let op = match inst.prim {
+            Prim::Unary(Unary::Sqrt) if has_zero(inst.args[0]) => "sqrt",
+            Prim::Unary(Unary::Log) if has_zero(inst.args[0]) => "log",
+            Prim::Binary(Binary::Div) if has_zero(inst.args[1]) => "/",
+            _ => return None,
+        };
+        Some((op, inst.span))
+    })
+}
+
+/// Rewrites `bytes A..B of file F` in a message as `FILE:LINE:COL`.
+pub fn locate(message: &str, sources: &SourceMap) -> String {
+    let Some(i) = message.find("bytes ") else { return message.to_string() };
+    let rest = &message[i + 6..];
+    let parse = || -> Option<(u32, u32, u32, usize)> {
+        let (range, tail) = rest.split_once(" of file ")?;
+        let (a, b) = range.split_once("..")?;
+        let end = tail.find(|c: char| !c.is_ascii_digit()).unwrap_or(tail.len());
+        let file: u32 = tail[..end].parse().ok()?;
+        Some((a.parse().ok()?, b.parse().ok()?, file, i + 6 + range.len() + 9 + end))
+    };
+    match parse() {
+        Some((a, b, file, stop)) if (file as usize) < sources.files.len() => {
+            let span = crate::diag::Span { file, start: a, end: b };
+            let (l, c) = sources.line_col(span);
+            format!("{}{}:{l}:{c}{}", &message[..i], sources.file(file).name, &message[stop..])
+        }
+        _ => message.to_string(),
+    }
+}
+
 pub fn seed_of(checked: &Checked) -> u64 {
     match checked.consts.get("seed") {
         Some(Scalar::Int(s)) => *s as u64,
@@ -253,7 +296,7 @@ pub fn run(
             Ok(g) => g,
             Err(e) => {
                 status = Status::Error;
-                message = Some(format!("step {k}: {e}"));
+                message = Some(locate(&format!("step {k}: {e}"), sources));
                 break;
             }
         };
