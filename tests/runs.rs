@@ -31,14 +31,29 @@ fn checked(path: &Path, text: &str) -> (traj::sema::Checked, SourceMap) {
 fn run_text(text: &str, steps: Option<u64>) -> RunResult {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/inline.traj");
     let (c, s) = checked(&path, text);
-    run(&c, &s, &RunOptions { steps, ..Default::default() }).expect("run")
+    run(
+        &c,
+        &s,
+        &RunOptions {
+            steps,
+            ..Default::default()
+        },
+    )
+    .expect("run")
 }
 
 fn run_file(path: &Path, steps: u64) -> RunResult {
     let text = std::fs::read_to_string(path).expect("readable");
     let (c, s) = checked(path, &text);
-    run(&c, &s, &RunOptions { steps: Some(steps), ..Default::default() })
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    run(
+        &c,
+        &s,
+        &RunOptions {
+            steps: Some(steps),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn programs() -> Vec<PathBuf> {
@@ -281,7 +296,30 @@ fn no_clarke_subgradient_ends_the_run_naming_the_step_and_the_operation() {
     assert_eq!(r.status, Status::Error, "{:?}", r.message);
     let msg = r.message.clone().unwrap_or_default();
     assert!(msg.starts_with("step 1: "), "{msg}");
-    assert!(msg.contains("`sqrt` at 0") && msg.contains("inline.traj:2:8"), "{msg}");
+    assert!(
+        msg.contains("`sqrt` at 0") && msg.contains("inline.traj:2:8"),
+        "{msg}"
+    );
     // What was computed before is kept.
     assert_eq!(r.trajectory.rows.first(), Some(&(0, vec![Some(1.0)])));
+}
+
+#[test]
+fn precision_f32_rounds_every_float_to_f32() {
+    let src = "precision f32\nparam w: [] = 0.1\nloss = w^2 / 3\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 1\n  record every 1 { w, loss }\n}\n";
+    let r = run_text(src, None);
+    let row0 = &r.trajectory.rows[0].1;
+    let w0 = 0.1f32;
+    assert_eq!(row0[0], Some(f64::from(w0)));
+    let loss = ((f64::from(w0) * f64::from(w0)) as f32 as f64 / 3.0) as f32;
+    assert_eq!(row0[1], Some(f64::from(loss)));
+    // Every recorded value is an f32.
+    for (_, row) in &r.trajectory.rows {
+        for v in row.iter().flatten() {
+            assert_eq!(*v, f64::from(*v as f32));
+        }
+    }
+    // In f64 the same program records 0.1 exactly.
+    let r64 = run_text(&src.replace("precision f32\n", ""), None);
+    assert_eq!(r64.trajectory.rows[0].1[0], Some(0.1));
 }

@@ -28,8 +28,13 @@ pub struct EvalError {
 pub fn eval_all(f: &Func, inputs: &[Tensor], env: Env) -> Result<Vec<Tensor>, EvalError> {
     let mut vals: Vec<Tensor> = Vec::with_capacity(f.insts.len());
     for (i, inst) in f.insts.iter().enumerate() {
-        let v = eval_inst(inst, &vals, inputs, env)
+        let mut v = eval_inst(inst, &vals, inputs, env)
             .map_err(|message| EvalError { inst: i, message })?;
+        if f.f32
+            && let Tensor::Float(a) = &mut v
+        {
+            a.mapv_inplace(|x| x as f32 as f64);
+        }
         debug_assert_eq!(v.shape(), inst.shape.as_slice(), "%{i} {:?}", inst.prim);
         vals.push(v);
     }

@@ -162,6 +162,9 @@ pub struct Func {
     pub insts: Vec<Inst>,
     pub inputs: Vec<(String, DType, Shape)>,
     pub outputs: Vec<(String, Var)>,
+    /// `precision f32`: every float result is rounded to f32 (products and reductions
+    /// accumulate in f64 first).
+    pub f32: bool,
 }
 
 impl Func {
@@ -556,7 +559,8 @@ pub fn print(f: &Func) -> String {
         .iter()
         .map(|(n, d, s)| format!("{n}: {}{}", d.name(), show_shape(s)))
         .collect();
-    let _ = writeln!(out, "fn({}) {{", inputs.join(", "));
+    let precision = if f.f32 { " f32" } else { "" };
+    let _ = writeln!(out, "fn({}){precision} {{", inputs.join(", "));
     for (i, inst) in f.insts.iter().enumerate() {
         let args: Vec<String> = inst.args.iter().map(|a| format!("%{a}")).collect();
         let op = match &inst.prim {

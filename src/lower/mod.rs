@@ -61,10 +61,15 @@ pub type LowerResult = Result<Var, String>;
 
 impl<'a> Lowerer<'a> {
     pub fn new(prog: &'a Program, statics: &'a Statics) -> Lowerer<'a> {
+        let mut b = Builder::new();
+        b.func.f32 = prog
+            .items
+            .iter()
+            .any(|i| matches!(i, Item::Precision(p) if p.name == "f32"));
         Lowerer {
             prog,
             statics,
-            b: Builder::new(),
+            b,
             bound: HashMap::new(),
             memo: HashMap::new(),
             scopes: Vec::new(),

@@ -31,11 +31,16 @@ fn rebuild(f: &Func, keep: &[bool], replace: &HashMap<Var, Var>) -> Func {
         new_index[i] = insts.len();
         insts.push(inst);
     }
-    let outputs = f.outputs.iter().map(|(n, v)| (n.clone(), resolve(*v, &new_index))).collect();
+    let outputs = f
+        .outputs
+        .iter()
+        .map(|(n, v)| (n.clone(), resolve(*v, &new_index)))
+        .collect();
     Func {
         insts,
         inputs: f.inputs.clone(),
         outputs,
+        f32: f.f32,
     }
 }
 
@@ -61,7 +66,10 @@ fn key(inst: &Inst, args: &[Var]) -> Option<String> {
     match &inst.prim {
         Prim::Input(_) => None,
         Prim::Const(t) if t.len() > FOLD_LIMIT => None,
-        prim => Some(format!("{prim:?}|{args:?}|{:?}|{:?}", inst.dtype, inst.shape)),
+        prim => Some(format!(
+            "{prim:?}|{args:?}|{:?}|{:?}",
+            inst.dtype, inst.shape
+        )),
     }
 }
 
@@ -109,7 +117,10 @@ pub fn fold(f: &Func) -> Func {
             continue;
         }
         // Evaluate the one instruction on its constant operands.
-        let mut mini = Func::default();
+        let mut mini = Func {
+            f32: out.f32,
+            ..Func::default()
+        };
         let mut args = Vec::new();
         for a in &inst.args {
             args.push(mini.insts.len());
@@ -132,9 +143,14 @@ pub fn fold(f: &Func) -> Func {
 /// All passes, verified after each.
 pub fn run(f: &Func) -> Result<Func, String> {
     let mut f = f.clone();
-    for (name, pass) in [("fold", fold as fn(&Func) -> Func), ("cse", cse), ("dce", dce)] {
+    for (name, pass) in [
+        ("fold", fold as fn(&Func) -> Func),
+        ("cse", cse),
+        ("dce", dce),
+    ] {
         f = pass(&f);
-        verify(&f).map_err(|e| format!("internal error: IR after `{name}` does not verify: {e}"))?;
+        verify(&f)
+            .map_err(|e| format!("internal error: IR after `{name}` does not verify: {e}"))?;
     }
     Ok(f)
 }
@@ -165,7 +181,10 @@ mod tests {
         b.output("s", s);
         let f = b.finish();
         let g = run(&f).expect("passes verify");
-        let input = [Tensor::Float(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[3]), vec![1.0, -2.0, 0.5]).expect("shape"))];
+        let input = [Tensor::Float(
+            ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[3]), vec![1.0, -2.0, 0.5])
+                .expect("shape"),
+        )];
         assert_eq!(outputs(&f, &input), outputs(&g, &input));
         assert!(g.insts.len() < f.insts.len(), "{}", crate::ir::print(&g));
         // One multiply by x remains, the constant product is folded, exp is gone.
