@@ -18,6 +18,7 @@ pub mod opt;
 pub mod output;
 pub mod rng;
 pub mod sema;
+pub mod sweep;
 pub mod syntax;
 pub mod tensor;
 pub mod train;

@@ -1,10 +1,14 @@
-//! The `traj` command line: `check` and `ir`.
+//! The `traj` command line: `check`, `run`, `sweep` and `ir`.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use traj::diag::SourceMap;
 use traj::sema::{self, Options};
@@ -47,6 +51,26 @@ enum Command {
         out: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "interp")]
         backend: Backend,
+    },
+    /// Run every point of the program's `sweep` into one folder, with `sweep.csv`.
+    Sweep {
+        file: PathBuf,
+        /// Points run at once.
+        #[arg(short = 'j', long = "jobs", default_value_t = 1,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        jobs: u64,
+        /// The sweep's folder (default `runs/NAME-sweep-TIMESTAMP/`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a const at every point: `--set d=20` (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        /// Shorthand for `--set seed=N` (narrows a swept `seed` to N).
+        #[arg(long)]
+        seed: Option<String>,
+        /// The most steps to take at each point.
+        #[arg(long)]
+        steps: Option<u64>,
     },
     /// Print the program at a stage of the compiler.
     Ir {
@@ -123,6 +147,26 @@ fn dispatch(cli: Cli) -> ExitCode {
             }
             run_program(&file, &set, steps, out)
         }
+        Command::Sweep {
+            file,
+            jobs,
+            out,
+            set,
+            seed,
+            steps,
+        } => {
+            let mut set = set;
+            if let Some(s) = seed {
+                set.push(format!("seed={s}"));
+            }
+            sweep(
+                &file,
+                &set,
+                usize::try_from(jobs).unwrap_or(usize::MAX),
+                steps,
+                out,
+            )
+        }
     }
 }
 
@@ -161,7 +205,21 @@ fn run_program(
             return ExitCode::from(2);
         }
     };
-    let result = match traj::train::run(&checked, &sources, &traj::train::RunOptions { steps }) {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        StepBar::new(
+            &MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)),
+            String::new(),
+        )
+    });
+    let options = traj::train::RunOptions {
+        steps,
+        progress: bar.as_ref().map(StepBar::progress),
+    };
+    let result = traj::train::run(&checked, &sources, &options);
+    if let Some(bar) = &bar {
+        bar.finish();
+    }
+    let result = match result {
         Ok(r) => r,
         Err(message) => {
             eprintln!("error: {message}");
@@ -170,30 +228,7 @@ fn run_program(
     };
     let dir =
         out.unwrap_or_else(|| traj::output::default_run_dir(file, std::time::SystemTime::now()));
-    let text = std::fs::read(file).unwrap_or_default();
-    let info = traj::output::RunInfo {
-        program: file.display().to_string(),
-        source_sha256: traj::output::sha256_hex(&text),
-        consts: checked
-            .consts
-            .iter()
-            .map(|(k, v)| {
-                let j = match v {
-                    traj::sema::types::Scalar::Int(i) => serde_json::json!(i),
-                    traj::sema::types::Scalar::Float(f) => serde_json::json!(f),
-                };
-                (k.clone(), j)
-            })
-            .collect(),
-        seed: result.seed as i64,
-        backend: "interp".into(),
-        status: result.status.name().into(),
-        steps: result.steps,
-        compile_seconds: result.compile_seconds,
-        run_seconds: result.run_seconds,
-        version: env!("CARGO_PKG_VERSION").into(),
-        message: result.message.clone(),
-    };
+    let info = traj::sweep::run_info(file, &checked, &result, "interp");
     if let Err(e) = traj::output::write_run_folder(&dir, &info, &result.trajectory, &result.params)
     {
         eprintln!("error: {e}");
@@ -207,15 +242,14 @@ fn run_program(
         .rows
         .last()
         .map(|(s, cells)| {
-            let shown: Vec<String> = result
+            let shown: Vec<(String, f64)> = result
                 .trajectory
                 .columns
                 .iter()
                 .zip(cells)
-                .take(4)
-                .filter_map(|(c, v)| v.map(|v| format!("{c} {}", traj::output::format_float(v))))
+                .filter_map(|(c, v)| v.map(|v| (c.clone(), v)))
                 .collect();
-            format!("step {s}: {}", shown.join(", "))
+            format!("step {s}: {}", show_values(&shown))
         })
         .unwrap_or_default();
     eprintln!(
@@ -230,6 +264,245 @@ fn run_program(
     match result.status {
         traj::train::Status::Finished | traj::train::Status::Stopped => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
+    }
+}
+
+/// The first few `name value` pairs of a row, for one-line summaries.
+fn show_values(values: &[(String, f64)]) -> String {
+    let shown: Vec<String> = values
+        .iter()
+        .take(4)
+        .map(|(c, v)| format!("{c} {}", traj::output::format_float(*v)))
+        .collect();
+    shown.join(", ")
+}
+
+/// The bar template's style; the plain bar if the template were refused.
+fn bar_style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+/// A terminal bar over one run's steps, added to `multi` when the loop first reports (once
+/// the program is compiled and the number of steps known); drawn at most 10 times a second.
+#[derive(Clone)]
+struct StepBar {
+    multi: MultiProgress,
+    prefix: String,
+    bar: Arc<OnceLock<ProgressBar>>,
+}
+
+impl StepBar {
+    fn new(multi: &MultiProgress, prefix: String) -> StepBar {
+        StepBar {
+            multi: multi.clone(),
+            prefix,
+            bar: Arc::default(),
+        }
+    }
+
+    fn progress(&self) -> traj::train::Progress {
+        let me = self.clone();
+        traj::train::Progress::new(move |k, total| {
+            let bar = me.bar.get_or_init(|| {
+                let bar = me.multi.add(ProgressBar::with_draw_target(
+                    Some(total),
+                    ProgressDrawTarget::hidden(),
+                ));
+                bar.set_style(bar_style(
+                    "{prefix}[{wide_bar}] {pos}/{len} steps ({elapsed}, eta {eta})",
+                ));
+                bar.set_prefix(me.prefix.clone());
+                bar
+            });
+            bar.set_position(k);
+        })
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.bar.get() {
+            bar.finish_and_clear();
+            self.multi.remove(bar);
+        }
+    }
+}
+
+/// What `traj sweep` shows: a line per finished point and, on a terminal, a bar over the
+/// points with one bar per running point under it.
+struct SweepUi {
+    multi: Option<MultiProgress>,
+    points: ProgressBar,
+    running: Mutex<HashMap<usize, StepBar>>,
+    total: usize,
+    done: AtomicUsize,
+}
+
+impl SweepUi {
+    fn new(total: usize) -> SweepUi {
+        let multi = std::io::stderr()
+            .is_terminal()
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)));
+        let points = match &multi {
+            Some(m) => {
+                let bar = m.add(ProgressBar::with_draw_target(
+                    Some(total as u64),
+                    ProgressDrawTarget::hidden(),
+                ));
+                bar.set_style(bar_style(
+                    "[{wide_bar}] {pos}/{len} points ({elapsed}, eta {eta})",
+                ));
+                bar.tick();
+                bar
+            }
+            None => ProgressBar::hidden(),
+        };
+        SweepUi {
+            multi,
+            points,
+            running: Mutex::default(),
+            total,
+            done: AtomicUsize::new(0),
+        }
+    }
+
+    fn println(&self, text: &str) {
+        match &self.multi {
+            Some(m) => {
+                if m.println(text).is_err() {
+                    eprintln!("{text}");
+                }
+            }
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn finish(&self) {
+        self.points.finish_and_clear();
+        if let Some(m) = &self.multi {
+            m.remove(&self.points);
+        }
+    }
+}
+
+impl traj::sweep::Observer for SweepUi {
+    fn started(&self, index: usize, name: &str) -> Option<traj::train::Progress> {
+        let multi = self.multi.as_ref()?;
+        let bar = StepBar::new(multi, format!("{name} "));
+        let progress = bar.progress();
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(index, bar);
+        Some(progress)
+    }
+
+    fn finished(&self, index: usize, outcome: &traj::sweep::PointOutcome) {
+        let bar = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&index);
+        if let Some(bar) = bar {
+            bar.finish();
+        }
+        let k = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut line = format!(
+            "[{k}/{}] {}: {}",
+            self.total,
+            outcome.name,
+            outcome.status.name()
+        );
+        if let Some(steps) = outcome.steps {
+            line += &format!(" after {steps} steps in {:.3} s", outcome.run_seconds);
+            if !outcome.last.is_empty() {
+                line += &format!("; {}", show_values(&outcome.last));
+            }
+        }
+        match (&outcome.report, &outcome.message) {
+            (Some(report), _) => line += &format!("\n{}", report.trim_end()),
+            (None, Some(m)) => line += &format!("\n  {m}"),
+            (None, None) => {}
+        }
+        self.println(&line);
+        self.points.inc(1);
+    }
+}
+
+fn sweep(
+    file: &std::path::Path,
+    set: &[String],
+    jobs: usize,
+    steps: Option<u64>,
+    out: Option<PathBuf>,
+) -> ExitCode {
+    let started = std::time::Instant::now();
+    let mut sources = SourceMap::default();
+    let options = Options {
+        overrides: set.to_vec(),
+        check_sweep: false,
+    };
+    let checked = match sema::check::check_file(file, &options, &mut sources) {
+        Ok(Ok(c)) => c,
+        Ok(Err(diags)) => {
+            report(&diags, &sources, file);
+            return ExitCode::from(1);
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let points = match traj::sweep::points(&checked, &mut sources, set) {
+        Ok(Some(points)) => points,
+        Ok(None) => {
+            eprintln!(
+                "error: {} has no `sweep` block (`traj run` runs its defaults)",
+                file.display()
+            );
+            return ExitCode::from(1);
+        }
+        Err(diags) => {
+            report(&diags, &sources, file);
+            return ExitCode::from(1);
+        }
+    };
+    let dir =
+        out.unwrap_or_else(|| traj::sweep::default_sweep_dir(file, std::time::SystemTime::now()));
+    let options = traj::sweep::SweepOptions {
+        jobs,
+        dir: dir.clone(),
+        overrides: set.to_vec(),
+        steps,
+        color: use_color(),
+    };
+    let ui = SweepUi::new(points.len());
+    let outcomes = traj::sweep::run_points(file, &points, &options, &ui);
+    ui.finish();
+    let csv = dir.join("sweep.csv");
+    if let Err(e) = traj::sweep::write_sweep_csv(&csv, &outcomes) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for o in &outcomes {
+        let name = o.status.name();
+        match counts.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((name, 1)),
+        }
+    }
+    let counts: Vec<String> = counts.iter().map(|(n, c)| format!("{c} {n}")).collect();
+    eprintln!(
+        "{}: {} points ({}) in {:.3} s → {}",
+        file.display(),
+        outcomes.len(),
+        counts.join(", "),
+        started.elapsed().as_secs_f64(),
+        csv.display()
+    );
+    if outcomes.iter().any(traj::sweep::PointOutcome::failed) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

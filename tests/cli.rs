@@ -172,11 +172,22 @@ fn ir_ast_dump_is_stable() {
 
 #[test]
 fn ir_stages_print_the_lowered_gradient_and_optimized_functions() {
-    let file = write_temp("stages.traj", "param x: [] = 0\nloss = relu(x) - relu(-x)\n");
+    let file = write_temp(
+        "stages.traj",
+        "param x: [] = 0\nloss = relu(x) - relu(-x)\n",
+    );
     let path = file.to_str().expect("utf8");
     for stage in ["ir", "grad", "opt"] {
         let out = traj(&["ir", path, "--stage", stage]);
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-        insta::assert_snapshot!(format!("stage_{stage}"), String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        insta::assert_snapshot!(
+            format!("stage_{stage}"),
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 }

@@ -83,23 +83,39 @@ impl<'a> Lowerer<'a> {
 
     /// Calls a program function on already lowered arguments (for `ntk`).
     pub fn call_fn_on(&mut self, f: &FnItem, args: &[Var]) -> LowerResult {
+        let values: Vec<Option<Var>> = args.iter().map(|v| Some(*v)).collect();
+        self.inline(f, &values)
+    }
+
+    /// Inlines `f` with its parameters bound to `values` (`None`: the default, lowered in
+    /// the callee's scope after the parameters before it).
+    fn inline(&mut self, f: &FnItem, values: &[Option<Var>]) -> LowerResult {
         let saved = std::mem::take(&mut self.scopes);
-        let mut scope = HashMap::new();
-        for (p, v) in f.params.iter().zip(args) {
-            scope.insert(p.name.name.clone(), *v);
-        }
-        self.scopes.push(scope);
-        let r = (|| {
+        self.scopes.push(HashMap::new());
+        let result = (|| {
+            for (p, v) in f.params.iter().zip(values) {
+                let v = match (v, &p.default) {
+                    (Some(v), _) => *v,
+                    (None, Some(d)) => self.expr(d)?,
+                    (None, None) => return Err(format!("missing argument `{}`", p.name.name)),
+                };
+                self.bind(&p.name.name, v);
+            }
             for l in &f.lets {
                 let v = self.expr(&l.value)?;
-                if let Some(s) = self.scopes.last_mut() {
-                    s.insert(l.name.name.clone(), v);
-                }
+                self.bind(&l.name.name, v);
             }
             self.expr(&f.body)
         })();
         self.scopes = saved;
-        r
+        result
+    }
+
+    /// Binds a local of the innermost scope.
+    fn bind(&mut self, name: &str, v: Var) {
+        if let Some(s) = self.scopes.last_mut() {
+            s.insert(name.to_string(), v);
+        }
     }
 
     /// Lowers the expression of a top-level item, with its draws keyed by `stream`.
@@ -529,41 +545,7 @@ impl<'a> Lowerer<'a> {
             };
             values[i] = Some(v);
         }
-        let saved = std::mem::take(&mut self.scopes);
-        self.scopes.push(HashMap::new());
-        let mut result = Ok(0);
-        for (p, v) in f.params.iter().zip(&values) {
-            let v = match (v, &p.default) {
-                (Some(v), _) => *v,
-                (None, Some(d)) => match self.expr(d) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                },
-                (None, None) => {
-                    result = Err(format!("missing argument `{}`", p.name.name));
-                    break;
-                }
-            };
-            if let Some(s) = self.scopes.last_mut() {
-                s.insert(p.name.name.clone(), v);
-            }
-        }
-        if result.is_ok() {
-            result = (|| {
-                for l in &f.lets {
-                    let v = self.expr(&l.value)?;
-                    if let Some(s) = self.scopes.last_mut() {
-                        s.insert(l.name.name.clone(), v);
-                    }
-                }
-                self.expr(&f.body)
-            })();
-        }
-        self.scopes = saved;
-        result
+        self.inline(f, &values)
     }
 
     /// Arguments of a builtin by name: positional ones in signature order, then keywords;

@@ -130,11 +130,11 @@ pub fn fold(f: &Func) -> Func {
         single.args = args;
         mini.insts.push(single);
         mini.outputs.push(("v".into(), mini.insts.len() - 1));
-        if let Ok(mut v) = interp::eval(&mini, &[], Env::default()) {
-            if let Some(t) = v.pop() {
-                out.insts[i].prim = Prim::Const(t);
-                out.insts[i].args.clear();
-            }
+        if let Ok(mut v) = interp::eval(&mini, &[], Env::default())
+            && let Some(t) = v.pop()
+        {
+            out.insts[i].prim = Prim::Const(t);
+            out.insts[i].args.clear();
         }
     }
     dce(&out)

@@ -2320,6 +2320,14 @@ impl<'p> Checker<'p> {
                 self.bind_local(&p.name.name, v);
             }
         }
+        let out = self.fn_body(f);
+        self.calls.pop();
+        self.scopes = saved;
+        out
+    }
+
+    /// A function's lets and body, in the scope its parameters are bound in.
+    fn fn_body(&mut self, f: &'p FnItem) -> Option<Val> {
         let mut ok = true;
         for l in &f.lets {
             match self.eval(&l.value) {
@@ -2327,10 +2335,7 @@ impl<'p> Checker<'p> {
                 None => ok = false,
             }
         }
-        let out = if ok { self.eval(&f.body) } else { None };
-        self.calls.pop();
-        self.scopes = saved;
-        out
+        if ok { self.eval(&f.body) } else { None }
     }
 
     /// Binds call arguments to parameter names: positionally, then by keyword. Reports
@@ -3292,14 +3297,7 @@ impl<'p> Checker<'p> {
         self.calls.push((f.name.name.clone(), span));
         self.scopes
             .push(HashMap::from([(f.params[0].name.name.clone(), arg)]));
-        let mut ok = true;
-        for l in &f.lets {
-            match self.eval(&l.value) {
-                Some(v) => self.bind_local(&l.name.name, v),
-                None => ok = false,
-            }
-        }
-        let out = if ok { self.eval(&f.body) } else { None };
+        let out = self.fn_body(f);
         self.calls.pop();
         self.scopes = saved;
         out

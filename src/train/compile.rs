@@ -100,6 +100,14 @@ pub fn params_of(checked: &Checked) -> Vec<ParamInfo> {
     ps.into_iter().map(|(_, p)| p).collect()
 }
 
+/// Outputs `loss` and `grad:P` for each param, in order.
+fn output_gradient(l: &mut Lowerer, loss: Var, params: &[ParamInfo], grads: &[Var]) {
+    l.b.output("loss", loss);
+    for (p, g) in params.iter().zip(grads) {
+        l.b.output(&format!("grad:{}", p.name), *g);
+    }
+}
+
 /// Verifies a built function, then simplifies it (`opt::run` verifies after each pass).
 fn checked_func(f: Func, what: &str) -> Result<Func, String> {
     verify(&f).map_err(|e| {
@@ -124,10 +132,7 @@ pub fn dump(checked: &Checked, statics: &Statics, stage: &str) -> Result<String,
     }
     let grads = grad_into(&mut l.b, loss, &pv, &Ties::Default)?;
     let ties = ties_into(&mut l.b, loss, &pv);
-    l.b.output("loss", loss);
-    for (p, g) in params.iter().zip(&grads) {
-        l.b.output(&format!("grad:{}", p.name), *g);
-    }
+    output_gradient(&mut l, loss, &params, &grads);
     l.b.output("ties", ties);
     let f = l.b.finish();
     verify(&f)?;
@@ -183,10 +188,7 @@ pub fn build(
     let loss = loss_var(&mut l, checked)?;
     let grads = grad_into(&mut l.b, loss, &pv, &Ties::Default)?;
     let ties = ties_into(&mut l.b, loss, &pv);
-    l.b.output("loss", loss);
-    for (p, g) in params.iter().zip(&grads) {
-        l.b.output(&format!("grad:{}", p.name), *g);
-    }
+    output_gradient(&mut l, loss, &params, &grads);
     l.b.output("ties", ties);
     let grad_fast = checked_func(l.b.finish(), "gradient")?;
 
@@ -203,10 +205,7 @@ pub fn build(
     let seeds: Vec<(Var, Var)> = pv.iter().copied().zip(dirs.iter().copied()).collect();
     let d = jvp_into(&mut l.b, end, &seeds, true);
     let grads = grad_into(&mut l.b, loss, &pv, &Ties::Directional(&d))?;
-    l.b.output("loss", loss);
-    for (p, g) in params.iter().zip(&grads) {
-        l.b.output(&format!("grad:{}", p.name), *g);
-    }
+    output_gradient(&mut l, loss, &params, &grads);
     let unresolved = match d.unresolved {
         Some(u) => u,
         None => l.b.scalar(0.0),

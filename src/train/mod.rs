@@ -175,7 +175,12 @@ pub fn gradient(plan: &Plan, theta: &[Tensor], step: u64, seed: u64) -> Result<G
             .any(|g| g.to_f64().iter().any(|x| !x.is_finite()))
     {
         let at = singular_op(&plan.grad_fast, &inputs[..=n], seed)
-            .map(|(op, span)| format!(" (`{op}` at 0, bytes {}..{} of file {})", span.start, span.end, span.file))
+            .map(|(op, span)| {
+                format!(
+                    " (`{op}` at 0, bytes {}..{} of file {})",
+                    span.start, span.end, span.file
+                )
+            })
             .unwrap_or_default();
         return Err(format!(
             "the gradient is not finite: `sqrt`, `log` or a division at 0 lies on its path, where no Clarke subgradient exists{at}"
@@ -187,7 +192,11 @@ pub fn gradient(plan: &Plan, theta: &[Tensor], step: u64, seed: u64) -> Result<G
 /// The run's seed: the const `seed` (default 0).
 /// The first `sqrt` or `log` of an exact 0, or division by an exact 0, in `f`: where a
 /// gradient stops having a Clarke subgradient.
-fn singular_op(f: &Func, inputs: &[Tensor], seed: u64) -> Option<(&'static str, crate::diag::Span)> {
+fn singular_op(
+    f: &Func,
+    inputs: &[Tensor],
+    seed: u64,
+) -> Option<(&'static str, crate::diag::Span)> {
     use crate::ir::{Binary, Prim, Unary};
     let vals = interp::eval_all(f, inputs, Env { seed }).ok()?;
     let has_zero = |v: usize| vals[v].to_f64().iter().any(|x| *x == 0.0);
@@ -204,20 +213,38 @@ fn singular_op(f: &Func, inputs: &[Tensor], seed: u64) -> Option<(&'static str, 
 
 /// Rewrites `bytes A..B of file F` in a message as `FILE:LINE:COL`.
 pub fn locate(message: &str, sources: &SourceMap) -> String {
-    let Some(i) = message.find("bytes ") else { return message.to_string() };
+    let Some(i) = message.find("bytes ") else {
+        return message.to_string();
+    };
     let rest = &message[i + 6..];
     let parse = || -> Option<(u32, u32, u32, usize)> {
         let (range, tail) = rest.split_once(" of file ")?;
         let (a, b) = range.split_once("..")?;
-        let end = tail.find(|c: char| !c.is_ascii_digit()).unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(tail.len());
         let file: u32 = tail[..end].parse().ok()?;
-        Some((a.parse().ok()?, b.parse().ok()?, file, i + 6 + range.len() + 9 + end))
+        Some((
+            a.parse().ok()?,
+            b.parse().ok()?,
+            file,
+            i + 6 + range.len() + 9 + end,
+        ))
     };
     match parse() {
         Some((a, b, file, stop)) if (file as usize) < sources.files.len() => {
-            let span = crate::diag::Span { file, start: a, end: b };
+            let span = crate::diag::Span {
+                file,
+                start: a,
+                end: b,
+            };
             let (l, c) = sources.line_col(span);
-            format!("{}{}:{l}:{c}{}", &message[..i], sources.file(file).name, &message[stop..])
+            format!(
+                "{}{}:{l}:{c}{}",
+                &message[..i],
+                sources.file(file).name,
+                &message[stop..]
+            )
         }
         _ => message.to_string(),
     }
@@ -287,7 +314,7 @@ pub fn run(
     let mut told = Instant::now();
     loop {
         if let Some(p) = &options.progress
-            && (k % PROGRESS_EVERY == 0 || told.elapsed() >= PROGRESS_INTERVAL)
+            && (k.is_multiple_of(PROGRESS_EVERY) || told.elapsed() >= PROGRESS_INTERVAL)
         {
             (p.0)(k, plan.steps);
             told = Instant::now();
@@ -334,7 +361,8 @@ pub fn run(
             .sqrt();
         let due = schedule.iter().any(|s| s.contains(&k));
         let stop = match &plan.stop {
-            Some(f) if !plan.stop_at_records_only || due => {
+            // The last row is recorded, so an observable condition is tested there too.
+            Some(f) if !plan.stop_at_records_only || due || k == plan.steps => {
                 let inputs = record_inputs(&plan, &theta, &g, gnorm, k, f64::NAN);
                 scalar_of(&eval(f, &inputs, seed)?[0]) != 0.0
             }

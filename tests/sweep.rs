@@ -1,0 +1,366 @@
+//! `traj sweep`: one run folder per point named by its consts, `sweep.csv` whose last values
+//! match `traj run` of the same point bit for bit, the same result on any number of
+//! threads, failed points reported while the others run, and the sweep's values.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use traj::diag::SourceMap;
+use traj::sema::Options;
+use traj::sema::types::Scalar;
+
+fn traj(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_traj"))
+        .args(args)
+        .output()
+        .expect("traj runs")
+}
+
+/// A fresh folder for one test.
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("traj-sweep-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+/// The rows of a CSV file, header first.
+fn read_csv(path: &Path) -> Vec<Vec<String>> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_path(path)
+        .expect("csv opens");
+    r.records()
+        .map(|rec| rec.expect("csv row").iter().map(str::to_string).collect())
+        .collect()
+}
+
+/// The cell of `column` in `row`.
+fn cell<'a>(rows: &'a [Vec<String>], row: usize, column: &str) -> &'a str {
+    let i = rows[0]
+        .iter()
+        .position(|c| c == column)
+        .unwrap_or_else(|| panic!("no column {column} in {:?}", rows[0]));
+    &rows[row][i]
+}
+
+const REGRESSION: &str = "\
+const n = 8, d = 3, lr = 0.1
+data X = randn(n, d)
+data y = X @ randn(d) + 0.1 * randn(n)
+param w: [d] ~ normal(0, 1)
+loss = 0.5 * mean((X @ w - y)^2)
+train {
+  optimizer gd(lr = lr)
+  steps 40
+  record every 15 { loss, wn = norm(w) }
+}
+sweep {
+  lr in [0.1, 0.2]
+  seed in 0..2
+}
+";
+
+const NAMES: [&str; 4] = [
+    "lr=0.1,seed=0",
+    "lr=0.1,seed=1",
+    "lr=0.2,seed=0",
+    "lr=0.2,seed=1",
+];
+
+#[test]
+fn a_two_by_two_sweep_matches_separate_runs() {
+    let dir = temp_dir("grid");
+    let file = write(&dir, "reg.traj", REGRESSION);
+    let out = dir.join("out");
+    let o = traj(&["sweep", s(&file), "--out", s(&out)]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+
+    let mut folders: Vec<String> = std::fs::read_dir(&out)
+        .expect("sweep folder")
+        .map(|e| e.expect("entry"))
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    folders.sort();
+    assert_eq!(folders, NAMES);
+
+    let rows = read_csv(&out.join("sweep.csv"));
+    assert_eq!(
+        rows[0],
+        ["lr", "seed", "status", "steps", "loss", "wn", "message"]
+    );
+    assert_eq!(rows.len(), 5);
+    let consts = [("0.1", "0"), ("0.1", "1"), ("0.2", "0"), ("0.2", "1")];
+    for (i, (lr, seed)) in consts.iter().enumerate() {
+        let row = i + 1;
+        assert_eq!(cell(&rows, row, "lr"), *lr);
+        assert_eq!(cell(&rows, row, "seed"), *seed);
+        assert_eq!(cell(&rows, row, "status"), "finished");
+        assert_eq!(cell(&rows, row, "steps"), "40");
+        assert_eq!(cell(&rows, row, "message"), "");
+
+        // The same point run on its own.
+        let single = dir.join(format!("single-{i}"));
+        let lr_set = format!("lr={lr}");
+        let o = traj(&[
+            "run",
+            s(&file),
+            "--set",
+            &lr_set,
+            "--seed",
+            seed,
+            "--out",
+            s(&single),
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let traj_rows = read_csv(&single.join("trajectory.csv"));
+        let last = traj_rows.len() - 1;
+        assert_eq!(cell(&traj_rows, last, "step"), "40");
+        assert_eq!(cell(&rows, row, "loss"), cell(&traj_rows, last, "loss"));
+        assert_eq!(cell(&rows, row, "wn"), cell(&traj_rows, last, "wn"));
+        let point = out.join(NAMES[i]);
+        assert_eq!(
+            std::fs::read(point.join("trajectory.csv")).expect("point trajectory"),
+            std::fs::read(single.join("trajectory.csv")).expect("run trajectory"),
+            "{}",
+            NAMES[i]
+        );
+        assert_eq!(
+            std::fs::read(point.join("params/w.npy")).expect("point params"),
+            std::fs::read(single.join("params/w.npy")).expect("run params"),
+        );
+        let info: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(point.join("run.json")).expect("run.json"))
+                .expect("json");
+        assert_eq!(info["status"], "finished");
+        assert_eq!(info["consts"]["seed"], serde_json::json!(i % 2));
+        assert_eq!(info["consts"]["lr"].as_f64(), lr.parse::<f64>().ok());
+    }
+    // Different points did different things.
+    assert_ne!(cell(&rows, 1, "loss"), cell(&rows, 2, "loss"));
+    assert_ne!(cell(&rows, 1, "loss"), cell(&rows, 3, "loss"));
+}
+
+#[test]
+fn two_threads_give_the_same_sweep_csv_as_one() {
+    let dir = temp_dir("jobs");
+    let file = write(&dir, "reg.traj", REGRESSION);
+    let one = dir.join("one");
+    let two = dir.join("two");
+    let o = traj(&["sweep", s(&file), "-j", "1", "--out", s(&one)]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = traj(&["sweep", s(&file), "-j", "2", "--out", s(&two)]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let a = std::fs::read(one.join("sweep.csv")).expect("sweep.csv");
+    let b = std::fs::read(two.join("sweep.csv")).expect("sweep.csv");
+    assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+    for name in NAMES {
+        assert_eq!(
+            std::fs::read(one.join(name).join("trajectory.csv")).expect("trajectory"),
+            std::fs::read(two.join(name).join("trajectory.csv")).expect("trajectory"),
+        );
+    }
+    // RFC 4180 line ends.
+    assert!(String::from_utf8_lossy(&a).contains("\r\n"));
+}
+
+#[test]
+fn a_failing_point_is_reported_and_the_others_run() {
+    let dir = temp_dir("fail");
+    let file = write(
+        &dir,
+        "bad.traj",
+        "\
+const n = 2
+param w: [3 - n] ~ normal(0, 1)
+loss = sum(w^2)
+train {
+  optimizer gd(lr = 0.1)
+  steps 5
+  record every 1 { loss }
+}
+sweep { n in [2, 4] }
+",
+    );
+    let out = dir.join("out");
+    let o = traj(&["sweep", s(&file), "-j", "2", "--out", s(&out)]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(out.join("n=2").join("trajectory.csv").is_file());
+    assert!(!out.join("n=4").exists());
+    let rows = read_csv(&out.join("sweep.csv"));
+    assert_eq!(rows.len(), 3);
+    assert_eq!(cell(&rows, 1, "n"), "2");
+    assert_eq!(cell(&rows, 1, "status"), "finished");
+    assert_eq!(cell(&rows, 1, "steps"), "5");
+    assert!(!cell(&rows, 1, "loss").is_empty());
+    assert_eq!(cell(&rows, 2, "n"), "4");
+    assert_eq!(cell(&rows, 2, "status"), "error");
+    assert_eq!(cell(&rows, 2, "steps"), "");
+    assert_eq!(cell(&rows, 2, "loss"), "");
+    let message = cell(&rows, 2, "message");
+    assert!(message.starts_with('E'), "{message}");
+    assert!(stderr.contains("n=4: error"), "{stderr}");
+}
+
+#[test]
+fn a_run_time_error_fails_its_point_only() {
+    let dir = temp_dir("runtime");
+    // At c = 0 the run starts at w = 0, where `sqrt` has no Clarke subgradient.
+    let file = write(
+        &dir,
+        "rt.traj",
+        "\
+const c = 1.0
+param w: [2] = c * ones(2)
+loss = sqrt(sum(w^2))
+train {
+  optimizer gd(lr = 0.1)
+  steps 3
+  record every 1 { loss }
+}
+sweep { c in [1.0, 0.0] }
+",
+    );
+    let out = dir.join("out");
+    let o = traj(&["sweep", s(&file), "--out", s(&out)]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    let rows = read_csv(&out.join("sweep.csv"));
+    assert_eq!(cell(&rows, 1, "status"), "finished", "{stderr}");
+    assert_eq!(cell(&rows, 2, "status"), "error", "{stderr}");
+    assert_eq!(cell(&rows, 2, "steps"), "0", "{stderr}");
+    assert!(cell(&rows, 2, "message").contains("step 0"), "{stderr}");
+    // The failed run still writes its folder, as `traj run` does.
+    assert!(out.join("c=0.0").join("run.json").is_file());
+}
+
+#[test]
+fn set_narrows_a_swept_const_and_seed_is_a_const() {
+    let dir = temp_dir("narrow");
+    let file = write(&dir, "reg.traj", REGRESSION);
+    let out = dir.join("out");
+    let o = traj(&[
+        "sweep",
+        s(&file),
+        "--set",
+        "lr=0.05",
+        "--steps",
+        "7",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rows = read_csv(&out.join("sweep.csv"));
+    assert_eq!(rows.len(), 3);
+    assert_eq!(cell(&rows, 1, "lr"), "0.05");
+    assert_eq!(cell(&rows, 2, "seed"), "1");
+    assert_eq!(cell(&rows, 2, "steps"), "7");
+    assert!(out.join("lr=0.05,seed=1").is_dir());
+}
+
+#[test]
+fn a_program_without_a_sweep_is_refused() {
+    let dir = temp_dir("nosweep");
+    let text = REGRESSION.split("sweep {").next().expect("prefix");
+    let file = write(&dir, "plain.traj", text);
+    let o = traj(&["sweep", s(&file), "--out", s(&dir.join("out"))]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no `sweep` block"), "{stderr}");
+    assert!(!dir.join("out").exists());
+}
+
+fn points_of(text: &str, set: &[&str]) -> Vec<String> {
+    let mut sources = SourceMap::default();
+    let overrides: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+    let options = Options {
+        overrides: overrides.clone(),
+        check_sweep: false,
+    };
+    let checked = traj::sema::check::check_source("t.traj", None, text, &options, &mut sources)
+        .unwrap_or_else(|d| panic!("{d:?}"));
+    let points = traj::sweep::points(&checked, &mut sources, &overrides)
+        .unwrap_or_else(|d| panic!("{d:?}"))
+        .expect("a sweep");
+    points
+        .iter()
+        .map(|p| traj::sweep::point_name(p.as_slice()))
+        .collect()
+}
+
+#[test]
+fn sweep_values_are_const_expressions_and_the_last_key_varies_fastest() {
+    let text = "\
+const n = 4, depth = 2, lr = 0.5
+param w: [n] ~ normal(0, 1)
+loss = sum(w^2)
+train { optimizer gd(lr = lr); steps 1 }
+sweep {
+  depth in [1, n - 1]
+  lr in [1 / n, 1]
+  seed in n..n + 2
+}
+";
+    assert_eq!(
+        points_of(text, &[]),
+        [
+            "depth=1,lr=0.25,seed=4",
+            "depth=1,lr=0.25,seed=5",
+            "depth=1,lr=1.0,seed=4",
+            "depth=1,lr=1.0,seed=5",
+            "depth=3,lr=0.25,seed=4",
+            "depth=3,lr=0.25,seed=5",
+            "depth=3,lr=1.0,seed=4",
+            "depth=3,lr=1.0,seed=5",
+        ]
+    );
+    // Values are evaluated with the command line's overrides.
+    assert_eq!(points_of(text, &["n=2", "seed=9"]).len(), 4);
+    assert_eq!(points_of(text, &["n=2"])[0], "depth=1,lr=0.5,seed=2");
+    // A float value makes the const a float at every point; so does a float default.
+    let mixed = text.replace("depth in [1, n - 1]", "depth in [1, 2.5]");
+    assert_eq!(points_of(&mixed, &["lr=2"])[0], "depth=1.0,lr=2,seed=4");
+    assert_eq!(
+        traj::sweep::point_overrides(
+            &["lr=1".into(), "n=3".into()],
+            &[
+                ("lr".into(), Scalar::Float(0.1)),
+                ("seed".into(), Scalar::Int(2))
+            ]
+        ),
+        ["n=3", "lr=0.1", "seed=2"]
+    );
+}
