@@ -283,3 +283,108 @@ fn a_jump_is_an_error_not_a_wrong_gradient() {
         .expect("an error");
     assert!(err.contains("not finite"), "{err}");
 }
+
+/// A random piecewise-linear program over `p: [4]` with small-integer weights, so that
+/// exact ties (relu at 0, equal max operands, equal entries of a max reduction, clamp at
+/// a bound) are common at the integer starting point.
+fn random_pl_program(w: &[i8], c: &[i8], p0: &[i8], ops: &[u8]) -> String {
+    let row = |k: usize| {
+        format!(
+            "[{}]",
+            (0..4)
+                .map(|j| w[4 * k + j].to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let mut terms = Vec::new();
+    for (k, op) in ops.iter().enumerate() {
+        let z = format!("({} @ p - {})", row(k), c[k]);
+        terms.push(match op % 6 {
+            0 => format!("relu{z}"),
+            1 => format!("abs{z}"),
+            2 => format!("max({z}, p[{}])", k % 4),
+            3 => format!("min({z}, -{z})"),
+            4 => format!("clamp({z}, -1, 1)"),
+            _ => format!("leaky_relu({z}, 0.25)"),
+        });
+    }
+    let init = format!(
+        "[{}]",
+        p0.iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    format!(
+        "param p: [4] = {init}\nlet z = [{}]\nloss = sum(z) + max(z) - relu(max(p) - 1)\ntrain {{\n optimizer gd(lr = 0.1)\n steps 1\n}}\n",
+        terms.join(", ")
+    )
+}
+
+/// Kakade & Lee: at a point with exact ties, the returned g is lim ∇f(x + t v) for the
+/// run's direction v; for a piecewise-linear f that is the plain gradient at x + t v for
+/// any small enough t. Most generated starting points have exact ties (checked).
+#[test]
+fn random_piecewise_linear_programs_at_ties() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let mut runner = TestRunner::new(Config {
+        cases: 300,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let with_ties = std::cell::Cell::new(0usize);
+    let strategy = (
+        proptest::collection::vec(-2i8..=2, 24),
+        proptest::collection::vec(-1i8..=1, 6),
+        proptest::collection::vec(-1i8..=1, 4),
+        proptest::collection::vec(0u8..6, 2..=6),
+    );
+    runner
+        .run(&strategy, |(w, c, p0, ops)| {
+            let src = random_pl_program(&w, &c, &p0, &ops);
+            let p = program(&src);
+            let mut inputs = p.theta.clone();
+            inputs.push(Tensor::Int(ArrayD::from_elem(IxDyn(&[]), 1)));
+            let out = traj::interp::eval(
+                &p.plan.grad_fast,
+                &inputs,
+                traj::interp::Env { seed: p.seed },
+            )
+            .expect("eval");
+            let ties = out
+                .last()
+                .map(|t| t.to_f64().iter().sum::<f64>())
+                .unwrap_or(0.0);
+            if ties > 0.0 {
+                with_ties.set(with_ties.get() + 1);
+            }
+            let (_, g) = grad_at(&p, &p.theta);
+            let rng = traj::rng::Stream::new(p.seed, "tie", 1);
+            let x = flat(&p.theta);
+            let t = 1e-9;
+            let moved: Vec<f64> = x
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v + t * rng.normal(i as u64))
+                .collect();
+            let (_, plain) = grad_at(&p, &unflat(&p, &moved));
+            for (a, b) in g.iter().zip(&plain) {
+                prop_assert!(
+                    (a - b).abs() < 1e-12,
+                    "{}\nK&L {:?}\nat x + t v {:?}",
+                    src,
+                    g,
+                    plain
+                );
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        with_ties.get() > 200,
+        "only {} of 300 programs had exact ties",
+        with_ties.get()
+    );
+}
