@@ -757,7 +757,6 @@ fn tangent_rule(b: &mut Builder, i: Var, rv: &[Var], args: &[Var], d: &Direction
         }
         Prim::Norm2(axes) => {
             let tx = t(0)?;
-            let xs = b.shape(rv[0]);
             let dot = b.binary(Binary::Mul, rv[0], tx);
             let dot = b.reduce(Reduce::Sum, dot, Some(axes.clone()));
             let zero = b.fill_like(out, 0.0);
@@ -767,7 +766,6 @@ fn tangent_rule(b: &mut Builder, i: Var, rv: &[Var], args: &[Var], d: &Direction
             let smooth = b.binary(Binary::Div, dot, safe);
             // At 0 the one-sided derivative is ‖u̇‖.
             let tn = b.reduce(Reduce::Norm2, tx, Some(axes.clone()));
-            let _ = xs;
             b.select(at0, tn, smooth)
         }
         Prim::LogSumExp(axes) => {

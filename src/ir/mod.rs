@@ -629,19 +629,15 @@ fn show_const(t: &Tensor) -> String {
     }
 }
 
-/// `LogAddExp` → `log_add_exp`; payloads in `Randint { .. }` kept.
+/// `LogAddExp` → `log_add_exp` (payloads such as `Randint { lo: 0, hi: 3 }` kept).
 fn snake(s: &str) -> String {
     let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if c.is_uppercase()
-            && i > 0
-            && s[..s.char_indices().nth(i).map(|x| x.0).unwrap_or(0)]
-                .chars()
-                .last()
-                .is_some_and(|p| p.is_lowercase())
-        {
+    let mut prev_lower = false;
+    for c in s.chars() {
+        if c.is_uppercase() && prev_lower {
             out.push('_');
         }
+        prev_lower = c.is_lowercase();
         out.extend(c.to_lowercase());
     }
     out

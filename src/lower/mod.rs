@@ -20,12 +20,6 @@ pub struct Statics {
     pub values: HashMap<String, Tensor>,
 }
 
-/// How a name of the program is bound in the function being built.
-#[derive(Clone, Debug)]
-pub enum Binding {
-    Var(Var),
-}
-
 /// Lowers expressions of one program into one `Builder`.
 pub struct Lowerer<'a> {
     pub prog: &'a Program,
@@ -143,7 +137,8 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    fn known_int(&mut self, e: &Expr) -> Result<i64, String> {
+    /// A compile-time int expression's value.
+    pub fn known_int(&mut self, e: &Expr) -> Result<i64, String> {
         let v = self.expr(e)?;
         match self.known(v) {
             Some(Scalar::Int(i)) => Ok(i),
@@ -1169,11 +1164,6 @@ impl<'a> Lowerer<'a> {
             })));
         self.b.gather(x, &[idx, idx])
     }
-}
-
-/// Spans are kept on instructions for runtime reports; unused here but part of the API.
-pub fn span_of(b: &Builder, v: Var) -> Span {
-    b.func.insts[v].span
 }
 
 /// The consts of a checked program as scalar tensors.

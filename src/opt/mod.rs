@@ -175,9 +175,8 @@ mod tests {
         let six = b.binary(Binary::Mul, two, three); // folds to 6
         let a = b.binary(Binary::Mul, x, six);
         let a2 = b.binary(Binary::Mul, x, six); // same as `a`
-        let dead = b.unary(Unary::Exp, x); // unused
+        b.unary(Unary::Exp, x); // dead: no output uses it
         let s = b.binary(Binary::Add, a, a2);
-        let _ = dead;
         b.output("s", s);
         let f = b.finish();
         let g = run(&f).expect("passes verify");

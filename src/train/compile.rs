@@ -230,8 +230,7 @@ pub fn build(
     for c in &train.clauses {
         if let Clause::Steps(e, _) = c {
             let mut l = Lowerer::new(&checked.program, statics);
-            let v = l.expr(e)?;
-            steps = Some(const_int(&l, v)? as u64);
+            steps = Some(l.known_int(e)? as u64);
         }
     }
     let steps = steps_override.or(steps).unwrap_or(0);
@@ -249,15 +248,6 @@ pub fn build(
         steps,
         nparams,
     })
-}
-
-fn const_int(l: &Lowerer, v: Var) -> Result<i64, String> {
-    match &l.b.func.insts[v].prim {
-        crate::ir::Prim::Const(crate::tensor::Tensor::Int(a)) => {
-            a.iter().next().copied().ok_or_else(|| "empty".into())
-        }
-        _ => Err("expected a compile-time int".into()),
-    }
 }
 
 fn build_updates(
@@ -467,10 +457,7 @@ fn build_record(
     let mut uses_sharpness = false;
     for c in &train.clauses {
         let Clause::Record(r) = c else { continue };
-        let count = {
-            let v = l.expr(&r.count)?;
-            const_int(&l, v)? as u64
-        };
+        let count = l.known_int(&r.count)? as u64;
         clauses.push(match r.kind {
             RecordKind::Every => RecordClause {
                 every: Some(count),

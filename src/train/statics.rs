@@ -7,7 +7,6 @@ use ndarray::{ArrayD, IxDyn};
 
 use crate::diag::SourceMap;
 use crate::interp::{self, Env};
-use crate::ir::Builder;
 pub use crate::lower::Statics;
 use crate::lower::{Lowerer, const_tensors};
 use crate::sema::Checked;
@@ -129,13 +128,7 @@ fn evaluate_item(
 fn param_init(l: &mut Lowerer, p: &ParamItem) -> Result<usize, String> {
     let mut shape = Vec::new();
     for e in &p.shape {
-        let v = l.expr(e)?;
-        match &l.b.func.insts[v].prim {
-            crate::ir::Prim::Const(Tensor::Int(a)) => {
-                shape.push(a.iter().next().copied().unwrap_or(0) as usize)
-            }
-            _ => return Err("a shape that is not a compile-time int".into()),
-        }
+        shape.push(l.known_int(e)? as usize);
     }
     let name = &p.name.name;
     match &p.init {
@@ -170,8 +163,6 @@ fn distribution(l: &mut Lowerer, e: &Expr, stream: &str, shape: &[usize]) -> Res
         }
     };
     let step = l.b.int_scalar(0);
-    let b: &mut Builder = &mut l.b;
-    let _ = b;
     Ok(match name {
         "normal" => {
             let (m, s) = (arg(l, "mean", 0, 0.0)?, arg(l, "std", 1, 1.0)?);
