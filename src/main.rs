@@ -183,27 +183,39 @@ fn report(diags: &[traj::diag::Diagnostic], sources: &SourceMap, file: &std::pat
     );
 }
 
+/// Checks a program at its default point (with `--set` overrides), reporting its errors;
+/// `Err` carries the exit code.
+fn checked_or_report(
+    file: &std::path::Path,
+    set: &[String],
+) -> Result<(traj::sema::Checked, SourceMap), ExitCode> {
+    let mut sources = SourceMap::default();
+    let options = Options {
+        overrides: set.to_vec(),
+        check_sweep: false,
+    };
+    match sema::check::check_file(file, &options, &mut sources) {
+        Ok(Ok(c)) => Ok((c, sources)),
+        Ok(Err(diags)) => {
+            report(&diags, &sources, file);
+            Err(ExitCode::from(1))
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn run_program(
     file: &std::path::Path,
     set: &[String],
     steps: Option<u64>,
     out: Option<PathBuf>,
 ) -> ExitCode {
-    let mut sources = SourceMap::default();
-    let options = Options {
-        overrides: set.to_vec(),
-        check_sweep: false,
-    };
-    let checked = match sema::check::check_file(file, &options, &mut sources) {
-        Ok(Ok(c)) => c,
-        Ok(Err(diags)) => {
-            report(&diags, &sources, file);
-            return ExitCode::from(1);
-        }
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(2);
-        }
+    let (checked, sources) = match checked_or_report(file, set) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     let bar = std::io::stderr().is_terminal().then(|| {
         StepBar::new(
@@ -435,21 +447,9 @@ fn sweep(
     out: Option<PathBuf>,
 ) -> ExitCode {
     let started = std::time::Instant::now();
-    let mut sources = SourceMap::default();
-    let options = Options {
-        overrides: set.to_vec(),
-        check_sweep: false,
-    };
-    let checked = match sema::check::check_file(file, &options, &mut sources) {
-        Ok(Ok(c)) => c,
-        Ok(Err(diags)) => {
-            report(&diags, &sources, file);
-            return ExitCode::from(1);
-        }
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(2);
-        }
+    let (checked, mut sources) = match checked_or_report(file, set) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     let points = match traj::sweep::points(&checked, &mut sources, set) {
         Ok(Some(points)) => points,

@@ -2531,7 +2531,7 @@ fn fold(op: BinOp, x: Scalar, y: Scalar, dtype: DType) -> Option<Scalar> {
         (BinOp::Div, ..) => Some(Float(fx / fy)),
         (BinOp::FloorDiv, ..) => Some(Float((fx / fy).floor())),
         (BinOp::Rem, ..) => Some(Float(fx - fy * (fx / fy).floor())),
-        (BinOp::Pow, ..) => Some(Float(libm::pow(fx, fy))),
+        (BinOp::Pow, ..) => Some(Float(crate::interp::math::pow(fx, fy))),
         (BinOp::Lt, ..) => b(fx < fy),
         (BinOp::Le, ..) => b(fx <= fy),
         (BinOp::Gt, ..) => b(fx > fy),
@@ -3382,8 +3382,9 @@ impl<'p> Checker<'p> {
     }
 }
 
-/// Folds an elementwise function over a compile-time scalar, with the same `libm`
-/// functions the interpreter uses.
+/// Folds an elementwise function over a compile-time scalar with the interpreter's own
+/// functions (`interp::math`), so a const folded here equals the same expression at run
+/// time, bit for bit.
 fn unary_fold(name: &str, k: Scalar, dtype: DType) -> Option<Scalar> {
     if dtype == DType::Int
         && let Scalar::Int(i) = k
@@ -3396,29 +3397,22 @@ fn unary_fold(name: &str, k: Scalar, dtype: DType) -> Option<Scalar> {
             _ => None,
         };
     }
+    use crate::interp::math;
     let x = k.as_f64();
     let y = match name {
-        "exp" => libm::exp(x),
-        "log" => libm::log(x),
-        "log1p" => libm::log1p(x),
-        "sqrt" => libm::sqrt(x),
+        "exp" => math::exp(x),
+        "log" => math::log(x),
+        "log1p" => math::log1p(x),
+        "sqrt" => math::sqrt(x),
         "abs" => x.abs(),
         "relu" => x.max(0.0),
-        "sigmoid" => 1.0 / (1.0 + libm::exp(-x)),
-        "tanh" => libm::tanh(x),
-        "softplus" => x.max(0.0) + libm::log1p(libm::exp(-x.abs())),
-        "sin" => libm::sin(x),
-        "cos" => libm::cos(x),
+        "sigmoid" => math::sigmoid(x),
+        "tanh" => math::tanh(x),
+        "softplus" => math::softplus(x),
+        "sin" => math::sin(x),
+        "cos" => math::cos(x),
         "square" => x * x,
-        "sign" => {
-            if x > 0.0 {
-                1.0
-            } else if x < 0.0 {
-                -1.0
-            } else {
-                0.0
-            }
-        }
+        "sign" => math::sign(x),
         _ => return None,
     };
     Some(Scalar::Float(y))
