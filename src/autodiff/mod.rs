@@ -90,13 +90,6 @@ fn needed_set(b: &Builder, y: Var) -> HashSet<Var> {
     needed
 }
 
-fn is_comparison(op: Binary) -> bool {
-    matches!(
-        op,
-        Binary::Lt | Binary::Le | Binary::Gt | Binary::Ge | Binary::Eq | Binary::Ne
-    )
-}
-
 /// The axes along which `from` was broadcast to `to` (leading new axes and 1 → n axes).
 fn broadcast_axes(from: &[usize], to: &[usize]) -> Vec<usize> {
     let lead = to.len() - from.len();
@@ -515,7 +508,7 @@ pub fn jvp_into(b: &mut Builder, end: usize, seeds: &[(Var, Var)], ray: bool) ->
         }
         // Ray value of a continuous op whose operands moved: the op on the moved operands.
         let rv: Vec<Var> = args.iter().map(|a| d.val(*a)).collect();
-        let is_d = matches!(&inst.prim, Prim::Binary(op) if is_comparison(*op))
+        let is_d = matches!(&inst.prim, Prim::Binary(op) if op.is_comparison())
             || matches!(inst.prim, Prim::Unary(Unary::Sign));
         if ray && is_d && any_tangent {
             let (value, unres) = class_d_ray(b, &inst.prim, &rv, &args, &d);
@@ -828,7 +821,7 @@ pub fn ties_into(b: &mut Builder, y: Var, wrt: &[Var]) -> Var {
             continue;
         }
         let count = match &inst.prim {
-            Prim::Binary(op) if matches!(op, Binary::Max | Binary::Min) || is_comparison(*op) => {
+            Prim::Binary(op) if matches!(op, Binary::Max | Binary::Min) || op.is_comparison() => {
                 let e = b.binary(Binary::Eq, args[0], args[1]);
                 Some(b.reduce(Reduce::Sum, e, None))
             }

@@ -62,6 +62,21 @@ pub enum Binary {
     Or,
 }
 
+impl Binary {
+    /// `<`, `<=`, `>`, `>=`, `==`, `!=`: 1.0/0.0, derivative 0, class D at equality.
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            Binary::Lt | Binary::Le | Binary::Gt | Binary::Ge | Binary::Eq | Binary::Ne
+        )
+    }
+
+    /// Comparisons and `and`/`or`: their result is a 1.0/0.0 float whatever the operands.
+    pub fn gives_flag(self) -> bool {
+        self.is_comparison() || matches!(self, Binary::And | Binary::Or)
+    }
+}
+
 /// Random draws: pure functions of (seed, stream, step, element), see `rng`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Draw {
@@ -279,14 +294,7 @@ impl Builder {
         let (da, db) = (self.dtype(a), self.dtype(b));
         let dtype = match op {
             Binary::Div | Binary::LogAddExp => DType::Float,
-            Binary::Lt
-            | Binary::Le
-            | Binary::Gt
-            | Binary::Ge
-            | Binary::Eq
-            | Binary::Ne
-            | Binary::And
-            | Binary::Or => DType::Float,
+            _ if op.gives_flag() => DType::Float,
             _ => da.promote(db),
         };
         // Mixed int/float operands are made float explicitly.

@@ -248,17 +248,7 @@ impl<'a> Lowerer<'a> {
         };
         if let (Some(x), Some(y)) = (self.known(a), self.known(b)) {
             if let (Scalar::Int(x), Scalar::Int(y)) = (x, y)
-                && !matches!(
-                    bin,
-                    Binary::Lt
-                        | Binary::Le
-                        | Binary::Gt
-                        | Binary::Ge
-                        | Binary::Eq
-                        | Binary::Ne
-                        | Binary::And
-                        | Binary::Or
-                )
+                && !bin.gives_flag()
                 && let Ok(r) = crate::interp::binary_int(bin, x, y)
             {
                 return self.b.int_scalar(r);

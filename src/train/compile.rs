@@ -100,6 +100,16 @@ pub fn params_of(checked: &Checked) -> Vec<ParamInfo> {
     ps.into_iter().map(|(_, p)| p).collect()
 }
 
+/// One input `dir:P` per param: a direction in parameter space.
+fn direction_inputs(l: &mut Lowerer, params: &[ParamInfo]) -> Vec<Var> {
+    params
+        .iter()
+        .map(|p| {
+            l.b.input(&format!("dir:{}", p.name), DType::Float, p.shape.clone())
+        })
+        .collect()
+}
+
 /// Outputs `loss` and `grad:P` for each param, in order.
 fn output_gradient(l: &mut Lowerer, loss: Var, params: &[ParamInfo], grads: &[Var]) {
     l.b.output("loss", loss);
@@ -194,12 +204,7 @@ pub fn build(
 
     // Loss and gradient along a direction (Kakade & Lee).
     let (mut l, pv, _) = with_params(checked, statics, &params);
-    let dirs: Vec<Var> = params
-        .iter()
-        .map(|p| {
-            l.b.input(&format!("dir:{}", p.name), DType::Float, p.shape.clone())
-        })
-        .collect();
+    let dirs = direction_inputs(&mut l, &params);
     let loss = loss_var(&mut l, checked)?;
     let end = l.b.func.insts.len();
     let seeds: Vec<(Var, Var)> = pv.iter().copied().zip(dirs.iter().copied()).collect();
@@ -523,12 +528,7 @@ fn build_stop(
 
 fn build_hvp(checked: &Checked, statics: &Statics, params: &[ParamInfo]) -> Result<Func, String> {
     let (mut l, pv, _) = with_params(checked, statics, params);
-    let dirs: Vec<Var> = params
-        .iter()
-        .map(|p| {
-            l.b.input(&format!("dir:{}", p.name), DType::Float, p.shape.clone())
-        })
-        .collect();
+    let dirs = direction_inputs(&mut l, &params);
     let loss = loss_var(&mut l, checked)?;
     let grads = grad_into(&mut l.b, loss, &pv, &Ties::Default)?;
     let end = l.b.func.insts.len();

@@ -134,6 +134,8 @@ fn record_schedule(plan: &Plan, steps: u64) -> Vec<BTreeSet<u64>> {
 pub struct Gradient {
     pub loss: f64,
     pub grads: Vec<Tensor>,
+    /// The Euclidean norm of all gradients together.
+    pub gnorm: f64,
 }
 
 pub fn gradient(plan: &Plan, theta: &[Tensor], step: u64, seed: u64) -> Result<Gradient, String> {
@@ -186,7 +188,12 @@ pub fn gradient(plan: &Plan, theta: &[Tensor], step: u64, seed: u64) -> Result<G
             "the gradient is not finite: `sqrt`, `log` or a division at 0 lies on its path, where no Clarke subgradient exists{at}"
         ));
     }
-    Ok(Gradient { loss, grads })
+    let gnorm = grads
+        .iter()
+        .map(|t| t.to_f64().iter().map(|x| x * x).sum::<f64>())
+        .sum::<f64>()
+        .sqrt();
+    Ok(Gradient { loss, grads, gnorm })
 }
 
 /// The run's seed: the const `seed` (default 0).
@@ -353,12 +360,7 @@ pub fn run(
             }
             break;
         }
-        let gnorm = g
-            .grads
-            .iter()
-            .map(|t| t.to_f64().iter().map(|x| x * x).sum::<f64>())
-            .sum::<f64>()
-            .sqrt();
+        let gnorm = g.gnorm;
         let due = schedule.iter().any(|s| s.contains(&k));
         let stop = match &plan.stop {
             // The last row is recorded, so an observable condition is tested there too.
@@ -448,12 +450,7 @@ fn record_row(
     seed: u64,
     last: bool,
 ) -> Result<Vec<Option<f64>>, String> {
-    let gnorm = g
-        .grads
-        .iter()
-        .map(|t| t.to_f64().iter().map(|x| x * x).sum::<f64>())
-        .sum::<f64>()
-        .sqrt();
+    let gnorm = g.gnorm;
     let sharp = match &plan.hvp {
         Some(h) => sharpness(plan, h, theta, k, seed)?,
         None => f64::NAN,
