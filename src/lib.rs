@@ -12,6 +12,7 @@ pub mod data;
 pub mod diag;
 pub mod interp;
 pub mod ir;
+pub mod jit;
 pub mod lower;
 pub mod observe;
 pub mod opt;

@@ -528,7 +528,7 @@ fn build_stop(
 
 fn build_hvp(checked: &Checked, statics: &Statics, params: &[ParamInfo]) -> Result<Func, String> {
     let (mut l, pv, _) = with_params(checked, statics, params);
-    let dirs = direction_inputs(&mut l, &params);
+    let dirs = direction_inputs(&mut l, params);
     let loss = loss_var(&mut l, checked)?;
     let grads = grad_into(&mut l.b, loss, &pv, &Ties::Default)?;
     let end = l.b.func.insts.len();

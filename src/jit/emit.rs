@@ -1,0 +1,730 @@
+//! Cranelift code generation: one IR `Func` becomes one CLIF function
+//! `fn(bufs: *const *mut u8, ctx: *mut HostCtx) -> i64` that computes every instruction in
+//! order into its planned buffer (inline loops, or calls into `host`) and returns 0, or
+//! `inst + 1` when a host op failed.
+//!
+//! Every value is 8 bytes (f64 or i64), row-major and contiguous; `bufs[i]` is the buffer
+//! of instruction `i`, `bufs[insts.len()]` a scratch buffer. Loops are bottom-tested
+//! (JIT-NOTES 1.4), with static trip counts and byte strides.
+
+use std::collections::HashMap;
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{
+    self, Block, BlockArg, FuncRef, InstBuilder, MemFlagsData, Value, types,
+};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_jit::JITModule;
+use cranelift_module::{FuncId, Module};
+
+use super::host::{binary_shim, unary_shim};
+use crate::ir::{Binary, Func, Prim, Unary};
+use crate::sema::types::DType;
+
+/// Row-major strides of `shape`, in bytes.
+fn strides(shape: &[usize]) -> Vec<i64> {
+    let mut s = vec![8i64; shape.len()];
+    for k in (0..shape.len().saturating_sub(1)).rev() {
+        s[k] = s[k + 1] * shape[k + 1] as i64;
+    }
+    s
+}
+
+fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Red {
+    Sum,
+    Max,
+    Min,
+    Norm2,
+    LogSumExp,
+}
+
+/// The innermost body of a loop nest: gets the emitter and each operand's byte offset.
+type LoopBody<'f, E> = dyn FnMut(&mut E, &[Value]) -> Result<(), String> + 'f;
+
+struct Emitter<'a, 'b> {
+    b: FunctionBuilder<'b>,
+    module: &'a mut JITModule,
+    shims: &'a HashMap<&'static str, FuncId>,
+    refs: HashMap<&'static str, FuncRef>,
+    f: &'a Func,
+    bufs: Value,
+    ctx: Value,
+    err: Option<Block>,
+}
+
+/// Emits the body of `func` (whose signature is set) for `f`.
+pub(super) fn build(
+    module: &mut JITModule,
+    shims: &HashMap<&'static str, FuncId>,
+    f: &Func,
+    func: &mut ir::Function,
+) -> Result<(), String> {
+    if (f.insts.len() + 1)
+        .checked_mul(8)
+        .is_none_or(|n| n > i32::MAX as usize)
+    {
+        return Err("the function has too many instructions for the JIT".into());
+    }
+    let mut fbc = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(func, &mut fbc);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    b.seal_block(entry);
+    let (bufs, ctx) = (b.block_params(entry)[0], b.block_params(entry)[1]);
+    let mut e = Emitter {
+        b,
+        module,
+        shims,
+        refs: HashMap::new(),
+        f,
+        bufs,
+        ctx,
+        err: None,
+    };
+    for i in 0..f.insts.len() {
+        e.inst(i)?;
+    }
+    let zero = e.b.ins().iconst(types::I64, 0);
+    e.b.ins().return_(&[zero]);
+    if let Some(err) = e.err {
+        e.b.switch_to_block(err);
+        let code = e.b.block_params(err)[0];
+        e.b.ins().return_(&[code]);
+    }
+    e.b.seal_all_blocks();
+    let config = e.module.target_config();
+    e.b.finalize(config);
+    Ok(())
+}
+
+impl Emitter<'_, '_> {
+    fn flags() -> MemFlagsData {
+        MemFlagsData::trusted()
+    }
+
+    fn dtype(&self, v: usize) -> DType {
+        self.f.insts[v].dtype
+    }
+
+    /// The address of buffer `v`.
+    fn buf(&mut self, v: usize) -> Value {
+        let ptr = self.module.target_config().pointer_type();
+        self.b.ins().load(
+            ptr,
+            Self::flags().with_readonly(),
+            self.bufs,
+            (v * 8) as i32,
+        )
+    }
+
+    fn scratch(&mut self) -> Value {
+        self.buf(self.f.insts.len())
+    }
+
+    fn shim(&mut self, name: &'static str) -> Result<FuncRef, String> {
+        if let Some(r) = self.refs.get(name) {
+            return Ok(*r);
+        }
+        let id = *self
+            .shims
+            .get(name)
+            .ok_or_else(|| format!("internal error: no host function {name}"))?;
+        let r = self.module.declare_func_in_func(id, self.b.func);
+        self.refs.insert(name, r);
+        Ok(r)
+    }
+
+    fn call(&mut self, name: &'static str, args: &[Value]) -> Result<Option<Value>, String> {
+        let r = self.shim(name)?;
+        let call = self.b.ins().call(r, args);
+        Ok(self.b.inst_results(call).first().copied())
+    }
+
+    fn call1(&mut self, name: &'static str, args: &[Value]) -> Result<Value, String> {
+        self.call(name, args)?
+            .ok_or_else(|| format!("internal error: {name} returns nothing"))
+    }
+
+    /// Element of operand `v` at `base + off`, as f64 (ints converted as `as f64` does).
+    fn ld_f(&mut self, v: usize, base: Value, off: Value) -> Value {
+        let addr = self.b.ins().iadd(base, off);
+        if self.dtype(v) == DType::Int {
+            let x = self.b.ins().load(types::I64, Self::flags(), addr, 0);
+            self.b.ins().fcvt_from_sint(types::F64, x)
+        } else {
+            self.b.ins().load(types::F64, Self::flags(), addr, 0)
+        }
+    }
+
+    fn ld_i(&mut self, base: Value, off: Value) -> Value {
+        let addr = self.b.ins().iadd(base, off);
+        self.b.ins().load(types::I64, Self::flags(), addr, 0)
+    }
+
+    /// Stores a float result, rounded to f32 first under `precision f32` (as the
+    /// interpreter rounds every float result).
+    fn st_f(&mut self, x: Value, base: Value, off: Value) {
+        let x = if self.f.f32 {
+            let s = self.b.ins().fdemote(types::F32, x);
+            self.b.ins().fpromote(types::F64, s)
+        } else {
+            x
+        };
+        let addr = self.b.ins().iadd(base, off);
+        self.b.ins().store(Self::flags(), x, addr, 0);
+    }
+
+    fn st_i(&mut self, x: Value, base: Value, off: Value) {
+        let addr = self.b.ins().iadd(base, off);
+        self.b.ins().store(Self::flags(), x, addr, 0);
+    }
+
+    fn fconst(&mut self, x: f64) -> Value {
+        self.b.ins().f64const(x)
+    }
+
+    /// 1.0 where `c`, else 0.0.
+    fn bool_f(&mut self, c: Value) -> Value {
+        let (one, zero) = (self.fconst(1.0), self.fconst(0.0));
+        self.b.ins().select(c, one, zero)
+    }
+
+    /// A loop nest over `dims` (outermost first); `strides[k][d]` is operand k's byte
+    /// stride along dim d and `base[k]` its starting byte offset. `body` gets each
+    /// operand's offset. Each loop is bottom-tested; a dim of 1 emits no loop.
+    fn nest(
+        &mut self,
+        dims: &[usize],
+        strides: &[Vec<i64>],
+        base: &[Value],
+        body: &mut LoopBody<'_, Self>,
+    ) -> Result<(), String> {
+        let Some((&n, rest)) = dims.split_first() else {
+            return body(self, base);
+        };
+        if n == 0 || rest.contains(&0) {
+            return Ok(());
+        }
+        let inner: Vec<Vec<i64>> = strides.iter().map(|s| s[1..].to_vec()).collect();
+        if n == 1 {
+            return self.nest(rest, &inner, base, body);
+        }
+        let counter = self.b.declare_var(types::I64);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        self.b.def_var(counter, zero);
+        let offs: Vec<Variable> = base
+            .iter()
+            .map(|v| {
+                let var = self.b.declare_var(types::I64);
+                self.b.def_var(var, *v);
+                var
+            })
+            .collect();
+        let body_blk = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(body_blk, &[]);
+        self.b.switch_to_block(body_blk);
+        let cur: Vec<Value> = offs.iter().map(|v| self.b.use_var(*v)).collect();
+        self.nest(rest, &inner, &cur, body)?;
+        for (k, var) in offs.iter().enumerate() {
+            let o = self.b.use_var(*var);
+            let o = self.b.ins().iadd_imm_s(o, strides[k][0]);
+            self.b.def_var(*var, o);
+        }
+        let i = self.b.use_var(counter);
+        let i = self.b.ins().iadd_imm_s(i, 1);
+        self.b.def_var(counter, i);
+        let more = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedLessThan, i, n as i64);
+        self.b.ins().brif(more, body_blk, &[], exit, &[]);
+        self.b.seal_block(body_blk);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        Ok(())
+    }
+
+    /// A flat loop over `n` elements of contiguous operands; `body` gets the byte offset.
+    fn flat(
+        &mut self,
+        n: usize,
+        body: &mut dyn FnMut(&mut Self, Value) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let zero = self.b.ins().iconst(types::I64, 0);
+        self.nest(&[n], &[vec![8]], &[zero], &mut |e, offs| body(e, offs[0]))
+    }
+
+    /// Copies 8-byte elements from buffer `src` (at `src_base` bytes, with `src_strides`)
+    /// into buffer `dst` (at `dst_base`, with `dst_strides`) over `dims`.
+    fn copy(
+        &mut self,
+        (src, dst): (usize, usize),
+        dims: &[usize],
+        (src_strides, dst_strides): (Vec<i64>, Vec<i64>),
+        (src_base, dst_base): (i64, i64),
+    ) -> Result<(), String> {
+        let (s, d) = (self.buf(src), self.buf(dst));
+        let sb = self.b.ins().iconst(types::I64, src_base);
+        let db = self.b.ins().iconst(types::I64, dst_base);
+        self.nest(dims, &[src_strides, dst_strides], &[sb, db], &mut |e, o| {
+            let v = e.ld_i(s, o[0]);
+            e.st_i(v, d, o[1]);
+            Ok(())
+        })
+    }
+
+    /// Evaluates instruction `i` with the interpreter (`host::traj_host_op`); returns
+    /// early with its code when that fails.
+    fn host(&mut self, i: usize) -> Result<(), String> {
+        let idx = self.b.ins().iconst(types::I64, i as i64);
+        let ctx = self.ctx;
+        let code = self.call1("traj_host_op", &[ctx, idx])?;
+        let err = match self.err {
+            Some(b) => b,
+            None => {
+                let b = self.b.create_block();
+                self.b.append_block_param(b, types::I64);
+                self.err = Some(b);
+                b
+            }
+        };
+        let cont = self.b.create_block();
+        self.b
+            .ins()
+            .brif(code, err, &[BlockArg::Value(code)], cont, &[]);
+        self.b.switch_to_block(cont);
+        self.b.seal_block(cont);
+        Ok(())
+    }
+
+    fn inst(&mut self, i: usize) -> Result<(), String> {
+        let f = self.f;
+        let inst = &f.insts[i];
+        let arg_shape = |k: usize| f.insts[inst.args[k]].shape.as_slice();
+        // Inline code writes as many elements as the op computes: the planned shape must
+        // be that (`ir::verify` does not check these ops' result shapes).
+        let expect = |want: &[usize]| {
+            if inst.shape == want {
+                Ok(())
+            } else {
+                Err(format!(
+                    "invalid IR: %{i} has shape {:?}, its op gives {want:?}",
+                    inst.shape
+                ))
+            }
+        };
+        match &inst.prim {
+            // Inputs are copied in (and rounded) by `Compiled::run`; consts are planned.
+            Prim::Input(_) | Prim::Const(_) => Ok(()),
+            Prim::Unary(op) => self.unary(i, *op),
+            Prim::Binary(op) => self.binary(i, *op),
+            Prim::Select => self.select(i),
+            Prim::Reshape(_) => {
+                let n = numel(&inst.shape);
+                self.copy((inst.args[0], i), &[n], (vec![8], vec![8]), (0, 0))
+            }
+            Prim::Broadcast(s) => {
+                expect(s)?;
+                let from = arg_shape(0);
+                let from_strides = strides(from);
+                let lead = s.len().checked_sub(from.len()).ok_or("bad broadcast")?;
+                let mut src = vec![0i64; s.len()];
+                for (k, d) in from.iter().enumerate() {
+                    if *d == s[lead + k] {
+                        src[lead + k] = from_strides[k];
+                    } else if *d != 1 {
+                        return Err(format!("%{i}: cannot broadcast {from:?} to {s:?}"));
+                    }
+                }
+                self.copy((inst.args[0], i), s, (src, strides(s)), (0, 0))
+            }
+            Prim::Transpose(p) => {
+                let from = arg_shape(0);
+                let mut seen = vec![false; from.len()];
+                if p.len() != from.len() || p.iter().any(|a| *a >= from.len()) {
+                    return Err(format!("%{i}: bad transpose {p:?}"));
+                }
+                for a in p {
+                    seen[*a] = true;
+                }
+                if seen.contains(&false) {
+                    return Err(format!("%{i}: bad transpose {p:?}"));
+                }
+                expect(&p.iter().map(|a| from[*a]).collect::<Vec<_>>())?;
+                let fs = strides(from);
+                let src = p.iter().map(|a| fs[*a]).collect();
+                self.copy(
+                    (inst.args[0], i),
+                    &inst.shape,
+                    (src, strides(&inst.shape)),
+                    (0, 0),
+                )
+            }
+            Prim::Slice(r) => {
+                let from = arg_shape(0);
+                if r.len() != from.len() || r.iter().zip(from).any(|((a, b), d)| a > b || b > d) {
+                    return Err(format!("%{i}: bad slice {r:?} of {from:?}"));
+                }
+                expect(&r.iter().map(|(a, b)| b - a).collect::<Vec<_>>())?;
+                let fs = strides(from);
+                let base = r.iter().zip(&fs).map(|((a, _), s)| *a as i64 * s).sum();
+                self.copy(
+                    (inst.args[0], i),
+                    &inst.shape,
+                    (fs, strides(&inst.shape)),
+                    (base, 0),
+                )
+            }
+            Prim::Pad { starts, shape } => {
+                let from = arg_shape(0);
+                if starts.len() != from.len()
+                    || shape.len() != from.len()
+                    || (0..from.len()).any(|k| starts[k] + from[k] > shape[k])
+                {
+                    return Err(format!(
+                        "%{i}: bad pad {starts:?} of {from:?} into {shape:?}"
+                    ));
+                }
+                expect(shape)?;
+                let out = self.buf(i);
+                self.flat(numel(shape), &mut |e, o| {
+                    let z = e.b.ins().iconst(types::I64, 0);
+                    e.st_i(z, out, o);
+                    Ok(())
+                })?;
+                let os = strides(shape);
+                let base = starts.iter().zip(&os).map(|(a, s)| *a as i64 * s).sum();
+                self.copy((inst.args[0], i), from, (strides(from), os), (0, base))
+            }
+            Prim::ReduceSum(axes) => self.reduce(i, Red::Sum, axes),
+            Prim::ReduceMax(axes) => self.reduce(i, Red::Max, axes),
+            Prim::ReduceMin(axes) => self.reduce(i, Red::Min, axes),
+            Prim::Norm2(axes) => self.reduce(i, Red::Norm2, axes),
+            Prim::LogSumExp(axes) => self.reduce(i, Red::LogSumExp, axes),
+            Prim::MatMul => self.matmul(i),
+            Prim::Concat(_)
+            | Prim::Gather
+            | Prim::ScatterAdd(_)
+            | Prim::ReduceProd(_)
+            | Prim::Argmax(_)
+            | Prim::Argmin(_)
+            | Prim::Random { .. }
+            | Prim::Observe(_) => self.host(i),
+        }
+    }
+
+    fn unary(&mut self, i: usize, op: Unary) -> Result<(), String> {
+        let f = self.f;
+        let inst = &f.insts[i];
+        let x = inst.args[0];
+        let n = numel(&inst.shape);
+        let int_in = self.dtype(x) == DType::Int;
+        if inst.dtype == DType::Int {
+            if !int_in || !matches!(op, Unary::Neg | Unary::Sign | Unary::StopGrad) {
+                return self.host(i);
+            }
+            let (src, out) = (self.buf(x), self.buf(i));
+            return self.flat(n, &mut |e, o| {
+                let v = e.ld_i(src, o);
+                let r = match op {
+                    Unary::Neg => e.b.ins().ineg(v),
+                    Unary::Sign => {
+                        let one = e.b.ins().iconst(types::I64, 1);
+                        let m1 = e.b.ins().iconst(types::I64, -1);
+                        let zero = e.b.ins().iconst(types::I64, 0);
+                        let gt = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThan, v, 0);
+                        let lt = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, v, 0);
+                        let neg = e.b.ins().select(lt, m1, zero);
+                        e.b.ins().select(gt, one, neg)
+                    }
+                    _ => v,
+                };
+                e.st_i(r, out, o);
+                Ok(())
+            });
+        }
+        if int_in && matches!(op, Unary::Neg | Unary::Sign | Unary::StopGrad) {
+            // The interpreter keeps these ints; a float result here is not its semantics.
+            return self.host(i);
+        }
+        let (src, out) = (self.buf(x), self.buf(i));
+        self.flat(n, &mut |e, o| {
+            let v = e.ld_f(x, src, o);
+            let r = match op {
+                Unary::Neg => e.b.ins().fneg(v),
+                Unary::Sign => {
+                    let zero = e.fconst(0.0);
+                    let (one, m1) = (e.fconst(1.0), e.fconst(-1.0));
+                    let gt = e.b.ins().fcmp(FloatCC::GreaterThan, v, zero);
+                    let lt = e.b.ins().fcmp(FloatCC::LessThan, v, zero);
+                    let neg = e.b.ins().select(lt, m1, zero);
+                    e.b.ins().select(gt, one, neg)
+                }
+                Unary::Not => {
+                    let zero = e.fconst(0.0);
+                    let c = e.b.ins().fcmp(FloatCC::Equal, v, zero);
+                    e.bool_f(c)
+                }
+                Unary::StopGrad | Unary::ToFloat => v,
+                // IEEE sqrt is correctly rounded, as is `libm::sqrt`.
+                Unary::Sqrt => e.b.ins().sqrt(v),
+                _ => {
+                    let name = unary_shim(op).ok_or("internal error: no unary shim")?;
+                    e.call1(name, &[v])?
+                }
+            };
+            e.st_f(r, out, o);
+            Ok(())
+        })
+    }
+
+    fn binary(&mut self, i: usize, op: Binary) -> Result<(), String> {
+        let f = self.f;
+        let inst = &f.insts[i];
+        let (a, b) = (inst.args[0], inst.args[1]);
+        let n = numel(&inst.shape);
+        let ints = self.dtype(a) == DType::Int && self.dtype(b) == DType::Int;
+        if inst.dtype == DType::Int {
+            let inline = matches!(
+                op,
+                Binary::Add | Binary::Sub | Binary::Mul | Binary::Max | Binary::Min
+            );
+            if !ints || !inline {
+                // FloorDiv and Rem can fail (division by zero), Pow too (negative powers).
+                return self.host(i);
+            }
+            let (pa, pb, out) = (self.buf(a), self.buf(b), self.buf(i));
+            return self.flat(n, &mut |e, o| {
+                let x = e.ld_i(pa, o);
+                let y = e.ld_i(pb, o);
+                let r = match op {
+                    Binary::Add => e.b.ins().iadd(x, y),
+                    Binary::Sub => e.b.ins().isub(x, y),
+                    Binary::Mul => e.b.ins().imul(x, y),
+                    Binary::Max => e.b.ins().smax(x, y),
+                    _ => e.b.ins().smin(x, y),
+                };
+                e.st_i(r, out, o);
+                Ok(())
+            });
+        }
+        let (pa, pb, out) = (self.buf(a), self.buf(b), self.buf(i));
+        self.flat(n, &mut |e, o| {
+            let x = e.ld_f(a, pa, o);
+            let y = e.ld_f(b, pb, o);
+            let r = e.fbinary(op, x, y)?;
+            e.st_f(r, out, o);
+            Ok(())
+        })
+    }
+
+    /// `interp::binary(op, x, y)`.
+    fn fbinary(&mut self, op: Binary, x: Value, y: Value) -> Result<Value, String> {
+        let cmp = |e: &mut Self, cc: FloatCC| {
+            let c = e.b.ins().fcmp(cc, x, y);
+            e.bool_f(c)
+        };
+        Ok(match op {
+            Binary::Add => self.b.ins().fadd(x, y),
+            Binary::Sub => self.b.ins().fsub(x, y),
+            Binary::Mul => self.b.ins().fmul(x, y),
+            Binary::Div => self.b.ins().fdiv(x, y),
+            // `if x >= y || y.is_nan() { x } else { y }`, and the same with `<=`.
+            Binary::Max | Binary::Min => {
+                let cc = if op == Binary::Max {
+                    FloatCC::GreaterThanOrEqual
+                } else {
+                    FloatCC::LessThanOrEqual
+                };
+                let c = self.b.ins().fcmp(cc, x, y);
+                let nan = self.b.ins().fcmp(FloatCC::Unordered, y, y);
+                let c = self.b.ins().bor(c, nan);
+                self.b.ins().select(c, x, y)
+            }
+            Binary::Lt => cmp(self, FloatCC::LessThan),
+            Binary::Le => cmp(self, FloatCC::LessThanOrEqual),
+            Binary::Gt => cmp(self, FloatCC::GreaterThan),
+            Binary::Ge => cmp(self, FloatCC::GreaterThanOrEqual),
+            Binary::Eq => cmp(self, FloatCC::Equal),
+            // Cranelift's `ne` is true on unordered operands, as Rust's `!=`.
+            Binary::Ne => cmp(self, FloatCC::NotEqual),
+            Binary::And | Binary::Or => {
+                let zero = self.fconst(0.0);
+                let cx = self.b.ins().fcmp(FloatCC::NotEqual, x, zero);
+                let cy = self.b.ins().fcmp(FloatCC::NotEqual, y, zero);
+                let c = if op == Binary::And {
+                    self.b.ins().band(cx, cy)
+                } else {
+                    self.b.ins().bor(cx, cy)
+                };
+                self.bool_f(c)
+            }
+            Binary::Pow | Binary::FloorDiv | Binary::Rem | Binary::LogAddExp => {
+                let name = binary_shim(op).ok_or("internal error: no binary shim")?;
+                self.call1(name, &[x, y])?
+            }
+        })
+    }
+
+    fn select(&mut self, i: usize) -> Result<(), String> {
+        let f = self.f;
+        let inst = &f.insts[i];
+        let (c, a, b) = (inst.args[0], inst.args[1], inst.args[2]);
+        let n = numel(&inst.shape);
+        let ints = self.dtype(a) == DType::Int && self.dtype(b) == DType::Int;
+        if ints != (inst.dtype == DType::Int) {
+            return self.host(i);
+        }
+        let (pc, pa, pb, out) = (self.buf(c), self.buf(a), self.buf(b), self.buf(i));
+        self.flat(n, &mut |e, o| {
+            let cv = e.ld_f(c, pc, o);
+            let zero = e.fconst(0.0);
+            // `c != 0.0`: NaN selects the first branch, as in the interpreter.
+            let cond = e.b.ins().fcmp(FloatCC::NotEqual, cv, zero);
+            if ints {
+                let x = e.ld_i(pa, o);
+                let y = e.ld_i(pb, o);
+                let r = e.b.ins().select(cond, x, y);
+                e.st_i(r, out, o);
+            } else {
+                let x = e.ld_f(a, pa, o);
+                let y = e.ld_f(b, pb, o);
+                let r = e.b.ins().select(cond, x, y);
+                e.st_f(r, out, o);
+            }
+            Ok(())
+        })
+    }
+
+    /// A reduction over `axes`, visiting each reduced block in row-major order of `axes`
+    /// (as listed), from the interpreter's start value: sums from -0.0 (Rust's `Sum`),
+    /// maxima from -inf with `Binary::Max`, minima from +inf.
+    fn reduce(&mut self, i: usize, kind: Red, axes: &[usize]) -> Result<(), String> {
+        let f = self.f;
+        let inst = &f.insts[i];
+        let x = inst.args[0];
+        let from = f.insts[x].shape.clone();
+        let mut seen = vec![false; from.len()];
+        for a in axes {
+            if *a >= from.len() || seen[*a] {
+                return Err(format!("%{i}: bad reduction axes {axes:?} of {from:?}"));
+            }
+            seen[*a] = true;
+        }
+        if inst.dtype == DType::Int {
+            return self.host(i);
+        }
+        let fs = strides(&from);
+        let keep: Vec<usize> = (0..from.len()).filter(|k| !seen[*k]).collect();
+        let outer: Vec<usize> = keep.iter().map(|k| from[*k]).collect();
+        if inst.shape != outer {
+            return Err(format!(
+                "invalid IR: %{i} has shape {:?}, its reduction gives {outer:?}",
+                inst.shape
+            ));
+        }
+        let inner: Vec<usize> = axes.iter().map(|k| from[*k]).collect();
+        let outer_strides = vec![keep.iter().map(|k| fs[*k]).collect(), strides(&outer)];
+        let inner_strides: Vec<i64> = axes.iter().map(|k| fs[*k]).collect();
+        let block = numel(&inner);
+        let (src, out) = (self.buf(x), self.buf(i));
+        let scratch = if kind == Red::LogSumExp {
+            Some(self.scratch())
+        } else {
+            None
+        };
+        let zero = self.b.ins().iconst(types::I64, 0);
+        self.nest(&outer, &outer_strides, &[zero, zero], &mut |e, o| {
+            let (in_off, out_off) = (o[0], o[1]);
+            let r = if let Some(s) = scratch {
+                let z = e.b.ins().iconst(types::I64, 0);
+                e.nest(
+                    &inner,
+                    &[inner_strides.clone(), strides(&inner)],
+                    &[in_off, z],
+                    &mut |e, o| {
+                        let v = e.ld_f(x, src, o[0]);
+                        let addr = e.b.ins().iadd(s, o[1]);
+                        e.b.ins().store(Self::flags(), v, addr, 0);
+                        Ok(())
+                    },
+                )?;
+                let len = e.b.ins().iconst(types::I64, block as i64);
+                e.call1("traj_logsumexp", &[s, len])?
+            } else {
+                let acc = e.b.declare_var(types::F64);
+                let init = e.fconst(match kind {
+                    Red::Max => f64::NEG_INFINITY,
+                    Red::Min => f64::INFINITY,
+                    _ => -0.0,
+                });
+                e.b.def_var(acc, init);
+                e.nest(
+                    &inner,
+                    std::slice::from_ref(&inner_strides),
+                    &[in_off],
+                    &mut |e, o| {
+                        let v = e.ld_f(x, src, o[0]);
+                        let a = e.b.use_var(acc);
+                        let r = match kind {
+                            Red::Sum => e.b.ins().fadd(a, v),
+                            Red::Norm2 => {
+                                let sq = e.b.ins().fmul(v, v);
+                                e.b.ins().fadd(a, sq)
+                            }
+                            Red::Max => e.fbinary(Binary::Max, a, v)?,
+                            _ => e.fbinary(Binary::Min, a, v)?,
+                        };
+                        e.b.def_var(acc, r);
+                        Ok(())
+                    },
+                )?;
+                let a = e.b.use_var(acc);
+                if kind == Red::Norm2 {
+                    e.b.ins().sqrt(a)
+                } else {
+                    a
+                }
+            };
+            e.st_f(r, out, out_off);
+            Ok(())
+        })
+    }
+
+    /// Float `[m,k] @ [k,n]` through `host::traj_matmul` (ndarray's product, as the
+    /// interpreter); ints through the host path.
+    fn matmul(&mut self, i: usize) -> Result<(), String> {
+        let f = self.f;
+        let inst = &f.insts[i];
+        let (a, b) = (inst.args[0], inst.args[1]);
+        let (sa, sb) = (&f.insts[a].shape, &f.insts[b].shape);
+        let floats = inst.dtype == DType::Float
+            && self.dtype(a) == DType::Float
+            && self.dtype(b) == DType::Float;
+        if !floats || sa.len() != 2 || sb.len() != 2 || sa[1] != sb[0] {
+            return self.host(i);
+        }
+        let (m, k, n) = (sa[0] as i64, sa[1] as i64, sb[1] as i64);
+        let (pa, pb, out) = (self.buf(a), self.buf(b), self.buf(i));
+        let dims: Vec<Value> = [m, k, n]
+            .iter()
+            .map(|d| self.b.ins().iconst(types::I64, *d))
+            .collect();
+        self.call("traj_matmul", &[pa, pb, out, dims[0], dims[1], dims[2]])?;
+        if self.f.f32 {
+            self.flat((m * n) as usize, &mut |e, o| {
+                let v = e.ld_f(i, out, o);
+                e.st_f(v, out, o);
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+}

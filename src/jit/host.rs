@@ -1,0 +1,260 @@
+//! Host functions that generated code calls: scalar math (the interpreter's own functions, so
+//! results agree bit for bit), matmul and logsumexp kernels, and `traj_host_op`, which
+//! evaluates any one instruction with the interpreter on the planned buffers.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, IxDyn};
+
+use crate::interp::{self, Env};
+use crate::ir::{Binary, Func, Inst, Prim, Unary};
+use crate::sema::types::DType;
+use crate::tensor::Tensor;
+
+/// The Cranelift signature of a host function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Sig {
+    /// `fn(f64) -> f64`
+    Unary,
+    /// `fn(f64, f64) -> f64`
+    Binary,
+    /// `fn(*const f64, i64) -> f64`
+    LogSumExp,
+    /// `fn(a: *const f64, b: *const f64, c: *mut f64, m: i64, k: i64, n: i64)`
+    MatMul,
+    /// `fn(ctx: *mut HostCtx, inst: i64) -> i64`
+    HostOp,
+}
+
+macro_rules! unary_shims {
+    ($($name:ident => $op:ident),* $(,)?) => {
+        $(extern "C" fn $name(x: f64) -> f64 {
+            interp::unary(Unary::$op, x)
+        })*
+        /// The host function computing `op`, when it is not emitted inline.
+        pub(super) fn unary_shim(op: Unary) -> Option<&'static str> {
+            match op {
+                $(Unary::$op => Some(stringify!($name)),)*
+                _ => None,
+            }
+        }
+        const UNARY: &[(&str, extern "C" fn(f64) -> f64)] = &[$((stringify!($name), $name)),*];
+    };
+}
+
+macro_rules! binary_shims {
+    ($($name:ident => $op:ident),* $(,)?) => {
+        $(extern "C" fn $name(a: f64, b: f64) -> f64 {
+            interp::binary(Binary::$op, a, b)
+        })*
+        /// The host function computing float `op`, when it is not emitted inline.
+        pub(super) fn binary_shim(op: Binary) -> Option<&'static str> {
+            match op {
+                $(Binary::$op => Some(stringify!($name)),)*
+                _ => None,
+            }
+        }
+        const BINARY: &[(&str, extern "C" fn(f64, f64) -> f64)] = &[$((stringify!($name), $name)),*];
+    };
+}
+
+unary_shims! {
+    traj_exp => Exp,
+    traj_log => Log,
+    traj_log1p => Log1p,
+    traj_sigmoid => Sigmoid,
+    traj_tanh => Tanh,
+    traj_softplus => Softplus,
+    traj_sin => Sin,
+    traj_cos => Cos,
+}
+
+binary_shims! {
+    traj_pow => Pow,
+    traj_floordiv => FloorDiv,
+    traj_rem => Rem,
+    traj_logaddexp => LogAddExp,
+}
+
+/// `interp::math::logsumexp` of `n` contiguous values.
+///
+/// # Safety
+/// `p` must point to `n` readable f64 (non-null and aligned even when `n` is 0).
+unsafe extern "C" fn traj_logsumexp(p: *const f64, n: i64) -> f64 {
+    // SAFETY: the caller passes the scratch buffer, which holds at least `n` values.
+    let xs = unsafe { std::slice::from_raw_parts(p, n as usize) };
+    interp::math::logsumexp(xs.iter().copied())
+}
+
+/// `c = a @ b` for row-major `[m,k] @ [k,n]`, by the same ndarray product the interpreter
+/// uses (so the sums are accumulated in the same order).
+///
+/// # Safety
+/// `a`, `b` and `c` must point to `m*k`, `k*n` and `m*n` f64 (non-null and aligned), `c`
+/// not overlapping the others.
+unsafe extern "C" fn traj_matmul(
+    a: *const f64,
+    b: *const f64,
+    c: *mut f64,
+    m: i64,
+    k: i64,
+    n: i64,
+) {
+    let (m, k, n) = (m as usize, k as usize, n as usize);
+    // SAFETY: see the function's contract; the buffers are planned with these shapes.
+    let (a, b, mut c) = unsafe {
+        (
+            ArrayView2::from_shape_ptr((m, k), a),
+            ArrayView2::from_shape_ptr((k, n), b),
+            ArrayViewMut2::from_shape_ptr((m, n), c),
+        )
+    };
+    ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+}
+
+/// What `traj_host_op` needs: the function, the buffer table and the run's seed; it leaves
+/// an error message here when it returns nonzero.
+pub(super) struct HostCtx<'a> {
+    pub func: &'a Func,
+    pub bufs: &'a [*mut u8],
+    pub seed: u64,
+    pub error: Option<String>,
+}
+
+/// Evaluates instruction `inst` with the interpreter; 0 on success, else `inst + 1` with
+/// the message in the context.
+///
+/// # Safety
+/// `ctx` must be the `HostCtx` that `Compiled::run` passes, its buffers planned for its
+/// function.
+unsafe extern "C" fn traj_host_op(ctx: *mut u8, inst: i64) -> i64 {
+    // SAFETY: `Compiled::run` passes a live, exclusive `&mut HostCtx` as `ctx`.
+    let ctx = unsafe { &mut *ctx.cast::<HostCtx>() };
+    let i = inst as usize;
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        eval_one(ctx.func, ctx.bufs, ctx.seed, i)
+    }));
+    let message = match r {
+        Ok(Ok(())) => return 0,
+        Ok(Err(e)) => e,
+        Err(_) => "internal error: the interpreter panicked in a host op".to_string(),
+    };
+    ctx.error = Some(message);
+    inst + 1
+}
+
+/// Every host function, with its symbol name and signature.
+pub(super) fn symbols() -> Vec<(&'static str, *const u8, Sig)> {
+    let mut out: Vec<(&'static str, *const u8, Sig)> = Vec::new();
+    out.extend(UNARY.iter().map(|(n, f)| (*n, *f as *const u8, Sig::Unary)));
+    out.extend(
+        BINARY
+            .iter()
+            .map(|(n, f)| (*n, *f as *const u8, Sig::Binary)),
+    );
+    out.push((
+        "traj_logsumexp",
+        traj_logsumexp as *const u8,
+        Sig::LogSumExp,
+    ));
+    out.push(("traj_matmul", traj_matmul as *const u8, Sig::MatMul));
+    out.push(("traj_host_op", traj_host_op as *const u8, Sig::HostOp));
+    out
+}
+
+/// Evaluates `f.insts[i]` by running the interpreter on a one-instruction function whose
+/// inputs are the operands, read from their buffers.
+fn eval_one(f: &Func, bufs: &[*mut u8], seed: u64, i: usize) -> Result<(), String> {
+    let inst = f
+        .insts
+        .get(i)
+        .ok_or("internal error: no such instruction")?;
+    let mut g = Func {
+        f32: f.f32,
+        ..Func::default()
+    };
+    let mut operands = Vec::with_capacity(inst.args.len());
+    for (k, &a) in inst.args.iter().enumerate() {
+        let op = &f.insts[a];
+        // SAFETY: operand buffers are planned for their instruction's dtype and shape.
+        operands.push(unsafe { read(bufs[a], op.dtype, &op.shape) }?);
+        g.inputs.push((format!("%{a}"), op.dtype, op.shape.clone()));
+        g.insts.push(Inst {
+            prim: Prim::Input(k),
+            args: vec![],
+            dtype: op.dtype,
+            shape: op.shape.clone(),
+            span: op.span,
+        });
+    }
+    let mut one = inst.clone();
+    one.args = (0..inst.args.len()).collect();
+    g.insts.push(one);
+    g.outputs.push(("out".into(), inst.args.len()));
+    let out = interp::eval(&g, &operands, Env { seed }).map_err(|e| e.message)?;
+    let t = out.first().ok_or("internal error: no result")?;
+    // SAFETY: the result buffer is planned for the instruction's dtype and shape.
+    unsafe { write(bufs[i], inst.dtype, &inst.shape, t) }
+}
+
+/// The tensor in a buffer.
+///
+/// # Safety
+/// `p` must point to `shape`'s element count of 8-byte values.
+pub(super) unsafe fn read(p: *mut u8, dtype: DType, shape: &[usize]) -> Result<Tensor, String> {
+    let n: usize = shape.iter().product();
+    // SAFETY: see the contract.
+    let bits = unsafe { std::slice::from_raw_parts(p.cast::<u64>().cast_const(), n) };
+    let t = match dtype {
+        DType::Float => ArrayD::from_shape_vec(
+            IxDyn(shape),
+            bits.iter().map(|b| f64::from_bits(*b)).collect(),
+        )
+        .map(Tensor::Float),
+        DType::Int => {
+            ArrayD::from_shape_vec(IxDyn(shape), bits.iter().map(|b| *b as i64).collect())
+                .map(Tensor::Int)
+        }
+    };
+    t.map_err(|e| e.to_string())
+}
+
+/// Writes `t` into a buffer planned for `dtype` and `shape`, refusing any other type.
+///
+/// # Safety
+/// `p` must point to `shape`'s element count of writable 8-byte values.
+pub(super) unsafe fn write(
+    p: *mut u8,
+    dtype: DType,
+    shape: &[usize],
+    t: &Tensor,
+) -> Result<(), String> {
+    if t.shape() != shape {
+        return Err(format!(
+            "a value of shape {:?} where {:?} was planned",
+            t.shape(),
+            shape
+        ));
+    }
+    let n: usize = shape.iter().product();
+    // SAFETY: see the contract.
+    let out = unsafe { std::slice::from_raw_parts_mut(p.cast::<u64>(), n) };
+    match (t, dtype) {
+        (Tensor::Float(a), DType::Float) => {
+            for (o, x) in out.iter_mut().zip(a.iter()) {
+                *o = x.to_bits();
+            }
+        }
+        (Tensor::Int(a), DType::Int) => {
+            for (o, x) in out.iter_mut().zip(a.iter()) {
+                *o = *x as u64;
+            }
+        }
+        _ => {
+            return Err(format!(
+                "a value of the wrong dtype where {dtype:?} was planned"
+            ));
+        }
+    }
+    Ok(())
+}

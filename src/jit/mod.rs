@@ -1,0 +1,303 @@
+//! The Cranelift backend: compiles one IR `Func` to native code that agrees bit for bit with
+//! `interp::eval`.
+//!
+//! # Design
+//! - **Buffers.** Every shape is static, so `compile` plans one buffer of 8-byte elements
+//!   (f64 or i64 bits, row-major) per instruction, plus one scratch buffer; they are
+//!   allocated once and live in `Compiled`. Const buffers are filled at compile time;
+//!   `run` copies the inputs into their `Input` buffers and the outputs out, and
+//!   allocates nothing else.
+//! - **Code.** `emit` builds one CLIF function `fn(bufs: *const *mut u8, ctx: *mut HostCtx)
+//!   -> i64` that computes every instruction in order: elementwise ops, broadcasts,
+//!   reshapes, transposes, slices, pads and float reductions as inline bottom-tested loops
+//!   with static strides; transcendentals (`exp`, `log`, `tanh`, `pow`, ...) as calls to
+//!   the interpreter's own scalar functions (`host`); float matmul through ndarray's
+//!   product (the interpreter's); everything else (gather, scatter, concat, argmax,
+//!   random draws, observables, int division and powers, int reductions) through
+//!   `host::traj_host_op`, which runs the interpreter on that one instruction. Every
+//!   `Func` therefore compiles; the fast paths grow by moving ops out of the host path.
+//! - **Agreement.** Inline float code does what `interp::unary`/`interp::binary` do
+//!   (`Max` keeps `a` when `a >= b || b.is_nan()`, comparisons give 1.0/0.0),
+//!   reductions accumulate in the interpreter's order (each block in row-major order of
+//!   the listed axes, sums from -0.0 as Rust's `Sum`), and under `precision f32` every
+//!   float result is rounded through f32 as the interpreter rounds it.
+//! - **Errors.** Malformed IR is refused by `compile`; a failing host op (an int division
+//!   by zero, an index out of range) makes `run` return `Err` naming the instruction.
+
+mod emit;
+mod host;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use cranelift_codegen::ir::{AbiParam, Function, Signature, types};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
+
+use crate::ir::{Func, Prim};
+use crate::sema::types::DType;
+use crate::tensor::Tensor;
+use host::{HostCtx, Sig};
+
+/// The native entry point: `bufs` is the buffer table, `ctx` a `host::HostCtx`.
+type Entry = unsafe extern "C" fn(*const *mut u8, *mut u8) -> i64;
+
+/// The planned buffers: owned by `data`, used only through `ptrs` (which never move).
+struct Buffers {
+    _data: Vec<Box<[u64]>>,
+    ptrs: Vec<*mut u8>,
+}
+
+/// A `Func` compiled to native code, with its buffers.
+pub struct Compiled {
+    module: Option<JITModule>,
+    entry: Entry,
+    func: Func,
+    buffers: RefCell<Buffers>,
+}
+
+impl Drop for Compiled {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: `entry` points into this module and dies with `self`; nothing else
+            // holds a pointer to its code.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+/// A module with every host function registered and declared.
+fn new_module() -> Result<(JITModule, HashMap<&'static str, FuncId>), String> {
+    let verify = if cfg!(debug_assertions) {
+        "true"
+    } else {
+        "false"
+    };
+    let mut jb = JITBuilder::with_flags(
+        &[("opt_level", "speed"), ("enable_verifier", verify)],
+        default_libcall_names(),
+    )
+    .map_err(|e| format!("cannot start the JIT: {e}"))?;
+    let syms = host::symbols();
+    for (name, ptr, _) in &syms {
+        jb.symbol(*name, *ptr);
+    }
+    let mut module = JITModule::new(jb);
+    let ptr = module.target_config().pointer_type();
+    let mut ids = HashMap::new();
+    for (name, _, sig) in syms {
+        let mut s = module.make_signature();
+        let (params, ret): (&[types::Type], Option<types::Type>) = match sig {
+            Sig::Unary => (&[types::F64], Some(types::F64)),
+            Sig::Binary => (&[types::F64, types::F64], Some(types::F64)),
+            Sig::LogSumExp => (&[ptr, types::I64], Some(types::F64)),
+            Sig::MatMul => (&[ptr, ptr, ptr, types::I64, types::I64, types::I64], None),
+            Sig::HostOp => (&[ptr, types::I64], Some(types::I64)),
+        };
+        s.params.extend(params.iter().map(|t| AbiParam::new(*t)));
+        s.returns.extend(ret.map(AbiParam::new));
+        let id = module
+            .declare_function(name, Linkage::Import, &s)
+            .map_err(|e| format!("cannot declare {name}: {e}"))?;
+        ids.insert(name, id);
+    }
+    Ok((module, ids))
+}
+
+fn entry_signature(module: &JITModule) -> Signature {
+    let ptr = module.target_config().pointer_type();
+    let mut sig = module.make_signature();
+    sig.params.push(AbiParam::new(ptr));
+    sig.params.push(AbiParam::new(ptr));
+    sig.returns.push(AbiParam::new(types::I64));
+    sig
+}
+
+/// Checks `f` and builds its CLIF function in `module`.
+fn lower(
+    module: &mut JITModule,
+    ids: &HashMap<&'static str, FuncId>,
+    f: &Func,
+) -> Result<Function, String> {
+    crate::ir::verify(f).map_err(|e| format!("invalid IR: {e}"))?;
+    let mut func = Function::new();
+    func.signature = entry_signature(module);
+    emit::build(module, ids, f, &mut func)?;
+    Ok(func)
+}
+
+/// The textual Cranelift IR of `f` (before Cranelift's own optimizations), as
+/// `traj ir --stage clif` prints it.
+pub fn clif_text(f: &Func) -> Result<String, String> {
+    let (mut module, ids) = new_module()?;
+    let text = lower(&mut module, &ids, f).map(|func| func.display().to_string());
+    // SAFETY: no function of this module was finalized, so no code pointer exists.
+    unsafe { module.free_memory() };
+    text
+}
+
+/// Compiles `f` to native code.
+pub fn compile(f: &Func) -> Result<Compiled, String> {
+    let (mut module, ids) = new_module()?;
+    match define(&mut module, &ids, f) {
+        Ok(code) => {
+            // SAFETY: `code` is the finalized function `define` built with the signature
+            // `entry_signature`: two pointer arguments and an i64 result, the platform's
+            // C calling convention (`make_signature` uses the ISA default, which is
+            // `extern "C"`). It stays valid while the module lives, which `Compiled`
+            // ensures by owning the module.
+            let entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
+            let buffers = plan(f)?;
+            Ok(Compiled {
+                module: Some(module),
+                entry,
+                func: f.clone(),
+                buffers: RefCell::new(buffers),
+            })
+        }
+        Err(e) => {
+            // SAFETY: nothing from this module is used after a failed definition.
+            unsafe { module.free_memory() };
+            Err(e)
+        }
+    }
+}
+
+fn define(
+    module: &mut JITModule,
+    ids: &HashMap<&'static str, FuncId>,
+    f: &Func,
+) -> Result<*const u8, String> {
+    let func = lower(module, ids, f)?;
+    let id = module
+        .declare_function("traj_func", Linkage::Export, &func.signature)
+        .map_err(|e| e.to_string())?;
+    let mut ctx = module.make_context();
+    ctx.func = func;
+    module
+        .define_function(id, &mut ctx)
+        .map_err(|e| format!("internal error: Cranelift refused the function: {e:?}"))?;
+    module.clear_context(&mut ctx);
+    module
+        .finalize_definitions()
+        .map_err(|e| format!("internal error: cannot finalize the JIT code: {e}"))?;
+    Ok(module.get_finalized_function(id))
+}
+
+/// One buffer per instruction (consts filled, rounded under `precision f32`) and the
+/// scratch buffer, large enough for any `LogSumExp` block.
+fn plan(f: &Func) -> Result<Buffers, String> {
+    let mut data: Vec<Box<[u64]>> = Vec::with_capacity(f.insts.len() + 1);
+    let mut scratch = 1usize;
+    for inst in &f.insts {
+        let n: usize = inst.shape.iter().product();
+        let mut buf = vec![0u64; n.max(1)].into_boxed_slice();
+        match &inst.prim {
+            Prim::Const(t) => {
+                if t.shape() != inst.shape.as_slice() {
+                    return Err("invalid IR: const shape".into());
+                }
+                fill(&mut buf, t, f.f32);
+            }
+            Prim::LogSumExp(axes) => {
+                let from = &f.insts[inst.args[0]].shape;
+                let block: usize = axes.iter().filter_map(|a| from.get(*a)).product();
+                scratch = scratch.max(block);
+            }
+            _ => {}
+        }
+        data.push(buf);
+    }
+    data.push(vec![0u64; scratch].into_boxed_slice());
+    let ptrs = data
+        .iter_mut()
+        .map(|b| b.as_mut_ptr().cast::<u8>())
+        .collect();
+    Ok(Buffers { _data: data, ptrs })
+}
+
+/// The bits of `t` into `buf`, floats rounded through f32 when `f32`.
+fn fill(buf: &mut [u64], t: &Tensor, f32: bool) {
+    match t {
+        Tensor::Float(a) => {
+            for (o, x) in buf.iter_mut().zip(a.iter()) {
+                *o = if f32 { *x as f32 as f64 } else { *x }.to_bits();
+            }
+        }
+        Tensor::Int(a) => {
+            for (o, x) in buf.iter_mut().zip(a.iter()) {
+                *o = *x as u64;
+            }
+        }
+    }
+}
+
+impl Compiled {
+    /// The function this was compiled from.
+    pub fn func(&self) -> &Func {
+        &self.func
+    }
+
+    /// Evaluates the function on `inputs` (in the order of `Func::inputs`) with the run's
+    /// `seed`; returns the outputs in order, as `interp::eval` does.
+    pub fn run(&self, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>, String> {
+        let bufs = self
+            .buffers
+            .try_borrow_mut()
+            .map_err(|_| "a compiled function cannot run inside itself".to_string())?;
+        let f = &self.func;
+        for (i, inst) in f.insts.iter().enumerate() {
+            let Prim::Input(k) = inst.prim else { continue };
+            let t = inputs
+                .get(k)
+                .ok_or_else(|| format!("missing input (at instruction %{i})"))?;
+            let dtype = match t {
+                Tensor::Float(_) => DType::Float,
+                Tensor::Int(_) => DType::Int,
+            };
+            if t.shape() != inst.shape.as_slice() || dtype != inst.dtype {
+                return Err(format!(
+                    "input {k} is {}{:?}, expected {}{:?}",
+                    dtype.name(),
+                    t.shape(),
+                    inst.dtype.name(),
+                    inst.shape
+                ));
+            }
+            let n: usize = inst.shape.iter().product();
+            // SAFETY: buffer i holds max(n, 1) elements and is used only through `ptrs`.
+            let buf = unsafe { std::slice::from_raw_parts_mut(bufs.ptrs[i].cast::<u64>(), n) };
+            fill(buf, t, f.f32);
+        }
+        let mut ctx = HostCtx {
+            func: f,
+            bufs: &bufs.ptrs,
+            seed,
+            error: None,
+        };
+        // SAFETY: the buffer table matches the plan the code was generated for, and `ctx`
+        // is the `HostCtx` that `host::traj_host_op` expects; the `RefCell` borrow keeps
+        // the buffers exclusive for the call.
+        let code = unsafe {
+            (self.entry)(
+                bufs.ptrs.as_ptr(),
+                std::ptr::from_mut(&mut ctx).cast::<u8>(),
+            )
+        };
+        if code != 0 {
+            let message = ctx.error.take().unwrap_or_else(|| "unknown error".into());
+            return Err(format!("{message} (at instruction %{})", code - 1));
+        }
+        f.outputs
+            .iter()
+            .map(|(_, v)| {
+                let inst = f
+                    .insts
+                    .get(*v)
+                    .ok_or_else(|| format!("output %{v} is not defined"))?;
+                // SAFETY: buffer v was planned for this dtype and shape.
+                unsafe { host::read(bufs.ptrs[*v], inst.dtype, &inst.shape) }
+            })
+            .collect()
+    }
+}

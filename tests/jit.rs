@@ -1,0 +1,456 @@
+//! The Cranelift backend against the reference interpreter: every function of every
+//! program's plan, and random elementwise/reduction/broadcast functions, must give
+//! bit-identical outputs (NaNs compared as NaNs, whatever their payload).
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{ArrayD, IxDyn};
+use proptest::prelude::*;
+
+use traj::diag::SourceMap;
+use traj::interp::{self, Env};
+use traj::ir::{Binary, Builder, Func, Reduce, Unary};
+use traj::sema::Options;
+use traj::sema::check::check_source;
+use traj::sema::types::DType;
+use traj::tensor::Tensor;
+use traj::train::{RunOptions, prepare};
+
+/// Bit-identical, except that any NaN matches any NaN.
+fn same(a: &Tensor, b: &Tensor) -> Result<(), String> {
+    if a.shape() != b.shape() {
+        return Err(format!("shape {:?} vs {:?}", a.shape(), b.shape()));
+    }
+    match (a, b) {
+        (Tensor::Float(x), Tensor::Float(y)) => {
+            for (i, (p, q)) in x.iter().zip(y.iter()).enumerate() {
+                if !(p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan())) {
+                    return Err(format!("element {i}: interpreter {p:?}, JIT {q:?}"));
+                }
+            }
+            Ok(())
+        }
+        (Tensor::Int(x), Tensor::Int(y)) if x == y => Ok(()),
+        _ => Err(format!("{a:?} vs {b:?}")),
+    }
+}
+
+/// Runs `f` on both backends; panics on any difference. Returns the interpreter's outputs.
+fn agree(f: &Func, inputs: &[Tensor], seed: u64, what: &str) -> Option<Vec<Tensor>> {
+    let want = interp::eval(f, inputs, Env { seed });
+    let compiled = traj::jit::compile(f)
+        .unwrap_or_else(|e| panic!("{what}: compile: {e}\n{}", traj::ir::print(f)));
+    let got = compiled.run(inputs, seed);
+    match (want, got) {
+        (Ok(w), Ok(g)) => {
+            assert_eq!(w.len(), g.len(), "{what}");
+            for (k, (a, b)) in w.iter().zip(&g).enumerate() {
+                if let Err(e) = same(a, b) {
+                    panic!(
+                        "{what}: output {} differs: {e}\n{}",
+                        f.outputs[k].0,
+                        traj::ir::print(f)
+                    );
+                }
+            }
+            Some(w)
+        }
+        (Err(_), Err(_)) => None,
+        (w, g) => panic!("{what}: interpreter {w:?}, JIT {g:?}"),
+    }
+}
+
+fn programs() -> Vec<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    for dir in ["tests/fixtures/ok", "examples"] {
+        for e in std::fs::read_dir(root.join(dir)).expect("dir").flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "traj") {
+                let text = std::fs::read_to_string(&p).expect("readable");
+                if text.contains("train {") || text.contains("train{") {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn int_scalar(v: i64) -> Tensor {
+    Tensor::Int(ArrayD::from_elem(IxDyn(&[]), v))
+}
+
+/// Deterministic pseudo-random normals of `shape`.
+fn direction(shape: &[usize], key: u64) -> Tensor {
+    let rng = traj::rng::Stream::new(7, "jit-test", key);
+    let n: usize = shape.iter().product();
+    let v = (0..n as u64).map(|i| rng.normal(i)).collect();
+    Tensor::Float(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
+}
+
+fn check_program(path: &Path) {
+    let what = path.display().to_string();
+    let text = std::fs::read_to_string(path).expect("readable");
+    let mut sources = SourceMap::default();
+    let checked = check_source(
+        &what,
+        Some(path.to_path_buf()),
+        &text,
+        &Options::default(),
+        &mut sources,
+    )
+    .unwrap_or_else(|_| panic!("{what}: does not check"));
+    let (statics, plan) = prepare(&checked, &sources, &RunOptions::default())
+        .unwrap_or_else(|e| panic!("{what}: prepare: {e}"));
+    let seed = traj::train::seed_of(&checked);
+    let theta: Vec<Tensor> = plan
+        .params
+        .iter()
+        .map(|p| statics.values[&format!("init:{}", p.name)].clone())
+        .collect();
+    let n = theta.len();
+    let mut inputs = theta.clone();
+    inputs.push(int_scalar(1));
+    let Some(out) = agree(&plan.grad_fast, &inputs, seed, &format!("{what} grad_fast")) else {
+        return;
+    };
+    let loss = out[0].clone();
+    let grads: Vec<Tensor> = out[1..=n].to_vec();
+    let gnorm = grads
+        .iter()
+        .flat_map(|g| g.to_f64().iter().copied().collect::<Vec<_>>())
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt();
+    let mut ray = inputs.clone();
+    ray.extend(
+        plan.params
+            .iter()
+            .enumerate()
+            .map(|(k, p)| direction(&p.shape, k as u64)),
+    );
+    agree(&plan.grad_ray, &ray, seed, &format!("{what} grad_ray"));
+    if let Some(h) = &plan.hvp {
+        agree(h, &ray, seed, &format!("{what} hvp"));
+    }
+    for (i, u) in plan.updates.iter().enumerate() {
+        let Some(u) = u else { continue };
+        let states = agree(
+            &u.init,
+            std::slice::from_ref(&theta[i]),
+            seed,
+            &format!("{what} init {i}"),
+        )
+        .unwrap_or_default();
+        let mut step = vec![
+            theta[i].clone(),
+            grads[i].clone(),
+            int_scalar(1),
+            loss.clone(),
+            Tensor::scalar(gnorm),
+        ];
+        step.extend(states);
+        agree(&u.step, &step, seed, &format!("{what} update {i}"));
+    }
+    let mut rec = theta.clone();
+    rec.push(int_scalar(1));
+    rec.extend(grads.iter().cloned());
+    rec.push(loss);
+    rec.push(Tensor::scalar(gnorm));
+    rec.push(Tensor::scalar(0.5));
+    agree(&plan.record, &rec, seed, &format!("{what} record"));
+    if let Some(s) = &plan.stop {
+        agree(s, &rec, seed, &format!("{what} stop"));
+    }
+}
+
+#[test]
+fn every_plan_function_agrees_with_the_interpreter() {
+    let programs = programs();
+    assert!(programs.len() > 10, "found {} programs", programs.len());
+    for p in &programs {
+        check_program(p);
+    }
+}
+
+#[test]
+fn clif_text_prints_the_function() {
+    let mut b = Builder::new();
+    let x = b.input("x", DType::Float, vec![3]);
+    let y = b.unary(Unary::Exp, x);
+    let s = b.reduce(Reduce::Sum, y, None);
+    b.output("s", s);
+    let text = traj::jit::clif_text(&b.finish()).expect("clif");
+    assert!(text.contains("function"), "{text}");
+    assert!(text.contains("call"), "{text}");
+    assert!(text.contains("brif"), "{text}");
+}
+
+#[test]
+fn errors_are_values() {
+    // An int division by zero is an error from both backends, not a panic.
+    let mut b = Builder::new();
+    let x = b.input("x", DType::Int, vec![2]);
+    let y = b.input("y", DType::Int, vec![2]);
+    let q = b.binary(Binary::FloorDiv, x, y);
+    b.output("q", q);
+    let f = b.finish();
+    let c = traj::jit::compile(&f).expect("compiles");
+    let ints = |v: Vec<i64>| Tensor::Int(ArrayD::from_shape_vec(IxDyn(&[2]), v).expect("shape"));
+    let err = c.run(&[ints(vec![1, 2]), ints(vec![1, 0])], 0);
+    assert!(err.is_err_and(|e| e.contains("division by zero")));
+    // It recovers: the next run works.
+    let ok = c
+        .run(&[ints(vec![7, -7]), ints(vec![2, 2])], 0)
+        .expect("runs");
+    assert_eq!(ok[0], ints(vec![3, -4]));
+    // Wrong inputs are refused.
+    assert!(c.run(&[ints(vec![1, 2])], 0).is_err());
+    assert!(c.run(&[Tensor::scalar(1.0), ints(vec![1, 2])], 0).is_err());
+    // Malformed IR is refused at compile time.
+    let mut bad = f.clone();
+    bad.insts[2].args = vec![5, 0];
+    assert!(traj::jit::compile(&bad).is_err());
+}
+
+#[test]
+fn empty_tensors_agree() {
+    let mut b = Builder::new();
+    let x = b.input("x", DType::Float, vec![0, 3]);
+    let e = b.unary(Unary::Exp, x);
+    let s = b.reduce(Reduce::Sum, e, Some(vec![0]));
+    let m = b.reduce(Reduce::Max, x, Some(vec![0]));
+    let l = b.reduce(Reduce::LogSumExp, x, Some(vec![0]));
+    let t = b.transpose(x, &[1, 0]);
+    b.output("e", e);
+    b.output("s", s);
+    b.output("m", m);
+    b.output("l", l);
+    b.output("t", t);
+    let x = Tensor::Float(ArrayD::zeros(IxDyn(&[0, 3])));
+    agree(&b.finish(), &[x], 0, "empty");
+}
+
+#[test]
+fn result_shapes_are_checked() {
+    let mut b = Builder::new();
+    let x = b.input("x", DType::Float, vec![2, 3]);
+    let s = b.reduce(Reduce::Sum, x, Some(vec![1]));
+    b.output("s", s);
+    let mut f = b.finish();
+    f.insts[1].shape = vec![7];
+    assert!(traj::jit::compile(&f).is_err());
+}
+
+// ---- random functions ----
+
+const POOL: &[f64] = &[
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    0.5,
+    2.0,
+    3.0,
+    -2.5,
+    1e300,
+    -1e300,
+    1e-300,
+    5e-324,
+    -5e-324,
+    700.0,
+    -700.0,
+    1e-8,
+    f64::INFINITY,
+    f64::NEG_INFINITY,
+    f64::NAN,
+];
+
+fn value() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        3 => proptest::sample::select(POOL),
+        // Few distinct values: exact ties between operands and inside reductions.
+        2 => (-2i32..=2).prop_map(f64::from),
+        3 => -10.0..10.0f64,
+    ]
+}
+
+const UNARY: &[Unary] = &[
+    Unary::Neg,
+    Unary::Exp,
+    Unary::Log,
+    Unary::Log1p,
+    Unary::Sqrt,
+    Unary::Sigmoid,
+    Unary::Tanh,
+    Unary::Softplus,
+    Unary::Sin,
+    Unary::Cos,
+    Unary::Sign,
+    Unary::Not,
+    Unary::StopGrad,
+];
+
+const BINARY: &[Binary] = &[
+    Binary::Add,
+    Binary::Sub,
+    Binary::Mul,
+    Binary::Div,
+    Binary::Pow,
+    Binary::FloorDiv,
+    Binary::Rem,
+    Binary::Max,
+    Binary::Min,
+    Binary::LogAddExp,
+    Binary::Lt,
+    Binary::Le,
+    Binary::Gt,
+    Binary::Ge,
+    Binary::Eq,
+    Binary::Ne,
+    Binary::And,
+    Binary::Or,
+];
+
+const INT_BINARY: &[Binary] = &[
+    Binary::Add,
+    Binary::Sub,
+    Binary::Mul,
+    Binary::Max,
+    Binary::Min,
+    Binary::FloorDiv,
+    Binary::Lt,
+    Binary::Eq,
+];
+
+const REDUCE: &[Reduce] = &[
+    Reduce::Sum,
+    Reduce::Max,
+    Reduce::Min,
+    Reduce::Norm2,
+    Reduce::LogSumExp,
+];
+
+/// Builds a function from op codes: each op reads earlier values (`p`, `q` pick them)
+/// and every value is an output.
+fn random_func(shape: &[usize], ops: &[(u8, u8, u8)], f32: bool) -> Func {
+    let mut b = Builder::new();
+    let x = b.input("x", DType::Float, shape.to_vec());
+    let y = b.input("y", DType::Float, shape.to_vec());
+    let k = b.input("k", DType::Int, shape.to_vec());
+    let mut fl = vec![x, y];
+    let mut ints = vec![k];
+    for &(op, p, q) in ops {
+        let a = fl[p as usize % fl.len()];
+        let c = fl[q as usize % fl.len()];
+        let sa = b.shape(a);
+        let compatible =
+            |b: &Builder, u, v| traj::sema::types::broadcast(&b.shape(u), &b.shape(v)).is_some();
+        let v = match op % 12 {
+            0 | 1 => b.unary(UNARY[(p as usize / 7 + q as usize) % UNARY.len()], a),
+            2..=4 if compatible(&b, a, c) => {
+                b.binary(BINARY[(p as usize * 3 + q as usize) % BINARY.len()], a, c)
+            }
+            5 if compatible(&b, a, c) => {
+                let d = fl[(p as usize + q as usize) % fl.len()];
+                if compatible(&b, d, c) && compatible(&b, d, a) {
+                    b.select(d, a, c)
+                } else {
+                    continue;
+                }
+            }
+            6 => {
+                // A subset of the axes, in a scrambled order.
+                let mut axes: Vec<usize> = (0..sa.len()).filter(|i| (q >> i) & 1 == 1).collect();
+                if p & 1 == 1 {
+                    axes.reverse();
+                }
+                b.reduce(REDUCE[p as usize / 2 % REDUCE.len()], a, Some(axes))
+            }
+            7 if sa.len() >= 2 => {
+                let perm: Vec<usize> = (0..sa.len()).rev().collect();
+                b.transpose(a, &perm)
+            }
+            8 if !sa.is_empty() => {
+                let ranges: Vec<(usize, usize)> =
+                    sa.iter().map(|d| ((p as usize) % d, *d)).collect();
+                b.slice(a, &ranges)
+            }
+            9 => {
+                let starts: Vec<usize> = sa.iter().map(|_| q as usize % 2).collect();
+                let shape: Vec<usize> = sa.iter().map(|d| d + 2).collect();
+                b.pad(a, &starts, &shape)
+            }
+            10 => {
+                let n: usize = sa.iter().product();
+                if p & 1 == 0 {
+                    b.reshape(a, &[n])
+                } else {
+                    let mut s = vec![2];
+                    s.extend_from_slice(&sa);
+                    b.broadcast(a, &s)
+                }
+            }
+            11 => {
+                let i = ints[p as usize % ints.len()];
+                let j = ints[q as usize % ints.len()];
+                let r = match q % 4 {
+                    0 => b.unary(Unary::Neg, i),
+                    1 => b.unary(Unary::Sign, i),
+                    _ => b.binary(INT_BINARY[p as usize % INT_BINARY.len()], i, j),
+                };
+                if b.dtype(r) == DType::Int {
+                    ints.push(r);
+                    continue;
+                }
+                r
+            }
+            _ => continue,
+        };
+        fl.push(v);
+    }
+    let outs: Vec<usize> = fl[2..].iter().chain(&ints[1..]).copied().collect();
+    for (n, v) in outs.into_iter().enumerate() {
+        b.output(&format!("o{n}"), v);
+    }
+    let mut f = b.finish();
+    f.f32 = f32;
+    f
+}
+
+/// A shape, the values of x, y and k, the op codes, and whether the function is f32.
+type Case = (
+    Vec<usize>,
+    Vec<f64>,
+    Vec<f64>,
+    Vec<i64>,
+    Vec<(u8, u8, u8)>,
+    bool,
+);
+
+fn case() -> impl Strategy<Value = Case> {
+    proptest::collection::vec(1usize..=3, 0..=3).prop_flat_map(|shape| {
+        let n: usize = shape.iter().product();
+        (
+            Just(shape),
+            proptest::collection::vec(value(), n),
+            proptest::collection::vec(value(), n),
+            proptest::collection::vec(-3i64..=3, n),
+            proptest::collection::vec(any::<(u8, u8, u8)>(), 1..12),
+            proptest::bool::weighted(0.2),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn random_functions_agree((shape, xs, ys, ks, ops, f32) in case()) {
+        let f = random_func(&shape, &ops, f32);
+        let t = |v: Vec<f64>| Tensor::Float(ArrayD::from_shape_vec(IxDyn(&shape), v).expect("shape"));
+        let k = Tensor::Int(ArrayD::from_shape_vec(IxDyn(&shape), ks).expect("shape"));
+        agree(&f, &[t(xs), t(ys), k], 0, "random function");
+    }
+}
