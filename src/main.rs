@@ -71,6 +71,8 @@ enum Command {
         /// The most steps to take at each point.
         #[arg(long)]
         steps: Option<u64>,
+        #[arg(long, value_enum, default_value = "interp")]
+        backend: Backend,
     },
     /// Print the program at a stage of the compiler.
     Ir {
@@ -86,6 +88,17 @@ enum Command {
 enum Backend {
     /// The reference interpreter.
     Interp,
+    /// Every function of the run compiled to native code with Cranelift.
+    Jit,
+}
+
+impl From<Backend> for traj::train::Backend {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Interp => traj::train::Backend::Interp,
+            Backend::Jit => traj::train::Backend::Jit,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -139,13 +152,13 @@ fn dispatch(cli: Cli) -> ExitCode {
             seed,
             steps,
             out,
-            backend: Backend::Interp,
+            backend,
         } => {
             let mut set = set;
             if let Some(s) = seed {
                 set.push(format!("seed={s}"));
             }
-            run_program(&file, &set, steps, out)
+            run_program(&file, &set, steps, out, backend.into())
         }
         Command::Sweep {
             file,
@@ -154,6 +167,7 @@ fn dispatch(cli: Cli) -> ExitCode {
             set,
             seed,
             steps,
+            backend,
         } => {
             let mut set = set;
             if let Some(s) = seed {
@@ -165,6 +179,7 @@ fn dispatch(cli: Cli) -> ExitCode {
                 usize::try_from(jobs).unwrap_or(usize::MAX),
                 steps,
                 out,
+                backend.into(),
             )
         }
     }
@@ -212,6 +227,7 @@ fn run_program(
     set: &[String],
     steps: Option<u64>,
     out: Option<PathBuf>,
+    backend: traj::train::Backend,
 ) -> ExitCode {
     let (checked, sources) = match checked_or_report(file, set) {
         Ok(c) => c,
@@ -226,6 +242,7 @@ fn run_program(
     let options = traj::train::RunOptions {
         steps,
         progress: bar.as_ref().map(StepBar::progress),
+        backend,
     };
     let result = traj::train::run(&checked, &sources, &options);
     if let Some(bar) = &bar {
@@ -240,7 +257,7 @@ fn run_program(
     };
     let dir =
         out.unwrap_or_else(|| traj::output::default_run_dir(file, std::time::SystemTime::now()));
-    let info = traj::sweep::run_info(file, &checked, &result, "interp");
+    let info = traj::sweep::run_info(file, &checked, &result, backend.name());
     if let Err(e) = traj::output::write_run_folder(&dir, &info, &result.trajectory, &result.params)
     {
         eprintln!("error: {e}");
@@ -445,6 +462,7 @@ fn sweep(
     jobs: usize,
     steps: Option<u64>,
     out: Option<PathBuf>,
+    backend: traj::train::Backend,
 ) -> ExitCode {
     let started = std::time::Instant::now();
     let (checked, mut sources) = match checked_or_report(file, set) {
@@ -473,6 +491,7 @@ fn sweep(
         overrides: set.to_vec(),
         steps,
         color: use_color(),
+        backend,
     };
     let ui = SweepUi::new(points.len());
     let outcomes = traj::sweep::run_points(file, &points, &options, &ui);

@@ -280,6 +280,8 @@ pub struct SweepOptions {
     pub steps: Option<u64>,
     /// Render a failed check's diagnostics with ANSI colors.
     pub color: bool,
+    /// `--backend`.
+    pub backend: train::Backend,
 }
 
 /// What became of one point.
@@ -394,6 +396,7 @@ pub fn run_point(
     let run = RunOptions {
         steps: options.steps,
         progress,
+        backend: options.backend,
     };
     let result = match train::run(&checked, &sources, &run) {
         Ok(r) => r,
@@ -407,7 +410,7 @@ pub fn run_point(
     out.message = result.message.clone();
     out.last = last_values(&result.trajectory);
     out.run_seconds = result.run_seconds;
-    let info = run_info(program, &checked, &result, "interp");
+    let info = run_info(program, &checked, &result, options.backend.name());
     if let Err(e) = write_run_folder(&out.dir, &info, &result.trajectory, &result.params) {
         out.status = Status::Error;
         out.message = Some(e);

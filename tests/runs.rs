@@ -323,3 +323,40 @@ fn precision_f32_rounds_every_float_to_f32() {
     let r64 = run_text(&src.replace("precision f32\n", ""), None);
     assert_eq!(r64.trajectory.rows[0].1[0], Some(0.1));
 }
+
+#[test]
+fn every_program_gives_the_same_trajectory_on_both_backends() {
+    use traj::train::Backend;
+    for p in &programs() {
+        let text = std::fs::read_to_string(p).expect("readable");
+        let (c, s) = checked(p, &text);
+        let go = |backend| {
+            let options = RunOptions {
+                steps: Some(12),
+                backend,
+                ..Default::default()
+            };
+            run(&c, &s, &options).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        };
+        let (a, b) = (go(Backend::Interp), go(Backend::Jit));
+        assert_eq!((a.status, a.steps), (b.status, b.steps), "{}", p.display());
+        assert_eq!(a.trajectory.columns, b.trajectory.columns);
+        for ((sa, ra), (sb, rb)) in a.trajectory.rows.iter().zip(&b.trajectory.rows) {
+            assert_eq!(sa, sb, "{}", p.display());
+            for (x, y) in ra.iter().zip(rb) {
+                let same = match (x, y) {
+                    (Some(x), Some(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+                    (None, None) => true,
+                    _ => false,
+                };
+                assert!(same, "{} step {sa}: interp {x:?} vs jit {y:?}", p.display());
+            }
+        }
+        assert_eq!(
+            a.trajectory.rows.len(),
+            b.trajectory.rows.len(),
+            "{}",
+            p.display()
+        );
+    }
+}

@@ -47,6 +47,8 @@ pub struct RunOptions {
     /// Told how far the loop is, at most [`PROGRESS_EVERY`] steps or [`PROGRESS_INTERVAL`]
     /// apart.
     pub progress: Option<Progress>,
+    /// `--backend`.
+    pub backend: Backend,
 }
 
 /// A progress callback: `(k, steps)` — the loop is at step k of at most `steps`.
@@ -90,6 +92,58 @@ fn scalar_of(t: &Tensor) -> f64 {
 
 fn int_tensor(v: i64) -> Tensor {
     Tensor::Int(ArrayD::from_elem(IxDyn(&[]), v))
+}
+
+/// Which backend evaluates a plan's functions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// The reference interpreter.
+    #[default]
+    Interp,
+    /// Each function compiled to native code with Cranelift (`jit`).
+    Jit,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Interp => "interp",
+            Backend::Jit => "jit",
+        }
+    }
+}
+
+/// Evaluates the functions of one plan: with the interpreter, or with their compiled
+/// versions (keyed by the function's address in the plan, which does not move).
+pub struct Exec<'p> {
+    pub plan: &'p Plan,
+    native: std::collections::HashMap<usize, crate::jit::Compiled>,
+}
+
+impl<'p> Exec<'p> {
+    pub fn new(plan: &'p Plan, backend: Backend) -> Result<Exec<'p>, String> {
+        let mut native = std::collections::HashMap::new();
+        if backend == Backend::Jit {
+            let mut funcs: Vec<&Func> = vec![&plan.grad_fast, &plan.grad_ray, &plan.record];
+            funcs.extend(plan.stop.iter());
+            funcs.extend(plan.hvp.iter());
+            for u in plan.updates.iter().flatten() {
+                funcs.push(&u.init);
+                funcs.push(&u.step);
+            }
+            for f in funcs {
+                native.insert(f as *const Func as usize, crate::jit::compile(f)?);
+            }
+        }
+        Ok(Exec { plan, native })
+    }
+
+    fn eval(&self, f: &Func, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>, String> {
+        match self.native.get(&(f as *const Func as usize)) {
+            Some(c) => c.run(inputs, seed),
+            None => eval(f, inputs, seed),
+        }
+    }
 }
 
 fn eval(f: &Func, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>, String> {
@@ -139,9 +193,20 @@ pub struct Gradient {
 }
 
 pub fn gradient(plan: &Plan, theta: &[Tensor], step: u64, seed: u64) -> Result<Gradient, String> {
+    gradient_on(&Exec::new(plan, Backend::Interp)?, theta, step, seed)
+}
+
+/// The gradient at θ with update `step`'s draws, evaluated by `exec`.
+pub fn gradient_on(
+    exec: &Exec,
+    theta: &[Tensor],
+    step: u64,
+    seed: u64,
+) -> Result<Gradient, String> {
+    let plan = exec.plan;
     let mut inputs: Vec<Tensor> = theta.to_vec();
     inputs.push(int_tensor(step as i64));
-    let out = eval(&plan.grad_fast, &inputs, seed)?;
+    let out = exec.eval(&plan.grad_fast, &inputs, seed)?;
     let n = plan.params.len();
     let ties = scalar_of(&out[n + 1]);
     let (loss, grads) = if ties > 0.0 {
@@ -156,7 +221,7 @@ pub fn gradient(plan: &Plan, theta: &[Tensor], step: u64, seed: u64) -> Result<G
                 ArrayD::from_shape_vec(IxDyn(&p.shape), v).map_err(|e| e.to_string())?,
             ));
         }
-        let out = eval(&plan.grad_ray, &inputs, seed)?;
+        let out = exec.eval(&plan.grad_ray, &inputs, seed)?;
         let loss = scalar_of(&out[0]);
         if scalar_of(&out[n + 1]) > 0.0 {
             return Err("a comparison or `sign` sits exactly at a tie that the direction cannot resolve: no Clarke subgradient can be certified".into());
@@ -284,6 +349,7 @@ pub fn run(
     let seed = seed_of(checked);
     let t0 = Instant::now();
     let (statics, plan) = prepare(checked, sources, options)?;
+    let exec = Exec::new(&plan, options.backend)?;
     let compile_seconds = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
@@ -301,7 +367,7 @@ pub fn run(
     let mut states: Vec<Vec<Tensor>> = Vec::new();
     for (u, th) in plan.updates.iter().zip(&theta) {
         states.push(match u {
-            Some(u) => eval(&u.init, std::slice::from_ref(th), seed)?,
+            Some(u) => exec.eval(&u.init, std::slice::from_ref(th), seed)?,
             None => vec![],
         });
     }
@@ -326,7 +392,7 @@ pub fn run(
             (p.0)(k, plan.steps);
             told = Instant::now();
         }
-        let g = match gradient(&plan, &theta, k + 1, seed) {
+        let g = match gradient_on(&exec, &theta, k + 1, seed) {
             Ok(g) => g,
             Err(e) => {
                 status = Status::Error;
@@ -351,8 +417,8 @@ pub fn run(
             if let Some((prev, pk)) = previous.take() {
                 let recorded = trajectory.rows.last().is_some_and(|(s, _)| *s == pk);
                 if !recorded {
-                    let gp = gradient(&plan, &prev, pk + 1, seed)?;
-                    let row = record_row(&plan, &prev, &gp, pk, &schedule, seed, true)?;
+                    let gp = gradient_on(&exec, &prev, pk + 1, seed)?;
+                    let row = record_row(&exec, &prev, &gp, pk, &schedule, seed, true)?;
                     trajectory.rows.push((pk, row));
                 }
                 theta = prev;
@@ -366,7 +432,7 @@ pub fn run(
             // The last row is recorded, so an observable condition is tested there too.
             Some(f) if !plan.stop_at_records_only || due || k == plan.steps => {
                 let inputs = record_inputs(&plan, &theta, &g, gnorm, k, f64::NAN);
-                scalar_of(&eval(f, &inputs, seed)?[0]) != 0.0
+                scalar_of(&exec.eval(f, &inputs, seed)?[0]) != 0.0
             }
             _ => false,
         };
@@ -376,12 +442,12 @@ pub fn run(
             } else {
                 Status::Finished
             };
-            let row = record_row(&plan, &theta, &g, k, &schedule, seed, true)?;
+            let row = record_row(&exec, &theta, &g, k, &schedule, seed, true)?;
             trajectory.rows.push((k, row));
             break;
         }
         if due {
-            let row = record_row(&plan, &theta, &g, k, &schedule, seed, false)?;
+            let row = record_row(&exec, &theta, &g, k, &schedule, seed, false)?;
             trajectory.rows.push((k, row));
         }
         // Update k+1: every param from gradients taken before any update.
@@ -396,7 +462,7 @@ pub fn run(
                 Tensor::scalar(gnorm),
             ];
             inputs.extend(states[i].iter().cloned());
-            let out = eval(&u.step, &inputs, seed)?;
+            let out = exec.eval(&u.step, &inputs, seed)?;
             theta[i] = out[0].clone();
             states[i] = out[1..].to_vec();
         }
@@ -442,7 +508,7 @@ fn record_inputs(
 /// The recorded cells of row k; clauses not due leave theirs empty (all are filled on the
 /// last row).
 fn record_row(
-    plan: &Plan,
+    exec: &Exec,
     theta: &[Tensor],
     g: &Gradient,
     k: u64,
@@ -450,13 +516,14 @@ fn record_row(
     seed: u64,
     last: bool,
 ) -> Result<Vec<Option<f64>>, String> {
+    let plan = exec.plan;
     let gnorm = g.gnorm;
     let sharp = match &plan.hvp {
-        Some(h) => sharpness(plan, h, theta, k, seed)?,
+        Some(h) => sharpness(exec, h, theta, k, seed)?,
         None => f64::NAN,
     };
     let inputs = record_inputs(plan, theta, g, gnorm, k, sharp);
-    let out = eval(&plan.record, &inputs, seed)?;
+    let out = exec.eval(&plan.record, &inputs, seed)?;
     let mut row = Vec::new();
     for (c, v) in plan.columns.iter().zip(out) {
         let due = last || schedule[c.clause].contains(&k);
@@ -469,7 +536,8 @@ fn record_row(
 
 /// The largest eigenvalue of the loss Hessian at θ, by Lanczos on Hessian-vector products
 /// to 1e-8 relative, from a start drawn from stream "sharpness" at the step.
-fn sharpness(plan: &Plan, hvp: &Func, theta: &[Tensor], k: u64, seed: u64) -> Result<f64, String> {
+fn sharpness(exec: &Exec, hvp: &Func, theta: &[Tensor], k: u64, seed: u64) -> Result<f64, String> {
+    let plan = exec.plan;
     let n = plan.nparams;
     let rng = Stream::new(seed, "sharpness", k + 1);
     let start: Vec<f64> = (0..n as u64).map(|i| rng.normal(i)).collect();
@@ -485,7 +553,7 @@ fn sharpness(plan: &Plan, hvp: &Func, theta: &[Tensor], k: u64, seed: u64) -> Re
             ));
             at += len;
         }
-        let res = eval(hvp, &inputs, seed)?;
+        let res = exec.eval(hvp, &inputs, seed)?;
         let mut at = 0;
         for t in res {
             for x in t.to_f64().iter() {
