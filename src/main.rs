@@ -111,6 +111,8 @@ enum Stage {
     Grad,
     /// The gradient function after constant folding, CSE and DCE.
     Opt,
+    /// The Cranelift IR the JIT compiles the gradient function to.
+    Clif,
 }
 
 fn use_color() -> bool {
@@ -547,6 +549,7 @@ fn check(file: &std::path::Path, set: &[String], stage: Option<Stage>) -> ExitCo
                     let name = match stage {
                         Stage::Ir => "ir",
                         Stage::Grad => "grad",
+                        Stage::Clif => "clif",
                         _ => "opt",
                     };
                     let seed = traj::train::seed_of(&checked);

@@ -191,3 +191,22 @@ fn ir_stages_print_the_lowered_gradient_and_optimized_functions() {
         );
     }
 }
+
+#[test]
+fn ir_stage_clif_prints_the_cranelift_function() {
+    let file = write_temp("clif.traj", "param x: [] = 0\nloss = relu(x) - relu(-x)\n");
+    let out = traj(&["ir", file.to_str().expect("utf8"), "--stage", "clif"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One native function; relu's max is a compare-and-select, not a call.
+    assert!(text.starts_with("function u0:0("), "{text}");
+    assert!(
+        text.contains("fcmp ge") && text.contains("select"),
+        "{text}"
+    );
+}

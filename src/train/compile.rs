@@ -131,7 +131,7 @@ fn checked_func(f: Func, what: &str) -> Result<Func, String> {
 
 /// The program at a stage of the compiler, as `traj ir --stage` prints it: `ir` the
 /// lowered loss, `grad` the loss with its gradient and tie count, `opt` that after the
-/// simplification passes.
+/// simplification passes, `clif` the Cranelift IR the JIT compiles `opt` to.
 pub fn dump(checked: &Checked, statics: &Statics, stage: &str) -> Result<String, String> {
     let params = params_of(checked);
     let (mut l, pv, _) = with_params(checked, statics, &params);
@@ -148,6 +148,7 @@ pub fn dump(checked: &Checked, statics: &Statics, stage: &str) -> Result<String,
     verify(&f)?;
     match stage {
         "grad" => Ok(crate::ir::print(&f)),
+        "clif" => crate::jit::clif_text(&crate::opt::run(&f)?),
         _ => Ok(crate::ir::print(&crate::opt::run(&f)?)),
     }
 }
