@@ -210,3 +210,30 @@ fn ir_stage_clif_prints_the_cranelift_function() {
         "{text}"
     );
 }
+
+#[test]
+fn traj_dump_clif_writes_the_cranelift_ir_during_a_jit_run() {
+    let file = write_temp(
+        "dump.traj",
+        "param x: [] = 1\nloss = x^2\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 2\n}\n",
+    );
+    let dir = std::env::temp_dir().join(format!("traj-cli-dump-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_traj"))
+        .args([
+            "run",
+            file.to_str().expect("utf8"),
+            "--backend",
+            "jit",
+            "--out",
+        ])
+        .arg(&dir)
+        .env("TRAJ_DUMP", "clif")
+        .output()
+        .expect("traj runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // The gradient, the tie-resolving gradient, the record function and gd's two.
+    assert!(stderr.matches("function u0:0(").count() >= 5, "{stderr}");
+    let info = std::fs::read_to_string(dir.join("run.json")).expect("run.json");
+    assert!(info.contains("\"backend\": \"jit\""), "{info}");
+}

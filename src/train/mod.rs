@@ -131,7 +131,12 @@ impl<'p> Exec<'p> {
                 funcs.push(&u.init);
                 funcs.push(&u.step);
             }
+            // `TRAJ_DUMP=clif`: each function's Cranelift IR on stderr as it is compiled.
+            let dump = std::env::var("TRAJ_DUMP").is_ok_and(|v| v == "clif");
             for f in funcs {
+                if dump {
+                    eprintln!("{}", crate::jit::clif_text(f)?);
+                }
                 native.insert(f as *const Func as usize, crate::jit::compile(f)?);
             }
         }
