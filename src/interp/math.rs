@@ -71,3 +71,14 @@ pub fn sign(x: f64) -> f64 {
         0.0
     }
 }
+
+/// `c = a @ b` for row-major contiguous matrices (`a` is m×k, `b` k×n, `c` m×n), with
+/// faer's GEMM on one thread. Both backends call this one function, so they agree bit for
+/// bit.
+pub fn matmul_into(a: &[f64], b: &[f64], c: &mut [f64], m: usize, k: usize, n: usize) {
+    use faer::{Accum, MatMut, MatRef, Par};
+    let lhs = MatRef::from_row_major_slice(a, m, k);
+    let rhs = MatRef::from_row_major_slice(b, k, n);
+    let dst = MatMut::from_row_major_slice_mut(c, m, n);
+    faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0, Par::Seq);
+}

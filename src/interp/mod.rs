@@ -334,17 +334,19 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
             Tensor::Int(idx.mapv(|i| i as i64))
         }
         Prim::MatMul => {
-            let a = float(arg(0));
-            let a = a
-                .view()
-                .into_dimensionality::<ndarray::Ix2>()
-                .map_err(|e| e.to_string())?;
-            let b = float(arg(1));
-            let b = b
-                .view()
-                .into_dimensionality::<ndarray::Ix2>()
-                .map_err(|e| e.to_string())?;
-            Tensor::Float(a.dot(&b).into_dyn())
+            let (a, b) = (float(arg(0)), float(arg(1)));
+            let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
+            let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
+            let mut c = vec![0.0; m * n];
+            math::matmul_into(
+                a.as_slice().ok_or("layout")?,
+                b.as_slice().ok_or("layout")?,
+                &mut c,
+                m,
+                k,
+                n,
+            );
+            Tensor::Float(ArrayD::from_shape_vec(IxDyn(&[m, n]), c).map_err(|e| e.to_string())?)
         }
         Prim::Random { draw, stream } => random(inst, draw, stream, vals, env)?,
         Prim::Observe(obs) => observe(*obs, &float(arg(0)))?,

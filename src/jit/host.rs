@@ -4,7 +4,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 
 use crate::interp::{self, Env};
 use crate::ir::{Binary, Func, Inst, Prim, Unary};
@@ -86,8 +86,8 @@ unsafe extern "C" fn traj_logsumexp(p: *const f64, n: i64) -> f64 {
     interp::math::logsumexp(xs.iter().copied())
 }
 
-/// `c = a @ b` for row-major `[m,k] @ [k,n]`, by the same ndarray product the interpreter
-/// uses (so the sums are accumulated in the same order).
+/// `c = a @ b` for row-major `[m,k] @ [k,n]`, by the same function the interpreter uses
+/// (`interp::math::matmul_into`, faer's GEMM), so the sums are accumulated in the same order.
 ///
 /// # Safety
 /// `a`, `b` and `c` must point to `m*k`, `k*n` and `m*n` f64 (non-null and aligned), `c`
@@ -102,14 +102,14 @@ unsafe extern "C" fn traj_matmul(
 ) {
     let (m, k, n) = (m as usize, k as usize, n as usize);
     // SAFETY: see the function's contract; the buffers are planned with these shapes.
-    let (a, b, mut c) = unsafe {
+    let (a, b, c) = unsafe {
         (
-            ArrayView2::from_shape_ptr((m, k), a),
-            ArrayView2::from_shape_ptr((k, n), b),
-            ArrayViewMut2::from_shape_ptr((m, n), c),
+            std::slice::from_raw_parts(a, m * k),
+            std::slice::from_raw_parts(b, k * n),
+            std::slice::from_raw_parts_mut(c, m * n),
         )
     };
-    ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+    crate::interp::math::matmul_into(a, b, c, m, k, n);
 }
 
 /// What `traj_host_op` needs: the function, the buffer table and the run's seed; it leaves
