@@ -123,7 +123,23 @@ fn use_color() -> bool {
 /// deepest program the parser admits needs (see `syntax::parse::MAX_OPERATORS`).
 const COMPILER_STACK: usize = 256 << 20;
 
+/// Keeps freed heap memory in the process instead of returning it to the OS after every
+/// free, and serves tensors up to 32 MiB (glibc's cap) from the heap instead of fresh
+/// mmaps. Measured with glibc's defaults: each matrix product's scratch buffers and each
+/// large tensor faulted in fresh pages, and the interpreter took 2.9 s instead of 1.6 s on
+/// `bench/dln.traj`, 6.0 s instead of 2.0 s on `bench/dmf.traj`.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only changes allocator tuning parameters; it is called once, before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     std::thread::Builder::new()
         .stack_size(COMPILER_STACK)
