@@ -66,6 +66,17 @@ fn grad_at(p: &Program, theta: &[Tensor]) -> (f64, Vec<f64>) {
     (g.loss, flat(&g.grads))
 }
 
+/// The plain gradient at x + t v, v the run's tie direction (stream "tie", step 1).
+fn plain_gradient_along_tie_direction(p: &Program, t: f64) -> Vec<f64> {
+    let rng = traj::rng::Stream::new(p.seed, "tie", 1);
+    let moved: Vec<f64> = flat(&p.theta)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + t * rng.normal(i as u64))
+        .collect();
+    grad_at(p, &unflat(p, &moved)).1
+}
+
 fn loss_at(p: &Program, x: &[f64]) -> f64 {
     grad_at(p, &unflat(p, x)).0
 }
@@ -255,15 +266,7 @@ fn at_forced_ties_the_result_is_the_plain_gradient_just_along_the_direction() {
         let src = format!("{body}train {{\n optimizer gd(lr = 0.1)\n steps 1\n}}\n");
         let p = program(&src);
         let (_, g) = grad_at(&p, &p.theta);
-        let rng = traj::rng::Stream::new(p.seed, "tie", 1);
-        let x = flat(&p.theta);
-        let t = 1e-7;
-        let moved: Vec<f64> = x
-            .iter()
-            .enumerate()
-            .map(|(i, v)| v + t * rng.normal(i as u64))
-            .collect();
-        let (_, plain) = grad_at(&p, &unflat(&p, &moved));
+        let plain = plain_gradient_along_tie_direction(&p, 1e-7);
         for (a, b) in g.iter().zip(&plain) {
             assert!((a - b).abs() < 1e-12, "{body}\n{g:?}\n{plain:?}");
         }
@@ -361,15 +364,7 @@ fn random_piecewise_linear_programs_at_ties() {
                 with_ties.set(with_ties.get() + 1);
             }
             let (_, g) = grad_at(&p, &p.theta);
-            let rng = traj::rng::Stream::new(p.seed, "tie", 1);
-            let x = flat(&p.theta);
-            let t = 1e-9;
-            let moved: Vec<f64> = x
-                .iter()
-                .enumerate()
-                .map(|(i, v)| v + t * rng.normal(i as u64))
-                .collect();
-            let (_, plain) = grad_at(&p, &unflat(&p, &moved));
+            let plain = plain_gradient_along_tie_direction(&p, 1e-9);
             for (a, b) in g.iter().zip(&plain) {
                 prop_assert!(
                     (a - b).abs() < 1e-12,

@@ -2,7 +2,9 @@
 //! program's plan, and random elementwise/reduction/broadcast functions, must give
 //! bit-identical outputs (NaNs compared as NaNs, whatever their payload).
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::programs;
+use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
@@ -58,24 +60,6 @@ fn agree(f: &Func, inputs: &[Tensor], seed: u64, what: &str) -> Option<Vec<Tenso
         (Err(_), Err(_)) => None,
         (w, g) => panic!("{what}: interpreter {w:?}, JIT {g:?}"),
     }
-}
-
-fn programs() -> Vec<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut out = Vec::new();
-    for dir in ["tests/fixtures/ok", "examples"] {
-        for e in std::fs::read_dir(root.join(dir)).expect("dir").flatten() {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "traj") {
-                let text = std::fs::read_to_string(&p).expect("readable");
-                if text.contains("train {") || text.contains("train{") {
-                    out.push(p);
-                }
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 fn int_scalar(v: i64) -> Tensor {

@@ -2,6 +2,8 @@
 //! two runs give identical trajectories, divergence keeps what was computed, and the
 //! observables `sharpness` and `ntk` agree with dense computations.
 
+mod common;
+use common::programs;
 use std::path::{Path, PathBuf};
 
 use traj::diag::SourceMap;
@@ -54,25 +56,6 @@ fn run_file(path: &Path, steps: u64) -> RunResult {
         },
     )
     .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn programs() -> Vec<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut out = Vec::new();
-    for dir in ["tests/fixtures/ok", "examples"] {
-        for e in std::fs::read_dir(root.join(dir)).expect("dir").flatten() {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "traj") {
-                let text = std::fs::read_to_string(&p).expect("readable");
-                // Modules and programs without a train block are checked, not run.
-                if text.contains("train {") || text.contains("train{") {
-                    out.push(p);
-                }
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]
