@@ -49,7 +49,7 @@ enum Command {
         /// The run folder (default `runs/NAME-TIMESTAMP/`).
         #[arg(long)]
         out: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "interp")]
+        #[arg(long, value_enum, default_value = "jit")]
         backend: Backend,
     },
     /// Run every point of the program's `sweep` into one folder, with `sweep.csv`.
@@ -71,7 +71,7 @@ enum Command {
         /// The most steps to take at each point.
         #[arg(long)]
         steps: Option<u64>,
-        #[arg(long, value_enum, default_value = "interp")]
+        #[arg(long, value_enum, default_value = "jit")]
         backend: Backend,
     },
     /// Print the program at a stage of the compiler.
@@ -88,7 +88,7 @@ enum Command {
 enum Backend {
     /// The reference interpreter.
     Interp,
-    /// Every function of the run compiled to native code with Cranelift.
+    /// The step loop compiled to one native function with Cranelift (the default).
     Jit,
 }
 
@@ -569,8 +569,17 @@ fn check(file: &std::path::Path, set: &[String], stage: Option<Stage>) -> ExitCo
                         _ => "opt",
                     };
                     let seed = traj::train::seed_of(&checked);
+                    let dump = |s: &traj::train::statics::Statics| match stage {
+                        // The whole step loop, when the program trains.
+                        Stage::Clif if traj::train::compile::has_train(&checked) => {
+                            traj::train::compile::build(&checked, s, None).and_then(|plan| {
+                                traj::jit::train_loop::TrainLoop::clif_text(&plan, seed)
+                            })
+                        }
+                        _ => traj::train::compile::dump(&checked, s, name),
+                    };
                     match traj::train::statics::evaluate(&checked, &sources, seed)
-                        .and_then(|s| traj::train::compile::dump(&checked, &s, name))
+                        .and_then(|s| dump(&s))
                     {
                         Ok(text) => print!("{text}"),
                         Err(e) => {

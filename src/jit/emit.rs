@@ -46,15 +46,26 @@ enum Red {
 /// The innermost body of a loop nest: gets the emitter and each operand's byte offset.
 type LoopBody<'f, E> = dyn FnMut(&mut E, &[Value]) -> Result<(), String> + 'f;
 
-struct Emitter<'a, 'b> {
-    b: FunctionBuilder<'b>,
+pub(super) struct Emitter<'a, 'b, 'c> {
+    pub b: &'a mut FunctionBuilder<'b>,
     module: &'a mut JITModule,
     shims: &'a HashMap<&'static str, FuncId>,
-    refs: HashMap<&'static str, FuncRef>,
+    refs: &'a mut HashMap<&'static str, FuncRef>,
     f: &'a Func,
-    bufs: Value,
+    /// The buffer table (a pointer), or each buffer's fixed address.
+    bufs: Bufs<'c>,
     ctx: Value,
+    /// Where a failing host op jumps, with its code (`inst + 1`) as the block argument.
     err: Option<Block>,
+}
+
+/// How generated code finds instruction `i`'s buffer.
+#[derive(Clone, Copy)]
+pub(super) enum Bufs<'a> {
+    /// Loaded from a table of pointers passed at run time.
+    Table(Value),
+    /// Fixed addresses known at compile time.
+    Fixed(&'a [*mut u8]),
 }
 
 /// Emits the body of `func` (whose signature is set) for `f`.
@@ -64,12 +75,6 @@ pub(super) fn build(
     f: &Func,
     func: &mut ir::Function,
 ) -> Result<(), String> {
-    if (f.insts.len() + 1)
-        .checked_mul(8)
-        .is_none_or(|n| n > i32::MAX as usize)
-    {
-        return Err("the function has too many instructions for the JIT".into());
-    }
     let mut fbc = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(func, &mut fbc);
     let entry = b.create_block();
@@ -77,33 +82,66 @@ pub(super) fn build(
     b.switch_to_block(entry);
     b.seal_block(entry);
     let (bufs, ctx) = (b.block_params(entry)[0], b.block_params(entry)[1]);
+    let mut refs = HashMap::new();
+    let err = emit_func(
+        &mut b,
+        module,
+        shims,
+        &mut refs,
+        f,
+        Bufs::Table(bufs),
+        ctx,
+        None,
+    )?;
+    let zero = b.ins().iconst(types::I64, 0);
+    b.ins().return_(&[zero]);
+    if let Some(err) = err {
+        b.switch_to_block(err);
+        let code = b.block_params(err)[0];
+        b.ins().return_(&[code]);
+    }
+    b.seal_all_blocks();
+    let config = module.target_config();
+    b.finalize(config);
+    Ok(())
+}
+
+/// Emits every instruction of `f`, in order, at the builder's current position; a failing
+/// host op jumps to `err` (created when `None` and needed; returned) with its code.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn emit_func<'a, 'b>(
+    b: &'a mut FunctionBuilder<'b>,
+    module: &'a mut JITModule,
+    shims: &'a HashMap<&'static str, FuncId>,
+    refs: &'a mut HashMap<&'static str, FuncRef>,
+    f: &'a Func,
+    bufs: Bufs<'a>,
+    ctx: Value,
+    err: Option<Block>,
+) -> Result<Option<Block>, String> {
+    if (f.insts.len() + 1)
+        .checked_mul(8)
+        .is_none_or(|n| n > i32::MAX as usize)
+    {
+        return Err("the function has too many instructions for the JIT".into());
+    }
     let mut e = Emitter {
         b,
         module,
         shims,
-        refs: HashMap::new(),
+        refs,
         f,
         bufs,
         ctx,
-        err: None,
+        err,
     };
     for i in 0..f.insts.len() {
         e.inst(i)?;
     }
-    let zero = e.b.ins().iconst(types::I64, 0);
-    e.b.ins().return_(&[zero]);
-    if let Some(err) = e.err {
-        e.b.switch_to_block(err);
-        let code = e.b.block_params(err)[0];
-        e.b.ins().return_(&[code]);
-    }
-    e.b.seal_all_blocks();
-    let config = e.module.target_config();
-    e.b.finalize(config);
-    Ok(())
+    Ok(e.err)
 }
 
-impl Emitter<'_, '_> {
+impl Emitter<'_, '_, '_> {
     fn flags() -> MemFlagsData {
         MemFlagsData::trusted()
     }
@@ -115,12 +153,14 @@ impl Emitter<'_, '_> {
     /// The address of buffer `v`.
     fn buf(&mut self, v: usize) -> Value {
         let ptr = self.module.target_config().pointer_type();
-        self.b.ins().load(
-            ptr,
-            Self::flags().with_readonly(),
-            self.bufs,
-            (v * 8) as i32,
-        )
+        match self.bufs {
+            Bufs::Table(t) => {
+                self.b
+                    .ins()
+                    .load(ptr, Self::flags().with_readonly(), t, (v * 8) as i32)
+            }
+            Bufs::Fixed(addrs) => self.b.ins().iconst(ptr, addrs[v] as i64),
+        }
     }
 
     fn scratch(&mut self) -> Value {

@@ -24,6 +24,8 @@ pub(super) enum Sig {
     MatMul,
     /// `fn(ctx: *mut HostCtx, inst: i64) -> i64`
     HostOp,
+    /// `fn(ctx: *mut u8)`
+    Ctx,
 }
 
 macro_rules! unary_shims {
@@ -113,10 +115,12 @@ unsafe extern "C" fn traj_matmul(
 }
 
 /// What `traj_host_op` needs: the function, the buffer table and the run's seed; it leaves
-/// an error message here when it returns nonzero.
-pub(super) struct HostCtx<'a> {
-    pub func: &'a Func,
-    pub bufs: &'a [*mut u8],
+/// an error message here when it returns nonzero. The pointers must stay valid while
+/// generated code that was given this context can run.
+pub(super) struct HostCtx {
+    pub func: *const Func,
+    pub bufs: *const *mut u8,
+    pub nbufs: usize,
     pub seed: u64,
     pub error: Option<String>,
 }
@@ -128,12 +132,12 @@ pub(super) struct HostCtx<'a> {
 /// `ctx` must be the `HostCtx` that `Compiled::run` passes, its buffers planned for its
 /// function.
 unsafe extern "C" fn traj_host_op(ctx: *mut u8, inst: i64) -> i64 {
-    // SAFETY: `Compiled::run` passes a live, exclusive `&mut HostCtx` as `ctx`.
+    // SAFETY: the caller passes a live, exclusive `&mut HostCtx` as `ctx`, whose function
+    // and buffer table are alive (see `HostCtx`).
     let ctx = unsafe { &mut *ctx.cast::<HostCtx>() };
+    let (func, bufs) = unsafe { (&*ctx.func, std::slice::from_raw_parts(ctx.bufs, ctx.nbufs)) };
     let i = inst as usize;
-    let r = catch_unwind(AssertUnwindSafe(|| {
-        eval_one(ctx.func, ctx.bufs, ctx.seed, i)
-    }));
+    let r = catch_unwind(AssertUnwindSafe(|| eval_one(func, bufs, ctx.seed, i)));
     let message = match r {
         Ok(Ok(())) => return 0,
         Ok(Err(e)) => e,
@@ -159,6 +163,11 @@ pub(super) fn symbols() -> Vec<(&'static str, *const u8, Sig)> {
     ));
     out.push(("traj_matmul", traj_matmul as *const u8, Sig::MatMul));
     out.push(("traj_host_op", traj_host_op as *const u8, Sig::HostOp));
+    out.push((
+        "traj_tie_direction",
+        super::train_loop::traj_tie_direction as *const u8,
+        Sig::Ctx,
+    ));
     out
 }
 

@@ -26,6 +26,7 @@
 
 mod emit;
 mod host;
+pub mod train_loop;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -93,6 +94,7 @@ fn new_module() -> Result<(JITModule, HashMap<&'static str, FuncId>), String> {
             Sig::LogSumExp => (&[ptr, types::I64], Some(types::F64)),
             Sig::MatMul => (&[ptr, ptr, ptr, types::I64, types::I64, types::I64], None),
             Sig::HostOp => (&[ptr, types::I64], Some(types::I64)),
+            Sig::Ctx => (&[ptr], None),
         };
         s.params.extend(params.iter().map(|t| AbiParam::new(*t)));
         s.returns.extend(ret.map(AbiParam::new));
@@ -271,7 +273,8 @@ impl Compiled {
         }
         let mut ctx = HostCtx {
             func: f,
-            bufs: &bufs.ptrs,
+            bufs: bufs.ptrs.as_ptr(),
+            nbufs: bufs.ptrs.len(),
             seed,
             error: None,
         };

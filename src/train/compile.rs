@@ -68,6 +68,11 @@ pub struct Plan {
     pub nparams: usize,
 }
 
+/// Whether the program has a train block (in its main file).
+pub fn has_train(checked: &Checked) -> bool {
+    train_item(checked).is_some()
+}
+
 fn train_item(checked: &Checked) -> Option<&TrainItem> {
     checked.program.items.iter().find_map(|i| match i {
         Item::Train(t) if t.span.file == checked.program.main_file => Some(t),

@@ -14,6 +14,7 @@ use ndarray::{ArrayD, IxDyn};
 use crate::diag::SourceMap;
 use crate::interp::{self, Env};
 use crate::ir::Func;
+use crate::jit::train_loop::Exit;
 use crate::output::{Trajectory, column_names};
 use crate::rng::Stream;
 use crate::sema::Checked;
@@ -98,9 +99,9 @@ fn int_tensor(v: i64) -> Tensor {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Backend {
     /// The reference interpreter.
-    #[default]
     Interp,
-    /// Each function compiled to native code with Cranelift (`jit`).
+    /// The step loop compiled to one native function with Cranelift (`jit::train_loop`).
+    #[default]
     Jit,
 }
 
@@ -113,8 +114,9 @@ impl Backend {
     }
 }
 
-/// Evaluates the functions of one plan: with the interpreter, or with their compiled
-/// versions (keyed by the function's address in the plan, which does not move).
+/// Evaluates the functions of one plan at rows: with the interpreter, or with compiled
+/// versions of the record, stop and Hessian-vector functions (keyed by the function's
+/// address in the plan, which does not move); the others run on the interpreter.
 pub struct Exec<'p> {
     pub plan: &'p Plan,
     native: std::collections::HashMap<usize, crate::jit::Compiled>,
@@ -124,13 +126,10 @@ impl<'p> Exec<'p> {
     pub fn new(plan: &'p Plan, backend: Backend) -> Result<Exec<'p>, String> {
         let mut native = std::collections::HashMap::new();
         if backend == Backend::Jit {
-            let mut funcs: Vec<&Func> = vec![&plan.grad_fast, &plan.grad_ray, &plan.record];
+            // The step loop is one native function (`jit::train_loop`); these run at rows.
+            let mut funcs: Vec<&Func> = vec![&plan.record];
             funcs.extend(plan.stop.iter());
             funcs.extend(plan.hvp.iter());
-            for u in plan.updates.iter().flatten() {
-                funcs.push(&u.init);
-                funcs.push(&u.step);
-            }
             // `TRAJ_DUMP=clif`: each function's Cranelift IR on stderr as it is compiled.
             let dump = std::env::var("TRAJ_DUMP").is_ok_and(|v| v == "clif");
             for f in funcs {
@@ -258,12 +257,17 @@ pub fn gradient_on(
             "the gradient is not finite: `sqrt`, `log` or a division at 0 lies on its path, where no Clarke subgradient exists{at}"
         ));
     }
-    let gnorm = grads
+    let gnorm = norm(&grads);
+    Ok(Gradient { loss, grads, gnorm })
+}
+
+/// The Euclidean norm of all of `grads` together: each tensor's Σ x² in order, summed.
+fn norm(grads: &[Tensor]) -> f64 {
+    grads
         .iter()
         .map(|t| t.to_f64().iter().map(|x| x * x).sum::<f64>())
         .sum::<f64>()
-        .sqrt();
-    Ok(Gradient { loss, grads, gnorm })
+        .sqrt()
 }
 
 /// The run's seed: the const `seed` (default 0).
@@ -346,6 +350,114 @@ pub fn prepare(
     Ok((statics, plan))
 }
 
+/// Where a run is between steps: what the host keeps while either backend steps.
+struct Driver<'a> {
+    exec: &'a Exec<'a>,
+    sources: &'a SourceMap,
+    seed: u64,
+    /// Every step at which some record clause is due.
+    due: BTreeSet<u64>,
+    schedule: Vec<BTreeSet<u64>>,
+    trajectory: Trajectory,
+    /// θ_{k−1} and k−1, once an update was made.
+    previous: Option<(Vec<Tensor>, u64)>,
+    message: Option<String>,
+}
+
+impl Driver<'_> {
+    /// Ends the run at step k: its gradient could not be computed.
+    fn error(&mut self, k: u64, e: &str) -> Status {
+        self.message = Some(locate(&format!("step {k}: {e}"), self.sources));
+        Status::Error
+    }
+
+    /// Step k after its gradient `g`: divergence, the stop test, the last row, recording.
+    /// Returns the status when the run ends here (after a divergence `theta` and `k` are
+    /// θ_{k−1} and k−1).
+    fn after_gradient(
+        &mut self,
+        theta: &mut Vec<Tensor>,
+        k: &mut u64,
+        g: &Gradient,
+    ) -> Result<Option<Status>, String> {
+        let (exec, plan, seed) = (self.exec, self.exec.plan, self.seed);
+        let bad_param = plan
+            .params
+            .iter()
+            .zip(theta.iter())
+            .find(|(_, t)| t.to_f64().iter().any(|x| !x.is_finite()))
+            .map(|(p, _)| p.name.clone());
+        if !g.loss.is_finite() || bad_param.is_some() {
+            let what = match bad_param {
+                Some(p) => format!("param `{p}` is not finite"),
+                None => format!("loss = {}", crate::output::format_float(g.loss)),
+            };
+            self.message = Some(format!("diverged at step {k}: {what}"));
+            // The last row and the saved params are θ_{k−1}.
+            if let Some((prev, pk)) = self.previous.take() {
+                let recorded = self.trajectory.rows.last().is_some_and(|(s, _)| *s == pk);
+                if !recorded {
+                    let gp = gradient_on(exec, &prev, pk + 1, seed)?;
+                    let row = record_row(exec, &prev, &gp, pk, &self.schedule, seed, true)?;
+                    self.trajectory.rows.push((pk, row));
+                }
+                *theta = prev;
+                *k = pk;
+            }
+            return Ok(Some(Status::Diverged));
+        }
+        let due = self.due.contains(k);
+        let stop = match &plan.stop {
+            // The last row is recorded, so an observable condition is tested there too.
+            Some(f) if !plan.stop_at_records_only || due || *k == plan.steps => {
+                let inputs = record_inputs(plan, theta, g, g.gnorm, *k, f64::NAN);
+                scalar_of(&exec.eval(f, &inputs, seed)?[0]) != 0.0
+            }
+            _ => false,
+        };
+        if stop || *k == plan.steps {
+            let row = record_row(exec, theta, g, *k, &self.schedule, seed, true)?;
+            self.trajectory.rows.push((*k, row));
+            return Ok(Some(if stop {
+                Status::Stopped
+            } else {
+                Status::Finished
+            }));
+        }
+        if due {
+            let row = record_row(exec, theta, g, *k, &self.schedule, seed, false)?;
+            self.trajectory.rows.push((*k, row));
+        }
+        Ok(None)
+    }
+
+    /// Update k+1 of every param on the host, from gradients taken before any update.
+    fn update(
+        &mut self,
+        theta: &mut [Tensor],
+        states: &mut [Vec<Tensor>],
+        g: &Gradient,
+        k: u64,
+    ) -> Result<(), String> {
+        self.previous = Some((theta.to_vec(), k));
+        for (i, u) in self.exec.plan.updates.iter().enumerate() {
+            let Some(u) = u else { continue };
+            let mut inputs = vec![
+                theta[i].clone(),
+                g.grads[i].clone(),
+                int_tensor(k as i64 + 1),
+                Tensor::scalar(g.loss),
+                Tensor::scalar(g.gnorm),
+            ];
+            inputs.extend(states[i].iter().cloned());
+            let out = self.exec.eval(&u.step, &inputs, self.seed)?;
+            theta[i] = out[0].clone();
+            states[i] = out[1..].to_vec();
+        }
+        Ok(())
+    }
+}
+
 pub fn run(
     checked: &Checked,
     sources: &SourceMap,
@@ -355,6 +467,18 @@ pub fn run(
     let t0 = Instant::now();
     let (statics, plan) = prepare(checked, sources, options)?;
     let exec = Exec::new(&plan, options.backend)?;
+    let mut native = match options.backend {
+        Backend::Jit => {
+            if std::env::var("TRAJ_DUMP").is_ok_and(|v| v == "clif") {
+                eprintln!(
+                    "{}",
+                    crate::jit::train_loop::TrainLoop::clif_text(&plan, seed)?
+                );
+            }
+            Some(crate::jit::train_loop::TrainLoop::compile(&plan, seed)?)
+        }
+        Backend::Interp => None,
+    };
     let compile_seconds = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
@@ -381,98 +505,102 @@ pub fn run(
     for c in &plan.columns {
         columns.extend(column_names(&c.name, &c.shape));
     }
-    let mut trajectory = Trajectory {
-        columns,
-        rows: Vec::new(),
+    let mut d = Driver {
+        exec: &exec,
+        sources,
+        seed,
+        due: schedule.iter().flatten().copied().collect(),
+        schedule,
+        trajectory: Trajectory {
+            columns,
+            rows: Vec::new(),
+        },
+        previous: None,
+        message: None,
     };
-    let mut previous: Option<(Vec<Tensor>, u64)> = None;
-    let status;
-    let mut message = None;
     let mut k: u64 = 0;
-    let mut told = Instant::now();
-    loop {
+    let progress = |k: u64, told: &mut Instant, force: bool| {
         if let Some(p) = &options.progress
-            && (k.is_multiple_of(PROGRESS_EVERY) || told.elapsed() >= PROGRESS_INTERVAL)
+            && (force || k.is_multiple_of(PROGRESS_EVERY) || told.elapsed() >= PROGRESS_INTERVAL)
         {
             (p.0)(k, plan.steps);
-            told = Instant::now();
+            *told = Instant::now();
         }
-        let g = match gradient_on(&exec, &theta, k + 1, seed) {
-            Ok(g) => g,
-            Err(e) => {
-                status = Status::Error;
-                message = Some(locate(&format!("step {k}: {e}"), sources));
-                break;
-            }
-        };
-        let bad_param = plan
-            .params
-            .iter()
-            .zip(&theta)
-            .find(|(_, t)| t.to_f64().iter().any(|x| !x.is_finite()))
-            .map(|(p, _)| p.name.clone());
-        if !g.loss.is_finite() || bad_param.is_some() {
-            status = Status::Diverged;
-            let what = match bad_param {
-                Some(p) => format!("param `{p}` is not finite"),
-                None => format!("loss = {}", crate::output::format_float(g.loss)),
+    };
+    let mut told = Instant::now();
+    let status = match &mut native {
+        None => loop {
+            progress(k, &mut told, false);
+            let g = match gradient_on(&exec, &theta, k + 1, seed) {
+                Ok(g) => g,
+                Err(e) => break d.error(k, &e),
             };
-            message = Some(format!("diverged at step {k}: {what}"));
-            // The last row and the saved params are θ_{k−1}.
-            if let Some((prev, pk)) = previous.take() {
-                let recorded = trajectory.rows.last().is_some_and(|(s, _)| *s == pk);
-                if !recorded {
-                    let gp = gradient_on(&exec, &prev, pk + 1, seed)?;
-                    let row = record_row(&exec, &prev, &gp, pk, &schedule, seed, true)?;
-                    trajectory.rows.push((pk, row));
-                }
-                theta = prev;
-                k = pk;
+            if let Some(status) = d.after_gradient(&mut theta, &mut k, &g)? {
+                break status;
             }
-            break;
-        }
-        let gnorm = g.gnorm;
-        let due = schedule.iter().any(|s| s.contains(&k));
-        let stop = match &plan.stop {
-            // The last row is recorded, so an observable condition is tested there too.
-            Some(f) if !plan.stop_at_records_only || due || k == plan.steps => {
-                let inputs = record_inputs(&plan, &theta, &g, gnorm, k, f64::NAN);
-                scalar_of(&exec.eval(f, &inputs, seed)?[0]) != 0.0
-            }
-            _ => false,
-        };
-        if stop || k == plan.steps {
-            status = if stop {
-                Status::Stopped
+            d.update(&mut theta, &mut states, &g, k)?;
+            k += 1;
+        },
+        Some(native) => {
+            native.set_theta(&theta);
+            native.set_states(&states);
+            let mut resume = false;
+            // Steps per native call between progress reports, adapted to their speed.
+            let mut chunk: u64 = if options.progress.is_some() {
+                1
             } else {
-                Status::Finished
+                u64::MAX
             };
-            let row = record_row(&exec, &theta, &g, k, &schedule, seed, true)?;
-            trajectory.rows.push((k, row));
-            break;
+            loop {
+                progress(k, &mut told, true);
+                let first = k + resume as u64;
+                let next_due = d.due.range(first..).next().copied().unwrap_or(plan.steps);
+                let until = next_due
+                    .min(plan.steps)
+                    .min(first.saturating_add(chunk - 1));
+                let started = Instant::now();
+                let (exit, at) = native.run(k, until, resume);
+                if options.progress.is_some() {
+                    let per_step = started.elapsed().as_secs_f64() / (at + 1 - first) as f64;
+                    let fit = PROGRESS_INTERVAL.as_secs_f64() / per_step.max(1e-9);
+                    chunk = (fit as u64).clamp(1, PROGRESS_EVERY);
+                }
+                k = at;
+                theta = native.theta();
+                d.previous = (k > 0).then(|| (native.prev(), k - 1));
+                match exit {
+                    Exit::Row => {
+                        let (loss, grads) = native.gradient();
+                        let gnorm = norm(&grads);
+                        let g = Gradient { loss, grads, gnorm };
+                        if let Some(status) = d.after_gradient(&mut theta, &mut k, &g)? {
+                            break status;
+                        }
+                        resume = true;
+                    }
+                    Exit::Fallback => {
+                        // The step that needs the host runs there, on the interpreter.
+                        states = native.states();
+                        let g = match gradient(&plan, &theta, k + 1, seed) {
+                            Ok(g) => g,
+                            Err(e) => break d.error(k, &e),
+                        };
+                        if let Some(status) = d.after_gradient(&mut theta, &mut k, &g)? {
+                            break status;
+                        }
+                        d.update(&mut theta, &mut states, &g, k)?;
+                        k += 1;
+                        native.set_theta(&theta);
+                        native.set_states(&states);
+                        if let Some((prev, _)) = &d.previous {
+                            native.set_prev(prev);
+                        }
+                        resume = false;
+                    }
+                }
+            }
         }
-        if due {
-            let row = record_row(&exec, &theta, &g, k, &schedule, seed, false)?;
-            trajectory.rows.push((k, row));
-        }
-        // Update k+1: every param from gradients taken before any update.
-        previous = Some((theta.clone(), k));
-        for (i, u) in plan.updates.iter().enumerate() {
-            let Some(u) = u else { continue };
-            let mut inputs = vec![
-                theta[i].clone(),
-                g.grads[i].clone(),
-                int_tensor(k as i64 + 1),
-                Tensor::scalar(g.loss),
-                Tensor::scalar(gnorm),
-            ];
-            inputs.extend(states[i].iter().cloned());
-            let out = exec.eval(&u.step, &inputs, seed)?;
-            theta[i] = out[0].clone();
-            states[i] = out[1..].to_vec();
-        }
-        k += 1;
-    }
+    };
     let run_seconds = t1.elapsed().as_secs_f64();
     let params = plan
         .params
@@ -483,9 +611,9 @@ pub fn run(
     Ok(RunResult {
         status,
         steps: k,
-        trajectory,
+        trajectory: d.trajectory,
         params,
-        message,
+        message: d.message,
         seed,
         compile_seconds,
         run_seconds,

@@ -1,0 +1,778 @@
+//! The whole training loop as one native function: each step's gradient (with the tie path
+//! when an exact tie occurs), the finiteness checks, the per-step stop test and every
+//! param's update, step after step, returning to the host only at a row to record, at the
+//! end, or when a step needs the host's full logic (an error, a divergence).
+//!
+//! The plan's functions are emitted inline, each over its own planned buffers (as
+//! `Compiled`), into one CLIF function; their inputs read the loop's slots (θ, the previous
+//! θ, gradients, tie directions, optimizer states, step, loss, gnorm) directly, and their
+//! outputs are copied into the slots. The loop allocates nothing.
+
+use std::collections::HashMap;
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{Block, Function, InstBuilder, MemFlagsData, Value, types};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::JITModule;
+use cranelift_module::{FuncId, Linkage, Module};
+use ndarray::{ArrayD, IxDyn};
+
+use super::emit::{Bufs, emit_func};
+use super::host::HostCtx;
+use super::{Buffers, entry_signature, new_module};
+use crate::ir::{Func, Prim};
+use crate::rng::Stream;
+use crate::sema::types::DType;
+use crate::tensor::Tensor;
+use crate::train::compile::Plan;
+
+/// Why the native loop returned to the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The gradient of step `k` is in the slots and θ_k passed every check; step `k` is
+    /// the requested stop (`until`) or the stop condition held.
+    Row,
+    /// Step `k` needs the host: an error, a divergence, an unresolved tie. θ_k and the
+    /// previous θ are in the slots; nothing of step k is.
+    Fallback,
+}
+
+/// The loop's position, shared with generated code.
+#[repr(C)]
+struct LoopCtx {
+    /// The step the loop is at (read on entry, written at every step).
+    k: i64,
+    /// Return with `Exit::Row` at this step.
+    until: i64,
+    /// Nonzero: step `k`'s gradient is in the slots; begin with update k+1.
+    resume: i64,
+}
+
+/// What `traj_tie_direction` needs: where the direction goes and which stream it is.
+pub(super) struct TieCtx {
+    seed: u64,
+    step: *const i64,
+    dirs: Vec<(*mut f64, usize)>,
+}
+
+/// Fills the tie direction for the current step: one Gaussian draw per param entry from
+/// stream "tie" keyed by (seed, step), exactly as `train::gradient_on` draws it.
+///
+/// # Safety
+/// `tie` must be the `TieCtx` of a live `TrainLoop`.
+pub(super) unsafe extern "C" fn traj_tie_direction(tie: *mut u8) {
+    // SAFETY: see the contract; the slots it points to live as long as the loop.
+    let tie = unsafe { &*tie.cast::<TieCtx>() };
+    let step = unsafe { *tie.step } as u64;
+    let rng = Stream::new(tie.seed, "tie", step);
+    let mut offset = 0u64;
+    for (p, n) in &tie.dirs {
+        // SAFETY: each direction slot holds `n` f64.
+        let out = unsafe { std::slice::from_raw_parts_mut(*p, *n) };
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = rng.normal(offset + i as u64);
+        }
+        offset += *n as u64;
+    }
+}
+
+/// A buffer of 8-byte elements that never moves.
+struct Slot {
+    data: Box<[u64]>,
+    shape: Vec<usize>,
+}
+
+impl Slot {
+    fn new(shape: &[usize]) -> Slot {
+        let n: usize = shape.iter().product();
+        Slot {
+            data: vec![0u64; n.max(1)].into_boxed_slice(),
+            shape: shape.to_vec(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    fn addr(&self) -> *mut u8 {
+        self.data.as_ptr().cast_mut().cast::<u8>()
+    }
+
+    fn read(&self) -> Tensor {
+        let n = self.len();
+        let v = self.data[..n].iter().map(|b| f64::from_bits(*b)).collect();
+        Tensor::Float(ArrayD::from_shape_vec(IxDyn(&self.shape), v).expect("slot shape"))
+    }
+
+    fn write(&mut self, t: &Tensor) {
+        for (o, x) in self.data.iter_mut().zip(t.to_f64().iter()) {
+            *o = x.to_bits();
+        }
+    }
+
+    fn scalar(&self) -> f64 {
+        f64::from_bits(self.data[0])
+    }
+}
+
+/// Every value the loop keeps between its functions.
+struct Slots {
+    theta: Vec<Slot>,
+    prev: Vec<Slot>,
+    grad: Vec<Slot>,
+    dir: Vec<Slot>,
+    states: Vec<Vec<Slot>>,
+    step: Slot,
+    loss: Slot,
+    gnorm: Slot,
+    sharpness: Slot,
+}
+
+/// One of the plan's functions as the loop runs it: its planned buffers (inputs pointing at
+/// slots) and its host-op context.
+struct Part {
+    func: Box<Func>,
+    buffers: Buffers,
+    host: Box<HostCtx>,
+}
+
+/// The compiled loop with its slots.
+pub struct TrainLoop {
+    module: Option<JITModule>,
+    entry: unsafe extern "C" fn(*mut u8, *mut u8) -> i64,
+    slots: Slots,
+    _parts: Vec<Part>,
+    /// Staging buffers of `LoopEmitter::outputs_to`.
+    _temps: Vec<Slot>,
+    tie: Box<TieCtx>,
+    ctx: Box<LoopCtx>,
+}
+
+impl Drop for TrainLoop {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: `entry` points into this module and dies with `self`.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+/// The slot each input of a plan function reads, by position.
+fn bind_inputs<'s>(f: &Func, slots: &[&'s Slot]) -> Result<Vec<&'s Slot>, String> {
+    if f.inputs.len() != slots.len() {
+        return Err(format!(
+            "internal error: a loop function has {} inputs, the loop binds {}",
+            f.inputs.len(),
+            slots.len()
+        ));
+    }
+    for ((name, _, shape), s) in f.inputs.iter().zip(slots) {
+        if *shape != s.shape {
+            return Err(format!(
+                "internal error: loop input `{name}` is {shape:?}, its slot {:?}",
+                s.shape
+            ));
+        }
+    }
+    Ok(slots.to_vec())
+}
+
+/// Whether instruction `v` of `f` is used by any other.
+fn used(f: &Func, v: usize) -> bool {
+    f.insts.iter().any(|i| i.args.contains(&v))
+}
+
+impl TrainLoop {
+    /// Compiles `plan`'s loop for a run with `seed`.
+    pub fn compile(plan: &Plan, seed: u64) -> Result<TrainLoop, String> {
+        Self::build(plan, seed, None)
+    }
+
+    /// The textual Cranelift IR of `plan`'s loop (before Cranelift's own optimizations).
+    pub fn clif_text(plan: &Plan, seed: u64) -> Result<String, String> {
+        let mut text = String::new();
+        Self::build(plan, seed, Some(&mut text))?;
+        Ok(text)
+    }
+
+    fn build(plan: &Plan, seed: u64, text: Option<&mut String>) -> Result<TrainLoop, String> {
+        let np = plan.params.len();
+        let shapes: Vec<Vec<usize>> = plan.params.iter().map(|p| p.shape.clone()).collect();
+        let per_param = || shapes.iter().map(|s| Slot::new(s)).collect::<Vec<_>>();
+        let mut states = Vec::new();
+        for u in &plan.updates {
+            states.push(match u {
+                Some(u) => u.step.inputs[5..]
+                    .iter()
+                    .map(|(_, _, s)| Slot::new(s))
+                    .collect(),
+                None => vec![],
+            });
+        }
+        let mut sharpness = Slot::new(&[]);
+        sharpness.data[0] = f64::NAN.to_bits();
+        let slots = Slots {
+            theta: per_param(),
+            prev: per_param(),
+            grad: per_param(),
+            dir: per_param(),
+            states,
+            step: Slot::new(&[]),
+            loss: Slot::new(&[]),
+            gnorm: Slot::new(&[]),
+            sharpness,
+        };
+        let tie = Box::new(TieCtx {
+            seed,
+            step: slots.step.data.as_ptr().cast::<i64>(),
+            dirs: slots
+                .dir
+                .iter()
+                .map(|s| (s.addr().cast::<f64>(), s.len()))
+                .collect(),
+        });
+
+        // Each function with the slots its inputs read.
+        let theta: Vec<&Slot> = slots.theta.iter().collect();
+        let mut gf_in = theta.clone();
+        gf_in.push(&slots.step);
+        let mut ray_in = gf_in.clone();
+        ray_in.extend(slots.dir.iter());
+        let mut funcs: Vec<(&Func, Vec<&Slot>)> = vec![
+            (&plan.grad_fast, bind_inputs(&plan.grad_fast, &gf_in)?),
+            (&plan.grad_ray, bind_inputs(&plan.grad_ray, &ray_in)?),
+        ];
+        let per_step_stop = plan.stop.as_ref().filter(|_| !plan.stop_at_records_only);
+        if let Some(f) = per_step_stop {
+            let mut inputs = gf_in.clone();
+            inputs.extend(slots.grad.iter());
+            inputs.extend([&slots.loss, &slots.gnorm, &slots.sharpness]);
+            funcs.push((f, bind_inputs(f, &inputs)?));
+        }
+        let mut update_of = vec![None; np];
+        for (p, u) in plan.updates.iter().enumerate() {
+            let Some(u) = u else { continue };
+            let mut inputs = vec![
+                &slots.theta[p],
+                &slots.grad[p],
+                &slots.step,
+                &slots.loss,
+                &slots.gnorm,
+            ];
+            inputs.extend(slots.states[p].iter());
+            update_of[p] = Some(funcs.len());
+            funcs.push((&u.step, bind_inputs(&u.step, &inputs)?));
+        }
+
+        let mut parts = Vec::new();
+        for (f, inputs) in &funcs {
+            let func = Box::new((*f).clone());
+            let mut buffers = super::plan(&func)?;
+            // Inputs read their slot in place, except under `precision f32`, where the
+            // code copies them in rounded (as the interpreter rounds every input).
+            if !func.f32 {
+                for (i, inst) in func.insts.iter().enumerate() {
+                    if let Prim::Input(k) = inst.prim {
+                        buffers.ptrs[i] = inputs[k].addr();
+                    }
+                }
+            }
+            let host = Box::new(HostCtx {
+                func: &*func,
+                bufs: buffers.ptrs.as_ptr(),
+                nbufs: buffers.ptrs.len(),
+                seed,
+                error: None,
+            });
+            parts.push(Part {
+                func,
+                buffers,
+                host,
+            });
+        }
+        // gnorm is computed in the loop only when a loop function reads it.
+        let needs_gnorm = funcs.iter().any(|(f, inputs)| {
+            f.insts.iter().enumerate().any(|(i, inst)| match inst.prim {
+                Prim::Input(k) => std::ptr::eq(inputs[k], &slots.gnorm) && used(f, i),
+                _ => false,
+            })
+        });
+
+        let (mut module, ids) = new_module()?;
+        let mut func = Function::new();
+        func.signature = entry_signature(&module);
+        let shape = LoopShape {
+            parts: &parts,
+            inputs: funcs.iter().map(|(_, s)| s.clone()).collect(),
+            slots: &slots,
+            per_step_stop: per_step_stop.is_some(),
+            update_of,
+            needs_gnorm,
+        };
+        let built = emit_loop(&mut module, &ids, &shape, &mut func);
+        if let (Some(t), Ok(_)) = (text, &built) {
+            *t = func.display().to_string();
+        }
+        let mut temps = Vec::new();
+        let code = built.and_then(|tmp| {
+            temps = tmp;
+            let id = module
+                .declare_function("traj_loop", Linkage::Export, &func.signature)
+                .map_err(|e| e.to_string())?;
+            let mut ctx = module.make_context();
+            ctx.func = func;
+            module
+                .define_function(id, &mut ctx)
+                .map_err(|e| format!("internal error: Cranelift refused the loop: {e:?}"))?;
+            module.clear_context(&mut ctx);
+            module
+                .finalize_definitions()
+                .map_err(|e| format!("internal error: cannot finalize the JIT code: {e}"))?;
+            Ok(module.get_finalized_function(id))
+        });
+        let code = match code {
+            Ok(c) => c,
+            Err(e) => {
+                // SAFETY: nothing from this module is used after a failed definition.
+                unsafe { module.free_memory() };
+                return Err(e);
+            }
+        };
+        // SAFETY: `code` was built with `entry_signature` (two pointers in, i64 out, the
+        // platform's C convention) and lives as long as the module, which `TrainLoop` owns.
+        let entry = unsafe {
+            std::mem::transmute::<*const u8, unsafe extern "C" fn(*mut u8, *mut u8) -> i64>(code)
+        };
+        Ok(TrainLoop {
+            module: Some(module),
+            entry,
+            slots,
+            _parts: parts,
+            _temps: temps,
+            tie,
+            ctx: Box::new(LoopCtx {
+                k: 0,
+                until: 0,
+                resume: 0,
+            }),
+        })
+    }
+
+    /// Runs from step `k` (with update k+1 first when `resume`) until step `until` or an
+    /// earlier exit; returns why and the step it stopped at.
+    pub fn run(&mut self, k: u64, until: u64, resume: bool) -> (Exit, u64) {
+        self.ctx.k = k as i64;
+        self.ctx.until = until as i64;
+        self.ctx.resume = resume as i64;
+        let ctx = std::ptr::from_mut(&mut *self.ctx).cast::<u8>();
+        let tie = std::ptr::from_mut(&mut *self.tie).cast::<u8>();
+        // SAFETY: the code was compiled for these slots and buffers, which `self` owns and
+        // which nothing else touches while it runs (`&mut self`).
+        let code = unsafe { (self.entry)(ctx, tie) };
+        let exit = if code == 0 { Exit::Row } else { Exit::Fallback };
+        (exit, self.ctx.k as u64)
+    }
+
+    pub fn theta(&self) -> Vec<Tensor> {
+        self.slots.theta.iter().map(Slot::read).collect()
+    }
+
+    /// θ before the last update.
+    pub fn prev(&self) -> Vec<Tensor> {
+        self.slots.prev.iter().map(Slot::read).collect()
+    }
+
+    pub fn states(&self) -> Vec<Vec<Tensor>> {
+        self.slots
+            .states
+            .iter()
+            .map(|s| s.iter().map(Slot::read).collect())
+            .collect()
+    }
+
+    pub fn set_theta(&mut self, theta: &[Tensor]) {
+        for (s, t) in self.slots.theta.iter_mut().zip(theta) {
+            s.write(t);
+        }
+    }
+
+    pub fn set_prev(&mut self, prev: &[Tensor]) {
+        for (s, t) in self.slots.prev.iter_mut().zip(prev) {
+            s.write(t);
+        }
+    }
+
+    pub fn set_states(&mut self, states: &[Vec<Tensor>]) {
+        for (ss, ts) in self.slots.states.iter_mut().zip(states) {
+            for (s, t) in ss.iter_mut().zip(ts) {
+                s.write(t);
+            }
+        }
+    }
+
+    /// The last step's loss and gradients.
+    pub fn gradient(&self) -> (f64, Vec<Tensor>) {
+        (
+            self.slots.loss.scalar(),
+            self.slots.grad.iter().map(Slot::read).collect(),
+        )
+    }
+}
+
+/// What `emit_loop` lays out.
+struct LoopShape<'a> {
+    /// grad_fast, grad_ray, [stop], updates...
+    parts: &'a [Part],
+    inputs: Vec<Vec<&'a Slot>>,
+    slots: &'a Slots,
+    per_step_stop: bool,
+    /// The part index of each param's update.
+    update_of: Vec<Option<usize>>,
+    needs_gnorm: bool,
+}
+
+struct LoopEmitter<'a, 'b, 'c> {
+    b: &'a mut FunctionBuilder<'b>,
+    module: &'a mut JITModule,
+    shims: &'a HashMap<&'static str, FuncId>,
+    refs: HashMap<&'static str, cranelift_codegen::ir::FuncRef>,
+    shape: &'c LoopShape<'c>,
+    host_err: Block,
+    temps: Vec<Slot>,
+}
+
+fn mf() -> MemFlagsData {
+    MemFlagsData::trusted()
+}
+
+impl LoopEmitter<'_, '_, '_> {
+    fn addr(&mut self, p: *mut u8) -> Value {
+        self.b.ins().iconst(types::I64, p as i64)
+    }
+
+    fn load_f(&mut self, p: *mut u8) -> Value {
+        let a = self.addr(p);
+        self.b.ins().load(types::F64, mf(), a, 0)
+    }
+
+    /// Output `o` of part `j`: its buffer.
+    fn out(&self, j: usize, o: usize) -> *mut u8 {
+        let part = &self.shape.parts[j];
+        let v = part.func.outputs[o].1;
+        part.buffers.ptrs[v]
+    }
+
+    /// Copies `n` 8-byte elements.
+    fn copy(&mut self, src: *mut u8, dst: *mut u8, n: usize) {
+        if src == dst || n == 0 {
+            return;
+        }
+        let config = self.module.target_config();
+        let (s, d) = (self.addr(src), self.addr(dst));
+        let size = self.b.ins().iconst(types::I64, (n * 8) as i64);
+        self.b.call_memcpy(config, d, s, size);
+    }
+
+    /// Emits part `j`: its rounded input copies under `precision f32`, then its body.
+    fn part(&mut self, j: usize) -> Result<(), String> {
+        let shape = self.shape;
+        let part = &shape.parts[j];
+        let f = &*part.func;
+        if f.f32 {
+            for (i, inst) in f.insts.iter().enumerate() {
+                let Prim::Input(k) = inst.prim else { continue };
+                let slot = self.shape.inputs[j][k];
+                let n = slot.len();
+                if inst.dtype == DType::Int {
+                    self.copy(slot.addr(), part.buffers.ptrs[i], n);
+                    continue;
+                }
+                let (src, dst) = (self.addr(slot.addr()), self.addr(part.buffers.ptrs[i]));
+                self.each(n, &mut |e, off| {
+                    let a = e.b.ins().iadd(src, off);
+                    let x = e.b.ins().load(types::F64, mf(), a, 0);
+                    let x = e.b.ins().fdemote(types::F32, x);
+                    let x = e.b.ins().fpromote(types::F64, x);
+                    let a = e.b.ins().iadd(dst, off);
+                    e.b.ins().store(mf(), x, a, 0);
+                });
+            }
+        }
+        let host = self.addr(std::ptr::from_ref(&*part.host).cast_mut().cast::<u8>());
+        emit_func(
+            self.b,
+            self.module,
+            self.shims,
+            &mut self.refs,
+            f,
+            Bufs::Fixed(&part.buffers.ptrs),
+            host,
+            Some(self.host_err),
+        )?;
+        Ok(())
+    }
+
+    /// A bottom-tested loop over `n` elements; `body` gets the byte offset.
+    fn each(&mut self, n: usize, body: &mut dyn FnMut(&mut Self, Value)) {
+        if n == 0 {
+            return;
+        }
+        let i = self.b.declare_var(types::I64);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        self.b.def_var(i, zero);
+        let blk = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(blk, &[]);
+        self.b.switch_to_block(blk);
+        let off = self.b.use_var(i);
+        body(self, off);
+        let next = self.b.ins().iadd_imm_s(off, 8);
+        self.b.def_var(i, next);
+        let more = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedLessThan, next, (n * 8) as i64);
+        self.b.ins().brif(more, blk, &[], exit, &[]);
+        self.b.seal_block(blk);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+    }
+
+    /// 0.0 when all `n` f64 at `p` are finite, else NaN: the sum of `x - x`.
+    fn finite_sum(&mut self, p: *mut u8, n: usize, acc: Value) -> Value {
+        let base = self.addr(p);
+        let var = self.b.declare_var(types::F64);
+        self.b.def_var(var, acc);
+        self.each(n, &mut |e, off| {
+            let a = e.b.ins().iadd(base, off);
+            let x = e.b.ins().load(types::F64, mf(), a, 0);
+            let d = e.b.ins().fsub(x, x);
+            let s = e.b.use_var(var);
+            let s = e.b.ins().fadd(s, d);
+            e.b.def_var(var, s);
+        });
+        self.b.use_var(var)
+    }
+
+    /// Σ x² of `n` f64 at `p`, from -0.0, in order (as `train::gradient_on` sums).
+    fn sum_squares(&mut self, p: *mut u8, n: usize) -> Value {
+        let base = self.addr(p);
+        let var = self.b.declare_var(types::F64);
+        let z = self.b.ins().f64const(-0.0);
+        self.b.def_var(var, z);
+        self.each(n, &mut |e, off| {
+            let a = e.b.ins().iadd(base, off);
+            let x = e.b.ins().load(types::F64, mf(), a, 0);
+            let sq = e.b.ins().fmul(x, x);
+            let s = e.b.use_var(var);
+            let s = e.b.ins().fadd(s, sq);
+            e.b.def_var(var, s);
+        });
+        self.b.use_var(var)
+    }
+
+    /// Copies part `j`'s outputs `[from, from + slots.len())` into `slots`; outputs that are
+    /// the part's own inputs (aliases of slots) go through a temporary first, so no slot is
+    /// overwritten before it is read.
+    fn outputs_to(&mut self, j: usize, from: usize, slots: &[&Slot]) {
+        let shape = self.shape;
+        let part = &shape.parts[j];
+        let f = &*part.func;
+        let mut staged = Vec::new();
+        for (o, s) in slots.iter().enumerate() {
+            let v = f.outputs[from + o].1;
+            let src = part.buffers.ptrs[v];
+            if matches!(f.insts[v].prim, Prim::Input(_)) && src != s.addr() {
+                staged.push((o, src, s.len()));
+            }
+        }
+        let first = self.temps.len();
+        for (_, src, n) in &staged {
+            let t = Slot::new(&[*n]);
+            self.copy(*src, t.addr(), *n);
+            self.temps.push(t);
+        }
+        for (o, s) in slots.iter().enumerate() {
+            let src = match staged.iter().position(|(k, _, _)| *k == o) {
+                Some(t) => self.temps[first + t].addr(),
+                None => self.out(j, from + o),
+            };
+            self.copy(src, s.addr(), s.len());
+        }
+    }
+}
+
+/// Lays out the loop (see the module doc) in `func`; returns the staging buffers the code
+/// uses.
+fn emit_loop(
+    module: &mut JITModule,
+    shims: &HashMap<&'static str, FuncId>,
+    shape: &LoopShape,
+    func: &mut Function,
+) -> Result<Vec<Slot>, String> {
+    let mut fbc = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(func, &mut fbc);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let (ctx, tie) = (b.block_params(entry)[0], b.block_params(entry)[1]);
+    let host_err = b.create_block();
+    b.append_block_param(host_err, types::I64);
+    let mut e = LoopEmitter {
+        b: &mut b,
+        module,
+        shims,
+        refs: HashMap::new(),
+        shape,
+        host_err,
+        temps: Vec::new(),
+    };
+    let slots = shape.slots;
+    let np = slots.theta.len();
+    let kvar = e.b.declare_var(types::I64);
+    let k0 = e.b.ins().load(types::I64, mf(), ctx, 0);
+    e.b.def_var(kvar, k0);
+    let until = e.b.ins().load(types::I64, mf(), ctx, 8);
+    let resume = e.b.ins().load(types::I64, mf(), ctx, 16);
+    let top = e.b.create_block();
+    let update = e.b.create_block();
+    let row = e.b.create_block();
+    let fallback = e.b.create_block();
+    e.b.ins().brif(resume, update, &[], top, &[]);
+
+    // The gradient of step k with update k+1's draws.
+    e.b.switch_to_block(top);
+    let k = e.b.use_var(kvar);
+    e.b.ins().store(mf(), k, ctx, 0);
+    let step = e.b.ins().iadd_imm_s(k, 1);
+    let step_at = e.addr(slots.step.addr());
+    e.b.ins().store(mf(), step, step_at, 0);
+    e.part(0)?;
+    let ties = e.load_f(e.out(0, np + 1));
+    let zero = e.b.ins().f64const(0.0);
+    let tied = e.b.ins().fcmp(FloatCC::GreaterThan, ties, zero);
+    let fast = e.b.create_block();
+    let ray = e.b.create_block();
+    let checks = e.b.create_block();
+    e.b.ins().brif(tied, ray, &[], fast, &[]);
+
+    e.b.switch_to_block(fast);
+    e.copy(e.out(0, 0), slots.loss.addr(), 1);
+    let grads: Vec<&Slot> = slots.grad.iter().collect();
+    e.outputs_to(0, 1, &grads);
+    e.b.ins().jump(checks, &[]);
+
+    // An exact tie: the gradient along a random direction (Kakade & Lee).
+    e.b.switch_to_block(ray);
+    let fill = e.shim("traj_tie_direction")?;
+    e.b.ins().call(fill, &[tie]);
+    e.part(1)?;
+    let unresolved = e.load_f(e.out(1, np + 1));
+    let zero = e.b.ins().f64const(0.0);
+    let bad = e.b.ins().fcmp(FloatCC::GreaterThan, unresolved, zero);
+    let resolved = e.b.create_block();
+    e.b.ins().brif(bad, fallback, &[], resolved, &[]);
+    e.b.switch_to_block(resolved);
+    let loss = e.load_f(e.out(1, 0));
+    let ray_loss = e.load_f(e.out(1, np + 2));
+    let d = e.b.ins().fsub(ray_loss, loss);
+    let d = e.b.ins().fabs(d);
+    let one = e.b.ins().f64const(1.0);
+    let tol = e.b.ins().fabs(loss);
+    let tol = e.b.ins().fadd(one, tol);
+    let eps = e.b.ins().f64const(1e-12);
+    let tol = e.b.ins().fmul(eps, tol);
+    let jumps = e.b.ins().fcmp(FloatCC::GreaterThan, d, tol);
+    let fin = e.b.ins().fsub(loss, loss);
+    let finite = e.b.ins().fcmp(FloatCC::Equal, fin, fin);
+    let jumps = e.b.ins().band(jumps, finite);
+    let smooth = e.b.create_block();
+    e.b.ins().brif(jumps, fallback, &[], smooth, &[]);
+    e.b.switch_to_block(smooth);
+    e.copy(e.out(1, 0), slots.loss.addr(), 1);
+    e.outputs_to(1, 1, &grads);
+    e.b.ins().jump(checks, &[]);
+
+    // Loss, gradients and θ all finite, else the host decides (error or divergence).
+    e.b.switch_to_block(checks);
+    let loss = e.load_f(slots.loss.addr());
+    let mut acc = e.b.ins().fsub(loss, loss);
+    for s in slots.grad.iter().chain(&slots.theta) {
+        acc = e.finite_sum(s.addr(), s.len(), acc);
+    }
+    let ok = e.b.ins().fcmp(FloatCC::Equal, acc, acc);
+    let good = e.b.create_block();
+    e.b.ins().brif(ok, good, &[], fallback, &[]);
+    e.b.switch_to_block(good);
+    if shape.needs_gnorm {
+        let mut total = e.b.ins().f64const(-0.0);
+        for s in &slots.grad {
+            let sq = e.sum_squares(s.addr(), s.len());
+            total = e.b.ins().fadd(total, sq);
+        }
+        let g = e.b.ins().sqrt(total);
+        let at = e.addr(slots.gnorm.addr());
+        e.b.ins().store(mf(), g, at, 0);
+    }
+    if shape.per_step_stop {
+        e.part(2)?;
+        let v = e.load_f(e.out(2, 0));
+        let zero = e.b.ins().f64const(0.0);
+        let stop = e.b.ins().fcmp(FloatCC::NotEqual, v, zero);
+        let go = e.b.create_block();
+        e.b.ins().brif(stop, row, &[], go, &[]);
+        e.b.switch_to_block(go);
+    }
+    let k = e.b.use_var(kvar);
+    let at_until = e.b.ins().icmp(IntCC::Equal, k, until);
+    e.b.ins().brif(at_until, row, &[], update, &[]);
+
+    // Update k+1 of every param, from gradients taken before any update.
+    e.b.switch_to_block(update);
+    for (t, p) in slots.theta.iter().zip(&slots.prev) {
+        e.copy(t.addr(), p.addr(), t.len());
+    }
+    for p in 0..np {
+        let Some(j) = shape.update_of[p] else {
+            continue;
+        };
+        e.part(j)?;
+        let mut outs: Vec<&Slot> = vec![&slots.theta[p]];
+        outs.extend(slots.states[p].iter());
+        e.outputs_to(j, 0, &outs);
+    }
+    let k = e.b.use_var(kvar);
+    let k1 = e.b.ins().iadd_imm_s(k, 1);
+    e.b.def_var(kvar, k1);
+    e.b.ins().jump(top, &[]);
+
+    for (blk, code) in [(row, 0), (fallback, 1)] {
+        e.b.switch_to_block(blk);
+        let c = e.b.ins().iconst(types::I64, code);
+        e.b.ins().return_(&[c]);
+    }
+    e.b.switch_to_block(host_err);
+    let c = e.b.ins().iconst(types::I64, 1);
+    e.b.ins().return_(&[c]);
+    let temps = std::mem::take(&mut e.temps);
+    b.seal_all_blocks();
+    let config = module.target_config();
+    b.finalize(config);
+    Ok(temps)
+}
+
+impl LoopEmitter<'_, '_, '_> {
+    fn shim(&mut self, name: &'static str) -> Result<cranelift_codegen::ir::FuncRef, String> {
+        if let Some(r) = self.refs.get(name) {
+            return Ok(*r);
+        }
+        let id = *self
+            .shims
+            .get(name)
+            .ok_or_else(|| format!("internal error: no host function {name}"))?;
+        let r = self.module.declare_func_in_func(id, self.b.func);
+        self.refs.insert(name, r);
+        Ok(r)
+    }
+}
