@@ -72,13 +72,54 @@ pub fn sign(x: f64) -> f64 {
     }
 }
 
-/// `c = a @ b` for row-major contiguous matrices (`a` is m×k, `b` k×n, `c` m×n), with
-/// faer's GEMM on one thread. Both backends call this one function, so they agree bit for
-/// bit.
-pub fn matmul_into(a: &[f64], b: &[f64], c: &mut [f64], m: usize, k: usize, n: usize) {
+/// One operand of [`matmul_into`]: a row-major buffer holding the matrix, or holding its
+/// transpose (`transposed`), which is read in place.
+#[derive(Clone, Copy)]
+pub struct MatOperand<'a> {
+    pub data: &'a [f64],
+    pub transposed: bool,
+}
+
+/// Which of the IR's instructions a matmul reads in place: operand `v` of a `MatMul` is
+/// read through the transpose when `v` is a 2-D `transpose[1, 0]` (the source's buffer
+/// with swapped strides, never materialized by the JIT). Both backends make this choice
+/// and pass the same strides to faer, whose GEMV kernel sums in an order that depends on
+/// them.
+pub fn matmul_source(f: &crate::ir::Func, v: usize) -> (usize, bool) {
+    let inst = &f.insts[v];
+    match &inst.prim {
+        crate::ir::Prim::Transpose(p)
+            if p.as_slice() == [1, 0] && f.insts[inst.args[0]].shape.len() == 2 =>
+        {
+            (inst.args[0], true)
+        }
+        _ => (v, false),
+    }
+}
+
+/// `c = a @ b` (`a` is m×k, `b` k×n, `c` m×n row-major), with faer's GEMM on one thread.
+/// Both backends call this one function with the same operand layouts, so they agree bit
+/// for bit.
+pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize, n: usize) {
     use faer::{Accum, MatMut, MatRef, Par};
-    let lhs = MatRef::from_row_major_slice(a, m, k);
-    let rhs = MatRef::from_row_major_slice(b, k, n);
+    let view = |x: MatOperand, rows: usize, cols: usize| {
+        assert!(x.data.len() >= rows * cols, "matmul operand too short");
+        let (rs, cs) = if x.transposed {
+            (1, rows as isize)
+        } else {
+            (cols as isize, 1)
+        };
+        // SAFETY: the buffer holds rows*cols values (checked), laid out as these strides
+        // say: row-major, or the row-major buffer of the transpose.
+        unsafe { MatRef::from_raw_parts(x.data.as_ptr(), rows, cols, rs, cs) }
+    };
     let dst = MatMut::from_row_major_slice_mut(c, m, n);
-    faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0, Par::Seq);
+    faer::linalg::matmul::matmul(
+        dst,
+        Accum::Replace,
+        view(a, m, k),
+        view(b, k, n),
+        1.0,
+        Par::Seq,
+    );
 }

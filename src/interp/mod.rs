@@ -28,8 +28,16 @@ pub struct EvalError {
 pub fn eval_all(f: &Func, inputs: &[Tensor], env: Env) -> Result<Vec<Tensor>, EvalError> {
     let mut vals: Vec<Tensor> = Vec::with_capacity(f.insts.len());
     for (i, inst) in f.insts.iter().enumerate() {
-        let mut v = eval_inst(inst, &vals, inputs, env)
-            .map_err(|message| EvalError { inst: i, message })?;
+        let v = match inst.prim {
+            // Transposed operands are read in place, as the JIT reads them.
+            Prim::MatMul if inst.args.len() == 2 => {
+                let (a, a_t) = math::matmul_source(f, inst.args[0]);
+                let (b, b_t) = math::matmul_source(f, inst.args[1]);
+                matmul((&vals[a], a_t), (&vals[b], b_t), &inst.shape)
+            }
+            _ => eval_inst(inst, &vals, inputs, env),
+        };
+        let mut v = v.map_err(|message| EvalError { inst: i, message })?;
         if f.f32
             && let Tensor::Float(a) = &mut v
         {
@@ -39,6 +47,41 @@ pub fn eval_all(f: &Func, inputs: &[Tensor], env: Env) -> Result<Vec<Tensor>, Ev
         vals.push(v);
     }
     Ok(vals)
+}
+
+/// `a @ b` for 2-D floats; an operand flagged `true` holds the transpose of the matrix
+/// (see `math::matmul_source`).
+fn matmul(
+    (a, a_t): (&Tensor, bool),
+    (b, b_t): (&Tensor, bool),
+    shape: &[usize],
+) -> Result<Tensor, String> {
+    let (a, b) = (float(a), float(b));
+    let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
+    let (m, k) = if a_t {
+        (a.shape()[1], a.shape()[0])
+    } else {
+        (a.shape()[0], a.shape()[1])
+    };
+    let n = if b_t { b.shape()[0] } else { b.shape()[1] };
+    if shape != [m, n] {
+        return Err(format!(
+            "a matmul of [{m}, {k}] @ [.., {n}] planned as {shape:?}"
+        ));
+    }
+    let mut c = vec![0.0; m * n];
+    let a = math::MatOperand {
+        data: a.as_slice().ok_or("layout")?,
+        transposed: a_t,
+    };
+    let b = math::MatOperand {
+        data: b.as_slice().ok_or("layout")?,
+        transposed: b_t,
+    };
+    math::matmul_into(a, b, &mut c, m, k, n);
+    Ok(Tensor::Float(
+        ArrayD::from_shape_vec(IxDyn(&[m, n]), c).map_err(|e| e.to_string())?,
+    ))
 }
 
 /// Evaluates `f` and returns its outputs, in order.
@@ -333,21 +376,7 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
             });
             Tensor::Int(idx.mapv(|i| i as i64))
         }
-        Prim::MatMul => {
-            let (a, b) = (float(arg(0)), float(arg(1)));
-            let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
-            let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
-            let mut c = vec![0.0; m * n];
-            math::matmul_into(
-                a.as_slice().ok_or("layout")?,
-                b.as_slice().ok_or("layout")?,
-                &mut c,
-                m,
-                k,
-                n,
-            );
-            Tensor::Float(ArrayD::from_shape_vec(IxDyn(&[m, n]), c).map_err(|e| e.to_string())?)
-        }
+        Prim::MatMul => matmul((arg(0), false), (arg(1), false), &inst.shape)?,
         Prim::Random { draw, stream } => random(inst, draw, stream, vals, env)?,
         Prim::Observe(obs) => observe(*obs, &float(arg(0)))?,
     })

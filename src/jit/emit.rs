@@ -18,6 +18,8 @@ use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Module};
 
 use super::host::{binary_shim, unary_shim};
+use super::layout::{Storage, full_reduction, inline_elementwise, storage};
+use crate::interp::math::matmul_source;
 use crate::ir::{Binary, Func, Prim, Unary};
 use crate::sema::types::DType;
 
@@ -33,6 +35,33 @@ fn strides(shape: &[usize]) -> Vec<i64> {
 fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
+
+/// The byte strides that read `from` broadcast to `to` (0 along broadcast axes).
+fn broadcast_strides(from: &[usize], to: &[usize]) -> Option<Vec<i64>> {
+    let from_strides = strides(from);
+    let lead = to.len().checked_sub(from.len())?;
+    let mut src = vec![0i64; to.len()];
+    for (k, d) in from.iter().enumerate() {
+        if *d == to[lead + k] {
+            src[lead + k] = from_strides[k];
+        } else if *d != 1 {
+            return None;
+        }
+    }
+    Some(src)
+}
+
+/// How a loop reads one leaf of a fused expression.
+#[derive(Clone, Copy)]
+enum LeafAt {
+    /// A load at `base + off`.
+    Mem { base: Value, off: Value },
+    /// The same value everywhere (a broadcast scalar), loaded before the loop.
+    Splat(Value),
+}
+
+/// Elements per vector loop iteration: f64x2, unrolled 4 times.
+const UNROLL: usize = 4;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Red {
@@ -57,6 +86,7 @@ pub(super) struct Emitter<'a, 'b, 'c> {
     ctx: Value,
     /// Where a failing host op jumps, with its code (`inst + 1`) as the block argument.
     err: Option<Block>,
+    storage: Vec<Storage>,
 }
 
 /// How generated code finds instruction `i`'s buffer.
@@ -134,6 +164,7 @@ pub(super) fn emit_func<'a, 'b>(
         bufs,
         ctx,
         err,
+        storage: storage(f),
     };
     for i in 0..f.insts.len() {
         e.inst(i)?;
@@ -360,6 +391,17 @@ impl Emitter<'_, '_, '_> {
                 ))
             }
         };
+        if self.storage[i] != Storage::Own {
+            // A view shares its source's buffer; lazy and fused values are computed where
+            // they are used.
+            return Ok(());
+        }
+        if inline_elementwise(f, i) {
+            return self.elementwise(i);
+        }
+        if full_reduction(f, i) && self.storage[inst.args[0]] == Storage::Fused {
+            return self.fused_reduction(i);
+        }
         match &inst.prim {
             // Inputs are copied in (and rounded) by `Compiled::run`; consts are planned.
             Prim::Input(_) | Prim::Const(_) => Ok(()),
@@ -372,17 +414,8 @@ impl Emitter<'_, '_, '_> {
             }
             Prim::Broadcast(s) => {
                 expect(s)?;
-                let from = arg_shape(0);
-                let from_strides = strides(from);
-                let lead = s.len().checked_sub(from.len()).ok_or("bad broadcast")?;
-                let mut src = vec![0i64; s.len()];
-                for (k, d) in from.iter().enumerate() {
-                    if *d == s[lead + k] {
-                        src[lead + k] = from_strides[k];
-                    } else if *d != 1 {
-                        return Err(format!("%{i}: cannot broadcast {from:?} to {s:?}"));
-                    }
-                }
+                let src = broadcast_strides(arg_shape(0), s)
+                    .ok_or_else(|| format!("%{i}: cannot broadcast {:?} to {s:?}", arg_shape(0)))?;
                 self.copy((inst.args[0], i), s, (src, strides(s)), (0, 0))
             }
             Prim::Transpose(p) => {
@@ -738,8 +771,9 @@ impl Emitter<'_, '_, '_> {
         })
     }
 
-    /// Float `[m,k] @ [k,n]` through `host::traj_matmul` (ndarray's product, as the
-    /// interpreter); ints through the host path.
+    /// Float `[m,k] @ [k,n]` through `host::traj_matmul` (the interpreter's product),
+    /// reading a transposed operand in place (`math::matmul_source`); ints through the
+    /// host path.
     fn matmul(&mut self, i: usize) -> Result<(), String> {
         let f = self.f;
         let inst = &f.insts[i];
@@ -752,12 +786,14 @@ impl Emitter<'_, '_, '_> {
             return self.host(i);
         }
         let (m, k, n) = (sa[0] as i64, sa[1] as i64, sb[1] as i64);
+        let ((a, a_t), (b, b_t)) = (matmul_source(f, a), matmul_source(f, b));
         let (pa, pb, out) = (self.buf(a), self.buf(b), self.buf(i));
-        let dims: Vec<Value> = [m, k, n]
+        let mut args: Vec<Value> = [m, k, n, a_t as i64 | (b_t as i64) << 1]
             .iter()
             .map(|d| self.b.ins().iconst(types::I64, *d))
             .collect();
-        self.call("traj_matmul", &[pa, pb, out, dims[0], dims[1], dims[2]])?;
+        args.splice(0..0, [pa, pb, out]);
+        self.call("traj_matmul", &args)?;
         if self.f.f32 {
             self.flat((m * n) as usize, &mut |e, o| {
                 let v = e.ld_f(i, out, o);
@@ -765,6 +801,464 @@ impl Emitter<'_, '_, '_> {
                 Ok(())
             })?;
         }
+        Ok(())
+    }
+}
+
+/// Receives each computed element (or f64x2 pair, when the flag says vector) with its
+/// row-major byte offset in the loop.
+type Sink<'f, E> = dyn FnMut(&mut E, Value, Value, bool) -> Result<(), String> + 'f;
+
+/// Fused elementwise loops: an inline elementwise instruction computes the expression tree
+/// of the fused instructions below it in one loop, in f64x2 vectors unrolled `UNROLL`
+/// times when every leaf is contiguous or a broadcast scalar, else element by element.
+impl Emitter<'_, '_, '_> {
+    fn vflags() -> MemFlagsData {
+        MemFlagsData::new().with_notrap()
+    }
+
+    /// The distinct leaves of `root`'s expression: the operands that are not fused.
+    fn leaves(&self, root: usize, out: &mut Vec<usize>) {
+        for &a in &self.f.insts[root].args {
+            if self.storage[a] == Storage::Fused {
+                self.leaves(a, out);
+            } else if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+
+    /// The buffer a leaf is read from and its byte strides over a loop on `shape`.
+    fn leaf_access(&self, leaf: usize, shape: &[usize]) -> Result<(usize, Vec<i64>), String> {
+        let inst = &self.f.insts[leaf];
+        if self.storage[leaf] == Storage::Lazy {
+            let src = inst.args[0];
+            let st = broadcast_strides(&self.f.insts[src].shape, shape)
+                .ok_or_else(|| format!("internal error: lazy broadcast %{leaf}"))?;
+            return Ok((src, st));
+        }
+        if inst.shape != shape {
+            return Err(format!(
+                "invalid IR: elementwise operand %{leaf} is {:?} in a loop over {shape:?}",
+                inst.shape
+            ));
+        }
+        Ok((leaf, strides(shape)))
+    }
+
+    /// Evaluates `root`'s expression (its own op over its fused operands) at every element
+    /// of `shape`, in row-major order, handing each value to `sink`.
+    fn expr_loop(
+        &mut self,
+        root: usize,
+        shape: &[usize],
+        sink: &mut Sink<'_, Self>,
+    ) -> Result<(), String> {
+        let mut leaves = Vec::new();
+        self.leaves(root, &mut leaves);
+        let access: Vec<(usize, Vec<i64>)> = leaves
+            .iter()
+            .map(|l| self.leaf_access(*l, shape))
+            .collect::<Result<_, _>>()?;
+        let n = numel(shape);
+        let scalar_leaf = |e: &Self, k: usize| numel(&e.f.insts[access[k].0].shape) == 1;
+        let vector = !self.f.f32
+            && n >= 2 * UNROLL
+            && (0..leaves.len()).all(|k| {
+                self.dtype(access[k].0) == DType::Float
+                    && (access[k].1 == strides(shape) || scalar_leaf(self, k))
+            });
+        let bases: Vec<Value> = access.iter().map(|(b, _)| self.buf(*b)).collect();
+        if !vector {
+            let mut st: Vec<Vec<i64>> = access.iter().map(|(_, s)| s.clone()).collect();
+            st.push(strides(shape));
+            let zero = self.b.ins().iconst(types::I64, 0);
+            let starts = vec![zero; st.len()];
+            return self.nest(shape, &st, &starts, &mut |e, offs| {
+                let at: HashMap<usize, LeafAt> = leaves
+                    .iter()
+                    .enumerate()
+                    .map(|(k, l)| {
+                        (
+                            *l,
+                            LeafAt::Mem {
+                                base: bases[k],
+                                off: offs[k],
+                            },
+                        )
+                    })
+                    .collect();
+                let v = e.node(root, &at, &mut HashMap::new(), false)?;
+                sink(e, v, offs[leaves.len()], false)
+            });
+        }
+        // Broadcast scalars are loaded (and splat) once, before the loop.
+        let mut splats = HashMap::new();
+        for (k, l) in leaves.iter().enumerate() {
+            if access[k].1 != strides(shape) {
+                let x = self.b.ins().load(types::F64, Self::flags(), bases[k], 0);
+                splats.insert(*l, x);
+            }
+        }
+        let vsplats: HashMap<usize, Value> = splats
+            .iter()
+            .map(|(l, x)| (*l, self.b.ins().splat(types::F64X2, *x)))
+            .collect();
+        let at = |offs: Value| -> HashMap<usize, LeafAt> {
+            leaves
+                .iter()
+                .enumerate()
+                .map(|(k, l)| match vsplats.get(l) {
+                    Some(v) => (*l, LeafAt::Splat(*v)),
+                    None => (
+                        *l,
+                        LeafAt::Mem {
+                            base: bases[k],
+                            off: offs,
+                        },
+                    ),
+                })
+                .collect()
+        };
+        let step = 2 * UNROLL;
+        let main = n / step * step;
+        let counter = self.b.declare_var(types::I64);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        self.b.def_var(counter, zero);
+        let body = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(body, &[]);
+        self.b.switch_to_block(body);
+        let i = self.b.use_var(counter);
+        for u in 0..UNROLL {
+            let off = self.b.ins().iadd_imm_s(i, (u * 16) as i64);
+            let v = self.node(root, &at(off), &mut HashMap::new(), true)?;
+            sink(self, v, off, true)?;
+        }
+        let next = self.b.ins().iadd_imm_s(i, (step * 8) as i64);
+        self.b.def_var(counter, next);
+        let more = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedLessThan, next, (main * 8) as i64);
+        self.b.ins().brif(more, body, &[], exit, &[]);
+        self.b.seal_block(body);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        // The tail, element by element.
+        for j in main..n {
+            let off = self.b.ins().iconst(types::I64, (j * 8) as i64);
+            let at: HashMap<usize, LeafAt> = leaves
+                .iter()
+                .enumerate()
+                .map(|(k, l)| match splats.get(l) {
+                    Some(x) => (*l, LeafAt::Splat(*x)),
+                    None => (
+                        *l,
+                        LeafAt::Mem {
+                            base: bases[k],
+                            off,
+                        },
+                    ),
+                })
+                .collect();
+            let v = self.node(root, &at, &mut HashMap::new(), false)?;
+            sink(self, v, off, false)?;
+        }
+        Ok(())
+    }
+
+    /// The value of `v` at the loop's current element: a leaf's load, or its op applied
+    /// to its operands' values (memoized, so a shared operand is computed once).
+    fn node(
+        &mut self,
+        v: usize,
+        at: &HashMap<usize, LeafAt>,
+        memo: &mut HashMap<usize, Value>,
+        vector: bool,
+    ) -> Result<Value, String> {
+        if let Some(x) = memo.get(&v) {
+            return Ok(*x);
+        }
+        let value = match at.get(&v) {
+            Some(LeafAt::Splat(x)) => *x,
+            Some(LeafAt::Mem { base, off }) => {
+                if vector {
+                    let addr = self.b.ins().iadd(*base, *off);
+                    self.b.ins().load(types::F64X2, Self::vflags(), addr, 0)
+                } else {
+                    self.ld_f(v, *base, *off)
+                }
+            }
+            None => {
+                let args: Vec<Value> = self.f.insts[v]
+                    .args
+                    .clone()
+                    .iter()
+                    .map(|a| self.node(*a, at, memo, vector))
+                    .collect::<Result<_, _>>()?;
+                if vector {
+                    self.vop(v, &args)?
+                } else {
+                    let r = self.sop(v, &args)?;
+                    self.round(r)
+                }
+            }
+        };
+        memo.insert(v, value);
+        Ok(value)
+    }
+
+    /// Rounds through f32 under `precision f32`.
+    fn round(&mut self, x: Value) -> Value {
+        if self.f.f32 {
+            let s = self.b.ins().fdemote(types::F32, x);
+            self.b.ins().fpromote(types::F64, s)
+        } else {
+            x
+        }
+    }
+
+    /// Instruction `v`'s op on scalar floats: what `interp::unary`/`binary`/select do.
+    fn sop(&mut self, v: usize, args: &[Value]) -> Result<Value, String> {
+        Ok(match self.f.insts[v].prim {
+            Prim::Unary(op) => {
+                let x = args[0];
+                match op {
+                    Unary::Neg => self.b.ins().fneg(x),
+                    Unary::Sign => {
+                        let zero = self.fconst(0.0);
+                        let (one, m1) = (self.fconst(1.0), self.fconst(-1.0));
+                        let gt = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                        let lt = self.b.ins().fcmp(FloatCC::LessThan, x, zero);
+                        let neg = self.b.ins().select(lt, m1, zero);
+                        self.b.ins().select(gt, one, neg)
+                    }
+                    Unary::Not => {
+                        let zero = self.fconst(0.0);
+                        let c = self.b.ins().fcmp(FloatCC::Equal, x, zero);
+                        self.bool_f(c)
+                    }
+                    Unary::StopGrad | Unary::ToFloat => x,
+                    // IEEE sqrt is correctly rounded, as is `libm::sqrt`.
+                    Unary::Sqrt => self.b.ins().sqrt(x),
+                    _ => {
+                        let name = unary_shim(op).ok_or("internal error: no unary shim")?;
+                        self.call1(name, &[x])?
+                    }
+                }
+            }
+            Prim::Binary(op) => self.fbinary(op, args[0], args[1])?,
+            Prim::Select => {
+                let zero = self.fconst(0.0);
+                // `c != 0.0`: NaN selects the first branch, as in the interpreter.
+                let cond = self.b.ins().fcmp(FloatCC::NotEqual, args[0], zero);
+                self.b.ins().select(cond, args[1], args[2])
+            }
+            _ => return Err(format!("internal error: %{v} is not elementwise")),
+        })
+    }
+
+    /// A vector mask as f64x2 bits, for `bitselect`.
+    fn mask(&mut self, m: Value) -> Value {
+        let le = MemFlagsData::new().with_endianness(ir::Endianness::Little);
+        self.b.ins().bitcast(types::F64X2, le, m)
+    }
+
+    fn vconst(&mut self, x: f64) -> Value {
+        let c = self.fconst(x);
+        self.b.ins().splat(types::F64X2, c)
+    }
+
+    /// 1.0 where the mask is set, else 0.0.
+    fn vbool(&mut self, m: Value) -> Value {
+        let m = self.mask(m);
+        let (one, zero) = (self.vconst(1.0), self.vconst(0.0));
+        self.b.ins().bitselect(m, one, zero)
+    }
+
+    /// `sop` lane by lane, through the scalar code.
+    fn lanes(&mut self, v: usize, args: &[Value]) -> Result<Value, String> {
+        let mut out = Vec::new();
+        for lane in 0..2u8 {
+            let xs: Vec<Value> = args
+                .iter()
+                .map(|a| self.b.ins().extractlane(*a, lane))
+                .collect();
+            out.push(self.sop(v, &xs)?);
+        }
+        let r = self.b.ins().splat(types::F64X2, out[0]);
+        Ok(self.b.ins().insertlane(r, out[1], 1))
+    }
+
+    /// Instruction `v`'s op on f64x2 vectors, lane for lane what `sop` computes.
+    fn vop(&mut self, v: usize, args: &[Value]) -> Result<Value, String> {
+        let cmp = |e: &mut Self, cc: FloatCC, x: Value, y: Value| {
+            let m = e.b.ins().fcmp(cc, x, y);
+            e.vbool(m)
+        };
+        Ok(match self.f.insts[v].prim {
+            Prim::Unary(op) => {
+                let x = args[0];
+                match op {
+                    Unary::Neg => self.b.ins().fneg(x),
+                    Unary::Sqrt => self.b.ins().sqrt(x),
+                    Unary::StopGrad | Unary::ToFloat => x,
+                    Unary::Not => {
+                        let zero = self.vconst(0.0);
+                        cmp(self, FloatCC::Equal, x, zero)
+                    }
+                    Unary::Sign => {
+                        let zero = self.vconst(0.0);
+                        let (one, m1) = (self.vconst(1.0), self.vconst(-1.0));
+                        let gt = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                        let lt = self.b.ins().fcmp(FloatCC::LessThan, x, zero);
+                        let (gt, lt) = (self.mask(gt), self.mask(lt));
+                        let neg = self.b.ins().bitselect(lt, m1, zero);
+                        self.b.ins().bitselect(gt, one, neg)
+                    }
+                    _ => self.lanes(v, args)?,
+                }
+            }
+            Prim::Binary(op) => {
+                let (x, y) = (args[0], args[1]);
+                match op {
+                    Binary::Add => self.b.ins().fadd(x, y),
+                    Binary::Sub => self.b.ins().fsub(x, y),
+                    Binary::Mul => self.b.ins().fmul(x, y),
+                    Binary::Div => self.b.ins().fdiv(x, y),
+                    Binary::Max | Binary::Min => {
+                        let cc = if op == Binary::Max {
+                            FloatCC::GreaterThanOrEqual
+                        } else {
+                            FloatCC::LessThanOrEqual
+                        };
+                        let c = self.b.ins().fcmp(cc, x, y);
+                        let nan = self.b.ins().fcmp(FloatCC::Unordered, y, y);
+                        let c = self.b.ins().bor(c, nan);
+                        let c = self.mask(c);
+                        self.b.ins().bitselect(c, x, y)
+                    }
+                    Binary::Lt => cmp(self, FloatCC::LessThan, x, y),
+                    Binary::Le => cmp(self, FloatCC::LessThanOrEqual, x, y),
+                    Binary::Gt => cmp(self, FloatCC::GreaterThan, x, y),
+                    Binary::Ge => cmp(self, FloatCC::GreaterThanOrEqual, x, y),
+                    Binary::Eq => cmp(self, FloatCC::Equal, x, y),
+                    Binary::Ne => cmp(self, FloatCC::NotEqual, x, y),
+                    _ => self.lanes(v, args)?,
+                }
+            }
+            Prim::Select => {
+                let zero = self.vconst(0.0);
+                let c = self.b.ins().fcmp(FloatCC::NotEqual, args[0], zero);
+                let c = self.mask(c);
+                self.b.ins().bitselect(c, args[1], args[2])
+            }
+            _ => return Err(format!("internal error: %{v} is not elementwise")),
+        })
+    }
+
+    /// An inline float elementwise instruction (with what is fused into it) into its buffer.
+    fn elementwise(&mut self, i: usize) -> Result<(), String> {
+        let shape = self.f.insts[i].shape.clone();
+        let out = self.buf(i);
+        self.expr_loop(i, &shape, &mut |e, v, off, vector| {
+            let addr = e.b.ins().iadd(out, off);
+            let flags = if vector {
+                Self::vflags()
+            } else {
+                Self::flags()
+            };
+            e.b.ins().store(flags, v, addr, 0);
+            Ok(())
+        })
+    }
+
+    /// A full reduction of a fused expression, in one loop. Sums accumulate in row-major
+    /// order from -0.0, maxima and minima as `reduce` does, so the result is the
+    /// interpreter's; a sum of comparison flags (0.0 or 1.0, exact in any order) uses one
+    /// accumulator per vector lane and unroll.
+    fn fused_reduction(&mut self, i: usize) -> Result<(), String> {
+        let f = self.f;
+        let inst = &f.insts[i];
+        let x = inst.args[0];
+        let kind = match inst.prim {
+            Prim::ReduceSum(_) => Red::Sum,
+            Prim::ReduceMax(_) => Red::Max,
+            Prim::ReduceMin(_) => Red::Min,
+            _ => Red::Norm2,
+        };
+        let flags = kind == Red::Sum
+            && match f.insts[x].prim {
+                Prim::Binary(op) => op.is_comparison(),
+                Prim::Unary(op) => op == Unary::Not,
+                _ => false,
+            };
+        let start = match kind {
+            Red::Max => f64::NEG_INFINITY,
+            Red::Min => f64::INFINITY,
+            _ => -0.0,
+        };
+        let acc = self.b.declare_var(types::F64);
+        let init = self.fconst(start);
+        self.b.def_var(acc, init);
+        let vinit = self.vconst(-0.0);
+        let vacc: Vec<_> = (0..UNROLL)
+            .map(|_| {
+                let var = self.b.declare_var(types::F64X2);
+                self.b.def_var(var, vinit);
+                var
+            })
+            .collect();
+        let mut turn = 0usize;
+        let shape = f.insts[x].shape.clone();
+        self.expr_loop(x, &shape, &mut |e, v, _, vector| {
+            if vector && flags {
+                let var = vacc[turn % UNROLL];
+                turn += 1;
+                let a = e.b.use_var(var);
+                let s = e.b.ins().fadd(a, v);
+                e.b.def_var(var, s);
+                return Ok(());
+            }
+            let xs: Vec<Value> = if vector {
+                (0..2u8).map(|l| e.b.ins().extractlane(v, l)).collect()
+            } else {
+                vec![v]
+            };
+            for x in xs {
+                let a = e.b.use_var(acc);
+                let r = match kind {
+                    Red::Sum => e.b.ins().fadd(a, x),
+                    Red::Norm2 => {
+                        let sq = e.b.ins().fmul(x, x);
+                        e.b.ins().fadd(a, sq)
+                    }
+                    Red::Max => e.fbinary(Binary::Max, a, x)?,
+                    _ => e.fbinary(Binary::Min, a, x)?,
+                };
+                e.b.def_var(acc, r);
+            }
+            Ok(())
+        })?;
+        let mut r = self.b.use_var(acc);
+        if flags {
+            let mut t = self.b.use_var(vacc[0]);
+            for var in &vacc[1..] {
+                let a = self.b.use_var(*var);
+                t = self.b.ins().fadd(t, a);
+            }
+            for l in 0..2u8 {
+                let x = self.b.ins().extractlane(t, l);
+                r = self.b.ins().fadd(r, x);
+            }
+        }
+        if kind == Red::Norm2 {
+            r = self.b.ins().sqrt(r);
+        }
+        let out = self.buf(i);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        self.st_f(r, out, zero);
         Ok(())
     }
 }

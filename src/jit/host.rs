@@ -20,7 +20,7 @@ pub(super) enum Sig {
     Binary,
     /// `fn(*const f64, i64) -> f64`
     LogSumExp,
-    /// `fn(a: *const f64, b: *const f64, c: *mut f64, m: i64, k: i64, n: i64)`
+    /// `fn(a: *const f64, b: *const f64, c: *mut f64, m: i64, k: i64, n: i64, transposed: i64)`
     MatMul,
     /// `fn(ctx: *mut HostCtx, inst: i64) -> i64`
     HostOp,
@@ -88,8 +88,10 @@ unsafe extern "C" fn traj_logsumexp(p: *const f64, n: i64) -> f64 {
     interp::math::logsumexp(xs.iter().copied())
 }
 
-/// `c = a @ b` for row-major `[m,k] @ [k,n]`, by the same function the interpreter uses
-/// (`interp::math::matmul_into`, faer's GEMM), so the sums are accumulated in the same order.
+/// `c = a @ b` for `[m,k] @ [k,n]`, by the same function the interpreter uses
+/// (`interp::math::matmul_into`, faer's GEMM), so the sums are accumulated in the same
+/// order. Bit 0 of `transposed` says `a` holds the row-major `[k,m]` transpose of the left
+/// operand, bit 1 that `b` holds the `[n,k]` transpose of the right one.
 ///
 /// # Safety
 /// `a`, `b` and `c` must point to `m*k`, `k*n` and `m*n` f64 (non-null and aligned), `c`
@@ -101,7 +103,9 @@ unsafe extern "C" fn traj_matmul(
     m: i64,
     k: i64,
     n: i64,
+    transposed: i64,
 ) {
+    use crate::interp::math::{MatOperand, matmul_into};
     let (m, k, n) = (m as usize, k as usize, n as usize);
     // SAFETY: see the function's contract; the buffers are planned with these shapes.
     let (a, b, c) = unsafe {
@@ -111,7 +115,15 @@ unsafe extern "C" fn traj_matmul(
             std::slice::from_raw_parts_mut(c, m * n),
         )
     };
-    crate::interp::math::matmul_into(a, b, c, m, k, n);
+    let a = MatOperand {
+        data: a,
+        transposed: transposed & 1 != 0,
+    };
+    let b = MatOperand {
+        data: b,
+        transposed: transposed & 2 != 0,
+    };
+    matmul_into(a, b, c, m, k, n);
 }
 
 /// What `traj_host_op` needs: the function, the buffer table and the run's seed; it leaves

@@ -26,6 +26,7 @@
 
 mod emit;
 mod host;
+pub mod layout;
 pub mod train_loop;
 
 use std::cell::RefCell;
@@ -39,6 +40,7 @@ use crate::ir::{Func, Prim};
 use crate::sema::types::DType;
 use crate::tensor::Tensor;
 use host::{HostCtx, Sig};
+use layout::Storage;
 
 /// The native entry point: `bufs` is the buffer table, `ctx` a `host::HostCtx`.
 type Entry = unsafe extern "C" fn(*const *mut u8, *mut u8) -> i64;
@@ -92,7 +94,18 @@ fn new_module() -> Result<(JITModule, HashMap<&'static str, FuncId>), String> {
             Sig::Unary => (&[types::F64], Some(types::F64)),
             Sig::Binary => (&[types::F64, types::F64], Some(types::F64)),
             Sig::LogSumExp => (&[ptr, types::I64], Some(types::F64)),
-            Sig::MatMul => (&[ptr, ptr, ptr, types::I64, types::I64, types::I64], None),
+            Sig::MatMul => (
+                &[
+                    ptr,
+                    ptr,
+                    ptr,
+                    types::I64,
+                    types::I64,
+                    types::I64,
+                    types::I64,
+                ],
+                None,
+            ),
             Sig::HostOp => (&[ptr, types::I64], Some(types::I64)),
             Sig::Ctx => (&[ptr], None),
         };
@@ -149,7 +162,7 @@ pub fn compile(f: &Func) -> Result<Compiled, String> {
             // `extern "C"`). It stays valid while the module lives, which `Compiled`
             // ensures by owning the module.
             let entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
-            let buffers = plan(f)?;
+            let buffers = plan(f, None)?;
             Ok(Compiled {
                 module: Some(module),
                 entry,
@@ -186,13 +199,20 @@ fn define(
     Ok(module.get_finalized_function(id))
 }
 
-/// One buffer per instruction (consts filled, rounded under `precision f32`) and the
-/// scratch buffer, large enough for any `LogSumExp` block.
-fn plan(f: &Func) -> Result<Buffers, String> {
+/// One buffer per instruction that owns one (consts filled, rounded under `precision
+/// f32`) and the scratch buffer, large enough for any `LogSumExp` block; views point into
+/// their source's buffer (see `layout`). `inputs[k]`, when given, is where input `k` is
+/// read in place.
+fn plan(f: &Func, inputs: Option<&[*mut u8]>) -> Result<Buffers, String> {
+    let storage = layout::storage(f);
     let mut data: Vec<Box<[u64]>> = Vec::with_capacity(f.insts.len() + 1);
     let mut scratch = 1usize;
-    for inst in &f.insts {
-        let n: usize = inst.shape.iter().product();
+    for (inst, s) in f.insts.iter().zip(&storage) {
+        let n: usize = match (s, &inst.prim) {
+            (_, Prim::Input(_)) if inputs.is_some() => 1,
+            (Storage::Own, _) => inst.shape.iter().product(),
+            _ => 1,
+        };
         let mut buf = vec![0u64; n.max(1)].into_boxed_slice();
         match &inst.prim {
             Prim::Const(t) => {
@@ -211,10 +231,22 @@ fn plan(f: &Func) -> Result<Buffers, String> {
         data.push(buf);
     }
     data.push(vec![0u64; scratch].into_boxed_slice());
-    let ptrs = data
+    let mut ptrs: Vec<*mut u8> = data
         .iter_mut()
         .map(|b| b.as_mut_ptr().cast::<u8>())
         .collect();
+    for (i, inst) in f.insts.iter().enumerate() {
+        match (inst.prim.clone(), storage[i], inputs) {
+            (Prim::Input(k), _, Some(addrs)) => {
+                ptrs[i] = *addrs.get(k).ok_or("internal error: unbound input")?;
+            }
+            (_, Storage::View { src, offset }, _) => {
+                // SAFETY: the view lies inside its source's buffer (`layout::storage`).
+                ptrs[i] = unsafe { ptrs[src].offset(offset as isize) };
+            }
+            _ => {}
+        }
+    }
     Ok(Buffers { _data: data, ptrs })
 }
 

@@ -268,16 +268,10 @@ impl TrainLoop {
         let mut parts = Vec::new();
         for (f, inputs) in &funcs {
             let func = Box::new((*f).clone());
-            let mut buffers = super::plan(&func)?;
             // Inputs read their slot in place, except under `precision f32`, where the
             // code copies them in rounded (as the interpreter rounds every input).
-            if !func.f32 {
-                for (i, inst) in func.insts.iter().enumerate() {
-                    if let Prim::Input(k) = inst.prim {
-                        buffers.ptrs[i] = inputs[k].addr();
-                    }
-                }
-            }
+            let addrs: Vec<*mut u8> = inputs.iter().map(|s| s.addr()).collect();
+            let buffers = super::plan(&func, (!func.f32).then_some(addrs.as_slice()))?;
             let host = Box::new(HostCtx {
                 func: &*func,
                 bufs: buffers.ptrs.as_ptr(),
@@ -573,17 +567,20 @@ impl LoopEmitter<'_, '_, '_> {
     }
 
     /// Copies part `j`'s outputs `[from, from + slots.len())` into `slots`; outputs that are
-    /// the part's own inputs (aliases of slots) go through a temporary first, so no slot is
-    /// overwritten before it is read.
+    /// the part's own inputs or views (perhaps of slots) go through a temporary first, so
+    /// no slot is overwritten before it is read.
     fn outputs_to(&mut self, j: usize, from: usize, slots: &[&Slot]) {
         let shape = self.shape;
         let part = &shape.parts[j];
         let f = &*part.func;
         let mut staged = Vec::new();
+        let storage = super::layout::storage(f);
         for (o, s) in slots.iter().enumerate() {
             let v = f.outputs[from + o].1;
             let src = part.buffers.ptrs[v];
-            if matches!(f.insts[v].prim, Prim::Input(_)) && src != s.addr() {
+            let aliased = matches!(f.insts[v].prim, Prim::Input(_))
+                || matches!(storage[v], super::layout::Storage::View { .. });
+            if aliased && src != s.addr() {
                 staged.push((o, src, s.len()));
             }
         }

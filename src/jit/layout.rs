@@ -1,0 +1,149 @@
+//! Where each instruction's value lives in compiled code: its own buffer, a view into
+//! another's (reshapes, contiguous slices), nowhere at all because its users read its
+//! source in place (transposes feeding matmuls, broadcasts feeding elementwise loops), or
+//! inside its single consumer's loop (fused elementwise chains). A pure analysis of the IR;
+//! `plan` and `emit` both follow it.
+
+use crate::interp::math::matmul_source;
+use crate::ir::{Func, Prim};
+use crate::sema::types::DType;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Its own buffer.
+    Own,
+    /// The buffer of `src`, from `offset` bytes on (same elements, row-major).
+    View { src: usize, offset: i64 },
+    /// Never stored: every user reads the source in place.
+    Lazy,
+    /// Computed inside the loop of its only consumer.
+    Fused,
+}
+
+/// Row-major strides of `shape`, in elements.
+fn elem_strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; shape.len()];
+    for k in (0..shape.len().saturating_sub(1)).rev() {
+        s[k] = s[k + 1] * shape[k + 1];
+    }
+    s
+}
+
+/// The element offset of a slice when it is one contiguous block of its source.
+fn contiguous_slice(from: &[usize], ranges: &[(usize, usize)]) -> Option<usize> {
+    if ranges.len() != from.len() {
+        return None;
+    }
+    // From the last axis: full ranges, then one partial axis, then only length-1 ranges.
+    let mut k = from.len();
+    while k > 0 && ranges[k - 1] == (0, from[k - 1]) {
+        k -= 1;
+    }
+    if k > 1 && ranges[..k - 1].iter().any(|(a, b)| b - a != 1) {
+        return None;
+    }
+    let strides = elem_strides(from);
+    Some(ranges.iter().zip(&strides).map(|((a, _), s)| a * s).sum())
+}
+
+/// A float elementwise op the emitter computes inline (no host path): every operand and
+/// the result are floats.
+pub fn inline_elementwise(f: &Func, i: usize) -> bool {
+    let inst = &f.insts[i];
+    matches!(inst.prim, Prim::Unary(_) | Prim::Binary(_) | Prim::Select)
+        && inst.dtype == DType::Float
+        && inst.args.iter().all(|a| f.insts[*a].dtype == DType::Float)
+}
+
+/// A reduction over every axis in row-major order: one flat loop over its operand.
+pub fn full_reduction(f: &Func, i: usize) -> bool {
+    let inst = &f.insts[i];
+    match &inst.prim {
+        Prim::ReduceSum(axes)
+        | Prim::ReduceMax(axes)
+        | Prim::ReduceMin(axes)
+        | Prim::Norm2(axes) => {
+            inst.dtype == DType::Float
+                && f.insts[inst.args[0]].dtype == DType::Float
+                && axes
+                    .iter()
+                    .copied()
+                    .eq(0..f.insts[inst.args[0]].shape.len())
+        }
+        _ => false,
+    }
+}
+
+/// The storage of every instruction of `f`.
+pub fn storage(f: &Func) -> Vec<Storage> {
+    let n = f.insts.len();
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, inst) in f.insts.iter().enumerate() {
+        for a in &inst.args {
+            if !users[*a].contains(&i) {
+                users[*a].push(i);
+            }
+        }
+    }
+    let mut output = vec![false; n];
+    for (_, v) in &f.outputs {
+        output[*v] = true;
+    }
+    let mut s = vec![Storage::Own; n];
+    for (i, inst) in f.insts.iter().enumerate() {
+        let from = inst.args.first().map(|a| f.insts[*a].shape.as_slice());
+        s[i] = match &inst.prim {
+            Prim::Reshape(_) => Storage::View {
+                src: inst.args[0],
+                offset: 0,
+            },
+            Prim::Slice(r) => match contiguous_slice(from.unwrap_or(&[]), r) {
+                Some(off) => Storage::View {
+                    src: inst.args[0],
+                    offset: off as i64 * 8,
+                },
+                None => Storage::Own,
+            },
+            Prim::Transpose(_)
+                if !output[i]
+                    && matmul_source(f, i).1
+                    && !users[i].is_empty()
+                    && users[i].iter().all(|u| {
+                        let m = &f.insts[*u];
+                        m.prim == Prim::MatMul
+                            && m.dtype == DType::Float
+                            && m.args.iter().all(|a| f.insts[*a].dtype == DType::Float)
+                    }) =>
+            {
+                Storage::Lazy
+            }
+            Prim::Broadcast(_)
+                if !output[i]
+                    && inst.dtype == DType::Float
+                    && !users[i].is_empty()
+                    && users[i]
+                        .iter()
+                        .all(|u| inline_elementwise(f, *u) && f.insts[*u].shape == inst.shape) =>
+            {
+                Storage::Lazy
+            }
+            _ => Storage::Own,
+        };
+    }
+    // Fusion, from the last instruction back, so a consumer's own fate is known: an inline
+    // elementwise op with one consumer that loops over the same elements (an inline
+    // elementwise op of its shape that is itself computed in a loop, or a full
+    // reduction) is computed in that loop.
+    for i in (0..n).rev() {
+        if output[i] || !inline_elementwise(f, i) || users[i].len() != 1 {
+            continue;
+        }
+        let u = users[i][0];
+        let same_loop = (inline_elementwise(f, u) && f.insts[u].shape == f.insts[i].shape)
+            || full_reduction(f, u);
+        if same_loop {
+            s[i] = Storage::Fused;
+        }
+    }
+    s
+}
