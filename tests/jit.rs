@@ -200,6 +200,38 @@ fn errors_are_values() {
 }
 
 #[test]
+fn gathers_copy_rows_and_report_indices_out_of_range() {
+    let mut b = Builder::new();
+    let x = b.input("x", DType::Float, vec![3, 2]);
+    let idx = b.input("idx", DType::Int, vec![4]);
+    let g = b.gather(x, &[idx]);
+    b.output("g", g);
+    let f = b.finish();
+    let c = traj::jit::compile(&f).expect("compiles");
+    let x = Tensor::Float(
+        ArrayD::from_shape_vec(IxDyn(&[3, 2]), vec![1.0, 2.0, 3.0, -0.0, 5.0, 6.0]).expect("shape"),
+    );
+    let ints = |v: Vec<i64>| Tensor::Int(ArrayD::from_shape_vec(IxDyn(&[4]), v).expect("shape"));
+    let out = c
+        .run(&[x.clone(), ints(vec![2, 0, 1, 2])], 0)
+        .expect("runs");
+    let want: [f64; 8] = [5.0, 6.0, 1.0, 2.0, 3.0, -0.0, 5.0, 6.0];
+    let got = out[0].to_f64();
+    assert_eq!(got.shape(), &[4, 2]);
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g.to_bits(), w.to_bits());
+    }
+    for bad in [vec![0, 3, 1, 1], vec![0, -1, 1, 1]] {
+        let e = c
+            .run(&[x.clone(), ints(bad.clone())], 0)
+            .expect_err("out of range");
+        assert!(e.contains("out of range"), "{e}");
+        let i = traj::interp::eval(&f, &[x.clone(), ints(bad)], traj::interp::Env { seed: 0 });
+        assert!(i.is_err_and(|e| e.message.contains("out of range")));
+    }
+}
+
+#[test]
 fn empty_tensors_agree() {
     let mut b = Builder::new();
     let x = b.input("x", DType::Float, vec![0, 3]);

@@ -482,6 +482,7 @@ impl Emitter<'_, '_, '_> {
             Prim::Norm2(axes) => self.reduce(i, Red::Norm2, axes),
             Prim::LogSumExp(axes) => self.reduce(i, Red::LogSumExp, axes),
             Prim::MatMul => self.matmul(i),
+            Prim::Gather if inst.args.len() == 2 && !arg_shape(0).is_empty() => self.gather(i),
             Prim::Concat(_)
             | Prim::Gather
             | Prim::ScatterAdd(_)
@@ -801,6 +802,79 @@ impl Emitter<'_, '_, '_> {
                 Ok(())
             })?;
         }
+        Ok(())
+    }
+}
+
+impl Emitter<'_, '_, '_> {
+    /// `x[idx]` along the first axis: row copies; an index out of range sends the whole
+    /// instruction to the host path, which reports it.
+    fn gather(&mut self, i: usize) -> Result<(), String> {
+        let f = self.f;
+        let inst = &f.insts[i];
+        let (x, idx) = (inst.args[0], inst.args[1]);
+        let xs = &f.insts[x].shape;
+        if self.dtype(idx) != DType::Int || self.dtype(x) != inst.dtype {
+            return self.host(i);
+        }
+        let n = numel(&f.insts[idx].shape);
+        let inner = numel(&xs[1..]);
+        let mut want = f.insts[idx].shape.clone();
+        want.extend_from_slice(&xs[1..]);
+        if inst.shape != want {
+            return Err(format!(
+                "invalid IR: %{i} has shape {:?}, gather gives {want:?}",
+                inst.shape
+            ));
+        }
+        if n == 0 || inner == 0 {
+            return Ok(());
+        }
+        let (src, ids, out) = (self.buf(x), self.buf(idx), self.buf(i));
+        let row = (inner * 8) as i64;
+        let j = self.b.declare_var(types::I64);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        self.b.def_var(j, zero);
+        let (body, ok, slow, exit) = (
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+        );
+        self.b.ins().jump(body, &[]);
+        self.b.switch_to_block(body);
+        let jv = self.b.use_var(j);
+        let at = self.b.ins().ishl_imm_u(jv, 3);
+        let r = self.ld_i(ids, at);
+        let out_of_range =
+            self.b
+                .ins()
+                .icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, r, xs[0] as i64);
+        self.b.ins().brif(out_of_range, slow, &[], ok, &[]);
+        self.b.switch_to_block(ok);
+        self.b.seal_block(ok);
+        let from = self.b.ins().imul_imm_s(r, row);
+        let to = self.b.ins().imul_imm_s(jv, row);
+        self.nest(&[inner], &[vec![8], vec![8]], &[from, to], &mut |e, o| {
+            let v = e.ld_i(src, o[0]);
+            e.st_i(v, out, o[1]);
+            Ok(())
+        })?;
+        let jv = self.b.use_var(j);
+        let next = self.b.ins().iadd_imm_s(jv, 1);
+        self.b.def_var(j, next);
+        let more = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedLessThan, next, n as i64);
+        self.b.ins().brif(more, body, &[], exit, &[]);
+        self.b.seal_block(body);
+        self.b.switch_to_block(slow);
+        self.b.seal_block(slow);
+        self.host(i)?;
+        self.b.ins().jump(exit, &[]);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
         Ok(())
     }
 }
