@@ -6,7 +6,8 @@ usage: python3 bench/compare.py [--traj PATH] [--backend NAME] [CASE ...]
 
 Generates the inputs into bench/inputs (needs numpy), runs `traj run bench/CASE.traj`
 (build it first: cargo build --release) and the peers, and prints µs/step, compile
-seconds and final loss per implementation, with traj's µs/step as a fraction of JAX's.
+seconds and final loss per implementation, with traj's µs/step as a fraction of JAX's and
+the wall time of the whole `traj run` process (parse, compile, train, write).
 """
 import argparse
 import json
@@ -14,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "bench"))
@@ -25,13 +27,16 @@ def traj_case(traj, backend, case, out_root):
     cmd = [traj, "run", os.path.join(HERE, case + ".traj"), "--out", out]
     if backend:
         cmd += ["--backend", backend]
+    start = time.perf_counter()
     subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
+    process_s = time.perf_counter() - start
     with open(os.path.join(out, "run.json")) as f:
         info = json.load(f)
     with open(os.path.join(out, "trajectory.csv")) as f:
         last = f.read().strip().splitlines()[-1].split(",")
     return {
         "compile_s": info["compile_seconds"],
+        "process_s": process_s,
         "us_per_step": info["run_seconds"] / max(info["steps"], 1) * 1e6,
         "final_loss": float(last[1]),
     }
@@ -60,7 +65,7 @@ def main():
         ours = {c: traj_case(args.traj, args.backend, c, tmp) for c in args.cases}
     jax = peer("run_jax.py", inputs, args.cases)
     torch = peer("run_torch.py", inputs, args.cases)
-    head = f"{'case':8} {'traj us/step':>13} {'JAX us/step':>12} {'torch us/step':>14} {'traj/JAX':>9} {'traj compile s':>15} {'JAX compile s':>14}  final loss traj | JAX"
+    head = f"{'case':8} {'traj us/step':>13} {'JAX us/step':>12} {'torch us/step':>14} {'traj/JAX':>9} {'traj compile s':>15} {'JAX compile s':>14} {'traj process s':>15}  final loss traj | JAX"
     print(head)
     for c in args.cases:
         t, j, p = ours[c], jax.get(c, {}), torch.get(c, {})
@@ -68,7 +73,7 @@ def main():
         print(
             f"{c:8} {t['us_per_step']:13.1f} {j.get('us_per_step', float('nan')):12.1f} "
             f"{p.get('us_per_step', float('nan')):14.1f} {ratio:9.2f} {t['compile_s']:15.3f} "
-            f"{j.get('compile_s', float('nan')):14.3f}  {t['final_loss']:.16g} | {j.get('final_loss', float('nan')):.16g}"
+            f"{j.get('compile_s', float('nan')):14.3f} {t['process_s']:15.3f}  {t['final_loss']:.16g} | {j.get('final_loss', float('nan')):.16g}"
         )
 
 
