@@ -3,8 +3,9 @@
 //! streams differ, within an order of magnitude). The inputs come from
 //! `../shared/bench/gen_inputs.py` (needs numpy; `.ci/run` installs it).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
 
 use traj::diag::SourceMap;
 use traj::sema::Options;
@@ -21,30 +22,6 @@ const JAX_FINAL_LOSS: &[(&str, f64)] = &[
     ("wide", 0.19623704876919607),
     ("sgd", 1.5845008039715777e-08),
 ];
-
-fn shared_bench() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bench")
-}
-
-/// A temp folder with the bench programs and freshly generated inputs.
-fn workspace() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("traj-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let status = Command::new("python3")
-        .arg(shared_bench().join("gen_inputs.py"))
-        .arg(dir.join("inputs"))
-        .status()
-        .expect("python3 runs");
-    assert!(
-        status.success(),
-        "gen_inputs.py failed (it needs numpy: `pip install numpy`)"
-    );
-    for (case, _) in JAX_FINAL_LOSS {
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("bench/{case}.traj"));
-        std::fs::copy(&src, dir.join(format!("{case}.traj"))).expect("copy");
-    }
-    dir
-}
 
 fn final_loss(path: &Path) -> f64 {
     let text = std::fs::read_to_string(path).expect("readable");
@@ -81,10 +58,7 @@ fn final_loss(path: &Path) -> f64 {
 
 #[test]
 fn reference_cases_end_at_the_jax_final_loss() {
-    if !shared_bench().join("gen_inputs.py").exists() {
-        panic!("../shared/bench is missing: the reference cases cannot be generated");
-    }
-    let dir = workspace();
+    let dir = common::bench_workspace("jax").unwrap_or_else(|e| panic!("{e}"));
     for (case, jax) in JAX_FINAL_LOSS {
         let ours = final_loss(&dir.join(format!("{case}.traj")));
         if *case == "sgd" {

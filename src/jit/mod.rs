@@ -1,26 +1,27 @@
-//! The Cranelift backend: compiles one IR `Func` to native code that agrees bit for bit with
-//! `interp::eval`.
+//! The Cranelift backend. `train_loop` compiles a plan's whole step loop into one native
+//! function; `compile` compiles one IR `Func` (used at rows for record, stop and
+//! Hessian-vector functions, and by the tests). Both agree bit for bit with `interp`.
 //!
 //! # Design
-//! - **Buffers.** Every shape is static, so `compile` plans one buffer of 8-byte elements
-//!   (f64 or i64 bits, row-major) per instruction, plus one scratch buffer; they are
-//!   allocated once and live in `Compiled`. Const buffers are filled at compile time;
-//!   `run` copies the inputs into their `Input` buffers and the outputs out, and
-//!   allocates nothing else.
-//! - **Code.** `emit` builds one CLIF function `fn(bufs: *const *mut u8, ctx: *mut HostCtx)
-//!   -> i64` that computes every instruction in order: elementwise ops, broadcasts,
-//!   reshapes, transposes, slices, pads and float reductions as inline bottom-tested loops
-//!   with static strides; transcendentals (`exp`, `log`, `tanh`, `pow`, ...) as calls to
-//!   the interpreter's own scalar functions (`host`); float matmul through ndarray's
-//!   product (the interpreter's); everything else (gather, scatter, concat, argmax,
-//!   random draws, observables, int division and powers, int reductions) through
-//!   `host::traj_host_op`, which runs the interpreter on that one instruction. Every
-//!   `Func` therefore compiles; the fast paths grow by moving ops out of the host path.
+//! - **Buffers.** Every shape is static, so buffers of 8-byte elements (f64 or i64 bits,
+//!   row-major) are planned at compile time (`plan`, following `layout`): one per
+//!   instruction that owns one, views into their source for reshapes and contiguous
+//!   slices, none for lazy and fused values, plus one scratch buffer. Const buffers are
+//!   filled at compile time; nothing is allocated while code runs.
+//! - **Code.** `emit` computes every instruction in order: fused elementwise trees in
+//!   f64x2 loops unrolled 4×, broadcasts, transposes, slices, pads and float reductions
+//!   as inline bottom-tested loops with static strides; transcendentals (`exp`, `log`,
+//!   `tanh`, `pow`, ...) as calls to the interpreter's own scalar functions (`host`);
+//!   float matmul through the interpreter's GEMM (`interp::math::matmul_into`);
+//!   everything else (scatter, concat, argmax, random draws, observables, int division
+//!   and powers, int reductions) through `host::traj_host_op`, which runs the interpreter
+//!   on that one instruction. Every `Func` therefore compiles.
 //! - **Agreement.** Inline float code does what `interp::unary`/`interp::binary` do
 //!   (`Max` keeps `a` when `a >= b || b.is_nan()`, comparisons give 1.0/0.0),
 //!   reductions accumulate in the interpreter's order (each block in row-major order of
-//!   the listed axes, sums from -0.0 as Rust's `Sum`), and under `precision f32` every
-//!   float result is rounded through f32 as the interpreter rounds it.
+//!   the listed axes, sums from -0.0 as Rust's `Sum`; only sums of 0/1 flags, exact in
+//!   any order, use several accumulators), and under `precision f32` every float result
+//!   is rounded through f32 as the interpreter rounds it.
 //! - **Errors.** Malformed IR is refused by `compile`; a failing host op (an int division
 //!   by zero, an index out of range) makes `run` return `Err` naming the instruction.
 
