@@ -232,6 +232,52 @@ fn gathers_copy_rows_and_report_indices_out_of_range() {
 }
 
 #[test]
+fn fused_row_broadcasts_and_reductions_agree() {
+    // Rows of 19 (two f64x2 passes of 8 and a tail of 3) with a row vector and a column
+    // broadcast along them, fused into one select and a tie count: the vector path along
+    // rows, with ties, ±0 and a NaN.
+    let (m, n) = (5, 19);
+    let mut b = Builder::new();
+    let x = b.input("x", DType::Float, vec![m, n]);
+    let r = b.input("r", DType::Float, vec![n]);
+    let c = b.input("c", DType::Float, vec![m, 1]);
+    let xr = b.binary(Binary::Mul, x, r);
+    let y = b.binary(Binary::Sub, xr, c);
+    let zero = b.scalar(0.0);
+    let pos = b.binary(Binary::Ge, y, zero);
+    let s = b.select(pos, y, zero);
+    let m1 = b.binary(Binary::Max, s, x);
+    b.output("m", m1);
+    let tied = b.binary(Binary::Eq, y, zero);
+    let count = b.reduce(traj::ir::Reduce::Sum, tied, None);
+    b.output("ties", count);
+    let sq = b.binary(Binary::Mul, y, y);
+    let total = b.reduce(traj::ir::Reduce::Sum, sq, None);
+    b.output("total", total);
+    let f = b.finish();
+    let xs: Vec<f64> = (0..m * n)
+        .map(|i| match i % 7 {
+            0 => 0.0,
+            1 => -0.0,
+            2 => 1e300,
+            3 => f64::NAN,
+            _ => (i as f64 - 40.0) / 8.0,
+        })
+        .collect();
+    let rs: Vec<f64> = (0..n)
+        .map(|j| if j % 3 == 0 { 1.0 } else { -0.5 })
+        .collect();
+    let cs = vec![0.0, 1.0, -0.0, 2.5, 0.5];
+    let t = |v: Vec<f64>, shape: &[usize]| {
+        Tensor::Float(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
+    };
+    let inputs = [t(xs, &[m, n]), t(rs, &[n]), t(cs, &[m, 1])];
+    let out = agree(&f, &inputs, 0, "row broadcasts").expect("no error");
+    // Exact ties are counted: y = 0 wherever x = ±0 and c = ±0, among others.
+    assert!(out[1].to_f64()[[]] >= 2.0, "{:?}", out[1]);
+}
+
+#[test]
 fn empty_tensors_agree() {
     let mut b = Builder::new();
     let x = b.input("x", DType::Float, vec![0, 3]);
@@ -447,7 +493,10 @@ type Case = (
 );
 
 fn case() -> impl Strategy<Value = Case> {
-    proptest::collection::vec(1usize..=3, 0..=3).prop_flat_map(|shape| {
+    // Small axes, and some long enough for the f64x2 loops (8 elements a pass) and
+    // their scalar tails.
+    let axis = prop_oneof![3 => 1usize..=3, 1 => 8usize..=11];
+    proptest::collection::vec(axis, 0..=3).prop_flat_map(|shape| {
         let n: usize = shape.iter().product();
         (
             Just(shape),

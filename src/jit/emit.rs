@@ -943,101 +943,146 @@ impl Emitter<'_, '_, '_> {
                     && (access[k].1 == strides(shape) || scalar_leaf(self, k))
             });
         let bases: Vec<Value> = access.iter().map(|(b, _)| self.buf(*b)).collect();
-        if !vector {
-            let mut st: Vec<Vec<i64>> = access.iter().map(|(_, s)| s.clone()).collect();
-            st.push(strides(shape));
-            let zero = self.b.ins().iconst(types::I64, 0);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        if vector {
+            // One flat vector loop; broadcast scalars are splat.
+            let offs = vec![zero; leaves.len()];
+            let splat: Vec<bool> = (0..leaves.len())
+                .map(|k| access[k].1 != strides(shape))
+                .collect();
+            return self.vector_run(root, (&leaves, &bases, &offs, &splat), n, zero, sink);
+        }
+        let rank = shape.len();
+        let inner = shape.last().copied().unwrap_or(1);
+        let rows = !self.f.f32
+            && rank >= 2
+            && inner >= 2 * UNROLL
+            && (0..leaves.len()).all(|k| {
+                self.dtype(access[k].0) == DType::Float && matches!(access[k].1[rank - 1], 0 | 8)
+            });
+        let mut st: Vec<Vec<i64>> = access.iter().map(|(_, s)| s.clone()).collect();
+        st.push(strides(shape));
+        if rows {
+            // Scalar loops over the leading axes, a vector loop along the last: a leaf
+            // broadcast along it is splat once per row.
+            let outer: Vec<Vec<i64>> = st.iter().map(|s| s[..rank - 1].to_vec()).collect();
+            let splat: Vec<bool> = (0..leaves.len())
+                .map(|k| access[k].1[rank - 1] == 0)
+                .collect();
             let starts = vec![zero; st.len()];
-            return self.nest(shape, &st, &starts, &mut |e, offs| {
-                let at: HashMap<usize, LeafAt> = leaves
-                    .iter()
-                    .enumerate()
-                    .map(|(k, l)| {
-                        (
-                            *l,
-                            LeafAt::Mem {
-                                base: bases[k],
-                                off: offs[k],
-                            },
-                        )
-                    })
-                    .collect();
-                let v = e.node(root, &at, &mut HashMap::new(), false)?;
-                sink(e, v, offs[leaves.len()], false)
+            return self.nest(&shape[..rank - 1], &outer, &starts, &mut |e, offs| {
+                let n_leaves = leaves.len();
+                e.vector_run(
+                    root,
+                    (&leaves, &bases, &offs[..n_leaves], &splat),
+                    inner,
+                    offs[n_leaves],
+                    sink,
+                )
             });
         }
-        // Broadcast scalars are loaded (and splat) once, before the loop.
-        let mut splats = HashMap::new();
-        for (k, l) in leaves.iter().enumerate() {
-            if access[k].1 != strides(shape) {
-                let x = self.b.ins().load(types::F64, Self::flags(), bases[k], 0);
-                splats.insert(*l, x);
-            }
-        }
-        let vsplats: HashMap<usize, Value> = splats
-            .iter()
-            .map(|(l, x)| (*l, self.b.ins().splat(types::F64X2, *x)))
-            .collect();
-        let at = |offs: Value| -> HashMap<usize, LeafAt> {
-            leaves
+        let starts = vec![zero; st.len()];
+        self.nest(shape, &st, &starts, &mut |e, offs| {
+            let at: HashMap<usize, LeafAt> = leaves
                 .iter()
                 .enumerate()
-                .map(|(k, l)| match vsplats.get(l) {
-                    Some(v) => (*l, LeafAt::Splat(*v)),
-                    None => (
+                .map(|(k, l)| {
+                    (
                         *l,
                         LeafAt::Mem {
                             base: bases[k],
-                            off: offs,
+                            off: offs[k],
                         },
-                    ),
+                    )
+                })
+                .collect();
+            let v = e.node(root, &at, &mut HashMap::new(), false)?;
+            sink(e, v, offs[leaves.len()], false)
+        })
+    }
+
+    /// `n` consecutive elements of `root`'s expression in f64x2 vectors (unrolled), then
+    /// a scalar tail. Leaf k is read from `bases[k] + offs[k]` on: contiguous, or, when
+    /// `splat[k]`, one value for all `n`. `sink` gets offsets from `out`.
+    fn vector_run(
+        &mut self,
+        root: usize,
+        (leaves, bases, offs, splat): (&[usize], &[Value], &[Value], &[bool]),
+        n: usize,
+        out: Value,
+        sink: &mut Sink<'_, Self>,
+    ) -> Result<(), String> {
+        let mut starts = Vec::new();
+        let mut scalars = HashMap::new();
+        let mut vsplats = HashMap::new();
+        for (k, l) in leaves.iter().enumerate() {
+            let at = self.b.ins().iadd(bases[k], offs[k]);
+            starts.push(at);
+            if splat[k] {
+                // Vector runs only read float leaves.
+                let x = self.b.ins().load(types::F64, Self::flags(), at, 0);
+                scalars.insert(*l, x);
+                let v = self.b.ins().splat(types::F64X2, x);
+                vsplats.insert(*l, v);
+            }
+        }
+        let at = |off: Value, vector: bool| -> HashMap<usize, LeafAt> {
+            leaves
+                .iter()
+                .enumerate()
+                .map(|(k, l)| {
+                    let fixed = if vector {
+                        vsplats.get(l)
+                    } else {
+                        scalars.get(l)
+                    };
+                    match fixed {
+                        Some(v) => (*l, LeafAt::Splat(*v)),
+                        None => (
+                            *l,
+                            LeafAt::Mem {
+                                base: starts[k],
+                                off,
+                            },
+                        ),
+                    }
                 })
                 .collect()
         };
         let step = 2 * UNROLL;
         let main = n / step * step;
-        let counter = self.b.declare_var(types::I64);
-        let zero = self.b.ins().iconst(types::I64, 0);
-        self.b.def_var(counter, zero);
-        let body = self.b.create_block();
-        let exit = self.b.create_block();
-        self.b.ins().jump(body, &[]);
-        self.b.switch_to_block(body);
-        let i = self.b.use_var(counter);
-        for u in 0..UNROLL {
-            let off = self.b.ins().iadd_imm_s(i, (u * 16) as i64);
-            let v = self.node(root, &at(off), &mut HashMap::new(), true)?;
-            sink(self, v, off, true)?;
+        if main > 0 {
+            let counter = self.b.declare_var(types::I64);
+            let zero = self.b.ins().iconst(types::I64, 0);
+            self.b.def_var(counter, zero);
+            let body = self.b.create_block();
+            let exit = self.b.create_block();
+            self.b.ins().jump(body, &[]);
+            self.b.switch_to_block(body);
+            let i = self.b.use_var(counter);
+            for u in 0..UNROLL {
+                let off = self.b.ins().iadd_imm_s(i, (u * 16) as i64);
+                let v = self.node(root, &at(off, true), &mut HashMap::new(), true)?;
+                let o = self.b.ins().iadd(out, off);
+                sink(self, v, o, true)?;
+            }
+            let next = self.b.ins().iadd_imm_s(i, (step * 8) as i64);
+            self.b.def_var(counter, next);
+            let more = self
+                .b
+                .ins()
+                .icmp_imm_s(IntCC::UnsignedLessThan, next, (main * 8) as i64);
+            self.b.ins().brif(more, body, &[], exit, &[]);
+            self.b.seal_block(body);
+            self.b.switch_to_block(exit);
+            self.b.seal_block(exit);
         }
-        let next = self.b.ins().iadd_imm_s(i, (step * 8) as i64);
-        self.b.def_var(counter, next);
-        let more = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::UnsignedLessThan, next, (main * 8) as i64);
-        self.b.ins().brif(more, body, &[], exit, &[]);
-        self.b.seal_block(body);
-        self.b.switch_to_block(exit);
-        self.b.seal_block(exit);
         // The tail, element by element.
         for j in main..n {
             let off = self.b.ins().iconst(types::I64, (j * 8) as i64);
-            let at: HashMap<usize, LeafAt> = leaves
-                .iter()
-                .enumerate()
-                .map(|(k, l)| match splats.get(l) {
-                    Some(x) => (*l, LeafAt::Splat(*x)),
-                    None => (
-                        *l,
-                        LeafAt::Mem {
-                            base: bases[k],
-                            off,
-                        },
-                    ),
-                })
-                .collect();
-            let v = self.node(root, &at, &mut HashMap::new(), false)?;
-            sink(self, v, off, false)?;
+            let v = self.node(root, &at(off, false), &mut HashMap::new(), false)?;
+            let o = self.b.ins().iadd(out, off);
+            sink(self, v, o, false)?;
         }
         Ok(())
     }
