@@ -140,11 +140,63 @@ pub fn fold(f: &Func) -> Func {
     dce(&out)
 }
 
+/// Rewrites each float product `[m, 1] @ [1, n]` (an outer product, as reverse mode makes
+/// for `x @ v` with a vector) as the elementwise product of the two broadcast to
+/// `[m, n]`: the same value without a GEMM call (each entry is one rounded product either
+/// way; faer computes it as `fma(a, b, 0)`, which differs only in the sign of a zero
+/// product), and the JIT then fuses it into the elementwise work that reads it.
+pub fn outer_products(f: &Func) -> Func {
+    use crate::ir::Binary;
+    use crate::sema::types::DType;
+    let mut insts: Vec<Inst> = Vec::with_capacity(f.insts.len());
+    let mut index = vec![0usize; f.insts.len()];
+    for (i, inst) in f.insts.iter().enumerate() {
+        let mut inst = inst.clone();
+        inst.args = inst.args.iter().map(|a| index[*a]).collect();
+        let outer = inst.prim == Prim::MatMul
+            && inst.dtype == DType::Float
+            && inst.args.len() == 2
+            && inst.args.iter().all(|a| insts[*a].dtype == DType::Float)
+            && insts[inst.args[0]].shape.len() == 2
+            && insts[inst.args[0]].shape[1] == 1
+            && insts[inst.args[1]].shape.len() == 2
+            && insts[inst.args[1]].shape[0] == 1;
+        if outer {
+            let mut wide = Vec::new();
+            for a in inst.args.clone() {
+                wide.push(insts.len());
+                insts.push(Inst {
+                    prim: Prim::Broadcast(inst.shape.clone()),
+                    args: vec![a],
+                    dtype: DType::Float,
+                    shape: inst.shape.clone(),
+                    span: inst.span,
+                });
+            }
+            inst.prim = Prim::Binary(Binary::Mul);
+            inst.args = wide;
+        }
+        index[i] = insts.len();
+        insts.push(inst);
+    }
+    Func {
+        insts,
+        inputs: f.inputs.clone(),
+        outputs: f
+            .outputs
+            .iter()
+            .map(|(n, v)| (n.clone(), index[*v]))
+            .collect(),
+        f32: f.f32,
+    }
+}
+
 /// All passes, verified after each.
 pub fn run(f: &Func) -> Result<Func, String> {
     let mut f = f.clone();
     for (name, pass) in [
-        ("fold", fold as fn(&Func) -> Func),
+        ("outer_products", outer_products as fn(&Func) -> Func),
+        ("fold", fold),
         ("cse", cse),
         ("dce", dce),
     ] {
