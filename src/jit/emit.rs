@@ -531,29 +531,7 @@ impl Emitter<'_, '_, '_> {
         let (src, out) = (self.buf(x), self.buf(i));
         self.flat(n, &mut |e, o| {
             let v = e.ld_f(x, src, o);
-            let r = match op {
-                Unary::Neg => e.b.ins().fneg(v),
-                Unary::Sign => {
-                    let zero = e.fconst(0.0);
-                    let (one, m1) = (e.fconst(1.0), e.fconst(-1.0));
-                    let gt = e.b.ins().fcmp(FloatCC::GreaterThan, v, zero);
-                    let lt = e.b.ins().fcmp(FloatCC::LessThan, v, zero);
-                    let neg = e.b.ins().select(lt, m1, zero);
-                    e.b.ins().select(gt, one, neg)
-                }
-                Unary::Not => {
-                    let zero = e.fconst(0.0);
-                    let c = e.b.ins().fcmp(FloatCC::Equal, v, zero);
-                    e.bool_f(c)
-                }
-                Unary::StopGrad | Unary::ToFloat => v,
-                // IEEE sqrt is correctly rounded, as is `libm::sqrt`.
-                Unary::Sqrt => e.b.ins().sqrt(v),
-                _ => {
-                    let name = unary_shim(op).ok_or("internal error: no unary shim")?;
-                    e.call1(name, &[v])?
-                }
-            };
+            let r = e.funary(op, v)?;
             e.st_f(r, out, o);
             Ok(())
         })
@@ -1138,35 +1116,37 @@ impl Emitter<'_, '_, '_> {
         }
     }
 
+    /// `interp::unary(op, x)` on a scalar float.
+    fn funary(&mut self, op: Unary, x: Value) -> Result<Value, String> {
+        Ok(match op {
+            Unary::Neg => self.b.ins().fneg(x),
+            Unary::Sign => {
+                let zero = self.fconst(0.0);
+                let (one, m1) = (self.fconst(1.0), self.fconst(-1.0));
+                let gt = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                let lt = self.b.ins().fcmp(FloatCC::LessThan, x, zero);
+                let neg = self.b.ins().select(lt, m1, zero);
+                self.b.ins().select(gt, one, neg)
+            }
+            Unary::Not => {
+                let zero = self.fconst(0.0);
+                let c = self.b.ins().fcmp(FloatCC::Equal, x, zero);
+                self.bool_f(c)
+            }
+            Unary::StopGrad | Unary::ToFloat => x,
+            // IEEE sqrt is correctly rounded, as is `libm::sqrt`.
+            Unary::Sqrt => self.b.ins().sqrt(x),
+            _ => {
+                let name = unary_shim(op).ok_or("internal error: no unary shim")?;
+                self.call1(name, &[x])?
+            }
+        })
+    }
+
     /// Instruction `v`'s op on scalar floats: what `interp::unary`/`binary`/select do.
     fn sop(&mut self, v: usize, args: &[Value]) -> Result<Value, String> {
         Ok(match self.f.insts[v].prim {
-            Prim::Unary(op) => {
-                let x = args[0];
-                match op {
-                    Unary::Neg => self.b.ins().fneg(x),
-                    Unary::Sign => {
-                        let zero = self.fconst(0.0);
-                        let (one, m1) = (self.fconst(1.0), self.fconst(-1.0));
-                        let gt = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
-                        let lt = self.b.ins().fcmp(FloatCC::LessThan, x, zero);
-                        let neg = self.b.ins().select(lt, m1, zero);
-                        self.b.ins().select(gt, one, neg)
-                    }
-                    Unary::Not => {
-                        let zero = self.fconst(0.0);
-                        let c = self.b.ins().fcmp(FloatCC::Equal, x, zero);
-                        self.bool_f(c)
-                    }
-                    Unary::StopGrad | Unary::ToFloat => x,
-                    // IEEE sqrt is correctly rounded, as is `libm::sqrt`.
-                    Unary::Sqrt => self.b.ins().sqrt(x),
-                    _ => {
-                        let name = unary_shim(op).ok_or("internal error: no unary shim")?;
-                        self.call1(name, &[x])?
-                    }
-                }
-            }
+            Prim::Unary(op) => self.funary(op, args[0])?,
             Prim::Binary(op) => self.fbinary(op, args[0], args[1])?,
             Prim::Select => {
                 let zero = self.fconst(0.0);
