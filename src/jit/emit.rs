@@ -98,6 +98,26 @@ pub(super) enum Bufs<'a> {
     Fixed(&'a [*mut u8]),
 }
 
+/// The reference to host function `name` inside `func`, declared there once (`refs`
+/// remembers it).
+pub(super) fn shim_ref(
+    module: &mut JITModule,
+    shims: &HashMap<&'static str, FuncId>,
+    refs: &mut HashMap<&'static str, FuncRef>,
+    func: &mut ir::Function,
+    name: &'static str,
+) -> Result<FuncRef, String> {
+    if let Some(r) = refs.get(name) {
+        return Ok(*r);
+    }
+    let id = *shims
+        .get(name)
+        .ok_or_else(|| format!("internal error: no host function {name}"))?;
+    let r = module.declare_func_in_func(id, func);
+    refs.insert(name, r);
+    Ok(r)
+}
+
 /// Emits the body of `func` (whose signature is set) for `f`.
 pub(super) fn build(
     module: &mut JITModule,
@@ -199,16 +219,7 @@ impl Emitter<'_, '_, '_> {
     }
 
     fn shim(&mut self, name: &'static str) -> Result<FuncRef, String> {
-        if let Some(r) = self.refs.get(name) {
-            return Ok(*r);
-        }
-        let id = *self
-            .shims
-            .get(name)
-            .ok_or_else(|| format!("internal error: no host function {name}"))?;
-        let r = self.module.declare_func_in_func(id, self.b.func);
-        self.refs.insert(name, r);
-        Ok(r)
+        shim_ref(self.module, self.shims, self.refs, self.b.func, name)
     }
 
     fn call(&mut self, name: &'static str, args: &[Value]) -> Result<Option<Value>, String> {
@@ -260,10 +271,54 @@ impl Emitter<'_, '_, '_> {
         self.b.ins().f64const(x)
     }
 
-    /// 1.0 where `c`, else 0.0.
-    fn bool_f(&mut self, c: Value) -> Value {
-        let (one, zero) = (self.fconst(1.0), self.fconst(0.0));
-        self.b.ins().select(c, one, zero)
+    /// Whether `x` is an f64x2 vector (else a scalar).
+    fn is_vector(&self, x: Value) -> bool {
+        self.b.func.dfg.value_type(x).is_vector()
+    }
+
+    /// The constant `x` shaped like `like`: a scalar, or splat into both lanes.
+    fn konst(&mut self, x: f64, like: Value) -> Value {
+        let c = self.fconst(x);
+        if self.is_vector(like) {
+            self.b.ins().splat(types::F64X2, c)
+        } else {
+            c
+        }
+    }
+
+    /// `a` where the condition `c` (a scalar flag or a vector lane mask) holds, else `b`.
+    fn pick(&mut self, c: Value, a: Value, b: Value) -> Value {
+        if self.is_vector(a) {
+            let le = MemFlagsData::new().with_endianness(ir::Endianness::Little);
+            let m = self.b.ins().bitcast(types::F64X2, le, c);
+            self.b.ins().bitselect(m, a, b)
+        } else {
+            self.b.ins().select(c, a, b)
+        }
+    }
+
+    /// 1.0 where `c`, else 0.0, shaped like `like`.
+    fn bool_f(&mut self, c: Value, like: Value) -> Value {
+        let (one, zero) = (self.konst(1.0, like), self.konst(0.0, like));
+        self.pick(c, one, zero)
+    }
+
+    /// Host function `name` on `args`: once on scalars, lane by lane on vectors (host
+    /// functions have no vector form).
+    fn call_lanes(&mut self, name: &'static str, args: &[Value]) -> Result<Value, String> {
+        if !self.is_vector(args[0]) {
+            return self.call1(name, args);
+        }
+        let mut out = Vec::new();
+        for lane in 0..2u8 {
+            let xs: Vec<Value> = args
+                .iter()
+                .map(|a| self.b.ins().extractlane(*a, lane))
+                .collect();
+            out.push(self.call1(name, &xs)?);
+        }
+        let r = self.b.ins().splat(types::F64X2, out[0]);
+        Ok(self.b.ins().insertlane(r, out[1], 1))
     }
 
     /// A loop nest over `dims` (outermost first); `strides[k][d]` is operand k's byte
@@ -577,11 +632,11 @@ impl Emitter<'_, '_, '_> {
         })
     }
 
-    /// `interp::binary(op, x, y)`.
+    /// `interp::binary(op, x, y)`, on scalars or lane by lane on f64x2 vectors.
     fn fbinary(&mut self, op: Binary, x: Value, y: Value) -> Result<Value, String> {
         let cmp = |e: &mut Self, cc: FloatCC| {
             let c = e.b.ins().fcmp(cc, x, y);
-            e.bool_f(c)
+            e.bool_f(c, x)
         };
         Ok(match op {
             Binary::Add => self.b.ins().fadd(x, y),
@@ -598,7 +653,7 @@ impl Emitter<'_, '_, '_> {
                 let c = self.b.ins().fcmp(cc, x, y);
                 let nan = self.b.ins().fcmp(FloatCC::Unordered, y, y);
                 let c = self.b.ins().bor(c, nan);
-                self.b.ins().select(c, x, y)
+                self.pick(c, x, y)
             }
             Binary::Lt => cmp(self, FloatCC::LessThan),
             Binary::Le => cmp(self, FloatCC::LessThanOrEqual),
@@ -608,7 +663,7 @@ impl Emitter<'_, '_, '_> {
             // Cranelift's `ne` is true on unordered operands, as Rust's `!=`.
             Binary::Ne => cmp(self, FloatCC::NotEqual),
             Binary::And | Binary::Or => {
-                let zero = self.fconst(0.0);
+                let zero = self.konst(0.0, x);
                 let cx = self.b.ins().fcmp(FloatCC::NotEqual, x, zero);
                 let cy = self.b.ins().fcmp(FloatCC::NotEqual, y, zero);
                 let c = if op == Binary::And {
@@ -616,11 +671,11 @@ impl Emitter<'_, '_, '_> {
                 } else {
                     self.b.ins().bor(cx, cy)
                 };
-                self.bool_f(c)
+                self.bool_f(c, x)
             }
             Binary::Pow | Binary::FloorDiv | Binary::Rem | Binary::LogAddExp => {
                 let name = binary_shim(op).ok_or("internal error: no binary shim")?;
-                self.call1(name, &[x, y])?
+                self.call_lanes(name, &[x, y])?
             }
         })
     }
@@ -1094,12 +1149,9 @@ impl Emitter<'_, '_, '_> {
                     .iter()
                     .map(|a| self.node(*a, at, memo, vector))
                     .collect::<Result<_, _>>()?;
-                if vector {
-                    self.vop(v, &args)?
-                } else {
-                    let r = self.sop(v, &args)?;
-                    self.round(r)
-                }
+                let r = self.op(v, &args)?;
+                // Vector loops never run under `precision f32`.
+                if vector { r } else { self.round(r) }
             }
         };
         memo.insert(v, value);
@@ -1116,142 +1168,44 @@ impl Emitter<'_, '_, '_> {
         }
     }
 
-    /// `interp::unary(op, x)` on a scalar float.
+    /// `interp::unary(op, x)` on a float, or lane by lane on an f64x2 vector.
     fn funary(&mut self, op: Unary, x: Value) -> Result<Value, String> {
         Ok(match op {
             Unary::Neg => self.b.ins().fneg(x),
             Unary::Sign => {
-                let zero = self.fconst(0.0);
-                let (one, m1) = (self.fconst(1.0), self.fconst(-1.0));
+                let zero = self.konst(0.0, x);
+                let (one, m1) = (self.konst(1.0, x), self.konst(-1.0, x));
                 let gt = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
                 let lt = self.b.ins().fcmp(FloatCC::LessThan, x, zero);
-                let neg = self.b.ins().select(lt, m1, zero);
-                self.b.ins().select(gt, one, neg)
+                let neg = self.pick(lt, m1, zero);
+                self.pick(gt, one, neg)
             }
             Unary::Not => {
-                let zero = self.fconst(0.0);
+                let zero = self.konst(0.0, x);
                 let c = self.b.ins().fcmp(FloatCC::Equal, x, zero);
-                self.bool_f(c)
+                self.bool_f(c, x)
             }
             Unary::StopGrad | Unary::ToFloat => x,
             // IEEE sqrt is correctly rounded, as is `libm::sqrt`.
             Unary::Sqrt => self.b.ins().sqrt(x),
             _ => {
                 let name = unary_shim(op).ok_or("internal error: no unary shim")?;
-                self.call1(name, &[x])?
+                self.call_lanes(name, &[x])?
             }
         })
     }
 
-    /// Instruction `v`'s op on scalar floats: what `interp::unary`/`binary`/select do.
-    fn sop(&mut self, v: usize, args: &[Value]) -> Result<Value, String> {
+    /// Instruction `v`'s op (what `interp::unary`/`binary`/select do) on scalar floats or
+    /// f64x2 vectors.
+    fn op(&mut self, v: usize, args: &[Value]) -> Result<Value, String> {
         Ok(match self.f.insts[v].prim {
             Prim::Unary(op) => self.funary(op, args[0])?,
             Prim::Binary(op) => self.fbinary(op, args[0], args[1])?,
             Prim::Select => {
-                let zero = self.fconst(0.0);
+                let zero = self.konst(0.0, args[0]);
                 // `c != 0.0`: NaN selects the first branch, as in the interpreter.
                 let cond = self.b.ins().fcmp(FloatCC::NotEqual, args[0], zero);
-                self.b.ins().select(cond, args[1], args[2])
-            }
-            _ => return Err(format!("internal error: %{v} is not elementwise")),
-        })
-    }
-
-    /// A vector mask as f64x2 bits, for `bitselect`.
-    fn mask(&mut self, m: Value) -> Value {
-        let le = MemFlagsData::new().with_endianness(ir::Endianness::Little);
-        self.b.ins().bitcast(types::F64X2, le, m)
-    }
-
-    fn vconst(&mut self, x: f64) -> Value {
-        let c = self.fconst(x);
-        self.b.ins().splat(types::F64X2, c)
-    }
-
-    /// 1.0 where the mask is set, else 0.0.
-    fn vbool(&mut self, m: Value) -> Value {
-        let m = self.mask(m);
-        let (one, zero) = (self.vconst(1.0), self.vconst(0.0));
-        self.b.ins().bitselect(m, one, zero)
-    }
-
-    /// `sop` lane by lane, through the scalar code.
-    fn lanes(&mut self, v: usize, args: &[Value]) -> Result<Value, String> {
-        let mut out = Vec::new();
-        for lane in 0..2u8 {
-            let xs: Vec<Value> = args
-                .iter()
-                .map(|a| self.b.ins().extractlane(*a, lane))
-                .collect();
-            out.push(self.sop(v, &xs)?);
-        }
-        let r = self.b.ins().splat(types::F64X2, out[0]);
-        Ok(self.b.ins().insertlane(r, out[1], 1))
-    }
-
-    /// Instruction `v`'s op on f64x2 vectors, lane for lane what `sop` computes.
-    fn vop(&mut self, v: usize, args: &[Value]) -> Result<Value, String> {
-        let cmp = |e: &mut Self, cc: FloatCC, x: Value, y: Value| {
-            let m = e.b.ins().fcmp(cc, x, y);
-            e.vbool(m)
-        };
-        Ok(match self.f.insts[v].prim {
-            Prim::Unary(op) => {
-                let x = args[0];
-                match op {
-                    Unary::Neg => self.b.ins().fneg(x),
-                    Unary::Sqrt => self.b.ins().sqrt(x),
-                    Unary::StopGrad | Unary::ToFloat => x,
-                    Unary::Not => {
-                        let zero = self.vconst(0.0);
-                        cmp(self, FloatCC::Equal, x, zero)
-                    }
-                    Unary::Sign => {
-                        let zero = self.vconst(0.0);
-                        let (one, m1) = (self.vconst(1.0), self.vconst(-1.0));
-                        let gt = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
-                        let lt = self.b.ins().fcmp(FloatCC::LessThan, x, zero);
-                        let (gt, lt) = (self.mask(gt), self.mask(lt));
-                        let neg = self.b.ins().bitselect(lt, m1, zero);
-                        self.b.ins().bitselect(gt, one, neg)
-                    }
-                    _ => self.lanes(v, args)?,
-                }
-            }
-            Prim::Binary(op) => {
-                let (x, y) = (args[0], args[1]);
-                match op {
-                    Binary::Add => self.b.ins().fadd(x, y),
-                    Binary::Sub => self.b.ins().fsub(x, y),
-                    Binary::Mul => self.b.ins().fmul(x, y),
-                    Binary::Div => self.b.ins().fdiv(x, y),
-                    Binary::Max | Binary::Min => {
-                        let cc = if op == Binary::Max {
-                            FloatCC::GreaterThanOrEqual
-                        } else {
-                            FloatCC::LessThanOrEqual
-                        };
-                        let c = self.b.ins().fcmp(cc, x, y);
-                        let nan = self.b.ins().fcmp(FloatCC::Unordered, y, y);
-                        let c = self.b.ins().bor(c, nan);
-                        let c = self.mask(c);
-                        self.b.ins().bitselect(c, x, y)
-                    }
-                    Binary::Lt => cmp(self, FloatCC::LessThan, x, y),
-                    Binary::Le => cmp(self, FloatCC::LessThanOrEqual, x, y),
-                    Binary::Gt => cmp(self, FloatCC::GreaterThan, x, y),
-                    Binary::Ge => cmp(self, FloatCC::GreaterThanOrEqual, x, y),
-                    Binary::Eq => cmp(self, FloatCC::Equal, x, y),
-                    Binary::Ne => cmp(self, FloatCC::NotEqual, x, y),
-                    _ => self.lanes(v, args)?,
-                }
-            }
-            Prim::Select => {
-                let zero = self.vconst(0.0);
-                let c = self.b.ins().fcmp(FloatCC::NotEqual, args[0], zero);
-                let c = self.mask(c);
-                self.b.ins().bitselect(c, args[1], args[2])
+                self.pick(cond, args[1], args[2])
             }
             _ => return Err(format!("internal error: %{v} is not elementwise")),
         })
@@ -1301,7 +1255,9 @@ impl Emitter<'_, '_, '_> {
         let acc = self.b.declare_var(types::F64);
         let init = self.fconst(start);
         self.b.def_var(acc, init);
-        let vinit = self.vconst(-0.0);
+        // The flag sums' lane accumulators, from -0.0 as the sum itself.
+        let minus_zero = self.fconst(-0.0);
+        let vinit = self.b.ins().splat(types::F64X2, minus_zero);
         let vacc: Vec<_> = (0..UNROLL)
             .map(|_| {
                 let var = self.b.declare_var(types::F64X2);

@@ -185,14 +185,19 @@ fn define(
     f: &Func,
 ) -> Result<*const u8, String> {
     let func = lower(module, ids, f)?;
+    finish(module, "traj_func", func)
+}
+
+/// Compiles the CLIF function `func` as `name` and finalizes the module: its code.
+fn finish(module: &mut JITModule, name: &str, func: Function) -> Result<*const u8, String> {
     let id = module
-        .declare_function("traj_func", Linkage::Export, &func.signature)
+        .declare_function(name, Linkage::Export, &func.signature)
         .map_err(|e| e.to_string())?;
     let mut ctx = module.make_context();
     ctx.func = func;
     module
         .define_function(id, &mut ctx)
-        .map_err(|e| format!("internal error: Cranelift refused the function: {e:?}"))?;
+        .map_err(|e| format!("internal error: Cranelift refused `{name}`: {e:?}"))?;
     module.clear_context(&mut ctx);
     module
         .finalize_definitions()

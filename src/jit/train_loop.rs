@@ -14,10 +14,10 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{Block, Function, InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::JITModule;
-use cranelift_module::{FuncId, Linkage, Module};
+use cranelift_module::{FuncId, Module};
 use ndarray::{ArrayD, IxDyn};
 
-use super::emit::{Bufs, emit_func};
+use super::emit::{Bufs, emit_func, shim_ref};
 use super::host::HostCtx;
 use super::{Buffers, entry_signature, new_module};
 use crate::ir::{Func, Prim};
@@ -311,19 +311,7 @@ impl TrainLoop {
         let mut temps = Vec::new();
         let code = built.and_then(|tmp| {
             temps = tmp;
-            let id = module
-                .declare_function("traj_loop", Linkage::Export, &func.signature)
-                .map_err(|e| e.to_string())?;
-            let mut ctx = module.make_context();
-            ctx.func = func;
-            module
-                .define_function(id, &mut ctx)
-                .map_err(|e| format!("internal error: Cranelift refused the loop: {e:?}"))?;
-            module.clear_context(&mut ctx);
-            module
-                .finalize_definitions()
-                .map_err(|e| format!("internal error: cannot finalize the JIT code: {e}"))?;
-            Ok(module.get_finalized_function(id))
+            super::finish(&mut module, "traj_loop", func)
         });
         let code = match code {
             Ok(c) => c,
@@ -761,15 +749,6 @@ fn emit_loop(
 
 impl LoopEmitter<'_, '_, '_> {
     fn shim(&mut self, name: &'static str) -> Result<cranelift_codegen::ir::FuncRef, String> {
-        if let Some(r) = self.refs.get(name) {
-            return Ok(*r);
-        }
-        let id = *self
-            .shims
-            .get(name)
-            .ok_or_else(|| format!("internal error: no host function {name}"))?;
-        let r = self.module.declare_func_in_func(id, self.b.func);
-        self.refs.insert(name, r);
-        Ok(r)
+        shim_ref(self.module, self.shims, &mut self.refs, self.b.func, name)
     }
 }
