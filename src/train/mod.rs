@@ -431,6 +431,26 @@ impl Driver<'_> {
         Ok(None)
     }
 
+    /// Step k on the host: the gradient, `after_gradient`, then update k+1 (k advances).
+    /// Returns the status when the run ends here.
+    fn step(
+        &mut self,
+        theta: &mut Vec<Tensor>,
+        states: &mut [Vec<Tensor>],
+        k: &mut u64,
+    ) -> Result<Option<Status>, String> {
+        let g = match gradient_on(self.exec, theta, *k + 1, self.seed) {
+            Ok(g) => g,
+            Err(e) => return Ok(Some(self.error(*k, &e))),
+        };
+        if let Some(status) = self.after_gradient(theta, k, &g)? {
+            return Ok(Some(status));
+        }
+        self.update(theta, states, &g, *k)?;
+        *k += 1;
+        Ok(None)
+    }
+
     /// Update k+1 of every param on the host, from gradients taken before any update.
     fn update(
         &mut self,
@@ -531,15 +551,9 @@ pub fn run(
     let status = match &mut native {
         None => loop {
             progress(k, &mut told, false);
-            let g = match gradient_on(&exec, &theta, k + 1, seed) {
-                Ok(g) => g,
-                Err(e) => break d.error(k, &e),
-            };
-            if let Some(status) = d.after_gradient(&mut theta, &mut k, &g)? {
+            if let Some(status) = d.step(&mut theta, &mut states, &mut k)? {
                 break status;
             }
-            d.update(&mut theta, &mut states, &g, k)?;
-            k += 1;
         },
         Some(native) => {
             native.set_theta(&theta);
@@ -579,17 +593,12 @@ pub fn run(
                         resume = true;
                     }
                     Exit::Fallback => {
-                        // The step that needs the host runs there, on the interpreter.
+                        // The step that needs the host runs there (its gradient on the
+                        // interpreter: `exec` compiles only the row functions).
                         states = native.states();
-                        let g = match gradient(&plan, &theta, k + 1, seed) {
-                            Ok(g) => g,
-                            Err(e) => break d.error(k, &e),
-                        };
-                        if let Some(status) = d.after_gradient(&mut theta, &mut k, &g)? {
+                        if let Some(status) = d.step(&mut theta, &mut states, &mut k)? {
                             break status;
                         }
-                        d.update(&mut theta, &mut states, &g, k)?;
-                        k += 1;
                         native.set_theta(&theta);
                         native.set_states(&states);
                         if let Some((prev, _)) = &d.previous {
