@@ -13,34 +13,17 @@
 //! - the six reference cases of `bench/*.traj`, on inputs from `gen_inputs.py`.
 
 mod common;
+use common::check;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use proptest::prelude::*;
 use traj::diag::SourceMap;
-use traj::sema::check::check_source;
-use traj::sema::{Checked, Options};
+use traj::sema::Checked;
 use traj::train::{Backend, RunOptions, RunResult, Status, run};
 
 // ---------------------------------------------------------------------------------------
 // Checking, running, comparing.
-
-fn check(path: &Path, text: &str) -> Result<(Checked, SourceMap), String> {
-    let mut sources = SourceMap::default();
-    match check_source(
-        &path.display().to_string(),
-        Some(path.to_path_buf()),
-        text,
-        &Options::default(),
-        &mut sources,
-    ) {
-        Ok(c) => Ok((c, sources)),
-        Err(d) => Err(d
-            .iter()
-            .map(|d| d.render(&sources, false))
-            .collect::<String>()),
-    }
-}
 
 /// Runs a checked program on both backends: (interpreter, JIT).
 fn both(

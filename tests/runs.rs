@@ -12,22 +12,7 @@ use traj::sema::check::check_source;
 use traj::train::{RunOptions, RunResult, Status, gradient, prepare, run};
 
 fn checked(path: &Path, text: &str) -> (traj::sema::Checked, SourceMap) {
-    let mut sources = SourceMap::default();
-    match check_source(
-        &path.display().to_string(),
-        Some(path.to_path_buf()),
-        text,
-        &Options::default(),
-        &mut sources,
-    ) {
-        Ok(c) => (c, sources),
-        Err(d) => panic!(
-            "{}",
-            d.iter()
-                .map(|d| d.render(&sources, false))
-                .collect::<String>()
-        ),
-    }
+    common::check(path, text).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn run_text(text: &str, steps: Option<u64>) -> RunResult {

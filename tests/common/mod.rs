@@ -2,8 +2,30 @@
 // Each test crate includes this module and uses only some of it.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use traj::diag::SourceMap;
+use traj::sema::check::check_source;
+use traj::sema::{Checked, Options};
+
+/// Checks program `text` (as if read from `path`); the rendered diagnostics on failure.
+pub fn check(path: &Path, text: &str) -> Result<(Checked, SourceMap), String> {
+    let mut sources = SourceMap::default();
+    match check_source(
+        &path.display().to_string(),
+        Some(path.to_path_buf()),
+        text,
+        &Options::default(),
+        &mut sources,
+    ) {
+        Ok(c) => Ok((c, sources)),
+        Err(d) => Err(d
+            .iter()
+            .map(|d| d.render(&sources, false))
+            .collect::<String>()),
+    }
+}
 
 /// Every program of `tests/fixtures/ok` and `examples` with a train block (modules and
 /// programs without one are checked, not run), sorted.
