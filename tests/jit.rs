@@ -278,6 +278,68 @@ fn fused_row_broadcasts_and_reductions_agree() {
 }
 
 #[test]
+fn sums_take_one_lane_order_in_every_kind_of_loop() {
+    // Entries where the order of addition shows (1e16 swallows a lone 1.0): every sum
+    // must be `math::sum` of its entries in row-major order, whichever loop computes it:
+    // a buffer read in place, a fused flat vector loop, a fused loop along rows (a
+    // broadcast operand), the scalar loop of `precision f32`, a reduction along either
+    // axis; blocks of 7 (plain order), 8 and more.
+    use traj::interp::math::sum;
+    for (m, n) in [(5, 19), (3, 8), (1, 7), (4, 9)] {
+        for f32 in [false, true] {
+            let mut b = Builder::new();
+            let x = b.input("x", DType::Float, vec![m, n]);
+            let r = b.input("r", DType::Float, vec![n]);
+            let whole = b.reduce(Reduce::Sum, x, None);
+            b.output("whole", whole);
+            let sq = b.binary(Binary::Mul, x, x);
+            let flat = b.reduce(Reduce::Sum, sq, None);
+            b.output("flat", flat);
+            let xr = b.binary(Binary::Mul, x, r);
+            let rows = b.reduce(Reduce::Sum, xr, None);
+            b.output("rows", rows);
+            let by_row = b.reduce(Reduce::Sum, x, Some(vec![1]));
+            b.output("by_row", by_row);
+            let by_col = b.reduce(Reduce::Sum, x, Some(vec![0]));
+            b.output("by_col", by_col);
+            let mut f = b.finish();
+            f.f32 = f32;
+            let big = if f32 { 1e8 } else { 1e16 };
+            let xs: Vec<f64> = (0..m * n)
+                .map(|i| match i % 5 {
+                    0 => big,
+                    2 => -big,
+                    _ => 1.0 + (i % 3) as f64,
+                })
+                .collect();
+            let rs: Vec<f64> = (0..n).map(|j| if j % 2 == 0 { 1.0 } else { 3.0 }).collect();
+            let t = |v: Vec<f64>, shape: &[usize]| {
+                Tensor::Float(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
+            };
+            let inputs = [t(xs.clone(), &[m, n]), t(rs.clone(), &[n])];
+            let what = format!("sums of [{m}, {n}], f32 {f32}");
+            let out = agree(&f, &inputs, 0, &what).expect("no error");
+            if f32 {
+                continue;
+            }
+            let scalar = |k: usize| out[k].to_f64()[[]];
+            assert_eq!(scalar(0).to_bits(), sum(&xs).to_bits(), "{what}");
+            let squares: Vec<f64> = xs.iter().map(|v| v * v).collect();
+            assert_eq!(scalar(1).to_bits(), sum(&squares).to_bits(), "{what}");
+            let scaled: Vec<f64> = (0..m * n).map(|i| xs[i] * rs[i % n]).collect();
+            assert_eq!(scalar(2).to_bits(), sum(&scaled).to_bits(), "{what}");
+            for i in 0..m {
+                assert_eq!(out[3].to_f64()[[i]], sum(&xs[i * n..(i + 1) * n]), "{what}");
+            }
+            for j in 0..n {
+                let col: Vec<f64> = (0..m).map(|i| xs[i * n + j]).collect();
+                assert_eq!(out[4].to_f64()[[j]], sum(&col), "{what}");
+            }
+        }
+    }
+}
+
+#[test]
 fn empty_tensors_agree() {
     let mut b = Builder::new();
     let x = b.input("x", DType::Float, vec![0, 3]);

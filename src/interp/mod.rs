@@ -330,7 +330,10 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
         Prim::ScatterAdd(shape) => scatter_add(inst, vals, shape)?,
         Prim::ReduceSum(axes) => match arg(0) {
             Tensor::Int(a) => Tensor::Int(reduce(a, axes, |v| v.iter().sum())),
-            t => Tensor::Float(reduce(&float(t), axes, |v| v.iter().sum())),
+            t => Tensor::Float(reduce(&float(t), axes, |v| match v.as_slice() {
+                Some(xs) => math::sum(xs),
+                None => math::sum(&v.iter().copied().collect::<Vec<_>>()),
+            })),
         },
         Prim::ReduceProd(axes) => match arg(0) {
             Tensor::Int(a) => Tensor::Int(reduce(a, axes, |v| v.iter().product())),

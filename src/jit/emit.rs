@@ -19,7 +19,7 @@ use cranelift_module::{FuncId, Module};
 
 use super::host::{binary_shim, unary_shim};
 use super::layout::{Storage, full_reduction, inline_elementwise, storage};
-use crate::interp::math::matmul_source;
+use crate::interp::math::{SUM_LANES, matmul_source};
 use crate::ir::{Binary, Func, Prim, Unary};
 use crate::sema::types::DType;
 
@@ -399,7 +399,36 @@ impl Emitter<'_, '_, '_> {
         let (s, d) = (self.buf(src), self.buf(dst));
         let sb = self.b.ins().iconst(types::I64, src_base);
         let db = self.b.ins().iconst(types::I64, dst_base);
-        self.nest(dims, &[src_strides, dst_strides], &[sb, db], &mut |e, o| {
+        // Axes that are contiguous on both sides are merged; a contiguous innermost run of
+        // at least `MEMCPY_RUN` elements is one `memcpy`.
+        const MEMCPY_RUN: usize = 8;
+        let (mut dims, mut ss, mut ds) = (dims.to_vec(), src_strides, dst_strides);
+        let mut k = dims.len();
+        while k >= 2 {
+            k -= 1;
+            let n = dims[k] as i64;
+            if ss[k - 1] == ss[k] * n && ds[k - 1] == ds[k] * n {
+                dims[k - 1] *= dims[k];
+                dims.remove(k);
+                ss.remove(k - 1);
+                ds.remove(k - 1);
+            }
+        }
+        if let (Some(&run), Some(8), Some(8)) = (dims.last(), ss.last(), ds.last())
+            && run >= MEMCPY_RUN
+        {
+            let outer = dims.len() - 1;
+            let (ss, ds) = (ss[..outer].to_vec(), ds[..outer].to_vec());
+            return self.nest(&dims[..outer], &[ss, ds], &[sb, db], &mut |e, o| {
+                let from = e.b.ins().iadd(s, o[0]);
+                let to = e.b.ins().iadd(d, o[1]);
+                let size = e.b.ins().iconst(types::I64, (run * 8) as i64);
+                let config = e.module.target_config();
+                e.b.call_memcpy(config, to, from, size);
+                Ok(())
+            });
+        }
+        self.nest(&dims, &[ss, ds], &[sb, db], &mut |e, o| {
             let v = e.ld_i(s, o[0]);
             e.st_i(v, d, o[1]);
             Ok(())
@@ -522,14 +551,41 @@ impl Emitter<'_, '_, '_> {
                 }
                 expect(shape)?;
                 let out = self.buf(i);
-                self.flat(numel(shape), &mut |e, o| {
-                    let z = e.b.ins().iconst(types::I64, 0);
-                    e.st_i(z, out, o);
-                    Ok(())
-                })?;
+                let size = self.b.ins().iconst(types::I64, (numel(shape) * 8) as i64);
+                let zero = self.b.ins().iconst(types::I8, 0);
+                let config = self.module.target_config();
+                self.b.call_memset(config, out, zero, size);
                 let os = strides(shape);
                 let base = starts.iter().zip(&os).map(|(a, s)| *a as i64 * s).sum();
                 self.copy((inst.args[0], i), from, (strides(from), os), (0, base))
+            }
+            Prim::Concat(axis) => {
+                let axis = *axis;
+                let os = strides(&inst.shape);
+                let mut at = 0;
+                for (k, &a) in inst.args.iter().enumerate() {
+                    let from = arg_shape(k);
+                    let fits = from.len() == inst.shape.len()
+                        && axis < from.len()
+                        && (0..from.len()).all(|j| j == axis || from[j] == inst.shape[j]);
+                    if !fits || self.dtype(a) != inst.dtype {
+                        return Err(format!(
+                            "%{i}: bad concat of {from:?} into {:?}",
+                            inst.shape
+                        ));
+                    }
+                    self.copy(
+                        (a, i),
+                        from,
+                        (strides(from), os.clone()),
+                        (0, at * os[axis]),
+                    )?;
+                    at += from[axis] as i64;
+                }
+                if at != inst.shape[axis] as i64 {
+                    return Err(format!("%{i}: concat fills {at} of {:?}", inst.shape));
+                }
+                Ok(())
             }
             Prim::ReduceSum(axes) => self.reduce(i, Red::Sum, axes),
             Prim::ReduceMax(axes) => self.reduce(i, Red::Max, axes),
@@ -538,8 +594,7 @@ impl Emitter<'_, '_, '_> {
             Prim::LogSumExp(axes) => self.reduce(i, Red::LogSumExp, axes),
             Prim::MatMul => self.matmul(i),
             Prim::Gather if inst.args.len() == 2 && !arg_shape(0).is_empty() => self.gather(i),
-            Prim::Concat(_)
-            | Prim::Gather
+            Prim::Gather
             | Prim::ScatterAdd(_)
             | Prim::ReduceProd(_)
             | Prim::Argmax(_)
@@ -742,7 +797,21 @@ impl Emitter<'_, '_, '_> {
         let inner_strides: Vec<i64> = axes.iter().map(|k| fs[*k]).collect();
         let block = numel(&inner);
         let (src, out) = (self.buf(x), self.buf(i));
-        let scratch = if kind == Red::LogSumExp {
+        // `math::sum`'s lanes only start at 8 entries; below, it is the plain sum inline.
+        let lanes = kind == Red::Sum && block >= SUM_LANES;
+        let contiguous = axes.iter().copied().eq(keep.len()..from.len());
+        if lanes && contiguous {
+            // Each block is a run of the source: `math::sum` reads it in place.
+            let zero = self.b.ins().iconst(types::I64, 0);
+            return self.nest(&outer, &outer_strides, &[zero, zero], &mut |e, o| {
+                let at = e.b.ins().iadd(src, o[0]);
+                let len = e.b.ins().iconst(types::I64, block as i64);
+                let r = e.call1("traj_sum", &[at, len])?;
+                e.st_f(r, out, o[1]);
+                Ok(())
+            });
+        }
+        let scratch = if kind == Red::LogSumExp || lanes {
             Some(self.scratch())
         } else {
             None
@@ -764,7 +833,8 @@ impl Emitter<'_, '_, '_> {
                     },
                 )?;
                 let len = e.b.ins().iconst(types::I64, block as i64);
-                e.call1("traj_logsumexp", &[s, len])?
+                let name = if lanes { "traj_sum" } else { "traj_logsumexp" };
+                e.call1(name, &[s, len])?
             } else {
                 let acc = e.b.declare_var(types::F64);
                 let init = e.fconst(match kind {
@@ -955,26 +1025,39 @@ impl Emitter<'_, '_, '_> {
 
     /// Evaluates `root`'s expression (its own op over its fused operands) at every element
     /// of `shape`, in row-major order, handing each value to `sink`.
-    fn expr_loop(
-        &mut self,
+    /// The leaves of `root`'s expression, where each is read (buffer, strides over
+    /// `shape`), and whether `expr_loop` runs one flat vector loop over them: all floats,
+    /// contiguous or scalar, at least one unrolled body long, not under `precision f32`.
+    #[allow(clippy::type_complexity)]
+    fn loop_leaves(
+        &self,
         root: usize,
         shape: &[usize],
-        sink: &mut Sink<'_, Self>,
-    ) -> Result<(), String> {
+    ) -> Result<(Vec<usize>, Vec<(usize, Vec<i64>)>, bool), String> {
         let mut leaves = Vec::new();
         self.leaves(root, &mut leaves);
         let access: Vec<(usize, Vec<i64>)> = leaves
             .iter()
             .map(|l| self.leaf_access(*l, shape))
             .collect::<Result<_, _>>()?;
-        let n = numel(shape);
-        let scalar_leaf = |e: &Self, k: usize| numel(&e.f.insts[access[k].0].shape) == 1;
-        let vector = !self.f.f32
-            && n >= 2 * UNROLL
+        let scalar_leaf = |k: usize| numel(&self.f.insts[access[k].0].shape) == 1;
+        let flat = !self.f.f32
+            && numel(shape) >= 2 * UNROLL
             && (0..leaves.len()).all(|k| {
                 self.dtype(access[k].0) == DType::Float
-                    && (access[k].1 == strides(shape) || scalar_leaf(self, k))
+                    && (access[k].1 == strides(shape) || scalar_leaf(k))
             });
+        Ok((leaves, access, flat))
+    }
+
+    fn expr_loop(
+        &mut self,
+        root: usize,
+        shape: &[usize],
+        sink: &mut Sink<'_, Self>,
+    ) -> Result<(), String> {
+        let (leaves, access, vector) = self.loop_leaves(root, shape)?;
+        let n = numel(shape);
         let bases: Vec<Value> = access.iter().map(|(b, _)| self.buf(*b)).collect();
         let zero = self.b.ins().iconst(types::I64, 0);
         if vector {
@@ -1231,7 +1314,23 @@ impl Emitter<'_, '_, '_> {
     /// order from -0.0, maxima and minima as `reduce` does, so the result is the
     /// interpreter's; a sum of comparison flags (0.0 or 1.0, exact in any order) uses one
     /// accumulator per vector lane and unroll.
+    /// `acc += lane 0 + lane 1` of `(v0 + v1) + (v2 + v3)`: `math::sum`'s combination of
+    /// its eight lanes, held as four f64x2.
+    fn combine_lanes(&mut self, acc: Variable, vacc: &[Variable]) {
+        let [v0, v1, v2, v3] = [0, 1, 2, 3].map(|k| self.b.use_var(vacc[k]));
+        let a = self.b.ins().fadd(v0, v1);
+        let b = self.b.ins().fadd(v2, v3);
+        let t = self.b.ins().fadd(a, b);
+        let mut r = self.b.use_var(acc);
+        for l in 0..2u8 {
+            let x = self.b.ins().extractlane(t, l);
+            r = self.b.ins().fadd(r, x);
+        }
+        self.b.def_var(acc, r);
+    }
+
     fn fused_reduction(&mut self, i: usize) -> Result<(), String> {
+        const _: () = assert!(2 * UNROLL == SUM_LANES);
         let f = self.f;
         let inst = &f.insts[i];
         let x = inst.args[0];
@@ -1241,12 +1340,26 @@ impl Emitter<'_, '_, '_> {
             Prim::ReduceMin(_) => Red::Min,
             _ => Red::Norm2,
         };
+        // Sums of 0/1 flags are exact in any order.
         let flags = kind == Red::Sum
             && match f.insts[x].prim {
                 Prim::Binary(op) => op.is_comparison(),
                 Prim::Unary(op) => op == Unary::Not,
                 _ => false,
             };
+        let shape = f.insts[x].shape.clone();
+        let n = numel(&shape);
+        let (_, _, flat) = self.loop_leaves(x, &shape)?;
+        // A sum follows `math::sum`: in the flat loop, unrolled slot `u` accumulates lanes
+        // `2u, 2u+1` in one f64x2, and the lanes are combined before the scalar tail. In
+        // any other loop, the entries go to the scratch buffer for `math::sum` itself.
+        let lanes = kind == Red::Sum && (flat || flags);
+        let via_scratch = kind == Red::Sum && !lanes && n >= SUM_LANES;
+        let scratch = if via_scratch {
+            Some(self.scratch())
+        } else {
+            None
+        };
         let start = match kind {
             Red::Max => f64::NEG_INFINITY,
             Red::Min => f64::INFINITY,
@@ -1255,7 +1368,6 @@ impl Emitter<'_, '_, '_> {
         let acc = self.b.declare_var(types::F64);
         let init = self.fconst(start);
         self.b.def_var(acc, init);
-        // The flag sums' lane accumulators, from -0.0 as the sum itself.
         let minus_zero = self.fconst(-0.0);
         let vinit = self.b.ins().splat(types::F64X2, minus_zero);
         let vacc: Vec<_> = (0..UNROLL)
@@ -1266,15 +1378,25 @@ impl Emitter<'_, '_, '_> {
             })
             .collect();
         let mut turn = 0usize;
-        let shape = f.insts[x].shape.clone();
-        self.expr_loop(x, &shape, &mut |e, v, _, vector| {
-            if vector && flags {
+        let mut combined = false;
+        self.expr_loop(x, &shape, &mut |e, v, o, vector| {
+            if let Some(s) = scratch {
+                let addr = e.b.ins().iadd(s, o);
+                e.b.ins().store(Self::vflags(), v, addr, 0);
+                return Ok(());
+            }
+            if vector && lanes {
                 let var = vacc[turn % UNROLL];
                 turn += 1;
                 let a = e.b.use_var(var);
                 let s = e.b.ins().fadd(a, v);
                 e.b.def_var(var, s);
                 return Ok(());
+            }
+            if flat && lanes && !combined {
+                // The flat loop's scalar tail follows its vector body once.
+                e.combine_lanes(acc, &vacc);
+                combined = true;
             }
             let xs: Vec<Value> = if vector {
                 (0..2u8).map(|l| e.b.ins().extractlane(v, l)).collect()
@@ -1296,17 +1418,13 @@ impl Emitter<'_, '_, '_> {
             }
             Ok(())
         })?;
+        if lanes && !combined {
+            self.combine_lanes(acc, &vacc);
+        }
         let mut r = self.b.use_var(acc);
-        if flags {
-            let mut t = self.b.use_var(vacc[0]);
-            for var in &vacc[1..] {
-                let a = self.b.use_var(*var);
-                t = self.b.ins().fadd(t, a);
-            }
-            for l in 0..2u8 {
-                let x = self.b.ins().extractlane(t, l);
-                r = self.b.ins().fadd(r, x);
-            }
+        if let Some(s) = scratch {
+            let len = self.b.ins().iconst(types::I64, n as i64);
+            r = self.call1("traj_sum", &[s, len])?;
         }
         if kind == Red::Norm2 {
             r = self.b.ins().sqrt(r);

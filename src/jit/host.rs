@@ -18,8 +18,8 @@ pub(super) enum Sig {
     Unary,
     /// `fn(f64, f64) -> f64`
     Binary,
-    /// `fn(*const f64, i64) -> f64`
-    LogSumExp,
+    /// `fn(*const f64, i64) -> f64`: a reduction of a block
+    Block,
     /// `fn(a: *const f64, b: *const f64, c: *mut f64, m: i64, k: i64, n: i64, transposed: i64)`
     MatMul,
     /// `fn(ctx: *mut HostCtx, inst: i64) -> i64`
@@ -86,6 +86,16 @@ unsafe extern "C" fn traj_logsumexp(p: *const f64, n: i64) -> f64 {
     // SAFETY: the caller passes the scratch buffer, which holds at least `n` values.
     let xs = unsafe { std::slice::from_raw_parts(p, n as usize) };
     interp::math::logsumexp(xs.iter().copied())
+}
+
+/// `interp::math::sum` of `n` contiguous values.
+///
+/// # Safety
+/// `p` must point to `n` readable f64 (non-null and aligned even when `n` is 0).
+unsafe extern "C" fn traj_sum(p: *const f64, n: i64) -> f64 {
+    // SAFETY: the caller passes a buffer (or the scratch buffer) holding `n` values.
+    let xs = unsafe { std::slice::from_raw_parts(p, n as usize) };
+    interp::math::sum(xs)
 }
 
 /// `c = a @ b` for `[m,k] @ [k,n]`, by the same function the interpreter uses
@@ -168,11 +178,8 @@ pub(super) fn symbols() -> Vec<(&'static str, *const u8, Sig)> {
             .iter()
             .map(|(n, f)| (*n, *f as *const u8, Sig::Binary)),
     );
-    out.push((
-        "traj_logsumexp",
-        traj_logsumexp as *const u8,
-        Sig::LogSumExp,
-    ));
+    out.push(("traj_logsumexp", traj_logsumexp as *const u8, Sig::Block));
+    out.push(("traj_sum", traj_sum as *const u8, Sig::Block));
     out.push(("traj_matmul", traj_matmul as *const u8, Sig::MatMul));
     out.push(("traj_host_op", traj_host_op as *const u8, Sig::HostOp));
     out.push((

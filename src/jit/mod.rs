@@ -94,7 +94,7 @@ fn new_module() -> Result<(JITModule, HashMap<&'static str, FuncId>), String> {
         let (params, ret): (&[types::Type], Option<types::Type>) = match sig {
             Sig::Unary => (&[types::F64], Some(types::F64)),
             Sig::Binary => (&[types::F64, types::F64], Some(types::F64)),
-            Sig::LogSumExp => (&[ptr, types::I64], Some(types::F64)),
+            Sig::Block => (&[ptr, types::I64], Some(types::F64)),
             Sig::MatMul => (
                 &[
                     ptr,
@@ -206,7 +206,7 @@ fn finish(module: &mut JITModule, name: &str, func: Function) -> Result<*const u
 }
 
 /// One buffer per instruction that owns one (consts filled, rounded under `precision
-/// f32`) and the scratch buffer, large enough for any `LogSumExp` block; views point into
+/// f32`) and the scratch buffer, large enough for any `LogSumExp` or `ReduceSum` block; views point into
 /// their source's buffer (see `layout`). `inputs[k]`, when given, is where input `k` is
 /// read in place.
 fn plan(f: &Func, inputs: Option<&[*mut u8]>) -> Result<Buffers, String> {
@@ -227,7 +227,7 @@ fn plan(f: &Func, inputs: Option<&[*mut u8]>) -> Result<Buffers, String> {
                 }
                 fill(&mut buf, t, f.f32);
             }
-            Prim::LogSumExp(axes) => {
+            Prim::LogSumExp(axes) | Prim::ReduceSum(axes) => {
                 let from = &f.insts[inst.args[0]].shape;
                 let block: usize = axes.iter().filter_map(|a| from.get(*a)).product();
                 scratch = scratch.max(block);

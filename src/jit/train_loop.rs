@@ -495,8 +495,13 @@ impl LoopEmitter<'_, '_, '_> {
         Ok(())
     }
 
-    /// A bottom-tested loop over `n` elements; `body` gets the byte offset.
+    /// A bottom-tested loop over `n` f64 elements; `body` gets the byte offset.
     fn each(&mut self, n: usize, body: &mut dyn FnMut(&mut Self, Value)) {
+        self.each_step(n, 8, body);
+    }
+
+    /// A bottom-tested loop of `n` iterations `step` bytes apart; `body` gets the offset.
+    fn each_step(&mut self, n: usize, step: usize, body: &mut dyn FnMut(&mut Self, Value)) {
         if n == 0 {
             return;
         }
@@ -509,25 +514,59 @@ impl LoopEmitter<'_, '_, '_> {
         self.b.switch_to_block(blk);
         let off = self.b.use_var(i);
         body(self, off);
-        let next = self.b.ins().iadd_imm_s(off, 8);
+        let next = self.b.ins().iadd_imm_s(off, step as i64);
         self.b.def_var(i, next);
         let more = self
             .b
             .ins()
-            .icmp_imm_s(IntCC::UnsignedLessThan, next, (n * 8) as i64);
+            .icmp_imm_s(IntCC::UnsignedLessThan, next, (n * step) as i64);
         self.b.ins().brif(more, blk, &[], exit, &[]);
         self.b.seal_block(blk);
         self.b.switch_to_block(exit);
         self.b.seal_block(exit);
     }
 
-    /// 0.0 when all `n` f64 at `p` are finite, else NaN: the sum of `x - x`.
+    /// 0.0 when all `n` f64 at `p` are finite, else NaN: the sum of `x - x`, which is NaN
+    /// in any order as soon as one term is, so it runs in four f64x2 accumulators.
     fn finite_sum(&mut self, p: *mut u8, n: usize, acc: Value) -> Value {
         let base = self.addr(p);
+        let wide = n / 8;
+        let mut acc = acc;
+        if wide > 0 {
+            let zero = self.b.ins().f64const(0.0);
+            let zero = self.b.ins().splat(types::F64X2, zero);
+            let lanes: Vec<_> = (0..4)
+                .map(|_| {
+                    let v = self.b.declare_var(types::F64X2);
+                    self.b.def_var(v, zero);
+                    v
+                })
+                .collect();
+            self.each_step(wide, 64, &mut |e, off| {
+                let a = e.b.ins().iadd(base, off);
+                for (k, &v) in lanes.iter().enumerate() {
+                    let flags = MemFlagsData::new().with_notrap();
+                    let x = e.b.ins().load(types::F64X2, flags, a, 16 * k as i32);
+                    let d = e.b.ins().fsub(x, x);
+                    let s = e.b.use_var(v);
+                    let s = e.b.ins().fadd(s, d);
+                    e.b.def_var(v, s);
+                }
+            });
+            let [a, b, c, d] = [0, 1, 2, 3].map(|k| self.b.use_var(lanes[k]));
+            let ab = self.b.ins().fadd(a, b);
+            let cd = self.b.ins().fadd(c, d);
+            let v = self.b.ins().fadd(ab, cd);
+            for lane in 0..2 {
+                let x = self.b.ins().extractlane(v, lane);
+                acc = self.b.ins().fadd(acc, x);
+            }
+        }
+        let tail = self.b.ins().iadd_imm_s(base, (wide * 64) as i64);
         let var = self.b.declare_var(types::F64);
         self.b.def_var(var, acc);
-        self.each(n, &mut |e, off| {
-            let a = e.b.ins().iadd(base, off);
+        self.each(n - wide * 8, &mut |e, off| {
+            let a = e.b.ins().iadd(tail, off);
             let x = e.b.ins().load(types::F64, mf(), a, 0);
             let d = e.b.ins().fsub(x, x);
             let s = e.b.use_var(var);

@@ -1,6 +1,7 @@
 //! Simplification passes, each IR → IR and value-preserving: `fold` (constant folding of
 //! small elementwise work, with the interpreter's own functions, so results are
-//! bit-identical), `cse` (common subexpressions) and `dce` (dead code). `run` applies them
+//! bit-identical), `outer_products` and `pad_sums` (cheaper forms of what reverse mode
+//! makes), `cse` (common subexpressions) and `dce` (dead code). `run` applies them
 //! all and verifies the result.
 
 use std::collections::HashMap;
@@ -191,11 +192,129 @@ pub fn outer_products(f: &Func) -> Func {
     }
 }
 
+/// Rewrites each float sum of pads whose pieces tile one axis without overlapping, as
+/// reverse mode makes for the slices of a stacked param (`matprod(W)`, `W[0]`), as the
+/// concat of the pieces, gaps filled with zeros: the same value (each entry is one piece's
+/// entry plus zeros, which only turns a -0.0 into +0.0) without filling and adding whole
+/// arrays of zeros. The adds it replaces are left to `dce`.
+pub fn pad_sums(f: &Func) -> Func {
+    use crate::ir::Binary;
+    use crate::sema::types::DType;
+    // The pieces of a pad or of a sum of pads: (source, its shape, its starts).
+    type Pieces = Vec<(Var, Vec<usize>, Vec<usize>)>;
+    let mut pieces: Vec<Option<Pieces>> = vec![None; f.insts.len()];
+    let mut insts: Vec<Inst> = Vec::with_capacity(f.insts.len());
+    let mut index = vec![0usize; f.insts.len()];
+    for (i, inst) in f.insts.iter().enumerate() {
+        let mut inst = inst.clone();
+        let old_args = inst.args.clone();
+        inst.args = inst.args.iter().map(|a| index[*a]).collect();
+        if inst.dtype == DType::Float {
+            match &inst.prim {
+                Prim::Pad { starts, .. } => {
+                    let src = inst.args[0];
+                    pieces[i] = Some(vec![(src, insts[src].shape.clone(), starts.clone())]);
+                }
+                Prim::Binary(Binary::Add) if old_args.len() == 2 => {
+                    if let (Some(a), Some(b)) = (&pieces[old_args[0]], &pieces[old_args[1]]) {
+                        let same = old_args.iter().all(|a| f.insts[*a].shape == inst.shape);
+                        if same {
+                            pieces[i] = Some(a.iter().chain(b).cloned().collect());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let (Prim::Binary(Binary::Add), Some(p)) = (&inst.prim, &pieces[i])
+            && let Some((axis, parts)) = tiling(p, &inst.shape)
+        {
+            let mut args = Vec::with_capacity(parts.len());
+            for part in parts {
+                match part {
+                    Ok(v) => args.push(v),
+                    Err(gap) => {
+                        args.push(insts.len());
+                        insts.push(Inst {
+                            prim: Prim::Const(crate::tensor::Tensor::Float(
+                                ndarray::ArrayD::zeros(ndarray::IxDyn(&gap)),
+                            )),
+                            args: vec![],
+                            dtype: DType::Float,
+                            shape: gap,
+                            span: inst.span,
+                        });
+                    }
+                }
+            }
+            inst.prim = Prim::Concat(axis);
+            inst.args = args;
+        }
+        index[i] = insts.len();
+        insts.push(inst);
+    }
+    Func {
+        insts,
+        inputs: f.inputs.clone(),
+        outputs: f
+            .outputs
+            .iter()
+            .map(|(n, v)| (n.clone(), index[*v]))
+            .collect(),
+        f32: f.f32,
+    }
+}
+
+/// When `pieces` (at least two) lie along one axis of `shape`, each full along every other
+/// axis and none overlapping: that axis and, in order, each piece (`Ok`) or the shape of
+/// the zeros between pieces (`Err`).
+#[allow(clippy::type_complexity)]
+fn tiling(
+    pieces: &[(Var, Vec<usize>, Vec<usize>)],
+    shape: &[usize],
+) -> Option<(usize, Vec<Result<Var, Vec<usize>>>)> {
+    if pieces.len() < 2 {
+        return None;
+    }
+    let rank = shape.len();
+    let axis = (0..rank).find(|&k| {
+        pieces.iter().all(|(_, s, st)| {
+            s.len() == rank
+                && st.len() == rank
+                && (0..rank).all(|j| j == k || (st[j] == 0 && s[j] == shape[j]))
+        })
+    })?;
+    let mut sorted: Vec<_> = pieces.iter().collect();
+    sorted.sort_by_key(|(_, _, st)| st[axis]);
+    let mut parts = Vec::new();
+    let mut at = 0;
+    let gap = |len: usize| {
+        let mut g = shape.to_vec();
+        g[axis] = len;
+        Err(g)
+    };
+    for (v, s, st) in sorted {
+        if st[axis] < at {
+            return None;
+        }
+        if st[axis] > at {
+            parts.push(gap(st[axis] - at));
+        }
+        parts.push(Ok(*v));
+        at = st[axis] + s[axis];
+    }
+    if at < shape[axis] {
+        parts.push(gap(shape[axis] - at));
+    }
+    Some((axis, parts))
+}
+
 /// All passes, verified after each.
 pub fn run(f: &Func) -> Result<Func, String> {
     let mut f = f.clone();
     for (name, pass) in [
         ("outer_products", outer_products as fn(&Func) -> Func),
+        ("pad_sums", pad_sums),
         ("fold", fold),
         ("cse", cse),
         ("dce", dce),
@@ -257,5 +376,47 @@ mod tests {
         assert_eq!(g.inputs.len(), 2);
         assert_eq!(g.insts.len(), 2);
         verify(&g).expect("verifies");
+    }
+
+    #[test]
+    fn sums_of_pads_that_tile_an_axis_become_one_concat() {
+        // Rows 0 and 3..5 of a [5, 2] from two pads, row 1..3 left as zeros: a concat of
+        // three pieces; pads that overlap, or that are not full along the other axis, stay.
+        let mut b = Builder::new();
+        let a = b.input("a", DType::Float, vec![1, 2]);
+        let c = b.input("c", DType::Float, vec![2, 2]);
+        let pa = b.pad(a, &[0, 0], &[5, 2]);
+        let pc = b.pad(c, &[3, 0], &[5, 2]);
+        let s = b.binary(Binary::Add, pc, pa);
+        b.output("s", s);
+        let overlap = b.pad(c, &[0, 0], &[5, 2]);
+        let o = b.binary(Binary::Add, pa, overlap);
+        b.output("o", o);
+        let f = b.finish();
+        let g = run(&f).expect("passes verify");
+        let t = |v: Vec<f64>, shape: &[usize]| {
+            Tensor::Float(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).expect("shape"))
+        };
+        let input = [
+            t(vec![1.0, -2.0], &[1, 2]),
+            t(vec![3.0, 4.0, 5.0, f64::INFINITY], &[2, 2]),
+        ];
+        assert_eq!(outputs(&f, &input), outputs(&g, &input));
+        let concat = |h: &Func| {
+            h.insts
+                .iter()
+                .filter(|i| matches!(i.prim, Prim::Concat(0)))
+                .count()
+        };
+        assert_eq!(concat(&f), 0);
+        assert_eq!(concat(&g), 1, "{}", crate::ir::print(&g));
+        let s_inst = &g.insts[g.outputs[0].1];
+        assert_eq!(s_inst.prim, Prim::Concat(0));
+        assert_eq!(s_inst.args.len(), 3);
+        assert_eq!(g.insts[s_inst.args[1]].shape, vec![2, 2]);
+        assert!(matches!(
+            g.insts[g.outputs[1].1].prim,
+            Prim::Binary(Binary::Add)
+        ));
     }
 }
