@@ -206,8 +206,8 @@ fn finish(module: &mut JITModule, name: &str, func: Function) -> Result<*const u
 }
 
 /// One buffer per instruction that owns one (consts filled, rounded under `precision
-/// f32`) and the scratch buffer, large enough for any `LogSumExp` or `ReduceSum` block; views point into
-/// their source's buffer (see `layout`). `inputs[k]`, when given, is where input `k` is
+/// f32`) and the scratch buffer, large enough for any `LogSumExp` or `ReduceSum` block;
+/// views point into their source's buffer (see `layout`). `inputs[k]`, when given, is where input `k` is
 /// read in place.
 fn plan(f: &Func, inputs: Option<&[*mut u8]>) -> Result<Buffers, String> {
     let storage = layout::storage(f);

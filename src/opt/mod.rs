@@ -1,8 +1,8 @@
 //! Simplification passes, each IR → IR and value-preserving: `fold` (constant folding of
 //! small elementwise work, with the interpreter's own functions, so results are
-//! bit-identical), `outer_products` and `pad_sums` (cheaper forms of what reverse mode
-//! makes), `cse` (common subexpressions) and `dce` (dead code). `run` applies them
-//! all and verifies the result.
+//! bit-identical), `outer_products`, `pad_sums` and `transposed_products` (cheaper forms
+//! of what reverse mode makes), `cse` (common subexpressions) and `dce` (dead code). `run`
+//! applies them all and verifies the result.
 
 use std::collections::HashMap;
 
@@ -192,6 +192,76 @@ pub fn outer_products(f: &Func) -> Func {
     }
 }
 
+/// Rewrites each transpose of a float product, `(A @ B)'` whose product has no other use,
+/// as `B' @ A'`, the transposes of operands read in place by both backends (a transpose
+/// of a transpose is its operand): reverse mode makes these for the gradient of `x @ W'`,
+/// and a strided copy of a wide product is slow (each of its reads is a cache miss). The
+/// same sums of the same products, though faer may add them in another order.
+pub fn transposed_products(f: &Func) -> Func {
+    use crate::sema::types::DType;
+    let mut uses = vec![0usize; f.insts.len()];
+    for inst in &f.insts {
+        for a in &inst.args {
+            uses[*a] += 1;
+        }
+    }
+    for (_, v) in &f.outputs {
+        uses[*v] += 1;
+    }
+    let swap = Prim::Transpose(vec![1, 0]);
+    let mut insts: Vec<Inst> = Vec::with_capacity(f.insts.len());
+    let mut index = vec![0usize; f.insts.len()];
+    for (i, inst) in f.insts.iter().enumerate() {
+        let mut inst = inst.clone();
+        let product = inst.args.first().map(|p| &f.insts[*p]);
+        let rewrite = inst.prim == swap
+            && product.is_some_and(|p| {
+                p.prim == Prim::MatMul
+                    && p.dtype == DType::Float
+                    && p.args.len() == 2
+                    && p.args
+                        .iter()
+                        .all(|a| f.insts[*a].dtype == DType::Float && f.insts[*a].shape.len() == 2)
+                    && uses[inst.args[0]] == 1
+            });
+        if rewrite {
+            let product = &f.insts[inst.args[0]];
+            let mut args = Vec::with_capacity(2);
+            for &a in product.args.iter().rev() {
+                let old = &f.insts[a];
+                if old.prim == swap {
+                    args.push(index[old.args[0]]);
+                } else {
+                    args.push(insts.len());
+                    insts.push(Inst {
+                        prim: swap.clone(),
+                        args: vec![index[a]],
+                        dtype: DType::Float,
+                        shape: vec![old.shape[1], old.shape[0]],
+                        span: old.span,
+                    });
+                }
+            }
+            inst.prim = Prim::MatMul;
+            inst.args = args;
+        } else {
+            inst.args = inst.args.iter().map(|a| index[*a]).collect();
+        }
+        index[i] = insts.len();
+        insts.push(inst);
+    }
+    Func {
+        insts,
+        inputs: f.inputs.clone(),
+        outputs: f
+            .outputs
+            .iter()
+            .map(|(n, v)| (n.clone(), index[*v]))
+            .collect(),
+        f32: f.f32,
+    }
+}
+
 /// Rewrites each float sum of pads whose pieces tile one axis without overlapping, as
 /// reverse mode makes for the slices of a stacked param (`matprod(W)`, `W[0]`), as the
 /// concat of the pieces, gaps filled with zeros: the same value (each entry is one piece's
@@ -315,6 +385,7 @@ pub fn run(f: &Func) -> Result<Func, String> {
     for (name, pass) in [
         ("outer_products", outer_products as fn(&Func) -> Func),
         ("pad_sums", pad_sums),
+        ("transposed_products", transposed_products),
         ("fold", fold),
         ("cse", cse),
         ("dce", dce),
@@ -418,5 +489,49 @@ mod tests {
             g.insts[g.outputs[1].1].prim,
             Prim::Binary(Binary::Add)
         ));
+    }
+
+    #[test]
+    fn a_transposed_product_becomes_the_product_of_transposes() {
+        // (A @ B')' = B @ A': the transpose of B' is B itself, A' is read in place; a
+        // product with another use keeps its transpose.
+        let mut b = Builder::new();
+        let a = b.input("a", DType::Float, vec![3, 2]);
+        let bt = b.input("b", DType::Float, vec![4, 2]);
+        let bb = b.transpose(bt, &[1, 0]);
+        let p = b.matmul(a, bb);
+        let t = b.transpose(p, &[1, 0]);
+        b.output("t", t);
+        let q = b.matmul(a, bb);
+        let u = b.transpose(q, &[1, 0]);
+        b.output("u", u);
+        b.output("q", q);
+        let f = b.finish();
+        let g = run(&f).expect("passes verify");
+        let t_inst = &g.insts[g.outputs[0].1];
+        assert_eq!(t_inst.prim, Prim::MatMul, "{}", crate::ir::print(&g));
+        assert_eq!(
+            t_inst.args[0],
+            1,
+            "B is read as it is: {}",
+            crate::ir::print(&g)
+        );
+        assert_eq!(g.insts[t_inst.args[1]].prim, Prim::Transpose(vec![1, 0]));
+        assert_eq!(g.insts[g.outputs[1].1].prim, Prim::Transpose(vec![1, 0]));
+        let m = |v: Vec<f64>, shape: &[usize]| {
+            Tensor::Float(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).expect("shape"))
+        };
+        let input = [
+            m(vec![1.0, 2.0, -3.0, 0.5, 4.0, -1.0], &[3, 2]),
+            m(vec![2.0, 1.0, 0.0, -1.0, 3.0, 5.0, -2.0, 0.25], &[4, 2]),
+        ];
+        let (want, got) = (outputs(&f, &input), outputs(&g, &input));
+        for (w, h) in want.iter().zip(&got) {
+            assert_eq!(w.shape(), h.shape());
+            for (x, y) in w.to_f64().iter().zip(h.to_f64().iter()) {
+                assert!((x - y).abs() <= 1e-12 * x.abs().max(1.0), "{x} vs {y}");
+            }
+        }
+        assert_eq!(got[0].to_f64()[[0, 0]], 1.0 * 2.0 + 2.0 * 1.0);
     }
 }
