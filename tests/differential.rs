@@ -499,37 +499,21 @@ impl Gen {
             }
             3 => {
                 let cs = self.broadcast_of(s);
-                let before = self.used;
                 let c1 = self.expr(&cs, d);
                 let c2 = self.expr(&[], d.min(1));
                 let c3 = self.expr(&cs, d.min(1));
-                // A condition fixed at compile time gets branches of the full shape: with
-                // a broadcasting branch, lowering panics (see
-                // `known_bug_an_if_with_a_constant_condition_loses_its_broadcast`).
-                let constant = self.used == before;
                 let cmp = *self.pick(CMP);
                 let a = self.expr(s, d);
                 match self.below(3) {
                     0 => {
-                        let bs = if constant {
-                            s.to_vec()
-                        } else {
-                            self.broadcast_of(s)
-                        };
+                        let bs = self.broadcast_of(s);
                         let b = self.expr(&bs, d);
                         format!("(if ({c1}) {cmp} ({c2}) then ({a}) else ({b}))")
                     }
                     1 => format!("((({c1}) {cmp} ({c2})) * ({a}))"),
-                    _ => {
-                        let b = if constant {
-                            format!("0 * ({a})")
-                        } else {
-                            "0".to_string()
-                        };
-                        format!(
-                            "(if ({c1}) {cmp} ({c2}) and not ({c3}) > 1 or ({c3}) < -1 then ({a}) else {b})"
-                        )
-                    }
+                    _ => format!(
+                        "(if ({c1}) {cmp} ({c2}) and not ({c3}) > 1 or ({c3}) < -1 then ({a}) else 0)"
+                    ),
                 }
             }
             4 => {
@@ -1113,24 +1097,53 @@ fn a_matmul_with_one_piecewise_constant_operand_differentiates_the_other() {
 }
 
 /// Found by `random_programs_agree_on_both_backends`: an `if` whose condition is fixed at
-/// compile time is lowered to the chosen branch without broadcasting it to the shape the
-/// checker gave the `if`, so an op that reads its operand's shape panics in lowering
-/// (`@`: src/ir/mod.rs:492; `outer`: src/lower/mod.rs:835; `diag`: src/lower/mod.rs:1149).
-/// Both backends fail the same way, before either runs. The generator gives constant
-/// conditions branches of the full shape.
+/// compile time was lowered to the chosen branch without broadcasting it to the shape the
+/// checker gave the `if`, so an op that reads its operand's shape panicked in lowering
+/// (`@`: src/ir/mod.rs; `outer`, `diag`: src/lower/mod.rs). Here the `if` is the vector
+/// [0, 0]: loss 0, gradient 0.
 #[test]
-#[ignore = "bug in src/lower (a constant `if` drops the broadcast of its branch): panics; not a backend difference"]
-fn known_bug_an_if_with_a_constant_condition_loses_its_broadcast() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/generated.traj");
-    let text = "param p: [2] = [0.5, 1.0]\nloss = p @ (if 1 > 2 then p else 0)\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 3\n  record every 1 { loss, p }\n}\n";
-    let (c, s) = check(&path, text).expect("checks");
-    let (a, b) = both(&c, &s, None);
-    agree(&a, &b).expect("agree");
-    let a = a.expect("runs");
-    assert_eq!(a.status, Status::Finished);
-    for (_, row) in &a.trajectory.rows {
+fn an_if_with_a_constant_condition_keeps_its_broadcast() {
+    let rows = finished_rows(
+        "param p: [2] = [0.5, 1.0]\nloss = p @ (if 1 > 2 then p else 0)\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 3\n  record every 1 { loss, p }\n}\n",
+    );
+    assert_eq!(rows.len(), 4);
+    for row in &rows {
         assert_eq!(row, &vec![Some(0.0), Some(0.5), Some(1.0)]);
     }
+}
+
+/// `outer` of a constant `if` whose chosen branch is the int 1: the float vector [1, 1],
+/// so loss = sum(outer(p, [1, 1])) = 2·sum(p), gradient [2, 2], a step of -1/2 each.
+#[test]
+fn outer_of_an_if_with_a_constant_condition() {
+    let rows = finished_rows(
+        "param p: [2] = [0.5, 1.0]\nloss = sum(outer(p, if 1 < 2 then 1 else p))\ntrain {\n  optimizer gd(lr = 0.25)\n  steps 2\n  record every 1 { loss, p }\n}\n",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            vec![Some(3.0), Some(0.5), Some(1.0)],
+            vec![Some(1.0), Some(0.0), Some(0.5)],
+            vec![Some(-1.0), Some(-0.5), Some(0.0)],
+        ]
+    );
+}
+
+/// `diag` of a constant `if` choosing the scalar 1 over a 2×2 matrix: the diagonal of the
+/// all-ones matrix, [1, 1], so loss = sum(w), gradient [1, 1], a step of -1/4 each.
+#[test]
+fn diag_of_an_if_with_a_constant_condition() {
+    let rows = finished_rows(
+        "param w: [2] = [0.5, 1.0]\ndata M = [[1.0, 2.0], [3.0, 4.0]]\nloss = diag(if 1 > 2 then M else 1) @ w\ntrain {\n  optimizer gd(lr = 0.25)\n  steps 2\n  record every 1 { loss, w }\n}\n",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            vec![Some(1.5), Some(0.5), Some(1.0)],
+            vec![Some(1.0), Some(0.25), Some(0.75)],
+            vec![Some(0.5), Some(0.0), Some(0.5)],
+        ]
+    );
 }
 
 // ---------------------------------------------------------------------------------------
