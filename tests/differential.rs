@@ -499,37 +499,21 @@ impl Gen {
             }
             3 => {
                 let cs = self.broadcast_of(s);
-                let before = self.used;
                 let c1 = self.expr(&cs, d);
                 let c2 = self.expr(&[], d.min(1));
                 let c3 = self.expr(&cs, d.min(1));
-                // A condition fixed at compile time gets branches of the full shape: with
-                // a broadcasting branch, lowering panics (see
-                // `known_bug_an_if_with_a_constant_condition_loses_its_broadcast`).
-                let constant = self.used == before;
                 let cmp = *self.pick(CMP);
                 let a = self.expr(s, d);
                 match self.below(3) {
                     0 => {
-                        let bs = if constant {
-                            s.to_vec()
-                        } else {
-                            self.broadcast_of(s)
-                        };
+                        let bs = self.broadcast_of(s);
                         let b = self.expr(&bs, d);
                         format!("(if ({c1}) {cmp} ({c2}) then ({a}) else ({b}))")
                     }
                     1 => format!("((({c1}) {cmp} ({c2})) * ({a}))"),
-                    _ => {
-                        let b = if constant {
-                            format!("0 * ({a})")
-                        } else {
-                            "0".to_string()
-                        };
-                        format!(
-                            "(if ({c1}) {cmp} ({c2}) and not ({c3}) > 1 or ({c3}) < -1 then ({a}) else {b})"
-                        )
-                    }
+                    _ => format!(
+                        "(if ({c1}) {cmp} ({c2}) and not ({c3}) > 1 or ({c3}) < -1 then ({a}) else 0)"
+                    ),
                 }
             }
             4 => {
@@ -866,9 +850,6 @@ fn generated(tape: Vec<u32>) -> String {
     Gen::new(tape).program()
 }
 
-/// The message of the panic of `known_bug_a_matmul_with_a_piecewise_constant_operand_panics`.
-const KNOWN_PANIC: &str = "at least one tangent";
-
 /// Random programs per run: 50, or `TRAJ_DIFF_CASES` (to hunt for differences).
 fn cases() -> u32 {
     std::env::var("TRAJ_DIFF_CASES")
@@ -902,10 +883,6 @@ proptest! {
                     .map(|s| s.to_string())
                     .or_else(|| e.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                // A known compiler bug, not a backend difference (see
-                // `known_bug_a_matmul_with_a_piecewise_constant_operand_panics`): such
-                // programs are set aside, any other panic fails.
-                prop_assume!(what != KNOWN_PANIC, "known panic");
                 return Err(TestCaseError::fail(format!(
                     "the run panicked: {what}\nprogram:\n{text}"
                 )));
@@ -1025,45 +1002,148 @@ fn the_generator_writes_well_typed_varied_programs() {
     }
 }
 
-/// Found by `random_programs_agree_on_both_backends`: forward mode (`autodiff::jvp_into`,
-/// built for every program by `train::compile`) panics with "at least one tangent" at
-/// `@` when the operand that depends on a param does so only through a piecewise-constant
-/// op (`sign`, a comparison), whose tangent is dropped. Both backends fail the same way,
-/// before either runs; the run should finish (the gradient is 0) with the same trajectory.
-#[test]
-#[ignore = "bug in src/autodiff (jvp of `@`): panics \"at least one tangent\"; not a backend difference"]
-fn known_bug_a_matmul_with_a_piecewise_constant_operand_panics() {
+/// Runs `text` on both backends, which must agree and finish: the recorded rows.
+fn finished_rows(text: &str) -> Vec<Vec<Option<f64>>> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/generated.traj");
-    let text = "param w: [2] = [1.0, 2.0]\ndata d = [-2.0, -1.0]\nloss = d @ sign(w)\ntrain {\n  optimizer gd(lr = 0.05)\n  steps 3\n  record every 1 { loss, w }\n}\n";
     let (c, s) = check(&path, text).expect("checks");
     let (a, b) = both(&c, &s, None);
     agree(&a, &b).expect("agree");
     let a = a.expect("runs");
-    assert_eq!(a.status, Status::Finished);
-    for (_, row) in &a.trajectory.rows {
+    assert_eq!(a.status, Status::Finished, "{:?}", a.message);
+    a.trajectory.rows.into_iter().map(|(_, row)| row).collect()
+}
+
+/// Found by `random_programs_agree_on_both_backends`: forward mode (`autodiff::jvp_into`,
+/// built for every program by `train::compile`) panicked with "at least one tangent" at
+/// `@` when the operand that depends on a param does so only through a piecewise-constant
+/// op (`sign`, a comparison): such an operand has a ray value but no tangent. The
+/// gradient is 0 (`sign` is constant near w), so w stays put.
+#[test]
+fn a_matmul_with_a_piecewise_constant_operand_runs() {
+    let rows = finished_rows(
+        "param w: [2] = [1.0, 2.0]\ndata d = [-2.0, -1.0]\nloss = d @ sign(w)\ntrain {\n  optimizer gd(lr = 0.05)\n  steps 3\n  record every 1 { loss, w }\n}\n",
+    );
+    assert_eq!(rows.len(), 4);
+    for row in &rows {
         assert_eq!(row, &vec![Some(-3.0), Some(1.0), Some(2.0)]);
     }
 }
 
-/// Found by `random_programs_agree_on_both_backends`: an `if` whose condition is fixed at
-/// compile time is lowered to the chosen branch without broadcasting it to the shape the
-/// checker gave the `if`, so an op that reads its operand's shape panics in lowering
-/// (`@`: src/ir/mod.rs:492; `outer`: src/lower/mod.rs:835; `diag`: src/lower/mod.rs:1149).
-/// Both backends fail the same way, before either runs. The generator gives constant
-/// conditions branches of the full shape.
+/// The same with a matrix on the left: sign(W) = [[1, -1], [1, 1]], sign(W) @ x = [-1, 3],
+/// loss = x @ [-1, 3] = 5, and W stays put.
 #[test]
-#[ignore = "bug in src/lower (a constant `if` drops the broadcast of its branch): panics; not a backend difference"]
-fn known_bug_an_if_with_a_constant_condition_loses_its_broadcast() {
+fn a_matrix_matmul_with_a_piecewise_constant_operand_runs() {
+    let rows = finished_rows(
+        "param W: [2, 2] = [[1.0, -2.0], [0.5, 4.0]]\ndata x = [1.0, 2.0]\nloss = x @ (sign(W) @ x)\ntrain {\n  optimizer gd(lr = 0.25)\n  steps 3\n  record every 1 { loss, W }\n}\n",
+    );
+    assert_eq!(rows.len(), 4);
+    for row in &rows {
+        assert_eq!(
+            row,
+            &vec![Some(5.0), Some(1.0), Some(-2.0), Some(0.5), Some(4.0)]
+        );
+    }
+}
+
+/// At w[0] = 0 `sign` has a tie, so the run takes the directional gradient (the jvp that
+/// panicked is run, not only built). With d[0] = 0 the loss is continuous there and its
+/// gradient 0: loss = 0·0 + -1·1 = -1 and w stays put.
+#[test]
+fn a_matmul_with_a_piecewise_constant_operand_at_a_tie_runs() {
+    let rows = finished_rows(
+        "param w: [2] = [0.0, 2.0]\ndata d = [0.0, -1.0]\nloss = d @ sign(w)\ntrain {\n  optimizer gd(lr = 0.25)\n  steps 3\n  record every 1 { loss, w }\n}\n",
+    );
+    assert_eq!(rows.len(), 4);
+    for row in &rows {
+        assert_eq!(row, &vec![Some(-1.0), Some(0.0), Some(2.0)]);
+    }
+}
+
+/// With d[0] = -2 the loss jumps at the tie (-1 at w, -2·sign(v[0]) - 1 = ±2 - 1 along
+/// the direction v): the ray value of the `@` is computed and the run stops with that
+/// diagnosis on both backends, instead of panicking.
+#[test]
+fn a_matmul_with_a_piecewise_constant_operand_at_a_jump_is_diagnosed() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/generated.traj");
-    let text = "param p: [2] = [0.5, 1.0]\nloss = p @ (if 1 > 2 then p else 0)\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 3\n  record every 1 { loss, p }\n}\n";
+    let text = "param w: [2] = [0.0, 2.0]\ndata d = [-2.0, -1.0]\nloss = d @ sign(w)\ntrain {\n  optimizer gd(lr = 0.25)\n  steps 3\n  record every 1 { loss, w }\n}\n";
     let (c, s) = check(&path, text).expect("checks");
     let (a, b) = both(&c, &s, None);
     agree(&a, &b).expect("agree");
     let a = a.expect("runs");
-    assert_eq!(a.status, Status::Finished);
-    for (_, row) in &a.trajectory.rows {
+    assert_eq!(a.status, Status::Error);
+    let message = a.message.unwrap_or_default();
+    assert!(
+        message.contains("the loss jumps at this point (it is -1 here but tends to")
+            && message.contains("no Clarke subgradient"),
+        "{message}"
+    );
+}
+
+/// `sign(w) @ w` = ‖w‖₁: the piecewise-constant operand contributes no derivative, the
+/// other one gives the gradient sign(w) = [1, -1]; with lr 1/4, w moves by [-1/4, 1/4].
+#[test]
+fn a_matmul_with_one_piecewise_constant_operand_differentiates_the_other() {
+    let rows = finished_rows(
+        "param w: [2] = [1.0, -2.0]\nloss = sign(w) @ w\ntrain {\n  optimizer gd(lr = 0.25)\n  steps 2\n  record every 1 { loss, w }\n}\n",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            vec![Some(3.0), Some(1.0), Some(-2.0)],
+            vec![Some(2.5), Some(0.75), Some(-1.75)],
+            vec![Some(2.0), Some(0.5), Some(-1.5)],
+        ]
+    );
+}
+
+/// Found by `random_programs_agree_on_both_backends`: an `if` whose condition is fixed at
+/// compile time was lowered to the chosen branch without broadcasting it to the shape the
+/// checker gave the `if`, so an op that reads its operand's shape panicked in lowering
+/// (`@`: src/ir/mod.rs; `outer`, `diag`: src/lower/mod.rs). Here the `if` is the vector
+/// [0, 0]: loss 0, gradient 0.
+#[test]
+fn an_if_with_a_constant_condition_keeps_its_broadcast() {
+    let rows = finished_rows(
+        "param p: [2] = [0.5, 1.0]\nloss = p @ (if 1 > 2 then p else 0)\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 3\n  record every 1 { loss, p }\n}\n",
+    );
+    assert_eq!(rows.len(), 4);
+    for row in &rows {
         assert_eq!(row, &vec![Some(0.0), Some(0.5), Some(1.0)]);
     }
+}
+
+/// `outer` of a constant `if` whose chosen branch is the int 1: the float vector [1, 1],
+/// so loss = sum(outer(p, [1, 1])) = 2·sum(p), gradient [2, 2], a step of -1/2 each.
+#[test]
+fn outer_of_an_if_with_a_constant_condition() {
+    let rows = finished_rows(
+        "param p: [2] = [0.5, 1.0]\nloss = sum(outer(p, if 1 < 2 then 1 else p))\ntrain {\n  optimizer gd(lr = 0.25)\n  steps 2\n  record every 1 { loss, p }\n}\n",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            vec![Some(3.0), Some(0.5), Some(1.0)],
+            vec![Some(1.0), Some(0.0), Some(0.5)],
+            vec![Some(-1.0), Some(-0.5), Some(0.0)],
+        ]
+    );
+}
+
+/// `diag` of a constant `if` choosing the scalar 1 over a 2×2 matrix: the diagonal of the
+/// all-ones matrix, [1, 1], so loss = sum(w), gradient [1, 1], a step of -1/4 each.
+#[test]
+fn diag_of_an_if_with_a_constant_condition() {
+    let rows = finished_rows(
+        "param w: [2] = [0.5, 1.0]\ndata M = [[1.0, 2.0], [3.0, 4.0]]\nloss = diag(if 1 > 2 then M else 1) @ w\ntrain {\n  optimizer gd(lr = 0.25)\n  steps 2\n  record every 1 { loss, w }\n}\n",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            vec![Some(1.5), Some(0.5), Some(1.0)],
+            vec![Some(1.0), Some(0.25), Some(0.75)],
+            vec![Some(0.5), Some(0.0), Some(0.5)],
+        ]
+    );
 }
 
 // ---------------------------------------------------------------------------------------

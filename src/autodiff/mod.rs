@@ -521,7 +521,9 @@ pub fn jvp_into(b: &mut Builder, end: usize, seeds: &[(Var, Var)], ray: bool) ->
             let v = re_emit(b, i, &rv);
             d.ray.insert(i, v);
         }
-        if inst.dtype != DType::Float {
+        // An op whose operands moved only along the ray (e.g. `d @ sign(w)`: `sign` is
+        // piecewise constant and has no tangent) has a ray value but no tangent.
+        if inst.dtype != DType::Float || !any_tangent {
             continue;
         }
         if let Some(t) = tangent_rule(b, i, &rv, &args, &d) {
@@ -579,7 +581,9 @@ fn class_d_ray(
     }
 }
 
-/// The tangent of instruction `i` from its operands' ray values `rv` and tangents.
+/// The tangent of instruction `i` from its operands' ray values `rv` and tangents; `None`
+/// where it has none (no operand has a tangent, or the op is piecewise constant). A
+/// missing operand tangent counts as zero.
 fn tangent_rule(b: &mut Builder, i: Var, rv: &[Var], args: &[Var], d: &Directional) -> Option<Var> {
     let inst = b.func.insts[i].clone();
     let t = |k: usize| d.tangent.get(&args[k]).copied();
@@ -649,7 +653,7 @@ fn tangent_rule(b: &mut Builder, i: Var, rv: &[Var], args: &[Var], d: &Direction
                     let (a, c) = (tz(b, 0), tz(b, 1));
                     b.binary(Binary::Sub, a, c)
                 }
-                Binary::Mul => sum_terms(b, [t(0).map(|ta| (ta, y)), t(1).map(|tc| (tc, x))]),
+                Binary::Mul => sum_terms(b, [t(0).map(|ta| (ta, y)), t(1).map(|tc| (tc, x))])?,
                 Binary::Div => {
                     let (a, c) = (tz(b, 0), tz(b, 1));
                     let m = b.binary(Binary::Mul, out, c);
@@ -713,6 +717,9 @@ fn tangent_rule(b: &mut Builder, i: Var, rv: &[Var], args: &[Var], d: &Direction
         Prim::Slice(r) => b.slice(t(0)?, &r.clone()),
         Prim::Pad { starts, shape } => b.pad(t(0)?, &starts.clone(), &shape.clone()),
         Prim::Concat(axis) => {
+            if (0..args.len()).all(|k| t(k).is_none()) {
+                return None;
+            }
             let parts: Vec<Var> = (0..args.len()).map(|k| tz(b, k)).collect();
             b.concat(&parts, *axis)
         }
@@ -776,11 +783,12 @@ fn tangent_rule(b: &mut Builder, i: Var, rv: &[Var], args: &[Var], d: &Direction
                 t(0).map(|ta| (ta, rv[1], true)),
                 t(1).map(|tc| (rv[0], tc, false)),
             ],
-        ),
+        )?,
     })
 }
 
-fn sum_terms(b: &mut Builder, terms: [Option<(Var, Var)>; 2]) -> Var {
+/// Σ tangent · factor over the operands that have a tangent; `None` if none has.
+fn sum_terms(b: &mut Builder, terms: [Option<(Var, Var)>; 2]) -> Option<Var> {
     let mut acc: Option<Var> = None;
     for (t, f) in terms.into_iter().flatten() {
         let m = b.binary(Binary::Mul, t, f);
@@ -789,10 +797,12 @@ fn sum_terms(b: &mut Builder, terms: [Option<(Var, Var)>; 2]) -> Var {
             None => m,
         });
     }
-    acc.expect("at least one tangent")
+    acc
 }
 
-fn sum_products(b: &mut Builder, terms: [Option<(Var, Var, bool)>; 2]) -> Var {
+/// Σ of the matrix products of the operands that have a tangent (the product rule of
+/// `@`); `None` if none has.
+fn sum_products(b: &mut Builder, terms: [Option<(Var, Var, bool)>; 2]) -> Option<Var> {
     let mut acc: Option<Var> = None;
     for (x, y, _) in terms.into_iter().flatten() {
         let m = b.matmul(x, y);
@@ -801,7 +811,7 @@ fn sum_products(b: &mut Builder, terms: [Option<(Var, Var, bool)>; 2]) -> Var {
             None => m,
         });
     }
-    acc.expect("at least one tangent")
+    acc
 }
 
 /// Appends the count of exact ties on the path from `wrt` to `y` (a float scalar): where

@@ -310,12 +310,18 @@ impl Builder {
         if cond { self.to_float(v) } else { v }
     }
 
-    pub fn select(&mut self, c: Var, a: Var, b: Var) -> Var {
+    /// The dtype and shape of `select(c, a, b)` (and of the checker's `if c then a else b`):
+    /// the three shapes broadcast together, the branches' dtypes promoted.
+    pub fn select_type(&self, c: Var, a: Var, b: Var) -> (DType, Shape) {
         let s1 = crate::sema::types::broadcast(&self.shape(a), &self.shape(b))
             .unwrap_or_else(|| self.bug("select shapes"));
         let shape = crate::sema::types::broadcast(&self.shape(c), &s1)
             .unwrap_or_else(|| self.bug("select shapes"));
-        let dtype = self.dtype(a).promote(self.dtype(b));
+        (self.dtype(a).promote(self.dtype(b)), shape)
+    }
+
+    pub fn select(&mut self, c: Var, a: Var, b: Var) -> Var {
+        let (dtype, shape) = self.select_type(c, a, b);
         let (c, a, b) = (
             self.broadcast(c, &shape),
             self.broadcast(a, &shape),

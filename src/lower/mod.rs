@@ -198,7 +198,18 @@ impl<'a> Lowerer<'a> {
             ExprKind::If(c, a, b) => {
                 let (c, a, b) = (self.expr(c)?, self.expr(a)?, self.expr(b)?);
                 if let Some(k) = self.known(c) {
-                    return Ok(if k.as_f64() != 0.0 { a } else { b });
+                    // Only the chosen branch is used, but with the dtype and shape the
+                    // checker gave the `if` (those of the `select` below): `if 1 > 2 then p
+                    // else 0` is a vector like `p`, not the scalar 0.
+                    let (dtype, shape) = self.b.select_type(c, a, b);
+                    let chosen = if k.as_f64() != 0.0 { a } else { b };
+                    let chosen = match (dtype, self.known(chosen)) {
+                        // Kept a compile-time scalar where it was one.
+                        (DType::Float, Some(Scalar::Int(i))) => self.b.scalar(i as f64),
+                        (DType::Float, _) => self.b.to_float(chosen),
+                        _ => chosen,
+                    };
+                    return Ok(self.b.broadcast(chosen, &shape));
                 }
                 Ok(self.b.select(c, a, b))
             }
