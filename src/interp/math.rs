@@ -148,10 +148,12 @@ pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usi
 }
 
 /// Products of at least this many multiply-adds use every core (rayon's pool). Measured on
-/// the 2-core benchmark machine: 512×32×256 runs 1.4× faster on two threads, 1024×128×2048
-/// 1.9×, while 100×100×100 gains nothing. faer splits the output between threads, so the
-/// result does not depend on the number of threads (checked bit for bit).
-pub const PARALLEL_GEMM: usize = 1 << 21;
+/// the 2-core benchmark machine (shared, so the second core is often busy): 1024×128×2048
+/// runs 1.3× faster on two threads, while relu2's 512×32×256 products run 1.2–1.4×
+/// *slower* (500 vs 600–700 µs a step) and 100×100×100 gains nothing. faer splits the
+/// output between threads, so the result does not depend on the number of threads
+/// (checked bit for bit).
+pub const PARALLEL_GEMM: usize = 1 << 24;
 
 #[cfg(test)]
 mod tests {
