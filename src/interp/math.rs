@@ -121,7 +121,7 @@ pub fn matmul_source(f: &crate::ir::Func, v: usize) -> (usize, bool) {
     }
 }
 
-/// `c = a @ b` (`a` is m×k, `b` k×n, `c` m×n row-major), with faer's GEMM (on every core
+/// `c = a @ b` (`a` is m×k, `b` k×n, `c` m×n row-major), with faer's GEMM (on both cores
 /// for large products, see [`PARALLEL_GEMM`]).
 /// Both backends call this one function with the same operand layouts, so they agree bit
 /// for bit.
@@ -139,20 +139,36 @@ pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usi
         unsafe { MatRef::from_raw_parts(x.data.as_ptr(), rows, cols, rs, cs) }
     };
     let dst = MatMut::from_row_major_slice_mut(c, m, n);
-    let par = if m > 1 && n > 1 && m * k * n >= PARALLEL_GEMM {
-        Par::rayon(0)
-    } else {
-        Par::Seq
+    let (a, b) = (view(a, m, k), view(b, k, n));
+    let product = |c: MatMut<f64>, a: MatRef<f64>, b: MatRef<f64>| {
+        faer::linalg::matmul::matmul(c, Accum::Replace, a, b, 1.0, Par::Seq);
     };
-    faer::linalg::matmul::matmul(dst, Accum::Replace, view(a, m, k), view(b, k, n), 1.0, par);
+    if m * k * n < PARALLEL_GEMM || m.max(n) < 2 * SPLIT_MIN {
+        return product(dst, a, b);
+    }
+    // Two halves of the output, one a core: the rows of `a` or the columns of `b`,
+    // whichever is longer, split where the shape alone says, so the result does not
+    // depend on the number of threads.
+    if m >= n {
+        let half = m / 2;
+        let (c0, c1) = dst.split_at_row_mut(half);
+        let (a0, a1) = a.split_at_row(half);
+        rayon::join(|| product(c0, a0, b), || product(c1, a1, b));
+    } else {
+        let half = n / 2;
+        let (c0, c1) = dst.split_at_col_mut(half);
+        let (b0, b1) = b.split_at_col(half);
+        rayon::join(|| product(c0, a, b0), || product(c1, a, b1));
+    }
 }
 
-/// Products of at least this many multiply-adds use every core (rayon's pool). Measured on
-/// the 2-core benchmark machine (shared, so the second core is often busy): 1024×128×2048
-/// runs 1.3× faster on two threads, while relu2's 512×32×256 products run 1.2–1.4×
-/// *slower* (500 vs 600–700 µs a step) and 100×100×100 gains nothing. faer splits the
-/// output between threads, so the result does not depend on the number of threads
-/// (checked bit for bit).
+/// The smallest half of an output split between cores.
+const SPLIT_MIN: usize = 32;
+
+/// Products of at least this many multiply-adds are split between the two cores (rayon's
+/// pool). Measured on the 2-core benchmark machine: wide's 1024×128×2048 products run
+/// 1.3× faster split, while relu2's 512×32×256 run 1.2–1.4× *slower* split or on faer's
+/// own threads (455 µs a step on one core, 580–700 on two), and 100×100×100 gains nothing.
 pub const PARALLEL_GEMM: usize = 1 << 24;
 
 #[cfg(test)]
