@@ -19,8 +19,9 @@
 //! - **Agreement.** Inline float code does what `interp::unary`/`interp::binary` do
 //!   (`Max` keeps `a` when `a >= b || b.is_nan()`, comparisons give 1.0/0.0),
 //!   reductions accumulate in the interpreter's order (each block in row-major order of
-//!   the listed axes, sums from -0.0 as Rust's `Sum`; only sums of 0/1 flags, exact in
-//!   any order, use several accumulators), and under `precision f32` every float result
+//!   the listed axes; float sums in `math::sum`'s eight lanes, which the flat vector loop
+//!   holds as four f64x2 accumulators, other loops calling `math::sum` itself on the
+//!   block), and under `precision f32` every float result
 //!   is rounded through f32 as the interpreter rounds it.
 //! - **Errors.** Malformed IR is refused by `compile`; a failing host op (an int division
 //!   by zero, an index out of range) makes `run` return `Err` naming the instruction.
