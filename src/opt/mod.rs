@@ -149,11 +149,7 @@ pub fn fold(f: &Func) -> Func {
 pub fn outer_products(f: &Func) -> Func {
     use crate::ir::Binary;
     use crate::sema::types::DType;
-    let mut insts: Vec<Inst> = Vec::with_capacity(f.insts.len());
-    let mut index = vec![0usize; f.insts.len()];
-    for (i, inst) in f.insts.iter().enumerate() {
-        let mut inst = inst.clone();
-        inst.args = inst.args.iter().map(|a| index[*a]).collect();
+    rewrite(f, |_, mut inst, insts, _| {
         let outer = inst.prim == Prim::MatMul
             && inst.dtype == DType::Float
             && inst.args.len() == 2
@@ -177,19 +173,8 @@ pub fn outer_products(f: &Func) -> Func {
             inst.prim = Prim::Binary(Binary::Mul);
             inst.args = wide;
         }
-        index[i] = insts.len();
-        insts.push(inst);
-    }
-    Func {
-        insts,
-        inputs: f.inputs.clone(),
-        outputs: f
-            .outputs
-            .iter()
-            .map(|(n, v)| (n.clone(), index[*v]))
-            .collect(),
-        f32: f.f32,
-    }
+        inst
+    })
 }
 
 /// Rewrites each transpose of a float product, `(A @ B)'` whose product has no other use,
@@ -209,12 +194,10 @@ pub fn transposed_products(f: &Func) -> Func {
         uses[*v] += 1;
     }
     let swap = Prim::Transpose(vec![1, 0]);
-    let mut insts: Vec<Inst> = Vec::with_capacity(f.insts.len());
-    let mut index = vec![0usize; f.insts.len()];
-    for (i, inst) in f.insts.iter().enumerate() {
-        let mut inst = inst.clone();
-        let product = inst.args.first().map(|p| &f.insts[*p]);
-        let rewrite = inst.prim == swap
+    rewrite(f, |i, mut inst, insts, index| {
+        let old_args = &f.insts[i].args;
+        let product = old_args.first().map(|p| &f.insts[*p]);
+        let product_of_transpose = inst.prim == swap
             && product.is_some_and(|p| {
                 p.prim == Prim::MatMul
                     && p.dtype == DType::Float
@@ -222,10 +205,10 @@ pub fn transposed_products(f: &Func) -> Func {
                     && p.args
                         .iter()
                         .all(|a| f.insts[*a].dtype == DType::Float && f.insts[*a].shape.len() == 2)
-                    && uses[inst.args[0]] == 1
+                    && uses[old_args[0]] == 1
             });
-        if rewrite {
-            let product = &f.insts[inst.args[0]];
+        if product_of_transpose {
+            let product = &f.insts[old_args[0]];
             let mut args = Vec::with_capacity(2);
             for &a in product.args.iter().rev() {
                 let old = &f.insts[a];
@@ -244,22 +227,9 @@ pub fn transposed_products(f: &Func) -> Func {
             }
             inst.prim = Prim::MatMul;
             inst.args = args;
-        } else {
-            inst.args = inst.args.iter().map(|a| index[*a]).collect();
         }
-        index[i] = insts.len();
-        insts.push(inst);
-    }
-    Func {
-        insts,
-        inputs: f.inputs.clone(),
-        outputs: f
-            .outputs
-            .iter()
-            .map(|(n, v)| (n.clone(), index[*v]))
-            .collect(),
-        f32: f.f32,
-    }
+        inst
+    })
 }
 
 /// Rewrites each float sum of pads whose pieces tile one axis without overlapping, as
@@ -273,12 +243,8 @@ pub fn pad_sums(f: &Func) -> Func {
     // The pieces of a pad or of a sum of pads: (source, its shape, its starts).
     type Pieces = Vec<(Var, Vec<usize>, Vec<usize>)>;
     let mut pieces: Vec<Option<Pieces>> = vec![None; f.insts.len()];
-    let mut insts: Vec<Inst> = Vec::with_capacity(f.insts.len());
-    let mut index = vec![0usize; f.insts.len()];
-    for (i, inst) in f.insts.iter().enumerate() {
-        let mut inst = inst.clone();
-        let old_args = inst.args.clone();
-        inst.args = inst.args.iter().map(|a| index[*a]).collect();
+    rewrite(f, |i, mut inst, insts, _| {
+        let old_args = &f.insts[i].args;
         if inst.dtype == DType::Float {
             match &inst.prim {
                 Prim::Pad { starts, .. } => {
@@ -320,6 +286,20 @@ pub fn pad_sums(f: &Func) -> Func {
             inst.prim = Prim::Concat(axis);
             inst.args = args;
         }
+        inst
+    })
+}
+
+/// Rebuilds `f` instruction by instruction: `step(i, inst, insts, index)` gets
+/// instruction `i` with its operands renumbered, may push new instructions before it onto
+/// `insts` (`index` maps the old numbers to the new), and returns what takes its place.
+fn rewrite(f: &Func, mut step: impl FnMut(usize, Inst, &mut Vec<Inst>, &[Var]) -> Inst) -> Func {
+    let mut insts: Vec<Inst> = Vec::with_capacity(f.insts.len());
+    let mut index = vec![0usize; f.insts.len()];
+    for (i, inst) in f.insts.iter().enumerate() {
+        let mut inst = inst.clone();
+        inst.args = inst.args.iter().map(|a| index[*a]).collect();
+        let inst = step(i, inst, &mut insts, &index);
         index[i] = insts.len();
         insts.push(inst);
     }
