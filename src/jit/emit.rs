@@ -72,6 +72,17 @@ enum Red {
     LogSumExp,
 }
 
+impl Red {
+    /// The accumulator's value before the first entry (sums from -0.0, as Rust's `Sum`).
+    fn start(self) -> f64 {
+        match self {
+            Red::Max => f64::NEG_INFINITY,
+            Red::Min => f64::INFINITY,
+            _ => -0.0,
+        }
+    }
+}
+
 /// The innermost body of a loop nest: gets the emitter and each operand's byte offset.
 type LoopBody<'f, E> = dyn FnMut(&mut E, &[Value]) -> Result<(), String> + 'f;
 
@@ -837,11 +848,7 @@ impl Emitter<'_, '_, '_> {
                 e.call1(name, &[s, len])?
             } else {
                 let acc = e.b.declare_var(types::F64);
-                let init = e.fconst(match kind {
-                    Red::Max => f64::NEG_INFINITY,
-                    Red::Min => f64::INFINITY,
-                    _ => -0.0,
-                });
+                let init = e.fconst(kind.start());
                 e.b.def_var(acc, init);
                 e.nest(
                     &inner,
@@ -849,18 +856,7 @@ impl Emitter<'_, '_, '_> {
                     &[in_off],
                     &mut |e, o| {
                         let v = e.ld_f(x, src, o[0]);
-                        let a = e.b.use_var(acc);
-                        let r = match kind {
-                            Red::Sum => e.b.ins().fadd(a, v),
-                            Red::Norm2 => {
-                                let sq = e.b.ins().fmul(v, v);
-                                e.b.ins().fadd(a, sq)
-                            }
-                            Red::Max => e.fbinary(Binary::Max, a, v)?,
-                            _ => e.fbinary(Binary::Min, a, v)?,
-                        };
-                        e.b.def_var(acc, r);
-                        Ok(())
+                        e.accumulate(kind, acc, v)
                     },
                 )?;
                 let a = e.b.use_var(acc);
@@ -1314,6 +1310,22 @@ impl Emitter<'_, '_, '_> {
     /// order from -0.0, maxima and minima as `reduce` does, so the result is the
     /// interpreter's; a sum of comparison flags (0.0 or 1.0, exact in any order) uses one
     /// accumulator per vector lane and unroll.
+    /// One scalar entry `x` into the accumulator of a sum, sum of squares, max or min.
+    fn accumulate(&mut self, kind: Red, acc: Variable, x: Value) -> Result<(), String> {
+        let a = self.b.use_var(acc);
+        let r = match kind {
+            Red::Sum => self.b.ins().fadd(a, x),
+            Red::Norm2 => {
+                let sq = self.b.ins().fmul(x, x);
+                self.b.ins().fadd(a, sq)
+            }
+            Red::Max => self.fbinary(Binary::Max, a, x)?,
+            _ => self.fbinary(Binary::Min, a, x)?,
+        };
+        self.b.def_var(acc, r);
+        Ok(())
+    }
+
     /// `acc += lane 0 + lane 1` of `(v0 + v1) + (v2 + v3)`: `math::sum`'s combination of
     /// its eight lanes, held as four f64x2.
     fn combine_lanes(&mut self, acc: Variable, vacc: &[Variable]) {
@@ -1360,13 +1372,8 @@ impl Emitter<'_, '_, '_> {
         } else {
             None
         };
-        let start = match kind {
-            Red::Max => f64::NEG_INFINITY,
-            Red::Min => f64::INFINITY,
-            _ => -0.0,
-        };
         let acc = self.b.declare_var(types::F64);
-        let init = self.fconst(start);
+        let init = self.fconst(kind.start());
         self.b.def_var(acc, init);
         let minus_zero = self.fconst(-0.0);
         let vinit = self.b.ins().splat(types::F64X2, minus_zero);
@@ -1404,17 +1411,7 @@ impl Emitter<'_, '_, '_> {
                 vec![v]
             };
             for x in xs {
-                let a = e.b.use_var(acc);
-                let r = match kind {
-                    Red::Sum => e.b.ins().fadd(a, x),
-                    Red::Norm2 => {
-                        let sq = e.b.ins().fmul(x, x);
-                        e.b.ins().fadd(a, sq)
-                    }
-                    Red::Max => e.fbinary(Binary::Max, a, x)?,
-                    _ => e.fbinary(Binary::Min, a, x)?,
-                };
-                e.b.def_var(acc, r);
+                e.accumulate(kind, acc, x)?;
             }
             Ok(())
         })?;
