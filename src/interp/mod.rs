@@ -422,25 +422,24 @@ fn gather(inst: &Inst, vals: &[Tensor]) -> Result<Tensor, String> {
     let offsets: Vec<usize> = (0..n)
         .map(|j| leading_offset(&lists.iter().map(|l| l[j]).collect::<Vec<_>>(), x.shape()))
         .collect();
+    // The `inner` entries from each offset, in order, shaped as the result.
+    fn pick<T: Copy>(
+        a: &ArrayD<T>,
+        offsets: &[usize],
+        inner: usize,
+        shape: &[usize],
+    ) -> Result<ArrayD<T>, String> {
+        let a = a.as_standard_layout();
+        let s = a.as_slice().ok_or("layout")?;
+        let v: Vec<T> = offsets
+            .iter()
+            .flat_map(|o| s[*o..o + inner].iter().copied())
+            .collect();
+        ArrayD::from_shape_vec(IxDyn(shape), v).map_err(|e| e.to_string())
+    }
     Ok(match x {
-        Tensor::Float(a) => {
-            let a = a.as_standard_layout();
-            let s = a.as_slice().ok_or("layout")?;
-            let v: Vec<f64> = offsets
-                .iter()
-                .flat_map(|o| s[*o..o + inner].iter().copied())
-                .collect();
-            Tensor::Float(ArrayD::from_shape_vec(IxDyn(&inst.shape), v).map_err(|e| e.to_string())?)
-        }
-        Tensor::Int(a) => {
-            let a = a.as_standard_layout();
-            let s = a.as_slice().ok_or("layout")?;
-            let v: Vec<i64> = offsets
-                .iter()
-                .flat_map(|o| s[*o..o + inner].iter().copied())
-                .collect();
-            Tensor::Int(ArrayD::from_shape_vec(IxDyn(&inst.shape), v).map_err(|e| e.to_string())?)
-        }
+        Tensor::Float(a) => Tensor::Float(pick(a, &offsets, inner, &inst.shape)?),
+        Tensor::Int(a) => Tensor::Int(pick(a, &offsets, inner, &inst.shape)?),
     })
 }
 
