@@ -340,6 +340,74 @@ fn sums_take_one_lane_order_in_every_kind_of_loop() {
 }
 
 #[test]
+fn flag_counts_share_the_loop_of_an_earlier_elementwise_op() {
+    // A ReLU and its tie count read the same operand: the JIT counts `h == 0` in the
+    // ReLU's loop (`layout::counts_in_loops`). The counts must be exact in every kind of
+    // loop (flat vectors, rows with a broadcast operand, scalars under `precision f32`,
+    // shapes with vector tails), with ±0 and NaN among the entries.
+    use traj::jit::layout::{counts_in_loops, storage};
+    for (m, n) in [(4, 9), (3, 8), (2, 3), (5, 17)] {
+        for f32 in [false, true] {
+            let mut b = Builder::new();
+            let h = b.input("h", DType::Float, vec![m, n]);
+            let r = b.input("r", DType::Float, vec![n]);
+            let zero = b.scalar(0.0);
+            let relu = b.binary(Binary::Max, h, zero);
+            b.output("relu", relu);
+            let shifted = b.binary(Binary::Mul, h, r);
+            b.output("shifted", shifted);
+            let tie = b.binary(Binary::Eq, h, zero);
+            let ties = b.reduce(Reduce::Sum, tie, None);
+            b.output("ties", ties);
+            let below = b.binary(Binary::Lt, h, r);
+            let count_below = b.reduce(Reduce::Sum, below, None);
+            b.output("below", count_below);
+            let mut f = b.finish();
+            f.f32 = f32;
+            let f = traj::opt::run(&f).expect("passes verify");
+            let placed = counts_in_loops(&f, &storage(&f));
+            let hosts: Vec<usize> = placed.keys().copied().collect();
+            assert_eq!(
+                placed.values().map(Vec::len).sum::<usize>(),
+                2,
+                "{placed:?}"
+            );
+            assert_eq!(
+                hosts.len(),
+                2,
+                "one count in the ReLU's loop, one in h * r's"
+            );
+            assert!(hosts.iter().all(|i| matches!(
+                f.insts[*i].prim,
+                traj::ir::Prim::Binary(Binary::Max | Binary::Mul)
+            )));
+            let hs: Vec<f64> = (0..m * n)
+                .map(|i| match i % 6 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 => f64::NAN,
+                    3 => -1.5,
+                    _ => i as f64,
+                })
+                .collect();
+            let rs: Vec<f64> = (0..n)
+                .map(|j| if j % 3 == 0 { -1.0 } else { 2.0 })
+                .collect();
+            let t = |v: Vec<f64>, shape: &[usize]| {
+                Tensor::Float(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
+            };
+            let inputs = [t(hs.clone(), &[m, n]), t(rs.clone(), &[n])];
+            let what = format!("counts over [{m}, {n}], f32 {f32}");
+            let out = agree(&f, &inputs, 0, &what).expect("no error");
+            let want_ties = hs.iter().filter(|x| **x == 0.0).count() as f64;
+            let want_below = (0..m * n).filter(|i| hs[*i] < rs[i % n]).count() as f64;
+            assert_eq!(out[2].to_f64()[[]], want_ties, "{what}");
+            assert_eq!(out[3].to_f64()[[]], want_below, "{what}");
+        }
+    }
+}
+
+#[test]
 fn empty_tensors_agree() {
     let mut b = Builder::new();
     let x = b.input("x", DType::Float, vec![0, 3]);

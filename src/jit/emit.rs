@@ -18,7 +18,9 @@ use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Module};
 
 use super::host::{binary_shim, unary_shim};
-use super::layout::{Storage, full_reduction, inline_elementwise, storage};
+use super::layout::{
+    Storage, counts_in_loops, flag_count, full_reduction, inline_elementwise, storage,
+};
 use crate::interp::math::{SUM_LANES, matmul_source};
 use crate::ir::{Binary, Func, Prim, Unary};
 use crate::sema::types::DType;
@@ -98,6 +100,10 @@ pub(super) struct Emitter<'a, 'b, 'c> {
     /// Where a failing host op jumps, with its code (`inst + 1`) as the block argument.
     err: Option<Block>,
     storage: Vec<Storage>,
+    /// The flag counts each elementwise loop also computes (`layout::counts_in_loops`).
+    siblings: HashMap<usize, Vec<usize>>,
+    /// Whether each instruction was computed early, in another's loop.
+    done: Vec<bool>,
 }
 
 /// How generated code finds instruction `i`'s buffer.
@@ -186,6 +192,8 @@ pub(super) fn emit_func<'a, 'b>(
     {
         return Err("the function has too many instructions for the JIT".into());
     }
+    let storage = storage(f);
+    let siblings = counts_in_loops(f, &storage);
     let mut e = Emitter {
         b,
         module,
@@ -195,7 +203,9 @@ pub(super) fn emit_func<'a, 'b>(
         bufs,
         ctx,
         err,
-        storage: storage(f),
+        storage,
+        siblings,
+        done: vec![false; f.insts.len()],
     };
     for i in 0..f.insts.len() {
         e.inst(i)?;
@@ -486,7 +496,7 @@ impl Emitter<'_, '_, '_> {
                 ))
             }
         };
-        if self.storage[i] != Storage::Own {
+        if self.storage[i] != Storage::Own || self.done[i] {
             // A view shares its source's buffer; lazy and fused values are computed where
             // they are used.
             return Ok(());
@@ -978,9 +988,9 @@ impl Emitter<'_, '_, '_> {
     }
 }
 
-/// Receives each computed element (or f64x2 pair, when the flag says vector) with its
-/// row-major byte offset in the loop.
-type Sink<'f, E> = dyn FnMut(&mut E, Value, Value, bool) -> Result<(), String> + 'f;
+/// Receives each loop root's value at one element (or f64x2 pair, when the flag says
+/// vector) with its row-major byte offset in the loop.
+type Sink<'f, E> = dyn FnMut(&mut E, &[Value], Value, bool) -> Result<(), String> + 'f;
 
 /// Fused elementwise loops: an inline elementwise instruction computes the expression tree
 /// of the fused instructions below it in one loop, in f64x2 vectors unrolled `UNROLL`
@@ -992,13 +1002,7 @@ impl Emitter<'_, '_, '_> {
 
     /// The distinct leaves of `root`'s expression: the operands that are not fused.
     fn leaves(&self, root: usize, out: &mut Vec<usize>) {
-        for &a in &self.f.insts[root].args {
-            if self.storage[a] == Storage::Fused {
-                self.leaves(a, out);
-            } else if !out.contains(&a) {
-                out.push(a);
-            }
-        }
+        super::layout::leaves(self.f, &self.storage, root, out);
     }
 
     /// The buffer a leaf is read from and its byte strides over a loop on `shape`.
@@ -1019,19 +1023,19 @@ impl Emitter<'_, '_, '_> {
         Ok((leaf, strides(shape)))
     }
 
-    /// Evaluates `root`'s expression (its own op over its fused operands) at every element
-    /// of `shape`, in row-major order, handing each value to `sink`.
-    /// The leaves of `root`'s expression, where each is read (buffer, strides over
+    /// The leaves of the `roots`' expressions, where each is read (buffer, strides over
     /// `shape`), and whether `expr_loop` runs one flat vector loop over them: all floats,
     /// contiguous or scalar, at least one unrolled body long, not under `precision f32`.
     #[allow(clippy::type_complexity)]
     fn loop_leaves(
         &self,
-        root: usize,
+        roots: &[usize],
         shape: &[usize],
     ) -> Result<(Vec<usize>, Vec<(usize, Vec<i64>)>, bool), String> {
         let mut leaves = Vec::new();
-        self.leaves(root, &mut leaves);
+        for root in roots {
+            self.leaves(*root, &mut leaves);
+        }
         let access: Vec<(usize, Vec<i64>)> = leaves
             .iter()
             .map(|l| self.leaf_access(*l, shape))
@@ -1046,13 +1050,15 @@ impl Emitter<'_, '_, '_> {
         Ok((leaves, access, flat))
     }
 
+    /// Evaluates each root's expression (its own op over its fused operands) at every
+    /// element of `shape`, in row-major order, handing the values to `sink`.
     fn expr_loop(
         &mut self,
-        root: usize,
+        roots: &[usize],
         shape: &[usize],
         sink: &mut Sink<'_, Self>,
     ) -> Result<(), String> {
-        let (leaves, access, vector) = self.loop_leaves(root, shape)?;
+        let (leaves, access, vector) = self.loop_leaves(roots, shape)?;
         let n = numel(shape);
         let bases: Vec<Value> = access.iter().map(|(b, _)| self.buf(*b)).collect();
         let zero = self.b.ins().iconst(types::I64, 0);
@@ -1062,7 +1068,7 @@ impl Emitter<'_, '_, '_> {
             let splat: Vec<bool> = (0..leaves.len())
                 .map(|k| access[k].1 != strides(shape))
                 .collect();
-            return self.vector_run(root, (&leaves, &bases, &offs, &splat), n, zero, sink);
+            return self.vector_run(roots, (&leaves, &bases, &offs, &splat), n, zero, sink);
         }
         let rank = shape.len();
         let inner = shape.last().copied().unwrap_or(1);
@@ -1085,7 +1091,7 @@ impl Emitter<'_, '_, '_> {
             return self.nest(&shape[..rank - 1], &outer, &starts, &mut |e, offs| {
                 let n_leaves = leaves.len();
                 e.vector_run(
-                    root,
+                    roots,
                     (&leaves, &bases, &offs[..n_leaves], &splat),
                     inner,
                     offs[n_leaves],
@@ -1108,17 +1114,17 @@ impl Emitter<'_, '_, '_> {
                     )
                 })
                 .collect();
-            let v = e.node(root, &at, &mut HashMap::new(), false)?;
-            sink(e, v, offs[leaves.len()], false)
+            let vs = e.nodes(roots, &at, false)?;
+            sink(e, &vs, offs[leaves.len()], false)
         })
     }
 
-    /// `n` consecutive elements of `root`'s expression in f64x2 vectors (unrolled), then
-    /// a scalar tail. Leaf k is read from `bases[k] + offs[k]` on: contiguous, or, when
+    /// `n` consecutive elements of the `roots`' expressions in f64x2 vectors (unrolled),
+    /// then a scalar tail. Leaf k is read from `bases[k] + offs[k]` on: contiguous, or, when
     /// `splat[k]`, one value for all `n`. `sink` gets offsets from `out`.
     fn vector_run(
         &mut self,
-        root: usize,
+        roots: &[usize],
         (leaves, bases, offs, splat): (&[usize], &[Value], &[Value], &[bool]),
         n: usize,
         out: Value,
@@ -1174,9 +1180,9 @@ impl Emitter<'_, '_, '_> {
             let i = self.b.use_var(counter);
             for u in 0..UNROLL {
                 let off = self.b.ins().iadd_imm_s(i, (u * 16) as i64);
-                let v = self.node(root, &at(off, true), &mut HashMap::new(), true)?;
+                let vs = self.nodes(roots, &at(off, true), true)?;
                 let o = self.b.ins().iadd(out, off);
-                sink(self, v, o, true)?;
+                sink(self, &vs, o, true)?;
             }
             let next = self.b.ins().iadd_imm_s(i, (step * 8) as i64);
             self.b.def_var(counter, next);
@@ -1192,11 +1198,26 @@ impl Emitter<'_, '_, '_> {
         // The tail, element by element.
         for j in main..n {
             let off = self.b.ins().iconst(types::I64, (j * 8) as i64);
-            let v = self.node(root, &at(off, false), &mut HashMap::new(), false)?;
+            let vs = self.nodes(roots, &at(off, false), false)?;
             let o = self.b.ins().iadd(out, off);
-            sink(self, v, o, false)?;
+            sink(self, &vs, o, false)?;
         }
         Ok(())
+    }
+
+    /// The value of each of `roots` at the loop's current element (`node`, sharing what
+    /// they have in common).
+    fn nodes(
+        &mut self,
+        roots: &[usize],
+        at: &HashMap<usize, LeafAt>,
+        vector: bool,
+    ) -> Result<Vec<Value>, String> {
+        let mut memo = HashMap::new();
+        roots
+            .iter()
+            .map(|r| self.node(*r, at, &mut memo, vector))
+            .collect()
     }
 
     /// The value of `v` at the loop's current element: a leaf's load, or its op applied
@@ -1290,26 +1311,61 @@ impl Emitter<'_, '_, '_> {
         })
     }
 
-    /// An inline float elementwise instruction (with what is fused into it) into its buffer.
+    /// An inline float elementwise instruction (with what is fused into it) into its
+    /// buffer; the flag counts `siblings` assigns it are counted in the same loop.
     fn elementwise(&mut self, i: usize) -> Result<(), String> {
         let shape = self.f.insts[i].shape.clone();
         let out = self.buf(i);
-        self.expr_loop(i, &shape, &mut |e, v, off, vector| {
+        let counts = self.siblings.get(&i).cloned().unwrap_or_default();
+        for c in &counts {
+            self.done[*c] = true;
+        }
+        let mut roots = vec![i];
+        roots.extend(counts.iter().map(|c| self.f.insts[*c].args[0]));
+        // Each count in one scalar and `UNROLL` f64x2 accumulators (exact in any order).
+        let minus_zero = self.fconst(-0.0);
+        let vinit = self.b.ins().splat(types::F64X2, minus_zero);
+        let mut accs = Vec::new();
+        for _ in &counts {
+            let acc = self.b.declare_var(types::F64);
+            self.b.def_var(acc, minus_zero);
+            let vacc: Vec<Variable> = (0..UNROLL)
+                .map(|_| {
+                    let var = self.b.declare_var(types::F64X2);
+                    self.b.def_var(var, vinit);
+                    var
+                })
+                .collect();
+            accs.push((acc, vacc));
+        }
+        let mut turn = 0usize;
+        self.expr_loop(&roots, &shape, &mut |e, vs, off, vector| {
             let addr = e.b.ins().iadd(out, off);
             let flags = if vector {
                 Self::vflags()
             } else {
                 Self::flags()
             };
-            e.b.ins().store(flags, v, addr, 0);
+            e.b.ins().store(flags, vs[0], addr, 0);
+            for ((acc, vacc), v) in accs.iter().zip(&vs[1..]) {
+                let var = if vector { vacc[turn % UNROLL] } else { *acc };
+                let a = e.b.use_var(var);
+                let sum = e.b.ins().fadd(a, *v);
+                e.b.def_var(var, sum);
+            }
+            turn += vector as usize;
             Ok(())
-        })
+        })?;
+        let zero = self.b.ins().iconst(types::I64, 0);
+        for (c, (acc, vacc)) in counts.iter().zip(&accs) {
+            self.combine_lanes(*acc, vacc);
+            let r = self.b.use_var(*acc);
+            let out = self.buf(*c);
+            self.st_f(r, out, zero);
+        }
+        Ok(())
     }
 
-    /// A full reduction of a fused expression, in one loop. Sums accumulate in row-major
-    /// order from -0.0, maxima and minima as `reduce` does, so the result is the
-    /// interpreter's; a sum of comparison flags (0.0 or 1.0, exact in any order) uses one
-    /// accumulator per vector lane and unroll.
     /// One scalar entry `x` into the accumulator of a sum, sum of squares, max or min.
     fn accumulate(&mut self, kind: Red, acc: Variable, x: Value) -> Result<(), String> {
         let a = self.b.use_var(acc);
@@ -1341,6 +1397,9 @@ impl Emitter<'_, '_, '_> {
         self.b.def_var(acc, r);
     }
 
+    /// A full reduction of a fused expression, in one loop, as `math::sum` or `reduce`
+    /// computes it (see below); a sum of comparison flags (0.0 or 1.0, exact in any order)
+    /// uses one accumulator per vector lane and unroll in any loop.
     fn fused_reduction(&mut self, i: usize) -> Result<(), String> {
         const _: () = assert!(2 * UNROLL == SUM_LANES);
         let f = self.f;
@@ -1353,15 +1412,10 @@ impl Emitter<'_, '_, '_> {
             _ => Red::Norm2,
         };
         // Sums of 0/1 flags are exact in any order.
-        let flags = kind == Red::Sum
-            && match f.insts[x].prim {
-                Prim::Binary(op) => op.is_comparison(),
-                Prim::Unary(op) => op == Unary::Not,
-                _ => false,
-            };
+        let flags = flag_count(f, &self.storage, i);
         let shape = f.insts[x].shape.clone();
         let n = numel(&shape);
-        let (_, _, flat) = self.loop_leaves(x, &shape)?;
+        let (_, _, flat) = self.loop_leaves(&[x], &shape)?;
         // A sum follows `math::sum`: in the flat loop, unrolled slot `u` accumulates lanes
         // `2u, 2u+1` in one f64x2, and the lanes are combined before the scalar tail. In
         // any other loop, the entries go to the scratch buffer for `math::sum` itself.
@@ -1386,7 +1440,8 @@ impl Emitter<'_, '_, '_> {
             .collect();
         let mut turn = 0usize;
         let mut combined = false;
-        self.expr_loop(x, &shape, &mut |e, v, o, vector| {
+        self.expr_loop(&[x], &shape, &mut |e, vs, o, vector| {
+            let v = vs[0];
             if let Some(s) = scratch {
                 let addr = e.b.ins().iadd(s, o);
                 e.b.ins().store(Self::vflags(), v, addr, 0);

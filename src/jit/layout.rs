@@ -4,8 +4,10 @@
 //! inside its single consumer's loop (fused elementwise chains). A pure analysis of the IR;
 //! `plan` and `emit` both follow it.
 
+use std::collections::HashMap;
+
 use crate::interp::math::matmul_source;
-use crate::ir::{Func, Prim};
+use crate::ir::{Func, Prim, Unary};
 use crate::sema::types::DType;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,4 +148,65 @@ pub fn storage(f: &Func) -> Vec<Storage> {
         }
     }
     s
+}
+
+/// The distinct leaves of `root`'s expression under `storage`: the operands it reads
+/// that are not fused into it.
+pub fn leaves(f: &Func, storage: &[Storage], root: usize, out: &mut Vec<usize>) {
+    for &a in &f.insts[root].args {
+        if storage[a] == Storage::Fused {
+            leaves(f, storage, a, out);
+        } else if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+}
+
+/// A count of flags: a full sum of a fused comparison or `not` (each entry 0.0 or 1.0, so
+/// the sum is exact in any order), as the tie counts of reverse mode are.
+pub fn flag_count(f: &Func, storage: &[Storage], i: usize) -> bool {
+    let inst = &f.insts[i];
+    let Some(&x) = inst.args.first() else {
+        return false;
+    };
+    matches!(inst.prim, Prim::ReduceSum(_))
+        && full_reduction(f, i)
+        && storage[x] == Storage::Fused
+        && match f.insts[x].prim {
+            Prim::Binary(op) => op.is_comparison(),
+            Prim::Unary(op) => op == Unary::Not,
+            _ => false,
+        }
+}
+
+/// Flag counts computed in an earlier elementwise loop instead of a pass of their own: a
+/// count whose expression reads only what an earlier inline elementwise instruction of
+/// the same shape reads (a tie count `sum(h == 0)` and the `max(h, 0)` of a ReLU) goes
+/// into the first such instruction's loop. The map lists, for each such instruction, the
+/// counts it computes.
+pub fn counts_in_loops(f: &Func, storage: &[Storage]) -> HashMap<usize, Vec<usize>> {
+    let mut into: HashMap<usize, Vec<usize>> = HashMap::new();
+    for j in 0..f.insts.len() {
+        if !flag_count(f, storage, j) {
+            continue;
+        }
+        let x = f.insts[j].args[0];
+        let mut wanted = Vec::new();
+        leaves(f, storage, x, &mut wanted);
+        let host = (0..j).find(|&i| {
+            if storage[i] != Storage::Own
+                || !inline_elementwise(f, i)
+                || f.insts[i].shape != f.insts[x].shape
+            {
+                return false;
+            }
+            let mut read = Vec::new();
+            leaves(f, storage, i, &mut read);
+            wanted.iter().all(|l| read.contains(l))
+        });
+        if let Some(i) = host {
+            into.entry(i).or_default().push(j);
+        }
+    }
+    into
 }
