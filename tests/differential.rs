@@ -1149,6 +1149,27 @@ fn diag_of_an_if_with_a_constant_condition() {
 // ---------------------------------------------------------------------------------------
 // LANGUAGE.md fixtures and examples.
 
+/// The JIT computes an update's new θ and states straight into their slots when every
+/// read of the old value comes first (`layout::overwrites_safely`). Two rules that read an
+/// old value after the new one is computed: `old` (the state before `v = ...`) and `p0`
+/// (the param before `param -= ...`) must still be the old values. By hand, with grad = w:
+/// lagged: v1 = w0, w1 = 0.9 w0; v2 = 0.5 v1 + w1, w2 = w1 - 0.1 (v1 + v2).
+/// trail: w1 = 0.9 w0, s1 = w0; w2 = w1 - 0.1 (w1 + s1).
+#[test]
+fn updates_that_read_an_old_value_after_the_new_one_agree() {
+    let lagged = "optimizer lagged(lr, beta = 0.5) {\n  state v = zeros\n  let old = v\n  v = beta * v + grad\n  param -= lr * (old + v)\n}\nparam w: [2] = [1.0, -2.0]\nloss = 0.5 * sum(w * w)\ntrain {\n  optimizer lagged(lr = 0.1)\n  steps 2\n  record every 1 { w }\n}\n";
+    let trail = "optimizer trail(lr) {\n  state s = zeros\n  let p0 = param\n  param -= lr * (grad + s)\n  s = s + p0\n}\nparam w: [2] = [1.0, -2.0]\nloss = 0.5 * sum(w * w)\ntrain {\n  optimizer trail(lr = 0.1)\n  steps 2\n  record every 1 { w }\n}\n";
+    for (text, want) in [(lagged, [0.66, -1.32]), (trail, [0.71, -1.42])] {
+        let rows = finished_rows(text);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[1], vec![Some(0.9), Some(-1.8)], "{text}");
+        for (got, want) in rows[2].iter().zip(want) {
+            let got = got.expect("a value");
+            assert!((got - want).abs() < 1e-12, "{got} vs {want} in {text}");
+        }
+    }
+}
+
 #[test]
 fn every_program_agrees_on_both_backends_for_30_steps() {
     let programs = common::programs();

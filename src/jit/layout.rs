@@ -210,3 +210,45 @@ pub fn counts_in_loops(f: &Func, storage: &[Storage]) -> HashMap<usize, Vec<usiz
     }
     into
 }
+
+/// The instruction whose loop computes `v`: `v` itself, or for a fused value, the root of
+/// the expression it is fused into.
+fn loop_root(f: &Func, storage: &[Storage], v: usize) -> usize {
+    let mut r = v;
+    while storage[r] == Storage::Fused {
+        match (r + 1..f.insts.len()).find(|u| f.insts[*u].args.contains(&r)) {
+            Some(u) => r = u,
+            None => break,
+        }
+    }
+    r
+}
+
+/// The instruction whose buffer holds `v`'s whole value: `v`, or the source of a view that
+/// is all of it.
+pub fn owner(f: &Func, storage: &[Storage], v: usize) -> usize {
+    let mut r = v;
+    while let Storage::View { src, offset: 0 } = storage[r] {
+        if f.insts[src].shape.iter().product::<usize>()
+            != f.insts[r].shape.iter().product::<usize>()
+        {
+            break;
+        }
+        r = src;
+    }
+    r
+}
+
+/// Whether `v`, an inline elementwise op computed in its own loop, may write its value
+/// over the buffer of `input` (of its shape): every read of `input` happens in a loop
+/// before `v`'s, or inside `v`'s at the element being written.
+pub fn overwrites_safely(f: &Func, storage: &[Storage], v: usize, input: usize) -> bool {
+    storage[v] == Storage::Own
+        && inline_elementwise(f, v)
+        && f.insts[v].shape == f.insts[input].shape
+        && f.insts.iter().enumerate().all(|(u, inst)| {
+            !inst.args.contains(&input)
+                || (matches!(storage[u], Storage::Own | Storage::Fused)
+                    && loop_root(f, storage, u) <= v)
+        })
+}

@@ -164,7 +164,7 @@ pub fn compile(f: &Func) -> Result<Compiled, String> {
             // `extern "C"`). It stays valid while the module lives, which `Compiled`
             // ensures by owning the module.
             let entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
-            let buffers = plan(f, None)?;
+            let buffers = plan(f, None, &[])?;
             Ok(Compiled {
                 module: Some(module),
                 entry,
@@ -208,9 +208,14 @@ fn finish(module: &mut JITModule, name: &str, func: Function) -> Result<*const u
 
 /// One buffer per instruction that owns one (consts filled, rounded under `precision
 /// f32`) and the scratch buffer, large enough for any `LogSumExp` or `ReduceSum` block;
-/// views point into their source's buffer (see `layout`). `inputs[k]`, when given, is where input `k` is
-/// read in place.
-fn plan(f: &Func, inputs: Option<&[*mut u8]>) -> Result<Buffers, String> {
+/// views point into their source's buffer (see `layout`). `inputs[k]`, when given, is where
+/// input `k` is read in place; each `(i, addr)` of `external` makes `addr` instruction `i`'s
+/// buffer (an owned one, holding its whole value).
+fn plan(
+    f: &Func,
+    inputs: Option<&[*mut u8]>,
+    external: &[(usize, *mut u8)],
+) -> Result<Buffers, String> {
     let storage = layout::storage(f);
     let mut data: Vec<Box<[u64]>> = Vec::with_capacity(f.insts.len() + 1);
     let mut scratch = 1usize;
@@ -250,6 +255,11 @@ fn plan(f: &Func, inputs: Option<&[*mut u8]>) -> Result<Buffers, String> {
             (_, Storage::View { src, offset }, _) => {
                 // SAFETY: the view lies inside its source's buffer (`layout::storage`).
                 ptrs[i] = unsafe { ptrs[src].offset(offset as isize) };
+            }
+            (_, Storage::Own, _) => {
+                if let Some((_, addr)) = external.iter().find(|(v, _)| *v == i) {
+                    ptrs[i] = *addr;
+                }
             }
             _ => {}
         }

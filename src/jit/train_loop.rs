@@ -178,6 +178,64 @@ fn bind_inputs<'s>(f: &Func, slots: &[&'s Slot]) -> Result<Vec<&'s Slot>, String
     Ok(slots.to_vec())
 }
 
+/// The outputs of `f` (from output `from` on, one for each of `outs`) that are computed
+/// straight into their slot, sparing the copy after each step, as `(instruction, slot
+/// address)` for `plan`. An output whose slot is one of `f`'s inputs (`inputs` holds their
+/// addresses; an update's θ and states) only when `layout::overwrites_safely` says every
+/// read of that input comes first, and `f` has no host op that could fail after the slot
+/// is overwritten.
+fn outputs_in_slots(
+    f: &Func,
+    inputs: &[*mut u8],
+    from: usize,
+    outs: &[&Slot],
+) -> Vec<(usize, *mut u8)> {
+    use super::layout::{self, Storage};
+    let storage = layout::storage(f);
+    let never_fails = f
+        .insts
+        .iter()
+        .enumerate()
+        .all(|(i, inst)| match &inst.prim {
+            Prim::Input(_) | Prim::Const(_) | Prim::Reshape(_) | Prim::Broadcast(_) => true,
+            Prim::Unary(_) | Prim::Binary(_) | Prim::Select => layout::inline_elementwise(f, i),
+            Prim::ReduceSum(_) | Prim::ReduceMax(_) | Prim::ReduceMin(_) | Prim::Norm2(_) => {
+                inst.dtype == DType::Float && f.insts[inst.args[0]].dtype == DType::Float
+            }
+            _ => false,
+        });
+    let mut external: Vec<(usize, *mut u8)> = Vec::new();
+    for (o, slot) in outs.iter().enumerate() {
+        let Some((_, v)) = f.outputs.get(from + o) else {
+            break;
+        };
+        let owner = layout::owner(f, &storage, *v);
+        let inst = &f.insts[owner];
+        let owned = storage[owner] == Storage::Own
+            && !matches!(inst.prim, Prim::Input(_) | Prim::Const(_))
+            && inst.shape.iter().product::<usize>() == slot.len()
+            && !external.iter().any(|(w, _)| *w == owner);
+        let read_here: Vec<usize> = f
+            .insts
+            .iter()
+            .enumerate()
+            .filter(
+                |(_, i)| matches!(i.prim, Prim::Input(k) if inputs.get(k) == Some(&slot.addr())),
+            )
+            .map(|(i, _)| i)
+            .collect();
+        let safe = read_here.is_empty()
+            || (never_fails
+                && read_here
+                    .iter()
+                    .all(|i| layout::overwrites_safely(f, &storage, owner, *i)));
+        if owned && safe {
+            external.push((owner, slot.addr()));
+        }
+    }
+    external
+}
+
 /// Whether instruction `v` of `f` is used by any other.
 fn used(f: &Func, v: usize) -> bool {
     f.insts.iter().any(|i| i.args.contains(&v))
@@ -265,13 +323,29 @@ impl TrainLoop {
             funcs.push((&u.step, bind_inputs(&u.step, &inputs)?));
         }
 
+        // The slots each function's outputs go to, from its first output on: the
+        // gradient functions' gradients, each update's θ and states.
+        let mut targets: Vec<(usize, Vec<&Slot>)> = vec![(1, slots.grad.iter().collect()); 2];
+        targets.resize(funcs.len(), (0, vec![]));
+        for (p, j) in update_of.iter().enumerate() {
+            if let Some(j) = j {
+                let mut outs = vec![&slots.theta[p]];
+                outs.extend(slots.states[p].iter());
+                targets[*j] = (0, outs);
+            }
+        }
         let mut parts = Vec::new();
-        for (f, inputs) in &funcs {
+        for ((f, inputs), (from, outs)) in funcs.iter().zip(&targets) {
             let func = Box::new((*f).clone());
             // Inputs read their slot in place, except under `precision f32`, where the
             // code copies them in rounded (as the interpreter rounds every input).
             let addrs: Vec<*mut u8> = inputs.iter().map(|s| s.addr()).collect();
-            let buffers = super::plan(&func, (!func.f32).then_some(addrs.as_slice()))?;
+            let external = if func.f32 {
+                vec![]
+            } else {
+                outputs_in_slots(&func, &addrs, *from, outs)
+            };
+            let buffers = super::plan(&func, (!func.f32).then_some(addrs.as_slice()), &external)?;
             let host = Box::new(HostCtx {
                 func: &*func,
                 bufs: buffers.ptrs.as_ptr(),
@@ -527,7 +601,8 @@ impl LoopEmitter<'_, '_, '_> {
     }
 
     /// 0.0 when all `n` f64 at `p` are finite, else NaN: the sum of `x - x`, which is NaN
-    /// in any order as soon as one term is, so it runs in four f64x2 accumulators.
+    /// in any order as soon as one term is, so it adds eight at a time (four f64x2 in a
+    /// tree) into one f64x2 accumulator.
     fn finite_sum(&mut self, p: *mut u8, n: usize, acc: Value) -> Value {
         let base = self.addr(p);
         let wide = n / 8;
@@ -535,28 +610,25 @@ impl LoopEmitter<'_, '_, '_> {
         if wide > 0 {
             let zero = self.b.ins().f64const(0.0);
             let zero = self.b.ins().splat(types::F64X2, zero);
-            let lanes: Vec<_> = (0..4)
-                .map(|_| {
-                    let v = self.b.declare_var(types::F64X2);
-                    self.b.def_var(v, zero);
-                    v
-                })
-                .collect();
+            let total = self.b.declare_var(types::F64X2);
+            self.b.def_var(total, zero);
             self.each_step(wide, 64, &mut |e, off| {
                 let a = e.b.ins().iadd(base, off);
-                for (k, &v) in lanes.iter().enumerate() {
-                    let flags = MemFlagsData::new().with_notrap();
-                    let x = e.b.ins().load(types::F64X2, flags, a, 16 * k as i32);
-                    let d = e.b.ins().fsub(x, x);
-                    let s = e.b.use_var(v);
-                    let s = e.b.ins().fadd(s, d);
-                    e.b.def_var(v, s);
-                }
+                let d: Vec<Value> = (0..4)
+                    .map(|k| {
+                        let flags = MemFlagsData::new().with_notrap();
+                        let x = e.b.ins().load(types::F64X2, flags, a, 16 * k);
+                        e.b.ins().fsub(x, x)
+                    })
+                    .collect();
+                let ab = e.b.ins().fadd(d[0], d[1]);
+                let cd = e.b.ins().fadd(d[2], d[3]);
+                let v = e.b.ins().fadd(ab, cd);
+                let s = e.b.use_var(total);
+                let s = e.b.ins().fadd(s, v);
+                e.b.def_var(total, s);
             });
-            let [a, b, c, d] = [0, 1, 2, 3].map(|k| self.b.use_var(lanes[k]));
-            let ab = self.b.ins().fadd(a, b);
-            let cd = self.b.ins().fadd(c, d);
-            let v = self.b.ins().fadd(ab, cd);
+            let v = self.b.use_var(total);
             for lane in 0..2 {
                 let x = self.b.ins().extractlane(v, lane);
                 acc = self.b.ins().fadd(acc, x);
