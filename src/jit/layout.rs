@@ -1,8 +1,9 @@
 //! Where each instruction's value lives in compiled code: its own buffer, a view into
 //! another's (reshapes, contiguous slices), nowhere at all because its users read its
 //! source in place (transposes feeding matmuls, broadcasts feeding elementwise loops), or
-//! inside its single consumer's loop (fused elementwise chains). A pure analysis of the IR;
-//! `plan` and `emit` both follow it.
+//! inside its single consumer's loop (fused elementwise chains); which flag counts share
+//! an earlier loop; which outputs may overwrite an input's buffer. A pure analysis of the
+//! IR; `plan`, `emit` and `train_loop` follow it.
 
 use std::collections::HashMap;
 

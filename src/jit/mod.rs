@@ -7,7 +7,8 @@
 //!   row-major) are planned at compile time (`plan`, following `layout`): one per
 //!   instruction that owns one, views into their source for reshapes and contiguous
 //!   slices, none for lazy and fused values, plus one scratch buffer. Const buffers are
-//!   filled at compile time; nothing is allocated while code runs.
+//!   filled at compile time; nothing is allocated while code runs. The loop plans some
+//!   outputs straight into their slots (`train_loop::outputs_in_slots`).
 //! - **Code.** `emit` computes every instruction in order: fused elementwise trees in
 //!   f64x2 loops unrolled 4×, broadcasts, transposes, slices, pads and float reductions
 //!   as inline bottom-tested loops with static strides; transcendentals (`exp`, `log`,
@@ -21,7 +22,9 @@
 //!   reductions accumulate in the interpreter's order (each block in row-major order of
 //!   the listed axes; float sums in `math::sum`'s eight lanes, which the flat vector loop
 //!   holds as four f64x2 accumulators, other loops calling `math::sum` itself on the
-//!   block), and under `precision f32` every float result
+//!   block; counts of 0/1 flags, exact in any order, may be counted in an earlier loop
+//!   over the same operands, `layout::counts_in_loops`), and under `precision f32` every
+//!   float result
 //!   is rounded through f32 as the interpreter rounds it.
 //! - **Errors.** Malformed IR is refused by `compile`; a failing host op (an int division
 //!   by zero, an index out of range) makes `run` return `Err` naming the instruction.
