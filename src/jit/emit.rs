@@ -1323,21 +1323,10 @@ impl Emitter<'_, '_, '_> {
         let mut roots = vec![i];
         roots.extend(counts.iter().map(|c| self.f.insts[*c].args[0]));
         // Each count in one scalar and `UNROLL` f64x2 accumulators (exact in any order).
-        let minus_zero = self.fconst(-0.0);
-        let vinit = self.b.ins().splat(types::F64X2, minus_zero);
-        let mut accs = Vec::new();
-        for _ in &counts {
-            let acc = self.b.declare_var(types::F64);
-            self.b.def_var(acc, minus_zero);
-            let vacc: Vec<Variable> = (0..UNROLL)
-                .map(|_| {
-                    let var = self.b.declare_var(types::F64X2);
-                    self.b.def_var(var, vinit);
-                    var
-                })
-                .collect();
-            accs.push((acc, vacc));
-        }
+        let accs: Vec<(Variable, Vec<Variable>)> = counts
+            .iter()
+            .map(|_| (self.accumulator(-0.0), self.lane_accumulators()))
+            .collect();
         let mut turn = 0usize;
         self.expr_loop(&roots, &shape, &mut |e, vs, off, vector| {
             let addr = e.b.ins().iadd(out, off);
@@ -1364,6 +1353,27 @@ impl Emitter<'_, '_, '_> {
             self.st_f(r, out, zero);
         }
         Ok(())
+    }
+
+    /// A scalar accumulator starting at `start`.
+    fn accumulator(&mut self, start: f64) -> Variable {
+        let acc = self.b.declare_var(types::F64);
+        let init = self.fconst(start);
+        self.b.def_var(acc, init);
+        acc
+    }
+
+    /// `UNROLL` f64x2 accumulators of a sum's lanes, each starting at -0.0.
+    fn lane_accumulators(&mut self) -> Vec<Variable> {
+        let minus_zero = self.fconst(-0.0);
+        let vinit = self.b.ins().splat(types::F64X2, minus_zero);
+        (0..UNROLL)
+            .map(|_| {
+                let var = self.b.declare_var(types::F64X2);
+                self.b.def_var(var, vinit);
+                var
+            })
+            .collect()
     }
 
     /// One scalar entry `x` into the accumulator of a sum, sum of squares, max or min.
@@ -1426,18 +1436,8 @@ impl Emitter<'_, '_, '_> {
         } else {
             None
         };
-        let acc = self.b.declare_var(types::F64);
-        let init = self.fconst(kind.start());
-        self.b.def_var(acc, init);
-        let minus_zero = self.fconst(-0.0);
-        let vinit = self.b.ins().splat(types::F64X2, minus_zero);
-        let vacc: Vec<_> = (0..UNROLL)
-            .map(|_| {
-                let var = self.b.declare_var(types::F64X2);
-                self.b.def_var(var, vinit);
-                var
-            })
-            .collect();
+        let acc = self.accumulator(kind.start());
+        let vacc = self.lane_accumulators();
         let mut turn = 0usize;
         let mut combined = false;
         self.expr_loop(&[x], &shape, &mut |e, vs, o, vector| {
