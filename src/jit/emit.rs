@@ -88,6 +88,45 @@ impl Red {
 /// The innermost body of a loop nest: gets the emitter and each operand's byte offset.
 type LoopBody<'f, E> = dyn FnMut(&mut E, &[Value]) -> Result<(), String> + 'f;
 
+/// A bottom-tested loop (JIT-NOTES 1.4) whose counter runs 0, `step`, 2·`step`, … while
+/// below `end`: `open` makes its body block current, with the counter's value in `at`.
+pub(super) struct CountedLoop {
+    counter: Variable,
+    body: Block,
+    pub at: Value,
+}
+
+impl CountedLoop {
+    pub fn open(b: &mut FunctionBuilder) -> CountedLoop {
+        let counter = b.declare_var(types::I64);
+        let zero = b.ins().iconst(types::I64, 0);
+        b.def_var(counter, zero);
+        let body = b.create_block();
+        b.ins().jump(body, &[]);
+        b.switch_to_block(body);
+        let at = b.use_var(counter);
+        CountedLoop { counter, body, at }
+    }
+
+    /// Ends the body: adds `step`, branches back while below `end`, else to `exit`
+    /// (left for the caller to switch to).
+    pub fn close_to(self, b: &mut FunctionBuilder, step: i64, end: i64, exit: Block) {
+        let next = b.ins().iadd_imm_s(self.at, step);
+        b.def_var(self.counter, next);
+        let more = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, next, end);
+        b.ins().brif(more, self.body, &[], exit, &[]);
+        b.seal_block(self.body);
+    }
+
+    /// Ends the body as `close_to` does, going on in a new exit block.
+    pub fn close(self, b: &mut FunctionBuilder, step: i64, end: i64) {
+        let exit = b.create_block();
+        self.close_to(b, step, end, exit);
+        b.switch_to_block(exit);
+        b.seal_block(exit);
+    }
+}
+
 pub(super) struct Emitter<'a, 'b, 'c> {
     pub b: &'a mut FunctionBuilder<'b>,
     module: &'a mut JITModule,
@@ -362,9 +401,6 @@ impl Emitter<'_, '_, '_> {
         if n == 1 {
             return self.nest(rest, &inner, base, body);
         }
-        let counter = self.b.declare_var(types::I64);
-        let zero = self.b.ins().iconst(types::I64, 0);
-        self.b.def_var(counter, zero);
         let offs: Vec<Variable> = base
             .iter()
             .map(|v| {
@@ -373,10 +409,7 @@ impl Emitter<'_, '_, '_> {
                 var
             })
             .collect();
-        let body_blk = self.b.create_block();
-        let exit = self.b.create_block();
-        self.b.ins().jump(body_blk, &[]);
-        self.b.switch_to_block(body_blk);
+        let lp = CountedLoop::open(self.b);
         let cur: Vec<Value> = offs.iter().map(|v| self.b.use_var(*v)).collect();
         self.nest(rest, &inner, &cur, body)?;
         for (k, var) in offs.iter().enumerate() {
@@ -384,17 +417,7 @@ impl Emitter<'_, '_, '_> {
             let o = self.b.ins().iadd_imm_s(o, strides[k][0]);
             self.b.def_var(*var, o);
         }
-        let i = self.b.use_var(counter);
-        let i = self.b.ins().iadd_imm_s(i, 1);
-        self.b.def_var(counter, i);
-        let more = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::UnsignedLessThan, i, n as i64);
-        self.b.ins().brif(more, body_blk, &[], exit, &[]);
-        self.b.seal_block(body_blk);
-        self.b.switch_to_block(exit);
-        self.b.seal_block(exit);
+        lp.close(self.b, 1, n as i64);
         Ok(())
     }
 
@@ -941,18 +964,13 @@ impl Emitter<'_, '_, '_> {
         }
         let (src, ids, out) = (self.buf(x), self.buf(idx), self.buf(i));
         let row = (inner * 8) as i64;
-        let j = self.b.declare_var(types::I64);
-        let zero = self.b.ins().iconst(types::I64, 0);
-        self.b.def_var(j, zero);
-        let (body, ok, slow, exit) = (
-            self.b.create_block(),
+        let (ok, slow, exit) = (
             self.b.create_block(),
             self.b.create_block(),
             self.b.create_block(),
         );
-        self.b.ins().jump(body, &[]);
-        self.b.switch_to_block(body);
-        let jv = self.b.use_var(j);
+        let lp = CountedLoop::open(self.b);
+        let jv = lp.at;
         let at = self.b.ins().ishl_imm_u(jv, 3);
         let r = self.ld_i(ids, at);
         let out_of_range =
@@ -969,15 +987,7 @@ impl Emitter<'_, '_, '_> {
             e.st_i(v, out, o[1]);
             Ok(())
         })?;
-        let jv = self.b.use_var(j);
-        let next = self.b.ins().iadd_imm_s(jv, 1);
-        self.b.def_var(j, next);
-        let more = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::UnsignedLessThan, next, n as i64);
-        self.b.ins().brif(more, body, &[], exit, &[]);
-        self.b.seal_block(body);
+        lp.close_to(self.b, 1, n as i64, exit);
         self.b.switch_to_block(slow);
         self.b.seal_block(slow);
         self.host(i)?;
@@ -1170,30 +1180,15 @@ impl Emitter<'_, '_, '_> {
         let step = 2 * UNROLL;
         let main = n / step * step;
         if main > 0 {
-            let counter = self.b.declare_var(types::I64);
-            let zero = self.b.ins().iconst(types::I64, 0);
-            self.b.def_var(counter, zero);
-            let body = self.b.create_block();
-            let exit = self.b.create_block();
-            self.b.ins().jump(body, &[]);
-            self.b.switch_to_block(body);
-            let i = self.b.use_var(counter);
+            let lp = CountedLoop::open(self.b);
+            let i = lp.at;
             for u in 0..UNROLL {
                 let off = self.b.ins().iadd_imm_s(i, (u * 16) as i64);
                 let vs = self.nodes(roots, &at(off, true), true)?;
                 let o = self.b.ins().iadd(out, off);
                 sink(self, &vs, o, true)?;
             }
-            let next = self.b.ins().iadd_imm_s(i, (step * 8) as i64);
-            self.b.def_var(counter, next);
-            let more = self
-                .b
-                .ins()
-                .icmp_imm_s(IntCC::UnsignedLessThan, next, (main * 8) as i64);
-            self.b.ins().brif(more, body, &[], exit, &[]);
-            self.b.seal_block(body);
-            self.b.switch_to_block(exit);
-            self.b.seal_block(exit);
+            lp.close(self.b, (step * 8) as i64, (main * 8) as i64);
         }
         // The tail, element by element.
         for j in main..n {

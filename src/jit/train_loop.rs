@@ -17,7 +17,7 @@ use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Module};
 use ndarray::{ArrayD, IxDyn};
 
-use super::emit::{Bufs, emit_func, shim_ref};
+use super::emit::{Bufs, CountedLoop, emit_func, shim_ref};
 use super::host::HostCtx;
 use super::{Buffers, entry_signature, new_module};
 use crate::ir::{Func, Prim};
@@ -579,25 +579,9 @@ impl LoopEmitter<'_, '_, '_> {
         if n == 0 {
             return;
         }
-        let i = self.b.declare_var(types::I64);
-        let zero = self.b.ins().iconst(types::I64, 0);
-        self.b.def_var(i, zero);
-        let blk = self.b.create_block();
-        let exit = self.b.create_block();
-        self.b.ins().jump(blk, &[]);
-        self.b.switch_to_block(blk);
-        let off = self.b.use_var(i);
-        body(self, off);
-        let next = self.b.ins().iadd_imm_s(off, step as i64);
-        self.b.def_var(i, next);
-        let more = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::UnsignedLessThan, next, (n * step) as i64);
-        self.b.ins().brif(more, blk, &[], exit, &[]);
-        self.b.seal_block(blk);
-        self.b.switch_to_block(exit);
-        self.b.seal_block(exit);
+        let lp = CountedLoop::open(self.b);
+        body(self, lp.at);
+        lp.close(self.b, step as i64, (n * step) as i64);
     }
 
     /// 0.0 when all `n` f64 at `p` are finite, else NaN: the sum of `x - x`, which is NaN
