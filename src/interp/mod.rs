@@ -3,6 +3,7 @@
 //! functions a JIT will call, so both backends agree bit for bit.
 
 pub mod math;
+pub mod vmath;
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
@@ -262,7 +263,17 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
             (Tensor::Int(a), Unary::Neg) => Tensor::Int(a.mapv(|v| v.wrapping_neg())),
             (Tensor::Int(a), Unary::Sign) => Tensor::Int(a.mapv(i64::signum)),
             (Tensor::Int(a), Unary::StopGrad) => Tensor::Int(a.clone()),
-            (t, _) => Tensor::Float(float(t).mapv(|x| unary(*op, x))),
+            (t, _) => {
+                let a = float(t);
+                match a.as_slice() {
+                    Some(xs) if vmath::has_unary(*op) => {
+                        let mut out = vec![0.0; xs.len()];
+                        vmath::unary_into(*op, xs, &mut out);
+                        Tensor::Float(ArrayD::from_shape_vec(a.raw_dim(), out).map_err(|e| e.to_string())?)
+                    }
+                    _ => Tensor::Float(a.mapv(|x| unary(*op, x))),
+                }
+            }
         },
         Prim::Binary(op) => match (arg(0), arg(1)) {
             (Tensor::Int(a), Tensor::Int(b)) if inst.dtype == crate::sema::types::DType::Int => {
@@ -274,6 +285,15 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
             }
             (a, b) => {
                 let (a, b) = (float(a), float(b));
+                if let (Binary::LogAddExp, Some(xs), Some(ys)) = (op, a.as_slice(), b.as_slice())
+                    && a.shape() == b.shape()
+                {
+                    let mut out = vec![0.0; xs.len()];
+                    vmath::logaddexp_into(xs, ys, &mut out);
+                    return Ok(Tensor::Float(
+                        ArrayD::from_shape_vec(a.raw_dim(), out).map_err(|e| e.to_string())?,
+                    ));
+                }
                 Tensor::Float(
                     ndarray::Zip::from(&*a)
                         .and(&*b)

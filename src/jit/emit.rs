@@ -17,9 +17,9 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Module};
 
-use super::host::{binary_shim, unary_shim};
+use super::host::{binary_shim, slice_shim, unary_shim};
 use super::layout::{
-    Storage, counts_in_loops, flag_count, full_reduction, inline_elementwise, storage,
+    Storage, counts_in_loops, flag_count, full_reduction, inline_elementwise, slice_op, storage,
 };
 use crate::interp::math::{SUM_LANES, matmul_source};
 use crate::ir::{Binary, Func, Prim, Unary};
@@ -683,6 +683,9 @@ impl Emitter<'_, '_, '_> {
             return self.host(i);
         }
         let (src, out) = (self.buf(x), self.buf(i));
+        if slice_op(f, i) {
+            return self.over_slices(i, &[src, src]);
+        }
         self.flat(n, &mut |e, o| {
             let v = e.ld_f(x, src, o);
             let r = e.funary(op, v)?;
@@ -722,6 +725,9 @@ impl Emitter<'_, '_, '_> {
             });
         }
         let (pa, pb, out) = (self.buf(a), self.buf(b), self.buf(i));
+        if slice_op(f, i) {
+            return self.over_slices(i, &[pa, pb]);
+        }
         self.flat(n, &mut |e, o| {
             let x = e.ld_f(a, pa, o);
             let y = e.ld_f(b, pb, o);
@@ -729,6 +735,16 @@ impl Emitter<'_, '_, '_> {
             e.st_f(r, out, o);
             Ok(())
         })
+    }
+
+    /// Instruction `i`, a `layout::slice_op`, by its host function over the buffers of its
+    /// operands `args` (the one operand twice for a unary op).
+    fn over_slices(&mut self, i: usize, args: &[Value; 2]) -> Result<(), String> {
+        let name = slice_shim(&self.f.insts[i].prim).ok_or("internal error: no slice shim")?;
+        let out = self.buf(i);
+        let n = self.b.ins().iconst(types::I64, numel(&self.f.insts[i].shape) as i64);
+        self.call(name, &[args[0], args[1], out, n])?;
+        Ok(())
     }
 
     /// `interp::binary(op, x, y)`, on scalars or lane by lane on f64x2 vectors.

@@ -26,6 +26,8 @@ pub(super) enum Sig {
     HostOp,
     /// `fn(ctx: *mut u8)`
     Ctx,
+    /// `fn(a: *const f64, b: *const f64, out: *mut f64, n: i64)`: an op over whole buffers
+    Slices,
 }
 
 macro_rules! unary_shims {
@@ -76,6 +78,64 @@ binary_shims! {
     traj_floordiv => FloorDiv,
     traj_rem => Rem,
     traj_logaddexp => LogAddExp,
+}
+
+macro_rules! slice_shims {
+    ($($name:ident => $op:ident),* $(,)?) => {
+        $(
+            /// `interp::vmath::unary_into` over `n` values at `a` into `out` (`b` unused).
+            ///
+            /// # Safety
+            /// `a` and `out` must point to `n` f64 each (non-null and aligned), not
+            /// overlapping.
+            unsafe extern "C" fn $name(a: *const f64, _b: *const f64, out: *mut f64, n: i64) {
+                // SAFETY: see the contract; the buffers are planned with `n` values.
+                let (a, out) = unsafe {
+                    (
+                        std::slice::from_raw_parts(a, n as usize),
+                        std::slice::from_raw_parts_mut(out, n as usize),
+                    )
+                };
+                interp::vmath::unary_into(Unary::$op, a, out);
+            }
+        )*
+        /// The host function computing float `op` over whole buffers (a `layout::slice_op`).
+        pub(super) fn slice_shim(prim: &Prim) -> Option<&'static str> {
+            match prim {
+                $(Prim::Unary(Unary::$op) => Some(stringify!($name)),)*
+                Prim::Binary(Binary::LogAddExp) => Some("traj_logaddexp_into"),
+                _ => None,
+            }
+        }
+        const SLICES: &[(&str, *const u8)] = &[
+            $((stringify!($name), $name as *const u8),)*
+            ("traj_logaddexp_into", traj_logaddexp_into as *const u8),
+        ];
+    };
+}
+
+slice_shims! {
+    traj_exp_into => Exp,
+    traj_log1p_into => Log1p,
+    traj_sigmoid_into => Sigmoid,
+    traj_softplus_into => Softplus,
+}
+
+/// `interp::vmath::logaddexp_into` over `n` values at `a` and `b` into `out`.
+///
+/// # Safety
+/// `a`, `b` and `out` must point to `n` f64 each (non-null and aligned), `out` not
+/// overlapping the others.
+unsafe extern "C" fn traj_logaddexp_into(a: *const f64, b: *const f64, out: *mut f64, n: i64) {
+    // SAFETY: see the contract; the buffers are planned with `n` values.
+    let (a, b, out) = unsafe {
+        (
+            std::slice::from_raw_parts(a, n as usize),
+            std::slice::from_raw_parts(b, n as usize),
+            std::slice::from_raw_parts_mut(out, n as usize),
+        )
+    };
+    interp::vmath::logaddexp_into(a, b, out);
 }
 
 /// `interp::math::logsumexp` of `n` contiguous values.
@@ -178,6 +238,7 @@ pub(super) fn symbols() -> Vec<(&'static str, *const u8, Sig)> {
             .iter()
             .map(|(n, f)| (*n, *f as *const u8, Sig::Binary)),
     );
+    out.extend(SLICES.iter().map(|(n, f)| (*n, *f, Sig::Slices)));
     out.push(("traj_logsumexp", traj_logsumexp as *const u8, Sig::Block));
     out.push(("traj_sum", traj_sum as *const u8, Sig::Block));
     out.push(("traj_matmul", traj_matmul as *const u8, Sig::MatMul));

@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 
 use crate::interp::math::matmul_source;
-use crate::ir::{Func, Prim, Unary};
+use crate::interp::vmath;
+use crate::ir::{Binary, Func, Prim, Unary};
 use crate::sema::types::DType;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,12 +51,30 @@ fn contiguous_slice(from: &[usize], ranges: &[(usize, usize)]) -> Option<usize> 
 }
 
 /// A float elementwise op the emitter computes inline (no host path): every operand and
-/// the result are floats.
+/// the result are floats, and it is not a [`slice_op`].
 pub fn inline_elementwise(f: &Func, i: usize) -> bool {
     let inst = &f.insts[i];
     matches!(inst.prim, Prim::Unary(_) | Prim::Binary(_) | Prim::Select)
-        && inst.dtype == DType::Float
-        && inst.args.iter().all(|a| f.insts[*a].dtype == DType::Float)
+        && all_float(f, i)
+        && !slice_op(f, i)
+}
+
+fn all_float(f: &Func, i: usize) -> bool {
+    let inst = &f.insts[i];
+    inst.dtype == DType::Float && inst.args.iter().all(|a| f.insts[*a].dtype == DType::Float)
+}
+
+/// A float `exp`, `log1p`, `sigmoid`, `softplus` or `logaddexp` (outside `precision f32`),
+/// computed over whole buffers by `interp::vmath`'s vectorized functions (~8× faster than
+/// libm entry by entry), so its operands and result are stored, not fused.
+pub fn slice_op(f: &Func, i: usize) -> bool {
+    let inst = &f.insts[i];
+    let op = match inst.prim {
+        Prim::Unary(op) => vmath::has_unary(op),
+        Prim::Binary(op) => op == Binary::LogAddExp,
+        _ => false,
+    };
+    op && !f.f32 && all_float(f, i)
 }
 
 /// A reduction over every axis in row-major order: one flat loop over its operand.

@@ -113,6 +113,7 @@ fn new_module() -> Result<(JITModule, HashMap<&'static str, FuncId>), String> {
             ),
             Sig::HostOp => (&[ptr, types::I64], Some(types::I64)),
             Sig::Ctx => (&[ptr], None),
+            Sig::Slices => (&[ptr, ptr, ptr, types::I64], None),
         };
         s.params.extend(params.iter().map(|t| AbiParam::new(*t)));
         s.returns.extend(ret.map(AbiParam::new));
@@ -202,6 +203,10 @@ fn finish(module: &mut JITModule, name: &str, func: Function) -> Result<*const u
     module
         .define_function(id, &mut ctx)
         .map_err(|e| format!("internal error: Cranelift refused `{name}`: {e:?}"))?;
+    if let Ok(path) = std::env::var("TRAJ_CODE_OUT") {
+        let code = ctx.compiled_code().unwrap().code_buffer().to_vec();
+        std::fs::write(format!("{path}.{name}"), code).unwrap();
+    }
     module.clear_context(&mut ctx);
     module
         .finalize_definitions()

@@ -1,0 +1,437 @@
+//! `exp`, `log1p`, `sigmoid`, `softplus` and `logaddexp` over whole slices, vectorized and
+//! bit for bit `math`'s scalar functions (the `libm` crate's FreeBSD-msun code): the same
+//! IEEE operations in the same order, libm's branches turned into selects, compiled for
+//! AVX-512 or AVX2 when the CPU has them (no FMA: Rust never contracts). Entries outside
+//! libm's main range (|x| >= 708.39 for `exp`, x <= -1 for `log1p`, NaN, ±∞) are
+//! recomputed by the scalar function. Both backends call these on arrays.
+
+use crate::ir::Unary;
+
+use super::math;
+
+const LN2HI: f64 = 6.931_471_803_691_238_164_90e-1;
+const LN2LO: f64 = 1.908_214_929_270_587_700_02e-10;
+const INVLN2: f64 = 1.442_695_040_888_963_387_00e0;
+const P1: f64 = 1.666_666_666_666_660_190_37e-1;
+const P2: f64 = -2.777_777_777_701_559_338_42e-3;
+const P3: f64 = 6.613_756_321_437_934_361_17e-5;
+const P4: f64 = -1.653_390_220_546_525_153_90e-6;
+const P5: f64 = 4.138_136_797_057_238_460_39e-8;
+const LG1: f64 = 6.666_666_666_666_735_130e-1;
+const LG2: f64 = 3.999_999_999_940_941_908e-1;
+const LG3: f64 = 2.857_142_874_366_239_149e-1;
+const LG4: f64 = 2.222_219_843_214_978_396e-1;
+const LG5: f64 = 1.818_357_216_161_805_012e-1;
+const LG6: f64 = 1.531_383_769_920_937_332e-1;
+const LG7: f64 = 1.479_819_860_511_658_591e-1;
+
+/// 2^52 + 2^51: for an integer `k` below 2^50 in magnitude, `bits(k + MAGIC) ==
+/// bits(MAGIC) + k` (the sum lies in [2^52, 2^53), where floats are the integers).
+const MAGIC: f64 = 6_755_399_441_055_744.0;
+
+#[inline(always)]
+fn pick(c: bool, a: f64, b: f64) -> f64 {
+    if c { a } else { b }
+}
+
+/// libm's `exp(x)` where |x| < 708.39... (the second value says so), no branches.
+#[inline(always)]
+fn exp_lane(x: f64) -> (f64, bool) {
+    let ax = x.abs();
+    let ok = ax < f64::from_bits(0x4086_232b_0000_0000);
+    // x = k ln2 + r: k = 0 below 0.5 ln2, ±1 below 1.5 ln2, else (INVLN2 x ± 0.5)
+    // truncated. With k = 0, hi = x, lo = 0 and r = x exactly, as in libm's middle case.
+    let negative = x < 0.0;
+    let k_far = (INVLN2 * x + pick(negative, -0.5, 0.5)).trunc();
+    let k = pick(
+        ax >= f64::from_bits(0x3ff0_a2b2_0000_0000),
+        k_far,
+        pick(negative, -1.0, 1.0),
+    );
+    let k = pick(ax >= f64::from_bits(0x3fd6_2e43_0000_0000), k, 0.0);
+    let hi = x - k * LN2HI;
+    let lo = k * LN2LO;
+    let r = hi - lo;
+    let rr = r * r;
+    let c = r - rr * (P1 + rr * (P2 + rr * (P3 + rr * (P4 + rr * P5))));
+    let y = 1.0 + (r * c / (2.0 - c) - lo + hi);
+    // y 2^k with |k| <= 1022, where libm's `scalbn` is this one product.
+    let k_bits = (k + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits());
+    let scale = f64::from_bits(k_bits.wrapping_add(1023) << 52);
+    let value = pick(ax < f64::from_bits(0x3e30_0001_0000_0000), 1.0 + x, y * scale);
+    (value, ok)
+}
+
+/// libm's `log1p(x)` where -1 < x < ∞, no branches.
+#[inline(always)]
+fn log1p_lane(x: f64) -> (f64, bool) {
+    let ok = x > -1.0 && x < f64::INFINITY;
+    // 1 + x within [sqrt(2)/2, sqrt(2)): k = 0, f = x, c = 0. Otherwise 1 + x = u =
+    // 2^k (1 + f), with c the rounding error of 1 + x over u.
+    let small =
+        x > f64::from_bits(0xbfd2_bec5_0000_0000) && x < f64::from_bits(0x3fda_827a_0000_0000);
+    let u = 1.0 + x;
+    let ui = u.to_bits();
+    let hu = (ui >> 32) + (0x3ff0_0000 - 0x3fe6_a09e);
+    let k = ((hu >> 20) as i64) - 0x3ff;
+    let dk = f64::from_bits((k as u64).wrapping_add(MAGIC.to_bits())) - MAGIC;
+    let c = pick(dk >= 2.0, 1.0 - (u - x), x - (u - 1.0)) / u;
+    let c = pick(dk < 54.0, c, 0.0);
+    let hu = (hu & 0x000f_ffff) + 0x3fe6_a09e;
+    let f = f64::from_bits((hu << 32) | (ui & 0xffff_ffff)) - 1.0;
+    let (f, c, dk) = (pick(small, x, f), pick(small, 0.0, c), pick(small, 0.0, dk));
+    let hfsq = 0.5 * f * f;
+    let s = f / (2.0 + f);
+    let z = s * s;
+    let w = z * z;
+    let t1 = w * (LG2 + w * (LG4 + w * LG6));
+    let t2 = z * (LG1 + w * (LG3 + w * (LG5 + w * LG7)));
+    let r = t2 + t1;
+    let value = s * (hfsq + r) + (dk * LN2LO + c) - hfsq + f + dk * LN2HI;
+    (pick(x.abs() < f64::from_bits(0x3ca0_0000_0000_0000), x, value), ok)
+}
+
+/// `math::sigmoid`: both of its branches take `exp(-|x|)`.
+#[inline(always)]
+fn sigmoid_lane(x: f64) -> (f64, bool) {
+    let (e, ok) = exp_lane(-x.abs());
+    (pick(x >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e)), ok)
+}
+
+/// `math::softplus`.
+#[inline(always)]
+fn softplus_lane(x: f64) -> (f64, bool) {
+    let (e, e_ok) = exp_lane(-x.abs());
+    let (l, l_ok) = log1p_lane(e);
+    (x.max(0.0) + l, e_ok && l_ok)
+}
+
+/// `math::logaddexp` (both -∞ give a NaN difference, so the scalar function).
+#[inline(always)]
+fn logaddexp_lane(a: f64, b: f64) -> (f64, bool) {
+    let (e, e_ok) = exp_lane(-(a - b).abs());
+    let (l, l_ok) = log1p_lane(e);
+    (a.max(b) + l, e_ok && l_ok)
+}
+
+/// `out[i] = lane(xs[i])`; whether every entry was in range.
+#[inline(always)]
+fn map1(xs: &[f64], out: &mut [f64], lane: impl Fn(f64) -> (f64, bool)) -> bool {
+    let mut all = true;
+    for (o, x) in out.iter_mut().zip(xs) {
+        let (v, ok) = lane(*x);
+        *o = v;
+        all &= ok;
+    }
+    all
+}
+
+#[inline(always)]
+fn map2(a: &[f64], b: &[f64], out: &mut [f64], lane: impl Fn(f64, f64) -> (f64, bool)) -> bool {
+    let mut all = true;
+    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+        let (v, ok) = lane(*x, *y);
+        *o = v;
+        all &= ok;
+    }
+    all
+}
+
+/// What the CPU running this can take.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Level {
+    /// The scalar functions, entry by entry (x86-64 without AVX2, whose baseline has no
+    /// vector `trunc`).
+    Scalar,
+    /// The lane code as compiled for the target (on x86-64 only in the tests).
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                Level::Avx512
+            } else if std::arch::is_x86_feature_detected!("avx2") {
+                Level::Avx2
+            } else {
+                Level::Scalar
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Level::Portable
+    })
+}
+
+/// The levels this CPU can run, for the tests.
+#[cfg(test)]
+fn levels() -> Vec<Level> {
+    let mut all = vec![Level::Scalar, Level::Portable];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            all.push(Level::Avx2);
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            all.push(Level::Avx512);
+        }
+    }
+    all
+}
+
+/// One function per lane code and level; `$scalar` is the function it matches.
+macro_rules! kernels {
+    ($($name:ident: $lane:ident, $scalar:path;)*) => {
+        $(
+            /// `out[i] = ` the scalar function of `xs[i]`, at `level`.
+            fn $name(level: Level, xs: &[f64], out: &mut [f64]) {
+                assert_eq!(xs.len(), out.len(), "vmath: slices of different lengths");
+                let all = match level {
+                    Level::Scalar => {
+                        for (o, x) in out.iter_mut().zip(xs) {
+                            *o = $scalar(*x);
+                        }
+                        return;
+                    }
+                    Level::Portable => map1(xs, out, |x| $lane(x)),
+                    #[cfg(target_arch = "x86_64")]
+                    Level::Avx2 => {
+                        #[target_feature(enable = "avx2")]
+                        fn run(xs: &[f64], out: &mut [f64]) -> bool {
+                            map1(xs, out, |x| $lane(x))
+                        }
+                        // SAFETY: `level()` found AVX2 on this CPU.
+                        unsafe { run(xs, out) }
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    Level::Avx512 => {
+                        #[target_feature(enable = "avx512f")]
+                        fn run(xs: &[f64], out: &mut [f64]) -> bool {
+                            map1(xs, out, |x| $lane(x))
+                        }
+                        // SAFETY: `level()` found AVX-512F on this CPU.
+                        unsafe { run(xs, out) }
+                    }
+                };
+                if !all {
+                    for (o, x) in out.iter_mut().zip(xs) {
+                        if !$lane(*x).1 {
+                            *o = $scalar(*x);
+                        }
+                    }
+                }
+            }
+        )*
+    };
+}
+
+kernels! {
+    exp_at: exp_lane, math::exp;
+    log1p_at: log1p_lane, math::log1p;
+    sigmoid_at: sigmoid_lane, math::sigmoid;
+    softplus_at: softplus_lane, math::softplus;
+}
+
+fn logaddexp_at(level: Level, a: &[f64], b: &[f64], out: &mut [f64]) {
+    assert!(
+        a.len() == out.len() && b.len() == out.len(),
+        "vmath: slices of different lengths"
+    );
+    let all = match level {
+        Level::Scalar => {
+            for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+                *o = math::logaddexp(*x, *y);
+            }
+            return;
+        }
+        Level::Portable => map2(a, b, out, |x, y| logaddexp_lane(x, y)),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => {
+            #[target_feature(enable = "avx2")]
+            fn run(a: &[f64], b: &[f64], out: &mut [f64]) -> bool {
+                map2(a, b, out, |x, y| logaddexp_lane(x, y))
+            }
+            // SAFETY: `level()` found AVX2 on this CPU.
+            unsafe { run(a, b, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => {
+            #[target_feature(enable = "avx512f")]
+            fn run(a: &[f64], b: &[f64], out: &mut [f64]) -> bool {
+                map2(a, b, out, |x, y| logaddexp_lane(x, y))
+            }
+            // SAFETY: `level()` found AVX-512F on this CPU.
+            unsafe { run(a, b, out) }
+        }
+    };
+    if !all {
+        for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+            if !logaddexp_lane(*x, *y).1 {
+                *o = math::logaddexp(*x, *y);
+            }
+        }
+    }
+}
+
+/// Whether [`unary_into`] takes `op`.
+pub fn has_unary(op: Unary) -> bool {
+    matches!(
+        op,
+        Unary::Exp | Unary::Log1p | Unary::Sigmoid | Unary::Softplus
+    )
+}
+
+/// `out[i] = interp::unary(op, xs[i])` for an op [`has_unary`] takes.
+pub fn unary_into(op: Unary, xs: &[f64], out: &mut [f64]) {
+    let level = level();
+    match op {
+        Unary::Exp => exp_at(level, xs, out),
+        Unary::Log1p => log1p_at(level, xs, out),
+        Unary::Sigmoid => sigmoid_at(level, xs, out),
+        Unary::Softplus => softplus_at(level, xs, out),
+        _ => panic!("vmath: no slice form of {op:?}"),
+    }
+}
+
+/// `out[i] = math::logaddexp(a[i], b[i])`.
+pub fn logaddexp_into(a: &[f64], b: &[f64], out: &mut [f64]) {
+    logaddexp_at(level(), a, b, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inputs at and around every boundary the lane code decides on, special values, and
+    /// `n` pseudo-random ones: arbitrary bit patterns and values spread over [-750, 750]
+    /// and [-1, 2].
+    fn inputs(n: usize) -> Vec<f64> {
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            -1.0,
+            f64::MIN_POSITIVE,
+            -f64::MIN_POSITIVE,
+            f64::MAX,
+            -f64::MAX,
+            5e-324,
+            -5e-324,
+            709.782712893383973096,
+            -745.13321910194110842,
+            -708.39641853226410622,
+            f64::EPSILON,
+        ];
+        let edges = [
+            0x4086_232b_0000_0000u64,
+            0x3ff0_a2b2_0000_0000,
+            0x3fd6_2e43_0000_0000,
+            0x3fd6_2e42_ffff_ffff,
+            0x3e30_0001_0000_0000,
+            0x3e30_0000_ffff_ffff,
+            0x3fd2_bec5_0000_0000,
+            0x3fd2_bec4_ffff_ffff,
+            0x3fda_827a_0000_0000,
+            0x3fda_8279_ffff_ffff,
+            0x3ca0_0000_0000_0000,
+            0x3fe0_0000_0000_0000,
+            0x3ff0_0000_0000_0000,
+            0x4340_0000_0000_0000,
+        ];
+        for e in edges {
+            for d in -3i64..=3 {
+                let x = f64::from_bits(e.wrapping_add(d as u64));
+                xs.extend([x, -x]);
+            }
+        }
+        for k in -1100i64..=1100 {
+            // Where k ln2 rounds either way.
+            let x = k as f64 * std::f64::consts::LN_2;
+            xs.extend([x, f64::from_bits(x.to_bits() + 1), x + 0.5 * LN2HI]);
+        }
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..n {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let unit = (s >> 11) as f64 / (1u64 << 53) as f64;
+            xs.push(match i % 3 {
+                0 => f64::from_bits(s),
+                1 => unit * 1500.0 - 750.0,
+                _ => unit * 3.0 - 1.0,
+            });
+        }
+        xs
+    }
+
+    fn same(got: f64, want: f64) -> bool {
+        got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan())
+    }
+
+    #[test]
+    fn each_unary_matches_its_scalar_function_bit_for_bit_at_every_level() {
+        let xs = inputs(300_000);
+        let mut out = vec![0.0; xs.len()];
+        let ops: [(Unary, fn(f64) -> f64); 4] = [
+            (Unary::Exp, math::exp),
+            (Unary::Log1p, math::log1p),
+            (Unary::Sigmoid, math::sigmoid),
+            (Unary::Softplus, math::softplus),
+        ];
+        for level in levels() {
+            for (op, scalar) in ops {
+                let run = match op {
+                    Unary::Exp => exp_at,
+                    Unary::Log1p => log1p_at,
+                    Unary::Sigmoid => sigmoid_at,
+                    _ => softplus_at,
+                };
+                run(level, &xs, &mut out);
+                let bad: Vec<_> = xs
+                    .iter()
+                    .zip(&out)
+                    .filter(|(x, o)| !same(**o, scalar(**x)))
+                    .take(3)
+                    .map(|(x, o)| format!("{x:e} -> {o:e}, want {:e}", scalar(*x)))
+                    .collect();
+                assert!(bad.is_empty(), "{op:?} at {level:?}: {bad:?}");
+            }
+        }
+        // The lane code itself, not only the scalar fix-up, covers most inputs.
+        let in_range = xs.iter().filter(|x| exp_lane(**x).1).count();
+        assert!(in_range > xs.len() / 2, "{in_range} of {}", xs.len());
+    }
+
+    #[test]
+    fn logaddexp_matches_its_scalar_function_bit_for_bit_at_every_level() {
+        let xs = inputs(200_000);
+        let mut ys = xs.clone();
+        ys.rotate_left(7);
+        ys[0] = f64::NEG_INFINITY;
+        let mut xs = xs;
+        xs[0] = f64::NEG_INFINITY;
+        let mut out = vec![0.0; xs.len()];
+        for level in levels() {
+            logaddexp_at(level, &xs, &ys, &mut out);
+            for ((x, y), o) in xs.iter().zip(&ys).zip(&out) {
+                let want = math::logaddexp(*x, *y);
+                assert!(same(*o, want), "{level:?}: logaddexp({x:e}, {y:e}) = {o:e}, want {want:e}");
+            }
+            // And against a zero second operand, as `softplus` written as `logaddexp(z, 0)`.
+            let zeros = vec![0.0; xs.len()];
+            logaddexp_at(level, &xs, &zeros, &mut out);
+            for (x, o) in xs.iter().zip(&out) {
+                assert!(same(*o, math::logaddexp(*x, 0.0)), "{level:?}: {x:e}");
+            }
+        }
+    }
+}
