@@ -649,3 +649,84 @@ proptest! {
         agree(&f, &[t(xs), t(ys), k], 0, "random function");
     }
 }
+
+#[test]
+fn transcendentals_run_over_whole_buffers_with_libm_bits() {
+    // `exp`, `log1p`, `sigmoid`, `softplus` and `logaddexp` are computed over whole
+    // buffers by `interp::vmath` (both backends): their operands are stored, not fused, and
+    // every entry must be the scalar libm-based function's, bit for bit, including entries
+    // outside libm's main range (overflow, -1, NaN, ±∞) and vector tails. Under
+    // `precision f32` they stay entry-by-entry calls.
+    use traj::interp::math;
+    use traj::jit::layout::{Storage, slice_op, storage};
+    let n = 1037;
+    let xs: Vec<f64> = (0..n)
+        .map(|i| match i % 13 {
+            0 => [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0, -2.0][i / 13 % 5],
+            1 => [800.0, -800.0, 709.9, -745.5, -0.0][i / 13 % 5],
+            2 => 1e-300 * i as f64,
+            _ => (i as f64 * 0.731).sin() * 30.0 / (1 + i % 7) as f64,
+        })
+        .collect();
+    let ys: Vec<f64> = xs.iter().rev().map(|y| y * 0.5).collect();
+    for f32 in [false, true] {
+        let mut b = Builder::new();
+        let x = b.input("x", DType::Float, vec![n]);
+        let y = b.input("y", DType::Float, vec![n]);
+        let half = b.scalar(0.5);
+        let scaled = b.binary(Binary::Mul, x, half);
+        let e = b.unary(Unary::Exp, scaled);
+        let two = b.scalar(2.0);
+        let e2 = b.binary(Binary::Mul, e, two);
+        b.output("exp", e2);
+        for (name, op) in [
+            ("log1p", Unary::Log1p),
+            ("sigmoid", Unary::Sigmoid),
+            ("softplus", Unary::Softplus),
+        ] {
+            let v = b.unary(op, x);
+            b.output(name, v);
+        }
+        let l = b.binary(Binary::LogAddExp, x, y);
+        b.output("logaddexp", l);
+        let mut f = b.finish();
+        f.f32 = f32;
+        let f = traj::opt::run(&f).expect("passes verify");
+        let st = storage(&f);
+        let slices: Vec<usize> = (0..f.insts.len()).filter(|i| slice_op(&f, *i)).collect();
+        if f32 {
+            assert!(slices.is_empty(), "{slices:?}");
+        } else {
+            assert_eq!(slices.len(), 5, "{}", traj::ir::print(&f));
+            for i in &slices {
+                assert_eq!(st[*i], Storage::Own, "%{i}");
+                for a in &f.insts[*i].args {
+                    assert_ne!(st[*a], Storage::Fused, "operand %{a} of %{i}");
+                }
+            }
+        }
+        let t = |v: &[f64]| Tensor::Float(ArrayD::from_shape_vec(IxDyn(&[n]), v.to_vec()).expect("shape"));
+        let out = agree(&f, &[t(&xs), t(&ys)], 0, &format!("transcendentals, f32 {f32}"))
+            .expect("no error");
+        if f32 {
+            continue;
+        }
+        let check = |k: usize, want: &dyn Fn(usize) -> f64| {
+            let got = out[k].to_f64();
+            for (i, g) in got.iter().enumerate() {
+                let w = want(i);
+                assert!(
+                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                    "{} at x = {:e}: {g:e}, want {w:e}",
+                    f.outputs[k].0,
+                    xs[i]
+                );
+            }
+        };
+        check(0, &|i| math::exp(xs[i] * 0.5) * 2.0);
+        check(1, &|i| math::log1p(xs[i]));
+        check(2, &|i| math::sigmoid(xs[i]));
+        check(3, &|i| math::softplus(xs[i]));
+        check(4, &|i| math::logaddexp(xs[i], ys[i]));
+    }
+}

@@ -221,4 +221,36 @@ mod tests {
         let in_order: f64 = xs.iter().sum();
         assert_eq!(in_order, 1e16);
     }
+
+    #[test]
+    fn small_matrix_vector_products_add_each_row_in_order() {
+        // Up to `SMALL_GEMV` multiply-adds, both layouts of `a` give c[i] = Σ_p a[i,p] b[p]
+        // from 0.0 in the order of p, bit for bit; above it, faer's product.
+        let value = |i: usize| match i % 5 {
+            0 => 1e16,
+            1 => -1e16,
+            _ => ((i * 7919) % 1000) as f64 / 37.0 - 13.0,
+        };
+        for (m, k) in [(200, 10), (10, 200), (1, 1), (3, 7), (64, 64), (65, 64)] {
+            let a: Vec<f64> = (0..m * k).map(value).collect();
+            let at: Vec<f64> = (0..k * m).map(|j| a[(j % m) * k + j / m]).collect();
+            let b: Vec<f64> = (0..k).map(|p| value(p + 3)).collect();
+            let mut rows = vec![f64::NAN; m];
+            let mut cols = vec![f64::NAN; m];
+            let op = |data, transposed| MatOperand { data, transposed };
+            matmul_into(op(&a, false), op(&b, false), &mut rows, m, k, 1);
+            matmul_into(op(&at, true), op(&b, false), &mut cols, m, k, 1);
+            for i in 0..m {
+                let want = (0..k).fold(0.0, |s, p| s + a[i * k + p] * b[p]);
+                if m * k <= SMALL_GEMV {
+                    assert_eq!(rows[i].to_bits(), want.to_bits(), "[{m},{k}] row {i}");
+                    assert_eq!(cols[i].to_bits(), want.to_bits(), "[{m},{k}]' row {i}");
+                } else {
+                    let scale: f64 = (0..k).map(|p| (a[i * k + p] * b[p]).abs()).sum();
+                    assert!((rows[i] - want).abs() <= 1e-12 * scale, "[{m},{k}] row {i}");
+                    assert!((cols[i] - want).abs() <= 1e-12 * scale, "[{m},{k}]' row {i}");
+                }
+            }
+        }
+    }
 }

@@ -203,10 +203,6 @@ fn finish(module: &mut JITModule, name: &str, func: Function) -> Result<*const u
     module
         .define_function(id, &mut ctx)
         .map_err(|e| format!("internal error: Cranelift refused `{name}`: {e:?}"))?;
-    if let Ok(path) = std::env::var("TRAJ_CODE_OUT") {
-        let code = ctx.compiled_code().unwrap().code_buffer().to_vec();
-        std::fs::write(format!("{path}.{name}"), code).unwrap();
-    }
     module.clear_context(&mut ctx);
     module
         .finalize_definitions()
