@@ -705,9 +705,16 @@ fn transcendentals_run_over_whole_buffers_with_libm_bits() {
                 }
             }
         }
-        let t = |v: &[f64]| Tensor::Float(ArrayD::from_shape_vec(IxDyn(&[n]), v.to_vec()).expect("shape"));
-        let out = agree(&f, &[t(&xs), t(&ys)], 0, &format!("transcendentals, f32 {f32}"))
-            .expect("no error");
+        let t = |v: &[f64]| {
+            Tensor::Float(ArrayD::from_shape_vec(IxDyn(&[n]), v.to_vec()).expect("shape"))
+        };
+        let out = agree(
+            &f,
+            &[t(&xs), t(&ys)],
+            0,
+            &format!("transcendentals, f32 {f32}"),
+        )
+        .expect("no error");
         if f32 {
             continue;
         }

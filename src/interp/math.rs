@@ -248,7 +248,10 @@ mod tests {
                 } else {
                     let scale: f64 = (0..k).map(|p| (a[i * k + p] * b[p]).abs()).sum();
                     assert!((rows[i] - want).abs() <= 1e-12 * scale, "[{m},{k}] row {i}");
-                    assert!((cols[i] - want).abs() <= 1e-12 * scale, "[{m},{k}]' row {i}");
+                    assert!(
+                        (cols[i] - want).abs() <= 1e-12 * scale,
+                        "[{m},{k}]' row {i}"
+                    );
                 }
             }
         }

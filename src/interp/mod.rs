@@ -269,7 +269,9 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
                     Some(xs) if vmath::has_unary(*op) => {
                         let mut out = vec![0.0; xs.len()];
                         vmath::unary_into(*op, xs, &mut out);
-                        Tensor::Float(ArrayD::from_shape_vec(a.raw_dim(), out).map_err(|e| e.to_string())?)
+                        Tensor::Float(
+                            ArrayD::from_shape_vec(a.raw_dim(), out).map_err(|e| e.to_string())?,
+                        )
                     }
                     _ => Tensor::Float(a.mapv(|x| unary(*op, x))),
                 }

@@ -9,21 +9,22 @@ use crate::ir::Unary;
 
 use super::math;
 
-const LN2HI: f64 = 6.931_471_803_691_238_164_90e-1;
-const LN2LO: f64 = 1.908_214_929_270_587_700_02e-10;
-const INVLN2: f64 = 1.442_695_040_888_963_387_00e0;
-const P1: f64 = 1.666_666_666_666_660_190_37e-1;
-const P2: f64 = -2.777_777_777_701_559_338_42e-3;
-const P3: f64 = 6.613_756_321_437_934_361_17e-5;
-const P4: f64 = -1.653_390_220_546_525_153_90e-6;
-const P5: f64 = 4.138_136_797_057_238_460_39e-8;
-const LG1: f64 = 6.666_666_666_666_735_130e-1;
-const LG2: f64 = 3.999_999_999_940_941_908e-1;
-const LG3: f64 = 2.857_142_874_366_239_149e-1;
-const LG4: f64 = 2.222_219_843_214_978_396e-1;
-const LG5: f64 = 1.818_357_216_161_805_012e-1;
-const LG6: f64 = 1.531_383_769_920_937_332e-1;
-const LG7: f64 = 1.479_819_860_511_658_591e-1;
+// libm's constants, by their bits (as its sources give them).
+const LN2HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+const LN2LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
+const INVLN2: f64 = f64::from_bits(0x3ff7_1547_652b_82fe);
+const P1: f64 = f64::from_bits(0x3fc5_5555_5555_553e);
+const P2: f64 = f64::from_bits(0xbf66_c16c_16be_bd93);
+const P3: f64 = f64::from_bits(0x3f11_566a_af25_de2c);
+const P4: f64 = f64::from_bits(0xbebb_bd41_c5d2_6bf1);
+const P5: f64 = f64::from_bits(0x3e66_3769_72be_a4d0);
+const LG1: f64 = f64::from_bits(0x3fe5_5555_5555_5593);
+const LG2: f64 = f64::from_bits(0x3fd9_9999_9997_fa04);
+const LG3: f64 = f64::from_bits(0x3fd2_4924_9422_9359);
+const LG4: f64 = f64::from_bits(0x3fcc_71c5_1d8e_78af);
+const LG5: f64 = f64::from_bits(0x3fc7_4664_96cb_03de);
+const LG6: f64 = f64::from_bits(0x3fc3_9a09_d078_c69f);
+const LG7: f64 = f64::from_bits(0x3fc2_f112_df3e_5244);
 
 /// 2^52 + 2^51: for an integer `k` below 2^50 in magnitude, `bits(k + MAGIC) ==
 /// bits(MAGIC) + k` (the sum lies in [2^52, 2^53), where floats are the integers).
@@ -58,7 +59,11 @@ fn exp_lane(x: f64) -> (f64, bool) {
     // y 2^k with |k| <= 1022, where libm's `scalbn` is this one product.
     let k_bits = (k + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits());
     let scale = f64::from_bits(k_bits.wrapping_add(1023) << 52);
-    let value = pick(ax < f64::from_bits(0x3e30_0001_0000_0000), 1.0 + x, y * scale);
+    let value = pick(
+        ax < f64::from_bits(0x3e30_0001_0000_0000),
+        1.0 + x,
+        y * scale,
+    );
     (value, ok)
 }
 
@@ -88,7 +93,10 @@ fn log1p_lane(x: f64) -> (f64, bool) {
     let t2 = z * (LG1 + w * (LG3 + w * (LG5 + w * LG7)));
     let r = t2 + t1;
     let value = s * (hfsq + r) + (dk * LN2LO + c) - hfsq + f + dk * LN2HI;
-    (pick(x.abs() < f64::from_bits(0x3ca0_0000_0000_0000), x, value), ok)
+    (
+        pick(x.abs() < f64::from_bits(0x3ca0_0000_0000_0000), x, value),
+        ok,
+    )
 }
 
 /// `math::sigmoid`: both of its branches take `exp(-|x|)`.
@@ -186,7 +194,8 @@ fn levels() -> Vec<Level> {
     all
 }
 
-/// One function per lane code and level; `$scalar` is the function it matches.
+/// One function per lane code and level; `$scalar` is the function it matches. (The lane
+/// code goes in as a closure for the reason given at `logaddexp_at`.)
 macro_rules! kernels {
     ($($name:ident: $lane:ident, $scalar:path;)*) => {
         $(
@@ -239,6 +248,10 @@ kernels! {
     softplus_at: softplus_lane, math::softplus;
 }
 
+// The lane code is passed as a closure, not as the fn item: LLVM did not inline the fn
+// item's `Fn::call` into the `target_feature` functions, which then ran baseline scalar
+// code (a libm call for every `trunc`).
+#[allow(clippy::redundant_closure)]
 fn logaddexp_at(level: Level, a: &[f64], b: &[f64], out: &mut [f64]) {
     assert!(
         a.len() == out.len() && b.len() == out.len(),
@@ -326,9 +339,9 @@ mod tests {
             -f64::MAX,
             5e-324,
             -5e-324,
-            709.782712893383973096,
-            -745.13321910194110842,
-            -708.39641853226410622,
+            709.782_712_893_384,
+            -745.133_219_101_941_1,
+            -708.396_418_532_264_1,
             f64::EPSILON,
         ];
         let edges = [
@@ -381,20 +394,16 @@ mod tests {
     fn each_unary_matches_its_scalar_function_bit_for_bit_at_every_level() {
         let xs = inputs(300_000);
         let mut out = vec![0.0; xs.len()];
-        let ops: [(Unary, fn(f64) -> f64); 4] = [
-            (Unary::Exp, math::exp),
-            (Unary::Log1p, math::log1p),
-            (Unary::Sigmoid, math::sigmoid),
-            (Unary::Softplus, math::softplus),
+        type Scalar = fn(f64) -> f64;
+        type Slices = fn(Level, &[f64], &mut [f64]);
+        let ops: [(Unary, Scalar, Slices); 4] = [
+            (Unary::Exp, math::exp, exp_at),
+            (Unary::Log1p, math::log1p, log1p_at),
+            (Unary::Sigmoid, math::sigmoid, sigmoid_at),
+            (Unary::Softplus, math::softplus, softplus_at),
         ];
         for level in levels() {
-            for (op, scalar) in ops {
-                let run = match op {
-                    Unary::Exp => exp_at,
-                    Unary::Log1p => log1p_at,
-                    Unary::Sigmoid => sigmoid_at,
-                    _ => softplus_at,
-                };
+            for (op, scalar, run) in ops {
                 run(level, &xs, &mut out);
                 let bad: Vec<_> = xs
                     .iter()
@@ -424,7 +433,10 @@ mod tests {
             logaddexp_at(level, &xs, &ys, &mut out);
             for ((x, y), o) in xs.iter().zip(&ys).zip(&out) {
                 let want = math::logaddexp(*x, *y);
-                assert!(same(*o, want), "{level:?}: logaddexp({x:e}, {y:e}) = {o:e}, want {want:e}");
+                assert!(
+                    same(*o, want),
+                    "{level:?}: logaddexp({x:e}, {y:e}) = {o:e}, want {want:e}"
+                );
             }
             // And against a zero second operand, as `softplus` written as `logaddexp(z, 0)`.
             let zeros = vec![0.0; xs.len()];

@@ -742,7 +742,10 @@ impl Emitter<'_, '_, '_> {
     fn over_slices(&mut self, i: usize, args: &[Value; 2]) -> Result<(), String> {
         let name = slice_shim(&self.f.insts[i].prim).ok_or("internal error: no slice shim")?;
         let out = self.buf(i);
-        let n = self.b.ins().iconst(types::I64, numel(&self.f.insts[i].shape) as i64);
+        let n = self
+            .b
+            .ins()
+            .iconst(types::I64, numel(&self.f.insts[i].shape) as i64);
         self.call(name, &[args[0], args[1], out, n])?;
         Ok(())
     }
