@@ -1,6 +1,7 @@
 //! The reference interpreter: evaluates an IR `Func` on ndarray tensors. It defines the
-//! semantics the JIT must match. Elementwise math goes through `interp::math`, the same
-//! functions a JIT will call, so both backends agree bit for bit.
+//! semantics the JIT must match. Elementwise math goes through `interp::math` (and, over
+//! whole arrays, `interp::vmath`), the same functions the JIT calls, so both backends
+//! agree bit for bit.
 
 pub mod math;
 pub mod vmath;

@@ -1,5 +1,6 @@
 //! Host functions that generated code calls: scalar math (the interpreter's own functions, so
-//! results agree bit for bit), matmul and logsumexp kernels, and `traj_host_op`, which
+//! results agree bit for bit), `interp::vmath`'s ops over whole buffers, matmul and
+//! logsumexp kernels, and `traj_host_op`, which
 //! evaluates any one instruction with the interpreter on the planned buffers.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
