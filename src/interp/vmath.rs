@@ -194,41 +194,49 @@ fn levels() -> Vec<Level> {
     all
 }
 
-/// One function per lane code and level; `$scalar` is the function it matches. (The lane
-/// code goes in as a closure for the reason given at `logaddexp_at`.)
+/// `$body` (a function of `$arg`s returning whether every entry was in range) run at
+/// `$level` (not `Level::Scalar`): compiled once per level with that level's target
+/// features, so LLVM vectorizes it for them.
+macro_rules! at_level {
+    ($level:expr, fn($($arg:ident: $ty:ty),*) $body:block) => {{
+        fn portable($($arg: $ty),*) -> bool $body
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        fn avx2($($arg: $ty),*) -> bool $body
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        fn avx512($($arg: $ty),*) -> bool $body
+        match $level {
+            // SAFETY: `level()` found AVX2 on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => unsafe { avx2($($arg),*) },
+            // SAFETY: `level()` found AVX-512F on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => unsafe { avx512($($arg),*) },
+            _ => portable($($arg),*),
+        }
+    }};
+}
+
+// The lane code goes into `map1`/`map2` as a closure, not as the fn item: LLVM did not
+// inline the fn item's `Fn::call` into the `target_feature` functions, which then ran
+// baseline scalar code (a libm call for every `trunc`).
+
+/// One function per lane code: `out[i] = $scalar(xs[i])` at a level.
 macro_rules! kernels {
     ($($name:ident: $lane:ident, $scalar:path;)*) => {
         $(
-            /// `out[i] = ` the scalar function of `xs[i]`, at `level`.
             fn $name(level: Level, xs: &[f64], out: &mut [f64]) {
                 assert_eq!(xs.len(), out.len(), "vmath: slices of different lengths");
-                let all = match level {
-                    Level::Scalar => {
-                        for (o, x) in out.iter_mut().zip(xs) {
-                            *o = $scalar(*x);
-                        }
-                        return;
+                if level == Level::Scalar {
+                    for (o, x) in out.iter_mut().zip(xs) {
+                        *o = $scalar(*x);
                     }
-                    Level::Portable => map1(xs, out, |x| $lane(x)),
-                    #[cfg(target_arch = "x86_64")]
-                    Level::Avx2 => {
-                        #[target_feature(enable = "avx2")]
-                        fn run(xs: &[f64], out: &mut [f64]) -> bool {
-                            map1(xs, out, |x| $lane(x))
-                        }
-                        // SAFETY: `level()` found AVX2 on this CPU.
-                        unsafe { run(xs, out) }
-                    }
-                    #[cfg(target_arch = "x86_64")]
-                    Level::Avx512 => {
-                        #[target_feature(enable = "avx512f")]
-                        fn run(xs: &[f64], out: &mut [f64]) -> bool {
-                            map1(xs, out, |x| $lane(x))
-                        }
-                        // SAFETY: `level()` found AVX-512F on this CPU.
-                        unsafe { run(xs, out) }
-                    }
-                };
+                    return;
+                }
+                let all = at_level!(level, fn(xs: &[f64], out: &mut [f64]) {
+                    map1(xs, out, |x| $lane(x))
+                });
                 if !all {
                     for (o, x) in out.iter_mut().zip(xs) {
                         if !$lane(*x).1 {
@@ -248,42 +256,22 @@ kernels! {
     softplus_at: softplus_lane, math::softplus;
 }
 
-// The lane code is passed as a closure, not as the fn item: LLVM did not inline the fn
-// item's `Fn::call` into the `target_feature` functions, which then ran baseline scalar
-// code (a libm call for every `trunc`).
+/// `out[i] = math::logaddexp(a[i], b[i])` at a level.
 #[allow(clippy::redundant_closure)]
 fn logaddexp_at(level: Level, a: &[f64], b: &[f64], out: &mut [f64]) {
     assert!(
         a.len() == out.len() && b.len() == out.len(),
         "vmath: slices of different lengths"
     );
-    let all = match level {
-        Level::Scalar => {
-            for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-                *o = math::logaddexp(*x, *y);
-            }
-            return;
+    if level == Level::Scalar {
+        for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+            *o = math::logaddexp(*x, *y);
         }
-        Level::Portable => map2(a, b, out, |x, y| logaddexp_lane(x, y)),
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => {
-            #[target_feature(enable = "avx2")]
-            fn run(a: &[f64], b: &[f64], out: &mut [f64]) -> bool {
-                map2(a, b, out, |x, y| logaddexp_lane(x, y))
-            }
-            // SAFETY: `level()` found AVX2 on this CPU.
-            unsafe { run(a, b, out) }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => {
-            #[target_feature(enable = "avx512f")]
-            fn run(a: &[f64], b: &[f64], out: &mut [f64]) -> bool {
-                map2(a, b, out, |x, y| logaddexp_lane(x, y))
-            }
-            // SAFETY: `level()` found AVX-512F on this CPU.
-            unsafe { run(a, b, out) }
-        }
-    };
+        return;
+    }
+    let all = at_level!(level, fn(a: &[f64], b: &[f64], out: &mut [f64]) {
+        map2(a, b, out, |x, y| logaddexp_lane(x, y))
+    });
     if !all {
         for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
             if !logaddexp_lane(*x, *y).1 {
