@@ -619,31 +619,33 @@ impl LoopEmitter<'_, '_, '_> {
             }
         }
         let tail = self.b.ins().iadd_imm_s(base, (wide * 64) as i64);
-        let var = self.b.declare_var(types::F64);
-        self.b.def_var(var, acc);
-        self.each(n - wide * 8, &mut |e, off| {
-            let a = e.b.ins().iadd(tail, off);
-            let x = e.b.ins().load(types::F64, mf(), a, 0);
-            let d = e.b.ins().fsub(x, x);
-            let s = e.b.use_var(var);
-            let s = e.b.ins().fadd(s, d);
-            e.b.def_var(var, s);
-        });
-        self.b.use_var(var)
+        self.fold_in_order(tail, n - wide * 8, acc, |b, x| b.ins().fsub(x, x))
     }
 
     /// Σ x² of `n` f64 at `p`, from -0.0, in order (as `train::gradient_on` sums).
     fn sum_squares(&mut self, p: *mut u8, n: usize) -> Value {
         let base = self.addr(p);
-        let var = self.b.declare_var(types::F64);
         let z = self.b.ins().f64const(-0.0);
-        self.b.def_var(var, z);
+        self.fold_in_order(base, n, z, |b, x| b.ins().fmul(x, x))
+    }
+
+    /// `start` plus `term(x)` for each of the `n` f64 at `base`, added one by one in order
+    /// (a scalar loop).
+    fn fold_in_order(
+        &mut self,
+        base: Value,
+        n: usize,
+        start: Value,
+        term: fn(&mut FunctionBuilder<'_>, Value) -> Value,
+    ) -> Value {
+        let var = self.b.declare_var(types::F64);
+        self.b.def_var(var, start);
         self.each(n, &mut |e, off| {
             let a = e.b.ins().iadd(base, off);
             let x = e.b.ins().load(types::F64, mf(), a, 0);
-            let sq = e.b.ins().fmul(x, x);
+            let t = term(e.b, x);
             let s = e.b.use_var(var);
-            let s = e.b.ins().fadd(s, sq);
+            let s = e.b.ins().fadd(s, t);
             e.b.def_var(var, s);
         });
         self.b.use_var(var)
