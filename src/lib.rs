@@ -8,6 +8,7 @@
 //! `ARCHITECTURE.md` has the map and the invariants.
 
 pub mod autodiff;
+pub mod cores;
 pub mod data;
 pub mod diag;
 pub mod interp;

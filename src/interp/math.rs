@@ -146,22 +146,22 @@ pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usi
     let product = |c: MatMut<f64>, a: MatRef<f64>, b: MatRef<f64>| {
         faer::linalg::matmul::matmul(c, Accum::Replace, a, b, 1.0, Par::Seq);
     };
-    if m * k * n < PARALLEL_GEMM || m.max(n) < 2 * SPLIT_MIN {
+    if m * k * n < PARALLEL_GEMM || m.min(n) == 1 || m.max(n) < 2 * SPLIT_MIN {
         return product(dst, a, b);
     }
-    // Two halves of the output, one a core: the rows of `a` or the columns of `b`,
-    // whichever is longer, split where the shape alone says, so the result does not
-    // depend on the number of threads.
+    // Two halves of the output, one a core (`cores::join`): the rows of `a` or the columns
+    // of `b`, whichever is longer, split where the shape alone says, so the result does
+    // not depend on which thread ran which half, or on there being a second core.
     if m >= n {
         let half = m / 2;
         let (c0, c1) = dst.split_at_row_mut(half);
         let (a0, a1) = a.split_at_row(half);
-        rayon::join(|| product(c0, a0, b), || product(c1, a1, b));
+        crate::cores::join(|| product(c0, a0, b), || product(c1, a1, b));
     } else {
         let half = n / 2;
         let (c0, c1) = dst.split_at_col_mut(half);
         let (b0, b1) = b.split_at_col(half);
-        rayon::join(|| product(c0, a, b0), || product(c1, a, b1));
+        crate::cores::join(|| product(c0, a, b0), || product(c1, a, b1));
     }
 }
 
@@ -193,15 +193,61 @@ fn small_gemv(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize) {
 /// The smallest half of an output split between cores.
 const SPLIT_MIN: usize = 32;
 
-/// Products of at least this many multiply-adds are split between the two cores (rayon's
-/// pool). Measured on the 2-core benchmark machine: wide's 1024×128×2048 products run
-/// 1.3× faster split, while relu2's 512×32×256 run 1.2–1.4× *slower* split or on faer's
-/// own threads (455 µs a step on one core, 580–700 on two), and 100×100×100 gains nothing.
-pub const PARALLEL_GEMM: usize = 1 << 24;
+/// Matrix-matrix products of at least this many multiply-adds are split between the two
+/// cores ([`crate::cores`]). Measured on the 2-core benchmark machine (µs a step, one core
+/// against split): dmf's 100×100×100 products 276 → 200, relu2's 512×32×256 440 → 325,
+/// wide's 1024×128×2048 28,400 → 17,000–18,800; sgd's 32×32×256 (2^18) gain nothing
+/// (37–38 against 38–40), the partner's copy of the operands costing what it saves.
+/// Matrix-vector products stay on one core: they are memory-bound, and the partner would
+/// first have to pull its half from this core's cache (relu2's 512×256 ones split made
+/// its step 410 µs).
+pub const PARALLEL_GEMM: usize = 1 << 19;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_products_are_split_in_halves_by_shape_alone() {
+        let (m, k, n) = (96, 64, 128); // 786,432 multiply-adds: split, n the longer side
+        assert!(m * k * n >= PARALLEL_GEMM && m * k * n / 2 < PARALLEL_GEMM);
+        let a: Vec<f64> = (0..m * k)
+            .map(|i| ((i * 37 % 101) as f64 - 50.0) / 7.0)
+            .collect();
+        let b: Vec<f64> = (0..k * n)
+            .map(|i| ((i * 53 % 97) as f64 - 48.0) / 3.0)
+            .collect();
+        fn op(data: &[f64]) -> MatOperand<'_> {
+            MatOperand {
+                data,
+                transposed: false,
+            }
+        }
+        let mut c = vec![0.0; m * n];
+        matmul_into(op(&a), op(&b), &mut c, m, k, n);
+        // Each half is the unsplit product of its columns of `b`, bit for bit.
+        for (cols, lo) in [(0..n / 2, 0), (n / 2..n, n / 2)] {
+            let w = cols.len();
+            let half_b: Vec<f64> = (0..k)
+                .flat_map(|p| b[p * n + lo..p * n + lo + w].to_vec())
+                .collect();
+            let mut half = vec![0.0; m * w];
+            matmul_into(op(&a), op(&half_b), &mut half, m, k, w);
+            for i in 0..m {
+                assert_eq!(c[i * n + lo..i * n + lo + w], half[i * w..(i + 1) * w]);
+            }
+        }
+        // The same bits every time, whichever thread runs which half.
+        for _ in 0..50 {
+            let mut again = vec![0.0; m * n];
+            matmul_into(op(&a), op(&b), &mut again, m, k, n);
+            assert_eq!(again, c);
+        }
+        for (i, j) in [(0, 0), (m - 1, n - 1), (m / 2, n / 2 - 1)] {
+            let exact: f64 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            assert!((c[i * n + j] - exact).abs() <= 1e-12 * exact.abs().max(1.0));
+        }
+    }
 
     #[test]
     fn sum_takes_eight_lanes_then_the_tail_in_order() {
