@@ -408,6 +408,97 @@ fn flag_counts_share_the_loop_of_an_earlier_elementwise_op() {
 }
 
 #[test]
+fn elementwise_loops_write_over_operands_nothing_reads_later() {
+    // relu2's step: `h = x @ w`, a ReLU of it with its tie count, then the masked
+    // back-propagation `select(h >= 0, 3 h, 0)`, the last loop to read `h`, writes over
+    // h's buffer (`layout::in_place`). With `h` read again afterwards it must not.
+    use traj::ir::Prim;
+    use traj::jit::layout::{in_place, storage};
+    for read_after in [false, true] {
+        let (m, k, n) = (6, 4, 10);
+        let mut b = Builder::new();
+        let x = b.input("x", DType::Float, vec![m, k]);
+        let w = b.input("w", DType::Float, vec![k, n]);
+        let v = b.input("v", DType::Float, vec![n, 3]);
+        let h = b.matmul(x, w);
+        let zero = b.scalar(0.0);
+        let relu = b.binary(Binary::Max, h, zero);
+        let fwd = b.matmul(relu, v);
+        b.output("fwd", fwd);
+        let open = b.binary(Binary::Ge, h, zero);
+        let three = b.scalar(3.0);
+        let scaled = b.binary(Binary::Mul, h, three);
+        let back = b.select(open, scaled, zero);
+        let bwd = b.matmul(back, v);
+        b.output("bwd", bwd);
+        let total = b.reduce(Reduce::Sum, back, None);
+        b.output("total", total);
+        // After the select in the IR, but counted in the ReLU's earlier loop.
+        let tie = b.binary(Binary::Eq, h, zero);
+        let ties = b.reduce(Reduce::Sum, tie, None);
+        b.output("ties", ties);
+        if read_after {
+            let again = b.matmul(h, v);
+            b.output("again", again);
+        }
+        let f = traj::opt::run(&b.finish()).expect("passes verify");
+        let over = in_place(&f, &storage(&f));
+        let hv = (0..f.insts.len())
+            .find(|i| f.insts[*i].prim == Prim::MatMul && f.insts[*i].shape == [m, n])
+            .expect("h");
+        let select = (0..f.insts.len())
+            .find(|i| f.insts[*i].prim == Prim::Select)
+            .expect("select");
+        let want = (!read_after).then_some(hv);
+        assert_eq!(over[select], want, "read after: {read_after}");
+        let what = format!("in place, read after: {read_after}");
+        let t = |shape: &[usize], at: &dyn Fn(usize) -> f64| {
+            let v = (0..shape.iter().product()).map(at).collect();
+            Tensor::Float(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
+        };
+        // Entries of h that are exactly 0 (ties) and of either sign.
+        let inputs = [
+            t(&[m, k], &|i| {
+                if i % 5 == 0 {
+                    0.0
+                } else {
+                    (i % 7) as f64 - 3.0
+                }
+            }),
+            t(&[k, n], &|i| {
+                if i % 3 == 0 {
+                    0.0
+                } else {
+                    (i % 4) as f64 - 1.5
+                }
+            }),
+            t(&[n, 3], &|i| (i % 5) as f64 * 0.25 - 0.5),
+        ];
+        let out = agree(&f, &inputs, 0, &what).expect("no error");
+        if read_after {
+            let hx = inputs[0]
+                .to_f64()
+                .into_dimensionality::<ndarray::Ix2>()
+                .unwrap();
+            let wx = inputs[1]
+                .to_f64()
+                .into_dimensionality::<ndarray::Ix2>()
+                .unwrap();
+            let vx = inputs[2]
+                .to_f64()
+                .into_dimensionality::<ndarray::Ix2>()
+                .unwrap();
+            let want = hx.dot(&wx).dot(&vx);
+            let got = out[4]
+                .to_f64()
+                .into_dimensionality::<ndarray::Ix2>()
+                .unwrap();
+            assert!((&got - &want).iter().all(|d| d.abs() < 1e-12), "{what}");
+        }
+    }
+}
+
+#[test]
 fn empty_tensors_agree() {
     let mut b = Builder::new();
     let x = b.input("x", DType::Float, vec![0, 3]);

@@ -263,12 +263,70 @@ pub fn owner(f: &Func, storage: &[Storage], v: usize) -> usize {
 /// over the buffer of `input` (of its shape): every read of `input` happens in a loop
 /// before `v`'s, or inside `v`'s at the element being written.
 pub fn overwrites_safely(f: &Func, storage: &[Storage], v: usize, input: usize) -> bool {
+    overwrites(f, storage, &count_hosts(f, storage), v, input)
+}
+
+/// For each flag count computed in an earlier loop, that loop's instruction.
+fn count_hosts(f: &Func, storage: &[Storage]) -> HashMap<usize, usize> {
+    counts_in_loops(f, storage)
+        .into_iter()
+        .flat_map(|(host, counts)| counts.into_iter().map(move |c| (c, host)))
+        .collect()
+}
+
+fn overwrites(
+    f: &Func,
+    storage: &[Storage],
+    hosts: &HashMap<usize, usize>,
+    v: usize,
+    input: usize,
+) -> bool {
     storage[v] == Storage::Own
         && inline_elementwise(f, v)
         && f.insts[v].shape == f.insts[input].shape
         && f.insts.iter().enumerate().all(|(u, inst)| {
+            // The loop that reads `input` for `u`: a flag count's host loop, if it has one.
+            let in_loop = || {
+                let root = loop_root(f, storage, u);
+                hosts.get(&root).copied().unwrap_or(root)
+            };
             !inst.args.contains(&input)
-                || (matches!(storage[u], Storage::Own | Storage::Fused)
-                    && loop_root(f, storage, u) <= v)
+                || (matches!(storage[u], Storage::Own | Storage::Fused) && in_loop() <= v)
         })
+}
+
+/// For each instruction, the earlier one whose buffer it writes its value over: an inline
+/// elementwise loop takes the buffer of a float operand of its shape that nothing reads
+/// after this loop (`overwrites`), and that is neither an input, a constant nor an
+/// output. relu2's back-propagation `select(h >= 0, r a', 0)` writes over `h = X W'`:
+/// one buffer of 512×256 fewer to bring into the cache each step (~6 % of its step).
+pub fn in_place(f: &Func, storage: &[Storage]) -> Vec<Option<usize>> {
+    let hosts = count_hosts(f, storage);
+    let mut output = vec![false; f.insts.len()];
+    for (_, v) in &f.outputs {
+        output[*v] = true;
+    }
+    let mut taken = vec![false; f.insts.len()];
+    let mut over = vec![None; f.insts.len()];
+    for v in 0..f.insts.len() {
+        if output[v] || storage[v] != Storage::Own || !inline_elementwise(f, v) {
+            continue;
+        }
+        let mut read = Vec::new();
+        leaves(f, storage, v, &mut read);
+        let free = read.into_iter().find(|&s| {
+            let inst = &f.insts[s];
+            storage[s] == Storage::Own
+                && !output[s]
+                && !taken[s]
+                && !matches!(inst.prim, Prim::Input(_) | Prim::Const(_))
+                && inst.dtype == DType::Float
+                && overwrites(f, storage, &hosts, v, s)
+        });
+        if let Some(s) = free {
+            taken[s] = true;
+            over[v] = Some(s);
+        }
+    }
+    over
 }

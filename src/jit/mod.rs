@@ -5,8 +5,10 @@
 //! # Design
 //! - **Buffers.** Every shape is static, so buffers of 8-byte elements (f64 or i64 bits,
 //!   row-major) are planned at compile time (`plan`, following `layout`): one per
-//!   instruction that owns one, views into their source for reshapes and contiguous
-//!   slices, none for lazy and fused values, plus one scratch buffer. Const buffers are
+//!   instruction that owns one (an elementwise loop writing over the buffer of an operand
+//!   nothing reads later, `layout::in_place`, shares it), views into their source for
+//!   reshapes and contiguous slices, none for lazy and fused values, plus one scratch
+//!   buffer. Const buffers are
 //!   filled at compile time; nothing is allocated while code runs. The loop plans some
 //!   outputs straight into their slots (`train_loop::outputs_in_slots`).
 //! - **Code.** `emit` computes every instruction in order: fused elementwise trees in
@@ -213,7 +215,8 @@ fn finish(module: &mut JITModule, name: &str, func: Function) -> Result<*const u
 }
 
 /// One buffer per instruction that owns one (consts filled, rounded under `precision
-/// f32`) and the scratch buffer, large enough for any `LogSumExp` or `ReduceSum` block;
+/// f32`; an elementwise loop that writes over a dead operand shares its buffer,
+/// `layout::in_place`) and the scratch buffer, large enough for any `LogSumExp` or `ReduceSum` block;
 /// views point into their source's buffer (see `layout`). `inputs[k]`, when given, is where
 /// input `k` is read in place; each `(i, addr)` of `external` makes `addr` instruction `i`'s
 /// buffer (an owned one, holding its whole value).
@@ -223,11 +226,13 @@ fn plan(
     external: &[(usize, *mut u8)],
 ) -> Result<Buffers, String> {
     let storage = layout::storage(f);
+    let over = layout::in_place(f, &storage);
     let mut data: Vec<Box<[u64]>> = Vec::with_capacity(f.insts.len() + 1);
     let mut scratch = 1usize;
-    for (inst, s) in f.insts.iter().zip(&storage) {
+    for ((inst, s), over) in f.insts.iter().zip(&storage).zip(&over) {
         let n: usize = match (s, &inst.prim) {
             (_, Prim::Input(_)) if inputs.is_some() => 1,
+            _ if over.is_some() => 1,
             (Storage::Own, _) => inst.shape.iter().product(),
             _ => 1,
         };
@@ -265,6 +270,8 @@ fn plan(
             (_, Storage::Own, _) => {
                 if let Some((_, addr)) = external.iter().find(|(v, _)| *v == i) {
                     ptrs[i] = *addr;
+                } else if let Some(s) = over[i] {
+                    ptrs[i] = ptrs[s];
                 }
             }
             _ => {}
