@@ -122,7 +122,7 @@ pub fn matmul_source(f: &crate::ir::Func, v: usize) -> (usize, bool) {
 }
 
 /// `c = a @ b` (`a` is m×k, `b` k×n, `c` m×n row-major), with faer's GEMM (on both cores
-/// for large products, see [`PARALLEL_GEMM`]).
+/// for large products, see [`PARALLEL_GEMM`] and [`PARALLEL_GEMV`]).
 /// Both backends call this one function with the same operand layouts, so they agree bit
 /// for bit.
 pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize, n: usize) {
@@ -146,7 +146,12 @@ pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usi
     let product = |c: MatMut<f64>, a: MatRef<f64>, b: MatRef<f64>| {
         faer::linalg::matmul::matmul(c, Accum::Replace, a, b, 1.0, Par::Seq);
     };
-    if m * k * n < PARALLEL_GEMM || m.min(n) == 1 || m.max(n) < 2 * SPLIT_MIN {
+    let threshold = if m.min(n) == 1 {
+        PARALLEL_GEMV
+    } else {
+        PARALLEL_GEMM
+    };
+    if m * k * n < threshold || m.max(n) < 2 * SPLIT_MIN {
         return product(dst, a, b);
     }
     // Two halves of the output, one a core (`cores::join`): the rows of `a` or the columns
@@ -198,10 +203,14 @@ const SPLIT_MIN: usize = 32;
 /// against split): dmf's 100×100×100 products 276 → 200, relu2's 512×32×256 440 → 325,
 /// wide's 1024×128×2048 28,400 → 17,000–18,800; sgd's 32×32×256 (2^18) gain nothing
 /// (37–38 against 38–40), the partner's copy of the operands costing what it saves.
-/// Matrix-vector products stay on one core: they are memory-bound, and the partner would
-/// first have to pull its half from this core's cache (relu2's 512×256 ones split made
-/// its step 410 µs).
 pub const PARALLEL_GEMM: usize = 1 << 19;
+
+/// Matrix-vector products are memory-bound: split only when the matrix is far larger than
+/// a core's cache, so each core streams its half from memory. wide's 1024×2048 ones
+/// (2^21 multiply-adds, 16 MB) split: 16.6–17.4 → 15.7–15.9 ms a step; relu2's 512×256
+/// ones (1 MB, in this core's cache after the loop that wrote them) split made its step
+/// 410 µs against 325, the partner first pulling its half from this core's cache.
+pub const PARALLEL_GEMV: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -247,6 +256,43 @@ mod tests {
             let exact: f64 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
             assert!((c[i * n + j] - exact).abs() <= 1e-12 * exact.abs().max(1.0));
         }
+    }
+
+    #[test]
+    fn large_matrix_vector_products_are_split_by_rows() {
+        // 2^20 multiply-adds, `a` held transposed (the buffer is k×m) as reverse mode
+        // makes it: each half of the output is the unsplit product of its rows of `a`, so
+        // the result does not depend on the split.
+        let (m, k) = (1024, 1024);
+        assert!(m * k >= PARALLEL_GEMV && m * k / 2 < PARALLEL_GEMV);
+        let buf: Vec<f64> = (0..k * m)
+            .map(|i| ((i * 37 % 101) as f64 - 50.0) / 7.0)
+            .collect();
+        let x: Vec<f64> = (0..k)
+            .map(|i| ((i * 53 % 97) as f64 - 48.0) / 3.0)
+            .collect();
+        fn held(data: &[f64]) -> MatOperand<'_> {
+            MatOperand {
+                data,
+                transposed: true,
+            }
+        }
+        let plain = MatOperand {
+            data: &x,
+            transposed: false,
+        };
+        let mut c = vec![0.0; m];
+        matmul_into(held(&buf), plain, &mut c, m, k, 1);
+        for lo in [0, m / 2] {
+            let half_buf: Vec<f64> = (0..k)
+                .flat_map(|p| buf[p * m + lo..p * m + lo + m / 2].to_vec())
+                .collect();
+            let mut half = vec![0.0; m / 2];
+            matmul_into(held(&half_buf), plain, &mut half, m / 2, k, 1);
+            assert_eq!(c[lo..lo + m / 2], half[..]);
+        }
+        let exact: f64 = (0..k).map(|p| buf[p * m + 7] * x[p]).sum();
+        assert!((c[7] - exact).abs() <= 1e-12 * exact.abs().max(1.0));
     }
 
     #[test]
