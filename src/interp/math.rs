@@ -216,24 +216,24 @@ pub const PARALLEL_GEMV: usize = 1 << 20;
 mod tests {
     use super::*;
 
+    /// `n` test entries of both signs, none equal to its neighbours.
+    fn entries(n: usize, mul: usize, modulus: usize) -> Vec<f64> {
+        (0..n)
+            .map(|i| ((i * mul % modulus) as f64 - (modulus / 2) as f64) / 7.0)
+            .collect()
+    }
+
+    fn operand(data: &[f64], transposed: bool) -> MatOperand<'_> {
+        MatOperand { data, transposed }
+    }
+
     #[test]
     fn large_products_are_split_in_halves_by_shape_alone() {
         let (m, k, n) = (96, 64, 128); // 786,432 multiply-adds: split, n the longer side
         assert!(m * k * n >= PARALLEL_GEMM && m * k * n / 2 < PARALLEL_GEMM);
-        let a: Vec<f64> = (0..m * k)
-            .map(|i| ((i * 37 % 101) as f64 - 50.0) / 7.0)
-            .collect();
-        let b: Vec<f64> = (0..k * n)
-            .map(|i| ((i * 53 % 97) as f64 - 48.0) / 3.0)
-            .collect();
-        fn op(data: &[f64]) -> MatOperand<'_> {
-            MatOperand {
-                data,
-                transposed: false,
-            }
-        }
+        let (a, b) = (entries(m * k, 37, 101), entries(k * n, 53, 97));
         let mut c = vec![0.0; m * n];
-        matmul_into(op(&a), op(&b), &mut c, m, k, n);
+        matmul_into(operand(&a, false), operand(&b, false), &mut c, m, k, n);
         // Each half is the unsplit product of its columns of `b`, bit for bit.
         for (cols, lo) in [(0..n / 2, 0), (n / 2..n, n / 2)] {
             let w = cols.len();
@@ -241,7 +241,14 @@ mod tests {
                 .flat_map(|p| b[p * n + lo..p * n + lo + w].to_vec())
                 .collect();
             let mut half = vec![0.0; m * w];
-            matmul_into(op(&a), op(&half_b), &mut half, m, k, w);
+            matmul_into(
+                operand(&a, false),
+                operand(&half_b, false),
+                &mut half,
+                m,
+                k,
+                w,
+            );
             for i in 0..m {
                 assert_eq!(c[i * n + lo..i * n + lo + w], half[i * w..(i + 1) * w]);
             }
@@ -249,7 +256,7 @@ mod tests {
         // The same bits every time, whichever thread runs which half.
         for _ in 0..50 {
             let mut again = vec![0.0; m * n];
-            matmul_into(op(&a), op(&b), &mut again, m, k, n);
+            matmul_into(operand(&a, false), operand(&b, false), &mut again, m, k, n);
             assert_eq!(again, c);
         }
         for (i, j) in [(0, 0), (m - 1, n - 1), (m / 2, n / 2 - 1)] {
@@ -265,30 +272,16 @@ mod tests {
         // the result does not depend on the split.
         let (m, k) = (1024, 1024);
         assert!(m * k >= PARALLEL_GEMV && m * k / 2 < PARALLEL_GEMV);
-        let buf: Vec<f64> = (0..k * m)
-            .map(|i| ((i * 37 % 101) as f64 - 50.0) / 7.0)
-            .collect();
-        let x: Vec<f64> = (0..k)
-            .map(|i| ((i * 53 % 97) as f64 - 48.0) / 3.0)
-            .collect();
-        fn held(data: &[f64]) -> MatOperand<'_> {
-            MatOperand {
-                data,
-                transposed: true,
-            }
-        }
-        let plain = MatOperand {
-            data: &x,
-            transposed: false,
-        };
+        let (buf, x) = (entries(k * m, 37, 101), entries(k, 53, 97));
+        let plain = operand(&x, false);
         let mut c = vec![0.0; m];
-        matmul_into(held(&buf), plain, &mut c, m, k, 1);
+        matmul_into(operand(&buf, true), plain, &mut c, m, k, 1);
         for lo in [0, m / 2] {
             let half_buf: Vec<f64> = (0..k)
                 .flat_map(|p| buf[p * m + lo..p * m + lo + m / 2].to_vec())
                 .collect();
             let mut half = vec![0.0; m / 2];
-            matmul_into(held(&half_buf), plain, &mut half, m / 2, k, 1);
+            matmul_into(operand(&half_buf, true), plain, &mut half, m / 2, k, 1);
             assert_eq!(c[lo..lo + m / 2], half[..]);
         }
         let exact: f64 = (0..k).map(|p| buf[p * m + 7] * x[p]).sum();
