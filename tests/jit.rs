@@ -66,12 +66,16 @@ fn int_scalar(v: i64) -> Tensor {
     Tensor::Int(ArrayD::from_elem(IxDyn(&[]), v))
 }
 
+/// A float tensor of `shape` holding `v` in row-major order.
+fn floats(v: Vec<f64>, shape: &[usize]) -> Tensor {
+    Tensor::Float(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
+}
+
 /// Deterministic pseudo-random normals of `shape`.
 fn direction(shape: &[usize], key: u64) -> Tensor {
     let rng = traj::rng::Stream::new(7, "jit-test", key);
     let n: usize = shape.iter().product();
-    let v = (0..n as u64).map(|i| rng.normal(i)).collect();
-    Tensor::Float(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
+    floats((0..n as u64).map(|i| rng.normal(i)).collect(), shape)
 }
 
 fn check_program(path: &Path) {
@@ -268,10 +272,7 @@ fn fused_row_broadcasts_and_reductions_agree() {
         .map(|j| if j % 3 == 0 { 1.0 } else { -0.5 })
         .collect();
     let cs = vec![0.0, 1.0, -0.0, 2.5, 0.5];
-    let t = |v: Vec<f64>, shape: &[usize]| {
-        Tensor::Float(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
-    };
-    let inputs = [t(xs, &[m, n]), t(rs, &[n]), t(cs, &[m, 1])];
+    let inputs = [floats(xs, &[m, n]), floats(rs, &[n]), floats(cs, &[m, 1])];
     let out = agree(&f, &inputs, 0, "row broadcasts").expect("no error");
     // Exact ties are counted: y = 0 wherever x = ±0 and c = ±0, among others.
     assert!(out[1].to_f64()[[]] >= 2.0, "{:?}", out[1]);
@@ -313,10 +314,7 @@ fn sums_take_one_lane_order_in_every_kind_of_loop() {
                 })
                 .collect();
             let rs: Vec<f64> = (0..n).map(|j| if j % 2 == 0 { 1.0 } else { 3.0 }).collect();
-            let t = |v: Vec<f64>, shape: &[usize]| {
-                Tensor::Float(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
-            };
-            let inputs = [t(xs.clone(), &[m, n]), t(rs.clone(), &[n])];
+            let inputs = [floats(xs.clone(), &[m, n]), floats(rs.clone(), &[n])];
             let what = format!("sums of [{m}, {n}], f32 {f32}");
             let out = agree(&f, &inputs, 0, &what).expect("no error");
             if f32 {
@@ -393,10 +391,7 @@ fn flag_counts_share_the_loop_of_an_earlier_elementwise_op() {
             let rs: Vec<f64> = (0..n)
                 .map(|j| if j % 3 == 0 { -1.0 } else { 2.0 })
                 .collect();
-            let t = |v: Vec<f64>, shape: &[usize]| {
-                Tensor::Float(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
-            };
-            let inputs = [t(hs.clone(), &[m, n]), t(rs.clone(), &[n])];
+            let inputs = [floats(hs.clone(), &[m, n]), floats(rs.clone(), &[n])];
             let what = format!("counts over [{m}, {n}], f32 {f32}");
             let out = agree(&f, &inputs, 0, &what).expect("no error");
             let want_ties = hs.iter().filter(|x| **x == 0.0).count() as f64;
@@ -453,8 +448,7 @@ fn elementwise_loops_write_over_operands_nothing_reads_later() {
         assert_eq!(over[select], want, "read after: {read_after}");
         let what = format!("in place, read after: {read_after}");
         let t = |shape: &[usize], at: &dyn Fn(usize) -> f64| {
-            let v = (0..shape.iter().product()).map(at).collect();
-            Tensor::Float(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
+            floats((0..shape.iter().product()).map(at).collect(), shape)
         };
         // Entries of h that are exactly 0 (ties) and of either sign.
         let inputs = [
@@ -735,9 +729,8 @@ proptest! {
     #[test]
     fn random_functions_agree((shape, xs, ys, ks, ops, f32) in case()) {
         let f = random_func(&shape, &ops, f32);
-        let t = |v: Vec<f64>| Tensor::Float(ArrayD::from_shape_vec(IxDyn(&shape), v).expect("shape"));
         let k = Tensor::Int(ArrayD::from_shape_vec(IxDyn(&shape), ks).expect("shape"));
-        agree(&f, &[t(xs), t(ys), k], 0, "random function");
+        agree(&f, &[floats(xs, &shape), floats(ys, &shape), k], 0, "random function");
     }
 }
 
@@ -796,12 +789,9 @@ fn transcendentals_run_over_whole_buffers_with_libm_bits() {
                 }
             }
         }
-        let t = |v: &[f64]| {
-            Tensor::Float(ArrayD::from_shape_vec(IxDyn(&[n]), v.to_vec()).expect("shape"))
-        };
         let out = agree(
             &f,
-            &[t(&xs), t(&ys)],
+            &[floats(xs.clone(), &[n]), floats(ys.clone(), &[n])],
             0,
             &format!("transcendentals, f32 {f32}"),
         )
