@@ -35,9 +35,9 @@ const DONE: u8 = 4;
 type JobRef<'a> = &'a (dyn Fn() + Sync);
 
 struct Partner {
-    /// Halves taken so far, slow halves in a row (see `judge`), the number of the last
-    /// one, and until when halves are not offered (ns after `epoch`).
-    offers: AtomicU64,
+    /// Halves the partner has taken so far, slow halves in a row (see `judge`), the
+    /// number of the last one, and until when halves are not offered (ns after `epoch`).
+    taken: AtomicU64,
     strikes: AtomicU32,
     last_strike: AtomicU64,
     off_until: AtomicU64,
@@ -60,7 +60,7 @@ fn partner() -> Option<&'static Partner> {
             .name("traj-partner".into())
             .spawn(move || {
                 let me: &'static Partner = Box::leak(Box::new(Partner {
-                    offers: AtomicU64::new(0),
+                    taken: AtomicU64::new(0),
                     strikes: AtomicU32::new(0),
                     last_strike: AtomicU64::new(0),
                     off_until: AtomicU64::new(0),
@@ -87,17 +87,17 @@ impl Partner {
     /// After a half the partner took: if the caller then waited longer than its own half
     /// took, the partner ran at under half speed (its core was taken away mid-half), and
     /// the caller stops offering halves for 10 ms, doubling up to 0.64 s with each such
-    /// half within 1,000 offers of the last. On a machine whose other core is busy,
+    /// half within 1,000 halves taken of the last. On a machine whose other core is busy,
     /// splitting would otherwise cost more than it saves (relu2 with a busy loop on the
     /// other core: 478–498 µs a step against 438–443 on one core; 437–442 with this rule),
     /// while a quiet one is only rarely interrupted (about once a second here).
     fn judge(&self, own: Duration, waited: Duration) {
-        let offer = self.offers.fetch_add(1, Ordering::Relaxed);
+        let half = self.taken.fetch_add(1, Ordering::Relaxed);
         if waited <= own {
             return;
         }
-        let last = self.last_strike.swap(offer, Ordering::Relaxed);
-        let strikes = if offer.saturating_sub(last) < 1000 {
+        let last = self.last_strike.swap(half, Ordering::Relaxed);
+        let strikes = if half.saturating_sub(last) < 1000 {
             (self.strikes.load(Ordering::Relaxed) + 1).min(7)
         } else {
             1
@@ -150,19 +150,17 @@ impl Partner {
 /// Runs `first` here and `second` on the partner thread when the partner takes it before
 /// `first` is done (else here too); both have finished when this returns.
 pub fn join(first: impl FnOnce(), second: impl FnOnce() + Send) {
-    let Some(p) = partner() else {
+    // No second core, the other core found busy elsewhere, or another thread's job in
+    // the slot: both halves here.
+    let Some(p) = partner().filter(|p| {
+        !p.backing_off()
+            && p.state
+                .compare_exchange(EMPTY, WRITING, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }) else {
         first();
         return second();
     };
-    if p.backing_off()
-        || p.state
-            .compare_exchange(EMPTY, WRITING, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-    {
-        // The other core is busy elsewhere, or another thread's job holds the slot.
-        first();
-        return second();
-    }
     let second = std::sync::Mutex::new(Some(second));
     let run_second = || {
         if let Some(f) = second.lock().map(|mut s| s.take()).ok().flatten() {

@@ -96,6 +96,15 @@ pub fn full_reduction(f: &Func, i: usize) -> bool {
     }
 }
 
+/// For each instruction, whether it is one of `f`'s outputs.
+fn outputs(f: &Func) -> Vec<bool> {
+    let mut output = vec![false; f.insts.len()];
+    for (_, v) in &f.outputs {
+        output[*v] = true;
+    }
+    output
+}
+
 /// The storage of every instruction of `f`.
 pub fn storage(f: &Func) -> Vec<Storage> {
     let n = f.insts.len();
@@ -107,10 +116,7 @@ pub fn storage(f: &Func) -> Vec<Storage> {
             }
         }
     }
-    let mut output = vec![false; n];
-    for (_, v) in &f.outputs {
-        output[*v] = true;
-    }
+    let output = outputs(f);
     let mut s = vec![Storage::Own; n];
     for (i, inst) in f.insts.iter().enumerate() {
         let from = inst.args.first().map(|a| f.insts[*a].shape.as_slice());
@@ -302,10 +308,7 @@ fn overwrites(
 /// one buffer of 512×256 fewer to bring into the cache each step (~6 % of its step).
 pub fn in_place(f: &Func, storage: &[Storage]) -> Vec<Option<usize>> {
     let hosts = count_hosts(f, storage);
-    let mut output = vec![false; f.insts.len()];
-    for (_, v) in &f.outputs {
-        output[*v] = true;
-    }
+    let output = outputs(f);
     let mut taken = vec![false; f.insts.len()];
     let mut over = vec![None; f.insts.len()];
     for v in 0..f.insts.len() {

@@ -8,9 +8,9 @@
 //!   instruction that owns one (an elementwise loop writing over the buffer of an operand
 //!   nothing reads later, `layout::in_place`, shares it), views into their source for
 //!   reshapes and contiguous slices, none for lazy and fused values, plus one scratch
-//!   buffer. Const buffers are
-//!   filled at compile time; nothing is allocated while code runs. The loop plans some
-//!   outputs straight into their slots (`train_loop::outputs_in_slots`).
+//!   buffer. Const buffers are filled at compile time; nothing is allocated while code
+//!   runs. The loop plans some outputs straight into their slots
+//!   (`train_loop::outputs_in_slots`).
 //! - **Code.** `emit` computes every instruction in order: fused elementwise trees in
 //!   f64x2 loops unrolled 4×, broadcasts, transposes, slices, pads and float reductions
 //!   as inline bottom-tested loops with static strides; `exp`, `log1p`, `sigmoid`,
@@ -216,8 +216,8 @@ fn finish(module: &mut JITModule, name: &str, func: Function) -> Result<*const u
 
 /// One buffer per instruction that owns one (consts filled, rounded under `precision
 /// f32`; an elementwise loop that writes over a dead operand shares its buffer,
-/// `layout::in_place`) and the scratch buffer, large enough for any `LogSumExp` or `ReduceSum` block;
-/// views point into their source's buffer (see `layout`). `inputs[k]`, when given, is where
+/// `layout::in_place`) and the scratch buffer, large enough for any `LogSumExp` or
+/// `ReduceSum` block; views point into their source's buffer (see `layout`). `inputs[k]`, when given, is where
 /// input `k` is read in place; each `(i, addr)` of `external` makes `addr` instruction `i`'s
 /// buffer (an owned one, holding its whole value).
 fn plan(
