@@ -177,21 +177,61 @@ const SMALL_GEMV: usize = 4096;
 
 /// `c = a @ b` for an `[m,k]` matrix `a` and a `k`-vector `b`: `c[i]` accumulates
 /// `a[i,p] b[p]` from 0.0, `p` in order (a dot product per row; for `a` held as its
-/// transpose, all rows at once, one contiguous row of the buffer per `p`).
+/// transpose, up to [`REGISTER_SUMS`] rows at once, one contiguous row of the buffer per
+/// `p`).
 fn small_gemv(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize) {
     let (data, x, c) = (&a.data[..m * k], &b.data[..k], &mut c[..m]);
     if a.transposed {
         // Row p of the buffer is column p of `a`.
-        c.fill(0.0);
-        for (col, xp) in data.chunks_exact(m).zip(x) {
-            for (ci, ai) in c.iter_mut().zip(col) {
-                *ci += ai * xp;
-            }
+        for (block, c) in c.chunks_mut(REGISTER_SUMS).enumerate() {
+            let data = &data[block * REGISTER_SUMS..];
+            by_width!(c.len(), columns_times(data, m, x, c));
         }
+    } else if k <= REGISTER_SUMS {
+        by_width!(k, rows_times(data, x, c));
     } else {
         for (ci, row) in c.iter_mut().zip(data.chunks_exact(k)) {
             *ci = row.iter().zip(x).fold(0.0, |s, (ap, xp)| s + ap * xp);
         }
+    }
+}
+
+/// Sums of a width known at compile time stay in registers: measured on logreg's
+/// `[200,10] @ [10]` 0.56 → 0.33 µs, and `[10,200] @ [200]` 0.80 → 0.22 µs.
+const REGISTER_SUMS: usize = 16;
+
+/// Calls `f::<W>(args)` for a width `W` in `1..=REGISTER_SUMS` given at run time.
+macro_rules! by_width {
+    ($w:expr, $f:ident $args:tt) => {
+        by_width!(@ $w, $f $args, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+    };
+    (@ $w:expr, $f:ident $args:tt, $($width:literal)*) => {
+        match $w {
+            $($width => $f::<$width> $args,)*
+            w => unreachable!("width {w} above REGISTER_SUMS"),
+        }
+    };
+}
+use by_width;
+
+/// `c[j] = Σ_p data[p*stride + j] x[p]` for `j < W`, from 0.0, `p` in order.
+fn columns_times<const W: usize>(data: &[f64], stride: usize, x: &[f64], c: &mut [f64]) {
+    let mut sums = [0.0; W];
+    for (p, xp) in x.iter().enumerate() {
+        let column: &[f64; W] = data[p * stride..p * stride + W].try_into().unwrap();
+        for (s, a) in sums.iter_mut().zip(column) {
+            *s += a * xp;
+        }
+    }
+    c.copy_from_slice(&sums);
+}
+
+/// `c[i] = Σ_p data[i*K + p] x[p]` for every row `i`, from 0.0, `p` in order.
+fn rows_times<const K: usize>(data: &[f64], x: &[f64], c: &mut [f64]) {
+    let x: &[f64; K] = x.try_into().unwrap();
+    for (ci, row) in c.iter_mut().zip(data.chunks_exact(K)) {
+        let row: &[f64; K] = row.try_into().unwrap();
+        *ci = row.iter().zip(x).fold(0.0, |s, (ap, xp)| s + ap * xp);
     }
 }
 
@@ -316,7 +356,18 @@ mod tests {
             1 => -1e16,
             _ => ((i * 7919) % 1000) as f64 / 37.0 - 13.0,
         };
-        for (m, k) in [(200, 10), (10, 200), (1, 1), (3, 7), (64, 64), (65, 64)] {
+        for (m, k) in [
+            (200, 10),
+            (10, 200),
+            (1, 1),
+            (3, 7),
+            (16, 17),
+            (17, 16),
+            (40, 33),
+            (33, 40),
+            (64, 64),
+            (65, 64),
+        ] {
             let a: Vec<f64> = (0..m * k).map(value).collect();
             let at: Vec<f64> = (0..k * m).map(|j| a[(j % m) * k + j / m]).collect();
             let b: Vec<f64> = (0..k).map(|p| value(p + 3)).collect();
