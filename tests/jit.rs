@@ -403,6 +403,70 @@ fn flag_counts_share_the_loop_of_an_earlier_elementwise_op() {
 }
 
 #[test]
+fn loops_over_a_million_entries_run_in_two_halves_with_the_same_bits() {
+    // wide's two passes: a ReLU with its tie count, then the masked back-propagation
+    // `select(h >= 0, r a', 0)` with a per-row operand. From `PARALLEL_LOOP` entries each
+    // loop is two functions, one a core; the counts of both halves are added. Exact ties
+    // (and -0.0, NaN) lie in one half of the rows only, so a half's lost count shows.
+    use traj::jit::PARALLEL_LOOP;
+    for (m, n, f32, tied_rows) in [
+        (1024, 1024, false, 0..512),
+        (1024, 1024, false, 512..1024),
+        (1023, 1025, false, 511..1023),
+        (1024, 1024, true, 600..700),
+        (1000, 1000, false, 0..1000),
+    ] {
+        let mut b = Builder::new();
+        let h = b.input("h", DType::Float, vec![m, n]);
+        let r = b.input("r", DType::Float, vec![m, 1]);
+        let a = b.input("a", DType::Float, vec![1, n]);
+        let zero = b.scalar(0.0);
+        let relu = b.binary(Binary::Max, h, zero);
+        b.output("relu", relu);
+        let open = b.binary(Binary::Ge, h, zero);
+        let ra = b.binary(Binary::Mul, r, a);
+        let back = b.select(open, ra, zero);
+        b.output("back", back);
+        let tie = b.binary(Binary::Eq, h, zero);
+        let ties = b.reduce(Reduce::Sum, tie, None);
+        b.output("ties", ties);
+        let mut f = b.finish();
+        f.f32 = f32;
+        let f = traj::opt::run(&f).expect("passes verify");
+        let what = format!("[{m}, {n}], f32 {f32}, ties in rows {tied_rows:?}");
+        // Two loops, each split in two functions, when they are large enough.
+        let text = traj::jit::clif_text(&f).expect("clif");
+        let functions =
+            text.matches("\nfunction ").count() + text.starts_with("function ") as usize;
+        let split = m * n >= PARALLEL_LOOP;
+        assert_eq!(functions, if split { 5 } else { 1 }, "{what}");
+        let hs: Vec<f64> = (0..m * n)
+            .map(|i| {
+                if !tied_rows.contains(&(i / n)) {
+                    return (i % 7) as f64 - 3.5;
+                }
+                match i % 6 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 => f64::NAN,
+                    3 => -1.5,
+                    _ => (i % 5) as f64,
+                }
+            })
+            .collect();
+        let inputs = [
+            floats(hs.clone(), &[m, n]),
+            floats((0..m).map(|i| (i % 9) as f64 - 4.0).collect(), &[m, 1]),
+            floats((0..n).map(|j| (j % 4) as f64 * 0.5).collect(), &[1, n]),
+        ];
+        let out = agree(&f, &inputs, 0, &what).expect("no error");
+        let want_ties = hs.iter().filter(|x| **x == 0.0).count() as f64;
+        assert!(want_ties > 0.0);
+        assert_eq!(out[2].to_f64()[[]], want_ties, "{what}");
+    }
+}
+
+#[test]
 fn elementwise_loops_write_over_operands_nothing_reads_later() {
     // relu2's step: `h = x @ w`, a ReLU of it with its tie count, then the masked
     // back-propagation `select(h >= 0, 3 h, 0)`, the last loop to read `h`, writes over

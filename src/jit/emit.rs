@@ -8,10 +8,11 @@
 //! (JIT-NOTES 1.4), with static trip counts and byte strides.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
-    self, Block, BlockArg, FuncRef, InstBuilder, MemFlagsData, Value, types,
+    self, AbiParam, Block, BlockArg, FuncRef, InstBuilder, MemFlagsData, Value, types,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_jit::JITModule;
@@ -24,6 +25,17 @@ use super::layout::{
 use crate::interp::math::{SUM_LANES, matmul_source};
 use crate::ir::{Binary, Func, Prim, Unary};
 use crate::sema::types::DType;
+
+/// Elementwise loops over at least this many entries (8 MB of output) run in two halves,
+/// one a core: wide's two passes over `[1024,2048]` arrays. Smaller ones stay on one core:
+/// their operands are in this core's cache, from which the partner would first have to
+/// pull its half (as for relu2's `[512,256]` matrix-vector products, `math::PARALLEL_GEMV`).
+pub const PARALLEL_LOOP: usize = 1 << 20;
+
+/// Every index of `shape`'s first axis (`0..1` for a scalar).
+fn all_rows(shape: &[usize]) -> Range<usize> {
+    0..shape.first().copied().unwrap_or(1)
+}
 
 /// Row-major strides of `shape`, in bytes.
 fn strides(shape: &[usize]) -> Vec<i64> {
@@ -132,6 +144,9 @@ pub(super) struct Emitter<'a, 'b, 'c> {
     module: &'a mut JITModule,
     shims: &'a HashMap<&'static str, FuncId>,
     refs: &'a mut HashMap<&'static str, FuncRef>,
+    /// Functions this one calls that the caller must define in `module`: the halves of
+    /// loops run one a core (`elementwise_in_halves`).
+    helpers: &'a mut Vec<(FuncId, ir::Function)>,
     f: &'a Func,
     /// The buffer table (a pointer), or each buffer's fixed address.
     bufs: Bufs<'c>,
@@ -174,13 +189,14 @@ pub(super) fn shim_ref(
     Ok(r)
 }
 
-/// Emits the body of `func` (whose signature is set) for `f`.
+/// Emits the body of `func` (whose signature is set) for `f`; returns the functions it
+/// calls that must be defined with it.
 pub(super) fn build(
     module: &mut JITModule,
     shims: &HashMap<&'static str, FuncId>,
     f: &Func,
     func: &mut ir::Function,
-) -> Result<(), String> {
+) -> Result<Vec<(FuncId, ir::Function)>, String> {
     let mut fbc = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(func, &mut fbc);
     let entry = b.create_block();
@@ -189,11 +205,13 @@ pub(super) fn build(
     b.seal_block(entry);
     let (bufs, ctx) = (b.block_params(entry)[0], b.block_params(entry)[1]);
     let mut refs = HashMap::new();
+    let mut helpers = Vec::new();
     let err = emit_func(
         &mut b,
         module,
         shims,
         &mut refs,
+        &mut helpers,
         f,
         Bufs::Table(bufs),
         ctx,
@@ -209,17 +227,19 @@ pub(super) fn build(
     b.seal_all_blocks();
     let config = module.target_config();
     b.finalize(config);
-    Ok(())
+    Ok(helpers)
 }
 
 /// Emits every instruction of `f`, in order, at the builder's current position; a failing
-/// host op jumps to `err` (created when `None` and needed; returned) with its code.
+/// host op jumps to `err` (created when `None` and needed; returned) with its code. The
+/// functions it calls that the caller must define are added to `helpers`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn emit_func<'a, 'b>(
     b: &'a mut FunctionBuilder<'b>,
     module: &'a mut JITModule,
     shims: &'a HashMap<&'static str, FuncId>,
     refs: &'a mut HashMap<&'static str, FuncRef>,
+    helpers: &'a mut Vec<(FuncId, ir::Function)>,
     f: &'a Func,
     bufs: Bufs<'a>,
     ctx: Value,
@@ -238,6 +258,7 @@ pub(super) fn emit_func<'a, 'b>(
         module,
         shims,
         refs,
+        helpers,
         f,
         bufs,
         ctx,
@@ -1080,28 +1101,43 @@ impl Emitter<'_, '_, '_> {
     }
 
     /// Evaluates each root's expression (its own op over its fused operands) at every
-    /// element of `shape`, in row-major order, handing the values to `sink`.
+    /// element of `shape` whose first index is in `rows` (all of them for a scalar), in
+    /// row-major order, handing the values to `sink` with offsets into the whole output.
     fn expr_loop(
         &mut self,
         roots: &[usize],
         shape: &[usize],
+        rows: Range<usize>,
         sink: &mut Sink<'_, Self>,
     ) -> Result<(), String> {
         let (leaves, access, vector) = self.loop_leaves(roots, shape)?;
-        let n = numel(shape);
         let bases: Vec<Value> = access.iter().map(|(b, _)| self.buf(*b)).collect();
-        let zero = self.b.ins().iconst(types::I64, 0);
+        // The loops run over `part`, from each leaf's (and the output's) offset of row
+        // `rows.start`.
+        let mut part = shape.to_vec();
+        if let Some(first) = part.first_mut() {
+            *first = rows.len();
+        }
+        let n = numel(&part);
+        let row_stride = |st: &[i64]| st.first().copied().unwrap_or(0);
+        let mut starts: Vec<Value> = access
+            .iter()
+            .map(|(_, st)| rows.start as i64 * row_stride(st))
+            .chain([rows.start as i64 * row_stride(&strides(shape))])
+            .map(|o| self.b.ins().iconst(types::I64, o))
+            .collect();
+        let out = starts.pop().expect("the output's start");
         if vector {
             // One flat vector loop; broadcast scalars are splat.
-            let offs = vec![zero; leaves.len()];
             let splat: Vec<bool> = (0..leaves.len())
                 .map(|k| access[k].1 != strides(shape))
                 .collect();
-            return self.vector_run(roots, (&leaves, &bases, &offs, &splat), n, zero, sink);
+            return self.vector_run(roots, (&leaves, &bases, &starts, &splat), n, out, sink);
         }
+        starts.push(out);
         let rank = shape.len();
         let inner = shape.last().copied().unwrap_or(1);
-        let rows = !self.f.f32
+        let by_rows = !self.f.f32
             && rank >= 2
             && inner >= 2 * UNROLL
             && (0..leaves.len()).all(|k| {
@@ -1109,15 +1145,14 @@ impl Emitter<'_, '_, '_> {
             });
         let mut st: Vec<Vec<i64>> = access.iter().map(|(_, s)| s.clone()).collect();
         st.push(strides(shape));
-        if rows {
+        if by_rows {
             // Scalar loops over the leading axes, a vector loop along the last: a leaf
             // broadcast along it is splat once per row.
             let outer: Vec<Vec<i64>> = st.iter().map(|s| s[..rank - 1].to_vec()).collect();
             let splat: Vec<bool> = (0..leaves.len())
                 .map(|k| access[k].1[rank - 1] == 0)
                 .collect();
-            let starts = vec![zero; st.len()];
-            return self.nest(&shape[..rank - 1], &outer, &starts, &mut |e, offs| {
+            return self.nest(&part[..rank - 1], &outer, &starts, &mut |e, offs| {
                 let n_leaves = leaves.len();
                 e.vector_run(
                     roots,
@@ -1128,8 +1163,7 @@ impl Emitter<'_, '_, '_> {
                 )
             });
         }
-        let starts = vec![zero; st.len()];
-        self.nest(shape, &st, &starts, &mut |e, offs| {
+        self.nest(&part, &st, &starts, &mut |e, offs| {
             let at: HashMap<usize, LeafAt> = leaves
                 .iter()
                 .enumerate()
@@ -1326,14 +1360,37 @@ impl Emitter<'_, '_, '_> {
     }
 
     /// An inline float elementwise instruction (with what is fused into it) into its
-    /// buffer; the flag counts `siblings` assigns it are counted in the same loop.
+    /// buffer; the flag counts `siblings` assigns it are counted in the same loop. Over
+    /// [`PARALLEL_LOOP`] entries or more, in two halves, one a core.
     fn elementwise(&mut self, i: usize) -> Result<(), String> {
         let shape = self.f.insts[i].shape.clone();
-        let out = self.buf(i);
         let counts = self.siblings.get(&i).cloned().unwrap_or_default();
         for c in &counts {
             self.done[*c] = true;
         }
+        let rows = all_rows(&shape);
+        if numel(&shape) >= PARALLEL_LOOP && rows.len() >= 2 {
+            return self.elementwise_in_halves(i, &counts, rows);
+        }
+        let totals = self.elementwise_rows(i, &counts, rows)?;
+        let zero = self.b.ins().iconst(types::I64, 0);
+        for (c, total) in counts.iter().zip(totals) {
+            let out = self.buf(*c);
+            self.st_f(total, out, zero);
+        }
+        Ok(())
+    }
+
+    /// Instruction `i`'s loop over the entries whose first index is in `rows`; returns its
+    /// `counts`' sums over them.
+    fn elementwise_rows(
+        &mut self,
+        i: usize,
+        counts: &[usize],
+        rows: Range<usize>,
+    ) -> Result<Vec<Value>, String> {
+        let shape = self.f.insts[i].shape.clone();
+        let out = self.buf(i);
         let mut roots = vec![i];
         roots.extend(counts.iter().map(|c| self.f.insts[*c].args[0]));
         // Each count in one scalar and `UNROLL` f64x2 accumulators (exact in any order).
@@ -1342,7 +1399,7 @@ impl Emitter<'_, '_, '_> {
             .map(|_| (self.accumulator(-0.0), self.lane_accumulators()))
             .collect();
         let mut turn = 0usize;
-        self.expr_loop(&roots, &shape, &mut |e, vs, off, vector| {
+        self.expr_loop(&roots, &shape, rows, &mut |e, vs, off, vector| {
             let addr = e.b.ins().iadd(out, off);
             let flags = if vector {
                 Self::vflags()
@@ -1359,12 +1416,103 @@ impl Emitter<'_, '_, '_> {
             turn += vector as usize;
             Ok(())
         })?;
+        Ok(accs
+            .iter()
+            .map(|(acc, vacc)| {
+                self.combine_lanes(*acc, vacc);
+                self.b.use_var(*acc)
+            })
+            .collect())
+    }
+
+    /// Instruction `i`'s loop as two functions, one for each half of its `rows` (split
+    /// where the shape alone says), run by `traj_halves` one a core (`cores::join`); each
+    /// half's counts are added after both are done. Every entry is computed as in one
+    /// loop, and the counts are sums of 0/1 flags, exact in any order: the same bits.
+    fn elementwise_in_halves(
+        &mut self,
+        i: usize,
+        counts: &[usize],
+        rows: Range<usize>,
+    ) -> Result<(), String> {
+        let ptr = self.module.target_config().pointer_type();
+        let mid = rows.start + rows.len() / 2;
+        let mut halves = Vec::new();
+        for half in [rows.start..mid, mid..rows.end] {
+            // fn(totals: *mut f64, bufs: *const *mut u8): the half's loop, its counts'
+            // sums into `totals`; `bufs` is this function's buffer table, if it has one.
+            let mut sig = self.module.make_signature();
+            sig.params.extend([AbiParam::new(ptr); 2]);
+            let id = self
+                .module
+                .declare_anonymous_function(&sig)
+                .map_err(|e| format!("internal error: cannot declare a loop half: {e}"))?;
+            let mut func =
+                ir::Function::with_name_signature(ir::UserFuncName::user(0, id.as_u32()), sig);
+            let mut fbc = FunctionBuilderContext::new();
+            let mut b = FunctionBuilder::new(&mut func, &mut fbc);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            let (totals_at, table) = (b.block_params(entry)[0], b.block_params(entry)[1]);
+            let bufs = match self.bufs {
+                Bufs::Table(_) => Bufs::Table(table),
+                fixed => fixed,
+            };
+            // Elementwise loops call no host op, which alone reads the context.
+            let no_ctx = b.ins().iconst(ptr, 0);
+            let mut refs = HashMap::new();
+            let mut e = Emitter {
+                b: &mut b,
+                module: self.module,
+                shims: self.shims,
+                refs: &mut refs,
+                helpers: self.helpers,
+                f: self.f,
+                bufs,
+                ctx: no_ctx,
+                err: None,
+                storage: self.storage.clone(),
+                siblings: self.siblings.clone(),
+                done: self.done.clone(),
+            };
+            let totals = e.elementwise_rows(i, counts, half)?;
+            for (k, total) in totals.into_iter().enumerate() {
+                e.b.ins()
+                    .store(Self::flags(), total, totals_at, (8 * k) as i32);
+            }
+            e.b.ins().return_(&[]);
+            b.seal_all_blocks();
+            b.finalize(self.module.target_config());
+            self.helpers.push((id, func));
+            let r = self.module.declare_func_in_func(id, self.b.func);
+            halves.push(self.b.ins().func_addr(ptr, r));
+        }
+        let n = counts.len().max(1);
+        let slot = self.b.create_sized_stack_slot(ir::StackSlotData::new(
+            ir::StackSlotKind::ExplicitSlot,
+            (16 * n) as u32,
+            3,
+        ));
+        let totals = [0, 8 * n].map(|o| self.b.ins().stack_addr(ptr, slot, o as i32));
+        let table = match self.bufs {
+            Bufs::Table(t) => t,
+            Bufs::Fixed(_) => self.b.ins().iconst(ptr, 0),
+        };
+        self.call(
+            "traj_halves",
+            &[halves[0], totals[0], halves[1], totals[1], table],
+        )?;
         let zero = self.b.ins().iconst(types::I64, 0);
-        for (c, (acc, vacc)) in counts.iter().zip(&accs) {
-            self.combine_lanes(*acc, vacc);
-            let r = self.b.use_var(*acc);
+        for (k, c) in counts.iter().enumerate() {
+            let [a, b] = totals.map(|t| {
+                self.b
+                    .ins()
+                    .load(types::F64, Self::flags(), t, (8 * k) as i32)
+            });
+            let total = self.b.ins().fadd(a, b);
             let out = self.buf(*c);
-            self.st_f(r, out, zero);
+            self.st_f(total, out, zero);
         }
         Ok(())
     }
@@ -1454,7 +1602,7 @@ impl Emitter<'_, '_, '_> {
         let vacc = self.lane_accumulators();
         let mut turn = 0usize;
         let mut combined = false;
-        self.expr_loop(&[x], &shape, &mut |e, vs, o, vector| {
+        self.expr_loop(&[x], &shape, all_rows(&shape), &mut |e, vs, o, vector| {
             let v = vs[0];
             if let Some(s) = scratch {
                 let addr = e.b.ins().iadd(s, o);

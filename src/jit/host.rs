@@ -29,7 +29,15 @@ pub(super) enum Sig {
     Ctx,
     /// `fn(a: *const f64, b: *const f64, out: *mut f64, n: i64)`: an op over whole buffers
     Slices,
+    /// `fn(first: Half, first_totals: *mut f64, second: Half, second_totals: *mut f64,
+    /// bufs: *const *mut u8)`
+    Halves,
 }
+
+/// A half of a loop compiled as its own function (`emit::Emitter::elementwise_in_halves`):
+/// it writes its part of the loop's output and its counts' sums into `totals`; `bufs` is
+/// the buffer table of the function it belongs to (null for buffers at fixed addresses).
+type Half = unsafe extern "C" fn(totals: *mut f64, bufs: *const *mut u8);
 
 macro_rules! unary_shims {
     ($($name:ident => $op:ident),* $(,)?) => {
@@ -197,6 +205,29 @@ unsafe extern "C" fn traj_matmul(
     matmul_into(a, b, c, m, k, n);
 }
 
+/// Runs the two halves of a loop, one a core (`cores::join`).
+///
+/// # Safety
+/// `first` and `second` must be halves the JIT compiled in a module that is alive, writing
+/// disjoint parts of their buffers; each `totals` must hold as many f64 as its half's
+/// loop has counts (at least one).
+unsafe extern "C" fn traj_halves(
+    first: Half,
+    first_totals: *mut f64,
+    second: Half,
+    second_totals: *mut f64,
+    bufs: *const *mut u8,
+) {
+    // Raw pointers are not `Send`; the second half only touches its own part of the
+    // buffers and its own totals, and reads the table.
+    let (second_totals, table) = (second_totals as usize, bufs as usize);
+    crate::cores::join(
+        // SAFETY: see the function's contract.
+        || unsafe { first(first_totals, bufs) },
+        move || unsafe { second(second_totals as *mut f64, table as *const *mut u8) },
+    );
+}
+
 /// What `traj_host_op` needs: the function, the buffer table and the run's seed; it leaves
 /// an error message here when it returns nonzero. The pointers must stay valid while
 /// generated code that was given this context can run.
@@ -244,6 +275,7 @@ pub(super) fn symbols() -> Vec<(&'static str, *const u8, Sig)> {
     out.push(("traj_sum", traj_sum as *const u8, Sig::Block));
     out.push(("traj_matmul", traj_matmul as *const u8, Sig::MatMul));
     out.push(("traj_host_op", traj_host_op as *const u8, Sig::HostOp));
+    out.push(("traj_halves", traj_halves as *const u8, Sig::Halves));
     out.push((
         "traj_tie_direction",
         super::train_loop::traj_tie_direction as *const u8,

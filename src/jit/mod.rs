@@ -34,6 +34,7 @@
 //!   by zero, an index out of range) makes `run` return `Err` naming the instruction.
 
 mod emit;
+pub use emit::PARALLEL_LOOP;
 mod host;
 pub mod layout;
 pub mod train_loop;
@@ -118,6 +119,7 @@ fn new_module() -> Result<(JITModule, HashMap<&'static str, FuncId>), String> {
             Sig::HostOp => (&[ptr, types::I64], Some(types::I64)),
             Sig::Ctx => (&[ptr], None),
             Sig::Slices => (&[ptr, ptr, ptr, types::I64], None),
+            Sig::Halves => (&[ptr; 5], None),
         };
         s.params.extend(params.iter().map(|t| AbiParam::new(*t)));
         s.returns.extend(ret.map(AbiParam::new));
@@ -138,24 +140,34 @@ fn entry_signature(module: &JITModule) -> Signature {
     sig
 }
 
-/// Checks `f` and builds its CLIF function in `module`.
+/// Checks `f` and builds its CLIF function in `module`, with the functions it calls.
+#[allow(clippy::type_complexity)]
 fn lower(
     module: &mut JITModule,
     ids: &HashMap<&'static str, FuncId>,
     f: &Func,
-) -> Result<Function, String> {
+) -> Result<(Function, Vec<(FuncId, Function)>), String> {
     crate::ir::verify(f).map_err(|e| format!("invalid IR: {e}"))?;
     let mut func = Function::new();
     func.signature = entry_signature(module);
-    emit::build(module, ids, f, &mut func)?;
-    Ok(func)
+    let helpers = emit::build(module, ids, f, &mut func)?;
+    Ok((func, helpers))
+}
+
+/// The text of `func` and of the `helpers` it calls.
+fn display(func: &Function, helpers: &[(FuncId, Function)]) -> String {
+    let mut text = func.display().to_string();
+    for (_, h) in helpers {
+        text.push_str(&format!("\n{}", h.display()));
+    }
+    text
 }
 
 /// The textual Cranelift IR of `f` (before Cranelift's own optimizations), as
 /// `traj ir --stage clif` prints it.
 pub fn clif_text(f: &Func) -> Result<String, String> {
     let (mut module, ids) = new_module()?;
-    let text = lower(&mut module, &ids, f).map(|func| func.display().to_string());
+    let text = lower(&mut module, &ids, f).map(|(func, helpers)| display(&func, &helpers));
     // SAFETY: no function of this module was finalized, so no code pointer exists.
     unsafe { module.free_memory() };
     text
@@ -193,21 +205,29 @@ fn define(
     ids: &HashMap<&'static str, FuncId>,
     f: &Func,
 ) -> Result<*const u8, String> {
-    let func = lower(module, ids, f)?;
-    finish(module, "traj_func", func)
+    let (func, helpers) = lower(module, ids, f)?;
+    finish(module, "traj_func", func, helpers)
 }
 
-/// Compiles the CLIF function `func` as `name` and finalizes the module: its code.
-fn finish(module: &mut JITModule, name: &str, func: Function) -> Result<*const u8, String> {
+/// Compiles the CLIF function `func` as `name`, and the `helpers` it calls, and finalizes
+/// the module: `func`'s code.
+fn finish(
+    module: &mut JITModule,
+    name: &str,
+    func: Function,
+    helpers: Vec<(FuncId, Function)>,
+) -> Result<*const u8, String> {
     let id = module
         .declare_function(name, Linkage::Export, &func.signature)
         .map_err(|e| e.to_string())?;
     let mut ctx = module.make_context();
-    ctx.func = func;
-    module
-        .define_function(id, &mut ctx)
-        .map_err(|e| format!("internal error: Cranelift refused `{name}`: {e:?}"))?;
-    module.clear_context(&mut ctx);
+    for (id, func) in helpers.into_iter().chain([(id, func)]) {
+        ctx.func = func;
+        module
+            .define_function(id, &mut ctx)
+            .map_err(|e| format!("internal error: Cranelift refused `{name}`: {e:?}"))?;
+        module.clear_context(&mut ctx);
+    }
     module
         .finalize_definitions()
         .map_err(|e| format!("internal error: cannot finalize the JIT code: {e}"))?;

@@ -379,13 +379,13 @@ impl TrainLoop {
             needs_gnorm,
         };
         let built = emit_loop(&mut module, &ids, &shape, &mut func);
-        if let (Some(t), Ok(_)) = (text, &built) {
-            *t = func.display().to_string();
+        if let (Some(t), Ok((_, helpers))) = (text, &built) {
+            *t = super::display(&func, helpers);
         }
         let mut temps = Vec::new();
-        let code = built.and_then(|tmp| {
+        let code = built.and_then(|(tmp, helpers)| {
             temps = tmp;
-            super::finish(&mut module, "traj_loop", func)
+            super::finish(&mut module, "traj_loop", func, helpers)
         });
         let code = match code {
             Ok(c) => c,
@@ -496,6 +496,8 @@ struct LoopEmitter<'a, 'b, 'c> {
     shape: &'c LoopShape<'c>,
     host_err: Block,
     temps: Vec<Slot>,
+    /// Functions the loop calls, to be defined with it (`emit_func`'s helpers).
+    helpers: Vec<(FuncId, Function)>,
 }
 
 fn mf() -> MemFlagsData {
@@ -561,6 +563,7 @@ impl LoopEmitter<'_, '_, '_> {
             self.module,
             self.shims,
             &mut self.refs,
+            &mut self.helpers,
             f,
             Bufs::Fixed(&part.buffers.ptrs),
             host,
@@ -686,13 +689,14 @@ impl LoopEmitter<'_, '_, '_> {
 }
 
 /// Lays out the loop (see the module doc) in `func`; returns the staging buffers the code
-/// uses.
+/// uses and the functions it calls that must be defined with it.
+#[allow(clippy::type_complexity)]
 fn emit_loop(
     module: &mut JITModule,
     shims: &HashMap<&'static str, FuncId>,
     shape: &LoopShape,
     func: &mut Function,
-) -> Result<Vec<Slot>, String> {
+) -> Result<(Vec<Slot>, Vec<(FuncId, Function)>), String> {
     let mut fbc = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(func, &mut fbc);
     let entry = b.create_block();
@@ -709,6 +713,7 @@ fn emit_loop(
         shape,
         host_err,
         temps: Vec::new(),
+        helpers: Vec::new(),
     };
     let slots = shape.slots;
     let np = slots.theta.len();
@@ -838,10 +843,11 @@ fn emit_loop(
     let c = e.b.ins().iconst(types::I64, 1);
     e.b.ins().return_(&[c]);
     let temps = std::mem::take(&mut e.temps);
+    let helpers = std::mem::take(&mut e.helpers);
     b.seal_all_blocks();
     let config = module.target_config();
     b.finalize(config);
-    Ok(temps)
+    Ok((temps, helpers))
 }
 
 impl LoopEmitter<'_, '_, '_> {
