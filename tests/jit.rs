@@ -236,6 +236,57 @@ fn gathers_copy_rows_and_report_indices_out_of_range() {
 }
 
 #[test]
+fn gathers_copy_rows_of_any_length() {
+    // Rows are copied in blocks of eight entries, then pairs, then one: every length
+    // around those sizes, float rows (with -0.0 and NaN) and int rows, rows repeated.
+    for inner in [1, 2, 3, 7, 8, 9, 15, 16, 17, 32, 35] {
+        for dtype in [DType::Float, DType::Int] {
+            let rows = 5;
+            let mut b = Builder::new();
+            let x = b.input("x", dtype, vec![rows, inner]);
+            let idx = b.input("idx", DType::Int, vec![6]);
+            let g = b.gather(x, &[idx]);
+            b.output("g", g);
+            let f = b.finish();
+            let n = rows * inner;
+            let x = match dtype {
+                DType::Float => floats(
+                    (0..n)
+                        .map(|i| match i % 5 {
+                            0 => -0.0,
+                            1 => f64::NAN,
+                            _ => i as f64 * 1.25,
+                        })
+                        .collect(),
+                    &[rows, inner],
+                ),
+                DType::Int => Tensor::Int(
+                    ArrayD::from_shape_vec(
+                        IxDyn(&[rows, inner]),
+                        (0..n as i64).map(|i| i * 1_000_003 - 7).collect(),
+                    )
+                    .expect("shape"),
+                ),
+            };
+            let idx = Tensor::Int(
+                ArrayD::from_shape_vec(IxDyn(&[6]), vec![4, 0, 2, 2, 1, 4]).expect("shape"),
+            );
+            let what = format!("gather of rows of {inner}, {dtype:?}");
+            let out = agree(&f, &[x.clone(), idx], 0, &what).expect("no error");
+            // Row 2 of the result is row 2 of x, entry by entry.
+            let (got, want) = (out[0].to_f64(), x.to_f64());
+            for k in 0..inner {
+                let (g, w) = (got[[3, k]], want[[2, k]]);
+                assert!(
+                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn fused_row_broadcasts_and_reductions_agree() {
     // Rows of 19 (two f64x2 passes of 8 and a tail of 3) with a row vector and a column
     // broadcast along them, fused into one select and a tie count: the vector path along

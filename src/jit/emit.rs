@@ -1022,11 +1022,8 @@ impl Emitter<'_, '_, '_> {
         self.b.seal_block(ok);
         let from = self.b.ins().imul_imm_s(r, row);
         let to = self.b.ins().imul_imm_s(jv, row);
-        self.nest(&[inner], &[vec![8], vec![8]], &[from, to], &mut |e, o| {
-            let v = e.ld_i(src, o[0]);
-            e.st_i(v, out, o[1]);
-            Ok(())
-        })?;
+        let (from, to) = (self.b.ins().iadd(src, from), self.b.ins().iadd(out, to));
+        self.copy_row(from, to, inner);
         lp.close_to(self.b, 1, n as i64, exit);
         self.b.switch_to_block(slow);
         self.b.seal_block(slow);
@@ -1035,6 +1032,34 @@ impl Emitter<'_, '_, '_> {
         self.b.switch_to_block(exit);
         self.b.seal_block(exit);
         Ok(())
+    }
+}
+
+impl Emitter<'_, '_, '_> {
+    /// Copies `n` 8-byte elements from address `from` to `to` (not overlapping): 16-byte
+    /// vectors, four to a loop iteration, then what is left (1.9 µs of sgd's 36 µs step
+    /// went to its gather's element-by-element copies).
+    fn copy_row(&mut self, from: Value, to: Value, n: usize) {
+        let flags = Self::vflags();
+        let move_at = |e: &mut Self, ty: types::Type, off: Value, at: i32| {
+            let src = e.b.ins().iadd(from, off);
+            let v = e.b.ins().load(ty, flags, src, at);
+            let dst = e.b.ins().iadd(to, off);
+            e.b.ins().store(flags, v, dst, at);
+        };
+        let blocks = n / 8;
+        if blocks > 0 {
+            let lp = CountedLoop::open(self.b);
+            for u in 0..4 {
+                move_at(self, types::I64X2, lp.at, 16 * u);
+            }
+            lp.close(self.b, 64, 64 * blocks as i64);
+        }
+        let zero = self.b.ins().iconst(types::I64, 0);
+        for k in (8 * blocks..n).step_by(2) {
+            let ty = if k + 1 < n { types::I64X2 } else { types::I64 };
+            move_at(self, ty, zero, 8 * k as i32);
+        }
     }
 }
 
