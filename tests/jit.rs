@@ -287,6 +287,70 @@ fn gathers_copy_rows_of_any_length() {
 }
 
 #[test]
+fn every_kind_of_draw_agrees_with_the_interpreter() {
+    // Draws are called from compiled code with their step (an int, or a float) and a
+    // Bernoulli draw's probability read from their buffers; the values must be the
+    // interpreter's, bit for bit, and change with the step and the seed.
+    use traj::ir::Draw;
+    let draws = [
+        (Draw::Normal, DType::Float, vec![3, 4]),
+        (Draw::Uniform, DType::Float, vec![7]),
+        (Draw::Bernoulli, DType::Float, vec![50]),
+        (Draw::Randint { lo: -3, hi: 9 }, DType::Int, vec![40]),
+        (Draw::Permutation, DType::Int, vec![12]),
+        (Draw::Choose { n: 30 }, DType::Int, vec![6]),
+        (Draw::Orthogonal, DType::Float, vec![5, 3]),
+        (
+            Draw::BatchRows {
+                rows: 17,
+                shuffle: false,
+            },
+            DType::Int,
+            vec![32],
+        ),
+        (
+            Draw::BatchRows {
+                rows: 17,
+                shuffle: true,
+            },
+            DType::Int,
+            vec![32],
+        ),
+    ];
+    for (draw, dtype, shape) in draws {
+        for float_step in [false, true] {
+            let mut b = Builder::new();
+            let step_type = if float_step { DType::Float } else { DType::Int };
+            let step = b.input("step", step_type, vec![]);
+            let p = b.input("p", DType::Float, vec![]);
+            let extra = if draw == Draw::Bernoulli {
+                vec![p]
+            } else {
+                vec![]
+            };
+            let r = b.random(draw.clone(), "s", step, &extra, dtype, shape.clone());
+            b.output("r", r);
+            let f = b.finish();
+            let mut seen = Vec::new();
+            for (step, seed) in [(1, 0), (2, 0), (2, 9), (-4, 0)] {
+                let step = if float_step {
+                    Tensor::scalar(step as f64 + 0.75)
+                } else {
+                    int_scalar(step)
+                };
+                let inputs = [step, Tensor::scalar(0.3)];
+                let what = format!("{draw:?}, float step {float_step}, seed {seed}");
+                let out = agree(&f, &inputs, seed, &what).expect("no error");
+                seen.push(out[0].to_f64());
+            }
+            // Another step or seed draws other values; a negative step is step 0.
+            assert_ne!(seen[0], seen[1], "{draw:?}");
+            assert_ne!(seen[1], seen[2], "{draw:?}");
+        }
+    }
+}
+
+#[test]
 fn fused_row_broadcasts_and_reductions_agree() {
     // Rows of 19 (two f64x2 passes of 8 and a tail of 3) with a row vector and a column
     // broadcast along them, fused into one select and a tie count: the vector path along

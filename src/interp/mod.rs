@@ -495,9 +495,30 @@ fn random(
         Tensor::Int(a) => a.iter().next().copied().unwrap_or(0).max(0) as u64,
         Tensor::Float(a) => a.iter().next().copied().unwrap_or(0.0).max(0.0) as u64,
     };
-    let rng = Stream::new(env.seed, stream, step);
-    let n: usize = inst.shape.iter().product();
-    let shape = IxDyn(&inst.shape);
+    let p = match draw {
+        Draw::Bernoulli => float(&vals[inst.args[1]])
+            .iter()
+            .next()
+            .copied()
+            .unwrap_or(0.0),
+        _ => 0.0,
+    };
+    draw_values(draw, stream, env.seed, step, p, &inst.shape)
+}
+
+/// The values of a random draw of `shape` at `step` (`p` is a Bernoulli draw's
+/// probability): what `Prim::Random` evaluates to, and what the JIT's draws call.
+pub fn draw_values(
+    draw: &Draw,
+    stream: &str,
+    seed: u64,
+    step: u64,
+    p: f64,
+    shape: &[usize],
+) -> Result<Tensor, String> {
+    let rng = Stream::new(seed, stream, step);
+    let n: usize = shape.iter().product();
+    let shape = IxDyn(shape);
     let floats = |v: Vec<f64>| {
         ArrayD::from_shape_vec(shape.clone(), v)
             .map(Tensor::Float)
@@ -519,25 +540,18 @@ fn random(
             rng.fill_uniform(&mut v);
             floats(v)
         }
-        Draw::Bernoulli => {
-            let p = float(&vals[inst.args[1]])
-                .iter()
-                .next()
-                .copied()
-                .unwrap_or(0.0);
-            floats((0..n as u64).map(|i| rng.bernoulli(p, i)).collect())
-        }
+        Draw::Bernoulli => floats((0..n as u64).map(|i| rng.bernoulli(p, i)).collect()),
         Draw::Randint { lo, hi } => {
             ints_of((0..n as u64).map(|i| rng.randint(*lo, *hi, i)).collect())
         }
         Draw::Permutation => ints_of(rng.permutation(n)),
         Draw::Choose { n: total } => ints_of(rng.choose(*total, n)),
         Draw::Orthogonal => {
-            let (r, c) = (inst.shape[0], inst.shape[1]);
+            let (r, c) = (shape[0], shape[1]);
             floats(rng.orthogonal(r, c).into_iter().collect())
         }
         Draw::BatchRows { rows, shuffle } => {
-            ints_of(batch_rows(env.seed, stream, step, *rows, n, *shuffle))
+            ints_of(batch_rows(seed, stream, step, *rows, n, *shuffle))
         }
     }
 }
