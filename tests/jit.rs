@@ -290,7 +290,8 @@ fn gathers_copy_rows_of_any_length() {
 fn every_kind_of_draw_agrees_with_the_interpreter() {
     // Draws are called from compiled code with their step (an int, or a float) and a
     // Bernoulli draw's probability read from their buffers; the values must be the
-    // interpreter's, bit for bit, and change with the step and the seed.
+    // interpreter's, bit for bit (under `precision f32` too, rounded as it rounds them),
+    // and change with the step and the seed.
     use traj::ir::Draw;
     let draws = [
         (Draw::Normal, DType::Float, vec![3, 4]),
@@ -318,7 +319,7 @@ fn every_kind_of_draw_agrees_with_the_interpreter() {
         ),
     ];
     for (draw, dtype, shape) in draws {
-        for float_step in [false, true] {
+        for (float_step, f32) in [(false, false), (true, false), (true, true)] {
             let mut b = Builder::new();
             let step_type = if float_step { DType::Float } else { DType::Int };
             let step = b.input("step", step_type, vec![]);
@@ -330,7 +331,8 @@ fn every_kind_of_draw_agrees_with_the_interpreter() {
             };
             let r = b.random(draw.clone(), "s", step, &extra, dtype, shape.clone());
             b.output("r", r);
-            let f = b.finish();
+            let mut f = b.finish();
+            f.f32 = f32;
             let mut seen = Vec::new();
             for (step, seed) in [(1, 0), (2, 0), (2, 9), (-4, 0)] {
                 let step = if float_step {
@@ -339,7 +341,7 @@ fn every_kind_of_draw_agrees_with_the_interpreter() {
                     int_scalar(step)
                 };
                 let inputs = [step, Tensor::scalar(0.3)];
-                let what = format!("{draw:?}, float step {float_step}, seed {seed}");
+                let what = format!("{draw:?}, float step {float_step}, f32 {f32}, seed {seed}");
                 let out = agree(&f, &inputs, seed, &what).expect("no error");
                 seen.push(out[0].to_f64());
             }

@@ -301,16 +301,22 @@ fn eval_one(f: &Func, bufs: &[*mut u8], seed: u64, i: usize) -> Result<(), Strin
             // SAFETY: operand buffers are planned for their instruction's dtype and shape.
             (n > 0).then(|| unsafe { *bufs[a].cast::<u64>() })
         };
+        // Under `precision f32` the interpreter rounds every float value, operands read
+        // as inputs and the draw itself included.
+        let round = |x: f64| if f.f32 { x as f32 as f64 } else { x };
         let float = |k: usize| match f.insts[inst.args[k]].dtype {
             DType::Int => first(k).map_or(0.0, |b| b as i64 as f64),
-            DType::Float => first(k).map_or(0.0, f64::from_bits),
+            DType::Float => round(first(k).map_or(0.0, f64::from_bits)),
         };
         let step = match f.insts[inst.args[0]].dtype {
             DType::Int => first(0).map_or(0, |b| b as i64).max(0) as u64,
             DType::Float => float(0).max(0.0) as u64,
         };
         let p = if inst.args.len() > 1 { float(1) } else { 0.0 };
-        let t = interp::draw_values(draw, stream, seed, step, p, &inst.shape)?;
+        let mut t = interp::draw_values(draw, stream, seed, step, p, &inst.shape)?;
+        if let Tensor::Float(a) = &mut t {
+            a.mapv_inplace(round);
+        }
         // SAFETY: the result buffer is planned for the instruction's dtype and shape.
         return unsafe { write(bufs[i], inst.dtype, &inst.shape, &t) };
     }
