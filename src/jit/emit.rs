@@ -1,7 +1,9 @@
 //! Cranelift code generation: one IR `Func` becomes one CLIF function
 //! `fn(bufs: *const *mut u8, ctx: *mut HostCtx) -> i64` that computes every instruction in
 //! order into its planned buffer (inline loops, or calls into `host`) and returns 0, or
-//! `inst + 1` when a host op failed.
+//! `inst + 1` when a host op failed. Elementwise loops over `PARALLEL_LOOP` entries or more
+//! are two more functions, one for each half of the rows, which `host`'s `traj_halves`
+//! runs one a core.
 //!
 //! Every value is 8 bytes (f64 or i64), row-major and contiguous; `bufs[i]` is the buffer
 //! of instruction `i`, `bufs[insts.len()]` a scratch buffer. Loops are bottom-tested
