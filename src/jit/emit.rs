@@ -1035,12 +1035,10 @@ impl Emitter<'_, '_, '_> {
         self.b.seal_block(exit);
         Ok(())
     }
-}
 
-impl Emitter<'_, '_, '_> {
     /// Copies `n` 8-byte elements from address `from` to `to` (not overlapping): 16-byte
-    /// vectors, four to a loop iteration, then what is left (1.9 µs of sgd's 36 µs step
-    /// went to its gather's element-by-element copies).
+    /// vectors, four to a loop iteration, then what is left (sgd's gather of 32 rows of
+    /// 32, one element an iteration before: 36.8 → 36.3 µs a step).
     fn copy_row(&mut self, from: Value, to: Value, n: usize) {
         let flags = Self::vflags();
         let move_at = |e: &mut Self, ty: types::Type, off: Value, at: i32| {
