@@ -28,12 +28,11 @@ use crate::interp::math::{SUM_LANES, matmul_source};
 use crate::ir::{Binary, Func, Prim, Unary};
 use crate::sema::types::DType;
 
-/// Elementwise loops over at least this many entries (1 MB of output) run in two halves,
-/// one a core: wide's passes over `[1024,2048]` arrays (17.0–18.2 → 15.0–16.0 ms a step)
-/// and relu2's over `[512,256]` (median of eight 299 → 277 µs a step), whose rows the
-/// split product `X W'` left half in each core's cache. Below that, a half is too little
-/// work for the hand-over.
-pub const PARALLEL_LOOP: usize = 1 << 17;
+/// Elementwise loops over at least this many entries (8 MB of output) run in two halves,
+/// one a core: wide's two passes over `[1024,2048]` arrays. Smaller ones stay on one core:
+/// their operands are in this core's cache, from which the partner would first have to
+/// pull its half (as for relu2's `[512,256]` matrix-vector products, `math::PARALLEL_GEMV`).
+pub const PARALLEL_LOOP: usize = 1 << 20;
 
 /// Every index of `shape`'s first axis (`0..1` for a scalar).
 fn all_rows(shape: &[usize]) -> Range<usize> {
