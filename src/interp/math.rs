@@ -173,7 +173,7 @@ pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usi
 /// Matrix-vector products of at most this many multiply-adds skip faer, whose per-row and
 /// per-call overheads dominate there: logreg's `[200,10] @ [10]` and `[10,200] @ [200]`
 /// took ~1.1 µs each in faer, a quarter of its step.
-const SMALL_GEMV: usize = 4096;
+pub const SMALL_GEMV: usize = 4096;
 
 /// `c = a @ b` for an `[m,k]` matrix `a` and a `k`-vector `b`: `c[i]` accumulates
 /// `a[i,p] b[p]` from 0.0, `p` in order (a dot product per row; for `a` held as its
@@ -198,7 +198,7 @@ fn small_gemv(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize) {
 
 /// Sums of a width known at compile time stay in registers: measured on logreg's
 /// `[200,10] @ [10]` 0.56 → 0.33 µs, and `[10,200] @ [200]` 0.80 → 0.22 µs.
-const REGISTER_SUMS: usize = 16;
+pub const REGISTER_SUMS: usize = 16;
 
 /// Calls `f::<W>(args)` for a width `W` in `1..=REGISTER_SUMS` given at run time.
 macro_rules! by_width {

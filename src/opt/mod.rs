@@ -1,8 +1,9 @@
 //! Simplification passes, each IR → IR and value-preserving: `fold` (constant folding of
 //! small elementwise work, with the interpreter's own functions, so results are
 //! bit-identical), `outer_products`, `pad_sums` and `transposed_products` (cheaper forms
-//! of what reverse mode makes), `cse` (common subexpressions) and `dce` (dead code). `run`
-//! applies them all and verifies the result.
+//! of what reverse mode makes), `transposed_constants` (a layout for small matrix-vector
+//! products), `cse` (common subexpressions) and `dce` (dead code). `run` applies them all
+//! and verifies the result.
 
 use std::collections::HashMap;
 
@@ -232,6 +233,50 @@ pub fn transposed_products(f: &Func) -> Func {
     })
 }
 
+/// Rewrites each small matrix-vector product `C @ v` of a constant matrix `C` with more
+/// rows than `math::REGISTER_SUMS` and at most that many columns as `(C')' @ v`: the
+/// constant stored transposed and read in place, so that `math::small_gemv` sums
+/// `REGISTER_SUMS` rows at once along contiguous columns rather than one short row at a
+/// time (logreg's `X @ w`, `[200,10] @ [10]`). Each entry is the same sum in the same
+/// order, so the bits are the same.
+pub fn transposed_constants(f: &Func) -> Func {
+    use crate::interp::math::{REGISTER_SUMS, SMALL_GEMV};
+    use crate::sema::types::DType;
+    use crate::tensor::Tensor;
+    let swap = Prim::Transpose(vec![1, 0]);
+    rewrite(f, |i, mut inst, insts, _| {
+        let old = &f.insts[i];
+        if old.prim != Prim::MatMul || old.dtype != DType::Float || old.args.len() != 2 {
+            return inst;
+        }
+        let (c, v) = (&f.insts[old.args[0]], &f.insts[old.args[1]]);
+        let Prim::Const(Tensor::Float(values)) = &c.prim else {
+            return inst;
+        };
+        let [m, k] = c.shape[..] else { return inst };
+        if v.shape != [k, 1] || k > REGISTER_SUMS || m <= REGISTER_SUMS || m * k > SMALL_GEMV {
+            return inst;
+        }
+        let transposed = values.t().as_standard_layout().into_owned();
+        insts.push(Inst {
+            prim: Prim::Const(Tensor::Float(transposed)),
+            args: vec![],
+            dtype: DType::Float,
+            shape: vec![k, m],
+            span: c.span,
+        });
+        insts.push(Inst {
+            prim: swap.clone(),
+            args: vec![insts.len() - 1],
+            dtype: DType::Float,
+            shape: vec![m, k],
+            span: c.span,
+        });
+        inst.args[0] = insts.len() - 1;
+        inst
+    })
+}
+
 /// Rewrites each float sum of pads whose pieces tile one axis without overlapping, as
 /// reverse mode makes for the slices of a stacked param (`matprod(W)`, `W[0]`), as the
 /// concat of the pieces, gaps filled with zeros: the same value (each entry is one piece's
@@ -366,6 +411,7 @@ pub fn run(f: &Func) -> Result<Func, String> {
         ("outer_products", outer_products as fn(&Func) -> Func),
         ("pad_sums", pad_sums),
         ("transposed_products", transposed_products),
+        ("transposed_constants", transposed_constants),
         ("fold", fold),
         ("cse", cse),
         ("dce", dce),
@@ -469,6 +515,52 @@ mod tests {
             g.insts[g.outputs[1].1].prim,
             Prim::Binary(Binary::Add)
         ));
+    }
+
+    #[test]
+    fn small_products_of_constant_matrices_read_them_transposed() {
+        // `C @ v` for constants of 17+ rows and ≤ 16 columns reads a transposed copy of C,
+        // with every entry's sum unchanged bit for bit; other shapes are left alone.
+        let entry = |i: usize| match i % 7 {
+            0 => 1e16,
+            1 => -1e16,
+            2 => -0.0,
+            _ => ((i * 7919) % 1000) as f64 / 37.0 - 13.0,
+        };
+        for (m, k, rewritten) in [
+            (200, 10, true),
+            (17, 16, true),
+            (16, 10, false),
+            (40, 17, false),
+        ] {
+            let mut b = Builder::new();
+            let v = b.input("v", DType::Float, vec![k, 1]);
+            let c = b.constant(Tensor::Float(
+                ndarray::ArrayD::from_shape_vec(
+                    ndarray::IxDyn(&[m, k]),
+                    (0..m * k).map(entry).collect(),
+                )
+                .expect("shape"),
+            ));
+            let p = b.matmul(c, v);
+            b.output("p", p);
+            let f = b.finish();
+            let g = transposed_constants(&f);
+            verify(&g).expect("verifies");
+            let printed = crate::ir::print(&g);
+            let transposes = printed.matches("transpose").count();
+            assert_eq!(transposes, rewritten as usize, "[{m},{k}]: {printed}");
+            let input = [Tensor::Float(
+                ndarray::ArrayD::from_shape_vec(
+                    ndarray::IxDyn(&[k, 1]),
+                    (0..k).map(|p| entry(p + 3)).collect(),
+                )
+                .expect("shape"),
+            )];
+            let (want, got) = (outputs(&f, &input), outputs(&g, &input));
+            let bits = |t: &Tensor| t.to_f64().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&want[0]), bits(&got[0]), "[{m},{k}]");
+        }
     }
 
     #[test]
