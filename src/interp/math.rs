@@ -191,9 +191,16 @@ fn small_gemv(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize) {
         by_width!(k, rows_times(data, x, c));
     } else {
         for (ci, row) in c.iter_mut().zip(data.chunks_exact(k)) {
-            *ci = row.iter().zip(x).fold(0.0, |s, (ap, xp)| s + ap * xp);
+            *ci = dot_in_order(row, x);
         }
     }
+}
+
+/// `Σ_p a[p] x[p]` from 0.0, `p` in order: the sum each entry of a small matrix-vector
+/// product is.
+#[inline(always)]
+fn dot_in_order(a: &[f64], x: &[f64]) -> f64 {
+    a.iter().zip(x).fold(0.0, |s, (ap, xp)| s + ap * xp)
 }
 
 /// Sums of a width known at compile time stay in registers: measured on logreg's
@@ -231,7 +238,7 @@ fn rows_times<const K: usize>(data: &[f64], x: &[f64], c: &mut [f64]) {
     let x: &[f64; K] = x.try_into().unwrap();
     for (ci, row) in c.iter_mut().zip(data.chunks_exact(K)) {
         let row: &[f64; K] = row.try_into().unwrap();
-        *ci = row.iter().zip(x).fold(0.0, |s, (ap, xp)| s + ap * xp);
+        *ci = dot_in_order(row, x);
     }
 }
 

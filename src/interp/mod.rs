@@ -40,15 +40,20 @@ pub fn eval_all(f: &Func, inputs: &[Tensor], env: Env) -> Result<Vec<Tensor>, Ev
             _ => eval_inst(inst, &vals, inputs, env),
         };
         let mut v = v.map_err(|message| EvalError { inst: i, message })?;
-        if f.f32
-            && let Tensor::Float(a) = &mut v
-        {
-            a.mapv_inplace(|x| x as f32 as f64);
+        if f.f32 {
+            round_to_f32(&mut v);
         }
         debug_assert_eq!(v.shape(), inst.shape.as_slice(), "%{i} {:?}", inst.prim);
         vals.push(v);
     }
     Ok(vals)
+}
+
+/// Rounds every float of `t` through f32, as every value is under `precision f32`.
+pub fn round_to_f32(t: &mut Tensor) {
+    if let Tensor::Float(a) = t {
+        a.mapv_inplace(|x| x as f32 as f64);
+    }
 }
 
 /// `a @ b` for 2-D floats; an operand flagged `true` holds the transpose of the matrix
@@ -491,31 +496,28 @@ fn random(
     vals: &[Tensor],
     env: Env,
 ) -> Result<Tensor, String> {
-    let step = match &vals[inst.args[0]] {
-        Tensor::Int(a) => a.iter().next().copied().unwrap_or(0).max(0) as u64,
-        Tensor::Float(a) => a.iter().next().copied().unwrap_or(0.0).max(0.0) as u64,
-    };
-    let p = match draw {
-        Draw::Bernoulli => float(&vals[inst.args[1]])
-            .iter()
-            .next()
-            .copied()
-            .unwrap_or(0.0),
-        _ => 0.0,
-    };
-    draw_values(draw, stream, env.seed, step, p, &inst.shape)
+    let operands: Vec<&Tensor> = inst.args.iter().map(|a| &vals[*a]).collect();
+    draw_values(draw, stream, env.seed, &operands, &inst.shape)
 }
 
-/// The values of a random draw of `shape` at `step` (`p` is a Bernoulli draw's
-/// probability): what `Prim::Random` evaluates to, and what the JIT's draws call.
+/// The values of a random draw of `shape` from its `operands`: the step (its first entry,
+/// 0 when negative) and a Bernoulli draw's probability (its first entry). What
+/// `Prim::Random` evaluates to, and what the JIT's draws call.
 pub fn draw_values(
     draw: &Draw,
     stream: &str,
     seed: u64,
-    step: u64,
-    p: f64,
+    operands: &[&Tensor],
     shape: &[usize],
 ) -> Result<Tensor, String> {
+    let step = match operands[0] {
+        Tensor::Int(a) => a.iter().next().copied().unwrap_or(0).max(0) as u64,
+        Tensor::Float(a) => a.iter().next().copied().unwrap_or(0.0).max(0.0) as u64,
+    };
+    let p = match draw {
+        Draw::Bernoulli => float(operands[1]).iter().next().copied().unwrap_or(0.0),
+        _ => 0.0,
+    };
     let rng = Stream::new(seed, stream, step);
     let n: usize = shape.iter().product();
     let shape = IxDyn(shape);
