@@ -236,9 +236,14 @@ fn outputs_in_slots(
     external
 }
 
-/// Whether instruction `v` of `f` is used by any other.
-fn used(f: &Func, v: usize) -> bool {
-    f.insts.iter().any(|i| i.args.contains(&v))
+/// Whether `f`, its inputs bound to `inputs`, uses the value of `slot`.
+fn reads(f: &Func, inputs: &[&Slot], slot: &Slot) -> bool {
+    f.insts.iter().enumerate().any(|(i, inst)| match inst.prim {
+        Prim::Input(k) => {
+            std::ptr::eq(inputs[k], slot) && f.insts.iter().any(|u| u.args.contains(&i))
+        }
+        _ => false,
+    })
 }
 
 impl TrainLoop {
@@ -323,10 +328,27 @@ impl TrainLoop {
             funcs.push((&u.step, bind_inputs(&u.step, &inputs)?));
         }
 
+        // The quiet gradient (`opt::quiet`) at steps that record nothing, unless the stop
+        // test or an update reads the loss.
+        let reads_loss = funcs[2..]
+            .iter()
+            .any(|(f, inputs)| reads(f, inputs, &slots.loss));
+        let quiet = match &plan.grad_quiet {
+            Some(q) if !reads_loss => {
+                funcs.push((q, bind_inputs(q, &gf_in)?));
+                Some(funcs.len() - 1)
+            }
+            _ => None,
+        };
+
         // The slots each function's outputs go to, from its first output on: the
         // gradient functions' gradients, each update's θ and states.
-        let mut targets: Vec<(usize, Vec<&Slot>)> = vec![(1, slots.grad.iter().collect()); 2];
+        let grad_slots: Vec<&Slot> = slots.grad.iter().collect();
+        let mut targets: Vec<(usize, Vec<&Slot>)> = vec![(1, grad_slots.clone()); 2];
         targets.resize(funcs.len(), (0, vec![]));
+        if let Some(q) = quiet {
+            targets[q] = (1, grad_slots);
+        }
         for (p, j) in update_of.iter().enumerate() {
             if let Some(j) = j {
                 let mut outs = vec![&slots.theta[p]];
@@ -360,12 +382,9 @@ impl TrainLoop {
             });
         }
         // gnorm is computed in the loop only when a loop function reads it.
-        let needs_gnorm = funcs.iter().any(|(f, inputs)| {
-            f.insts.iter().enumerate().any(|(i, inst)| match inst.prim {
-                Prim::Input(k) => std::ptr::eq(inputs[k], &slots.gnorm) && used(f, i),
-                _ => false,
-            })
-        });
+        let needs_gnorm = funcs
+            .iter()
+            .any(|(f, inputs)| reads(f, inputs, &slots.gnorm));
 
         let (mut module, ids) = new_module()?;
         let mut func = Function::new();
@@ -376,6 +395,7 @@ impl TrainLoop {
             slots: &slots,
             per_step_stop: per_step_stop.is_some(),
             update_of,
+            quiet,
             needs_gnorm,
         };
         let built = emit_loop(&mut module, &ids, &shape, &mut func);
@@ -478,13 +498,15 @@ impl TrainLoop {
 
 /// What `emit_loop` lays out.
 struct LoopShape<'a> {
-    /// grad_fast, grad_ray, [stop], updates...
+    /// grad_fast, grad_ray, [stop], updates..., [quiet]
     parts: &'a [Part],
     inputs: Vec<Vec<&'a Slot>>,
     slots: &'a Slots,
     per_step_stop: bool,
     /// The part index of each param's update.
     update_of: Vec<Option<usize>>,
+    /// The part index of the quiet gradient, run at each step but `until`.
+    quiet: Option<usize>,
     needs_gnorm: bool,
 }
 
@@ -735,18 +757,47 @@ fn emit_loop(
     let step = e.b.ins().iadd_imm_s(k, 1);
     let step_at = e.addr(slots.step.addr());
     e.b.ins().store(mf(), step, step_at, 0);
+    let fast = e.b.create_block();
+    let ray = e.b.create_block();
+    let checks = e.b.create_block();
+    let grads: Vec<&Slot> = slots.grad.iter().collect();
+    if let Some(q) = shape.quiet {
+        // Before `until` the loss is only tested for being finite: the quiet gradient
+        // proves it is, else the full one runs.
+        let full = e.b.create_block();
+        let quiet = e.b.create_block();
+        let at_until = e.b.ins().icmp(IntCC::Equal, k, until);
+        e.b.ins().brif(at_until, full, &[], quiet, &[]);
+        e.b.switch_to_block(quiet);
+        e.part(q)?;
+        let bounded = e.load_f(e.out(q, 0));
+        let one = e.b.ins().f64const(1.0);
+        let proven = e.b.ins().fcmp(FloatCC::Equal, bounded, one);
+        let quiet_ok = e.b.create_block();
+        e.b.ins().brif(proven, quiet_ok, &[], full, &[]);
+        e.b.switch_to_block(quiet_ok);
+        let ties = e.load_f(e.out(q, np + 1));
+        let zero = e.b.ins().f64const(0.0);
+        let tied = e.b.ins().fcmp(FloatCC::GreaterThan, ties, zero);
+        let quiet_fast = e.b.create_block();
+        e.b.ins().brif(tied, ray, &[], quiet_fast, &[]);
+        e.b.switch_to_block(quiet_fast);
+        // A finite stand-in: nothing reads the loss before `until`.
+        let zero = e.b.ins().f64const(0.0);
+        let at = e.addr(slots.loss.addr());
+        e.b.ins().store(mf(), zero, at, 0);
+        e.outputs_to(q, 1, &grads);
+        e.b.ins().jump(checks, &[]);
+        e.b.switch_to_block(full);
+    }
     e.part(0)?;
     let ties = e.load_f(e.out(0, np + 1));
     let zero = e.b.ins().f64const(0.0);
     let tied = e.b.ins().fcmp(FloatCC::GreaterThan, ties, zero);
-    let fast = e.b.create_block();
-    let ray = e.b.create_block();
-    let checks = e.b.create_block();
     e.b.ins().brif(tied, ray, &[], fast, &[]);
 
     e.b.switch_to_block(fast);
     e.copy(e.out(0, 0), slots.loss.addr(), 1);
-    let grads: Vec<&Slot> = slots.grad.iter().collect();
     e.outputs_to(0, 1, &grads);
     e.b.ins().jump(checks, &[]);
 

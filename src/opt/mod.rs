@@ -2,8 +2,12 @@
 //! small elementwise work, with the interpreter's own functions, so results are
 //! bit-identical), `outer_products`, `pad_sums` and `transposed_products` (cheaper forms
 //! of what reverse mode makes), `transposed_constants` (a layout for small matrix-vector
-//! products), `cse` (common subexpressions) and `dce` (dead code). `run` applies them all
-//! and verifies the result.
+//! products), `broadcast_later` and `identities` (work on broadcast scalars done once, or
+//! not at all), `cse` (common subexpressions) and `dce` (dead code). `run` applies them all
+//! and verifies the result. `quiet` derives the gradient function of steps that record
+//! nothing (the loss replaced by a check that proves it finite).
+
+pub mod quiet;
 
 use std::collections::HashMap;
 
@@ -102,15 +106,18 @@ pub fn cse(f: &Func) -> Func {
     dce(&rebuild(f, &keep, &replace))
 }
 
-/// Evaluates small elementwise and shape instructions whose operands are all constants.
+/// Evaluates elementwise and shape instructions whose operands are all constants: small
+/// ones, and elementwise ones of any size that are no larger than an operand (`-y` of a
+/// data vector, which would otherwise be negated again at every step).
 pub fn fold(f: &Func) -> Func {
     let mut out = f.clone();
     for i in 0..out.insts.len() {
         let inst = &out.insts[i];
-        let foldable = matches!(
-            inst.prim,
-            Prim::Unary(_) | Prim::Binary(_) | Prim::Select | Prim::Broadcast(_) | Prim::Reshape(_)
-        ) && inst.shape.iter().product::<usize>() <= FOLD_LIMIT
+        let entries = |v: Var| out.insts[v].shape.iter().product::<usize>();
+        let largest = inst.args.iter().map(|a| entries(*a)).max().unwrap_or(0);
+        let elementwise = matches!(inst.prim, Prim::Unary(_) | Prim::Binary(_) | Prim::Select);
+        let foldable = (elementwise || matches!(inst.prim, Prim::Broadcast(_) | Prim::Reshape(_)))
+            && (entries(i) <= FOLD_LIMIT || (elementwise && entries(i) <= largest))
             && inst
                 .args
                 .iter()
@@ -140,6 +147,82 @@ pub fn fold(f: &Func) -> Func {
         }
     }
     dce(&out)
+}
+
+/// Rewrites elementwise work on broadcast values as the broadcast of that work on the
+/// values before broadcasting: `to_float(broadcast(c))` as `broadcast(to_float(c))`, and
+/// `broadcast(a) op broadcast(b)` (sources of one shape) as `broadcast(a op b)`. Each entry
+/// is the same operation on the same operands, done once instead of once an entry (and
+/// then folded when the operands are constants).
+pub fn broadcast_later(f: &Func) -> Func {
+    rewrite(f, |_, mut inst, insts, _| {
+        let source = |v: Var| match insts[v].prim {
+            Prim::Broadcast(_) => Some(insts[v].args[0]),
+            _ => None,
+        };
+        let sources: Option<Vec<Var>> = match inst.prim {
+            Prim::Unary(_) | Prim::Binary(_) => inst.args.iter().map(|a| source(*a)).collect(),
+            _ => None,
+        };
+        let Some(sources) = sources else { return inst };
+        let shape = insts[sources[0]].shape.clone();
+        if sources.iter().any(|s| insts[*s].shape != shape) {
+            return inst;
+        }
+        insts.push(Inst {
+            prim: inst.prim.clone(),
+            args: sources,
+            dtype: inst.dtype,
+            shape,
+            span: inst.span,
+        });
+        inst.args = vec![insts.len() - 1];
+        inst.prim = Prim::Broadcast(inst.shape.clone());
+        inst
+    })
+}
+
+/// The value of a float constant of one entry, seen through broadcasts and reshapes.
+fn scalar_constant(f: &Func, v: Var) -> Option<f64> {
+    let inst = &f.insts[v];
+    match &inst.prim {
+        Prim::Const(crate::tensor::Tensor::Float(t)) if t.len() == 1 => t.iter().next().copied(),
+        Prim::Broadcast(_) | Prim::Reshape(_) => scalar_constant(f, inst.args[0]),
+        _ => None,
+    }
+}
+
+/// Drops float operations that give back their operand bit for bit: `x - 0.0`,
+/// `x + (-0.0)`, `(-0.0) + x`, `x * 1.0`, `1.0 * x` and `x / 1.0` (a constant scalar,
+/// perhaps broadcast; `x + 0.0` is not one: it turns -0.0 into 0.0). Reverse mode makes
+/// `sigmoid(z - 0)` for the derivative of `logaddexp(z, 0)`.
+pub fn identities(f: &Func) -> Func {
+    use crate::ir::Binary;
+    use crate::sema::types::DType;
+    let mut replace: HashMap<Var, Var> = HashMap::new();
+    for (i, inst) in f.insts.iter().enumerate() {
+        let Prim::Binary(op) = inst.prim else {
+            continue;
+        };
+        let [a, b] = inst.args[..] else { continue };
+        let is = |v: Var, c: f64| scalar_constant(f, v).is_some_and(|x| x.to_bits() == c.to_bits());
+        let kept = match op {
+            Binary::Sub if is(b, 0.0) => Some(a),
+            Binary::Add if is(b, -0.0) => Some(a),
+            Binary::Add if is(a, -0.0) => Some(b),
+            Binary::Mul | Binary::Div if is(b, 1.0) => Some(a),
+            Binary::Mul if is(a, 1.0) => Some(b),
+            _ => None,
+        };
+        if let Some(x) = kept
+            && inst.dtype == DType::Float
+            && f.insts[x].dtype == DType::Float
+            && f.insts[x].shape == inst.shape
+        {
+            replace.insert(i, *replace.get(&x).unwrap_or(&x));
+        }
+    }
+    dce(&rebuild(f, &vec![true; f.insts.len()], &replace))
 }
 
 /// Rewrites each float product `[m, 1] @ [1, n]` (an outer product, as reverse mode makes
@@ -412,7 +495,9 @@ pub fn run(f: &Func) -> Result<Func, String> {
         ("pad_sums", pad_sums),
         ("transposed_products", transposed_products),
         ("transposed_constants", transposed_constants),
+        ("broadcast_later", broadcast_later),
         ("fold", fold),
+        ("identities", identities),
         ("cse", cse),
         ("dce", dce),
     ] {

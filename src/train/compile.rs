@@ -48,6 +48,9 @@ pub struct Plan {
     pub params: Vec<ParamInfo>,
     /// Inputs: params, step. Outputs: loss, grad:P..., ties.
     pub grad_fast: Func,
+    /// `grad_fast` for steps that record nothing, when its loss-only work is worth
+    /// sparing (`opt::quiet`): output `bounded` (1.0: the loss is finite) for the loss.
+    pub grad_quiet: Option<Func>,
     /// Inputs: params, step, dir:P... Outputs: loss, grad:P..., unresolved, ray_loss.
     pub grad_ray: Func,
     /// `None`: the param is frozen (`optimizer none`).
@@ -136,7 +139,8 @@ fn checked_func(f: Func, what: &str) -> Result<Func, String> {
 
 /// The program at a stage of the compiler, as `traj ir --stage` prints it: `ir` the
 /// lowered loss, `grad` the loss with its gradient and tie count, `opt` that after the
-/// simplification passes, `clif` the Cranelift IR the JIT compiles `opt` to.
+/// simplification passes (and `opt::quiet`'s variant, where there is one), `clif` the
+/// Cranelift IR the JIT compiles `opt` to.
 pub fn dump(checked: &Checked, statics: &Statics, stage: &str) -> Result<String, String> {
     let params = params_of(checked);
     let (mut l, pv, _) = with_params(checked, statics, &params);
@@ -154,7 +158,15 @@ pub fn dump(checked: &Checked, statics: &Statics, stage: &str) -> Result<String,
     match stage {
         "grad" => Ok(crate::ir::print(&f)),
         "clif" => crate::jit::clif_text(&crate::opt::run(&f)?),
-        _ => Ok(crate::ir::print(&crate::opt::run(&f)?)),
+        _ => {
+            let f = crate::opt::run(&f)?;
+            let mut text = crate::ir::print(&f);
+            if let Some(q) = crate::opt::quiet::quiet(&f) {
+                text.push_str("# at steps that record nothing (`opt::quiet`):\n");
+                text.push_str(&crate::ir::print(&crate::opt::run(&q)?));
+            }
+            Ok(text)
+        }
     }
 }
 
@@ -207,6 +219,10 @@ pub fn build(
     output_gradient(&mut l, loss, &params, &grads);
     l.b.output("ties", ties);
     let grad_fast = checked_func(l.b.finish(), "gradient")?;
+    let grad_quiet = match crate::opt::quiet::quiet(&grad_fast) {
+        Some(f) => Some(checked_func(f, "quiet gradient")?),
+        None => None,
+    };
 
     // Loss and gradient along a direction (Kakade & Lee).
     let (mut l, pv, _) = with_params(checked, statics, &params);
@@ -248,6 +264,7 @@ pub fn build(
     Ok(Plan {
         params,
         grad_fast,
+        grad_quiet,
         grad_ray,
         updates,
         record,

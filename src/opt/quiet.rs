@@ -1,0 +1,328 @@
+//! The gradient function for steps that record nothing: there the loss is needed only to
+//! know that it is finite, so the work that only the loss needs is replaced by a check
+//! that its other operands lie within bounds under which interval arithmetic proves it
+//! finite.
+//!
+//! The loss itself is not computed: the function's first output becomes `bounded`, 1.0
+//! when every entry of the guarded values lies within ±B (so is not NaN), else 0.0. Gradients and the
+//! tie count are the same instructions as before, so their bits are the same. A caller
+//! that sees 0.0 computes the step again with the full function. Only worth it when the
+//! loss-only work costs more than the check: logistic and cross-entropy losses, whose
+//! `log`/`exp` work is done once more for the loss alone.
+
+use crate::ir::{Binary, Builder, Func, Prim, Reduce, Unary, Var};
+use crate::sema::types::DType;
+
+/// Every bound must stay within ±LIMIT, far enough from f64's largest value (1.8e308)
+/// that the bounds' own rounding cannot matter.
+const LIMIT: f64 = 1e300;
+
+/// The bounds tried for the guarded values, widest first: the widest that proves the loss
+/// finite is taken, so that the check fails only in runs near overflow.
+const BOUNDS: [f64; 13] = [
+    1e300, 1e250, 1e200, 1e150, 1e100, 1e50, 1e20, 1e10, 1e5, 600.0, 300.0, 100.0, 30.0,
+];
+
+/// Relative slack added to each bound: covers libm's error of an ulp or so and the
+/// rounding of sums (reductions add `n · 2.3e-16` more).
+const SLACK: f64 = 1e-6;
+
+/// The values of an int tensor (any i64).
+const INT_RANGE: Range = Range {
+    lo: -9.3e18,
+    hi: 9.3e18,
+};
+
+/// A closed interval that holds every entry of a value (so none is NaN).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Range {
+    lo: f64,
+    hi: f64,
+}
+
+impl Range {
+    fn of(a: f64, b: f64) -> Range {
+        Range {
+            lo: a.min(b),
+            hi: a.max(b),
+        }
+    }
+
+    fn union(self, o: Range) -> Range {
+        Range {
+            lo: self.lo.min(o.lo),
+            hi: self.hi.max(o.hi),
+        }
+    }
+
+    fn corners(a: Range, b: Range, op: impl Fn(f64, f64) -> f64) -> Range {
+        let c = [
+            op(a.lo, b.lo),
+            op(a.lo, b.hi),
+            op(a.hi, b.lo),
+            op(a.hi, b.hi),
+        ];
+        Range {
+            lo: c.iter().copied().fold(f64::INFINITY, f64::min),
+            hi: c.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+
+    /// Widened by `rel` of each end's magnitude (a zero end stays: a sign is exact), or
+    /// `None` beyond ±LIMIT (NaN ends included).
+    fn widened(self, rel: f64) -> Option<Range> {
+        let r = Range {
+            lo: self.lo - self.lo.abs() * rel,
+            hi: self.hi + self.hi.abs() * rel,
+        };
+        (r.lo >= -LIMIT && r.hi <= LIMIT).then_some(r)
+    }
+}
+
+/// The quiet variant of `grad` (outputs `loss, grad:P..., ties`), or `None` when the loss
+/// cannot be proven finite from bounds, when the check would cost about what it saves, or
+/// under `precision f32` (whose overflow threshold is f32's).
+pub fn quiet(grad: &Func) -> Option<Func> {
+    if grad.f32 {
+        return None;
+    }
+    let (name, loss) = grad.outputs.first()?;
+    if name != "loss" {
+        return None;
+    }
+    let only = loss_only(grad, *loss);
+    let known = ranges(grad, &[], 0.0);
+    let mut guarded: Vec<Var> = Vec::new();
+    for (i, inst) in grad.insts.iter().enumerate() {
+        if !only[i] {
+            continue;
+        }
+        for &a in &inst.args {
+            if !only[a] && known[a].is_none() && !guarded.contains(&a) {
+                guarded.push(a);
+            }
+        }
+    }
+    if !only[*loss] {
+        // A gradient reads the loss: it is computed anyway.
+        return None;
+    }
+    let saved: f64 = (0..grad.insts.len())
+        .filter(|&i| only[i])
+        .map(|i| cost(grad, i))
+        .sum();
+    let check: f64 = guarded.iter().map(|&g| 3.0 * entries(grad, g)).sum();
+    if saved <= 2.0 * check {
+        return None;
+    }
+    let bound = BOUNDS
+        .iter()
+        .copied()
+        .find(|&b| ranges(grad, &guarded, b)[*loss].is_some())?;
+
+    let mut b = Builder {
+        func: grad.clone(),
+        span: grad.insts[*loss].span,
+    };
+    // How many guarded entries lie within ±bound (a sum of 0/1 flags: exact in any
+    // order, and a vectorized sum where a minimum would be a chain), against how many
+    // there are.
+    let mut within = b.scalar(0.0);
+    let mut total = 0.0;
+    for &g in &guarded {
+        let (hi, lo) = (b.scalar(bound), b.scalar(-bound));
+        let below = b.binary(Binary::Le, g, hi);
+        let above = b.binary(Binary::Ge, g, lo);
+        let both = b.binary(Binary::Mul, below, above);
+        let count = b.reduce(Reduce::Sum, both, None);
+        within = b.binary(Binary::Add, within, count);
+        total += entries(grad, g);
+    }
+    let total = b.scalar(total);
+    let flag = b.binary(Binary::Eq, within, total);
+    let mut f = b.finish();
+    f.outputs[0] = ("bounded".to_string(), flag);
+    Some(super::dce(&f))
+}
+
+/// Which instructions only the loss needs: the loss and whatever only such instructions
+/// read (inputs, constants and draws are leaves, never counted).
+fn loss_only(f: &Func, loss: Var) -> Vec<bool> {
+    let n = f.insts.len();
+    let mut uses: Vec<Vec<Var>> = vec![Vec::new(); n];
+    for (i, inst) in f.insts.iter().enumerate() {
+        for &a in &inst.args {
+            uses[a].push(i);
+        }
+    }
+    let leaf = |i: usize| {
+        matches!(
+            f.insts[i].prim,
+            Prim::Input(_) | Prim::Const(_) | Prim::Random { .. }
+        )
+    };
+    let mut only = vec![false; n];
+    let other_output = |i: usize| f.outputs[1..].iter().any(|(_, v)| *v == i);
+    only[loss] = !leaf(loss) && !other_output(loss);
+    for i in (0..loss).rev() {
+        only[i] =
+            !leaf(i) && !other_output(i) && !uses[i].is_empty() && uses[i].iter().all(|&u| only[u]);
+    }
+    only
+}
+
+fn entries(f: &Func, v: Var) -> f64 {
+    f.insts[v].shape.iter().product::<usize>() as f64
+}
+
+/// A rough cost of instruction `i`: its entries, sixteen times over for a libm function,
+/// multiply-adds for a product.
+fn cost(f: &Func, i: usize) -> f64 {
+    let inst = &f.insts[i];
+    let arg = |k: usize| entries(f, inst.args[k]);
+    match &inst.prim {
+        Prim::Unary(
+            Unary::Exp
+            | Unary::Log
+            | Unary::Log1p
+            | Unary::Sigmoid
+            | Unary::Tanh
+            | Unary::Softplus
+            | Unary::Sin
+            | Unary::Cos,
+        )
+        | Prim::Binary(Binary::LogAddExp | Binary::Pow) => 16.0 * entries(f, i),
+        Prim::LogSumExp(_) => 16.0 * arg(0),
+        Prim::ReduceSum(_)
+        | Prim::ReduceMax(_)
+        | Prim::ReduceMin(_)
+        | Prim::ReduceProd(_)
+        | Prim::Norm2(_) => arg(0),
+        Prim::MatMul => entries(f, i) * f.insts[inst.args[0]].shape[1] as f64,
+        Prim::Reshape(_) => 0.0,
+        _ => entries(f, i),
+    }
+}
+
+/// The range of each value of `f` that bounds prove: constants', ints', those of
+/// `guarded` (±`bound`), and what is computed from known ranges.
+fn ranges(f: &Func, guarded: &[Var], bound: f64) -> Vec<Option<Range>> {
+    let mut out: Vec<Option<Range>> = Vec::with_capacity(f.insts.len());
+    for (i, inst) in f.insts.iter().enumerate() {
+        let args: Option<Vec<Range>> = inst.args.iter().map(|&a| out[a]).collect();
+        let computed = || args.and_then(|args| range_of(f, i, &args));
+        // Int arithmetic wraps: only moved or constant ints keep a range of their own.
+        let moves = matches!(
+            inst.prim,
+            Prim::Const(_)
+                | Prim::Broadcast(_)
+                | Prim::Reshape(_)
+                | Prim::Transpose(_)
+                | Prim::Slice(_)
+                | Prim::Concat(_)
+                | Prim::Gather
+        );
+        let r = if guarded.contains(&i) {
+            Some(Range {
+                lo: -bound,
+                hi: bound,
+            })
+        } else if inst.dtype == DType::Int {
+            Some(if moves {
+                computed().unwrap_or(INT_RANGE)
+            } else {
+                INT_RANGE
+            })
+        } else {
+            computed()
+        };
+        out.push(r);
+    }
+    out
+}
+
+/// The range of float instruction `i` of `f` from its operands' ranges.
+fn range_of(f: &Func, i: usize, args: &[Range]) -> Option<Range> {
+    let inst = &f.insts[i];
+    let reduced = |axes: &[usize]| -> f64 {
+        let s = &f.insts[inst.args[0]].shape;
+        axes.iter().map(|&a| s[a]).product::<usize>() as f64
+    };
+    let sum_of = |n: f64, x: Range| Range::of(n * x.lo, n * x.hi).widened(n * 2.3e-16);
+    let r = match &inst.prim {
+        Prim::Const(t) => {
+            let v = t.to_f64();
+            if v.iter().any(|x| !x.is_finite()) {
+                return None;
+            }
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if v.is_empty() {
+                Range::of(0.0, 0.0)
+            } else {
+                Range { lo, hi }
+            }
+        }
+        Prim::Input(_) | Prim::Random { .. } | Prim::Observe(_) | Prim::ScatterAdd(_) => {
+            return None;
+        }
+        Prim::Unary(op) => unary(*op, args[0])?,
+        Prim::Binary(op) => binary(*op, args[0], args[1])?,
+        Prim::Select => args[1].union(args[2]),
+        Prim::Broadcast(_)
+        | Prim::Reshape(_)
+        | Prim::Transpose(_)
+        | Prim::Slice(_)
+        | Prim::Gather => args[0],
+        Prim::Pad { .. } => args[0].union(Range::of(0.0, 0.0)),
+        Prim::Concat(_) => args.iter().copied().reduce(Range::union)?,
+        Prim::ReduceSum(axes) => sum_of(reduced(axes), args[0])?,
+        Prim::ReduceMax(axes) | Prim::ReduceMin(axes) if reduced(axes) >= 1.0 => args[0],
+        Prim::Norm2(axes) => {
+            let m = args[0].lo.abs().max(args[0].hi.abs());
+            Range::of(0.0, reduced(axes).sqrt() * m)
+        }
+        Prim::LogSumExp(axes) if reduced(axes) >= 1.0 => {
+            Range::of(args[0].lo, args[0].hi + reduced(axes).ln())
+        }
+        Prim::MatMul => {
+            let k = f.insts[inst.args[0]].shape[1] as f64;
+            sum_of(k, Range::corners(args[0], args[1], |a, b| a * b))?
+        }
+        _ => return None,
+    };
+    r.widened(SLACK)
+}
+
+fn unary(op: Unary, x: Range) -> Option<Range> {
+    Some(match op {
+        Unary::Neg => Range::of(-x.hi, -x.lo),
+        Unary::StopGrad | Unary::ToFloat => x,
+        Unary::Exp if x.hi <= 700.0 => {
+            let lo = if x.lo < -700.0 { 0.0 } else { x.lo.exp() };
+            Range::of(lo, x.hi.exp())
+        }
+        Unary::Log if x.lo > 1e-300 => Range::of(x.lo.ln(), x.hi.ln()),
+        Unary::Log1p if x.lo > -1.0 + 1e-9 => Range::of(x.lo.ln_1p(), x.hi.ln_1p()),
+        Unary::Sqrt if x.lo >= 0.0 => Range::of(x.lo.sqrt(), x.hi.sqrt()),
+        Unary::Sigmoid | Unary::Not => Range::of(0.0, 1.0),
+        Unary::Tanh | Unary::Sin | Unary::Cos | Unary::Sign => Range::of(-1.0, 1.0),
+        Unary::Softplus => Range::of(0.0, x.hi.max(0.0) + 1.0),
+        _ => return None,
+    })
+}
+
+fn binary(op: Binary, a: Range, b: Range) -> Option<Range> {
+    Some(match op {
+        Binary::Add => Range::of(a.lo + b.lo, a.hi + b.hi),
+        Binary::Sub => Range::of(a.lo - b.hi, a.hi - b.lo),
+        Binary::Mul => Range::corners(a, b, |x, y| x * y),
+        Binary::Div if b.lo > 1e-300 || b.hi < -1e-300 => Range::corners(a, b, |x, y| x / y),
+        Binary::Max => Range::of(a.lo.max(b.lo), a.hi.max(b.hi)),
+        Binary::Min => Range::of(a.lo.min(b.lo), a.hi.min(b.hi)),
+        // log(e^a + e^b) lies between max(a, b) and max(a, b) + ln 2.
+        Binary::LogAddExp => Range::of(a.lo.max(b.lo), a.hi.max(b.hi) + 1.0),
+        op if op.gives_flag() => Range::of(0.0, 1.0),
+        _ => return None,
+    })
+}
