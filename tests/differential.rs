@@ -1190,6 +1190,89 @@ fn every_program_agrees_on_both_backends_for_30_steps() {
 }
 
 // ---------------------------------------------------------------------------------------
+// The quiet gradient (`opt::quiet`): between records the JIT's loop proves the loss finite
+// from bounds instead of computing it.
+
+/// Checks `text`, asserts that its plan has a quiet gradient, and runs it on both
+/// backends, which must agree bit for bit: the interpreter's run.
+fn quiet_run(text: &str) -> RunResult {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/generated.traj");
+    let (c, s) = check(&path, text).expect("checks");
+    let (_, plan) = traj::train::prepare(&c, &s, &RunOptions::default()).expect("plan");
+    assert!(plan.grad_quiet.is_some(), "no quiet gradient for\n{text}");
+    let (a, b) = both(&c, &s, None);
+    agree(&a, &b).expect("agree");
+    let (a, b) = (a.expect("runs"), b.expect("runs"));
+    let bits = |r: &RunResult| -> Vec<(u64, Vec<Option<u64>>)> {
+        r.trajectory
+            .rows
+            .iter()
+            .map(|(k, row)| (*k, row.iter().map(|x| x.map(f64::to_bits)).collect()))
+            .collect()
+    };
+    assert_eq!(bits(&a), bits(&b));
+    assert_eq!(
+        (a.status, a.steps, &a.message),
+        (b.status, b.steps, &b.message)
+    );
+    a
+}
+
+#[test]
+fn logistic_regression_takes_the_quiet_gradient_between_records_with_the_same_bits() {
+    let r = quiet_run(
+        "data X = randn(40, 3)\ndata y = sign(X @ [1.0, -2.0, 0.5])\nparam w: [3] = 0\nloss = mean(logaddexp(-y * (X @ w), 0))\ntrain {\n  optimizer gd(lr = 1.0)\n  steps 60\n  record every 7 { loss, w }\n}\n",
+    );
+    assert_eq!(r.status, Status::Finished);
+    let steps: Vec<u64> = r.trajectory.rows.iter().map(|(k, _)| *k).collect();
+    assert_eq!(steps, [0, 7, 14, 21, 28, 35, 42, 49, 56, 60]);
+    // Separable data: the loss falls at every record.
+    let losses: Vec<f64> = r
+        .trajectory
+        .rows
+        .iter()
+        .map(|(_, row)| row[0].expect("loss"))
+        .collect();
+    assert_eq!(losses[0], std::f64::consts::LN_2);
+    assert!(losses.windows(2).all(|p| p[1] < p[0]), "{losses:?}");
+}
+
+/// mean(logaddexp(w, 0) over 4 entries) - 2 w: the gradient sigmoid(w) - 2 stays finite
+/// while w climbs by about 1e307 a step, until the sum of the four logaddexps (about 4 w)
+/// overflows: the loss is infinite, which only the full gradient shows. The bound check
+/// fails from the first step (|w| > 1e250), so the JIT runs the full gradient there and
+/// stops at the same step as the interpreter.
+#[test]
+fn a_loss_that_overflows_while_its_gradient_stays_finite_diverges_on_both_backends() {
+    let r = quiet_run(
+        "data c = [1.0, 1.0, 1.0, 1.0]\nparam w: [] = -5e307\nloss = mean(logaddexp(c * w, 0)) - 2 * w\ntrain {\n  optimizer gd(lr = 1e307)\n  steps 100\n  record every 50 { w }\n}\n",
+    );
+    assert_eq!(r.status, Status::Diverged, "{:?}", r.message);
+    let msg = r.message.clone().unwrap_or_default();
+    assert!(msg.contains("loss"), "{msg}");
+    assert!((5..20).contains(&r.steps), "{} steps: {msg}", r.steps);
+}
+
+/// The bound check fails while |w| > 1e250 (the first steps, w shrinking by 2e259 a
+/// step) and passes around w = 0: both paths run, and the run goes on as the
+/// interpreter's does.
+#[test]
+fn a_failed_bound_check_runs_the_full_gradient_and_the_run_goes_on() {
+    let r = quiet_run(
+        "data c = [-1.0, -1.0]\nparam w: [] = -1e260\nloss = mean(logaddexp(c * w, 0))\ntrain {\n  optimizer gd(lr = 2e259)\n  steps 12\n  record every 6 { loss, w }\n}\n",
+    );
+    assert_eq!(r.status, Status::Finished, "{:?}", r.message);
+    let w: Vec<f64> = r
+        .trajectory
+        .rows
+        .iter()
+        .map(|(_, row)| row[1].expect("w"))
+        .collect();
+    assert_eq!(w[0], -1e260);
+    assert!(w[1].abs() < w[0].abs(), "{w:?}");
+}
+
+// ---------------------------------------------------------------------------------------
 // The reference cases of bench/.
 
 /// `record every N` becomes `record every 1`, so that every step is compared.

@@ -691,4 +691,78 @@ mod tests {
         }
         assert_eq!(got[0].to_f64()[[0, 0]], 1.0 * 2.0 + 2.0 * 1.0);
     }
+
+    fn floats(v: Vec<f64>) -> Tensor {
+        let n = v.len();
+        Tensor::Float(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n]), v).expect("shape"))
+    }
+
+    fn bits(ts: &[Tensor]) -> Vec<Vec<u64>> {
+        ts.iter()
+            .map(|t| t.to_f64().iter().map(|x| x.to_bits()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn exact_identities_are_dropped_and_the_others_kept() {
+        // x - 0.0, x + (-0.0), 1.0 * x and x / 1.0 are x bit for bit; x + 0.0 (-0.0 becomes
+        // 0.0), x - (-0.0) and x * 2.0 are not.
+        let mut b = Builder::new();
+        let x = b.input("x", DType::Float, vec![4]);
+        let mut kept = Vec::new();
+        for (op, c, left, identity) in [
+            (Binary::Sub, 0.0, false, true),
+            (Binary::Add, -0.0, false, true),
+            (Binary::Add, -0.0, true, true),
+            (Binary::Mul, 1.0, true, true),
+            (Binary::Div, 1.0, false, true),
+            (Binary::Add, 0.0, false, false),
+            (Binary::Sub, -0.0, false, false),
+            (Binary::Mul, 2.0, false, false),
+        ] {
+            let c = b.fill_like(x, c);
+            let v = if left {
+                b.binary(op, c, x)
+            } else {
+                b.binary(op, x, c)
+            };
+            b.output("v", v);
+            kept.push(!identity);
+        }
+        let f = b.finish();
+        let g = identities(&f);
+        for ((_, v), kept) in g.outputs.iter().zip(kept) {
+            assert_eq!(*v != x, kept, "{}", crate::ir::print(&g));
+        }
+        let input = [floats(vec![-0.0, 0.0, f64::NAN, -3.5e-310])];
+        assert_eq!(bits(&outputs(&f, &input)), bits(&outputs(&g, &input)));
+    }
+
+    #[test]
+    fn work_on_broadcast_scalars_is_done_once_and_large_constant_work_is_folded() {
+        // to_float(broadcast(3)) and broadcast(2) * broadcast(3) become broadcasts of folded
+        // scalars; -c of a constant of 200 entries is folded, the broadcast of a scalar to
+        // 200 entries (larger than its operand) is not.
+        let mut b = Builder::new();
+        let x = b.input("x", DType::Float, vec![200]);
+        let three = b.int_scalar(3);
+        let wide = b.broadcast(three, &[200]);
+        let f3 = b.to_float(wide);
+        let two = b.fill_like(x, 2.0);
+        let six = b.binary(Binary::Mul, two, f3);
+        let c = b.constant(floats((0..200).map(|i| i as f64 - 99.5).collect()));
+        let minus_c = b.unary(Unary::Neg, c);
+        let y = b.binary(Binary::Mul, x, six);
+        let y = b.binary(Binary::Add, y, minus_c);
+        b.output("y", y);
+        let f = b.finish();
+        let g = run(&f).expect("passes verify");
+        let printed = crate::ir::print(&g);
+        assert!(!printed.contains("to_float"), "{printed}");
+        assert!(!printed.contains("neg"), "{printed}");
+        assert_eq!(printed.matches("= mul").count(), 1, "{printed}");
+        assert_eq!(printed.matches("= broadcast").count(), 1, "{printed}");
+        let input = [floats((0..200).map(|i| (i as f64).sin()).collect())];
+        assert_eq!(bits(&outputs(&f, &input)), bits(&outputs(&g, &input)));
+    }
 }

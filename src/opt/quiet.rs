@@ -326,3 +326,192 @@ fn binary(op: Binary, a: Range, b: Range) -> Option<Range> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interp::{self, Env, math};
+    use crate::tensor::Tensor;
+    use ndarray::{ArrayD, IxDyn};
+
+    fn floats(v: Vec<f64>, shape: &[usize]) -> Tensor {
+        Tensor::Float(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
+    }
+
+    /// Logistic regression's gradient function as `train::compile` lays it out: outputs
+    /// loss = mean(logaddexp(z, 0)) with z = X w, grad:w = X' sigmoid(z) / 5, ties.
+    fn logistic(loss_of: impl Fn(&mut Builder, Var) -> Var) -> Func {
+        let mut b = Builder::new();
+        let w = b.input("w", DType::Float, vec![3]);
+        b.input("step", DType::Int, vec![]);
+        let x: Vec<f64> = (0..15).map(|i| ((i * 7 % 11) as f64 - 5.0) / 4.0).collect();
+        let x = b.constant(floats(x, &[5, 3]));
+        let z = b.matmul(x, w);
+        let loss = loss_of(&mut b, z);
+        let s = b.unary(Unary::Sigmoid, z);
+        let fifth = b.fill_like(s, 0.2);
+        let s = b.binary(Binary::Mul, s, fifth);
+        let xt = b.transpose(x, &[1, 0]);
+        let g = b.matmul(xt, s);
+        let ties = b.scalar(0.0);
+        b.output("loss", loss);
+        b.output("grad:w", g);
+        b.output("ties", ties);
+        b.finish()
+    }
+
+    fn mean_logaddexp(b: &mut Builder, z: Var) -> Var {
+        let zero = b.fill_like(z, 0.0);
+        let l = b.binary(Binary::LogAddExp, z, zero);
+        let s = b.reduce(Reduce::Sum, l, None);
+        let n = b.scalar(5.0);
+        b.binary(Binary::Div, s, n)
+    }
+
+    fn eval(f: &Func, w: [f64; 3]) -> Vec<Tensor> {
+        let step = Tensor::Int(ArrayD::from_elem(IxDyn(&[]), 1));
+        interp::eval(f, &[floats(w.to_vec(), &[3]), step], Env::default()).expect("eval")
+    }
+
+    fn bits(t: &Tensor) -> Vec<u64> {
+        t.to_f64().iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn a_logistic_loss_is_replaced_by_a_bound_check_and_the_gradient_kept_bit_for_bit() {
+        let f = logistic(mean_logaddexp);
+        let q = quiet(&f).expect("a quiet variant");
+        assert_eq!(q.outputs[0].0, "bounded");
+        let printed = crate::ir::print(&q);
+        assert!(!printed.contains("log_add_exp"), "{printed}");
+        // |z| <= 1e200 passes the check (the widest bound tried that proves the mean of
+        // 5 logaddexps finite is 1e250); beyond it, or NaN, fails it.
+        for (w, bounded) in [
+            ([0.5, -1.0, 2.0], 1.0),
+            ([0.0, -0.0, 0.0], 1.0),
+            ([1e199, -1e199, 3e198], 1.0),
+            ([1e260, 0.0, 0.0], 0.0),
+            ([-1e260, 0.0, 0.0], 0.0),
+            ([f64::NAN, 0.0, 0.0], 0.0),
+            ([f64::INFINITY, 0.0, 0.0], 0.0),
+        ] {
+            let (full, quiet) = (eval(&f, w), eval(&q, w));
+            assert_eq!(quiet[0].to_f64()[[]], bounded, "{w:?}");
+            assert_eq!(bits(&full[1]), bits(&quiet[1]), "{w:?}");
+            assert_eq!(bits(&full[2]), bits(&quiet[2]), "{w:?}");
+            if bounded == 1.0 {
+                assert!(full[0].to_f64()[[]].is_finite());
+            }
+        }
+    }
+
+    #[test]
+    fn no_quiet_variant_where_the_loss_is_cheap_unbounded_needed_or_in_f32() {
+        // 0.5 * sum(z * z): the check would cost what it spares.
+        let cheap = logistic(|b, z| {
+            let sq = b.binary(Binary::Mul, z, z);
+            b.reduce(Reduce::Sum, sq, None)
+        });
+        assert!(quiet(&cheap).is_none());
+        // log(sigmoid(z)): sigmoid may underflow to 0, so no bound proves it finite.
+        let unbounded = logistic(|b, z| {
+            let s = b.unary(Unary::Sigmoid, z);
+            let l = b.unary(Unary::Log, s);
+            b.reduce(Reduce::Sum, l, None)
+        });
+        assert!(quiet(&unbounded).is_none());
+        let mut f32 = logistic(mean_logaddexp);
+        f32.f32 = true;
+        assert!(quiet(&f32).is_none());
+        // A loss a gradient output also reads.
+        let mut shared = logistic(mean_logaddexp);
+        let loss = shared.outputs[0].1;
+        shared.outputs[1].1 = loss;
+        assert!(quiet(&shared).is_none());
+    }
+
+    type UnaryFn = fn(f64) -> f64;
+    type BinaryFn = fn(f64, f64) -> f64;
+
+    /// Each rule's range holds what the interpreter's own functions compute at the ends,
+    /// at zero and at points between.
+    #[test]
+    fn every_rule_holds_the_values_it_bounds() {
+        let ranges = [
+            Range::of(-3.0, 2.0),
+            Range::of(0.5, 4.0),
+            Range::of(-1e5, -1e-3),
+            Range::of(-700.0, 700.0),
+            Range::of(-0.5, 0.5),
+            Range::of(0.0, 0.0),
+        ];
+        let points = |r: Range| -> Vec<f64> {
+            let mut v: Vec<f64> = (0..=16)
+                .map(|i| r.lo + (r.hi - r.lo) * i as f64 / 16.0)
+                .collect();
+            if r.lo <= 0.0 && r.hi >= 0.0 {
+                v.extend([0.0, -0.0]);
+            }
+            v
+        };
+        let holds = |r: Range, x: f64| x >= r.lo && x <= r.hi;
+        let unaries: [(Unary, UnaryFn); 11] = [
+            (Unary::Neg, |x| -x),
+            (Unary::Exp, math::exp),
+            (Unary::Log, math::log),
+            (Unary::Log1p, math::log1p),
+            (Unary::Sqrt, f64::sqrt),
+            (Unary::Sigmoid, math::sigmoid),
+            (Unary::Tanh, math::tanh),
+            (Unary::Softplus, math::softplus),
+            (Unary::Sin, math::sin),
+            (Unary::Cos, math::cos),
+            (Unary::Sign, |x| if x == 0.0 { 0.0 } else { x.signum() }),
+        ];
+        for (op, f) in unaries {
+            for r in ranges {
+                let Some(out) = unary(op, r).and_then(|o| o.widened(SLACK)) else {
+                    continue;
+                };
+                for x in points(r) {
+                    assert!(
+                        holds(out, f(x)),
+                        "{op:?} {r:?} at {x}: {} not in {out:?}",
+                        f(x)
+                    );
+                }
+            }
+        }
+        let binaries: [(Binary, BinaryFn); 7] = [
+            (Binary::Add, |a, b| a + b),
+            (Binary::Sub, |a, b| a - b),
+            (Binary::Mul, |a, b| a * b),
+            (Binary::Div, |a, b| a / b),
+            (Binary::Max, f64::max),
+            (Binary::Min, f64::min),
+            (Binary::LogAddExp, math::logaddexp),
+        ];
+        for (op, f) in binaries {
+            for ra in ranges {
+                for rb in ranges {
+                    let Some(out) = binary(op, ra, rb).and_then(|o| o.widened(SLACK)) else {
+                        continue;
+                    };
+                    for a in points(ra) {
+                        for b in points(rb) {
+                            let v = f(a, b);
+                            assert!(holds(out, v), "{op:?} {ra:?} {rb:?} at {a}, {b}: {v}");
+                        }
+                    }
+                }
+            }
+        }
+        // The rules that must refuse: log of a range reaching 0, a division by one
+        // holding 0, exp beyond overflow.
+        assert!(unary(Unary::Log, Range::of(0.0, 1.0)).is_none());
+        assert!(unary(Unary::Sqrt, Range::of(-1e-300, 1.0)).is_none());
+        assert!(binary(Binary::Div, Range::of(1.0, 2.0), Range::of(-1.0, 1.0)).is_none());
+        assert!(unary(Unary::Exp, Range::of(0.0, 710.0)).is_none());
+        assert!(Range::of(0.0, 2e300).widened(SLACK).is_none());
+    }
+}
