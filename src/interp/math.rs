@@ -180,6 +180,24 @@ pub const SMALL_GEMV: usize = 4096;
 /// transpose, up to [`REGISTER_SUMS`] rows at once, one contiguous row of the buffer per
 /// `p`).
 fn small_gemv(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if super::vmath::has_avx512() {
+        // SAFETY: this CPU has AVX-512F.
+        return unsafe { small_gemv_avx512(a, b, c, m, k) };
+    }
+    small_gemv_portable(a, b, c, m, k)
+}
+
+/// [`small_gemv`] compiled for AVX-512: the same operations in the same order (Rust
+/// never contracts to FMA), 8 sums a register. logreg's step 0.92 → 0.82 µs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn small_gemv_avx512(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize) {
+    small_gemv_portable(a, b, c, m, k)
+}
+
+#[inline(always)]
+fn small_gemv_portable(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize) {
     let (data, x, c) = (&a.data[..m * k], &b.data[..k], &mut c[..m]);
     if a.transposed {
         // Row p of the buffer is column p of `a`.
@@ -222,6 +240,7 @@ macro_rules! by_width {
 use by_width;
 
 /// `c[j] = Σ_p data[p*stride + j] x[p]` for `j < W`, from 0.0, `p` in order.
+#[inline(always)]
 fn columns_times<const W: usize>(data: &[f64], stride: usize, x: &[f64], c: &mut [f64]) {
     let mut sums = [0.0; W];
     for (p, xp) in x.iter().enumerate() {
@@ -234,6 +253,7 @@ fn columns_times<const W: usize>(data: &[f64], stride: usize, x: &[f64], c: &mut
 }
 
 /// `c[i] = Σ_p data[i*K + p] x[p]` for every row `i`, from 0.0, `p` in order.
+#[inline(always)]
 fn rows_times<const K: usize>(data: &[f64], x: &[f64], c: &mut [f64]) {
     let x: &[f64; K] = x.try_into().unwrap();
     for (ci, row) in c.iter_mut().zip(data.chunks_exact(K)) {
@@ -383,6 +403,15 @@ mod tests {
             let op = |data, transposed| MatOperand { data, transposed };
             matmul_into(op(&a, false), op(&b, false), &mut rows, m, k, 1);
             matmul_into(op(&at, true), op(&b, false), &mut cols, m, k, 1);
+            // The code for CPUs without AVX-512 gives the same bits.
+            let (mut rows_any, mut cols_any) = (vec![f64::NAN; m], vec![f64::NAN; m]);
+            if m * k <= SMALL_GEMV {
+                small_gemv_portable(op(&a, false), op(&b, false), &mut rows_any, m, k);
+                small_gemv_portable(op(&at, true), op(&b, false), &mut cols_any, m, k);
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&rows_any), bits(&rows), "[{m},{k}]");
+                assert_eq!(bits(&cols_any), bits(&cols), "[{m},{k}]'");
+            }
             for i in 0..m {
                 let want = (0..k).fold(0.0, |s, p| s + a[i * k + p] * b[p]);
                 if m * k <= SMALL_GEMV {

@@ -178,6 +178,12 @@ fn level() -> Level {
     })
 }
 
+/// Whether this CPU has AVX-512F (`math::small_gemv` is compiled for it too).
+#[cfg(target_arch = "x86_64")]
+pub(super) fn has_avx512() -> bool {
+    level() == Level::Avx512
+}
+
 /// The levels this CPU can run, for the tests.
 #[cfg(test)]
 fn levels() -> Vec<Level> {
