@@ -71,7 +71,7 @@ def main():
         t, j, p = ours[c], jax.get(c, {}), torch.get(c, {})
         ratio = t["us_per_step"] / j["us_per_step"] if j else float("nan")
         print(
-            f"{c:8} {t['us_per_step']:13.1f} {j.get('us_per_step', float('nan')):12.1f} "
+            f"{c:8} {t['us_per_step']:13.2f} {j.get('us_per_step', float('nan')):12.2f} "
             f"{p.get('us_per_step', float('nan')):14.1f} {ratio:9.2f} {t['compile_s']:15.3f} "
             f"{j.get('compile_s', float('nan')):14.3f} {t['process_s']:15.3f}  {t['final_loss']:.16g} | {j.get('final_loss', float('nan')):.16g}"
         )

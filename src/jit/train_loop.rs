@@ -7,6 +7,10 @@
 //! `Compiled`), into one CLIF function; their inputs read the loop's slots (θ, the previous
 //! θ, gradients, tie directions, optimizer states, step, loss, gnorm) directly, and their
 //! outputs are copied into the slots. The loop allocates nothing.
+//!
+//! Before the step it returns at, the loop runs the plan's quiet gradient when it has one
+//! (`opt::quiet`) and neither the stop test nor an update reads the loss: the loss slot
+//! then holds a finite stand-in, and a failed bound check runs the full gradient instead.
 
 use std::collections::HashMap;
 
