@@ -1237,6 +1237,33 @@ fn logistic_regression_takes_the_quiet_gradient_between_records_with_the_same_bi
     assert!(losses.windows(2).all(|p| p[1] < p[0]), "{losses:?}");
 }
 
+/// Where an update's hyperparameter or the per-step stop test reads the loss, the loop
+/// computes it at every step (the plan still has a quiet gradient; the loop declines it).
+#[test]
+fn the_loss_is_computed_at_every_step_where_an_update_or_the_stop_test_reads_it() {
+    let program = |clauses: &str| {
+        format!(
+            "data X = randn(40, 3)\ndata y = sign(X @ [1.0, -2.0, 0.5])\nparam w: [3] = 0\nloss = mean(logaddexp(-y * (X @ w), 0))\ntrain {{\n{clauses}  steps 40\n  record every 20 {{ loss, w }}\n}}\n"
+        )
+    };
+    // lr = 2 * loss: with the stand-in 0.0 for the loss, w would never move.
+    let r = quiet_run(&program("  optimizer gd(lr = 2 * loss)\n"));
+    assert_eq!(r.status, Status::Finished);
+    assert!(
+        r.trajectory.rows[1].1[1].is_some_and(|w| w != 0.0),
+        "{:?}",
+        r.trajectory.rows
+    );
+    // Stops once the loss is below 0.3, between records: with the stand-in 0.0, at once.
+    let r = quiet_run(&program(
+        "  optimizer gd(lr = 1.0)\n  stop when loss < 0.3\n",
+    ));
+    assert_eq!(r.status, Status::Stopped);
+    let (k, row) = r.trajectory.rows.last().expect("rows");
+    assert!(*k > 1 && *k < 40, "stopped at {k}");
+    assert!(row[0].is_some_and(|l| l < 0.3), "{row:?}");
+}
+
 /// mean(logaddexp(w, 0) over 4 entries) - 2 w: the gradient sigmoid(w) - 2 stays finite
 /// while w climbs by about 1e307 a step, until the sum of the four logaddexps (about 4 w)
 /// overflows: the loss is infinite, which only the full gradient shows. The bound check
