@@ -1218,6 +1218,12 @@ fn quiet_run(text: &str) -> RunResult {
     a
 }
 
+/// Column `c` of every recorded row.
+fn column(r: &RunResult, c: usize) -> Vec<f64> {
+    let cell = |row: &Vec<Option<f64>>| row[c].expect("a recorded value");
+    r.trajectory.rows.iter().map(|(_, row)| cell(row)).collect()
+}
+
 #[test]
 fn logistic_regression_takes_the_quiet_gradient_between_records_with_the_same_bits() {
     let r = quiet_run(
@@ -1227,12 +1233,7 @@ fn logistic_regression_takes_the_quiet_gradient_between_records_with_the_same_bi
     let steps: Vec<u64> = r.trajectory.rows.iter().map(|(k, _)| *k).collect();
     assert_eq!(steps, [0, 7, 14, 21, 28, 35, 42, 49, 56, 60]);
     // Separable data: the loss falls at every record.
-    let losses: Vec<f64> = r
-        .trajectory
-        .rows
-        .iter()
-        .map(|(_, row)| row[0].expect("loss"))
-        .collect();
+    let losses = column(&r, 0);
     assert_eq!(losses[0], std::f64::consts::LN_2);
     assert!(losses.windows(2).all(|p| p[1] < p[0]), "{losses:?}");
 }
@@ -1289,12 +1290,7 @@ fn a_failed_bound_check_runs_the_full_gradient_and_the_run_goes_on() {
         "data c = [-1.0, -1.0]\nparam w: [] = -1e260\nloss = mean(logaddexp(c * w, 0))\ntrain {\n  optimizer gd(lr = 2e259)\n  steps 12\n  record every 6 { loss, w }\n}\n",
     );
     assert_eq!(r.status, Status::Finished, "{:?}", r.message);
-    let w: Vec<f64> = r
-        .trajectory
-        .rows
-        .iter()
-        .map(|(_, row)| row[1].expect("w"))
-        .collect();
+    let w = column(&r, 1);
     assert_eq!(w[0], -1e260);
     assert!(w[1].abs() < w[0].abs(), "{w:?}");
 }
