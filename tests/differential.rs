@@ -1265,6 +1265,22 @@ fn the_loss_is_computed_at_every_step_where_an_update_or_the_stop_test_reads_it(
     assert!(row[0].is_some_and(|l| l < 0.3), "{row:?}");
 }
 
+/// An optimizer state that is the loss, or gnorm, itself (`s = loss` on a scalar param: the
+/// update's output is its input, read by no instruction) still reads it: the loop computes
+/// the loss at every step, and gnorm.
+#[test]
+fn an_optimizer_state_that_is_the_loss_or_gnorm_itself_reads_it() {
+    for hyper in ["loss", "gnorm"] {
+        let r = quiet_run(&format!(
+            "data c = [1.0, -2.0, 0.5, 3.0]\nparam w: [] = 0.3\nloss = mean(logaddexp(c * w, 0))\noptimizer lagged() {{\n  state s = zeros\n  param -= s * grad\n  s = {hyper}\n}}\ntrain {{\n  optimizer lagged()\n  steps 20\n  record every 10 {{ loss, w }}\n}}\n"
+        ));
+        assert_eq!(r.status, Status::Finished, "{hyper}");
+        // s is 0 at the first update only: w moves from step 2 on.
+        let w = column(&r, 1);
+        assert!(w[1] != 0.3 && w[2] != w[1], "{hyper}: {w:?}");
+    }
+}
+
 /// mean(logaddexp(w, 0) over 4 entries) - 2 w: the gradient sigmoid(w) - 2 stays finite
 /// while w climbs by about 1e307 a step, until the sum of the four logaddexps (about 4 w)
 /// overflows: the loss is infinite, which only the full gradient shows. The bound check

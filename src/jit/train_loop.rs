@@ -240,11 +240,14 @@ fn outputs_in_slots(
     external
 }
 
-/// Whether `f`, its inputs bound to `inputs`, uses the value of `slot`.
+/// Whether `f`, its inputs bound to `inputs`, uses the value of `slot`: an instruction
+/// reads it, or an output is it (an optimizer's `s = loss`).
 fn reads(f: &Func, inputs: &[&Slot], slot: &Slot) -> bool {
     f.insts.iter().enumerate().any(|(i, inst)| match inst.prim {
         Prim::Input(k) => {
-            std::ptr::eq(inputs[k], slot) && f.insts.iter().any(|u| u.args.contains(&i))
+            std::ptr::eq(inputs[k], slot)
+                && (f.insts.iter().any(|u| u.args.contains(&i))
+                    || f.outputs.iter().any(|(_, v)| *v == i))
         }
         _ => false,
     })
