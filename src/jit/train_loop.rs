@@ -10,7 +10,8 @@
 //!
 //! Before the step it returns at, the loop runs the plan's quiet gradient when it has one
 //! (`opt::quiet`) and neither the stop test nor an update reads the loss: the loss slot
-//! then holds a finite stand-in, and a failed bound check runs the full gradient instead.
+//! then holds a finite stand-in (the check's 1.0), and a failed bound check runs the full
+//! gradient instead.
 
 use std::collections::HashMap;
 
@@ -555,6 +556,12 @@ impl LoopEmitter<'_, '_, '_> {
         if src == dst || n == 0 {
             return;
         }
+        if n == 1 {
+            let v = self.load_f(src);
+            let at = self.addr(dst);
+            self.b.ins().store(mf(), v, at, 0);
+            return;
+        }
         let config = self.module.target_config();
         let (s, d) = (self.addr(src), self.addr(dst));
         let size = self.b.ins().iconst(types::I64, (n * 8) as i64);
@@ -764,13 +771,12 @@ fn emit_loop(
     let step = e.b.ins().iadd_imm_s(k, 1);
     let step_at = e.addr(slots.step.addr());
     e.b.ins().store(mf(), step, step_at, 0);
-    let fast = e.b.create_block();
     let ray = e.b.create_block();
     let checks = e.b.create_block();
-    let grads: Vec<&Slot> = slots.grad.iter().collect();
     if let Some(q) = shape.quiet {
         // Before `until` the loss is only tested for being finite: the quiet gradient
-        // proves it is, else the full one runs.
+        // proves it is (its `bounded`, 1.0, then stands in for the loss in its slot),
+        // else the full one runs.
         let full = e.b.create_block();
         let quiet = e.b.create_block();
         let at_until = e.b.ins().icmp(IntCC::Equal, k, until);
@@ -783,42 +789,20 @@ fn emit_loop(
         let quiet_ok = e.b.create_block();
         e.b.ins().brif(proven, quiet_ok, &[], full, &[]);
         e.b.switch_to_block(quiet_ok);
-        let ties = e.load_f(e.out(q, np + 1));
-        let zero = e.b.ins().f64const(0.0);
-        let tied = e.b.ins().fcmp(FloatCC::GreaterThan, ties, zero);
-        let quiet_fast = e.b.create_block();
-        e.b.ins().brif(tied, ray, &[], quiet_fast, &[]);
-        e.b.switch_to_block(quiet_fast);
-        // A finite stand-in: nothing reads the loss before `until`.
-        let zero = e.b.ins().f64const(0.0);
-        let at = e.addr(slots.loss.addr());
-        e.b.ins().store(mf(), zero, at, 0);
-        e.outputs_to(q, 1, &grads);
-        e.b.ins().jump(checks, &[]);
+        e.unless_positive(q, np + 1, ray);
+        e.gradient_to_slots(q, checks);
         e.b.switch_to_block(full);
     }
     e.part(0)?;
-    let ties = e.load_f(e.out(0, np + 1));
-    let zero = e.b.ins().f64const(0.0);
-    let tied = e.b.ins().fcmp(FloatCC::GreaterThan, ties, zero);
-    e.b.ins().brif(tied, ray, &[], fast, &[]);
-
-    e.b.switch_to_block(fast);
-    e.copy(e.out(0, 0), slots.loss.addr(), 1);
-    e.outputs_to(0, 1, &grads);
-    e.b.ins().jump(checks, &[]);
+    e.unless_positive(0, np + 1, ray);
+    e.gradient_to_slots(0, checks);
 
     // An exact tie: the gradient along a random direction (Kakade & Lee).
     e.b.switch_to_block(ray);
     let fill = e.shim("traj_tie_direction")?;
     e.b.ins().call(fill, &[tie]);
     e.part(1)?;
-    let unresolved = e.load_f(e.out(1, np + 1));
-    let zero = e.b.ins().f64const(0.0);
-    let bad = e.b.ins().fcmp(FloatCC::GreaterThan, unresolved, zero);
-    let resolved = e.b.create_block();
-    e.b.ins().brif(bad, fallback, &[], resolved, &[]);
-    e.b.switch_to_block(resolved);
+    e.unless_positive(1, np + 1, fallback);
     let loss = e.load_f(e.out(1, 0));
     let ray_loss = e.load_f(e.out(1, np + 2));
     let d = e.b.ins().fsub(ray_loss, loss);
@@ -835,9 +819,7 @@ fn emit_loop(
     let smooth = e.b.create_block();
     e.b.ins().brif(jumps, fallback, &[], smooth, &[]);
     e.b.switch_to_block(smooth);
-    e.copy(e.out(1, 0), slots.loss.addr(), 1);
-    e.outputs_to(1, 1, &grads);
-    e.b.ins().jump(checks, &[]);
+    e.gradient_to_slots(1, checks);
 
     // Loss, gradients and θ all finite, else the host decides (error or divergence).
     e.b.switch_to_block(checks);
@@ -909,6 +891,27 @@ fn emit_loop(
 }
 
 impl LoopEmitter<'_, '_, '_> {
+    /// Jumps to `to` when output `o` of part `j` (a count) is above 0; else goes on in a
+    /// new block.
+    fn unless_positive(&mut self, j: usize, o: usize, to: Block) {
+        let count = self.load_f(self.out(j, o));
+        let zero = self.b.ins().f64const(0.0);
+        let positive = self.b.ins().fcmp(FloatCC::GreaterThan, count, zero);
+        let next = self.b.create_block();
+        self.b.ins().brif(positive, to, &[], next, &[]);
+        self.b.switch_to_block(next);
+    }
+
+    /// Part `j`'s first output (the loss) and its gradients into their slots, then on to
+    /// `checks`.
+    fn gradient_to_slots(&mut self, j: usize, checks: Block) {
+        let slots = self.shape.slots;
+        self.copy(self.out(j, 0), slots.loss.addr(), 1);
+        let grads: Vec<&Slot> = slots.grad.iter().collect();
+        self.outputs_to(j, 1, &grads);
+        self.b.ins().jump(checks, &[]);
+    }
+
     fn shim(&mut self, name: &'static str) -> Result<cranelift_codegen::ir::FuncRef, String> {
         shim_ref(self.module, self.shims, &mut self.refs, self.b.func, name)
     }
