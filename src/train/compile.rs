@@ -137,6 +137,13 @@ fn checked_func(f: Func, what: &str) -> Result<Func, String> {
     crate::opt::run(&f)
 }
 
+/// `opt::quiet`'s variant of a simplified gradient function, simplified in turn.
+fn quiet_gradient(grad: &Func) -> Result<Option<Func>, String> {
+    crate::opt::quiet::quiet(grad)
+        .map(|f| checked_func(f, "quiet gradient"))
+        .transpose()
+}
+
 /// The program at a stage of the compiler, as `traj ir --stage` prints it: `ir` the
 /// lowered loss, `grad` the loss with its gradient and tie count, `opt` that after the
 /// simplification passes (and `opt::quiet`'s variant, where there is one), `clif` the
@@ -161,9 +168,9 @@ pub fn dump(checked: &Checked, statics: &Statics, stage: &str) -> Result<String,
         _ => {
             let f = crate::opt::run(&f)?;
             let mut text = crate::ir::print(&f);
-            if let Some(q) = crate::opt::quiet::quiet(&f) {
+            if let Some(q) = quiet_gradient(&f)? {
                 text.push_str("# at steps that record nothing (`opt::quiet`):\n");
-                text.push_str(&crate::ir::print(&crate::opt::run(&q)?));
+                text.push_str(&crate::ir::print(&q));
             }
             Ok(text)
         }
@@ -219,10 +226,7 @@ pub fn build(
     output_gradient(&mut l, loss, &params, &grads);
     l.b.output("ties", ties);
     let grad_fast = checked_func(l.b.finish(), "gradient")?;
-    let grad_quiet = match crate::opt::quiet::quiet(&grad_fast) {
-        Some(f) => Some(checked_func(f, "quiet gradient")?),
-        None => None,
-    };
+    let grad_quiet = quiet_gradient(&grad_fast)?;
 
     // Loss and gradient along a direction (Kakade & Lee).
     let (mut l, pv, _) = with_params(checked, statics, &params);
