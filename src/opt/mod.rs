@@ -519,6 +519,16 @@ mod tests {
         interp::eval(f, inputs, Env::default()).expect("eval")
     }
 
+    fn floats(v: Vec<f64>, shape: &[usize]) -> Tensor {
+        Tensor::Float(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).expect("shape"))
+    }
+
+    fn bits(ts: &[Tensor]) -> Vec<Vec<u64>> {
+        ts.iter()
+            .map(|t| t.to_f64().iter().map(|x| x.to_bits()).collect())
+            .collect()
+    }
+
     #[test]
     fn passes_preserve_values_and_shrink_the_function() {
         let mut b = Builder::new();
@@ -533,10 +543,7 @@ mod tests {
         b.output("s", s);
         let f = b.finish();
         let g = run(&f).expect("passes verify");
-        let input = [Tensor::Float(
-            ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[3]), vec![1.0, -2.0, 0.5])
-                .expect("shape"),
-        )];
+        let input = [floats(vec![1.0, -2.0, 0.5], &[3])];
         assert_eq!(outputs(&f, &input), outputs(&g, &input));
         assert!(g.insts.len() < f.insts.len(), "{}", crate::ir::print(&g));
         // One multiply by x remains, the constant product is folded, exp is gone.
@@ -576,12 +583,9 @@ mod tests {
         b.output("o", o);
         let f = b.finish();
         let g = run(&f).expect("passes verify");
-        let t = |v: Vec<f64>, shape: &[usize]| {
-            Tensor::Float(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).expect("shape"))
-        };
         let input = [
-            t(vec![1.0, -2.0], &[1, 2]),
-            t(vec![3.0, 4.0, 5.0, f64::INFINITY], &[2, 2]),
+            floats(vec![1.0, -2.0], &[1, 2]),
+            floats(vec![3.0, 4.0, 5.0, f64::INFINITY], &[2, 2]),
         ];
         assert_eq!(outputs(&f, &input), outputs(&g, &input));
         let concat = |h: &Func| {
@@ -620,13 +624,7 @@ mod tests {
         ] {
             let mut b = Builder::new();
             let v = b.input("v", DType::Float, vec![k, 1]);
-            let c = b.constant(Tensor::Float(
-                ndarray::ArrayD::from_shape_vec(
-                    ndarray::IxDyn(&[m, k]),
-                    (0..m * k).map(entry).collect(),
-                )
-                .expect("shape"),
-            ));
+            let c = b.constant(floats((0..m * k).map(entry).collect(), &[m, k]));
             let p = b.matmul(c, v);
             b.output("p", p);
             let f = b.finish();
@@ -635,16 +633,9 @@ mod tests {
             let printed = crate::ir::print(&g);
             let transposes = printed.matches("transpose").count();
             assert_eq!(transposes, rewritten as usize, "[{m},{k}]: {printed}");
-            let input = [Tensor::Float(
-                ndarray::ArrayD::from_shape_vec(
-                    ndarray::IxDyn(&[k, 1]),
-                    (0..k).map(|p| entry(p + 3)).collect(),
-                )
-                .expect("shape"),
-            )];
+            let input = [floats((0..k).map(|p| entry(p + 3)).collect(), &[k, 1])];
             let (want, got) = (outputs(&f, &input), outputs(&g, &input));
-            let bits = |t: &Tensor| t.to_f64().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&want[0]), bits(&got[0]), "[{m},{k}]");
+            assert_eq!(bits(&want), bits(&got), "[{m},{k}]");
         }
     }
 
@@ -675,12 +666,9 @@ mod tests {
         );
         assert_eq!(g.insts[t_inst.args[1]].prim, Prim::Transpose(vec![1, 0]));
         assert_eq!(g.insts[g.outputs[1].1].prim, Prim::Transpose(vec![1, 0]));
-        let m = |v: Vec<f64>, shape: &[usize]| {
-            Tensor::Float(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).expect("shape"))
-        };
         let input = [
-            m(vec![1.0, 2.0, -3.0, 0.5, 4.0, -1.0], &[3, 2]),
-            m(vec![2.0, 1.0, 0.0, -1.0, 3.0, 5.0, -2.0, 0.25], &[4, 2]),
+            floats(vec![1.0, 2.0, -3.0, 0.5, 4.0, -1.0], &[3, 2]),
+            floats(vec![2.0, 1.0, 0.0, -1.0, 3.0, 5.0, -2.0, 0.25], &[4, 2]),
         ];
         let (want, got) = (outputs(&f, &input), outputs(&g, &input));
         for (w, h) in want.iter().zip(&got) {
@@ -690,17 +678,6 @@ mod tests {
             }
         }
         assert_eq!(got[0].to_f64()[[0, 0]], 1.0 * 2.0 + 2.0 * 1.0);
-    }
-
-    fn floats(v: Vec<f64>) -> Tensor {
-        let n = v.len();
-        Tensor::Float(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n]), v).expect("shape"))
-    }
-
-    fn bits(ts: &[Tensor]) -> Vec<Vec<u64>> {
-        ts.iter()
-            .map(|t| t.to_f64().iter().map(|x| x.to_bits()).collect())
-            .collect()
     }
 
     #[test]
@@ -734,7 +711,7 @@ mod tests {
         for ((_, v), kept) in g.outputs.iter().zip(kept) {
             assert_eq!(*v != x, kept, "{}", crate::ir::print(&g));
         }
-        let input = [floats(vec![-0.0, 0.0, f64::NAN, -3.5e-310])];
+        let input = [floats(vec![-0.0, 0.0, f64::NAN, -3.5e-310], &[4])];
         assert_eq!(bits(&outputs(&f, &input)), bits(&outputs(&g, &input)));
     }
 
@@ -750,7 +727,7 @@ mod tests {
         let f3 = b.to_float(wide);
         let two = b.fill_like(x, 2.0);
         let six = b.binary(Binary::Mul, two, f3);
-        let c = b.constant(floats((0..200).map(|i| i as f64 - 99.5).collect()));
+        let c = b.constant(floats((0..200).map(|i| i as f64 - 99.5).collect(), &[200]));
         let minus_c = b.unary(Unary::Neg, c);
         let y = b.binary(Binary::Mul, x, six);
         let y = b.binary(Binary::Add, y, minus_c);
@@ -762,7 +739,7 @@ mod tests {
         assert!(!printed.contains("neg"), "{printed}");
         assert_eq!(printed.matches("= mul").count(), 1, "{printed}");
         assert_eq!(printed.matches("= broadcast").count(), 1, "{printed}");
-        let input = [floats((0..200).map(|i| (i as f64).sin()).collect())];
+        let input = [floats((0..200).map(|i| (i as f64).sin()).collect(), &[200])];
         assert_eq!(bits(&outputs(&f, &input)), bits(&outputs(&g, &input)));
     }
 }
