@@ -91,6 +91,10 @@ pub fn quiet(grad: &Func) -> Option<Func> {
         return None;
     }
     let only = loss_only(grad, *loss);
+    if !only[*loss] {
+        // A gradient reads the loss: it is computed anyway.
+        return None;
+    }
     let known = ranges(grad, &[], 0.0);
     let mut guarded: Vec<Var> = Vec::new();
     for (i, inst) in grad.insts.iter().enumerate() {
@@ -102,10 +106,6 @@ pub fn quiet(grad: &Func) -> Option<Func> {
                 guarded.push(a);
             }
         }
-    }
-    if !only[*loss] {
-        // A gradient reads the loss: it is computed anyway.
-        return None;
     }
     let proves = |guarded: &[Var], b: f64| ranges(grad, guarded, b)[*loss].is_some();
     let bound = BOUNDS.iter().copied().find(|&b| proves(&guarded, b))?;
@@ -253,19 +253,28 @@ fn ranges(f: &Func, guarded: &[Var], bound: f64) -> Vec<Option<Range>> {
     out
 }
 
-/// The range of a guarded value: ±`bound`, narrowed to what its op can give at all
-/// (`exp(x)` ≥ 0 whatever `x`, a sigmoid within [0, 1]).
-fn within(inst: &crate::ir::Inst, bound: f64) -> Range {
-    let (lo, hi) = match inst.prim {
-        Prim::Unary(Unary::Exp | Unary::Sqrt | Unary::Softplus) | Prim::Norm2(_) => (0.0, bound),
+/// What an op can give whatever its operands: `exp`, `sqrt`, `softplus` and norms at
+/// least 0, a sigmoid or a flag within [0, 1], `tanh`, `sin`, `cos` and `sign` within
+/// [-1, 1]; anything for the others.
+fn codomain(prim: &Prim) -> Range {
+    let (lo, hi) = match prim {
+        Prim::Unary(Unary::Exp | Unary::Sqrt | Unary::Softplus) | Prim::Norm2(_) => {
+            (0.0, f64::INFINITY)
+        }
         Prim::Unary(Unary::Sigmoid | Unary::Not) => (0.0, 1.0),
         Prim::Unary(Unary::Tanh | Unary::Sin | Unary::Cos | Unary::Sign) => (-1.0, 1.0),
         Prim::Binary(op) if op.gives_flag() => (0.0, 1.0),
-        _ => (-bound, bound),
+        _ => (f64::NEG_INFINITY, f64::INFINITY),
     };
+    Range { lo, hi }
+}
+
+/// The range of a guarded value: ±`bound`, narrowed to its op's [`codomain`].
+fn within(inst: &crate::ir::Inst, bound: f64) -> Range {
+    let c = codomain(&inst.prim);
     Range {
-        lo: lo.max(-bound),
-        hi: hi.min(bound),
+        lo: c.lo.max(-bound),
+        hi: c.hi.min(bound),
     }
 }
 
@@ -340,8 +349,9 @@ fn unary(op: Unary, x: Range) -> Option<Range> {
         Unary::Log if x.lo > 1e-300 => Range::of(x.lo.ln(), x.hi.ln()),
         Unary::Log1p if x.lo > -1.0 + 1e-9 => Range::of(x.lo.ln_1p(), x.hi.ln_1p()),
         Unary::Sqrt if x.lo >= 0.0 => Range::of(x.lo.sqrt(), x.hi.sqrt()),
-        Unary::Sigmoid | Unary::Not => Range::of(0.0, 1.0),
-        Unary::Tanh | Unary::Sin | Unary::Cos | Unary::Sign => Range::of(-1.0, 1.0),
+        Unary::Sigmoid | Unary::Not | Unary::Tanh | Unary::Sin | Unary::Cos | Unary::Sign => {
+            codomain(&Prim::Unary(op))
+        }
         Unary::Softplus => Range::of(0.0, x.hi.max(0.0) + 1.0),
         _ => return None,
     })
@@ -357,7 +367,7 @@ fn binary(op: Binary, a: Range, b: Range) -> Option<Range> {
         Binary::Min => Range::of(a.lo.min(b.lo), a.hi.min(b.hi)),
         // log(e^a + e^b) lies between max(a, b) and max(a, b) + ln 2.
         Binary::LogAddExp => Range::of(a.lo.max(b.lo), a.hi.max(b.hi) + 1.0),
-        op if op.gives_flag() => Range::of(0.0, 1.0),
+        op if op.gives_flag() => codomain(&Prim::Binary(op)),
         _ => return None,
     })
 }
