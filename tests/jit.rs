@@ -71,6 +71,11 @@ fn floats(v: Vec<f64>, shape: &[usize]) -> Tensor {
     Tensor::Float(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
 }
 
+/// An int tensor of `shape` holding `v` in row-major order.
+fn int_tensor(v: Vec<i64>, shape: &[usize]) -> Tensor {
+    Tensor::Int(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
+}
+
 /// Deterministic pseudo-random normals of `shape`.
 fn direction(shape: &[usize], key: u64) -> Tensor {
     let rng = traj::rng::Stream::new(7, "jit-test", key);
@@ -260,17 +265,12 @@ fn gathers_copy_rows_of_any_length() {
                         .collect(),
                     &[rows, inner],
                 ),
-                DType::Int => Tensor::Int(
-                    ArrayD::from_shape_vec(
-                        IxDyn(&[rows, inner]),
-                        (0..n as i64).map(|i| i * 1_000_003 - 7).collect(),
-                    )
-                    .expect("shape"),
+                DType::Int => int_tensor(
+                    (0..n as i64).map(|i| i * 1_000_003 - 7).collect(),
+                    &[rows, inner],
                 ),
             };
-            let idx = Tensor::Int(
-                ArrayD::from_shape_vec(IxDyn(&[6]), vec![4, 0, 2, 2, 1, 4]).expect("shape"),
-            );
+            let idx = int_tensor(vec![4, 0, 2, 2, 1, 4], &[6]);
             let what = format!("gather of rows of {inner}, {dtype:?}");
             let out = agree(&f, &[x.clone(), idx], 0, &what).expect("no error");
             // Row 2 of the result is row 2 of x, entry by entry.
@@ -651,23 +651,11 @@ fn elementwise_loops_write_over_operands_nothing_reads_later() {
         ];
         let out = agree(&f, &inputs, 0, &what).expect("no error");
         if read_after {
-            let hx = inputs[0]
-                .to_f64()
-                .into_dimensionality::<ndarray::Ix2>()
-                .unwrap();
-            let wx = inputs[1]
-                .to_f64()
-                .into_dimensionality::<ndarray::Ix2>()
-                .unwrap();
-            let vx = inputs[2]
-                .to_f64()
-                .into_dimensionality::<ndarray::Ix2>()
-                .unwrap();
-            let want = hx.dot(&wx).dot(&vx);
-            let got = out[4]
-                .to_f64()
-                .into_dimensionality::<ndarray::Ix2>()
-                .unwrap();
+            let matrix = |t: &Tensor| t.to_f64().into_dimensionality::<ndarray::Ix2>().unwrap();
+            let want = matrix(&inputs[0])
+                .dot(&matrix(&inputs[1]))
+                .dot(&matrix(&inputs[2]));
+            let got = matrix(&out[4]);
             assert!((&got - &want).iter().all(|d| d.abs() < 1e-12), "{what}");
         }
     }
@@ -910,7 +898,7 @@ proptest! {
     #[test]
     fn random_functions_agree((shape, xs, ys, ks, ops, f32) in case()) {
         let f = random_func(&shape, &ops, f32);
-        let k = Tensor::Int(ArrayD::from_shape_vec(IxDyn(&shape), ks).expect("shape"));
+        let k = int_tensor(ks, &shape);
         agree(&f, &[floats(xs, &shape), floats(ys, &shape), k], 0, "random function");
     }
 }
