@@ -1203,14 +1203,7 @@ fn quiet_run(text: &str) -> RunResult {
     let (a, b) = both(&c, &s, None);
     agree(&a, &b).expect("agree");
     let (a, b) = (a.expect("runs"), b.expect("runs"));
-    let bits = |r: &RunResult| -> Vec<(u64, Vec<Option<u64>>)> {
-        r.trajectory
-            .rows
-            .iter()
-            .map(|(k, row)| (*k, row.iter().map(|x| x.map(f64::to_bits)).collect()))
-            .collect()
-    };
-    assert_eq!(bits(&a), bits(&b));
+    assert_eq!(common::trajectory_bits(&a), common::trajectory_bits(&b));
     assert_eq!(
         (a.status, a.steps, &a.message),
         (b.status, b.steps, &b.message)

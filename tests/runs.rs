@@ -58,14 +58,12 @@ fn every_program_runs_and_reruns_bit_identically() {
         );
         assert!(!a.trajectory.rows.is_empty(), "{}: no rows", p.display());
         let b = run_file(p, 12);
-        let bits = |r: &RunResult| -> Vec<(u64, Vec<Option<u64>>)> {
-            r.trajectory
-                .rows
-                .iter()
-                .map(|(s, v)| (*s, v.iter().map(|x| x.map(f64::to_bits)).collect()))
-                .collect()
-        };
-        assert_eq!(bits(&a), bits(&b), "{}: two runs differ", p.display());
+        assert_eq!(
+            common::trajectory_bits(&a),
+            common::trajectory_bits(&b),
+            "{}: two runs differ",
+            p.display()
+        );
     }
 }
 

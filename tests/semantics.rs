@@ -3,6 +3,9 @@
 //! per-param rules, user-defined optimizers, keyed random draws, batches, the record
 //! schedule, `stop when`, consts computed from data, and files loaded at run time.
 
+mod common;
+use common::trajectory_bits;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -130,14 +133,6 @@ fn scalar_at(r: &RunResult, row: usize, name: &str) -> f64 {
 fn bits(v: &[Vec<f64>]) -> Vec<Vec<u64>> {
     v.iter()
         .map(|r| r.iter().map(|x| x.to_bits()).collect())
-        .collect()
-}
-
-fn all_bits(r: &RunResult) -> Vec<(u64, Vec<Option<u64>>)> {
-    r.trajectory
-        .rows
-        .iter()
-        .map(|(s, v)| (*s, v.iter().map(|x| x.map(f64::to_bits)).collect()))
         .collect()
 }
 
@@ -643,8 +638,8 @@ fn langevin_is_reproducible_seeded_and_gd_at_huge_beta() {
     let a = run_text(&langevin_src("1.0"));
     let b = run_text(&langevin_src("1.0"));
     assert_eq!(
-        all_bits(&a),
-        all_bits(&b),
+        trajectory_bits(&a),
+        trajectory_bits(&b),
         "same seed, different trajectories"
     );
     let c = run_with(&langevin_src("1.0"), &["seed=1"], None);
@@ -697,8 +692,8 @@ fn perturbed_gd_kicks_only_below_the_threshold_and_is_seeded() {
     let a = run_text(&perturbed_src("1e9"));
     let b = run_text(&perturbed_src("1e9"));
     assert_eq!(
-        all_bits(&a),
-        all_bits(&b),
+        trajectory_bits(&a),
+        trajectory_bits(&b),
         "same seed, different trajectories"
     );
     let c = run_with(&perturbed_src("1e9"), &["seed=3"], None);
@@ -799,7 +794,7 @@ fn samples_differ_between_steps_and_repeat_across_runs() {
     let src = "param w: [3] = 0\nsample s = randn(3)\nsample e = 0.1 * randn(3)\nloss = 0.5 * sum((w - s - e)^2)\ntrain {\n  optimizer gd(lr = 0.5)\n  steps 4\n  record every 1 { s, e }\n}\n";
     let a = run_text(src);
     let b = run_text(src);
-    assert_eq!(all_bits(&a), all_bits(&b));
+    assert_eq!(trajectory_bits(&a), trajectory_bits(&b));
     let s = series(&a, "s");
     for (i, si) in s.iter().enumerate() {
         for (j, sj) in s[..i].iter().enumerate() {

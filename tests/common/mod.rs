@@ -83,3 +83,13 @@ pub fn bench_workspace(tag: &str) -> Result<PathBuf, String> {
     }
     Ok(dir)
 }
+
+/// Every recorded row of a run, each cell as its bits: two runs that agree bit for bit
+/// give equal vectors.
+pub fn trajectory_bits(r: &traj::train::RunResult) -> Vec<(u64, Vec<Option<u64>>)> {
+    r.trajectory
+        .rows
+        .iter()
+        .map(|(k, row)| (*k, row.iter().map(|x| x.map(f64::to_bits)).collect()))
+        .collect()
+}
