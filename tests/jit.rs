@@ -662,6 +662,80 @@ fn elementwise_loops_write_over_operands_nothing_reads_later() {
 }
 
 #[test]
+fn a_relu_step_runs_in_one_buffer_once_its_masks_read_the_relu() {
+    // wide's step: `h = x @ w'`, `z = relu(h)` read by two matrix-vector products (one
+    // through a lazy transpose), then `select(h >= 0, r v', 0)`. Once `opt::untied_masks`
+    // makes the mask `z > 0`, the ReLU writes over h and the select over z (their last
+    // readers come first), and every value keeps its bits where nothing ties. With the
+    // transposed product of z after the select, the select must not write over z.
+    use traj::ir::Prim;
+    use traj::jit::layout::{in_place, storage};
+    for late in [false, true] {
+        let (m, k, n) = (8, 4, 12);
+        let mut b = Builder::new();
+        let x = b.input("x", DType::Float, vec![m, k]);
+        let w = b.input("w", DType::Float, vec![n, k]);
+        let v = b.input("v", DType::Float, vec![n, 1]);
+        let r = b.input("r", DType::Float, vec![m, 1]);
+        let wt = b.transpose(w, &[1, 0]);
+        let h = b.matmul(x, wt);
+        let zero = b.scalar(0.0);
+        let z = b.binary(Binary::Max, h, zero);
+        let f_out = b.matmul(z, v);
+        b.output("f", f_out);
+        let zt = b.transpose(z, &[1, 0]);
+        if !late {
+            let ga = b.matmul(zt, r);
+            b.output("grad:v", ga);
+        }
+        let vt = b.transpose(v, &[1, 0]);
+        let outer = b.matmul(r, vt);
+        let open = b.binary(Binary::Ge, h, zero);
+        let back = b.select(open, outer, zero);
+        let bt = b.transpose(back, &[1, 0]);
+        let gw = b.matmul(bt, x);
+        b.output("grad:w", gw);
+        if late {
+            let ga = b.matmul(zt, r);
+            b.output("grad:v", ga);
+        }
+        let tie = b.binary(Binary::Eq, h, zero);
+        let ties = b.reduce(Reduce::Sum, tie, None);
+        b.output("ties", ties);
+        let plain = traj::opt::run(&b.finish()).expect("passes verify");
+        let f = traj::opt::untied_masks(&plain);
+        let over = in_place(&f, &storage(&f));
+        let find = |p: &dyn Fn(&Prim) -> bool| (0..f.insts.len()).find(|i| p(&f.insts[*i].prim));
+        let hv = (0..f.insts.len())
+            .find(|i| f.insts[*i].prim == Prim::MatMul && f.insts[*i].shape == [m, n])
+            .expect("h");
+        let relu = find(&|p| *p == Prim::Binary(Binary::Max)).expect("relu");
+        let select = find(&|p| *p == Prim::Select).expect("select");
+        assert_eq!(over[relu], Some(hv), "late: {late}");
+        assert_eq!(over[select], (!late).then_some(relu), "late: {late}");
+        let t = |shape: &[usize], at: &dyn Fn(usize) -> f64| {
+            floats((0..shape.iter().product()).map(at).collect(), shape)
+        };
+        let inputs = [
+            t(&[m, k], &|i| ((i * 7) % 11) as f64 * 0.3 - 1.45),
+            t(&[n, k], &|i| ((i * 5) % 9) as f64 * 0.25 - 0.95),
+            t(&[n, 1], &|i| (i % 5) as f64 * 0.5 - 1.0),
+            t(&[m, 1], &|i| (i % 3) as f64 - 1.25),
+        ];
+        let got = agree(&f, &inputs, 0, "one buffer").expect("no error");
+        assert_eq!(
+            got[3].to_f64().iter().next(),
+            Some(&0.0),
+            "the inputs have no tie"
+        );
+        let want = interp::eval(&plain, &inputs, Env::default()).expect("eval");
+        for (g, w) in got.iter().zip(&want) {
+            same(g, w).expect("the rewrite keeps every bit");
+        }
+    }
+}
+
+#[test]
 fn empty_tensors_agree() {
     let mut b = Builder::new();
     let x = b.input("x", DType::Float, vec![0, 3]);

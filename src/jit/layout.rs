@@ -290,15 +290,34 @@ fn overwrites(
     storage[v] == Storage::Own
         && inline_elementwise(f, v)
         && f.insts[v].shape == f.insts[input].shape
-        && f.insts.iter().enumerate().all(|(u, inst)| {
-            // The loop that reads `input` for `u`: a flag count's host loop, if it has one.
-            let in_loop = || {
+        && read_by(f, storage, hosts, &outputs(f), input, v)
+}
+
+/// Whether every read of `x`'s buffer happens in a loop (or call) no later than `v`'s: a
+/// view or lazy transpose of it (not an output) is read where its own users read it.
+fn read_by(
+    f: &Func,
+    storage: &[Storage],
+    hosts: &HashMap<usize, usize>,
+    output: &[bool],
+    x: usize,
+    v: usize,
+) -> bool {
+    f.insts.iter().enumerate().all(|(u, inst)| {
+        if !inst.args.contains(&x) {
+            return true;
+        }
+        match storage[u] {
+            // The loop that reads `x` for `u`: a flag count's host loop, if it has one.
+            Storage::Own | Storage::Fused => {
                 let root = loop_root(f, storage, u);
-                hosts.get(&root).copied().unwrap_or(root)
-            };
-            !inst.args.contains(&input)
-                || (matches!(storage[u], Storage::Own | Storage::Fused) && in_loop() <= v)
-        })
+                hosts.get(&root).copied().unwrap_or(root) <= v
+            }
+            Storage::Lazy | Storage::View { .. } => {
+                !output[u] && read_by(f, storage, hosts, output, u, v)
+            }
+        }
+    })
 }
 
 /// For each instruction, the earlier one whose buffer it writes its value over: an inline

@@ -137,6 +137,15 @@ fn checked_func(f: Func, what: &str) -> Result<Func, String> {
     crate::opt::run(&f)
 }
 
+/// The plan's fast gradient: verified and simplified, then its piece masks read the
+/// pieces (`opt::untied_masks`: its values are used only where no entry ties).
+fn fast_gradient(f: Func) -> Result<Func, String> {
+    let f = crate::opt::untied_masks(&checked_func(f, "gradient")?);
+    verify(&f)
+        .map_err(|e| format!("internal error: IR after `untied_masks` does not verify: {e}"))?;
+    Ok(f)
+}
+
 /// `opt::quiet`'s variant of a simplified gradient function, simplified in turn.
 fn quiet_gradient(grad: &Func) -> Result<Option<Func>, String> {
     crate::opt::quiet::quiet(grad)
@@ -164,9 +173,9 @@ pub fn dump(checked: &Checked, statics: &Statics, stage: &str) -> Result<String,
     verify(&f)?;
     match stage {
         "grad" => Ok(crate::ir::print(&f)),
-        "clif" => crate::jit::clif_text(&crate::opt::run(&f)?),
+        "clif" => crate::jit::clif_text(&fast_gradient(f)?),
         _ => {
-            let f = crate::opt::run(&f)?;
+            let f = fast_gradient(f)?;
             let mut text = crate::ir::print(&f);
             if let Some(q) = quiet_gradient(&f)? {
                 text.push_str("# at steps that record nothing (`opt::quiet`):\n");
@@ -225,7 +234,7 @@ pub fn build(
     let ties = ties_into(&mut l.b, loss, &pv);
     output_gradient(&mut l, loss, &params, &grads);
     l.b.output("ties", ties);
-    let grad_fast = checked_func(l.b.finish(), "gradient")?;
+    let grad_fast = fast_gradient(l.b.finish())?;
     let grad_quiet = quiet_gradient(&grad_fast)?;
 
     // Loss and gradient along a direction (Kakade & Lee).
