@@ -269,7 +269,7 @@ pub fn owner(f: &Func, storage: &[Storage], v: usize) -> usize {
 /// over the buffer of `input` (of its shape): every read of `input` happens in a loop
 /// before `v`'s, or inside `v`'s at the element being written.
 pub fn overwrites_safely(f: &Func, storage: &[Storage], v: usize, input: usize) -> bool {
-    overwrites(f, storage, &count_hosts(f, storage), v, input)
+    overwrites(f, storage, &count_hosts(f, storage), &outputs(f), v, input)
 }
 
 /// For each flag count computed in an earlier loop, that loop's instruction.
@@ -284,13 +284,14 @@ fn overwrites(
     f: &Func,
     storage: &[Storage],
     hosts: &HashMap<usize, usize>,
+    output: &[bool],
     v: usize,
     input: usize,
 ) -> bool {
     storage[v] == Storage::Own
         && inline_elementwise(f, v)
         && f.insts[v].shape == f.insts[input].shape
-        && read_by(f, storage, hosts, &outputs(f), input, v)
+        && read_by(f, storage, hosts, output, input, v)
 }
 
 /// Whether every read of `x`'s buffer happens in a loop (or call) no later than `v`'s: a
@@ -345,7 +346,7 @@ pub fn in_place(f: &Func, storage: &[Storage]) -> Vec<Option<usize>> {
                 && !taken[s]
                 && !matches!(inst.prim, Prim::Input(_) | Prim::Const(_))
                 && inst.dtype == DType::Float
-                && overwrites(f, storage, &hosts, v, s)
+                && overwrites(f, storage, &hosts, &output, v, s)
         });
         if let Some(s) = free {
             taken[s] = true;

@@ -470,7 +470,7 @@ pub fn untied_masks(f: &Func) -> Func {
         };
         let untied = counted.contains(&(a, c)) || counted.contains(&(c, a));
         match piece.get(&(of, a, c)) {
-            Some(&m) if untied && floats(a) && floats(c) && floats(m) => {
+            Some(&m) if untied && floats(a) && floats(c) => {
                 inst.prim = Prim::Binary(strict);
                 inst.args = vec![index[m], index[c]];
                 inst
@@ -581,7 +581,7 @@ mod tests {
         interp::eval(f, inputs, Env::default()).expect("eval")
     }
 
-    fn floats(v: Vec<f64>, shape: &[usize]) -> Tensor {
+    pub(super) fn floats(v: Vec<f64>, shape: &[usize]) -> Tensor {
         Tensor::Float(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).expect("shape"))
     }
 

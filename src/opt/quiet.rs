@@ -376,12 +376,9 @@ fn binary(op: Binary, a: Range, b: Range) -> Option<Range> {
 mod tests {
     use super::*;
     use crate::interp::{self, Env, math};
+    use crate::opt::tests::floats;
     use crate::tensor::Tensor;
     use ndarray::{ArrayD, IxDyn};
-
-    fn floats(v: Vec<f64>, shape: &[usize]) -> Tensor {
-        Tensor::Float(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
-    }
 
     /// Logistic regression's gradient function as `train::compile` lays it out: outputs
     /// loss = mean(logaddexp(z, 0)) with z = X w, grad:w = X' sigmoid(z) / 5, ties.

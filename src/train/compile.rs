@@ -159,17 +159,13 @@ fn quiet_gradient(grad: &Func) -> Result<Option<Func>, String> {
 /// Cranelift IR the JIT compiles `opt` to.
 pub fn dump(checked: &Checked, statics: &Statics, stage: &str) -> Result<String, String> {
     let params = params_of(checked);
-    let (mut l, pv, _) = with_params(checked, statics, &params);
-    let loss = loss_var(&mut l, checked)?;
     if stage == "ir" {
+        let (mut l, _, _) = with_params(checked, statics, &params);
+        let loss = loss_var(&mut l, checked)?;
         l.b.output("loss", loss);
         return Ok(crate::ir::print(&l.b.finish()));
     }
-    let grads = grad_into(&mut l.b, loss, &pv, &Ties::Default)?;
-    let ties = ties_into(&mut l.b, loss, &pv);
-    output_gradient(&mut l, loss, &params, &grads);
-    l.b.output("ties", ties);
-    let f = l.b.finish();
+    let f = gradient_func(checked, statics, &params)?;
     verify(&f)?;
     match stage {
         "grad" => Ok(crate::ir::print(&f)),
@@ -184,6 +180,23 @@ pub fn dump(checked: &Checked, statics: &Statics, stage: &str) -> Result<String,
             Ok(text)
         }
     }
+}
+
+/// The loss with its gradient by reverse mode and its tie count (outputs `loss,
+/// grad:P..., ties`), before simplification: what `traj ir --stage grad` prints and
+/// `fast_gradient` makes the plan's fast gradient of.
+fn gradient_func(
+    checked: &Checked,
+    statics: &Statics,
+    params: &[ParamInfo],
+) -> Result<Func, String> {
+    let (mut l, pv, _) = with_params(checked, statics, params);
+    let loss = loss_var(&mut l, checked)?;
+    let grads = grad_into(&mut l.b, loss, &pv, &Ties::Default)?;
+    let ties = ties_into(&mut l.b, loss, &pv);
+    output_gradient(&mut l, loss, params, &grads);
+    l.b.output("ties", ties);
+    Ok(l.b.finish())
 }
 
 /// A Lowerer whose params and step are inputs.
@@ -228,13 +241,7 @@ pub fn build(
         .sum();
 
     // Loss and gradient, fast variant.
-    let (mut l, pv, _) = with_params(checked, statics, &params);
-    let loss = loss_var(&mut l, checked)?;
-    let grads = grad_into(&mut l.b, loss, &pv, &Ties::Default)?;
-    let ties = ties_into(&mut l.b, loss, &pv);
-    output_gradient(&mut l, loss, &params, &grads);
-    l.b.output("ties", ties);
-    let grad_fast = fast_gradient(l.b.finish())?;
+    let grad_fast = fast_gradient(gradient_func(checked, statics, &params)?)?;
     let grad_quiet = quiet_gradient(&grad_fast)?;
 
     // Loss and gradient along a direction (Kakade & Lee).
