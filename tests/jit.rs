@@ -71,6 +71,11 @@ fn floats(v: Vec<f64>, shape: &[usize]) -> Tensor {
     Tensor::Float(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
 }
 
+/// A float tensor of `shape` whose entry at row-major index `i` is `at(i)`.
+fn filled(shape: &[usize], at: &dyn Fn(usize) -> f64) -> Tensor {
+    floats((0..shape.iter().product()).map(at).collect(), shape)
+}
+
 /// An int tensor of `shape` holding `v` in row-major order.
 fn int_tensor(v: Vec<i64>, shape: &[usize]) -> Tensor {
     Tensor::Int(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
@@ -628,26 +633,23 @@ fn elementwise_loops_write_over_operands_nothing_reads_later() {
         let want = (!read_after).then_some(hv);
         assert_eq!(over[select], want, "read after: {read_after}");
         let what = format!("in place, read after: {read_after}");
-        let t = |shape: &[usize], at: &dyn Fn(usize) -> f64| {
-            floats((0..shape.iter().product()).map(at).collect(), shape)
-        };
         // Entries of h that are exactly 0 (ties) and of either sign.
         let inputs = [
-            t(&[m, k], &|i| {
+            filled(&[m, k], &|i| {
                 if i % 5 == 0 {
                     0.0
                 } else {
                     (i % 7) as f64 - 3.0
                 }
             }),
-            t(&[k, n], &|i| {
+            filled(&[k, n], &|i| {
                 if i % 3 == 0 {
                     0.0
                 } else {
                     (i % 4) as f64 - 1.5
                 }
             }),
-            t(&[n, 3], &|i| (i % 5) as f64 * 0.25 - 0.5),
+            filled(&[n, 3], &|i| (i % 5) as f64 * 0.25 - 0.5),
         ];
         let out = agree(&f, &inputs, 0, &what).expect("no error");
         if read_after {
@@ -713,14 +715,11 @@ fn a_relu_step_runs_in_one_buffer_once_its_masks_read_the_relu() {
         let select = find(&|p| *p == Prim::Select).expect("select");
         assert_eq!(over[relu], Some(hv), "late: {late}");
         assert_eq!(over[select], (!late).then_some(relu), "late: {late}");
-        let t = |shape: &[usize], at: &dyn Fn(usize) -> f64| {
-            floats((0..shape.iter().product()).map(at).collect(), shape)
-        };
         let inputs = [
-            t(&[m, k], &|i| ((i * 7) % 11) as f64 * 0.3 - 1.45),
-            t(&[n, k], &|i| ((i * 5) % 9) as f64 * 0.25 - 0.95),
-            t(&[n, 1], &|i| (i % 5) as f64 * 0.5 - 1.0),
-            t(&[m, 1], &|i| (i % 3) as f64 - 1.25),
+            filled(&[m, k], &|i| ((i * 7) % 11) as f64 * 0.3 - 1.45),
+            filled(&[n, k], &|i| ((i * 5) % 9) as f64 * 0.25 - 0.95),
+            filled(&[n, 1], &|i| (i % 5) as f64 * 0.5 - 1.0),
+            filled(&[m, 1], &|i| (i % 3) as f64 - 1.25),
         ];
         let got = agree(&f, &inputs, 0, "one buffer").expect("no error");
         assert_eq!(
