@@ -713,7 +713,7 @@ fn loops_never_write_over_an_operand_still_read_at_other_elements() {
         let over = in_place(&f, &storage(&f));
         assert_eq!(over[out] == Some(c), may_take, "{what}: {over:?}");
         let x = filled(&[m, n], &|i| i as f64 - 2.5);
-        let got = agree(&f, &[x.clone()], 0, what).expect("no error");
+        let got = agree(&f, std::slice::from_ref(&x), 0, what).expect("no error");
         // By hand: 3 (-x + V(-x)), summed along rows and columns (exact: quarters).
         let xs = x.to_f64();
         let want = |i: usize, j: usize| {
