@@ -664,6 +664,84 @@ fn elementwise_loops_write_over_operands_nothing_reads_later() {
 }
 
 #[test]
+fn loops_never_write_over_an_operand_still_read_at_other_elements() {
+    // `c = -x` read by `3 (c + V(c))`. Where V reads c in the loop at other elements
+    // (a broadcast element, row or offset row of c: views of its buffer), the add must not
+    // write over c; where V is computed before the loop (a strided column, a transpose) or
+    // reads c at the element written (a reshape of all of it), it may.
+    use traj::ir::Var;
+    use traj::jit::layout::{in_place, storage};
+    let (m, n) = (3, 3);
+    type View = fn(&mut Builder, Var) -> Var;
+    let cases: [(&str, View, bool); 6] = [
+        (
+            "element",
+            |b, c| {
+                let e = b.slice(c, &[(0, 1), (0, 1)]);
+                b.reshape(e, &[])
+            },
+            false,
+        ),
+        ("first row", |b, c| b.slice(c, &[(0, 1), (0, 3)]), false),
+        ("last row", |b, c| b.slice(c, &[(2, 3), (0, 3)]), false),
+        ("column", |b, c| b.slice(c, &[(0, 3), (1, 2)]), true),
+        ("transpose", |b, c| b.transpose(c, &[1, 0]), true),
+        (
+            "reshape of all",
+            |b, c| {
+                let flat = b.reshape(c, &[9]);
+                b.reshape(flat, &[3, 3])
+            },
+            true,
+        ),
+    ];
+    for (what, view, may_take) in cases {
+        let mut b = Builder::new();
+        let x = b.input("x", DType::Float, vec![m, n]);
+        let c = b.unary(Unary::Neg, x);
+        let v = view(&mut b, c);
+        let sum = b.binary(Binary::Add, c, v);
+        let three = b.scalar(3.0);
+        let out = b.binary(Binary::Mul, sum, three);
+        // Two reductions read it (so it is stored, not fused, and not an output).
+        let rows = b.reduce(Reduce::Sum, out, Some(vec![1]));
+        let cols = b.reduce(Reduce::Sum, out, Some(vec![0]));
+        b.output("rows", rows);
+        b.output("cols", cols);
+        let f = b.finish();
+        // The add is fused into the product's loop, which may take c's buffer.
+        let over = in_place(&f, &storage(&f));
+        assert_eq!(over[out] == Some(c), may_take, "{what}: {over:?}");
+        let x = filled(&[m, n], &|i| i as f64 - 2.5);
+        let got = agree(&f, std::slice::from_ref(&x), 0, what).expect("no error");
+        // By hand: 3 (-x + V(-x)), summed along rows and columns (exact: quarters).
+        let xs = x.to_f64();
+        let want = |i: usize, j: usize| {
+            let c = |i: usize, j: usize| -xs[[i, j]];
+            let v = match what {
+                "element" => c(0, 0),
+                "first row" => c(0, j),
+                "last row" => c(2, j),
+                "column" => c(i, 1),
+                "transpose" => c(j, i),
+                _ => c(i, j),
+            };
+            3.0 * (c(i, j) + v)
+        };
+        let (rows, cols) = (got[0].to_f64(), got[1].to_f64());
+        for k in 0..3 {
+            let row: f64 = (0..n).map(|j| want(k, j)).sum();
+            let col: f64 = (0..m).map(|i| want(i, k)).sum();
+            assert_eq!(
+                (rows[[k]], cols[[k]]),
+                (row, col),
+                "{what}: row and column {k}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_relu_step_runs_in_one_buffer_once_its_masks_read_the_relu() {
     // wide's step: `h = x @ w'`, `z = relu(h)` read by two matrix-vector products (one
     // through a lazy transpose), then `select(h >= 0, r v', 0)`. Once `opt::untied_masks`

@@ -120,6 +120,66 @@ fn expand(b: &mut Builder, r: Var, x_shape: &[usize], axes: &[usize]) -> Var {
     b.broadcast(r, x_shape)
 }
 
+/// For each entry of `x`, the product of the other entries of its block along `axes`
+/// (the derivative of `prod(x, axes)`): the product of the entries before it times the
+/// product of those after it, each an exclusive scan, as JAX computes it. Nothing is
+/// divided by an entry, so exact zeros give the exact gradient (`prod([0, 3])` has
+/// gradient `[3, 0]`).
+fn others_product(b: &mut Builder, x: Var, axes: &[usize]) -> Var {
+    let xs = b.shape(x);
+    // The reduced axes last, flattened to one: blocks are the rows of [rest, n].
+    let kept: Vec<usize> = (0..xs.len()).filter(|a| !axes.contains(a)).collect();
+    let perm: Vec<usize> = kept.iter().chain(axes).copied().collect();
+    let rest: usize = kept.iter().map(|a| xs[*a]).product();
+    let n: usize = axes.iter().map(|a| xs[*a]).product();
+    let moved = b.transpose(x, &perm);
+    let moved_shape = b.shape(moved);
+    let rows = b.reshape(moved, &[rest, n]);
+    let before = exclusive_product_scan(b, rows, false);
+    let after = exclusive_product_scan(b, rows, true);
+    let others = b.binary(Binary::Mul, before, after);
+    let others = b.reshape(others, &moved_shape);
+    let mut inverse = vec![0; perm.len()];
+    for (i, p) in perm.iter().enumerate() {
+        inverse[*p] = i;
+    }
+    b.transpose(others, &inverse)
+}
+
+/// Along the rows of `m` ([rest, n]): at column j the product of the entries before it
+/// (after it when `reverse`), 1.0 where there are none. A Hillis–Steele scan: ⌈log₂ n⌉
+/// products of the running result with itself shifted by 1, 2, 4, ... columns.
+fn exclusive_product_scan(b: &mut Builder, m: Var, reverse: bool) -> Var {
+    let (rest, n) = match b.shape(m)[..] {
+        [rest, n] => (rest, n),
+        _ => unreachable!("a matrix of blocks"),
+    };
+    // The row shifted `by` columns toward its end (its start when `reverse`), ones
+    // filling the columns it leaves.
+    let shift = |b: &mut Builder, a: Var, by: usize| -> Var {
+        let one = b.scalar(1.0);
+        if by >= n {
+            return b.broadcast(one, &[rest, n]);
+        }
+        let ones = b.broadcast(one, &[rest, by]);
+        if reverse {
+            let kept = b.slice(a, &[(0, rest), (by, n)]);
+            b.concat(&[kept, ones], 1)
+        } else {
+            let kept = b.slice(a, &[(0, rest), (0, n - by)]);
+            b.concat(&[ones, kept], 1)
+        }
+    };
+    let mut scan = shift(b, m, 1);
+    let mut by = 1;
+    while by < n {
+        let shifted = shift(b, scan, by);
+        scan = b.binary(Binary::Mul, scan, shifted);
+        by *= 2;
+    }
+    scan
+}
+
 fn add_into(b: &mut Builder, ct: &mut HashMap<Var, Var>, v: Var, g: Var) {
     let g = match ct.get(&v) {
         Some(prev) => b.binary(Binary::Add, *prev, g),
@@ -134,6 +194,7 @@ pub fn grad_into(b: &mut Builder, y: Var, wrt: &[Var], ties: &Ties) -> Result<Ve
     if !b.shape(y).is_empty() {
         return Err("the gradient of a non-scalar".into());
     }
+    let outer_span = b.span;
     let active = active_set(b, wrt);
     let needed = needed_set(b, y);
     let dir = match ties {
@@ -152,6 +213,8 @@ pub fn grad_into(b: &mut Builder, y: Var, wrt: &[Var], ties: &Ties) -> Result<Ve
         }
         let Some(&g) = ct.get(&i) else { continue };
         let inst = b.func.insts[i].clone();
+        // The derivative's instructions are located at the operation they differentiate.
+        b.span = inst.span;
         let args: Vec<Var> = inst.args.clone();
         let act = |k: usize| active.contains(&args[k]);
         let out = val(i);
@@ -350,10 +413,9 @@ pub fn grad_into(b: &mut Builder, y: Var, wrt: &[Var], ties: &Ties) -> Result<Ve
             }
             Prim::ReduceProd(axes) => {
                 let xs = b.shape(args[0]);
-                let ob = expand(b, out, &xs, axes);
                 let gb = expand(b, g, &xs, axes);
-                let q = b.binary(Binary::Div, ob, val(args[0]));
-                let d = b.binary(Binary::Mul, gb, q);
+                let others = others_product(b, val(args[0]), axes);
+                let d = b.binary(Binary::Mul, gb, others);
                 add_into(b, &mut ct, args[0], d);
             }
             Prim::Norm2(axes) => {
@@ -405,6 +467,7 @@ pub fn grad_into(b: &mut Builder, y: Var, wrt: &[Var], ties: &Ties) -> Result<Ve
             }
         }
     }
+    b.span = outer_span;
     Ok(wrt
         .iter()
         .map(|w| match ct.get(w) {
@@ -490,6 +553,7 @@ fn extreme_weights(
 /// values of class-D ops and of everything computed from them, and the count of
 /// unresolved class-D ties (see the module docs).
 pub fn jvp_into(b: &mut Builder, end: usize, seeds: &[(Var, Var)], ray: bool) -> Directional {
+    let outer_span = b.span;
     let mut d = Directional::default();
     for (x, t) in seeds {
         d.tangent.insert(*x, *t);
@@ -500,6 +564,7 @@ pub fn jvp_into(b: &mut Builder, end: usize, seeds: &[(Var, Var)], ray: bool) ->
             continue;
         }
         let inst = b.func.insts[i].clone();
+        b.span = inst.span;
         let args = inst.args.clone();
         let ray_changed = ray && args.iter().any(|a| d.ray.contains_key(a));
         let any_tangent = args.iter().any(|a| d.tangent.contains_key(a));
@@ -530,6 +595,7 @@ pub fn jvp_into(b: &mut Builder, end: usize, seeds: &[(Var, Var)], ray: bool) ->
             d.tangent.insert(i, t);
         }
     }
+    b.span = outer_span;
     d.unresolved = unresolved;
     d
 }
@@ -749,10 +815,8 @@ fn tangent_rule(b: &mut Builder, i: Var, rv: &[Var], args: &[Var], d: &Direction
         }
         Prim::ReduceProd(axes) => {
             let tx = t(0)?;
-            let xs = b.shape(rv[0]);
-            let ob = expand(b, out, &xs, axes);
-            let q = b.binary(Binary::Div, ob, rv[0]);
-            let m = b.binary(Binary::Mul, q, tx);
+            let others = others_product(b, rv[0], axes);
+            let m = b.binary(Binary::Mul, others, tx);
             b.reduce(Reduce::Sum, m, Some(axes.clone()))
         }
         Prim::Norm2(axes) => {
@@ -819,12 +883,14 @@ fn sum_products(b: &mut Builder, terms: [Option<(Var, Var, bool)>; 2]) -> Option
 pub fn ties_into(b: &mut Builder, y: Var, wrt: &[Var]) -> Var {
     let active = active_set(b, wrt);
     let needed = needed_set(b, y);
+    let outer_span = b.span;
     let mut total: Option<Var> = None;
     for i in 0..=y {
         if !needed.contains(&i) {
             continue;
         }
         let inst = b.func.insts[i].clone();
+        b.span = inst.span;
         let args = inst.args.clone();
         let any_active = args.iter().any(|a| active.contains(a));
         if !any_active {
@@ -863,5 +929,6 @@ pub fn ties_into(b: &mut Builder, y: Var, wrt: &[Var]) -> Var {
             });
         }
     }
+    b.span = outer_span;
     total.unwrap_or_else(|| b.scalar(0.0))
 }

@@ -266,8 +266,10 @@ pub fn owner(f: &Func, storage: &[Storage], v: usize) -> usize {
 }
 
 /// Whether `v`, an inline elementwise op computed in its own loop, may write its value
-/// over the buffer of `input` (of its shape): every read of `input` happens in a loop
-/// before `v`'s, or inside `v`'s at the element being written.
+/// over the buffer of `input` (of its shape): no value still to be read lives in that
+/// buffer. Every read of `input`, directly or through a view, lazy transpose or lazy
+/// broadcast, happens in a loop before `v`'s, or inside `v`'s at the element being
+/// written; and neither `input` nor a view of it is an output (read after every loop).
 pub fn overwrites_safely(f: &Func, storage: &[Storage], v: usize, input: usize) -> bool {
     overwrites(f, storage, &count_hosts(f, storage), &outputs(f), v, input)
 }
@@ -291,11 +293,15 @@ fn overwrites(
     storage[v] == Storage::Own
         && inline_elementwise(f, v)
         && f.insts[v].shape == f.insts[input].shape
-        && read_by(f, storage, hosts, output, input, v)
+        && read_by(f, storage, hosts, output, input, v, true)
 }
 
-/// Whether every read of `x`'s buffer happens in a loop (or call) no later than `v`'s: a
-/// view or lazy transpose of it (not an output) is read where its own users read it.
+/// Whether `x`'s buffer holds nothing still to be read once `v`'s loop has written an
+/// element: `x` is not an output, and every read of `x` happens in a loop (or call) before
+/// `v`'s, or in `v`'s own loop at the element it writes when `same_element` (`x` is
+/// indexed as `v` is). A view or lazy value of `x` is read where its own users read it;
+/// one that maps its elements to other positions (a broadcast, a transpose, a slice that
+/// is not all of `x`) is read at other elements, so its reads must all come before.
 fn read_by(
     f: &Func,
     storage: &[Storage],
@@ -303,7 +309,12 @@ fn read_by(
     output: &[bool],
     x: usize,
     v: usize,
+    same_element: bool,
 ) -> bool {
+    if output[x] {
+        return false;
+    }
+    let n = |i: usize| f.insts[i].shape.iter().product::<usize>();
     f.insts.iter().enumerate().all(|(u, inst)| {
         if !inst.args.contains(&x) {
             return true;
@@ -312,11 +323,14 @@ fn read_by(
             // The loop that reads `x` for `u`: a flag count's host loop, if it has one.
             Storage::Own | Storage::Fused => {
                 let root = loop_root(f, storage, u);
-                hosts.get(&root).copied().unwrap_or(root) <= v
+                let at = hosts.get(&root).copied().unwrap_or(root);
+                at < v || (at == v && same_element)
             }
-            Storage::Lazy | Storage::View { .. } => {
-                !output[u] && read_by(f, storage, hosts, output, u, v)
+            Storage::View { offset, .. } => {
+                let whole = offset == 0 && n(u) == n(x);
+                read_by(f, storage, hosts, output, u, v, same_element && whole)
             }
+            Storage::Lazy => read_by(f, storage, hosts, output, u, v, false),
         }
     })
 }

@@ -254,7 +254,7 @@ pub fn gradient_on(
             })
             .unwrap_or_default();
         return Err(format!(
-            "the gradient is not finite: `sqrt`, `log` or a division at 0 lies on its path, where no Clarke subgradient exists{at}"
+            "the gradient is not finite: `sqrt`, `log`, a division or a negative power at 0 lies on its path, where no Clarke subgradient exists{at}"
         ));
     }
     let gnorm = norm(&grads);
@@ -271,8 +271,9 @@ fn norm(grads: &[Tensor]) -> f64 {
 }
 
 /// The run's seed: the const `seed` (default 0).
-/// The first `sqrt` or `log` of an exact 0, or division by an exact 0, in `f`: where a
-/// gradient stops having a Clarke subgradient.
+/// The first `sqrt` or `log` of an exact 0, division by an exact 0 or 0 to a negative
+/// power in `f`: where a gradient stops having a Clarke subgradient. Instructions of the
+/// gradient carry the span of the operation they differentiate (`autodiff`).
 fn singular_op(
     f: &Func,
     inputs: &[Tensor],
@@ -281,11 +282,16 @@ fn singular_op(
     use crate::ir::{Binary, Prim, Unary};
     let vals = interp::eval_all(f, inputs, Env { seed }).ok()?;
     let has_zero = |v: usize| vals[v].to_f64().iter().any(|x| *x == 0.0);
+    let zero_to_negative = |x: usize, e: usize| {
+        let (x, e) = (vals[x].to_f64(), vals[e].to_f64());
+        x.iter().zip(e.iter()).any(|(x, e)| *x == 0.0 && *e < 0.0)
+    };
     f.insts.iter().find_map(|inst| {
         let op = match inst.prim {
             Prim::Unary(Unary::Sqrt) if has_zero(inst.args[0]) => "sqrt",
             Prim::Unary(Unary::Log) if has_zero(inst.args[0]) => "log",
             Prim::Binary(Binary::Div) if has_zero(inst.args[1]) => "/",
+            Prim::Binary(Binary::Pow) if zero_to_negative(inst.args[0], inst.args[1]) => "^",
             _ => return None,
         };
         Some((op, inst.span))
