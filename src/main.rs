@@ -539,8 +539,22 @@ fn sweep(
             return ExitCode::from(1);
         }
     };
-    let dir =
-        out.unwrap_or_else(|| traj::sweep::default_sweep_dir(file, std::time::SystemTime::now()));
+    // The sweep's folder is claimed as a run's is: locked, and refused if it holds anything.
+    let folder = match &out {
+        Some(dir) => traj::output::folder::RunFolder::claim_sweep(dir),
+        None => traj::output::folder::RunFolder::claim_new(&traj::sweep::default_sweep_dir(
+            file,
+            std::time::SystemTime::now(),
+        )),
+    };
+    let folder = match folder {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let dir = folder.dir().to_path_buf();
     let options = traj::sweep::SweepOptions {
         jobs,
         dir: dir.clone(),
@@ -554,7 +568,9 @@ fn sweep(
     let outcomes = traj::sweep::run_points(file, &points, &options, &ui);
     ui.finish();
     let csv = dir.join("sweep.csv");
-    if let Err(e) = traj::sweep::write_sweep_csv(&csv, &outcomes) {
+    let written = traj::sweep::write_sweep_csv(&csv, &outcomes);
+    drop(folder);
+    if let Err(e) = written {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }

@@ -513,3 +513,33 @@ fn sigint_ends_a_sweep_keeping_its_finished_points() {
 fn sigterm_ends_a_parallel_sweep_keeping_its_finished_points() {
     interrupt_sweep("2", libc::SIGTERM, 143);
 }
+
+#[test]
+fn a_sweep_never_writes_into_a_folder_that_holds_something() {
+    let dir = temp_dir("sweep-reuse");
+    let file = dir.join("sweep.traj");
+    std::fs::write(&file, SWEEP.replace("1_000_000_00", "")).expect("write");
+    let out = dir.join("out");
+    let o = traj(&["sweep", s(&file), "--out", s(&out)]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let before = std::fs::read_to_string(out.join("sweep.csv")).expect("sweep.csv");
+    assert_eq!(sweep_rows(&out.join("sweep.csv")).len(), 5);
+    assert!(!out.join(".traj-lock").exists());
+
+    let o = traj(&["sweep", s(&file), "--out", s(&out), "--seed", "4"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is not empty") && stderr.contains("sweep.csv"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("sweep.csv")).expect("sweep.csv"),
+        before
+    );
+}

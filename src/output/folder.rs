@@ -47,6 +47,16 @@ impl RunFolder {
     /// anything else, unless `replace` and all it holds is an earlier run's files, which are
     /// deleted.
     pub fn claim(dir: &Path, replace: bool) -> Result<RunFolder, String> {
+        RunFolder::claim_as(dir, replace, "pass --force to replace the run in it, or ")
+    }
+
+    /// Claims `dir` for a sweep: as [`RunFolder::claim`], refused if it holds anything.
+    pub fn claim_sweep(dir: &Path) -> Result<RunFolder, String> {
+        RunFolder::claim_as(dir, false, "")
+    }
+
+    /// `claim`, with `hint` before "choose another --out" when the folder is not empty.
+    fn claim_as(dir: &Path, replace: bool, hint: &str) -> Result<RunFolder, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create the run folder {}: {e}", dir.display()))?;
         let folder = RunFolder {
@@ -69,7 +79,7 @@ impl RunFolder {
         held.sort();
         if !replace {
             return Err(format!(
-                "the run folder {} is not empty (it holds {}): pass --force to replace the run in it, or choose another --out",
+                "the folder {} is not empty (it holds {}): {hint}choose another --out",
                 dir.display(),
                 held.join(", ")
             ));
@@ -78,7 +88,7 @@ impl RunFolder {
         if !foreign.is_empty() {
             let names: Vec<&str> = foreign.iter().map(|n| n.as_str()).collect();
             return Err(format!(
-                "the run folder {} holds files that no run wrote ({}); traj replaces only a run's files: choose another --out",
+                "the folder {} holds files that no run wrote ({}); traj replaces only a run's files: choose another --out",
                 dir.display(),
                 names.join(", ")
             ));
@@ -337,5 +347,132 @@ impl crate::train::Rows for TrajectoryWriter {
             self.flush()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::Rows;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("traj-folder-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn a_held_folder_is_refused_and_free_once_released() {
+        let dir = temp_dir("lock");
+        let first = RunFolder::claim(&dir, false).unwrap();
+        assert!(dir.join(LOCK_FILE).is_file());
+        let e = RunFolder::claim(&dir, false).unwrap_err();
+        assert!(e.contains("another run is writing into"), "{e}");
+        assert!(e.contains(&std::process::id().to_string()), "{e}");
+        // Even --force does not take a folder a run holds.
+        let e = RunFolder::claim(&dir, true).unwrap_err();
+        assert!(e.contains("another run is writing into"), "{e}");
+        drop(first);
+        assert!(!dir.join(LOCK_FILE).exists());
+        let again = RunFolder::claim(&dir, false).unwrap();
+        drop(again);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn default_folders_take_the_first_free_name() {
+        let root = temp_dir("names");
+        let base = root.join("runs").join("prog-20260101-000000");
+        let held: Vec<RunFolder> = (0..3)
+            .map(|_| RunFolder::claim_new(&base).unwrap())
+            .collect();
+        let names: Vec<String> = held
+            .iter()
+            .map(|f| f.dir().file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "prog-20260101-000000",
+                "prog-20260101-000000-2",
+                "prog-20260101-000000-3"
+            ]
+        );
+        drop(held);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn replacing_deletes_only_a_runs_files() {
+        let dir = temp_dir("replace");
+        std::fs::create_dir_all(dir.join("params")).unwrap();
+        for f in ["run.json", "trajectory.csv", "run.json.tmp", "params/W.npy"] {
+            std::fs::write(dir.join(f), "old").unwrap();
+        }
+        let e = RunFolder::claim(&dir, false).unwrap_err();
+        assert!(
+            e.contains("params, run.json, run.json.tmp, trajectory.csv") && e.contains("--force"),
+            "{e}"
+        );
+        let folder = RunFolder::claim(&dir, true).unwrap();
+        let left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, [LOCK_FILE]);
+        drop(folder);
+        std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        let e = RunFolder::claim(&dir, true).unwrap_err();
+        assert!(e.contains("notes.txt"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+            "mine"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rows_reach_the_file_whole_and_all_of_them_at_the_end() {
+        let dir = temp_dir("rows");
+        let folder = RunFolder::claim(&dir, false).unwrap();
+        let path = dir.join("trajectory.csv");
+        let mut w = folder.trajectory().unwrap();
+        w.start(&["loss".into(), "a,b".into()]).unwrap();
+        // The header is out at once.
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "step,loss,\"a,b\"\r\n"
+        );
+        let n = 20_000u64;
+        for k in 0..n {
+            w.push(
+                k,
+                vec![Some(k as f64 * 0.5), (k % 2 == 0).then_some(-1e300)],
+            )
+            .unwrap();
+            // Whatever was written out so far is whole rows.
+            if k % 997 == 0 {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(text.ends_with("\r\n"));
+            }
+        }
+        // More than FLUSH_BYTES of rows: some were written before the end.
+        let early = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert!(early > 1, "{early}");
+        w.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        assert_eq!(lines.len() as u64, n + 2);
+        assert_eq!(lines[1], "0,0.0,-1e300");
+        assert_eq!(lines[2], "1,0.5,");
+        assert_eq!(
+            lines[n as usize],
+            format!("{},{},", n - 1, (n - 1) as f64 * 0.5)
+        );
+        let e = w.push(n, vec![Some(1.0)]).unwrap_err();
+        assert!(e.contains("trajectory.csv") && e.contains("columns"), "{e}");
+        drop(folder);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

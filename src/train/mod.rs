@@ -888,3 +888,33 @@ fn sharpness(exec: &Exec, hvp: &Func, theta: &[Tensor], k: u64, seed: u64) -> Re
     };
     crate::observe::linalg::top_eigenvalue(n, &start, &mut apply, 1e-8)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Schedule` answers as the listed steps would, for every and log clauses together.
+    #[test]
+    fn the_schedule_computed_per_step_matches_the_listed_steps() {
+        for (every, logged, steps) in [(1, vec![], 50), (7, vec![0, 1, 3, 10, 31, 100], 100)] {
+            let schedule = Schedule(vec![
+                Due::Every(every),
+                Due::At(logged.iter().copied().collect()),
+            ]);
+            let listed: BTreeSet<u64> = (0..=steps)
+                .step_by(every as usize)
+                .chain(logged.iter().copied())
+                .collect();
+            for k in 0..=steps {
+                assert_eq!(schedule.any_due(k), listed.contains(&k), "{k}");
+                assert_eq!(schedule.due(0, k), k % every == 0, "{k}");
+                assert_eq!(schedule.due(1, k), logged.contains(&k), "{k}");
+                let next = listed.range(k..).next().copied();
+                assert_eq!(schedule.next_due(k).filter(|n| *n <= steps), next, "{k}");
+            }
+        }
+        // No overflow near the end of the step range.
+        assert_eq!(Due::Every(10).next(u64::MAX - 3), None);
+        assert_eq!(Due::Every(1).next(u64::MAX), Some(u64::MAX));
+    }
+}
