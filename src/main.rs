@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -49,6 +49,9 @@ enum Command {
         /// The run folder (default `runs/NAME-TIMESTAMP/`).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace the run already in `--out` (a folder holding another run is refused).
+        #[arg(long)]
+        force: bool,
         #[arg(long, value_enum, default_value = "jit")]
         backend: Backend,
     },
@@ -138,6 +141,39 @@ fn keep_freed_memory() {
     }
 }
 
+/// Set by the first SIGINT or SIGTERM: the run ends at the next step boundary.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The signal that set [`INTERRUPTED`].
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_interrupt(signal: libc::c_int) {
+    SIGNAL.store(signal, Ordering::Relaxed);
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// From now on SIGINT and SIGTERM set [`INTERRUPTED`] instead of ending the process; a
+/// second one ends it at once (the handler is reset when it runs).
+fn catch_interrupts() -> Option<&'static AtomicBool> {
+    #[cfg(unix)]
+    // SAFETY: the handler only stores to atomics, which is async-signal-safe; the action
+    // struct is fully initialized (zeroed, then its fields set).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESETHAND | libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        for signal in [libc::SIGINT, libc::SIGTERM] {
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+    Some(&INTERRUPTED)
+}
+
+/// The exit code of a command ended by an interrupt: 128 + the signal, as a shell reports.
+fn interrupted_exit() -> ExitCode {
+    ExitCode::from(128u8.saturating_add(SIGNAL.load(Ordering::Relaxed).clamp(0, 127) as u8))
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
@@ -170,13 +206,14 @@ fn dispatch(cli: Cli) -> ExitCode {
             seed,
             steps,
             out,
+            force,
             backend,
         } => {
             let mut set = set;
             if let Some(s) = seed {
                 set.push(format!("seed={s}"));
             }
-            run_program(&file, &set, steps, out, backend.into())
+            run_program(&file, &set, steps, out, force, backend.into())
         }
         Command::Sweep {
             file,
@@ -245,12 +282,30 @@ fn run_program(
     set: &[String],
     steps: Option<u64>,
     out: Option<PathBuf>,
+    force: bool,
     backend: traj::train::Backend,
 ) -> ExitCode {
     let (checked, sources) = match checked_or_report(file, set) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // The folder is claimed before compiling: a folder that cannot be written, or holds
+    // another run, is found before any work is done.
+    let folder = match &out {
+        Some(dir) => traj::output::folder::RunFolder::claim(dir, force),
+        None => traj::output::folder::RunFolder::claim_new(&traj::output::default_run_dir(
+            file,
+            std::time::SystemTime::now(),
+        )),
+    };
+    let folder = match folder {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let dir = folder.dir().to_path_buf();
     let bar = std::io::stderr().is_terminal().then(|| {
         StepBar::new(
             &MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)),
@@ -261,43 +316,25 @@ fn run_program(
         steps,
         progress: bar.as_ref().map(StepBar::progress),
         backend,
+        interrupt: catch_interrupts(),
     };
-    let result = traj::train::run(&checked, &sources, &options);
+    let result = traj::train::run_to_folder(file, &checked, &sources, &options, folder);
     if let Some(bar) = &bar {
         bar.finish();
     }
     let result = match result {
         Ok(r) => r,
         Err(message) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {message} ({} says so in run.json)", dir.display());
             return ExitCode::from(1);
         }
     };
-    let dir =
-        out.unwrap_or_else(|| traj::output::default_run_dir(file, std::time::SystemTime::now()));
-    let info = traj::sweep::run_info(file, &checked, &result, backend.name());
-    if let Err(e) = traj::output::write_run_folder(&dir, &info, &result.trajectory, &result.params)
-    {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
     if let Some(m) = &result.message {
         eprintln!("{m}");
     }
     let last = result
-        .trajectory
-        .rows
-        .last()
-        .map(|(s, cells)| {
-            let shown: Vec<(String, f64)> = result
-                .trajectory
-                .columns
-                .iter()
-                .zip(cells)
-                .filter_map(|(c, v)| v.map(|v| (c.clone(), v)))
-                .collect();
-            format!("step {s}: {}", show_values(&shown))
-        })
+        .last_step
+        .map(|s| format!("step {s}: {}", show_values(&result.last)))
         .unwrap_or_default();
     eprintln!(
         "{}: {} after {} steps in {:.3} s (compile {:.3} s); {last} → {}",
@@ -310,6 +347,7 @@ fn run_program(
     );
     match result.status {
         traj::train::Status::Finished | traj::train::Status::Stopped => ExitCode::SUCCESS,
+        traj::train::Status::Interrupted => interrupted_exit(),
         _ => ExitCode::from(1),
     }
 }
@@ -501,8 +539,22 @@ fn sweep(
             return ExitCode::from(1);
         }
     };
-    let dir =
-        out.unwrap_or_else(|| traj::sweep::default_sweep_dir(file, std::time::SystemTime::now()));
+    // The sweep's folder is claimed as a run's is: locked, and refused if it holds anything.
+    let folder = match &out {
+        Some(dir) => traj::output::folder::RunFolder::claim_sweep(dir),
+        None => traj::output::folder::RunFolder::claim_new(&traj::sweep::default_sweep_dir(
+            file,
+            std::time::SystemTime::now(),
+        )),
+    };
+    let folder = match folder {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let dir = folder.dir().to_path_buf();
     let options = traj::sweep::SweepOptions {
         jobs,
         dir: dir.clone(),
@@ -510,12 +562,15 @@ fn sweep(
         steps,
         color: use_color(),
         backend,
+        interrupt: catch_interrupts(),
     };
     let ui = SweepUi::new(points.len());
     let outcomes = traj::sweep::run_points(file, &points, &options, &ui);
     ui.finish();
     let csv = dir.join("sweep.csv");
-    if let Err(e) = traj::sweep::write_sweep_csv(&csv, &outcomes) {
+    let written = traj::sweep::write_sweep_csv(&csv, &outcomes);
+    drop(folder);
+    if let Err(e) = written {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
@@ -527,7 +582,11 @@ fn sweep(
             None => counts.push((name, 1)),
         }
     }
-    let counts: Vec<String> = counts.iter().map(|(n, c)| format!("{c} {n}")).collect();
+    let mut counts: Vec<String> = counts.iter().map(|(n, c)| format!("{c} {n}")).collect();
+    let not_started = points.len() - outcomes.len();
+    if not_started > 0 {
+        counts.push(format!("{not_started} not started"));
+    }
     eprintln!(
         "{}: {} points ({}) in {:.3} s → {}",
         file.display(),
@@ -536,7 +595,9 @@ fn sweep(
         started.elapsed().as_secs_f64(),
         csv.display()
     );
-    if outcomes.iter().any(traj::sweep::PointOutcome::failed) {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        interrupted_exit()
+    } else if outcomes.iter().any(traj::sweep::PointOutcome::failed) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

@@ -17,17 +17,21 @@
 //! * A swept const is a float at every point if any of its values or its default is one.
 //! * `--set k=v` of a swept const narrows that entry to the one value `v`.
 //! * A point fails (status `error`) when it does not check, does not compile, hits an
-//!   error while running, or its folder cannot be written; the other points still run. A
-//!   `diverged` point is a result, not a failure.
+//!   error while running, or its folder cannot be claimed or written; the other points
+//!   still run. A `diverged` point is a result, not a failure.
+//! * Once the interrupt flag is set (SIGINT, SIGTERM), running points end `interrupted`
+//!   with their rows and params, no new point starts, and `sweep.csv` lists the points that
+//!   ran; an interrupted point counts as failed.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
 use crate::diag::{Diagnostic, SourceMap, Span};
-use crate::output::{RunInfo, Trajectory, format_float, write_run_folder};
+use crate::output::folder::RunFolder;
+use crate::output::{RunInfo, Trajectory, format_float};
 use crate::sema::check::{Checked, Options, check_file, check_program};
 use crate::sema::modules::{SymKind, Symbol};
 use crate::sema::types::Scalar;
@@ -282,6 +286,8 @@ pub struct SweepOptions {
     pub color: bool,
     /// `--backend`.
     pub backend: train::Backend,
+    /// Set by SIGINT or SIGTERM: running points stop, no other starts.
+    pub interrupt: Option<&'static AtomicBool>,
 }
 
 /// What became of one point.
@@ -307,7 +313,7 @@ pub struct PointOutcome {
 
 impl PointOutcome {
     pub fn failed(&self) -> bool {
-        self.status == Status::Error
+        matches!(self.status, Status::Error | Status::Interrupted)
     }
 }
 
@@ -397,23 +403,19 @@ pub fn run_point(
         steps: options.steps,
         progress,
         backend: options.backend,
+        interrupt: options.interrupt,
     };
-    let result = match train::run(&checked, &sources, &run) {
-        Ok(r) => r,
-        Err(message) => {
-            out.message = Some(message);
-            return out;
+    let result = RunFolder::claim(&out.dir, false)
+        .and_then(|folder| train::run_to_folder(program, &checked, &sources, &run, folder));
+    match result {
+        Ok(result) => {
+            out.status = result.status;
+            out.steps = Some(result.steps);
+            out.message = result.message;
+            out.last = result.last;
+            out.run_seconds = result.run_seconds;
         }
-    };
-    out.status = result.status;
-    out.steps = Some(result.steps);
-    out.message = result.message.clone();
-    out.last = last_values(&result.trajectory);
-    out.run_seconds = result.run_seconds;
-    let info = run_info(program, &checked, &result, options.backend.name());
-    if let Err(e) = write_run_folder(&out.dir, &info, &result.trajectory, &result.params) {
-        out.status = Status::Error;
-        out.message = Some(e);
+        Err(message) => out.message = Some(message),
     }
     out
 }
@@ -430,6 +432,9 @@ pub fn run_points(
     let slots: Mutex<Vec<Option<PointOutcome>>> = Mutex::new(vec![None; points.len()]);
     let work = || {
         loop {
+            if interrupted(options) {
+                break;
+            }
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(point) = points.get(i) else { break };
             let progress = observer.started(i, &point_name(point));
@@ -463,10 +468,14 @@ pub fn run_points(
         }
     });
     let slots = slots.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let started = next.load(Ordering::Relaxed);
     slots
         .into_iter()
         .zip(points)
-        .map(|(slot, point)| {
+        .enumerate()
+        // An interrupted sweep leaves out the points it never started.
+        .filter(|(i, _)| *i < started)
+        .map(|(_, (slot, point))| {
             slot.unwrap_or_else(|| {
                 let name = point_name(point);
                 PointOutcome {
@@ -483,6 +492,10 @@ pub fn run_points(
             })
         })
         .collect()
+}
+
+fn interrupted(options: &SweepOptions) -> bool {
+    options.interrupt.is_some_and(|f| f.load(Ordering::Relaxed))
 }
 
 /// Writes `sweep.csv` (see the module docs), creating its folder.

@@ -326,3 +326,94 @@ fn every_program_gives_the_same_trajectory_on_both_backends() {
         );
     }
 }
+
+/// Programs for the interrupt tests: momentum and Adam states, sparse and overlapping
+/// records, a loss only the rows need (the JIT's quiet gradient between rows), noise.
+const INTERRUPTED_PROGRAMS: [&str; 4] = [
+    "param x: [2] = [1.0, 2.0]\nloss = 0.5 * sum(x^2)\ntrain {\n  optimizer momentum(lr = 1e-6)\n  steps 100_000_000\n  record every 1 { loss, x }\n}\n",
+    "param W: [3, 3] ~ normal(0, 0.5)\ndata M = randn(3, 3)\nloss = sum((W @ W - M)^2)\ntrain {\n  optimizer adam(lr = 1e-4)\n  steps 100_000_000\n  record every 7 { loss }\n  record every 5 { w = W[0] }\n}\n",
+    "data X = randn(20, 4)\ndata y = sign(randn(20))\nparam w: [4] ~ normal(0, 1)\nloss = mean(log1p(exp(-y * (X @ w))))\ntrain {\n  optimizer gd(lr = 1e-3)\n  steps 100_000_000\n  record every 1000 { loss, w }\n}\n",
+    "param x: [3] ~ normal(0, 1)\nloss = sum(x^4)\ntrain {\n  optimizer langevin(lr = 1e-4, beta = 100.0)\n  steps 100_000_000\n  record every 3 { loss, x }\n}\n",
+];
+
+/// An interrupt ends a run at a step boundary with status `interrupted`: its rows and
+/// params are those of a run told to stop at that step, bit for bit, on both backends.
+#[test]
+fn an_interrupt_ends_the_run_as_if_it_had_been_its_last_step() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use traj::train::{Backend, Progress};
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/inline.traj");
+    for text in INTERRUPTED_PROGRAMS {
+        let (c, s) = checked(&path, text);
+        for backend in [Backend::Interp, Backend::Jit] {
+            let flag: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+            let options = RunOptions {
+                backend,
+                interrupt: Some(flag),
+                // Interrupted from the loop itself once it passed step 3000.
+                progress: Some(Progress::new(move |k, _| {
+                    if k >= 3000 {
+                        flag.store(true, Ordering::Relaxed);
+                    }
+                })),
+                ..Default::default()
+            };
+            let a = run(&c, &s, &options).expect("run");
+            assert_eq!(a.status, Status::Interrupted, "{text}");
+            assert!(a.steps >= 3000 && a.steps < 100_000, "{}", a.steps);
+            assert_eq!(
+                a.message.as_deref(),
+                Some(format!("interrupted at step {}", a.steps).as_str())
+            );
+            let b = run(
+                &c,
+                &s,
+                &RunOptions {
+                    backend,
+                    steps: Some(a.steps),
+                    ..Default::default()
+                },
+            )
+            .expect("run");
+            assert_eq!(b.status, Status::Finished);
+            assert_eq!(a.trajectory, b.trajectory, "{text}");
+            assert_eq!(a.trajectory.rows.last().map(|r| r.0), Some(a.steps));
+            assert_eq!(a.last_step, Some(a.steps));
+            assert_eq!(a.last, b.last);
+            assert_eq!(a.params, b.params, "{text}");
+        }
+    }
+}
+
+/// The JIT's loop returning to the host between rows (to look at the interrupt flag and
+/// report progress) changes nothing it computes.
+#[test]
+fn returning_between_rows_leaves_the_jit_trajectory_unchanged() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use traj::train::{Backend, Progress};
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/inline.traj");
+    for text in INTERRUPTED_PROGRAMS {
+        let (c, s) = checked(&path, text);
+        let straight = RunOptions {
+            backend: Backend::Jit,
+            steps: Some(20_000),
+            ..Default::default()
+        };
+        let a = run(&c, &s, &straight).expect("run");
+        let returns: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+        let sliced = RunOptions {
+            interrupt: Some(Box::leak(Box::new(AtomicBool::new(false)))),
+            progress: Some(Progress::new(|_, _| {
+                returns.fetch_add(1, Ordering::Relaxed);
+            })),
+            ..straight.clone()
+        };
+        let b = run(&c, &s, &sliced).expect("run");
+        // At most PROGRESS_EVERY steps between two returns.
+        assert!(returns.load(Ordering::Relaxed) >= 20, "{text}");
+        assert_eq!(a.status, Status::Finished);
+        assert_eq!(a.trajectory, b.trajectory, "{text}");
+        assert_eq!(a.params, b.params, "{text}");
+    }
+}

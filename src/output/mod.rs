@@ -8,6 +8,10 @@
 //!   that was not due at that step is empty.
 //! * `run.json` is [`RunInfo`], pretty-printed by serde_json.
 //! * `params/NAME.npy`: float params as `<f8`, int params as `<i8`, C order.
+//!
+//! [`folder`] writes a folder while its run runs.
+
+pub mod folder;
 
 use crate::tensor::Tensor;
 use sha2::{Digest, Sha256};
@@ -63,29 +67,13 @@ pub struct Trajectory {
 
 /// Writes `t` to `path` as RFC 4180 CSV (see the module docs).
 pub fn write_trajectory_csv(path: &Path, t: &Trajectory) -> Result<(), String> {
-    let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
+    use crate::train::Rows;
+    let mut w = folder::TrajectoryWriter::create(path)?;
+    w.start(&t.columns)?;
     for (step, row) in &t.rows {
-        if row.len() != t.columns.len() {
-            return Err(format!(
-                "cannot write {}: the row of step {step} has {} values but there are {} columns",
-                path.display(),
-                row.len(),
-                t.columns.len()
-            ));
-        }
+        w.push(*step, row.clone())?;
     }
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::CRLF)
-        .from_path(path)
-        .map_err(|e| fail(&e))?;
-    let header = std::iter::once("step").chain(t.columns.iter().map(String::as_str));
-    w.write_record(header).map_err(|e| fail(&e))?;
-    for (step, row) in &t.rows {
-        let cells = std::iter::once(step.to_string())
-            .chain(row.iter().map(|c| c.map(format_float).unwrap_or_default()));
-        w.write_record(cells).map_err(|e| fail(&e))?;
-    }
-    w.flush().map_err(|e| fail(&e))
+    w.flush()
 }
 
 /// The contents of `run.json`.
@@ -124,8 +112,9 @@ fn check_param_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes the run's folder: creates `dir` (and its parents), then writes
-/// `trajectory.csv`, `run.json` and `params/NAME.npy` for each param.
+/// Writes a whole run's folder at once: claims `dir` (created with its parents; an earlier
+/// run in it is replaced, see [`folder::RunFolder::claim`]), then writes `trajectory.csv`,
+/// `run.json` and `params/NAME.npy` for each param.
 pub fn write_run_folder(
     dir: &Path,
     info: &RunInfo,
@@ -135,28 +124,10 @@ pub fn write_run_folder(
     for (name, _) in params {
         check_param_name(name)?;
     }
-    let params_dir = dir.join("params");
-    std::fs::create_dir_all(&params_dir)
-        .map_err(|e| format!("cannot create {}: {e}", params_dir.display()))?;
-
+    let folder = folder::RunFolder::claim(dir, true)?;
     write_trajectory_csv(&dir.join("trajectory.csv"), trajectory)?;
-
-    let json_path = dir.join("run.json");
-    let mut json = serde_json::to_string_pretty(info)
-        .map_err(|e| format!("cannot write {}: {e}", json_path.display()))?;
-    json.push('\n');
-    std::fs::write(&json_path, json)
-        .map_err(|e| format!("cannot write {}: {e}", json_path.display()))?;
-
-    for (name, tensor) in params {
-        let path = params_dir.join(format!("{name}.npy"));
-        let result = match tensor {
-            Tensor::Float(a) => ndarray_npy::write_npy(&path, a),
-            Tensor::Int(a) => ndarray_npy::write_npy(&path, a),
-        };
-        result.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
-    Ok(())
+    folder.write_info(info)?;
+    folder.write_params(params)
 }
 
 /// Civil date (year, month, day) of a count of days since 1970-01-01, by Howard

@@ -1,13 +1,17 @@
 //! The run driver: static values, then the loop of LANGUAGE.md section 3.10 — row k holds
 //! θ_k and every per-step value at row k uses update k+1's draws; at each k: the gradient
 //! (resolving exact ties as `autodiff` documents), divergence, stop or the last step,
-//! recording, then update k+1. Runs on the reference interpreter.
+//! recording, then update k+1. Runs on the reference interpreter or the JIT's loop; rows
+//! go to a [`Rows`] sink as they are recorded (the run folder's `trajectory.csv` appends
+//! them), so no run holds its trajectory; an interrupt flag ends the loop at a step boundary.
 
 pub mod compile;
 pub mod statics;
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use ndarray::{ArrayD, IxDyn};
 
@@ -28,6 +32,8 @@ pub enum Status {
     Stopped,
     Diverged,
     Error,
+    /// SIGINT or SIGTERM (the run's interrupt flag) ended the run at a step boundary.
+    Interrupted,
 }
 
 impl Status {
@@ -37,6 +43,7 @@ impl Status {
             Status::Stopped => "stopped",
             Status::Diverged => "diverged",
             Status::Error => "error",
+            Status::Interrupted => "interrupted",
         }
     }
 }
@@ -50,6 +57,35 @@ pub struct RunOptions {
     pub progress: Option<Progress>,
     /// `--backend`.
     pub backend: Backend,
+    /// Once set, the run ends at the next step boundary with status `interrupted`: the
+    /// interpreter looks at every step, the JIT's loop returns to look at least every
+    /// [`INTERRUPT_INTERVAL`].
+    pub interrupt: Option<&'static AtomicBool>,
+}
+
+/// Where recorded rows go, in step order: [`Trajectory`] keeps them, the run folder's
+/// `trajectory.csv` appends them.
+pub trait Rows {
+    /// The column names (without `step`), once, before any row.
+    fn start(&mut self, columns: &[String]) -> Result<(), String>;
+    /// Row `step`, one cell per column (`None`: its clause was not due).
+    fn push(&mut self, step: u64, row: Vec<Option<f64>>) -> Result<(), String>;
+    /// Called between steps: a sink that buffers may write out what it holds.
+    fn tick(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl Rows for Trajectory {
+    fn start(&mut self, columns: &[String]) -> Result<(), String> {
+        self.columns = columns.to_vec();
+        Ok(())
+    }
+
+    fn push(&mut self, step: u64, row: Vec<Option<f64>>) -> Result<(), String> {
+        self.rows.push((step, row));
+        Ok(())
+    }
 }
 
 /// A progress callback: `(k, steps)` — the loop is at step k of at most `steps`.
@@ -71,14 +107,22 @@ impl std::fmt::Debug for Progress {
 /// The most steps between two progress calls.
 pub const PROGRESS_EVERY: u64 = 1000;
 /// The most time between two progress calls, however slow the steps.
-pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// The most time the JIT's loop runs without looking at the interrupt flag.
+pub const INTERRUPT_INTERVAL: Duration = Duration::from_millis(50);
 
 #[derive(Clone, Debug)]
 pub struct RunResult {
     pub status: Status,
     /// Updates applied to the saved params.
     pub steps: u64,
+    /// The columns, and every row when the rows went to this trajectory ([`run`]); no rows
+    /// when they went elsewhere ([`run_with`]).
     pub trajectory: Trajectory,
+    /// The step of the last recorded row.
+    pub last_step: Option<u64>,
+    /// The last recorded value of each column that has one, in column order.
+    pub last: Vec<(String, f64)>,
     /// The saved params (θ at the last row for a divergence).
     pub params: Vec<(String, Tensor)>,
     pub message: Option<String>,
@@ -163,28 +207,68 @@ fn eval(f: &Func, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>, String> {
     })
 }
 
-/// The steps at which some record clause is due, and for each clause whether it is.
-fn record_schedule(plan: &Plan, steps: u64) -> Vec<BTreeSet<u64>> {
-    plan.clauses
-        .iter()
-        .map(|c| match (c.every, c.log_count) {
-            (Some(k), _) => (0..=steps).step_by(k.max(1) as usize).collect(),
-            (_, Some(n)) => {
-                let mut s = BTreeSet::from([0]);
-                let n = n.max(1);
-                for i in 0..n {
-                    let e = if n > 1 {
-                        i as f64 / (n - 1) as f64
-                    } else {
-                        1.0
-                    };
-                    s.insert((steps as f64).powf(e).round() as u64);
-                }
-                s
-            }
-            _ => BTreeSet::new(),
-        })
-        .collect()
+/// When one record clause is due.
+enum Due {
+    /// At steps 0, K, 2K, ...
+    Every(u64),
+    /// At these steps (`record log N`: at most N of them).
+    At(BTreeSet<u64>),
+}
+
+impl Due {
+    /// The first step at or after `from` at which the clause is due.
+    fn next(&self, from: u64) -> Option<u64> {
+        match self {
+            Due::Every(k) => from.div_ceil(*k).checked_mul(*k),
+            Due::At(steps) => steps.range(from..).next().copied(),
+        }
+    }
+}
+
+/// When each record clause is due, computed per step rather than listed, so that `record
+/// every 1` over 10^8 steps costs no memory.
+struct Schedule(Vec<Due>);
+
+impl Schedule {
+    fn new(plan: &Plan, steps: u64) -> Schedule {
+        Schedule(
+            plan.clauses
+                .iter()
+                .map(|c| match (c.every, c.log_count) {
+                    (Some(k), _) => Due::Every(k.max(1)),
+                    (_, Some(n)) => {
+                        let mut s = BTreeSet::from([0]);
+                        let n = n.max(1);
+                        for i in 0..n {
+                            let e = if n > 1 {
+                                i as f64 / (n - 1) as f64
+                            } else {
+                                1.0
+                            };
+                            s.insert((steps as f64).powf(e).round() as u64);
+                        }
+                        Due::At(s)
+                    }
+                    _ => Due::At(BTreeSet::new()),
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether clause `c` is due at step `k`.
+    fn due(&self, c: usize, k: u64) -> bool {
+        self.0.get(c).is_some_and(|d| d.next(k) == Some(k))
+    }
+
+    /// Whether some clause is due at step `k`.
+    fn any_due(&self, k: u64) -> bool {
+        self.0.iter().any(|d| d.next(k) == Some(k))
+    }
+
+    /// The first step at or after `from` at which some clause is due.
+    fn next_due(&self, from: u64) -> Option<u64> {
+        self.0.iter().filter_map(|d| d.next(from)).min()
+    }
 }
 
 /// The gradient at θ with update `step`'s draws: plain reverse mode, or, when an exact
@@ -361,16 +445,34 @@ struct Driver<'a> {
     exec: &'a Exec<'a>,
     sources: &'a SourceMap,
     seed: u64,
-    /// Every step at which some record clause is due.
-    due: BTreeSet<u64>,
-    schedule: Vec<BTreeSet<u64>>,
-    trajectory: Trajectory,
+    schedule: Schedule,
+    rows: &'a mut dyn Rows,
+    interrupt: Option<&'static AtomicBool>,
+    /// The step of the last row recorded.
+    last_step: Option<u64>,
+    /// The last value recorded in each column.
+    last: Vec<Option<f64>>,
     /// θ_{k−1} and k−1, once an update was made.
     previous: Option<(Vec<Tensor>, u64)>,
     message: Option<String>,
 }
 
 impl Driver<'_> {
+    /// Hands row k to the sink, keeping its values as the columns' last ones.
+    fn push(&mut self, k: u64, row: Vec<Option<f64>>) -> Result<(), String> {
+        for (last, cell) in self.last.iter_mut().zip(&row) {
+            if cell.is_some() {
+                *last = *cell;
+            }
+        }
+        self.last_step = Some(k);
+        self.rows.push(k, row)
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt.is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
     /// Ends the run at step k: its gradient could not be computed.
     fn error(&mut self, k: u64, e: &str) -> Status {
         self.message = Some(locate(&format!("step {k}: {e}"), self.sources));
@@ -401,18 +503,17 @@ impl Driver<'_> {
             self.message = Some(format!("diverged at step {k}: {what}"));
             // The last row and the saved params are θ_{k−1}.
             if let Some((prev, pk)) = self.previous.take() {
-                let recorded = self.trajectory.rows.last().is_some_and(|(s, _)| *s == pk);
-                if !recorded {
+                if self.last_step != Some(pk) {
                     let gp = gradient_on(exec, &prev, pk + 1, seed)?;
                     let row = record_row(exec, &prev, &gp, pk, &self.schedule, seed, true)?;
-                    self.trajectory.rows.push((pk, row));
+                    self.push(pk, row)?;
                 }
                 *theta = prev;
                 *k = pk;
             }
             return Ok(Some(Status::Diverged));
         }
-        let due = self.due.contains(k);
+        let due = self.schedule.any_due(*k);
         let stop = match &plan.stop {
             // The last row is recorded, so an observable condition is tested there too.
             Some(f) if !plan.stop_at_records_only || due || *k == plan.steps => {
@@ -421,19 +522,25 @@ impl Driver<'_> {
             }
             _ => false,
         };
-        if stop || *k == plan.steps {
+        let interrupted = self.interrupted();
+        if stop || *k == plan.steps || interrupted {
             let row = record_row(exec, theta, g, *k, &self.schedule, seed, true)?;
-            self.trajectory.rows.push((*k, row));
-            return Ok(Some(if stop {
+            self.push(*k, row)?;
+            let status = if stop {
                 Status::Stopped
-            } else {
+            } else if *k == plan.steps {
                 Status::Finished
-            }));
+            } else {
+                self.message = Some(format!("interrupted at step {k}"));
+                Status::Interrupted
+            };
+            return Ok(Some(status));
         }
         if due {
             let row = record_row(exec, theta, g, *k, &self.schedule, seed, false)?;
-            self.trajectory.rows.push((*k, row));
+            self.push(*k, row)?;
         }
+        self.rows.tick()?;
         Ok(None)
     }
 
@@ -484,10 +591,70 @@ impl Driver<'_> {
     }
 }
 
+/// Runs a checked program, keeping every recorded row in the result's trajectory.
 pub fn run(
     checked: &Checked,
     sources: &SourceMap,
     options: &RunOptions,
+) -> Result<RunResult, String> {
+    let mut trajectory = Trajectory::default();
+    let mut result = run_with(checked, sources, options, &mut trajectory)?;
+    result.trajectory = trajectory;
+    Ok(result)
+}
+
+/// Runs a checked program of file `program` into its claimed folder: `run.json` saying
+/// `running` first, `trajectory.csv` row by row as they are recorded, then the params and
+/// the final `run.json`; dropping `folder` at the end releases its lock. An error while
+/// compiling, running or writing is also written to `run.json` (status `error`).
+pub fn run_to_folder(
+    program: &Path,
+    checked: &Checked,
+    sources: &SourceMap,
+    options: &RunOptions,
+    folder: crate::output::folder::RunFolder,
+) -> Result<RunResult, String> {
+    let backend = options.backend.name();
+    let not_run = RunResult {
+        status: Status::Error,
+        steps: 0,
+        trajectory: Trajectory::default(),
+        last_step: None,
+        last: Vec::new(),
+        params: Vec::new(),
+        message: None,
+        seed: seed_of(checked),
+        compile_seconds: 0.0,
+        run_seconds: 0.0,
+    };
+    let mut info = crate::sweep::run_info(program, checked, &not_run, backend);
+    info.status = "running".into();
+    folder.write_info(&info)?;
+    let outcome = (|| -> Result<RunResult, String> {
+        let mut csv = folder.trajectory()?;
+        let result = run_with(checked, sources, options, &mut csv);
+        let flushed = csv.flush();
+        let result = result?;
+        flushed?;
+        folder.write_params(&result.params)?;
+        folder.write_info(&crate::sweep::run_info(program, checked, &result, backend))?;
+        Ok(result)
+    })();
+    if let Err(e) = &outcome {
+        info.status = Status::Error.name().into();
+        info.message = Some(e.clone());
+        // Best effort: the error is reported to the caller either way.
+        let _ = folder.write_info(&info);
+    }
+    outcome
+}
+
+/// Runs a checked program, handing each recorded row to `rows` as it is recorded.
+pub fn run_with(
+    checked: &Checked,
+    sources: &SourceMap,
+    options: &RunOptions,
+    rows: &mut dyn Rows,
 ) -> Result<RunResult, String> {
     let seed = seed_of(checked);
     let t0 = Instant::now();
@@ -526,21 +693,20 @@ pub fn run(
             None => vec![],
         });
     }
-    let schedule = record_schedule(&plan, plan.steps);
     let mut columns = Vec::new();
     for c in &plan.columns {
         columns.extend(column_names(&c.name, &c.shape));
     }
+    rows.start(&columns)?;
     let mut d = Driver {
         exec: &exec,
         sources,
         seed,
-        due: schedule.iter().flatten().copied().collect(),
-        schedule,
-        trajectory: Trajectory {
-            columns,
-            rows: Vec::new(),
-        },
+        schedule: Schedule::new(&plan, plan.steps),
+        rows,
+        interrupt: options.interrupt,
+        last_step: None,
+        last: vec![None; columns.len()],
         previous: None,
         message: None,
     };
@@ -565,25 +731,30 @@ pub fn run(
             native.set_theta(&theta);
             native.set_states(&states);
             let mut resume = false;
-            // Steps per native call between progress reports, adapted to their speed.
-            let mut chunk: u64 = if options.progress.is_some() {
-                1
-            } else {
-                u64::MAX
+            // Steps per native call: as many as take one interval (between progress
+            // reports, or between looks at the interrupt flag), adapted to their speed.
+            let (interval, most) = match (&options.progress, options.interrupt) {
+                (Some(_), _) => (
+                    Some(PROGRESS_INTERVAL.min(INTERRUPT_INTERVAL)),
+                    PROGRESS_EVERY,
+                ),
+                (None, Some(_)) => (Some(INTERRUPT_INTERVAL), u64::MAX / 2),
+                (None, None) => (None, u64::MAX),
             };
+            let mut chunk: u64 = if interval.is_some() { 1 } else { u64::MAX };
             loop {
                 progress(k, &mut told, true);
                 let first = k + resume as u64;
-                let next_due = d.due.range(first..).next().copied().unwrap_or(plan.steps);
+                let next_due = d.schedule.next_due(first).unwrap_or(plan.steps);
                 let until = next_due
                     .min(plan.steps)
                     .min(first.saturating_add(chunk - 1));
                 let started = Instant::now();
                 let (exit, at) = native.run(k, until, resume);
-                if options.progress.is_some() {
+                if let Some(interval) = interval {
                     let per_step = started.elapsed().as_secs_f64() / (at + 1 - first) as f64;
-                    let fit = PROGRESS_INTERVAL.as_secs_f64() / per_step.max(1e-9);
-                    chunk = (fit as u64).clamp(1, PROGRESS_EVERY);
+                    let fit = interval.as_secs_f64() / per_step.max(1e-9);
+                    chunk = (fit as u64).clamp(1, most);
                 }
                 k = at;
                 theta = native.theta();
@@ -623,10 +794,20 @@ pub fn run(
         .map(|p| p.name.clone())
         .zip(theta)
         .collect();
+    let last = columns
+        .iter()
+        .zip(&d.last)
+        .filter_map(|(c, v)| v.map(|v| (c.clone(), v)))
+        .collect();
     Ok(RunResult {
         status,
         steps: k,
-        trajectory: d.trajectory,
+        trajectory: Trajectory {
+            columns,
+            rows: Vec::new(),
+        },
+        last_step: d.last_step,
+        last,
         params,
         message: d.message,
         seed,
@@ -660,7 +841,7 @@ fn record_row(
     theta: &[Tensor],
     g: &Gradient,
     k: u64,
-    schedule: &[BTreeSet<u64>],
+    schedule: &Schedule,
     seed: u64,
     last: bool,
 ) -> Result<Vec<Option<f64>>, String> {
@@ -674,7 +855,7 @@ fn record_row(
     let out = exec.eval(&plan.record, &inputs, seed)?;
     let mut row = Vec::new();
     for (c, v) in plan.columns.iter().zip(out) {
-        let due = last || schedule[c.clause].contains(&k);
+        let due = last || schedule.due(c.clause, k);
         for x in v.to_f64().iter() {
             row.push(due.then_some(*x));
         }
@@ -712,4 +893,34 @@ fn sharpness(exec: &Exec, hvp: &Func, theta: &[Tensor], k: u64, seed: u64) -> Re
         Ok(())
     };
     crate::observe::linalg::top_eigenvalue(n, &start, &mut apply, 1e-8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Schedule` answers as the listed steps would, for every and log clauses together.
+    #[test]
+    fn the_schedule_computed_per_step_matches_the_listed_steps() {
+        for (every, logged, steps) in [(1, vec![], 50), (7, vec![0, 1, 3, 10, 31, 100], 100)] {
+            let schedule = Schedule(vec![
+                Due::Every(every),
+                Due::At(logged.iter().copied().collect()),
+            ]);
+            let listed: BTreeSet<u64> = (0..=steps)
+                .step_by(every as usize)
+                .chain(logged.iter().copied())
+                .collect();
+            for k in 0..=steps {
+                assert_eq!(schedule.any_due(k), listed.contains(&k), "{k}");
+                assert_eq!(schedule.due(0, k), k % every == 0, "{k}");
+                assert_eq!(schedule.due(1, k), logged.contains(&k), "{k}");
+                let next = listed.range(k..).next().copied();
+                assert_eq!(schedule.next_due(k).filter(|n| *n <= steps), next, "{k}");
+            }
+        }
+        // No overflow near the end of the step range.
+        assert_eq!(Due::Every(10).next(u64::MAX - 3), None);
+        assert_eq!(Due::Every(1).next(u64::MAX), Some(u64::MAX));
+    }
 }
