@@ -105,6 +105,7 @@ impl Checked {
                 .filter(|i| item_file(i) == Some(main))
                 .cloned()
                 .collect(),
+            broken: Vec::new(),
         };
         let mut out = crate::syntax::print_module(&module);
         let _ = writeln!(out, "\n# names ({})", sources.file(main).name);
@@ -283,7 +284,7 @@ fn parse_overrides(
                 .symbols
                 .get(k)
                 .is_some_and(|s| s.kind == SymKind::Const);
-        if !is_const {
+        if !is_const && !program.broken.contains(k) {
             diags.push(
                 Diagnostic::new("E0204", format!("the program has no const `{k}`"), span)
                     .label("unknown const")
@@ -292,9 +293,23 @@ fn parse_overrides(
             continue;
         }
         match Scalar::parse(v) {
+            Some(s) if k == "seed" && seed_problem(s).is_some() => diags.push(
+                Diagnostic::new("E0204", format!("`{}` is not a seed", v.trim()), span)
+                    .label(seed_problem(s).unwrap_or_default())
+                    .hint(SEED_HINT),
+            ),
             Some(s) => {
                 out.insert(k.to_string(), (s, span));
             }
+            None if beyond_float_range(v) => diags.push(
+                Diagnostic::new(
+                    "E0204",
+                    format!("`{}` is too large for a float", v.trim()),
+                    span,
+                )
+                .label("beyond the largest float, about 1.8e308")
+                .hint("`--set lr=inf` sets infinity"),
+            ),
             None => diags.push(
                 Diagnostic::new("E0204", format!("`{v}` is not a number"), span)
                     .label("expected an int or a float")
@@ -304,6 +319,29 @@ fn parse_overrides(
     }
     out
 }
+
+/// A number written with digits (`1e400`) too large for a float.
+fn beyond_float_range(text: &str) -> bool {
+    let t = text.trim().replace('_', "");
+    !t.to_ascii_lowercase().contains("inf") && t.parse::<f64>().is_ok_and(f64::is_infinite)
+}
+
+/// Why a value cannot be the run's seed, if it cannot: seeds are the ints 0 to 2^63 − 1.
+fn seed_problem(v: Scalar) -> Option<&'static str> {
+    match v {
+        Scalar::Int(i) if i >= 0 => None,
+        Scalar::Int(_) => Some("a seed is not negative"),
+        // An int literal beyond 64 bits reads as a float.
+        Scalar::Float(f) if f.fract() == 0.0 && f.abs() >= 2f64.powi(63) => Some(if f > 0.0 {
+            "too large for a seed"
+        } else {
+            "a seed is not negative"
+        }),
+        Scalar::Float(_) => Some("a seed is an int"),
+    }
+}
+
+const SEED_HINT: &str = "seeds are the ints from 0 to 9223372036854775807";
 
 struct Sweep {
     /// Each point: (const, value) in the order of the sweep's entries.
@@ -346,7 +384,7 @@ fn sweep_points(
                 .symbols
                 .get(name)
                 .is_some_and(|s| s.kind == SymKind::Const);
-        if !is_const {
+        if !is_const && !program.broken.contains(name) {
             c.error(
                 Diagnostic::new(
                     "E0101",
@@ -370,6 +408,16 @@ fn sweep_points(
             }
             SweepValues::List(items) => items.iter().filter_map(|e| c.known_scalar(e)).collect(),
         };
+        if name == "seed"
+            && let Some((v, why)) = values.iter().find_map(|&v| Some((v, seed_problem(v)?)))
+        {
+            c.error(
+                Diagnostic::new("E0207", format!("`{v}` is not a seed"), entry.span)
+                    .label(why)
+                    .hint(SEED_HINT),
+            );
+            continue;
+        }
         if values.is_empty() {
             c.error(
                 Diagnostic::new(
@@ -751,6 +799,17 @@ impl<'p> Checker<'p> {
                 k
             }
         });
+        if name == "seed"
+            && let Some(k) = known
+            && let Some(why) = seed_problem(k)
+        {
+            self.error(
+                Diagnostic::new("E0207", format!("`{k}` is not a seed"), d.value.span)
+                    .label(why)
+                    .hint(SEED_HINT),
+            );
+            return None;
+        }
         let dtype = if forced_float { DType::Float } else { v.dtype };
         Some(Val {
             dtype,
@@ -1196,7 +1255,7 @@ impl<'p> Checker<'p> {
 
     fn check_train(&mut self, t: &'p TrainItem) {
         let prog = self.prog;
-        if prog.lookup("loss").is_none() {
+        if prog.lookup("loss").is_none() && !prog.broken.contains("loss") {
             self.error(
                 Diagnostic::new(
                     "E0409",
@@ -1579,6 +1638,9 @@ impl<'p> Checker<'p> {
     // ------------------------------------------------------------ names
 
     fn undefined(&mut self, name: &str, span: Span) {
+        if self.prog.broken.contains(name) {
+            return; // defined by an item that did not parse, which is reported
+        }
         let mut d =
             Diagnostic::new("E0101", format!("`{name}` is not defined"), span).label("not defined");
         if OPTIMIZER_NAMES.contains(&name) {
@@ -1590,6 +1652,8 @@ impl<'p> Checker<'p> {
                     ""
                 }
             ));
+        } else if let Some(module) = super::modules::std_module_defining(name) {
+            d = d.hint(format!("`use std.{module}` defines it"));
         } else if let Some(s) = self.suggest(name) {
             d = d.hint(format!("did you mean `{s}`?"));
         }
@@ -3212,6 +3276,9 @@ impl<'p> Checker<'p> {
                     }
                     deps = deps.or(v.deps);
                 } else if self.prog.lookup("loss").is_none() {
+                    if self.prog.broken.contains("loss") {
+                        return None; // the loss did not parse, which is reported
+                    }
                     self.error(
                         Diagnostic::new(
                             "E0409",

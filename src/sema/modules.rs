@@ -2,12 +2,16 @@
 //! (transitively, each once), the prelude (`std.optim`), and the top-level symbol table
 //! with its duplicate-definition errors.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use crate::diag::{Diagnostic, SourceMap, Span};
 use crate::syntax::ast::{Item, UseTarget};
 use crate::syntax::parse_module;
+
+/// The module every program sees without a `use`.
+pub const PRELUDE: &str = "optim";
 
 /// The standard library, compiled into the binary so `traj` runs from anywhere.
 pub const STD_MODULES: &[(&str, &str)] = &[
@@ -66,6 +70,9 @@ pub struct Program {
     pub prelude: HashMap<String, Symbol>,
     /// The program's own file.
     pub main_file: u32,
+    /// Names that items which failed to parse (or files that could not be read) would
+    /// have defined: an error about them missing would be false.
+    pub broken: HashSet<String>,
 }
 
 impl Program {
@@ -83,14 +90,55 @@ pub fn load_file(
     path: &Path,
     sources: &mut SourceMap,
 ) -> Result<(Program, Vec<Diagnostic>), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(load_text(
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let (text, invalid) = decode_source(&bytes);
+    let (program, mut diags) = load_text(
         &path.display().to_string(),
         Some(path.to_path_buf()),
         text,
         sources,
-    ))
+    );
+    if !invalid.is_empty() {
+        report_invalid_utf8(&mut diags, program.main_file, &invalid);
+        crate::diag::sort_and_dedup(&mut diags);
+    }
+    Ok((program, diags))
+}
+
+/// Source text from a file's bytes: each invalid UTF-8 sequence becomes U+FFFD, whose
+/// offsets in the returned text come second.
+pub fn decode_source(bytes: &[u8]) -> (String, Vec<usize>) {
+    let mut text = String::with_capacity(bytes.len());
+    let mut invalid = Vec::new();
+    for chunk in bytes.utf8_chunks() {
+        text.push_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            invalid.push(text.len());
+            text.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
+    (text, invalid)
+}
+
+/// Reports a file that is not UTF-8 once, at its first invalid byte (`invalid` as
+/// `decode_source` gives them), instead of as syntax errors at the U+FFFD standing for
+/// invalid bytes.
+fn report_invalid_utf8(diags: &mut Vec<Diagnostic>, file: u32, invalid: &[usize]) {
+    let Some(&at) = invalid.first() else {
+        return;
+    };
+    diags.retain(|d| {
+        !(d.code == "E0001" && d.span.file == file && invalid.contains(&(d.span.start as usize)))
+    });
+    diags.push(
+        Diagnostic::new(
+            "E0006",
+            "the file is not UTF-8",
+            Span::new(file, at..at + char::REPLACEMENT_CHARACTER.len_utf8()),
+        )
+        .label("not valid UTF-8 (shown as �)")
+        .hint("save the file as UTF-8 (a `.traj` source is UTF-8 text)"),
+    );
 }
 
 /// Loads a program from text (`path` resolves its relative `use` and `load`).
@@ -109,8 +157,8 @@ pub fn load_text(
     let main = loader.sources.add(name.to_string(), path, text);
     loader.program.main_file = main;
     loader.add_file(main, false);
-    if !loader.loaded.contains(&"std:optim".to_string()) {
-        loader.add_std("optim", None, true);
+    if !loader.loaded.contains(&format!("std:{PRELUDE}")) {
+        loader.add_std(PRELUDE, None, true);
     }
     let Loader {
         program, mut diags, ..
@@ -131,6 +179,7 @@ impl Loader<'_> {
     fn add_file(&mut self, file: u32, prelude: bool) {
         let (module, diags) = parse_module(file, &self.sources.file(file).text);
         self.diags.extend(diags);
+        self.program.broken.extend(module.broken);
         for item in module.items {
             if let Item::Use(u) = &item {
                 match &u.target {
@@ -183,13 +232,15 @@ impl Loader<'_> {
         if self.loaded.contains(&key) {
             return;
         }
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
+        match std::fs::read(path) {
+            Ok(bytes) => {
                 self.loaded.push(key);
+                let (text, invalid) = decode_source(&bytes);
                 let file =
                     self.sources
                         .add(shown.display().to_string(), Some(path.to_path_buf()), text);
                 self.add_file(file, prelude);
+                report_invalid_utf8(&mut self.diags, file, &invalid);
             }
             Err(e) => self.diags.push(
                 Diagnostic::new(
@@ -217,29 +268,7 @@ impl Loader<'_> {
 
     fn define(&mut self, item: Item, prelude: bool) {
         let index = self.program.items.len();
-        let names: Vec<(String, Span, SymKind)> = match &item {
-            Item::Const(d) => vec![(d.name.name.clone(), d.name.span, SymKind::Const)],
-            Item::Data(d) => vec![(d.name.name.clone(), d.name.span, SymKind::Data)],
-            Item::Sample(d) => vec![(d.name.name.clone(), d.name.span, SymKind::Sample)],
-            Item::Let(d) => vec![(d.name.name.clone(), d.name.span, SymKind::Let)],
-            Item::Param(p) => vec![(p.name.name.clone(), p.name.span, SymKind::Param)],
-            Item::Fn(f) => vec![(f.name.name.clone(), f.name.span, SymKind::Fn)],
-            Item::Optimizer(o) => vec![(o.name.name.clone(), o.name.span, SymKind::Optimizer)],
-            Item::Batch(b) => b
-                .names
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.name.clone(), n.span, SymKind::BatchVar(i)))
-                .collect(),
-            Item::Loss(l) => {
-                let start = Span {
-                    end: l.span.start + 4,
-                    ..l.span
-                };
-                vec![("loss".to_string(), start, SymKind::Loss)]
-            }
-            _ => vec![],
-        };
+        let names = item_names(&item);
         self.program.items.push(item);
         let table = if prelude {
             &mut self.program.prelude
@@ -266,4 +295,51 @@ impl Loader<'_> {
             }
         }
     }
+}
+
+/// The top-level names an item defines, with their spans and kinds.
+fn item_names(item: &Item) -> Vec<(String, Span, SymKind)> {
+    match item {
+        Item::Const(d) => vec![(d.name.name.clone(), d.name.span, SymKind::Const)],
+        Item::Data(d) => vec![(d.name.name.clone(), d.name.span, SymKind::Data)],
+        Item::Sample(d) => vec![(d.name.name.clone(), d.name.span, SymKind::Sample)],
+        Item::Let(d) => vec![(d.name.name.clone(), d.name.span, SymKind::Let)],
+        Item::Param(p) => vec![(p.name.name.clone(), p.name.span, SymKind::Param)],
+        Item::Fn(f) => vec![(f.name.name.clone(), f.name.span, SymKind::Fn)],
+        Item::Optimizer(o) => vec![(o.name.name.clone(), o.name.span, SymKind::Optimizer)],
+        Item::Batch(b) => b
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), n.span, SymKind::BatchVar(i)))
+            .collect(),
+        Item::Loss(l) => {
+            let start = Span {
+                end: l.span.start + 4,
+                ..l.span
+            };
+            vec![("loss".to_string(), start, SymKind::Loss)]
+        }
+        _ => vec![],
+    }
+}
+
+/// The standard module, other than the prelude, that defines `name` at top level (read
+/// from the modules' own items).
+pub fn std_module_defining(name: &str) -> Option<&'static str> {
+    static NAMES: LazyLock<Vec<(&'static str, HashSet<String>)>> = LazyLock::new(|| {
+        STD_MODULES
+            .iter()
+            .filter(|(module, _)| *module != PRELUDE)
+            .map(|(module, text)| {
+                let items = parse_module(0, text).0.items;
+                let names = items.iter().flat_map(item_names).map(|(n, ..)| n);
+                (*module, names.collect())
+            })
+            .collect()
+    });
+    NAMES
+        .iter()
+        .find(|(_, names)| names.contains(name))
+        .map(|(module, _)| *module)
 }

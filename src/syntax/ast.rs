@@ -13,6 +13,9 @@ pub struct Ident {
 pub struct Module {
     pub file: u32,
     pub items: Vec<Item>,
+    /// Names that items which failed to parse would have defined (`loss`, `n` of a broken
+    /// `const n = )`): checks for missing names stay quiet about them.
+    pub broken: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
