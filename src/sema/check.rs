@@ -1899,7 +1899,13 @@ impl<'p> Checker<'p> {
             ExprKind::Unary(op, x) => {
                 let v = self.eval(x)?;
                 let known = match (op, v.known) {
-                    (UnOp::Neg, Some(Scalar::Int(i))) => i.checked_neg().map(Scalar::Int),
+                    (UnOp::Neg, Some(Scalar::Int(i))) => {
+                        let Some(negated) = i.checked_neg() else {
+                            self.error(int_overflow(e.span));
+                            return None;
+                        };
+                        Some(Scalar::Int(negated))
+                    }
                     (UnOp::Neg, Some(Scalar::Float(f))) => Some(Scalar::Float(-f)),
                     (UnOp::Not, Some(k)) => {
                         Some(Scalar::Float(if k.as_f64() == 0.0 { 1.0 } else { 0.0 }))
@@ -2030,7 +2036,14 @@ impl<'p> Checker<'p> {
             return None;
         }
         let known = match (va.known, vb.known) {
-            (Some(x), Some(y)) => fold(op, x, y, dtype),
+            (Some(x), Some(y)) => {
+                let folded = fold(op, x, y, dtype);
+                if folded.is_none() && dtype == DType::Int {
+                    self.error(int_overflow(span));
+                    return None;
+                }
+                folded
+            }
             _ => None,
         };
         Some(Val {
@@ -2585,10 +2598,12 @@ fn fold(op: BinOp, x: Scalar, y: Scalar, dtype: DType) -> Option<Scalar> {
         (BinOp::Mul, Int(a), Int(c)) => a.checked_mul(c).map(Int),
         (BinOp::FloorDiv, Int(a), Int(c)) if c != 0 => Some(Int(floor_div(a, c))),
         (BinOp::Rem, Int(a), Int(c)) if c != 0 => Some(Int(a - c * floor_div(a, c))),
-        (BinOp::Pow, Int(a), Int(c)) if dtype == DType::Int => u32::try_from(c)
-            .ok()
-            .and_then(|c| a.checked_pow(c))
-            .map(Int),
+        (BinOp::Pow, Int(a), Int(c)) if dtype == DType::Int => match (a, u32::try_from(c)) {
+            (_, Ok(c)) => a.checked_pow(c).map(Int),
+            (0 | 1, Err(_)) => Some(Int(a)),
+            (-1, Err(_)) => Some(Int(if c % 2 == 0 { 1 } else { -1 })),
+            _ => None,
+        },
         (BinOp::Add, ..) => Some(Float(fx + fy)),
         (BinOp::Sub, ..) => Some(Float(fx - fy)),
         (BinOp::Mul, ..) => Some(Float(fx * fy)),
@@ -2606,6 +2621,13 @@ fn fold(op: BinOp, x: Scalar, y: Scalar, dtype: DType) -> Option<Scalar> {
         (BinOp::Or, ..) => b(fx != 0.0 || fy != 0.0),
         (BinOp::MatMul, ..) => None,
     }
+}
+
+/// The error for a compile-time int operation whose result does not fit in 64 bits.
+fn int_overflow(span: Span) -> Diagnostic {
+    Diagnostic::new("E0202", "integer overflow", span)
+        .label("the result does not fit in a 64-bit int")
+        .hint("compute it as a float, e.g. `2.0^70` instead of `2^70`")
 }
 
 /// Floor division of ints, as NumPy's `//`.
@@ -2814,6 +2836,10 @@ impl<'p> Checker<'p> {
                 let keeps_int = matches!(n, "abs" | "relu" | "square" | "sign");
                 let dtype = if keeps_int { x.dtype } else { float };
                 let known = x.known.and_then(|k| unary_fold(n, k, dtype));
+                if dtype == DType::Int && x.known.is_some() && known.is_none() {
+                    self.error(int_overflow(span));
+                    return None;
+                }
                 Some(Val { dtype, known, ..x })
             }
             "max" | "min" if b.get("y").is_some() => {

@@ -92,17 +92,13 @@ pub fn load_file(
 ) -> Result<(Program, Vec<Diagnostic>), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let (text, invalid) = decode_source(&bytes);
-    let (program, mut diags) = load_text(
+    Ok(load(
         &path.display().to_string(),
         Some(path.to_path_buf()),
         text,
+        &invalid,
         sources,
-    );
-    if !invalid.is_empty() {
-        report_invalid_utf8(&mut diags, program.main_file, &invalid);
-        crate::diag::sort_and_dedup(&mut diags);
-    }
-    Ok((program, diags))
+    ))
 }
 
 /// Source text from a file's bytes: each invalid UTF-8 sequence becomes U+FFFD, whose
@@ -120,32 +116,22 @@ pub fn decode_source(bytes: &[u8]) -> (String, Vec<usize>) {
     (text, invalid)
 }
 
-/// Reports a file that is not UTF-8 once, at its first invalid byte (`invalid` as
-/// `decode_source` gives them), instead of as syntax errors at the U+FFFD standing for
-/// invalid bytes.
-fn report_invalid_utf8(diags: &mut Vec<Diagnostic>, file: u32, invalid: &[usize]) {
-    let Some(&at) = invalid.first() else {
-        return;
-    };
-    diags.retain(|d| {
-        !(d.code == "E0001" && d.span.file == file && invalid.contains(&(d.span.start as usize)))
-    });
-    diags.push(
-        Diagnostic::new(
-            "E0006",
-            "the file is not UTF-8",
-            Span::new(file, at..at + char::REPLACEMENT_CHARACTER.len_utf8()),
-        )
-        .label("not valid UTF-8 (shown as �)")
-        .hint("save the file as UTF-8 (a `.traj` source is UTF-8 text)"),
-    );
-}
-
 /// Loads a program from text (`path` resolves its relative `use` and `load`).
 pub fn load_text(
     name: &str,
     path: Option<PathBuf>,
     text: String,
+    sources: &mut SourceMap,
+) -> (Program, Vec<Diagnostic>) {
+    load(name, path, text, &[], sources)
+}
+
+/// Loads a program whose text has U+FFFD at `invalid` for bytes that were not UTF-8.
+fn load(
+    name: &str,
+    path: Option<PathBuf>,
+    text: String,
+    invalid: &[usize],
     sources: &mut SourceMap,
 ) -> (Program, Vec<Diagnostic>) {
     let mut loader = Loader {
@@ -156,7 +142,7 @@ pub fn load_text(
     };
     let main = loader.sources.add(name.to_string(), path, text);
     loader.program.main_file = main;
-    loader.add_file(main, false);
+    loader.add_file(main, false, invalid);
     if !loader.loaded.contains(&format!("std:{PRELUDE}")) {
         loader.add_std(PRELUDE, None, true);
     }
@@ -176,8 +162,39 @@ struct Loader<'s> {
 }
 
 impl Loader<'_> {
-    fn add_file(&mut self, file: u32, prelude: bool) {
-        let (module, diags) = parse_module(file, &self.sources.file(file).text);
+    /// Parses and defines a file's items; `invalid` are the offsets of U+FFFD standing for
+    /// bytes that were not UTF-8.
+    fn add_file(&mut self, file: u32, prelude: bool, invalid: &[usize]) {
+        let text = &self.sources.file(file).text;
+        let (module, diags) = match invalid.first() {
+            None => parse_module(file, text),
+            Some(&first) => {
+                // One error, at the first bad byte. Read as blanks of the same length, bad
+                // bytes cause no syntax error of their own; one that splits a token causes
+                // one on its line, which is left unsaid.
+                let line_of = |at: usize| text[..at].matches('\n').count();
+                let bad_lines: Vec<usize> = invalid.iter().map(|&at| line_of(at)).collect();
+                let width = char::REPLACEMENT_CHARACTER.len_utf8();
+                let mut blanked = text.clone();
+                for &at in invalid {
+                    blanked.replace_range(at..at + width, &" ".repeat(width));
+                }
+                let (module, mut diags) = parse_module(file, &blanked);
+                diags.retain(|d| {
+                    d.code != "E0001" || !bad_lines.contains(&line_of(d.span.start as usize))
+                });
+                diags.push(
+                    Diagnostic::new(
+                        "E0006",
+                        "the file is not UTF-8",
+                        Span::new(file, first..first + width),
+                    )
+                    .label("not valid UTF-8 (shown as �)")
+                    .hint("save the file as UTF-8 (a `.traj` source is UTF-8 text)"),
+                );
+                (module, diags)
+            }
+        };
         self.diags.extend(diags);
         self.program.broken.extend(module.broken);
         for item in module.items {
@@ -220,7 +237,7 @@ impl Loader<'_> {
         let file = self
             .sources
             .add(format!("<std>/{module}.traj"), None, text.to_string());
-        self.add_file(file, prelude);
+        self.add_file(file, prelude, &[]);
     }
 
     fn add_path(&mut self, path: &Path, shown: &Path, span: Span, prelude: bool) {
@@ -239,8 +256,7 @@ impl Loader<'_> {
                 let file =
                     self.sources
                         .add(shown.display().to_string(), Some(path.to_path_buf()), text);
-                self.add_file(file, prelude);
-                report_invalid_utf8(&mut self.diags, file, &invalid);
+                self.add_file(file, prelude, &invalid);
             }
             Err(e) => self.diags.push(
                 Diagnostic::new(

@@ -313,26 +313,41 @@ fn syntax_error(file: u32, text: &str, pos: usize, variant: &ErrorVariant<Rule>)
     };
     // A bracket opened before the error and never closed is what a person must fix.
     let unclosed = unclosed_brackets(text).into_iter().rfind(|&at| at < pos);
-    let at_end = text[pos.min(text.len())..].trim().is_empty();
-    let mut d = match unclosed {
-        Some(open) if at_end => {
-            let bracket = &text[open..open + 1];
-            Diagnostic::new("E0001", format!("syntax error: unclosed `{bracket}`"), span)
-                .label(format!("the file ends before `{}`", closing(bracket)))
-        }
-        _ => Diagnostic::new("E0001", format!("syntax error: unexpected {shown}"), span)
-            .label(format!("expected {expected}")),
+    let at_end = text[pos.min(text.len())..]
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    let Some(open) = unclosed else {
+        return plain_hints(
+            Diagnostic::new("E0001", format!("syntax error: unexpected {shown}"), span)
+                .label(format!("expected {expected}")),
+            text,
+            pos,
+            &found,
+        );
     };
-    if let Some(open) = unclosed {
-        let bracket = &text[open..open + 1];
-        d = d.related(
+    let bracket = &text[open..open + 1];
+    let close = closing(bracket);
+    let d = if at_end {
+        Diagnostic::new("E0001", format!("syntax error: unclosed `{bracket}`"), span)
+            .label(format!("the file ends before `{close}`"))
+            .hint(format!("close it with `{close}`"))
+    } else {
+        Diagnostic::new("E0001", format!("syntax error: unexpected {shown}"), span)
+            .label(format!("expected `{close}` or {expected}"))
+    };
+    plain_hints(
+        d.related(
             Span::new(file, open..open + 1),
             format!("this `{bracket}` is never closed"),
-        );
-        if at_end {
-            d = d.hint(format!("close it with `{}`", closing(bracket)));
-        }
-    }
+        ),
+        text,
+        pos,
+        &found,
+    )
+}
+
+/// Hints for common slips at a syntax error: `1.`, `if` as an operand, `=` for `==`.
+fn plain_hints(mut d: Diagnostic, text: &str, pos: usize, found: &str) -> Diagnostic {
     if found.starts_with('.') && text[..pos].ends_with(|c: char| c.is_ascii_digit()) {
         d = d.hint("floats need digits on both sides of the point: write `1.0`, not `1.`");
     } else if found == "if" {
