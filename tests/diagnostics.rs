@@ -93,6 +93,12 @@ fn a_broken_item_of_any_kind_causes_no_second_error() {
             "train {\n  optimizer gd(lr = 0.1)\n  steps 3\n  record every 1 { loss, g = grad(w) }\n}\n".into(),
             "train",
         ),
+        // A `use` that did not parse may define any name.
+        (
+            "use std.losses extra\n".into(),
+            format!("loss = square_loss(X @ w, y)\n{TRAIN}"),
+            "extra",
+        ),
         // A loss that did not parse, and no train block at all.
         ("loss = sum(w^2 +* 1)\n".into(), "data Z = 2 * X\n".into(), "* 1"),
     ];

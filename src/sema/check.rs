@@ -284,7 +284,7 @@ fn parse_overrides(
                 .symbols
                 .get(k)
                 .is_some_and(|s| s.kind == SymKind::Const);
-        if !is_const && !program.broken.contains(k) {
+        if !is_const && !program.maybe_defined(k) {
             diags.push(
                 Diagnostic::new("E0204", format!("the program has no const `{k}`"), span)
                     .label("unknown const")
@@ -384,7 +384,7 @@ fn sweep_points(
                 .symbols
                 .get(name)
                 .is_some_and(|s| s.kind == SymKind::Const);
-        if !is_const && !program.broken.contains(name) {
+        if !is_const && !program.maybe_defined(name) {
             c.error(
                 Diagnostic::new(
                     "E0101",
@@ -1255,7 +1255,7 @@ impl<'p> Checker<'p> {
 
     fn check_train(&mut self, t: &'p TrainItem) {
         let prog = self.prog;
-        if prog.lookup("loss").is_none() && !prog.broken.contains("loss") {
+        if prog.lookup("loss").is_none() && !prog.maybe_defined("loss") {
             self.error(
                 Diagnostic::new(
                     "E0409",
@@ -1638,7 +1638,7 @@ impl<'p> Checker<'p> {
     // ------------------------------------------------------------ names
 
     fn undefined(&mut self, name: &str, span: Span) {
-        if self.prog.broken.contains(name) {
+        if self.prog.maybe_defined(name) {
             return; // defined by an item that did not parse, which is reported
         }
         let mut d =
@@ -3302,7 +3302,7 @@ impl<'p> Checker<'p> {
                     }
                     deps = deps.or(v.deps);
                 } else if self.prog.lookup("loss").is_none() {
-                    if self.prog.broken.contains("loss") {
+                    if self.prog.maybe_defined("loss") {
                         return None; // the loss did not parse, which is reported
                     }
                     self.error(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use crate::diag::{Diagnostic, SourceMap, Span};
-use crate::syntax::ast::{Item, UseTarget};
+use crate::syntax::ast::{ANY_NAME, Item, UseTarget};
 use crate::syntax::parse_module;
 
 /// The module every program sees without a `use`.
@@ -76,6 +76,12 @@ pub struct Program {
 }
 
 impl Program {
+    /// Whether an item that failed to parse may have defined `name` (a broken `use` may
+    /// have defined any name), so that reporting it missing could be false.
+    pub fn maybe_defined(&self, name: &str) -> bool {
+        self.broken.contains(name) || self.broken.contains(ANY_NAME)
+    }
+
     /// A top-level name: the program's own and used modules' first, then the prelude's.
     pub fn lookup(&self, name: &str) -> Option<Symbol> {
         self.symbols

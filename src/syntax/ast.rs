@@ -14,9 +14,13 @@ pub struct Module {
     pub file: u32,
     pub items: Vec<Item>,
     /// Names that items which failed to parse would have defined (`loss`, `n` of a broken
-    /// `const n = )`): checks for missing names stay quiet about them.
+    /// `const n = )`, [`ANY_NAME`] for a broken `use`): checks for missing names stay
+    /// quiet about them.
     pub broken: Vec<String>,
 }
+
+/// In `Module::broken`: a `use` that did not parse, which may define any name.
+pub const ANY_NAME: &str = "*";
 
 #[derive(Clone, Debug)]
 pub enum Item {

@@ -140,6 +140,7 @@ fn defined_names(text: &str) -> Vec<String> {
         match words.as_slice() {
             [first, ..] if !line.starts_with(first) => {}
             ["loss", ..] => names.push("loss".to_string()),
+            ["use", ..] => names.push(ANY_NAME.to_string()),
             [
                 "data" | "param" | "sample" | "let" | "fn" | "optimizer",
                 name,
