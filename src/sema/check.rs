@@ -292,7 +292,7 @@ fn parse_overrides(
             );
             continue;
         }
-        match Scalar::parse(v) {
+        match Scalar::parse(v).filter(|_| !beyond_float_range(v)) {
             Some(s) if k == "seed" && seed_problem(s).is_some() => diags.push(
                 Diagnostic::new("E0204", format!("`{}` is not a seed", v.trim()), span)
                     .label(seed_problem(s).unwrap_or_default())
