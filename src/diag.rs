@@ -55,7 +55,20 @@ pub struct SourceMap {
 }
 
 impl SourceMap {
+    /// Adds a file. Old Mac line ends (a `\r` not followed by `\n`) become `\n`, the same
+    /// length, so offsets stay those of the file and lines are numbered as an editor does.
     pub fn add(&mut self, name: String, path: Option<PathBuf>, text: String) -> u32 {
+        let text = if text.contains('\r') {
+            let bytes = text.as_bytes();
+            text.char_indices()
+                .map(|(i, c)| match c {
+                    '\r' if bytes.get(i + 1) != Some(&b'\n') => '\n',
+                    c => c,
+                })
+                .collect()
+        } else {
+            text
+        };
         self.files.push(SourceFile { name, path, text });
         (self.files.len() - 1) as u32
     }

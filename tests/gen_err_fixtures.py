@@ -24,7 +24,13 @@ CASES = [
     ("syntax_empty_index", "an empty index", "data X = randn(3, 3)\nlet y = X[]\n", [("E0001", "X[]", 1)]),
     ("syntax_two_errors", "two broken items both reported", "const a = )\nconst b = 2\ndata X = randn(b,, b)\nconst c = b\n", [("E0001", ")", 1), ("E0001", ", b)", 1)]),
     ("syntax_missing_then", "`if` without `then`", "const a = 1\nconst b = if a 2 else 3\n", [("E0001", "2 else", 1)]),
+    ("syntax_broken_loss_still_defined", "a broken loss: no second error saying there is none", "param w: [3] ~ normal(0, 1)\nloss = sum(w^2\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 10\n  record every 1 { loss, g = grad(w) }\n}\n", [("E0001", "train", 1)]),
+    ("syntax_broken_const_still_defined", "a broken const: no second error where it is used", "const n = 2 +* 3\ndata X = randn(n, 2)\nparam w: [2] ~ zeros\nloss = mean((X @ w)^2)\n", [("E0001", "* 3", 1)]),
+    ("syntax_unclosed_train", "an unclosed `train {` at the end of the file", "param w: [3] ~ normal(0, 1)\nloss = sum(w^2)\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 10", [("E0001", "", -1)]),
+    ("syntax_unclosed_bracket_before_item", "an unclosed `[` before the next item", "const n = 3\ndata X = [randn(n), randn(n)\nconst m = 2\n", [("E0001", "const m", 1)]),
+    ("syntax_float_too_large", "a float literal beyond the floats' range", "const a = 1e400\nconst b = -2.5e308 * a\n", [("E0002", "1e400", 1), ("E0002", "2.5e308", 1)]),
     # ---- names
+    ("name_std_hint", "a name the standard library defines, without its `use`", "param w: [3] ~ normal(0, 1)\nloss = square_loss(w, w)\n", [("E0101", "square_loss", 1)]),
     ("name_undefined", "an undefined name", "const n = 3\ndata X = randn(n, m)\n", [("E0101", "m)", 1)]),
     ("name_typo_hint", "an undefined name close to a defined one", "const depth = 3\ndata X = randn(dpeth, 2)\n", [("E0101", "dpeth", 1)]),
     ("name_duplicate", "a name defined twice", "const n = 3\ndata X = randn(n)\nconst n = 4\n", [("E0102", "n = 4", 1)]),
@@ -45,6 +51,9 @@ CASES = [
     ("type_int_division_by_zero", "integer division by zero", "const a = 7\nconst b = a // 0\n", [("E0203", "0\n", 1)]),
     ("type_string_value", "a string used as a value", "const n = 3\ndata X = \"data.npy\" + 1\n", [("E0205", "\"data", 1)]),
     ("type_unknown_shape", "a shape that depends on data values", "data k = randint(1, 5)\nparam w: [k] ~ normal(0, 1)\n", [("E0206", "k]", 1)]),
+    ("type_int_overflow", "compile-time int arithmetic beyond 64 bits", "const n = 2^63\nparam w: [n % 4] ~ zeros\n", [("E0202", "2^63", 1)]),
+    ("type_seed_negative", "a negative seed", "const seed = -1\nconst n = 2\n", [("E0207", "-1", 1)]),
+    ("type_seed_float_in_sweep", "a float seed in a sweep", "const lr = 0.1\nsweep {\n  seed in [0, 0.5]\n}\n", [("E0207", "seed in", 1)]),
     ("type_float_onehot", "onehot of float indices", "data y = randn(5)\ndata Y = onehot(y, 3)\n", [("E0201", "y, 3", 1)]),
     # ---- kinds
     ("kind_param_in_data", "a param inside data", "param w: [3] ~ normal(0, 1)\ndata X = 2 * w\n", [("E0401", "w\n", 1)]),

@@ -45,3 +45,28 @@ fn observable_through_a_let_points_inside_it() {
 fn a_second_file_header_names_its_true_position() {
     insta::assert_snapshot!(rendered("name_duplicate_unicode_module"));
 }
+
+#[test]
+fn an_unclosed_brace_points_at_where_it_opens() {
+    insta::assert_snapshot!(rendered("syntax_unclosed_train"));
+}
+
+#[test]
+fn an_unclosed_bracket_is_labelled_where_the_error_is_found() {
+    insta::assert_snapshot!(rendered("syntax_unclosed_bracket_before_item"));
+}
+
+#[test]
+fn a_standard_library_name_hints_its_use() {
+    insta::assert_snapshot!(rendered("name_std_hint"));
+}
+
+#[test]
+fn a_float_literal_too_large_is_an_error() {
+    insta::assert_snapshot!(rendered("syntax_float_too_large"));
+}
+
+#[test]
+fn a_seed_that_is_not_an_int_says_what_seeds_are() {
+    insta::assert_snapshot!(rendered("type_seed_float_in_sweep"));
+}

@@ -105,6 +105,7 @@ impl Checked {
                 .filter(|i| item_file(i) == Some(main))
                 .cloned()
                 .collect(),
+            broken: Vec::new(),
         };
         let mut out = crate::syntax::print_module(&module);
         let _ = writeln!(out, "\n# names ({})", sources.file(main).name);
@@ -283,7 +284,7 @@ fn parse_overrides(
                 .symbols
                 .get(k)
                 .is_some_and(|s| s.kind == SymKind::Const);
-        if !is_const {
+        if !is_const && !program.maybe_defined(k) {
             diags.push(
                 Diagnostic::new("E0204", format!("the program has no const `{k}`"), span)
                     .label("unknown const")
@@ -291,10 +292,24 @@ fn parse_overrides(
             );
             continue;
         }
-        match Scalar::parse(v) {
+        match Scalar::parse(v).filter(|_| !beyond_float_range(v)) {
+            Some(s) if k == "seed" && seed_problem(s).is_some() => diags.push(
+                Diagnostic::new("E0204", format!("`{}` is not a seed", v.trim()), span)
+                    .label(seed_problem(s).unwrap_or_default())
+                    .hint(SEED_HINT),
+            ),
             Some(s) => {
                 out.insert(k.to_string(), (s, span));
             }
+            None if beyond_float_range(v) => diags.push(
+                Diagnostic::new(
+                    "E0204",
+                    format!("`{}` is too large for a float", v.trim()),
+                    span,
+                )
+                .label("beyond the largest float, about 1.8e308")
+                .hint("`--set lr=inf` sets infinity"),
+            ),
             None => diags.push(
                 Diagnostic::new("E0204", format!("`{v}` is not a number"), span)
                     .label("expected an int or a float")
@@ -304,6 +319,29 @@ fn parse_overrides(
     }
     out
 }
+
+/// A number written with digits (`1e400`) too large for a float.
+fn beyond_float_range(text: &str) -> bool {
+    let t = text.trim().replace('_', "");
+    !t.to_ascii_lowercase().contains("inf") && t.parse::<f64>().is_ok_and(f64::is_infinite)
+}
+
+/// Why a value cannot be the run's seed, if it cannot: seeds are the ints 0 to 2^63 − 1.
+fn seed_problem(v: Scalar) -> Option<&'static str> {
+    match v {
+        Scalar::Int(i) if i >= 0 => None,
+        Scalar::Int(_) => Some("a seed is not negative"),
+        // An int literal beyond 64 bits reads as a float.
+        Scalar::Float(f) if f.fract() == 0.0 && f.abs() >= 2f64.powi(63) => Some(if f > 0.0 {
+            "too large for a seed"
+        } else {
+            "a seed is not negative"
+        }),
+        Scalar::Float(_) => Some("a seed is an int"),
+    }
+}
+
+const SEED_HINT: &str = "seeds are the ints from 0 to 9223372036854775807";
 
 struct Sweep {
     /// Each point: (const, value) in the order of the sweep's entries.
@@ -346,7 +384,7 @@ fn sweep_points(
                 .symbols
                 .get(name)
                 .is_some_and(|s| s.kind == SymKind::Const);
-        if !is_const {
+        if !is_const && !program.maybe_defined(name) {
             c.error(
                 Diagnostic::new(
                     "E0101",
@@ -370,6 +408,16 @@ fn sweep_points(
             }
             SweepValues::List(items) => items.iter().filter_map(|e| c.known_scalar(e)).collect(),
         };
+        if name == "seed"
+            && let Some((v, why)) = values.iter().find_map(|&v| Some((v, seed_problem(v)?)))
+        {
+            c.error(
+                Diagnostic::new("E0207", format!("`{v}` is not a seed"), entry.span)
+                    .label(why)
+                    .hint(SEED_HINT),
+            );
+            continue;
+        }
         if values.is_empty() {
             c.error(
                 Diagnostic::new(
@@ -751,6 +799,17 @@ impl<'p> Checker<'p> {
                 k
             }
         });
+        if name == "seed"
+            && let Some(k) = known
+            && let Some(why) = seed_problem(k)
+        {
+            self.error(
+                Diagnostic::new("E0207", format!("`{k}` is not a seed"), d.value.span)
+                    .label(why)
+                    .hint(SEED_HINT),
+            );
+            return None;
+        }
         let dtype = if forced_float { DType::Float } else { v.dtype };
         Some(Val {
             dtype,
@@ -1196,7 +1255,7 @@ impl<'p> Checker<'p> {
 
     fn check_train(&mut self, t: &'p TrainItem) {
         let prog = self.prog;
-        if prog.lookup("loss").is_none() {
+        if prog.lookup("loss").is_none() && !prog.maybe_defined("loss") {
             self.error(
                 Diagnostic::new(
                     "E0409",
@@ -1579,6 +1638,9 @@ impl<'p> Checker<'p> {
     // ------------------------------------------------------------ names
 
     fn undefined(&mut self, name: &str, span: Span) {
+        if self.prog.maybe_defined(name) {
+            return; // defined by an item that did not parse, which is reported
+        }
         let mut d =
             Diagnostic::new("E0101", format!("`{name}` is not defined"), span).label("not defined");
         if OPTIMIZER_NAMES.contains(&name) {
@@ -1590,6 +1652,8 @@ impl<'p> Checker<'p> {
                     ""
                 }
             ));
+        } else if let Some(module) = super::modules::std_module_defining(name) {
+            d = d.hint(format!("`use std.{module}` defines it"));
         } else if let Some(s) = self.suggest(name) {
             d = d.hint(format!("did you mean `{s}`?"));
         }
@@ -1835,7 +1899,13 @@ impl<'p> Checker<'p> {
             ExprKind::Unary(op, x) => {
                 let v = self.eval(x)?;
                 let known = match (op, v.known) {
-                    (UnOp::Neg, Some(Scalar::Int(i))) => i.checked_neg().map(Scalar::Int),
+                    (UnOp::Neg, Some(Scalar::Int(i))) => {
+                        let Some(negated) = i.checked_neg() else {
+                            self.error(int_overflow(e.span));
+                            return None;
+                        };
+                        Some(Scalar::Int(negated))
+                    }
                     (UnOp::Neg, Some(Scalar::Float(f))) => Some(Scalar::Float(-f)),
                     (UnOp::Not, Some(k)) => {
                         Some(Scalar::Float(if k.as_f64() == 0.0 { 1.0 } else { 0.0 }))
@@ -1966,7 +2036,14 @@ impl<'p> Checker<'p> {
             return None;
         }
         let known = match (va.known, vb.known) {
-            (Some(x), Some(y)) => fold(op, x, y, dtype),
+            (Some(x), Some(y)) => {
+                let folded = fold(op, x, y, dtype);
+                if folded.is_none() && dtype == DType::Int {
+                    self.error(int_overflow(span));
+                    return None;
+                }
+                folded
+            }
             _ => None,
         };
         Some(Val {
@@ -2521,10 +2598,12 @@ fn fold(op: BinOp, x: Scalar, y: Scalar, dtype: DType) -> Option<Scalar> {
         (BinOp::Mul, Int(a), Int(c)) => a.checked_mul(c).map(Int),
         (BinOp::FloorDiv, Int(a), Int(c)) if c != 0 => Some(Int(floor_div(a, c))),
         (BinOp::Rem, Int(a), Int(c)) if c != 0 => Some(Int(a - c * floor_div(a, c))),
-        (BinOp::Pow, Int(a), Int(c)) if dtype == DType::Int => u32::try_from(c)
-            .ok()
-            .and_then(|c| a.checked_pow(c))
-            .map(Int),
+        (BinOp::Pow, Int(a), Int(c)) if dtype == DType::Int => match (a, u32::try_from(c)) {
+            (_, Ok(c)) => a.checked_pow(c).map(Int),
+            (0 | 1, Err(_)) => Some(Int(a)),
+            (-1, Err(_)) => Some(Int(if c % 2 == 0 { 1 } else { -1 })),
+            _ => None,
+        },
         (BinOp::Add, ..) => Some(Float(fx + fy)),
         (BinOp::Sub, ..) => Some(Float(fx - fy)),
         (BinOp::Mul, ..) => Some(Float(fx * fy)),
@@ -2542,6 +2621,13 @@ fn fold(op: BinOp, x: Scalar, y: Scalar, dtype: DType) -> Option<Scalar> {
         (BinOp::Or, ..) => b(fx != 0.0 || fy != 0.0),
         (BinOp::MatMul, ..) => None,
     }
+}
+
+/// The error for a compile-time int operation whose result does not fit in 64 bits.
+fn int_overflow(span: Span) -> Diagnostic {
+    Diagnostic::new("E0202", "integer overflow", span)
+        .label("the result does not fit in a 64-bit int")
+        .hint("compute it as a float, e.g. `2.0^70` instead of `2^70`")
 }
 
 /// Floor division of ints, as NumPy's `//`.
@@ -2750,6 +2836,10 @@ impl<'p> Checker<'p> {
                 let keeps_int = matches!(n, "abs" | "relu" | "square" | "sign");
                 let dtype = if keeps_int { x.dtype } else { float };
                 let known = x.known.and_then(|k| unary_fold(n, k, dtype));
+                if dtype == DType::Int && x.known.is_some() && known.is_none() {
+                    self.error(int_overflow(span));
+                    return None;
+                }
                 Some(Val { dtype, known, ..x })
             }
             "max" | "min" if b.get("y").is_some() => {
@@ -3212,6 +3302,9 @@ impl<'p> Checker<'p> {
                     }
                     deps = deps.or(v.deps);
                 } else if self.prog.lookup("loss").is_none() {
+                    if self.prog.maybe_defined("loss") {
+                        return None; // the loss did not parse, which is reported
+                    }
                     self.error(
                         Diagnostic::new(
                             "E0409",

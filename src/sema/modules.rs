@@ -2,12 +2,16 @@
 //! (transitively, each once), the prelude (`std.optim`), and the top-level symbol table
 //! with its duplicate-definition errors.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use crate::diag::{Diagnostic, SourceMap, Span};
-use crate::syntax::ast::{Item, UseTarget};
+use crate::syntax::ast::{ANY_NAME, Item, UseTarget};
 use crate::syntax::parse_module;
+
+/// The module every program sees without a `use`.
+pub const PRELUDE: &str = "optim";
 
 /// The standard library, compiled into the binary so `traj` runs from anywhere.
 pub const STD_MODULES: &[(&str, &str)] = &[
@@ -66,9 +70,18 @@ pub struct Program {
     pub prelude: HashMap<String, Symbol>,
     /// The program's own file.
     pub main_file: u32,
+    /// Names that items which failed to parse (or files that could not be read) would
+    /// have defined: an error about them missing would be false.
+    pub broken: HashSet<String>,
 }
 
 impl Program {
+    /// Whether an item that failed to parse may have defined `name` (a broken `use` may
+    /// have defined any name), so that reporting it missing could be false.
+    pub fn maybe_defined(&self, name: &str) -> bool {
+        self.broken.contains(name) || self.broken.contains(ANY_NAME)
+    }
+
     /// A top-level name: the program's own and used modules' first, then the prelude's.
     pub fn lookup(&self, name: &str) -> Option<Symbol> {
         self.symbols
@@ -83,14 +96,30 @@ pub fn load_file(
     path: &Path,
     sources: &mut SourceMap,
 ) -> Result<(Program, Vec<Diagnostic>), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(load_text(
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let (text, invalid) = decode_source(&bytes);
+    Ok(load(
         &path.display().to_string(),
         Some(path.to_path_buf()),
         text,
+        &invalid,
         sources,
     ))
+}
+
+/// Source text from a file's bytes: each invalid UTF-8 sequence becomes U+FFFD, whose
+/// offsets in the returned text come second.
+pub fn decode_source(bytes: &[u8]) -> (String, Vec<usize>) {
+    let mut text = String::with_capacity(bytes.len());
+    let mut invalid = Vec::new();
+    for chunk in bytes.utf8_chunks() {
+        text.push_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            invalid.push(text.len());
+            text.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
+    (text, invalid)
 }
 
 /// Loads a program from text (`path` resolves its relative `use` and `load`).
@@ -98,6 +127,17 @@ pub fn load_text(
     name: &str,
     path: Option<PathBuf>,
     text: String,
+    sources: &mut SourceMap,
+) -> (Program, Vec<Diagnostic>) {
+    load(name, path, text, &[], sources)
+}
+
+/// Loads a program whose text has U+FFFD at `invalid` for bytes that were not UTF-8.
+fn load(
+    name: &str,
+    path: Option<PathBuf>,
+    text: String,
+    invalid: &[usize],
     sources: &mut SourceMap,
 ) -> (Program, Vec<Diagnostic>) {
     let mut loader = Loader {
@@ -108,9 +148,9 @@ pub fn load_text(
     };
     let main = loader.sources.add(name.to_string(), path, text);
     loader.program.main_file = main;
-    loader.add_file(main, false);
-    if !loader.loaded.contains(&"std:optim".to_string()) {
-        loader.add_std("optim", None, true);
+    loader.add_file(main, false, invalid);
+    if !loader.loaded.contains(&format!("std:{PRELUDE}")) {
+        loader.add_std(PRELUDE, None, true);
     }
     let Loader {
         program, mut diags, ..
@@ -128,9 +168,41 @@ struct Loader<'s> {
 }
 
 impl Loader<'_> {
-    fn add_file(&mut self, file: u32, prelude: bool) {
-        let (module, diags) = parse_module(file, &self.sources.file(file).text);
+    /// Parses and defines a file's items; `invalid` are the offsets of U+FFFD standing for
+    /// bytes that were not UTF-8.
+    fn add_file(&mut self, file: u32, prelude: bool, invalid: &[usize]) {
+        let text = &self.sources.file(file).text;
+        let (module, diags) = match invalid.first() {
+            None => parse_module(file, text),
+            Some(&first) => {
+                // One error, at the first bad byte. Read as blanks of the same length, bad
+                // bytes cause no syntax error of their own; one that splits a token causes
+                // one on its line, which is left unsaid.
+                let line_of = |at: usize| text[..at].matches('\n').count();
+                let bad_lines: Vec<usize> = invalid.iter().map(|&at| line_of(at)).collect();
+                let width = char::REPLACEMENT_CHARACTER.len_utf8();
+                let mut blanked = text.clone();
+                for &at in invalid {
+                    blanked.replace_range(at..at + width, &" ".repeat(width));
+                }
+                let (module, mut diags) = parse_module(file, &blanked);
+                diags.retain(|d| {
+                    d.code != "E0001" || !bad_lines.contains(&line_of(d.span.start as usize))
+                });
+                diags.push(
+                    Diagnostic::new(
+                        "E0006",
+                        "the file is not UTF-8",
+                        Span::new(file, first..first + width),
+                    )
+                    .label("not valid UTF-8 (shown as �)")
+                    .hint("save the file as UTF-8 (a `.traj` source is UTF-8 text)"),
+                );
+                (module, diags)
+            }
+        };
         self.diags.extend(diags);
+        self.program.broken.extend(module.broken);
         for item in module.items {
             if let Item::Use(u) = &item {
                 match &u.target {
@@ -171,7 +243,7 @@ impl Loader<'_> {
         let file = self
             .sources
             .add(format!("<std>/{module}.traj"), None, text.to_string());
-        self.add_file(file, prelude);
+        self.add_file(file, prelude, &[]);
     }
 
     fn add_path(&mut self, path: &Path, shown: &Path, span: Span, prelude: bool) {
@@ -183,13 +255,14 @@ impl Loader<'_> {
         if self.loaded.contains(&key) {
             return;
         }
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
+        match std::fs::read(path) {
+            Ok(bytes) => {
                 self.loaded.push(key);
+                let (text, invalid) = decode_source(&bytes);
                 let file =
                     self.sources
                         .add(shown.display().to_string(), Some(path.to_path_buf()), text);
-                self.add_file(file, prelude);
+                self.add_file(file, prelude, &invalid);
             }
             Err(e) => self.diags.push(
                 Diagnostic::new(
@@ -217,29 +290,7 @@ impl Loader<'_> {
 
     fn define(&mut self, item: Item, prelude: bool) {
         let index = self.program.items.len();
-        let names: Vec<(String, Span, SymKind)> = match &item {
-            Item::Const(d) => vec![(d.name.name.clone(), d.name.span, SymKind::Const)],
-            Item::Data(d) => vec![(d.name.name.clone(), d.name.span, SymKind::Data)],
-            Item::Sample(d) => vec![(d.name.name.clone(), d.name.span, SymKind::Sample)],
-            Item::Let(d) => vec![(d.name.name.clone(), d.name.span, SymKind::Let)],
-            Item::Param(p) => vec![(p.name.name.clone(), p.name.span, SymKind::Param)],
-            Item::Fn(f) => vec![(f.name.name.clone(), f.name.span, SymKind::Fn)],
-            Item::Optimizer(o) => vec![(o.name.name.clone(), o.name.span, SymKind::Optimizer)],
-            Item::Batch(b) => b
-                .names
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.name.clone(), n.span, SymKind::BatchVar(i)))
-                .collect(),
-            Item::Loss(l) => {
-                let start = Span {
-                    end: l.span.start + 4,
-                    ..l.span
-                };
-                vec![("loss".to_string(), start, SymKind::Loss)]
-            }
-            _ => vec![],
-        };
+        let names = item_names(&item);
         self.program.items.push(item);
         let table = if prelude {
             &mut self.program.prelude
@@ -266,4 +317,51 @@ impl Loader<'_> {
             }
         }
     }
+}
+
+/// The top-level names an item defines, with their spans and kinds.
+fn item_names(item: &Item) -> Vec<(String, Span, SymKind)> {
+    match item {
+        Item::Const(d) => vec![(d.name.name.clone(), d.name.span, SymKind::Const)],
+        Item::Data(d) => vec![(d.name.name.clone(), d.name.span, SymKind::Data)],
+        Item::Sample(d) => vec![(d.name.name.clone(), d.name.span, SymKind::Sample)],
+        Item::Let(d) => vec![(d.name.name.clone(), d.name.span, SymKind::Let)],
+        Item::Param(p) => vec![(p.name.name.clone(), p.name.span, SymKind::Param)],
+        Item::Fn(f) => vec![(f.name.name.clone(), f.name.span, SymKind::Fn)],
+        Item::Optimizer(o) => vec![(o.name.name.clone(), o.name.span, SymKind::Optimizer)],
+        Item::Batch(b) => b
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), n.span, SymKind::BatchVar(i)))
+            .collect(),
+        Item::Loss(l) => {
+            let start = Span {
+                end: l.span.start + 4,
+                ..l.span
+            };
+            vec![("loss".to_string(), start, SymKind::Loss)]
+        }
+        _ => vec![],
+    }
+}
+
+/// The standard module, other than the prelude, that defines `name` at top level (read
+/// from the modules' own items).
+pub fn std_module_defining(name: &str) -> Option<&'static str> {
+    static NAMES: LazyLock<Vec<(&'static str, HashSet<String>)>> = LazyLock::new(|| {
+        STD_MODULES
+            .iter()
+            .filter(|(module, _)| *module != PRELUDE)
+            .map(|(module, text)| {
+                let items = parse_module(0, text).0.items;
+                let names = items.iter().flat_map(item_names).map(|(n, ..)| n);
+                (*module, names.collect())
+            })
+            .collect()
+    });
+    NAMES
+        .iter()
+        .find(|(_, names)| names.contains(name))
+        .map(|(module, _)| *module)
 }

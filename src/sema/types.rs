@@ -170,5 +170,6 @@ mod tests {
         assert_eq!(Scalar::parse("1e-3"), Some(Scalar::Float(1e-3)));
         assert_eq!(Scalar::parse("abc"), None);
         assert_eq!(Scalar::parse("nan"), None);
+        assert_eq!(Scalar::parse("inf"), Some(Scalar::Float(f64::INFINITY)));
     }
 }

@@ -13,7 +13,14 @@ pub struct Ident {
 pub struct Module {
     pub file: u32,
     pub items: Vec<Item>,
+    /// Names that items which failed to parse would have defined (`loss`, `n` of a broken
+    /// `const n = )`, [`ANY_NAME`] for a broken `use`): checks for missing names stay
+    /// quiet about them.
+    pub broken: Vec<String>,
 }
+
+/// In `Module::broken`: a `use` that did not parse, which may define any name.
+pub const ANY_NAME: &str = "*";
 
 #[derive(Clone, Debug)]
 pub enum Item {

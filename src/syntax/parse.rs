@@ -66,11 +66,13 @@ pub fn parse_module(file: u32, text: &str) -> (Module, Vec<Diagnostic>) {
             Module {
                 file,
                 items: Vec::new(),
+                broken: Vec::new(),
             },
             vec![d],
         );
     }
     let mut diags = Vec::new();
+    let mut broken = Vec::new();
     let mut work = text.to_string();
     for _ in 0..64 {
         match TrajParser::parse(Rule::program, &work) {
@@ -83,7 +85,14 @@ pub fn parse_module(file: u32, text: &str) -> (Module, Vec<Diagnostic>) {
                 let program = pairs.next().expect("program rule");
                 let items = builder.program(program);
                 diags.extend(builder.errors.into_inner());
-                return (Module { file, items }, diags);
+                return (
+                    Module {
+                        file,
+                        items,
+                        broken,
+                    },
+                    diags,
+                );
             }
             Err(err) => {
                 let pos = match err.location {
@@ -95,6 +104,7 @@ pub fn parse_module(file: u32, text: &str) -> (Module, Vec<Diagnostic>) {
                 if from >= to {
                     break; // nothing left to blank: the error is at the end of the file
                 }
+                broken.extend(defined_names(&work[from..to]));
                 // Blank the broken item, keeping newlines so byte offsets stay put.
                 let blanked: String = work[from..to]
                     .bytes()
@@ -104,13 +114,75 @@ pub fn parse_module(file: u32, text: &str) -> (Module, Vec<Diagnostic>) {
             }
         }
     }
+    // Nothing parsed: every item counts as broken.
+    broken.extend(defined_names(text));
     (
         Module {
             file,
             items: Vec::new(),
+            broken,
         },
         diags,
     )
+}
+
+/// The names the items in `text` define, read from the words alone (the text does not
+/// parse): `n` of `const n = )`, `X` of `data X = `, both of `batch xb, yb from ...`, and
+/// `loss`.
+fn defined_names(text: &str) -> Vec<String> {
+    let is_name_char = |c: char| c.is_alphanumeric() || c == '_';
+    let mut names = Vec::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line
+            .split(|c: char| !is_name_char(c))
+            .filter(|w| !w.is_empty())
+            .collect();
+        match words.as_slice() {
+            [first, ..] if !line.starts_with(first) => {}
+            ["loss", ..] => names.push("loss".to_string()),
+            ["use", ..] => names.push(ANY_NAME.to_string()),
+            [
+                "data" | "param" | "sample" | "let" | "fn" | "optimizer",
+                name,
+                ..,
+            ] => names.push(name.to_string()),
+            ["batch", rest @ ..] => names.extend(
+                rest.iter()
+                    .take_while(|w| **w != "from")
+                    .map(|w| w.to_string()),
+            ),
+            // `const a = 1, b = f(x = 2)`: each name followed by `=` outside brackets.
+            ["const", ..] => {
+                let mut depth = 0i32;
+                let mut word = String::new();
+                let mut last_word = String::new();
+                let mut chars = line["const".len()..].chars().peekable();
+                while let Some(c) = chars.next() {
+                    if is_name_char(c) {
+                        word.push(c);
+                        continue;
+                    }
+                    if !word.is_empty() {
+                        last_word = std::mem::take(&mut word);
+                    }
+                    match c {
+                        '(' | '[' => depth += 1,
+                        ')' | ']' => depth -= 1,
+                        '=' if chars.peek() == Some(&'=') => {
+                            chars.next();
+                        }
+                        '=' if depth == 0 && !last_word.is_empty() => {
+                            names.push(std::mem::take(&mut last_word))
+                        }
+                        c if !c.is_whitespace() => last_word.clear(),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    names
 }
 
 /// Brackets nested deeper than any real program needs; refusing them keeps the recursive
@@ -240,8 +312,43 @@ fn syntax_error(file: u32, text: &str, pos: usize, variant: &ErrorVariant<Rule>)
     } else {
         format!("`{found}`")
     };
-    let mut d = Diagnostic::new("E0001", format!("syntax error: unexpected {shown}"), span)
-        .label(format!("expected {expected}"));
+    // A bracket opened before the error and never closed is what a person must fix.
+    let unclosed = unclosed_brackets(text).into_iter().rfind(|&at| at < pos);
+    let at_end = text[pos.min(text.len())..]
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    let Some(open) = unclosed else {
+        return plain_hints(
+            Diagnostic::new("E0001", format!("syntax error: unexpected {shown}"), span)
+                .label(format!("expected {expected}")),
+            text,
+            pos,
+            &found,
+        );
+    };
+    let bracket = &text[open..open + 1];
+    let close = closing(bracket);
+    let d = if at_end {
+        Diagnostic::new("E0001", format!("syntax error: unclosed `{bracket}`"), span)
+            .label(format!("the file ends before `{close}`"))
+            .hint(format!("close it with `{close}`"))
+    } else {
+        Diagnostic::new("E0001", format!("syntax error: unexpected {shown}"), span)
+            .label(format!("expected `{close}` or {expected}"))
+    };
+    plain_hints(
+        d.related(
+            Span::new(file, open..open + 1),
+            format!("this `{bracket}` is never closed"),
+        ),
+        text,
+        pos,
+        &found,
+    )
+}
+
+/// Hints for common slips at a syntax error: `1.`, `if` as an operand, `=` for `==`.
+fn plain_hints(mut d: Diagnostic, text: &str, pos: usize, found: &str) -> Diagnostic {
     if found.starts_with('.') && text[..pos].ends_with(|c: char| c.is_ascii_digit()) {
         d = d.hint("floats need digits on both sides of the point: write `1.0`, not `1.`");
     } else if found == "if" {
@@ -252,6 +359,54 @@ fn syntax_error(file: u32, text: &str, pos: usize, variant: &ErrorVariant<Rule>)
         d = d.hint("comparison is `==`");
     }
     d
+}
+
+fn closing(open: &str) -> &'static str {
+    match open {
+        "(" => ")",
+        "[" => "]",
+        _ => "}",
+    }
+}
+
+/// Byte offsets of the `(`, `[` and `{` that no bracket closes, in order, skipping strings
+/// and comments. A closing bracket of another kind closes the nearest open one of its kind
+/// (what it skips stays unclosed); one with no open bracket of its kind is ignored.
+fn unclosed_brackets(text: &str) -> Vec<usize> {
+    let mut open: Vec<(usize, char)> = Vec::new();
+    let mut unclosed = Vec::new();
+    let mut in_string = false;
+    let mut in_comment = false;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        if in_comment {
+            in_comment = c != '\n';
+        } else if in_string {
+            // A string ends at its closing quote or, unterminated, at the end of its line.
+            in_string = c != '\n' && (escaped || c != '"');
+            escaped = !escaped && c == '\\';
+        } else {
+            match c {
+                '#' => in_comment = true,
+                '"' => in_string = true,
+                '(' | '[' | '{' => open.push((i, c)),
+                ')' | ']' | '}' => {
+                    let kind = match c {
+                        ')' => '(',
+                        ']' => '[',
+                        _ => '{',
+                    };
+                    if let Some(k) = open.iter().rposition(|&(_, o)| o == kind) {
+                        unclosed.extend(open.drain(k..).skip(1).map(|(at, _)| at));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    unclosed.extend(open.into_iter().map(|(at, _)| at));
+    unclosed.sort_unstable();
+    unclosed
 }
 
 /// The token at `pos`, roughly: a word, a number, or one symbol.
@@ -895,7 +1050,17 @@ impl Builder {
             }
             Rule::float => {
                 let digits: String = pair.as_str().chars().filter(|c| *c != '_').collect();
-                ExprKind::Float(digits.parse::<f64>().unwrap_or(f64::NAN))
+                match digits.parse::<f64>() {
+                    Ok(v) if v.is_finite() => ExprKind::Float(v),
+                    _ => {
+                        self.errors.borrow_mut().push(
+                            Diagnostic::new("E0002", "float literal too large", span)
+                                .label("beyond the largest float, about 1.8e308")
+                                .hint("write `inf` for infinity"),
+                        );
+                        ExprKind::Float(0.0)
+                    }
+                }
             }
             Rule::string => ExprKind::Str(self.string(&pair)),
             Rule::ident | Rule::param_ref => ExprKind::Name(pair.as_str().to_string()),
