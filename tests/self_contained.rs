@@ -109,7 +109,11 @@ fn no_file_refers_to_a_path_outside_the_repository() {
         "the walk reaches src/: {files:?}"
     );
     let mut found = Vec::new();
-    for rel in &files {
+    // This file's own examples of paths are test data.
+    for rel in files
+        .iter()
+        .filter(|f| *f != Path::new("tests/self_contained.rs"))
+    {
         let Ok(text) = std::fs::read_to_string(root.join(rel)) else {
             continue; // not text
         };
