@@ -329,13 +329,13 @@ fn the_reference_lists_every_builtin_with_its_arguments() {
     }
     // The distributions of `param ~` (section 3).
     for (name, args, _) in documented_signatures(&section(&text, "3")) {
-        if let Some(sig) = builtins::distribution(&name) {
-            if args != signature_names(&sig) {
-                failures.push(format!(
-                    "distribution `{name}`: documented {args:?}, the table has {:?}",
-                    signature_names(&sig)
-                ));
-            }
+        if let Some(sig) = builtins::distribution(&name)
+            && args != signature_names(&sig)
+        {
+            failures.push(format!(
+                "distribution `{name}`: documented {args:?}, the table has {:?}",
+                signature_names(&sig)
+            ));
         }
     }
     for name in [
