@@ -27,8 +27,9 @@ def generate(traj, out):
         for case in CASES:
             run_dir = os.path.join(tmp, case)
             program = os.path.join(HERE, "gen_inputs", case + ".traj")
-            subprocess.run([traj, "run", program, "--out", run_dir], check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            done = subprocess.run([traj, "run", program, "--out", run_dir], capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"{program}: traj failed:\n{done.stderr}")
             dest = os.path.join(out, case)
             os.makedirs(dest, exist_ok=True)
             params = os.path.join(run_dir, "params")
