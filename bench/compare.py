@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""Side-by-side timings of the reference cases (../shared/bench/CASES.md): traj and the
-JAX (and, where installed, PyTorch) runners, in one invocation on this machine.
+"""Side-by-side timings of the reference cases (bench/CASES.md): traj and its JAX and
+PyTorch peers (bench/peers/), in one invocation on this machine.
 
 usage: python3 bench/compare.py [--traj PATH] [--backend NAME] [CASE ...]
 
-Generates the inputs into bench/inputs (needs numpy), runs `traj run bench/CASE.traj`
-(build it first: cargo build --release) and the peers, and prints µs/step, compile
+Builds nothing: run `cargo build --release` first. Writes the inputs into bench/inputs
+with traj (bench/gen_inputs.py), runs `traj run bench/CASE.traj` and the peers that are
+installed (`pip install jax` for JAX, `pip install torch numpy` for PyTorch; a missing one
+is named with what to install, and its columns stay empty), and prints µs/step, compile
 seconds and final loss per implementation, with traj's µs/step as a fraction of JAX's and
 the wall time of the whole `traj run` process (parse, compile, train, write).
 """
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -18,8 +21,11 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "bench"))
-CASES = ["dln", "logreg", "dmf", "relu2", "wide", "sgd"]
+sys.path.insert(0, HERE)
+from gen_inputs import CASES, generate  # noqa: E402
+
+# peer script -> (the module it needs, what to install)
+PEERS = {"run_jax.py": ("jax", "pip install jax"), "run_torch.py": ("torch", "pip install torch numpy")}
 
 
 def traj_case(traj, backend, case, out_root):
@@ -43,7 +49,11 @@ def traj_case(traj, backend, case, out_root):
 
 
 def peer(runner, inputs, cases):
-    path = os.path.join(SHARED, "peers", runner)
+    module, install = PEERS[runner]
+    if importlib.util.find_spec(module) is None:
+        print(f"# {runner}: {module} is not installed; `{install}` to compare with it", file=sys.stderr)
+        return {}
+    path = os.path.join(HERE, "peers", runner)
     try:
         res = subprocess.run([sys.executable, path, inputs] + cases, check=True, capture_output=True, text=True)
     except (subprocess.CalledProcessError, FileNotFoundError) as e:
@@ -60,7 +70,7 @@ def main():
     ap.add_argument("cases", nargs="*", default=CASES)
     args = ap.parse_args()
     inputs = os.path.join(HERE, "inputs")
-    subprocess.run([sys.executable, os.path.join(SHARED, "gen_inputs.py"), inputs], check=True)
+    generate(args.traj, inputs)
     with tempfile.TemporaryDirectory() as tmp:
         ours = {c: traj_case(args.traj, args.backend, c, tmp) for c in args.cases}
     jax = peer("run_jax.py", inputs, args.cases)

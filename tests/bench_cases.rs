@@ -1,7 +1,8 @@
-//! The six reference cases of `../shared/bench/CASES.md`, written as `bench/*.traj`, end
-//! at the same final loss as the JAX runner (to 1e-9 relative; the SGD case, whose random
-//! streams differ, within an order of magnitude). The inputs come from
-//! `../shared/bench/gen_inputs.py` (needs numpy; `.ci/run` installs it).
+//! The six reference cases of `bench/CASES.md`, written as `bench/*.traj`, end at the same
+//! final loss as the JAX peer (to 1e-9 relative; the SGD case, whose random streams
+//! differ, within an order of magnitude). The inputs are written by `traj` itself
+//! (`bench/gen_inputs/*.traj`); JAX's final losses are the committed fixture
+//! `tests/fixtures/jax_final_loss.csv`, made by `bench/write_jax_fixture.py`.
 
 mod common;
 
@@ -12,16 +13,18 @@ use traj::sema::Options;
 use traj::sema::check::check_source;
 use traj::train::{RunOptions, Status, run};
 
-/// Final losses printed by `peers/run_jax.py` (JAX 0.10.2, float64, CPU) on this machine,
-/// 2026-11-23, for inputs from `gen_inputs.py` (seed 20190127).
-const JAX_FINAL_LOSS: &[(&str, f64)] = &[
-    ("dln", 0.0001381674372103784),
-    ("logreg", 0.0006664942120702736),
-    ("dmf", 2.0838081475390897e-06),
-    ("relu2", 0.0018294706771364285),
-    ("wide", 0.19623704876919607),
-    ("sgd", 1.5845008039715777e-08),
-];
+/// `(case, final loss)` of every row of `tests/fixtures/jax_final_loss.csv`.
+fn jax_final_losses() -> Vec<(String, f64)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jax_final_loss.csv");
+    let text = std::fs::read_to_string(&path).expect("the JAX fixture");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && *l != "case,final_loss")
+        .map(|l| {
+            let (case, loss) = l.split_once(',').expect("case,final_loss");
+            (case.to_string(), loss.parse().expect("a float"))
+        })
+        .collect()
+}
 
 fn final_loss(path: &Path) -> f64 {
     let text = std::fs::read_to_string(path).expect("readable");
@@ -58,10 +61,17 @@ fn final_loss(path: &Path) -> f64 {
 
 #[test]
 fn reference_cases_end_at_the_jax_final_loss() {
-    let dir = common::bench_workspace("jax").unwrap_or_else(|e| panic!("{e}"));
-    for (case, jax) in JAX_FINAL_LOSS {
+    let jax_losses = jax_final_losses();
+    let cases: Vec<&str> = jax_losses.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(
+        cases,
+        common::BENCH_CASES,
+        "the fixture covers every case, in order"
+    );
+    let dir = common::bench_workspace("jax");
+    for (case, jax) in &jax_losses {
         let ours = final_loss(&dir.join(format!("{case}.traj")));
-        if *case == "sgd" {
+        if case == "sgd" {
             let ratio = ours / jax;
             assert!((0.1..10.0).contains(&ratio), "sgd: {ours} vs JAX {jax}");
         } else {

@@ -10,7 +10,8 @@
 //!   operators and builtins of LANGUAGE.md 5-6, every optimizer of `std.optim`, minibatches,
 //!   samples and `noise`;
 //! - every program of `tests/fixtures/ok` and `examples`, 30 steps;
-//! - the six reference cases of `bench/*.traj`, on inputs from `gen_inputs.py`.
+//! - the six reference cases of `bench/*.traj`, on inputs `traj` writes
+//!   (`bench/gen_inputs/*.traj`).
 
 mod common;
 use common::check;
@@ -1335,16 +1336,9 @@ fn record_every_step_rewrites_the_clause_only() {
 
 #[test]
 fn bench_cases_agree_on_both_backends() {
-    let dir = match common::bench_workspace("differential") {
-        Ok(dir) => dir,
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            return;
-        }
-    };
-    let cases = ["dln", "logreg", "dmf", "relu2", "wide", "sgd"];
+    let dir = common::bench_workspace("differential");
     let mut failures = Vec::new();
-    for case in cases {
+    for &case in common::BENCH_CASES {
         let path = dir.join(format!("{case}.traj"));
         let text = record_every_step(&std::fs::read_to_string(&path).expect("readable"));
         let (c, s) = check(&path, &text).unwrap_or_else(|d| panic!("{case}: {d}"));

@@ -6,7 +6,7 @@
 //! # Subgradients at kinks (LANGUAGE.md section 7)
 //!
 //! Kakade & Lee 2018, "Provably Correct Automatic Subdifferentiation for Qualified
-//! Programs" (NeurIPS; arXiv:1809.08530), as `../shared/spec/SUBGRADIENTS.md` lays out:
+//! Programs" (NeurIPS; arXiv:1809.08530); `docs/subgradients.md` says it for users:
 //!
 //! 1. The forward pass computes, once, a count of exact ties on the path from the params
 //!    to the loss (`ties_into`): `Max`/`Min` operands equal, repeated extremes of

@@ -467,10 +467,10 @@ mod tests {
         let e = write_run_folder(&blocker, &info(), &Trajectory::default(), &[]).unwrap_err();
         assert!(e.contains("blocker"), "{e}");
         // A param name that is not a file name.
-        let params = vec![("../x".to_string(), Tensor::scalar(1.0))];
+        let params = vec![("../x".to_string(), Tensor::scalar(1.0))]; // a name, not a path
         let e = write_run_folder(&root.join("r"), &info(), &Trajectory::default(), &params)
             .unwrap_err();
-        assert!(e.contains("../x"), "{e}");
+        assert!(e.contains("../x"), "{e}"); // a name, not a path
         std::fs::remove_dir_all(&root).unwrap();
     }
 
