@@ -38,6 +38,7 @@ CASES = [
     ("name_duplicate_unicode_module", "a clash with a module whose text is not ASCII", "use \"lib/unicode_fn.traj\"\nfn foo(x) = x\n", [("E0102", "foo", 1)]),
     ("name_unknown_std_module", "an unknown standard module", "use std.optimizers\nconst n = 1\n", [("E0103", "use", 1)]),
     ("name_missing_file_module", "a used file that does not exist", "use \"lib/nowhere.traj\"\nconst n = 1\n", [("E0103", "use", 1)]),
+    ("name_missing_module_defines_nothing_missing", "names a module that cannot be loaded might define are not reported", "use \"lib/nowhere.traj\"\nuse std.lossess\nparam w: [2] ~ zeros\nloss = square_loss(w, w) + helper(w)\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 1\n}\n", [("E0103", "use \"", 1), ("E0103", "use std", 1)]),
     ("name_call_non_function", "calling a const", "const n = 3\nconst m = n(2)\n", [("E0104", "n(2)", 1)]),
     ("name_function_as_value", "a function used as a value", "fn f(x) = 2 * x\nconst m = f + 1\n", [("E0104", "f + 1", 1)]),
     ("name_grad_outside_optimizer", "`grad` outside an optimizer body", "param w: [3] ~ normal(0, 1)\nloss = sum(w^2)\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 10\n  record every 1 { g = grad }\n}\n", [("E0101", "grad }", 1)]),

@@ -70,8 +70,8 @@ pub struct Program {
     pub prelude: HashMap<String, Symbol>,
     /// The program's own file.
     pub main_file: u32,
-    /// Names that items which failed to parse (or files that could not be read) would
-    /// have defined: an error about them missing would be false.
+    /// Names that items which failed to parse would have defined, [`ANY_NAME`] if a module
+    /// could not be loaded: an error about them missing would be false.
     pub broken: HashSet<String>,
 }
 
@@ -264,15 +264,19 @@ impl Loader<'_> {
                         .add(shown.display().to_string(), Some(path.to_path_buf()), text);
                 self.add_file(file, prelude, &invalid);
             }
-            Err(e) => self.diags.push(
-                Diagnostic::new(
-                    "E0103",
-                    format!("cannot load module `{}`", shown.display()),
-                    span,
-                )
-                .label(format!("{e}"))
-                .hint("a file path is relative to the file that uses it"),
-            ),
+            Err(e) => {
+                self.diags.push(
+                    Diagnostic::new(
+                        "E0103",
+                        format!("cannot load module `{}`", shown.display()),
+                        span,
+                    )
+                    .label(format!("{e}"))
+                    .hint("a file path is relative to the file that uses it"),
+                );
+                // Its names are unknown: none is reported missing.
+                self.program.broken.insert(ANY_NAME.to_string());
+            }
         }
     }
 
@@ -286,6 +290,7 @@ impl Loader<'_> {
                 .label("unknown module")
                 .hint(format!("the standard modules are {}", known.join(", "))),
         );
+        self.program.broken.insert(ANY_NAME.to_string());
     }
 
     fn define(&mut self, item: Item, prelude: bool) {
