@@ -325,7 +325,7 @@ fn run_program(
     let result = match result {
         Ok(r) => r,
         Err(message) => {
-            eprintln!("error: {message} ({} says so in run.json)", dir.display());
+            eprintln!("error: {message} (run folder {})", dir.display());
             return ExitCode::from(1);
         }
     };
