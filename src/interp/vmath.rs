@@ -163,11 +163,11 @@ fn tanh_lane(x: f64) -> (f64, bool) {
     // 2|x| beyond |x| > log(5/3)/2 ~= 0.2554, else -2|x|.
     let up = a >= f64::from_bits(0x3fd0_58af_0000_0000);
     let (t, _) = expm1_lane(pick(up, 2.0 * a, -2.0 * a));
-    let v = pick(
-        a >= f64::from_bits(0x3fe1_93eb_0000_0000),
-        1.0 - 2.0 / (t + 2.0),
-        pick(up, t / (t + 2.0), -t / (t + 2.0)),
-    );
+    // libm's three quotients, 2 / (t + 2) beyond log(3)/2 ~= 0.5493, t / (t + 2) and
+    // -t / (t + 2) (the negation of t / (t + 2), bit for bit), as one division.
+    let far = a >= f64::from_bits(0x3fe1_93eb_0000_0000);
+    let q = pick(far, 2.0, t) / (t + 2.0);
+    let v = pick(far, 1.0 - q, pick(up, q, -q));
     let v = pick(a >= f64::MIN_POSITIVE, v, a);
     let v = pick(a >= f64::from_bits(0x4034_0001_0000_0000), 1.0, v);
     let v = pick(a.is_nan(), a, v);
