@@ -146,7 +146,11 @@ fn expm1_lane(x: f64) -> (f64, bool) {
     let far = (xr - e + 1.0) * twopk - 1.0;
     let below_20 = (xr - e + (1.0 - twomk)) * twopk;
     let from_20 = (xr - (e + twomk) + 1.0) * twopk;
-    let value = pick(k < 0.0 || k > 56.0, far, pick(k < 20.0, below_20, from_20));
+    let value = pick(
+        !(0.0..=56.0).contains(&k),
+        far,
+        pick(k < 20.0, below_20, from_20),
+    );
     let value = pick(k == 1.0, at_1, value);
     let value = pick(k == -1.0, at_minus_1, value);
     let value = pick(k == 0.0, at_0, value);
