@@ -973,7 +973,13 @@ mod tests {
             f64::EPSILON,
         ];
         for edge in [
-            1.34e154f64, 5.6e102, 1.1e77, 1.5e-162, 1.2e-154, 7.4e-155, 1e-108,
+            1.34e154f64,
+            5.6e102,
+            1.1e77,
+            1.5e-162,
+            1.2e-154,
+            7.4e-155,
+            1e-108,
         ] {
             for d in -2i64..=2 {
                 let x = f64::from_bits(edge.to_bits().wrapping_add(d as u64));
