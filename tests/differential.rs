@@ -1342,7 +1342,9 @@ fn bench_cases_agree_on_both_backends() {
             return;
         }
     };
-    let cases = ["dln", "logreg", "dmf", "relu2", "wide", "sgd", "tanh", "mlp"];
+    let cases = [
+        "dln", "logreg", "dmf", "relu2", "wide", "sgd", "tanh", "mlp",
+    ];
     let mut failures = Vec::new();
     for case in cases {
         let path = dir.join(format!("{case}.traj"));
