@@ -813,6 +813,64 @@ fn a_relu_step_runs_in_one_buffer_once_its_masks_read_the_relu() {
 }
 
 #[test]
+fn constant_powers_and_whole_array_tanh_and_log_agree_with_the_interpreter() {
+    // After `opt::run` (constant powers as products, as every plan function is), on a
+    // loss of powers, tanh and log and its gradient: the values of special and subnormal
+    // inputs, and of the ranges where tanh's branches switch, in both backends.
+    let specials = [
+        0.0,
+        -0.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+        5e-324,
+        -5e-324,
+        2.2e-310,
+        f64::MIN_POSITIVE,
+        1.0,
+        -1.0,
+        0.2554,
+        0.5493,
+        20.0,
+        -20.0,
+        22.0,
+        1.34e154,
+        -1.34e154,
+    ];
+    let n = 4096;
+    let x = filled(&[n], &|i| match specials.get(i) {
+        Some(v) => *v,
+        None => ((i as f64) * 0.61803).sin() * 24.0 / (1.0 + (i % 7) as f64),
+    });
+    for c in [2.0, 3.0, 4.0, -1.0, -2.0, 0.5, 1.0, 0.0, 1.5] {
+        let mut b = Builder::new();
+        let p = b.input("p", DType::Float, vec![n]);
+        let e = b.fill_like(p, c);
+        let pw = b.binary(Binary::Pow, p, e);
+        let t = b.unary(Unary::Tanh, p);
+        let l = b.unary(Unary::Log, pw);
+        let s = b.binary(Binary::Add, pw, t);
+        let s = b.binary(Binary::Add, s, l);
+        let loss = b.reduce(Reduce::Sum, s, None);
+        let grads = traj::autodiff::grad_into(&mut b, loss, &[p], &traj::autodiff::Ties::Default)
+            .expect("gradient");
+        b.output("power", pw);
+        b.output("tanh", t);
+        b.output("log", l);
+        b.output("grad", grads[0]);
+        let f = traj::opt::run(&b.finish()).expect("passes verify");
+        if c == 2.0 {
+            assert!(
+                !traj::ir::print(&f).contains("= pow"),
+                "{}",
+                traj::ir::print(&f)
+            );
+        }
+        agree(&f, std::slice::from_ref(&x), 0, &format!("x ^ {c}"));
+    }
+}
+
+#[test]
 fn empty_tensors_agree() {
     let mut b = Builder::new();
     let x = b.input("x", DType::Float, vec![0, 3]);

@@ -1,9 +1,11 @@
-//! `exp`, `log1p`, `sigmoid`, `softplus` and `logaddexp` over whole slices, vectorized and
-//! bit for bit `math`'s scalar functions (the `libm` crate's FreeBSD-msun code): the same
-//! IEEE operations in the same order, libm's branches turned into selects, compiled for
-//! AVX-512 or AVX2 when the CPU has them (no FMA: Rust never contracts). Entries outside
-//! libm's main range (|x| >= 708.39 for `exp`, x <= -1 for `log1p`, NaN, ±∞) are
-//! recomputed by the scalar function. Both backends call these on arrays.
+//! `exp`, `log`, `log1p`, `tanh`, `sigmoid`, `softplus` and `logaddexp` over whole slices,
+//! vectorized and bit for bit `math`'s scalar functions (the `libm` crate's FreeBSD-msun
+//! code): the same IEEE operations in the same order, libm's branches turned into
+//! selects, compiled for AVX-512 or AVX2 when the CPU has them (no FMA: Rust never
+//! contracts). Entries outside libm's main range (|x| >= 708.39 for `exp`, x <= -1 for
+//! `log1p`, x <= 0 for `log`, NaN, ±∞) are recomputed by the scalar function; `tanh`
+//! (through `expm1`'s code) has no such entries (NaN payloads aside). Both backends call
+//! these on arrays.
 
 use crate::ir::Unary;
 
@@ -25,6 +27,12 @@ const LG4: f64 = f64::from_bits(0x3fcc_71c5_1d8e_78af);
 const LG5: f64 = f64::from_bits(0x3fc7_4664_96cb_03de);
 const LG6: f64 = f64::from_bits(0x3fc3_9a09_d078_c69f);
 const LG7: f64 = f64::from_bits(0x3fc2_f112_df3e_5244);
+
+const Q1: f64 = f64::from_bits(0xbfa1_1111_1111_10f4);
+const Q2: f64 = f64::from_bits(0x3f5a_01a0_19fe_5585);
+const Q3: f64 = f64::from_bits(0xbf14_ce19_9eaa_dbb7);
+const Q4: f64 = f64::from_bits(0x3ed0_cfca_86e6_5239);
+const Q5: f64 = f64::from_bits(0xbe8a_fdb7_6e09_c32d);
 
 /// 2^52 + 2^51: for an integer `k` below 2^50 in magnitude, `bits(k + MAGIC) ==
 /// bits(MAGIC) + k` (the sum lies in [2^52, 2^53), where floats are the integers).
@@ -97,6 +105,103 @@ fn log1p_lane(x: f64) -> (f64, bool) {
         pick(x.abs() < f64::from_bits(0x3ca0_0000_0000_0000), x, value),
         ok,
     )
+}
+
+/// The integer float `k` (|k| < 2^50) as an i64's bits.
+#[inline(always)]
+fn int_bits(k: f64) -> u64 {
+    (k + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits())
+}
+
+/// libm's `expm1(x)` where -38.8 < x < 700 (the second value says so), no branches.
+#[inline(always)]
+fn expm1_lane(x: f64) -> (f64, bool) {
+    let ax = x.abs();
+    let ok = ax < f64::from_bits(0x4043_687a_0000_0000) || (x > 0.0 && x < 700.0);
+    // x = k ln2 + (hi - lo) as in `exp_lane`; then xr = hi - lo and c its rounding error.
+    let negative = x < 0.0;
+    let k_far = (INVLN2 * x + pick(negative, -0.5, 0.5)).trunc();
+    let k = pick(
+        ax >= f64::from_bits(0x3ff0_a2b2_0000_0000),
+        k_far,
+        pick(negative, -1.0, 1.0),
+    );
+    let k = pick(ax >= f64::from_bits(0x3fd6_2e43_0000_0000), k, 0.0);
+    let hi = x - k * LN2HI;
+    let lo = k * LN2LO;
+    let xr = hi - lo;
+    let c = (hi - xr) - lo;
+    let hfx = 0.5 * xr;
+    let hxs = xr * hfx;
+    let r1 = 1.0 + hxs * (Q1 + hxs * (Q2 + hxs * (Q3 + hxs * (Q4 + hxs * Q5))));
+    let t = 3.0 - r1 * hfx;
+    let e = hxs * ((r1 - t) / (6.0 - xr * t));
+    let at_0 = xr - (xr * e - hxs);
+    let e = xr * (e - c) - c - hxs;
+    let at_minus_1 = 0.5 * (xr - e) - 0.5;
+    let at_1 = pick(xr < -0.25, -2.0 * (e - (xr + 0.5)), 1.0 + 2.0 * (xr - e));
+    let kb = int_bits(k);
+    let twopk = f64::from_bits(kb.wrapping_add(0x3ff) << 52);
+    let twomk = f64::from_bits(0x3ffu64.wrapping_sub(kb) << 52);
+    let far = (xr - e + 1.0) * twopk - 1.0;
+    let below_20 = (xr - e + (1.0 - twomk)) * twopk;
+    let from_20 = (xr - (e + twomk) + 1.0) * twopk;
+    let value = pick(
+        !(0.0..=56.0).contains(&k),
+        far,
+        pick(k < 20.0, below_20, from_20),
+    );
+    let value = pick(k == 1.0, at_1, value);
+    let value = pick(k == -1.0, at_minus_1, value);
+    let value = pick(k == 0.0, at_0, value);
+    (
+        pick(ax < f64::from_bits(0x3c90_0000_0000_0000), x, value),
+        ok,
+    )
+}
+
+/// libm's `tanh(x)`, no branches (a NaN gives a NaN).
+#[inline(always)]
+fn tanh_lane(x: f64) -> (f64, bool) {
+    let a = x.abs();
+    // 2|x| beyond |x| > log(5/3)/2 ~= 0.2554, else -2|x|.
+    let up = a >= f64::from_bits(0x3fd0_58af_0000_0000);
+    let (t, _) = expm1_lane(pick(up, 2.0 * a, -2.0 * a));
+    // libm's three quotients, 2 / (t + 2) beyond log(3)/2 ~= 0.5493, t / (t + 2) and
+    // -t / (t + 2) (the negation of t / (t + 2), bit for bit), as one division.
+    let far = a >= f64::from_bits(0x3fe1_93eb_0000_0000);
+    let q = pick(far, 2.0, t) / (t + 2.0);
+    let v = pick(far, 1.0 - q, pick(up, q, -q));
+    let v = pick(a >= f64::MIN_POSITIVE, v, a);
+    let v = pick(a >= f64::from_bits(0x4034_0001_0000_0000), 1.0, v);
+    let v = pick(a.is_nan(), a, v);
+    (pick(x.is_sign_negative(), -v, v), true)
+}
+
+/// libm's `log(x)` where 0 < x < ∞, no branches.
+#[inline(always)]
+fn log_lane(x: f64) -> (f64, bool) {
+    let ok = x > 0.0 && x < f64::INFINITY;
+    // Subnormals scaled by 2^54 into the normal range.
+    let sub = x < f64::MIN_POSITIVE;
+    let xs = pick(sub, x * f64::from_bits(0x4350_0000_0000_0000), x);
+    let ui = xs.to_bits();
+    // x = 2^k (1 + f) with 1 + f in [sqrt(2)/2, sqrt(2)).
+    let hx = (ui >> 32) + (0x3ff0_0000 - 0x3fe6_a09e);
+    let k = ((hx >> 20) as i64) - 0x3ff;
+    let dk = f64::from_bits((k as u64).wrapping_add(MAGIC.to_bits())) - MAGIC;
+    let dk = pick(sub, dk - 54.0, dk);
+    let hx = (hx & 0x000f_ffff) + 0x3fe6_a09e;
+    let f = f64::from_bits((hx << 32) | (ui & 0xffff_ffff)) - 1.0;
+    let hfsq = 0.5 * f * f;
+    let s = f / (2.0 + f);
+    let z = s * s;
+    let w = z * z;
+    let t1 = w * (LG2 + w * (LG4 + w * LG6));
+    let t2 = z * (LG1 + w * (LG3 + w * (LG5 + w * LG7)));
+    let r = t2 + t1;
+    let value = s * (hfsq + r) + dk * LN2LO - hfsq + f + dk * LN2HI;
+    (pick(x == 1.0, 0.0, value), ok)
 }
 
 /// `math::sigmoid`: both of its branches take `exp(-|x|)`.
@@ -260,6 +365,14 @@ kernels! {
     log1p_at: log1p_lane, math::log1p;
     sigmoid_at: sigmoid_lane, math::sigmoid;
     softplus_at: softplus_lane, math::softplus;
+    tanh_at: tanh_lane, math::tanh;
+    log_at: log_lane, math::log;
+}
+
+// `expm1` is tested on its own (`tanh` calls it on part of its range only).
+#[cfg(test)]
+kernels! {
+    expm1_at: expm1_lane, libm::expm1;
 }
 
 /// `out[i] = math::logaddexp(a[i], b[i])` at a level.
@@ -291,7 +404,7 @@ fn logaddexp_at(level: Level, a: &[f64], b: &[f64], out: &mut [f64]) {
 pub fn has_unary(op: Unary) -> bool {
     matches!(
         op,
-        Unary::Exp | Unary::Log1p | Unary::Sigmoid | Unary::Softplus
+        Unary::Exp | Unary::Log1p | Unary::Sigmoid | Unary::Softplus | Unary::Tanh | Unary::Log
     )
 }
 
@@ -303,6 +416,8 @@ pub fn unary_into(op: Unary, xs: &[f64], out: &mut [f64]) {
         Unary::Log1p => log1p_at(level, xs, out),
         Unary::Sigmoid => sigmoid_at(level, xs, out),
         Unary::Softplus => softplus_at(level, xs, out),
+        Unary::Tanh => tanh_at(level, xs, out),
+        Unary::Log => log_at(level, xs, out),
         _ => panic!("vmath: no slice form of {op:?}"),
     }
 }
@@ -353,6 +468,18 @@ mod tests {
             0x3fe0_0000_0000_0000,
             0x3ff0_0000_0000_0000,
             0x4340_0000_0000_0000,
+            // tanh's and expm1's branches, at x and where 2x reaches them.
+            0x3fd0_58af_0000_0000,
+            0x3fe1_93eb_0000_0000,
+            0x4034_0000_0000_0000,
+            0x4034_0001_0000_0000,
+            0x0010_0000_0000_0000,
+            0x3c90_0000_0000_0000,
+            0x3c80_0000_0000_0000,
+            0x4043_687a_0000_0000,
+            0x4033_687a_0000_0000,
+            0x3fc6_2e43_0000_0000,
+            0x3fe0_a2b2_0000_0000,
         ];
         for e in edges {
             for d in -3i64..=3 {
@@ -371,9 +498,10 @@ mod tests {
             s ^= s >> 7;
             s ^= s << 17;
             let unit = (s >> 11) as f64 / (1u64 << 53) as f64;
-            xs.push(match i % 3 {
+            xs.push(match i % 4 {
                 0 => f64::from_bits(s),
                 1 => unit * 1500.0 - 750.0,
+                2 => unit * 50.0 - 25.0,
                 _ => unit * 3.0 - 1.0,
             });
         }
@@ -386,15 +514,18 @@ mod tests {
 
     #[test]
     fn each_unary_matches_its_scalar_function_bit_for_bit_at_every_level() {
-        let xs = inputs(300_000);
+        let xs = inputs(1_200_000);
         let mut out = vec![0.0; xs.len()];
         type Scalar = fn(f64) -> f64;
         type Slices = fn(Level, &[f64], &mut [f64]);
-        let ops: [(Unary, Scalar, Slices); 4] = [
-            (Unary::Exp, math::exp, exp_at),
-            (Unary::Log1p, math::log1p, log1p_at),
-            (Unary::Sigmoid, math::sigmoid, sigmoid_at),
-            (Unary::Softplus, math::softplus, softplus_at),
+        let ops: [(&str, Scalar, Slices); 7] = [
+            ("exp", math::exp, exp_at),
+            ("log1p", math::log1p, log1p_at),
+            ("sigmoid", math::sigmoid, sigmoid_at),
+            ("softplus", math::softplus, softplus_at),
+            ("tanh", math::tanh, tanh_at),
+            ("log", math::log, log_at),
+            ("expm1", libm::expm1, expm1_at),
         ];
         for level in levels() {
             for (op, scalar, run) in ops {
@@ -406,7 +537,7 @@ mod tests {
                     .take(3)
                     .map(|(x, o)| format!("{x:e} -> {o:e}, want {:e}", scalar(*x)))
                     .collect();
-                assert!(bad.is_empty(), "{op:?} at {level:?}: {bad:?}");
+                assert!(bad.is_empty(), "{op} at {level:?}: {bad:?}");
             }
         }
         // The lane code itself, not only the scalar fix-up, covers most inputs.

@@ -128,6 +128,8 @@ slice_shims! {
     traj_log1p_into => Log1p,
     traj_sigmoid_into => Sigmoid,
     traj_softplus_into => Softplus,
+    traj_tanh_into => Tanh,
+    traj_log_into => Log,
 }
 
 /// `interp::vmath::logaddexp_into` over `n` values at `a` and `b` into `out`.

@@ -64,9 +64,9 @@ fn all_float(f: &Func, i: usize) -> bool {
     inst.dtype == DType::Float && inst.args.iter().all(|a| f.insts[*a].dtype == DType::Float)
 }
 
-/// A float `exp`, `log1p`, `sigmoid`, `softplus` or `logaddexp` (outside `precision f32`),
-/// computed over whole buffers by `interp::vmath`'s vectorized functions (~8× faster than
-/// libm entry by entry), so its operands and result are stored, not fused.
+/// A float `exp`, `log`, `log1p`, `tanh`, `sigmoid`, `softplus` or `logaddexp` (outside
+/// `precision f32`), computed over whole buffers by `interp::vmath`'s vectorized functions
+/// (~8× faster than libm entry by entry), so its operands and result are stored, not fused.
 pub fn slice_op(f: &Func, i: usize) -> bool {
     let inst = &f.insts[i];
     let op = match inst.prim {

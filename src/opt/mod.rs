@@ -3,7 +3,9 @@
 //! bit-identical), `outer_products`, `pad_sums` and `transposed_products` (cheaper forms
 //! of what reverse mode makes), `transposed_constants` (a layout for small matrix-vector
 //! products), `broadcast_later` and `identities` (work on broadcast scalars done once, or
-//! not at all), `cse` (common subexpressions) and `dce` (dead code). `run` applies them all
+//! not at all), `powers` (constant powers as products, `x ^ 2` bit for bit, `x ^ 3`,
+//! `x ^ 4` and `x ^ -2` within two ulps of `pow`: the one pass that may move a value),
+//! `cse` (common subexpressions) and `dce` (dead code). `run` applies them all
 //! and verifies the result. `untied_masks` (for the plan's fast gradient only: it keeps
 //! values where nothing ties) makes piece masks read the max they select from. `quiet`
 //! derives the gradient function of steps that record nothing (the loss replaced by a
@@ -184,19 +186,114 @@ pub fn broadcast_later(f: &Func) -> Func {
     })
 }
 
-/// The value of a float constant of one entry, seen through broadcasts and reshapes.
-fn scalar_constant(f: &Func, v: Var) -> Option<f64> {
-    let inst = &f.insts[v];
+/// The value of a float constant whose entries all have the same bits (a scalar, or the
+/// fold of a scalar's broadcast), seen through broadcasts and reshapes.
+fn scalar_constant(insts: &[Inst], v: Var) -> Option<f64> {
+    let inst = &insts[v];
     match &inst.prim {
-        Prim::Const(crate::tensor::Tensor::Float(t)) if t.len() == 1 => t.iter().next().copied(),
-        Prim::Broadcast(_) | Prim::Reshape(_) => scalar_constant(f, inst.args[0]),
+        Prim::Const(crate::tensor::Tensor::Float(t)) => {
+            let first = *t.iter().next()?;
+            t.iter()
+                .all(|x| x.to_bits() == first.to_bits())
+                .then_some(first)
+        }
+        Prim::Broadcast(_) | Prim::Reshape(_) => scalar_constant(insts, inst.args[0]),
         _ => None,
     }
 }
 
+/// Rewrites each float power `x ^ c` of a constant exponent `c` (every entry the same) as
+/// cheap elementwise work the JIT fuses (`pow` is a libm call an entry): with libm's own
+/// shortcuts, bit for bit, `x ^ 2` as `x * x`, `x ^ -1` as `1 / x` and `x ^ 0.5` as
+/// `sqrt(x + 0.0)` (libm gives +0.0 at -0.0), or +∞ where `x` is -∞, `x ^ 0` as 1.0 (`x ^ 1`
+/// is `x`, see `identities`); and by products, within two ulps of `pow` (1e-322 near the
+/// subnormals; tested): `x ^ 3` as `(x * x) * x`, `x ^ 4` as `(x * x) * (x * x)`, `x ^ -2`
+/// as `(1 / x) * (1 / x)`.
+/// Reverse mode differentiates the power before this runs, so the derivative of `x ^ 2`,
+/// `2 * x ^ 1`, becomes `2 * x`, and that of `x ^ 3`, `3 * x ^ 2`, `3 * (x * x)`.
+pub fn powers(f: &Func) -> Func {
+    use crate::ir::{Binary, Unary};
+    use crate::sema::types::DType;
+    rewrite(f, |_, mut inst, insts, _| {
+        if inst.prim != Prim::Binary(Binary::Pow) || inst.dtype != DType::Float {
+            return inst;
+        }
+        let [x, e] = inst.args[..] else { return inst };
+        if insts[x].dtype != DType::Float || insts[x].shape != inst.shape {
+            return inst;
+        }
+        let Some(c) = scalar_constant(insts, e) else {
+            return inst;
+        };
+        let (shape, span) = (inst.shape.clone(), inst.span);
+        let push = |insts: &mut Vec<Inst>, prim: Prim, args: Vec<Var>| {
+            insts.push(Inst {
+                prim,
+                args,
+                dtype: DType::Float,
+                shape: shape.clone(),
+                span,
+            });
+            insts.len() - 1
+        };
+        // A constant of the result's shape: a scalar, broadcast unless the result is one.
+        let fill = |insts: &mut Vec<Inst>, value: f64| {
+            let scalar = ndarray::ArrayD::from_elem(ndarray::IxDyn(&[]), value);
+            insts.push(Inst {
+                prim: Prim::Const(crate::tensor::Tensor::Float(scalar)),
+                args: vec![],
+                dtype: DType::Float,
+                shape: vec![],
+                span,
+            });
+            let v = insts.len() - 1;
+            if shape.is_empty() {
+                v
+            } else {
+                push(insts, Prim::Broadcast(shape.clone()), vec![v])
+            }
+        };
+        let (prim, args) = if c == 0.0 {
+            // 1.0, even at a NaN: the last instruction `fill` pushes takes this one's place.
+            fill(insts, 1.0);
+            return insts.pop().expect("`fill` pushed the constant");
+        } else if c == 2.0 {
+            (Binary::Mul, vec![x, x])
+        } else if c == 3.0 {
+            let sq = push(insts, Prim::Binary(Binary::Mul), vec![x, x]);
+            (Binary::Mul, vec![sq, x])
+        } else if c == 4.0 {
+            let sq = push(insts, Prim::Binary(Binary::Mul), vec![x, x]);
+            (Binary::Mul, vec![sq, sq])
+        } else if c == -1.0 {
+            let one = fill(insts, 1.0);
+            (Binary::Div, vec![one, x])
+        } else if c == -2.0 {
+            let one = fill(insts, 1.0);
+            let r = push(insts, Prim::Binary(Binary::Div), vec![one, x]);
+            (Binary::Mul, vec![r, r])
+        } else if c == 0.5 {
+            let zero = fill(insts, 0.0);
+            let plus = push(insts, Prim::Binary(Binary::Add), vec![x, zero]);
+            let root = push(insts, Prim::Unary(Unary::Sqrt), vec![plus]);
+            let minus_inf = fill(insts, f64::NEG_INFINITY);
+            let at = push(insts, Prim::Binary(Binary::Eq), vec![x, minus_inf]);
+            let inf = fill(insts, f64::INFINITY);
+            inst.prim = Prim::Select;
+            inst.args = vec![at, inf, root];
+            return inst;
+        } else {
+            return inst;
+        };
+        inst.prim = Prim::Binary(prim);
+        inst.args = args;
+        inst
+    })
+}
+
 /// Drops float operations that give back their operand bit for bit: `x - 0.0`,
-/// `x + (-0.0)`, `(-0.0) + x`, `x * 1.0`, `1.0 * x` and `x / 1.0` (a constant scalar,
-/// perhaps broadcast; `x + 0.0` is not one: it turns -0.0 into 0.0). Reverse mode makes
+/// `x + (-0.0)`, `(-0.0) + x`, `x * 1.0`, `1.0 * x`, `x / 1.0` and `x ^ 1.0` (a constant
+/// scalar, perhaps broadcast; `x + 0.0` is not one: it turns -0.0 into 0.0). Reverse mode makes
 /// `sigmoid(z - 0)` for the derivative of `logaddexp(z, 0)`.
 pub fn identities(f: &Func) -> Func {
     use crate::ir::Binary;
@@ -207,8 +304,12 @@ pub fn identities(f: &Func) -> Func {
             continue;
         };
         let [a, b] = inst.args[..] else { continue };
-        let is = |v: Var, c: f64| scalar_constant(f, v).is_some_and(|x| x.to_bits() == c.to_bits());
+        let is = |v: Var, c: f64| {
+            scalar_constant(&f.insts, v).is_some_and(|x| x.to_bits() == c.to_bits())
+        };
         let kept = match op {
+            // libm's `pow(x, 1.0)` is `x` (a NaN `x` comes back as `x + 1.0`, a NaN).
+            Binary::Pow if is(b, 1.0) => Some(a),
             Binary::Sub if is(b, 0.0) => Some(a),
             Binary::Add if is(b, -0.0) => Some(a),
             Binary::Add if is(a, -0.0) => Some(b),
@@ -559,6 +660,7 @@ pub fn run(f: &Func) -> Result<Func, String> {
         ("transposed_constants", transposed_constants),
         ("broadcast_later", broadcast_later),
         ("fold", fold),
+        ("powers", powers),
         ("identities", identities),
         ("cse", cse),
         ("dce", dce),
@@ -845,5 +947,127 @@ mod tests {
         let mut h = f.clone();
         h.outputs.retain(|(name, _)| name != "ties");
         assert_eq!(crate::ir::print(&untied_masks(&h)), crate::ir::print(&h));
+    }
+
+    /// Special values, subnormals, values at the edges of overflow and underflow for small
+    /// powers, and `n` pseudo-random ones: arbitrary bit patterns and values in [-4, 4].
+    pub(super) fn awkward_floats(n: usize) -> Vec<f64> {
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            2.0,
+            0.5,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            -f64::NAN,
+            f64::MIN_POSITIVE,
+            -f64::MIN_POSITIVE,
+            5e-324,
+            -5e-324,
+            2.2e-310,
+            f64::MAX,
+            -f64::MAX,
+            f64::EPSILON,
+        ];
+        for edge in [
+            1.34e154f64,
+            5.6e102,
+            1.1e77,
+            1.5e-162,
+            1.2e-154,
+            7.4e-155,
+            1e-108,
+        ] {
+            for d in -2i64..=2 {
+                let x = f64::from_bits(edge.to_bits().wrapping_add(d as u64));
+                xs.extend([x, -x]);
+            }
+        }
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..n {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let unit = (s >> 11) as f64 / (1u64 << 53) as f64;
+            xs.push(if i % 2 == 0 {
+                f64::from_bits(s)
+            } else {
+                unit * 8.0 - 4.0
+            });
+        }
+        xs
+    }
+
+    /// How many floats lie between `a` and `b` (0 for two NaNs; a sign change counts the
+    /// zeros between).
+    fn ulps(a: f64, b: f64) -> u64 {
+        if a.is_nan() || b.is_nan() {
+            return if a.is_nan() && b.is_nan() {
+                0
+            } else {
+                u64::MAX
+            };
+        }
+        let key = |x: f64| {
+            let bits = x.to_bits() as i64;
+            if bits < 0 { i64::MIN - bits } else { bits }
+        };
+        key(a).abs_diff(key(b))
+    }
+
+    #[test]
+    fn constant_powers_and_their_gradients_are_products_within_two_ulps_of_pow() {
+        // The loss sum(x ^ c) and its gradient c * x ^ (c - 1), before and after `run`, on
+        // a million inputs: `x ^ 2` keeps every bit of value and gradient (so do `x ^ 1`
+        // and `x ^ 0.5`, `x ^ -1` of its value), the others stay within two ulps (or
+        // 1e-322 where results are about subnormal).
+        let xs = awkward_floats(1_000_000);
+        let n = xs.len();
+        let input = [floats(xs.clone(), &[n])];
+        // (c, whether the value keeps its bits, whether the gradient does, the pows left:
+        // those of the gradients x ^ -0.5 and x ^ -3).
+        for (c, exact_value, exact_grad, pows_left) in [
+            (2.0, true, true, 0),
+            (-1.0, true, false, 0),
+            (0.5, true, true, 1),
+            (1.0, true, true, 0),
+            (3.0, false, true, 0),
+            (4.0, false, false, 0),
+            (-2.0, false, true, 1),
+        ] {
+            let mut b = Builder::new();
+            let x = b.input("x", DType::Float, vec![n]);
+            let e = b.fill_like(x, c);
+            let p = b.binary(Binary::Pow, x, e);
+            let loss = b.reduce(crate::ir::Reduce::Sum, p, None);
+            let grads =
+                crate::autodiff::grad_into(&mut b, loss, &[x], &crate::autodiff::Ties::Default)
+                    .expect("gradient");
+            b.output("value", p);
+            b.output("grad", grads[0]);
+            let f = b.finish();
+            let g = run(&f).expect("passes verify");
+            let printed = crate::ir::print(&g);
+            let pows = printed.matches("= pow").count();
+            assert_eq!(pows, pows_left, "x ^ {c}:\n{printed}");
+            let (want, got) = (outputs(&f, &input), outputs(&g, &input));
+            for (k, what, exact) in [(0, "value", exact_value), (1, "gradient", exact_grad)] {
+                let (w, o) = (want[k].to_f64(), got[k].to_f64());
+                for (x, (w, o)) in xs.iter().zip(w.iter().zip(o.iter())) {
+                    let d = ulps(*w, *o);
+                    let ok = if exact {
+                        w.to_bits() == o.to_bits() || (w.is_nan() && o.is_nan())
+                    } else {
+                        // Near the subnormals, where an ulp is 2^-1074 and the gradient's
+                        // factor c scales a subnormal power's one-ulp difference.
+                        d <= 2 || (w - o).abs() <= 1e-322
+                    };
+                    assert!(ok, "{what} of x ^ {c} at {x:e}: pow gives {w:e}, now {o:e}");
+                }
+            }
+        }
     }
 }
