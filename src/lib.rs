@@ -19,6 +19,7 @@ pub mod observe;
 pub mod opt;
 pub mod output;
 pub mod plot;
+mod plot_text;
 pub mod rng;
 pub mod sema;
 pub mod sweep;

@@ -28,6 +28,7 @@ use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
 use crate::diag::SourceMap;
+use crate::plot_text::GlyphText;
 use crate::sema::check::{Options, check_file};
 use crate::sema::types::Scalar;
 
@@ -878,7 +879,9 @@ fn render_file(figure: &Figure, path: &Path, format: Format) -> Result<(), Strin
     let written = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
     match format {
         Format::Png => {
-            let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+            let font = ab_glyph::FontRef::try_from_slice(FONT_DATA)
+                .map_err(|_| "internal error: the embedded font could not be loaded".to_string())?;
+            let root = GlyphText::new(BitMapBackend::new(path, SIZE), font).into_drawing_area();
             render(&root, figure)?;
             root.present().map_err(|e| written(&e))
         }
