@@ -394,14 +394,17 @@ fn choose_columns(requested: &[String], available: &[String]) -> Result<Vec<Stri
 // ---------------------------------------------------------------------------------------
 // The figure: lines, bands and legend, independent of the drawing backend.
 
+/// (x, y) in data units.
+type Point = (f64, f64);
+
 #[derive(Clone, Debug)]
 struct Series {
     color: RGBColor,
     /// Index into [`DASHES`].
     dash: usize,
-    line: Vec<(f64, f64)>,
+    line: Vec<Point>,
     /// The min–max band as a closed polygon; empty when there is one value at each x.
-    band: Vec<(f64, f64)>,
+    band: Vec<Point>,
     markers: bool,
 }
 
@@ -488,7 +491,7 @@ fn plural(n: usize, word: &str) -> String {
 
 /// The mean at each distinct x (in increasing x) and, when some x has more than one value,
 /// the min–max band around it as a polygon.
-fn mean_and_band(mut points: Vec<(f64, f64)>) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+fn mean_and_band(mut points: Vec<Point>) -> (Vec<Point>, Vec<Point>) {
     points.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut line = Vec::new();
     let mut lows = Vec::new();

@@ -349,6 +349,27 @@ fn fake_run(dir: &Path, name: &str, csv: &str) -> PathBuf {
 }
 
 #[test]
+fn a_run_in_continuous_time_is_drawn_against_t() {
+    let dir = temp_dir("time");
+    let run = fake_run(
+        &dir,
+        "flow",
+        "step,t,loss\r\n0,0.0,1.0\r\n7,0.5,0.5\r\n12,1.0,0.25\r\n",
+    );
+    let out = dir.join("flow.svg");
+    let o = ok(&["plot", s(&run), "-o", s(&out)]);
+    // No run.json: the title cannot name the program, and says so.
+    assert!(stderr(&o).contains("note: no run.json"), "{}", stderr(&o));
+    let (text, texts) = svg(&out);
+    assert!(texts.iter().any(|t| t == "t"), "{texts:?}");
+    assert!(!texts.iter().any(|t| t == "step"), "{texts:?}");
+    // x from 0 to 1 (t), not to 12 (step): the last point sits at the right end of the axis.
+    assert!(texts.iter().any(|t| t == "1"), "{texts:?}");
+    assert!(!texts.iter().any(|t| t == "12"), "{texts:?}");
+    assert_eq!(data_lines(&text), 1);
+}
+
+#[test]
 fn every_problem_is_a_message() {
     let dir = temp_dir("errors");
     let missing = dir.join("nowhere");
