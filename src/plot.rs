@@ -915,8 +915,10 @@ fn axis_range(values: impl Iterator<Item = f64>, log: bool, pad: bool) -> (f64, 
         if hi <= lo {
             hi = lo * 10.0;
         }
-        // A hair wider, so that rounding in plotters' log scale keeps both end decades.
-        return (lo * (1.0 - 1e-9), hi * (1.0 + 1e-9));
+        // A hair wider, so that rounding in plotters' log scale keeps both end decades; with
+        // `pad`, a twentieth of a decade, so that markers at the ends are drawn whole.
+        let widen = if pad { 10f64.powf(0.05) } else { 1.0 + 1e-9 };
+        return (lo / widen, hi * widen);
     }
     if hi == lo {
         let d = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
@@ -1179,8 +1181,16 @@ mod tests {
                 "{a} {b}"
             );
         };
-        close(axis_range([0.03, 0.5].into_iter(), true, true), (0.01, 1.0));
-        close(axis_range([2.0].into_iter(), true, true), (1.0, 10.0));
+        close(
+            axis_range([0.03, 0.5].into_iter(), true, false),
+            (0.01, 1.0),
+        );
+        close(axis_range([2.0].into_iter(), true, false), (1.0, 10.0));
+        let widen = 10f64.powf(0.05);
+        close(
+            axis_range([0.001, 0.1].into_iter(), true, true),
+            (0.001 / widen, 0.1 * widen),
+        );
         assert_eq!(
             axis_range([0.0, 10.0].into_iter(), false, false),
             (0.0, 10.0)
