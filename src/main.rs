@@ -1,4 +1,4 @@
-//! The `traj` command line: `check`, `run`, `sweep` and `ir`.
+//! The `traj` command line: `check`, `run`, `sweep`, `ir` and `plot`.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -84,6 +84,26 @@ enum Command {
         stage: Stage,
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
+    },
+    /// Draw recorded columns of a run or sweep folder to a PNG or SVG file.
+    Plot {
+        /// A run folder (with trajectory.csv) or a sweep folder (with sweep.csv).
+        dir: PathBuf,
+        /// Columns to draw, by name or base name (`sv` draws sv[0], sv[1], ...);
+        /// default `loss` if recorded, else every column.
+        columns: Vec<String>,
+        /// Logarithmic x axis.
+        #[arg(long)]
+        logx: bool,
+        /// Logarithmic y axis.
+        #[arg(long)]
+        logy: bool,
+        /// For a sweep: each column's final value against this swept const.
+        #[arg(long, value_name = "CONST")]
+        against: Option<String>,
+        /// The file to write, .png or .svg (default DIR/plot[-COLUMNS].png).
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -200,6 +220,21 @@ fn dispatch(cli: Cli) -> ExitCode {
             check(&file, &set, None)
         }
         Command::Ir { file, stage, set } => check(&file, &set, Some(stage)),
+        Command::Plot {
+            dir,
+            columns,
+            logx,
+            logy,
+            against,
+            out,
+        } => plot(traj::plot::PlotOptions {
+            dir,
+            columns,
+            logx,
+            logy,
+            against,
+            out,
+        }),
         Command::Run {
             file,
             set,
@@ -568,7 +603,9 @@ fn sweep(
     let outcomes = traj::sweep::run_points(file, &points, &options, &ui);
     ui.finish();
     let csv = dir.join("sweep.csv");
-    let written = traj::sweep::write_sweep_csv(&csv, &outcomes);
+    let written = traj::sweep::write_sweep_csv(&csv, &outcomes).and_then(|()| {
+        traj::sweep_summary::write_sweep_summary(&dir.join("sweep_summary.csv"), &outcomes)
+    });
     drop(folder);
     if let Err(e) = written {
         eprintln!("error: {e}");
@@ -601,6 +638,23 @@ fn sweep(
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `traj plot`: the file written on stdout, what was skipped on stderr.
+fn plot(options: traj::plot::PlotOptions) -> ExitCode {
+    match traj::plot::plot(&options) {
+        Ok(plotted) => {
+            for note in &plotted.notes {
+                eprintln!("note: {note}");
+            }
+            println!("{}", plotted.path.display());
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
     }
 }
 

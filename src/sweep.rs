@@ -5,9 +5,11 @@
 //! # Layout
 //! `DIR/k1=v1,k2=v2/` is each point's run folder, written exactly as `traj run` writes one
 //! ([`run_info`], [`crate::output::write_run_folder`]); `DIR/sweep.csv` (RFC 4180, CRLF) has
-//! one row per point in sweep order: the swept consts, `status`, `steps`, the last recorded
+//! one row per point in sweep order: the swept consts, `status`, `steps`, `run_seconds` (the
+//! training loop alone, empty when the point never ran), the last recorded
 //! value of every trajectory column (the union over points, in order of first appearance;
-//! empty where a point has none), then `message`.
+//! empty where a point has none), then `message`. `DIR/sweep_summary.csv` summarises the
+//! points over their seeds ([`crate::sweep_summary`]).
 //!
 //! # Decisions
 //! * Sweep values are const expressions evaluated once, at the defaults with the `--set`
@@ -527,7 +529,7 @@ pub fn write_sweep_csv(path: &Path, outcomes: &[PointOutcome]) -> Result<(), Str
     let header = keys
         .iter()
         .copied()
-        .chain(["status", "steps"])
+        .chain(["status", "steps", "run_seconds"])
         .chain(columns.iter().copied())
         .chain(["message"]);
     w.write_record(header).map_err(|e| fail(&e))?;
@@ -544,6 +546,9 @@ pub fn write_sweep_csv(path: &Path, outcomes: &[PointOutcome]) -> Result<(), Str
             .chain([
                 o.status.name().to_string(),
                 o.steps.map(|s| s.to_string()).unwrap_or_default(),
+                o.steps
+                    .map(|_| format_float(o.run_seconds))
+                    .unwrap_or_default(),
             ])
             .chain(
                 columns
