@@ -1111,6 +1111,10 @@ impl<'a> Lowerer<'a> {
             };
             rows.push(j);
         }
+        if rows.is_empty() {
+            // No rows: the kernel of no points is `[0, 0]`.
+            return Ok(self.b.constant(Tensor::Float(ArrayD::zeros(IxDyn(&[0, 0])))));
+        }
         let jac = self.stack(&rows);
         let jt = self.b.transpose(jac, &[1, 0]);
         Ok(self.b.matmul(jac, jt))

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use super::builtins::{self, Class, OPTIMIZER_NAMES};
 use super::modules::{Program, SymKind, load_file, load_text};
-use super::types::{DType, Scalar, Shape, axis, broadcast, matmul, show_shape};
+use super::types::{
+    DType, Scalar, Shape, axis, broadcast, entries, matmul, memory_bytes, show_shape, too_large,
+};
 use crate::diag::{Diagnostic, SourceMap, Span, sort_and_dedup};
 use crate::syntax::ast::*;
 
@@ -422,30 +424,14 @@ pub fn read_file_shape(path: &Path) -> FileShape {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ext {
         "npy" => {
-            use ndarray::ArrayD;
-            use ndarray_npy::ReadNpyExt;
-            let open = || std::fs::File::open(path).map_err(|e| e.to_string());
-            let mut errors = Vec::new();
-            match ArrayD::<f64>::read_npy(open()?) {
-                Ok(a) => return Ok((DType::Float, a.shape().to_vec())),
-                Err(e) => errors.push(e.to_string()),
+            // The header alone, checked against the file's length.
+            let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+            let len = file.metadata().map_err(|e| e.to_string())?.len();
+            let header = crate::data::npy_header(&mut std::io::BufReader::new(file), len)?;
+            match header.kind.as_str() {
+                "f8" | "f4" | "b1" => Ok((DType::Float, header.shape)),
+                _ => Ok((DType::Int, header.shape)),
             }
-            if let Ok(a) = ArrayD::<f32>::read_npy(open()?) {
-                return Ok((DType::Float, a.shape().to_vec()));
-            }
-            if let Ok(a) = ArrayD::<i64>::read_npy(open()?) {
-                return Ok((DType::Int, a.shape().to_vec()));
-            }
-            if let Ok(a) = ArrayD::<i32>::read_npy(open()?) {
-                return Ok((DType::Int, a.shape().to_vec()));
-            }
-            if let Ok(a) = ArrayD::<bool>::read_npy(open()?) {
-                return Ok((DType::Float, a.shape().to_vec()));
-            }
-            Err(format!(
-                "not a float, int or bool .npy array ({})",
-                errors.join("; ")
-            ))
         }
         "csv" => {
             let mut reader = csv::ReaderBuilder::new()
@@ -628,6 +614,7 @@ impl<'p> Checker<'p> {
                 Item::Fn(_) | Item::Use(_) => {}
             }
         }
+        self.check_held_together();
         for (i, t) in trains.iter().enumerate() {
             if i > 0 {
                 self.error(
@@ -638,6 +625,33 @@ impl<'p> Checker<'p> {
             } else {
                 self.check_train(t);
             }
+        }
+    }
+
+    /// Params and data are held for the whole run: together they must fit in memory
+    /// (each alone was checked where it was evaluated). Reported at the largest.
+    fn check_held_together(&mut self) {
+        let mut held = Vec::new();
+        for item in &self.prog.items {
+            let (name, span) = match item {
+                Item::Data(d) => (&d.name.name, d.value.span),
+                Item::Param(p) => (&p.name.name, p.shape_span),
+                _ => continue,
+            };
+            if let Some(Memo::Done(Some(v))) = self.memo.get(name) {
+                held.push((entries(&v.shape).unwrap_or(0), span));
+            }
+        }
+        let total = held.iter().fold(0usize, |t, (n, _)| t.saturating_add(*n));
+        let Some(&(_, largest)) = held.iter().max_by_key(|(n, _)| *n) else {
+            return;
+        };
+        if let Some(why) = too_large(Some(total), memory_bytes()) {
+            self.error(
+                Diagnostic::new("E0312", "the params and data are too large together", largest)
+                    .label(format!("the largest; in all {why}"))
+                    .hint("every value is held in memory as 8-byte floats: use smaller dimensions"),
+            );
         }
     }
 
@@ -842,6 +856,9 @@ impl<'p> Checker<'p> {
                 }
                 None => ok = false,
             }
+        }
+        if ok && self.holdable(&shape, p.shape_span).is_none() {
+            ok = false;
         }
         match &p.init {
             ParamInit::Value(e) => {
@@ -1816,7 +1833,28 @@ impl<'p> Checker<'p> {
 
     // ------------------------------------------------------------ expressions
 
+    /// The checked value of `e`; a value too large to hold is an error at `e`.
     fn eval(&mut self, e: &'p Expr) -> Option<Val> {
+        let v = self.eval_expr(e)?;
+        self.holdable(&v.shape, e.span)?;
+        Some(v)
+    }
+
+    /// Reports a shape whose entries this machine cannot hold (`types::too_large`) at
+    /// `span`, returning `None` then.
+    fn holdable(&mut self, shape: &[usize], span: Span) -> Option<()> {
+        let Some(why) = too_large(entries(shape), memory_bytes()) else {
+            return Some(());
+        };
+        self.error(
+            Diagnostic::new("E0312", format!("a value of shape {} is too large", show_shape(shape)), span)
+                .label(why)
+                .hint("every value is held in memory as 8-byte floats: use smaller dimensions"),
+        );
+        None
+    }
+
+    fn eval_expr(&mut self, e: &'p Expr) -> Option<Val> {
         match &e.kind {
             ExprKind::Int(v) => Some(Val::scalar(Scalar::Int(*v))),
             ExprKind::Float(v) => Some(Val::scalar(Scalar::Float(*v))),
@@ -2519,8 +2557,10 @@ fn fold(op: BinOp, x: Scalar, y: Scalar, dtype: DType) -> Option<Scalar> {
         (BinOp::Add, Int(a), Int(c)) => a.checked_add(c).map(Int),
         (BinOp::Sub, Int(a), Int(c)) => a.checked_sub(c).map(Int),
         (BinOp::Mul, Int(a), Int(c)) => a.checked_mul(c).map(Int),
-        (BinOp::FloorDiv, Int(a), Int(c)) if c != 0 => Some(Int(floor_div(a, c))),
-        (BinOp::Rem, Int(a), Int(c)) if c != 0 => Some(Int(a - c * floor_div(a, c))),
+        (BinOp::FloorDiv, Int(a), Int(c)) if c != 0 => floor_div(a, c).map(Int),
+        (BinOp::Rem, Int(a), Int(c)) if c != 0 => floor_div(a, c)
+            .and_then(|q| a.checked_sub(c.checked_mul(q)?))
+            .map(Int),
         (BinOp::Pow, Int(a), Int(c)) if dtype == DType::Int => u32::try_from(c)
             .ok()
             .and_then(|c| a.checked_pow(c))
@@ -2544,14 +2584,14 @@ fn fold(op: BinOp, x: Scalar, y: Scalar, dtype: DType) -> Option<Scalar> {
     }
 }
 
-/// Floor division of ints, as NumPy's `//`.
-fn floor_div(a: i64, b: i64) -> i64 {
-    let q = a / b;
-    if (a % b != 0) && ((a < 0) != (b < 0)) {
+/// Floor division of ints, as NumPy's `//`; `None` for a zero divisor or an overflow.
+fn floor_div(a: i64, b: i64) -> Option<i64> {
+    let q = a.checked_div(b)?;
+    Some(if (a % b != 0) && ((a < 0) != (b < 0)) {
         q - 1
     } else {
         q
-    }
+    })
 }
 
 /// Calls `f` on each direct sub-expression.
@@ -2835,11 +2875,12 @@ impl<'p> Checker<'p> {
                 }
                 let size: usize = x.shape.iter().product();
                 let free = dims.iter().filter(|(d, _)| *d == -1).count();
+                // An overflowing product (-1: never a valid count) is a mismatch.
                 let fixed: i64 = dims
                     .iter()
                     .filter(|(d, _)| *d != -1)
-                    .map(|(d, _)| *d)
-                    .product();
+                    .try_fold(1i64, |n, (d, _)| n.checked_mul(*d))
+                    .unwrap_or(-1);
                 if let Some((d, s)) = dims.iter().find(|(d, _)| *d < -1) {
                     self.error(
                         Diagnostic::new("E0308", format!("dimension {d} in reshape"), *s)

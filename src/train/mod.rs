@@ -4,9 +4,9 @@
 //! recording, then update k+1. Runs on the reference interpreter.
 
 pub mod compile;
+pub mod schedule;
 pub mod statics;
 
-use std::collections::BTreeSet;
 use std::time::Instant;
 
 use ndarray::{ArrayD, IxDyn};
@@ -21,6 +21,7 @@ use crate::sema::Checked;
 use crate::sema::types::Scalar;
 use crate::tensor::Tensor;
 use compile::Plan;
+use schedule::RecordSchedule;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -161,30 +162,6 @@ fn eval(f: &Func, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>, String> {
                 .unwrap_or_default()
         )
     })
-}
-
-/// The steps at which some record clause is due, and for each clause whether it is.
-fn record_schedule(plan: &Plan, steps: u64) -> Vec<BTreeSet<u64>> {
-    plan.clauses
-        .iter()
-        .map(|c| match (c.every, c.log_count) {
-            (Some(k), _) => (0..=steps).step_by(k.max(1) as usize).collect(),
-            (_, Some(n)) => {
-                let mut s = BTreeSet::from([0]);
-                let n = n.max(1);
-                for i in 0..n {
-                    let e = if n > 1 {
-                        i as f64 / (n - 1) as f64
-                    } else {
-                        1.0
-                    };
-                    s.insert((steps as f64).powf(e).round() as u64);
-                }
-                s
-            }
-            _ => BTreeSet::new(),
-        })
-        .collect()
 }
 
 /// The gradient at θ with update `step`'s draws: plain reverse mode, or, when an exact
@@ -355,9 +332,7 @@ struct Driver<'a> {
     exec: &'a Exec<'a>,
     sources: &'a SourceMap,
     seed: u64,
-    /// Every step at which some record clause is due.
-    due: BTreeSet<u64>,
-    schedule: Vec<BTreeSet<u64>>,
+    schedule: RecordSchedule,
     trajectory: Trajectory,
     /// θ_{k−1} and k−1, once an update was made.
     previous: Option<(Vec<Tensor>, u64)>,
@@ -406,7 +381,7 @@ impl Driver<'_> {
             }
             return Ok(Some(Status::Diverged));
         }
-        let due = self.due.contains(k);
+        let due = self.schedule.due(*k);
         let stop = match &plan.stop {
             // The last row is recorded, so an observable condition is tested there too.
             Some(f) if !plan.stop_at_records_only || due || *k == plan.steps => {
@@ -520,7 +495,7 @@ pub fn run(
             None => vec![],
         });
     }
-    let schedule = record_schedule(&plan, plan.steps);
+    let schedule = RecordSchedule::new(&plan.clauses, plan.steps);
     let mut columns = Vec::new();
     for c in &plan.columns {
         columns.extend(column_names(&c.name, &c.shape));
@@ -529,7 +504,6 @@ pub fn run(
         exec: &exec,
         sources,
         seed,
-        due: schedule.iter().flatten().copied().collect(),
         schedule,
         trajectory: Trajectory {
             columns,
@@ -568,7 +542,7 @@ pub fn run(
             loop {
                 progress(k, &mut told, true);
                 let first = k + resume as u64;
-                let next_due = d.due.range(first..).next().copied().unwrap_or(plan.steps);
+                let next_due = d.schedule.next_due(first).unwrap_or(plan.steps);
                 let until = next_due
                     .min(plan.steps)
                     .min(first.saturating_add(chunk - 1));
@@ -654,7 +628,7 @@ fn record_row(
     theta: &[Tensor],
     g: &Gradient,
     k: u64,
-    schedule: &[BTreeSet<u64>],
+    schedule: &RecordSchedule,
     seed: u64,
     last: bool,
 ) -> Result<Vec<Option<f64>>, String> {
@@ -668,7 +642,7 @@ fn record_row(
     let out = exec.eval(&plan.record, &inputs, seed)?;
     let mut row = Vec::new();
     for (c, v) in plan.columns.iter().zip(out) {
-        let due = last || schedule[c.clause].contains(&k);
+        let due = last || schedule.clause_due(c.clause, k);
         for x in v.to_f64().iter() {
             row.push(due.then_some(*x));
         }
