@@ -1142,7 +1142,13 @@ impl<'a> Lowerer<'a> {
         let n = self.b.unary(Unary::Neg, x);
         let ax = self.b.binary(Binary::Max, x, n);
         if p == f64::INFINITY {
-            return Ok(self.b.reduce(Reduce::Max, ax, axes));
+            let largest = self.b.reduce(Reduce::Max, ax, axes);
+            if self.b.shape(x).contains(&0) {
+                // Each entry is the largest of no magnitudes: 0, not `max`'s -inf.
+                let shape = self.b.shape(largest);
+                return Ok(self.b.constant(Tensor::Float(ArrayD::zeros(IxDyn(&shape)))));
+            }
+            return Ok(largest);
         }
         if p == 1.0 {
             return Ok(self.b.reduce(Reduce::Sum, ax, axes));

@@ -655,6 +655,10 @@ fn record_row(
 fn sharpness(exec: &Exec, hvp: &Func, theta: &[Tensor], k: u64, seed: u64) -> Result<f64, String> {
     let plan = exec.plan;
     let n = plan.nparams;
+    if n == 0 {
+        // A Hessian over no entries has no eigenvalue: recorded as `nan`.
+        return Ok(f64::NAN);
+    }
     let rng = Stream::new(seed, "sharpness", k + 1);
     let start: Vec<f64> = (0..n as u64).map(|i| rng.normal(i)).collect();
     let mut apply = |v: &[f64], out: &mut [f64]| -> Result<(), String> {
