@@ -15,6 +15,9 @@ use super::types::{
 use crate::diag::{Diagnostic, SourceMap, Span, sort_and_dedup};
 use crate::syntax::ast::*;
 
+/// The most elements of one comprehension: each is an expression of its own.
+const MAX_COMPREHENSION: i64 = 100_000;
+
 /// What `traj check` and later stages are given besides the file.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -483,6 +486,9 @@ enum Memo {
     Done(Option<Val>),
 }
 
+/// A checked call: (function, place, parameter bindings) and the body's value.
+type FnResult = ((String, Place, HashMap<String, Val>), Option<Val>);
+
 /// What kind of expression is being checked, for names that exist only in one place.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Place {
@@ -500,6 +506,8 @@ struct Checker<'p> {
     float_consts: &'p HashSet<String>,
     files: &'p FileShapes,
     memo: HashMap<String, Memo>,
+    /// The value of each function body checked so far, by function, place and bindings.
+    fn_results: Vec<FnResult>,
     /// Top-level items under evaluation, for cycle reports.
     stack: Vec<(String, Span)>,
     scopes: Vec<HashMap<String, Val>>,
@@ -524,6 +532,7 @@ impl<'p> Checker<'p> {
             float_consts,
             files,
             memo: HashMap::new(),
+            fn_results: Vec::new(),
             stack: Vec::new(),
             scopes: Vec::new(),
             calls: Vec::new(),
@@ -1516,24 +1525,17 @@ impl<'p> Checker<'p> {
                 calls.insert(&f.name.name, out);
             }
         }
-        // A cycle in the call graph is recursion.
+        // A call on a cycle of the call graph is recursion: a call of itself, or of a
+        // function in the same strongly connected component.
+        let component = strong_components(&calls);
         let mut reported = HashSet::new();
-        for &f in calls.keys() {
-            let mut path: Vec<(&str, Span)> = Vec::new();
-            self.find_cycle(f, &calls, &mut path, &mut reported);
-        }
-    }
-
-    fn find_cycle<'a>(
-        &mut self,
-        f: &'a str,
-        calls: &'a HashMap<&'a str, Vec<(String, Span)>>,
-        path: &mut Vec<(&'a str, Span)>,
-        reported: &mut HashSet<Span>,
-    ) {
-        for (callee, span) in calls.get(f).into_iter().flatten() {
-            if path.iter().any(|(n, _)| *n == callee.as_str()) || callee == f {
-                if reported.insert(*span) {
+        let mut names: Vec<&str> = calls.keys().copied().collect();
+        names.sort();
+        for f in names {
+            for (callee, span) in &calls[f] {
+                let same = callee == f
+                    || component.get(callee.as_str()).is_some_and(|c| *c == component[f]);
+                if same && reported.insert(*span) {
                     let def = self.prog.lookup(callee).map(|s| s.span).unwrap_or(*span);
                     self.error(
                         Diagnostic::new("E0601", format!("`{callee}` calls itself"), *span)
@@ -1542,16 +1544,6 @@ impl<'p> Checker<'p> {
                             .hint("functions are inlined at every call, so they cannot recurse"),
                     );
                 }
-                continue;
-            }
-            if calls.contains_key(callee.as_str()) && path.len() < 64 {
-                path.push((f, *span));
-                let callee: &'a str = calls
-                    .get_key_value(callee.as_str())
-                    .map(|(k, _)| *k)
-                    .unwrap_or(f);
-                self.find_cycle(callee, calls, path, reported);
-                path.pop();
             }
         }
     }
@@ -2174,6 +2166,19 @@ impl<'p> Checker<'p> {
                     );
                     return None;
                 }
+                let count = b.checked_sub(a).filter(|n| *n <= MAX_COMPREHENSION);
+                let Some(count) = count else {
+                    self.error(
+                        Diagnostic::new(
+                            "E0312",
+                            format!("the range {a}..{b} is too long for a comprehension"),
+                            lo.span.to(hi.span),
+                        )
+                        .label(format!("more than {MAX_COMPREHENSION} elements"))
+                        .hint("each element is a separate expression: compute whole tensors instead (`arange(n)`, broadcasting)"),
+                    );
+                    return None;
+                };
                 // Check the body at the first and last index (shapes may not depend on it).
                 let mut vals = Vec::new();
                 for i in [a, b - 1] {
@@ -2217,7 +2222,7 @@ impl<'p> Checker<'p> {
                         deps,
                         ..first
                     };
-                    (b - a) as usize
+                    count as usize
                 ])
             }
             _ => {
@@ -2358,9 +2363,21 @@ impl<'p> Checker<'p> {
                 self.bind_local(&p.name.name, v);
             }
         }
-        let out = self.fn_body(f);
+        let out = self.checked_body(f);
         self.calls.pop();
         self.scopes = saved;
+        out
+    }
+
+    /// [`Self::fn_body`], checked once per distinct binding of the parameters: `fn g(x) =
+    /// f(x) + f(x)` nested 40 deep would otherwise be checked 2^40 times.
+    fn checked_body(&mut self, f: &'p FnItem) -> Option<Val> {
+        let key = (f.name.name.clone(), self.place, self.scopes[0].clone());
+        if let Some((_, out)) = self.fn_results.iter().find(|(k, _)| *k == key) {
+            return out.clone();
+        }
+        let out = self.fn_body(f);
+        self.fn_results.push((key, out.clone()));
         out
     }
 
@@ -2582,6 +2599,63 @@ fn fold(op: BinOp, x: Scalar, y: Scalar, dtype: DType) -> Option<Scalar> {
         (BinOp::Or, ..) => b(fx != 0.0 || fy != 0.0),
         (BinOp::MatMul, ..) => None,
     }
+}
+
+/// The strongly connected component of each function of a call graph (Tarjan's
+/// algorithm): two functions call each other, directly or not, when theirs are equal.
+fn strong_components<'a>(calls: &HashMap<&'a str, Vec<(String, Span)>>) -> HashMap<&'a str, usize> {
+    struct Tarjan<'a, 'c> {
+        calls: &'c HashMap<&'a str, Vec<(String, Span)>>,
+        index: HashMap<&'a str, usize>,
+        low: HashMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        component: HashMap<&'a str, usize>,
+    }
+    impl<'a> Tarjan<'a, '_> {
+        fn visit(&mut self, f: &'a str) {
+            let n = self.index.len();
+            self.index.insert(f, n);
+            self.low.insert(f, n);
+            self.stack.push(f);
+            for (callee, _) in &self.calls[f] {
+                let Some((&g, _)) = self.calls.get_key_value(callee.as_str()) else {
+                    continue;
+                };
+                if !self.index.contains_key(g) {
+                    self.visit(g);
+                    let low = self.low[f].min(self.low[g]);
+                    self.low.insert(f, low);
+                } else if !self.component.contains_key(g) {
+                    let low = self.low[f].min(self.index[g]);
+                    self.low.insert(f, low);
+                }
+            }
+            if self.low[f] == self.index[f] {
+                let id = self.index[f];
+                while let Some(g) = self.stack.pop() {
+                    self.component.insert(g, id);
+                    if g == f {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let mut t = Tarjan {
+        calls,
+        index: HashMap::new(),
+        low: HashMap::new(),
+        stack: Vec::new(),
+        component: HashMap::new(),
+    };
+    let mut names: Vec<&'a str> = calls.keys().copied().collect();
+    names.sort();
+    for f in names {
+        if !t.index.contains_key(f) {
+            t.visit(f);
+        }
+    }
+    t.component
 }
 
 /// Floor division of ints, as NumPy's `//`; `None` for a zero divisor or an overflow.
@@ -3338,7 +3412,7 @@ impl<'p> Checker<'p> {
         self.calls.push((f.name.name.clone(), span));
         self.scopes
             .push(HashMap::from([(f.params[0].name.name.clone(), arg)]));
-        let out = self.fn_body(f);
+        let out = self.checked_body(f);
         self.calls.pop();
         self.scopes = saved;
         out

@@ -322,8 +322,9 @@ pub fn prepare(
     sources: &SourceMap,
     options: &RunOptions,
 ) -> Result<(statics::Statics, Plan), String> {
-    let statics = statics::evaluate(checked, sources, seed_of(checked))?;
-    let plan = compile::build(checked, &statics, options.steps)?;
+    let statics =
+        statics::evaluate(checked, sources, seed_of(checked)).map_err(|e| locate(&e, sources))?;
+    let plan = compile::build(checked, &statics, options.steps).map_err(|e| locate(&e, sources))?;
     Ok((statics, plan))
 }
 
