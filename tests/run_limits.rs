@@ -20,10 +20,7 @@ fn traj(args: &[&str]) -> Output {
 fn fresh_dir(tag: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!(
-        "traj-limits-{}-{tag}-{n}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("traj-limits-{}-{tag}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
@@ -51,10 +48,20 @@ fn run_ok(program: &Path, backend: &str, extra: &[&str]) -> (Vec<String>, Vec<Ve
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{backend}: {stderr}");
     let mut csv = csv::Reader::from_path(out_dir.join("trajectory.csv")).expect("trajectory");
-    let columns = csv.headers().expect("header").iter().map(String::from).collect();
+    let columns = csv
+        .headers()
+        .expect("header")
+        .iter()
+        .map(String::from)
+        .collect();
     let rows = csv
         .records()
-        .map(|r| r.expect("row").iter().map(|c| c.parse().expect(c)).collect())
+        .map(|r| {
+            r.expect("row")
+                .iter()
+                .map(|c| c.parse().expect(c))
+                .collect()
+        })
         .collect();
     (columns, rows)
 }
@@ -143,12 +150,22 @@ fn empty_dimensions_follow_numpy_on_both_backends() {
             assert_eq!(column(&columns, &rows, name), [0.0; 3], "{b} {name}");
         }
         assert_eq!(column(&columns, &rows, "pr"), [1.0; 3], "{b}");
-        assert_eq!(column(&columns, &rows, "lse"), [f64::NEG_INFINITY; 3], "{b}");
+        assert_eq!(
+            column(&columns, &rows, "lse"),
+            [f64::NEG_INFINITY; 3],
+            "{b}"
+        );
         for name in ["cn", "m"] {
-            assert!(column(&columns, &rows, name).iter().all(|x| x.is_nan()), "{b} {name}");
+            assert!(
+                column(&columns, &rows, name).iter().all(|x| x.is_nan()),
+                "{b} {name}"
+            );
         }
         // An empty param has no gradient columns.
-        assert!(!columns.iter().any(|c| c.starts_with("g[")), "{b}: {columns:?}");
+        assert!(
+            !columns.iter().any(|c| c.starts_with("g[")),
+            "{b}: {columns:?}"
+        );
     }
 }
 
@@ -163,15 +180,29 @@ fn a_program_with_only_empty_params_runs() {
         let (columns, rows) = run_ok(&program, b, &[]);
         assert_eq!(column(&columns, &rows, "loss"), [0.0; 4], "{b}");
         assert_eq!(column(&columns, &rows, "gnorm"), [0.0; 4], "{b}");
-        assert!(column(&columns, &rows, "sharpness").iter().all(|x| x.is_nan()));
+        assert!(
+            column(&columns, &rows, "sharpness")
+                .iter()
+                .all(|x| x.is_nan())
+        );
     }
 }
 
 /// Each program: (text, `--set`s, line, col of the shape or expression refused).
 const TOO_LARGE: &[(&str, &[&str], usize, usize)] = &[
-    ("param w: [9223372036854775807] ~ normal(0, 1)\n", &[], 1, 10),
+    (
+        "param w: [9223372036854775807] ~ normal(0, 1)\n",
+        &[],
+        1,
+        10,
+    ),
     ("param W: [2000000, 1000000] ~ normal(0, 1)\n", &[], 1, 10),
-    ("param W: [4294967296, 4294967296, 0] ~ normal(0, 1)\n", &[], 1, 10),
+    (
+        "param W: [4294967296, 4294967296, 0] ~ normal(0, 1)\n",
+        &[],
+        1,
+        10,
+    ),
     (
         "const n = 10\nparam W: [n, n] ~ normal(0, 1)\n",
         &["--set", "n=9223372036854775807"],
@@ -215,13 +246,20 @@ fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn npy_headers_that_disagree_with_the_file_are_located_errors() {
-    let dict = |shape: &str| format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
+    let dict =
+        |shape: &str| format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
     let mut claims_past_end = b"\x93NUMPY\x01\x00".to_vec();
     claims_past_end.extend(60000u16.to_le_bytes());
     claims_past_end.extend(b"{'descr': '<f8'");
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (npy_bytes(&dict("(10000000000000,)"), &[0; 80]), "shape (10000000000000)"),
-        (npy_bytes(&dict("(4294967296, 4294967296)"), &[0; 80]), "shape (4294967296, 4294967296)"),
+        (
+            npy_bytes(&dict("(10000000000000,)"), &[0; 80]),
+            "shape (10000000000000)",
+        ),
+        (
+            npy_bytes(&dict("(4294967296, 4294967296)"), &[0; 80]),
+            "shape (4294967296, 4294967296)",
+        ),
         (npy_bytes(&dict("(3,)"), &[0; 32]), "holds 32 bytes"),
         (npy_bytes(&dict("(5,)"), &[0; 16]), "holds 16 bytes"),
         (claims_past_end, "claims 60010 bytes"),
@@ -281,13 +319,20 @@ fn long_operator_chains_are_refused_not_a_stack_overflow() {
             &format!("chain{i}"),
             &format!("param q: [] = 1.0\n{chain}\ntrain {{ optimizer gd(lr = 0.1) steps 2 }}\n"),
         );
-        for args in [vec!["check"], vec!["run", "--backend", "interp"], vec!["run"]] {
+        for args in [
+            vec!["check"],
+            vec!["run", "--backend", "interp"],
+            vec!["run"],
+        ] {
             let mut args = args.clone();
             args.push(program.to_str().unwrap());
             let out = traj(&args);
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(1), "chain {i} {args:?}: {stderr}");
-            assert!(stderr.contains("more than 10000 operators"), "chain {i}: {stderr}");
+            assert!(
+                stderr.contains("more than 10000 operators"),
+                "chain {i}: {stderr}"
+            );
             assert_eq!(reports(&stderr, &program)[0].0, "E0005", "chain {i}");
         }
     }
@@ -305,11 +350,83 @@ fn overflowing_compile_time_ints_are_errors_not_panics() {
     {
         let program = write_program(
             &format!("ints{i}"),
-            &format!("{text}param q: [] = 1.0\nloss = q^2\ntrain {{ optimizer gd(lr = 0.1) steps 1 }}\n"),
+            &format!(
+                "{text}param q: [] = 1.0\nloss = q^2\ntrain {{ optimizer gd(lr = 0.1) steps 1 }}\n"
+            ),
         );
         let out = traj(&["check", program.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "{text}: {stderr}");
-        assert_eq!(out.status.code(), Some(if i == 2 { 1 } else { 0 }), "{text}: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(if i == 2 { 1 } else { 0 }),
+            "{text}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn programs_that_expand_without_bound_are_located_errors_not_hangs() {
+    // 2^40 inlined calls: `check` is linear in the calls, lowering stops at its limit.
+    let mut calls = String::from("fn f0(x) = x * q\n");
+    for i in 1..=40 {
+        calls.push_str(&format!("fn f{i}(x) = f{}(x) + f{}(x)\n", i - 1, i - 1));
+    }
+    let program = write_program(
+        "calls",
+        &format!(
+            "param q: [] = 1.0\n{calls}loss = f40(q)\ntrain {{ optimizer gd(lr = 0.1) steps 2 }}\n"
+        ),
+    );
+    let out = traj(&["check", program.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for b in BACKENDS {
+        let dir = fresh_dir("calls").join("out");
+        let out = traj(&[
+            "run",
+            program.to_str().unwrap(),
+            "--backend",
+            b,
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{b}: {stderr}");
+        assert!(stderr.contains("too large to compile"), "{b}: {stderr}");
+        assert!(stderr.contains("calls.traj:"), "{b}: located: {stderr}");
+    }
+    // A comprehension of 2^40 + 1 elements.
+    let program = write_program(
+        "comprehension",
+        "param q: [] = 1.0\ndata G = [i for i in 0..1099511627777]\nloss = q^2\n\
+         train { optimizer gd(lr = 0.1) steps 2 }\n",
+    );
+    refused(
+        &program,
+        &[],
+        "E0312",
+        2,
+        22,
+        "too long for a comprehension",
+    );
+}
+
+#[test]
+fn int_overflow_wraps_on_both_backends() {
+    let program = write_program(
+        "wrap",
+        "data v = [9223372036854775807, 2, 3]\nparam q: [] = 1.0\nloss = q^2\n\
+         train { optimizer gd(lr = 0.1) steps 1 record every 1 { s = sum(v), p = prod(v) } }\n",
+    );
+    for b in BACKENDS {
+        let (columns, rows) = run_ok(&program, b, &[]);
+        let s = 9223372036854775807i64.wrapping_add(5) as f64;
+        let p = 9223372036854775807i64.wrapping_mul(6) as f64;
+        assert_eq!(column(&columns, &rows, "s"), [s, s], "{b}");
+        assert_eq!(column(&columns, &rows, "p"), [p, p], "{b}");
     }
 }

@@ -1135,7 +1135,9 @@ impl<'a> Lowerer<'a> {
         }
         if rows.is_empty() {
             // No rows: the kernel of no points is `[0, 0]`.
-            return Ok(self.b.constant(Tensor::Float(ArrayD::zeros(IxDyn(&[0, 0])))));
+            return Ok(self
+                .b
+                .constant(Tensor::Float(ArrayD::zeros(IxDyn(&[0, 0])))));
         }
         let jac = self.stack(&rows);
         let jt = self.b.transpose(jac, &[1, 0]);

@@ -657,9 +657,13 @@ impl<'p> Checker<'p> {
         };
         if let Some(why) = too_large(Some(total), memory_bytes()) {
             self.error(
-                Diagnostic::new("E0312", "the params and data are too large together", largest)
-                    .label(format!("the largest; in all {why}"))
-                    .hint("every value is held in memory as 8-byte floats: use smaller dimensions"),
+                Diagnostic::new(
+                    "E0312",
+                    "the params and data are too large together",
+                    largest,
+                )
+                .label(format!("the largest; in all {why}"))
+                .hint("every value is held in memory as 8-byte floats: use smaller dimensions"),
             );
         }
     }
@@ -1534,7 +1538,9 @@ impl<'p> Checker<'p> {
         for f in names {
             for (callee, span) in &calls[f] {
                 let same = callee == f
-                    || component.get(callee.as_str()).is_some_and(|c| *c == component[f]);
+                    || component
+                        .get(callee.as_str())
+                        .is_some_and(|c| *c == component[f]);
                 if same && reported.insert(*span) {
                     let def = self.prog.lookup(callee).map(|s| s.span).unwrap_or(*span);
                     self.error(
@@ -1839,9 +1845,13 @@ impl<'p> Checker<'p> {
             return Some(());
         };
         self.error(
-            Diagnostic::new("E0312", format!("a value of shape {} is too large", show_shape(shape)), span)
-                .label(why)
-                .hint("every value is held in memory as 8-byte floats: use smaller dimensions"),
+            Diagnostic::new(
+                "E0312",
+                format!("a value of shape {} is too large", show_shape(shape)),
+                span,
+            )
+            .label(why)
+            .hint("every value is held in memory as 8-byte floats: use smaller dimensions"),
         );
         None
     }

@@ -237,8 +237,15 @@ mod tests {
         assert_eq!(too_large(Some(1000), 16 * gb), None);
         assert_eq!(too_large(Some(2 * gb / 8), 2 * gb), None);
         let over = too_large(Some(10_000_000_000), 16 * gb).unwrap();
-        assert!(over.contains("80.0 GB") && over.contains("16.0 GB"), "{over}");
-        assert!(too_large(Some(MAX_ENTRIES + 1), usize::MAX).unwrap().contains("2^40"));
+        assert!(
+            over.contains("80.0 GB") && over.contains("16.0 GB"),
+            "{over}"
+        );
+        assert!(
+            too_large(Some(MAX_ENTRIES + 1), usize::MAX)
+                .unwrap()
+                .contains("2^40")
+        );
         assert!(too_large(None, usize::MAX).is_some());
     }
 }

@@ -163,7 +163,10 @@ mod tests {
         let s = RecordSchedule::new(&[clause(None, Some(u64::MAX))], u64::MAX);
         assert_eq!(s.next_due(1), Some(1));
         assert!(s.next_due(u64::MAX - 10).is_some());
-        let s = RecordSchedule::new(&[clause(Some(1), None), clause(None, Some(200))], 1e15 as u64);
+        let s = RecordSchedule::new(
+            &[clause(Some(1), None), clause(None, Some(200))],
+            1e15 as u64,
+        );
         assert_eq!(s.next_due(123_456_789_012), Some(123_456_789_012));
         let s = RecordSchedule::new(&[clause(Some(u64::MAX), None)], u64::MAX);
         assert_eq!(s.next_due(1), Some(u64::MAX));
