@@ -223,7 +223,7 @@ fn mutants_that_pass_check_run_without_panic_abort_or_hang() {
                         break;
                     }
                     let (path, text) = &sources[n % sources.len()];
-                    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (n as u64 + 1) * 0x1000_0001);
+                    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((n as u64 + 1) * 0x1000_0001));
                     let mutant = mutate(text, &mut rng);
                     let dir = workspace(path.parent().unwrap(), n);
                     let file = dir.join(path.file_name().unwrap());

@@ -233,7 +233,7 @@ fn sizes_beyond_memory_are_located_errors_from_check_and_run() {
 /// A `.npy` file: a version-1 header of `dict` padded as NumPy pads it, then `data`.
 fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
     let mut header = dict.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
