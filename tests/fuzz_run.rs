@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Mutants made (each source in turn).
-const MUTANTS: usize = 1200;
+const MUTANTS: usize = 3000;
 const TIMEOUT: Duration = Duration::from_secs(20);
 /// Numbers a mutant may put in place of a number: edges of every kind of count and size
 /// (none between "small" and "beyond 2^40", so no mutant is merely slow).
