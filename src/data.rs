@@ -53,18 +53,95 @@ fn read_typed<T: ndarray_npy::ReadableElement + Clone>(
         .map_err(|e| format!("{}: malformed .npy file: {e}", path.display()))
 }
 
-fn load_npy(path: &Path) -> Result<Tensor, String> {
-    let bytes = read_bytes(path)?;
-    let header = Header::from_reader(&mut &bytes[..])
-        .map_err(|e| format!("{}: malformed .npy header: {e}", path.display()))?;
+/// What a `.npy` header says, checked against the file it starts.
+pub struct NpyHeader {
+    /// NumPy's type code without its byte order: `f8`, `i4`, `b1`, ...
+    pub kind: String,
+    pub shape: Vec<usize>,
+}
+
+/// The bytes one entry of each supported `.npy` type takes.
+fn npy_item_size(kind: &str) -> Option<u64> {
+    Some(match kind {
+        "f8" | "i8" | "u8" => 8,
+        "f4" | "i4" | "u4" => 4,
+        "i2" | "u2" => 2,
+        "i1" | "u1" | "b" | "B" | "b1" => 1,
+        _ => return None,
+    })
+}
+
+/// Reads the header of a `.npy` file of `file_len` bytes from its start and checks it
+/// against the file: the header must lie within the file and its shape and dtype must
+/// account for exactly the rest. Nothing is allocated from the header's numbers before
+/// they are checked against the file's length.
+pub fn npy_header(reader: &mut impl std::io::Read, file_len: u64) -> Result<NpyHeader, String> {
+    let malformed = |what: String| format!("malformed .npy header: {what}");
+    let mut start = vec![0u8; 8];
+    reader
+        .read_exact(&mut start)
+        .map_err(|_| malformed("the file is shorter than a header".into()))?;
+    if !start.starts_with(b"\x93NUMPY") {
+        return Err(malformed("not a .npy file".into()));
+    }
+    let len_bytes = match start[6] {
+        1 => 2,
+        2 | 3 => 4,
+        v => return Err(malformed(format!("unknown version {v}"))),
+    };
+    let mut len = vec![0u8; len_bytes];
+    reader
+        .read_exact(&mut len)
+        .map_err(|_| malformed("the file is shorter than a header".into()))?;
+    let dict_len = len.iter().rev().fold(0u64, |n, b| n << 8 | u64::from(*b));
+    let header_len = 8 + len_bytes as u64 + dict_len;
+    if header_len > file_len {
+        return Err(malformed(format!(
+            "it claims {header_len} bytes but the file has {file_len}"
+        )));
+    }
+    start.extend(len);
+    start.resize(header_len as usize, 0);
+    reader
+        .read_exact(&mut start[8 + len_bytes..])
+        .map_err(|e| malformed(e.to_string()))?;
+    let header = Header::from_reader(&mut &start[..]).map_err(|e| malformed(e.to_string()))?;
     let Some(descr) = header.type_descriptor.as_string() else {
         return Err(format!(
-            "{}: unsupported .npy dtype {} (structured arrays are not supported)",
-            path.display(),
+            "unsupported .npy dtype {} (structured arrays are not supported)",
             header.type_descriptor
         ));
     };
-    let kind = descr.trim_start_matches(['<', '>', '|', '=']);
+    let kind = descr.trim_start_matches(['<', '>', '|', '=']).to_string();
+    let Some(item) = npy_item_size(&kind) else {
+        return Err(format!(
+            "unsupported .npy dtype '{descr}'; supported are float64, float32, \
+             int64/32/16/8, uint64/32/16/8 and bool"
+        ));
+    };
+    let data = crate::sema::types::entries(&header.shape)
+        .and_then(|n| (n as u64).checked_mul(item))
+        .filter(|bytes| *bytes == file_len - header_len);
+    if data.is_none() {
+        let shape: Vec<String> = header.shape.iter().map(|d| d.to_string()).collect();
+        return Err(format!(
+            "malformed .npy file: its header says shape ({}) of '{descr}', but the file holds \
+             {} bytes of data",
+            shape.join(", "),
+            file_len - header_len
+        ));
+    }
+    Ok(NpyHeader {
+        kind,
+        shape: header.shape,
+    })
+}
+
+fn load_npy(path: &Path) -> Result<Tensor, String> {
+    let bytes = read_bytes(path)?;
+    let header = npy_header(&mut &bytes[..], bytes.len() as u64)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let kind = header.kind.as_str();
     let float = |a: ArrayD<f64>| Ok(Tensor::Float(standard(a)));
     let int = |a: ArrayD<i64>| Ok(Tensor::Int(standard(a)));
     match kind {
@@ -89,7 +166,7 @@ fn load_npy(path: &Path) -> Result<Tensor, String> {
         }
         "b1" => float(read_typed::<bool>(path, &bytes)?.mapv(|v| if v { 1.0 } else { 0.0 })),
         _ => Err(format!(
-            "{}: unsupported .npy dtype '{descr}'; supported are float64, float32, \
+            "{}: unsupported .npy dtype '{kind}'; supported are float64, float32, \
              int64/32/16/8, uint64/32/16/8 and bool",
             path.display()
         )),

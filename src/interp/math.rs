@@ -138,6 +138,14 @@ pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usi
         // say: row-major, or the row-major buffer of the transpose.
         unsafe { MatRef::from_raw_parts(x.data.as_ptr(), rows, cols, rs, cs) }
     };
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // NumPy's product over an empty axis: every entry is a sum of nothing.
+        c[..m * n].fill(0.0);
+        return;
+    }
     if n == 1 && m * k <= SMALL_GEMV {
         return small_gemv(a, b, c, m, k);
     }

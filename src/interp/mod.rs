@@ -248,8 +248,15 @@ pub fn binary_int(op: Binary, a: i64, b: i64) -> Result<i64, String> {
             if b == 0 {
                 return Err("integer division by zero".into());
             }
-            let q = a.div_euclid(b) - i64::from(b < 0 && a.rem_euclid(b) != 0);
-            if op == Binary::FloorDiv { q } else { a - b * q }
+            // Wrapping, as every int op here (NumPy's int64): `i64::MIN // -1` wraps.
+            let q = a
+                .wrapping_div_euclid(b)
+                .wrapping_sub(i64::from(b < 0 && a.wrapping_rem_euclid(b) != 0));
+            if op == Binary::FloorDiv {
+                q
+            } else {
+                a.wrapping_sub(b.wrapping_mul(q))
+            }
         }
         Binary::Pow => u32::try_from(b)
             .map(|e| a.wrapping_pow(e))
@@ -357,14 +364,18 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
         Prim::Gather => gather(inst, vals)?,
         Prim::ScatterAdd(shape) => scatter_add(inst, vals, shape)?,
         Prim::ReduceSum(axes) => match arg(0) {
-            Tensor::Int(a) => Tensor::Int(reduce(a, axes, |v| v.iter().sum())),
+            Tensor::Int(a) => Tensor::Int(reduce(a, axes, |v| {
+                v.iter().fold(0, |s: i64, x| s.wrapping_add(*x))
+            })),
             t => Tensor::Float(reduce(&float(t), axes, |v| match v.as_slice() {
                 Some(xs) => math::sum(xs),
                 None => math::sum(&v.iter().copied().collect::<Vec<_>>()),
             })),
         },
         Prim::ReduceProd(axes) => match arg(0) {
-            Tensor::Int(a) => Tensor::Int(reduce(a, axes, |v| v.iter().product())),
+            Tensor::Int(a) => Tensor::Int(reduce(a, axes, |v| {
+                v.iter().fold(1, |p: i64, x| p.wrapping_mul(*x))
+            })),
             t => Tensor::Float(reduce(&float(t), axes, |v| v.iter().product())),
         },
         Prim::ReduceMax(axes) => match arg(0) {

@@ -53,6 +53,11 @@ pub struct NoiseSite {
 
 pub type LowerResult = Result<Var, String>;
 
+/// The most IR instructions one function may lower to: inlining calls of calls, long
+/// comprehensions, `matprod` of many factors or `ntk` of many rows would otherwise build
+/// (and compile) a function for minutes, or without end.
+pub const MAX_INSTS: usize = 1_000_000;
+
 impl<'a> Lowerer<'a> {
     pub fn new(prog: &'a Program, statics: &'a Statics) -> Lowerer<'a> {
         let mut b = Builder::new();
@@ -164,7 +169,22 @@ impl<'a> Lowerer<'a> {
         }
     }
 
+    /// An error once the function holds more than [`MAX_INSTS`] instructions.
+    fn within_limit(&self) -> Result<(), String> {
+        if self.b.func.insts.len() <= MAX_INSTS {
+            return Ok(());
+        }
+        let at = self.b.span;
+        Err(format!(
+            "the program is too large to compile: more than {MAX_INSTS} operations once \
+             functions, comprehensions, `matprod` and `ntk` are expanded (here, bytes {}..{} \
+             of file {})",
+            at.start, at.end, at.file
+        ))
+    }
+
     pub fn expr(&mut self, e: &Expr) -> LowerResult {
+        self.within_limit()?;
         let saved = self.b.span;
         self.b.span = e.span;
         let v = self.expr_inner(e);
@@ -853,6 +873,7 @@ impl<'a> Lowerer<'a> {
                 let s = self.b.shape(w);
                 let mut acc: Option<Var> = None;
                 for l in 0..s[0] {
+                    self.within_limit()?;
                     let wl = self.b.slice(w, &[(l, l + 1), (0, s[1]), (0, s[2])]);
                     let wl = self.b.reshape(wl, &[s[1], s[2]]);
                     acc = Some(match acc {
@@ -1089,6 +1110,7 @@ impl<'a> Lowerer<'a> {
         let xs = self.b.shape(xv);
         let mut rows = Vec::new();
         for i in 0..xs[0] {
+            self.within_limit()?;
             let mut r: Vec<(usize, usize)> = xs.iter().map(|d| (0, *d)).collect();
             r[0] = (i, i + 1);
             let row = self.b.slice(xv, &r);
@@ -1110,6 +1132,12 @@ impl<'a> Lowerer<'a> {
                 self.b.concat(&flat, 0)
             };
             rows.push(j);
+        }
+        if rows.is_empty() {
+            // No rows: the kernel of no points is `[0, 0]`.
+            return Ok(self
+                .b
+                .constant(Tensor::Float(ArrayD::zeros(IxDyn(&[0, 0])))));
         }
         let jac = self.stack(&rows);
         let jt = self.b.transpose(jac, &[1, 0]);
@@ -1138,7 +1166,13 @@ impl<'a> Lowerer<'a> {
         let n = self.b.unary(Unary::Neg, x);
         let ax = self.b.binary(Binary::Max, x, n);
         if p == f64::INFINITY {
-            return Ok(self.b.reduce(Reduce::Max, ax, axes));
+            let largest = self.b.reduce(Reduce::Max, ax, axes);
+            if self.b.shape(x).contains(&0) {
+                // Each entry is the largest of no magnitudes: 0, not `max`'s -inf.
+                let shape = self.b.shape(largest);
+                return Ok(self.b.constant(Tensor::Float(ArrayD::zeros(IxDyn(&shape)))));
+            }
+            return Ok(largest);
         }
         if p == 1.0 {
             return Ok(self.b.reduce(Reduce::Sum, ax, axes));

@@ -9,9 +9,14 @@ use std::path::{Path, PathBuf};
 
 use super::builtins::{self, Class, OPTIMIZER_NAMES};
 use super::modules::{Program, SymKind, load_file, load_text};
-use super::types::{DType, Scalar, Shape, axis, broadcast, matmul, show_shape};
+use super::types::{
+    DType, Scalar, Shape, axis, broadcast, entries, matmul, memory_bytes, show_shape, too_large,
+};
 use crate::diag::{Diagnostic, SourceMap, Span, sort_and_dedup};
 use crate::syntax::ast::*;
+
+/// The most elements of one comprehension: each is an expression of its own.
+const MAX_COMPREHENSION: i64 = 100_000;
 
 /// What `traj check` and later stages are given besides the file.
 #[derive(Clone, Debug, Default)]
@@ -470,30 +475,14 @@ pub fn read_file_shape(path: &Path) -> FileShape {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ext {
         "npy" => {
-            use ndarray::ArrayD;
-            use ndarray_npy::ReadNpyExt;
-            let open = || std::fs::File::open(path).map_err(|e| e.to_string());
-            let mut errors = Vec::new();
-            match ArrayD::<f64>::read_npy(open()?) {
-                Ok(a) => return Ok((DType::Float, a.shape().to_vec())),
-                Err(e) => errors.push(e.to_string()),
+            // The header alone, checked against the file's length.
+            let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+            let len = file.metadata().map_err(|e| e.to_string())?.len();
+            let header = crate::data::npy_header(&mut std::io::BufReader::new(file), len)?;
+            match header.kind.as_str() {
+                "f8" | "f4" | "b1" => Ok((DType::Float, header.shape)),
+                _ => Ok((DType::Int, header.shape)),
             }
-            if let Ok(a) = ArrayD::<f32>::read_npy(open()?) {
-                return Ok((DType::Float, a.shape().to_vec()));
-            }
-            if let Ok(a) = ArrayD::<i64>::read_npy(open()?) {
-                return Ok((DType::Int, a.shape().to_vec()));
-            }
-            if let Ok(a) = ArrayD::<i32>::read_npy(open()?) {
-                return Ok((DType::Int, a.shape().to_vec()));
-            }
-            if let Ok(a) = ArrayD::<bool>::read_npy(open()?) {
-                return Ok((DType::Float, a.shape().to_vec()));
-            }
-            Err(format!(
-                "not a float, int or bool .npy array ({})",
-                errors.join("; ")
-            ))
         }
         "csv" => {
             let mut reader = csv::ReaderBuilder::new()
@@ -545,6 +534,9 @@ enum Memo {
     Done(Option<Val>),
 }
 
+/// A checked call: (function, place, parameter bindings) and the body's value.
+type FnResult = ((String, Place, HashMap<String, Val>), Option<Val>);
+
 /// What kind of expression is being checked, for names that exist only in one place.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Place {
@@ -562,6 +554,8 @@ struct Checker<'p> {
     float_consts: &'p HashSet<String>,
     files: &'p FileShapes,
     memo: HashMap<String, Memo>,
+    /// The value of each function body checked so far, by function, place and bindings.
+    fn_results: Vec<FnResult>,
     /// Top-level items under evaluation, for cycle reports.
     stack: Vec<(String, Span)>,
     scopes: Vec<HashMap<String, Val>>,
@@ -586,6 +580,7 @@ impl<'p> Checker<'p> {
             float_consts,
             files,
             memo: HashMap::new(),
+            fn_results: Vec::new(),
             stack: Vec::new(),
             scopes: Vec::new(),
             calls: Vec::new(),
@@ -676,6 +671,7 @@ impl<'p> Checker<'p> {
                 Item::Fn(_) | Item::Use(_) => {}
             }
         }
+        self.check_held_together();
         for (i, t) in trains.iter().enumerate() {
             if i > 0 {
                 self.error(
@@ -686,6 +682,37 @@ impl<'p> Checker<'p> {
             } else {
                 self.check_train(t);
             }
+        }
+    }
+
+    /// Params and data are held for the whole run: together they must fit in memory
+    /// (each alone was checked where it was evaluated). Reported at the largest.
+    fn check_held_together(&mut self) {
+        let mut held = Vec::new();
+        for item in &self.prog.items {
+            let (name, span) = match item {
+                Item::Data(d) => (&d.name.name, d.value.span),
+                Item::Param(p) => (&p.name.name, p.shape_span),
+                _ => continue,
+            };
+            if let Some(Memo::Done(Some(v))) = self.memo.get(name) {
+                held.push((entries(&v.shape).unwrap_or(0), span));
+            }
+        }
+        let total = held.iter().fold(0usize, |t, (n, _)| t.saturating_add(*n));
+        let Some(&(_, largest)) = held.iter().max_by_key(|(n, _)| *n) else {
+            return;
+        };
+        if let Some(why) = too_large(Some(total), memory_bytes()) {
+            self.error(
+                Diagnostic::new(
+                    "E0312",
+                    "the params and data are too large together",
+                    largest,
+                )
+                .label(format!("the largest; in all {why}"))
+                .hint("every value is held in memory as 8-byte floats: use smaller dimensions"),
+            );
         }
     }
 
@@ -901,6 +928,9 @@ impl<'p> Checker<'p> {
                 }
                 None => ok = false,
             }
+        }
+        if ok && self.holdable(&shape, p.shape_span).is_none() {
+            ok = false;
         }
         match &p.init {
             ParamInit::Value(e) => {
@@ -1558,24 +1588,19 @@ impl<'p> Checker<'p> {
                 calls.insert(&f.name.name, out);
             }
         }
-        // A cycle in the call graph is recursion.
+        // A call on a cycle of the call graph is recursion: a call of itself, or of a
+        // function in the same strongly connected component.
+        let component = strong_components(&calls);
         let mut reported = HashSet::new();
-        for &f in calls.keys() {
-            let mut path: Vec<(&str, Span)> = Vec::new();
-            self.find_cycle(f, &calls, &mut path, &mut reported);
-        }
-    }
-
-    fn find_cycle<'a>(
-        &mut self,
-        f: &'a str,
-        calls: &'a HashMap<&'a str, Vec<(String, Span)>>,
-        path: &mut Vec<(&'a str, Span)>,
-        reported: &mut HashSet<Span>,
-    ) {
-        for (callee, span) in calls.get(f).into_iter().flatten() {
-            if path.iter().any(|(n, _)| *n == callee.as_str()) || callee == f {
-                if reported.insert(*span) {
+        let mut names: Vec<&str> = calls.keys().copied().collect();
+        names.sort();
+        for f in names {
+            for (callee, span) in &calls[f] {
+                let same = callee == f
+                    || component
+                        .get(callee.as_str())
+                        .is_some_and(|c| *c == component[f]);
+                if same && reported.insert(*span) {
                     let def = self.prog.lookup(callee).map(|s| s.span).unwrap_or(*span);
                     self.error(
                         Diagnostic::new("E0601", format!("`{callee}` calls itself"), *span)
@@ -1584,16 +1609,6 @@ impl<'p> Checker<'p> {
                             .hint("functions are inlined at every call, so they cannot recurse"),
                     );
                 }
-                continue;
-            }
-            if calls.contains_key(callee.as_str()) && path.len() < 64 {
-                path.push((f, *span));
-                let callee: &'a str = calls
-                    .get_key_value(callee.as_str())
-                    .map(|(k, _)| *k)
-                    .unwrap_or(f);
-                self.find_cycle(callee, calls, path, reported);
-                path.pop();
             }
         }
     }
@@ -1880,7 +1895,32 @@ impl<'p> Checker<'p> {
 
     // ------------------------------------------------------------ expressions
 
+    /// The checked value of `e`; a value too large to hold is an error at `e`.
     fn eval(&mut self, e: &'p Expr) -> Option<Val> {
+        let v = self.eval_expr(e)?;
+        self.holdable(&v.shape, e.span)?;
+        Some(v)
+    }
+
+    /// Reports a shape whose entries this machine cannot hold (`types::too_large`) at
+    /// `span`, returning `None` then.
+    fn holdable(&mut self, shape: &[usize], span: Span) -> Option<()> {
+        let Some(why) = too_large(entries(shape), memory_bytes()) else {
+            return Some(());
+        };
+        self.error(
+            Diagnostic::new(
+                "E0312",
+                format!("a value of shape {} is too large", show_shape(shape)),
+                span,
+            )
+            .label(why)
+            .hint("every value is held in memory as 8-byte floats: use smaller dimensions"),
+        );
+        None
+    }
+
+    fn eval_expr(&mut self, e: &'p Expr) -> Option<Val> {
         match &e.kind {
             ExprKind::Int(v) => Some(Val::scalar(Scalar::Int(*v))),
             ExprKind::Float(v) => Some(Val::scalar(Scalar::Float(*v))),
@@ -2213,6 +2253,19 @@ impl<'p> Checker<'p> {
                     );
                     return None;
                 }
+                let count = b.checked_sub(a).filter(|n| *n <= MAX_COMPREHENSION);
+                let Some(count) = count else {
+                    self.error(
+                        Diagnostic::new(
+                            "E0312",
+                            format!("the range {a}..{b} is too long for a comprehension"),
+                            lo.span.to(hi.span),
+                        )
+                        .label(format!("more than {MAX_COMPREHENSION} elements"))
+                        .hint("each element is a separate expression: compute whole tensors instead (`arange(n)`, broadcasting)"),
+                    );
+                    return None;
+                };
                 // Check the body at the first and last index (shapes may not depend on it).
                 let mut vals = Vec::new();
                 for i in [a, b - 1] {
@@ -2256,7 +2309,7 @@ impl<'p> Checker<'p> {
                         deps,
                         ..first
                     };
-                    (b - a) as usize
+                    count as usize
                 ])
             }
             _ => {
@@ -2397,9 +2450,21 @@ impl<'p> Checker<'p> {
                 self.bind_local(&p.name.name, v);
             }
         }
-        let out = self.fn_body(f);
+        let out = self.checked_body(f);
         self.calls.pop();
         self.scopes = saved;
+        out
+    }
+
+    /// [`Self::fn_body`], checked once per distinct binding of the parameters: `fn g(x) =
+    /// f(x) + f(x)` nested 40 deep would otherwise be checked 2^40 times.
+    fn checked_body(&mut self, f: &'p FnItem) -> Option<Val> {
+        let key = (f.name.name.clone(), self.place, self.scopes[0].clone());
+        if let Some((_, out)) = self.fn_results.iter().find(|(k, _)| *k == key) {
+            return out.clone();
+        }
+        let out = self.fn_body(f);
+        self.fn_results.push((key, out.clone()));
         out
     }
 
@@ -2596,8 +2661,10 @@ fn fold(op: BinOp, x: Scalar, y: Scalar, dtype: DType) -> Option<Scalar> {
         (BinOp::Add, Int(a), Int(c)) => a.checked_add(c).map(Int),
         (BinOp::Sub, Int(a), Int(c)) => a.checked_sub(c).map(Int),
         (BinOp::Mul, Int(a), Int(c)) => a.checked_mul(c).map(Int),
-        (BinOp::FloorDiv, Int(a), Int(c)) if c != 0 => Some(Int(floor_div(a, c))),
-        (BinOp::Rem, Int(a), Int(c)) if c != 0 => Some(Int(a - c * floor_div(a, c))),
+        (BinOp::FloorDiv, Int(a), Int(c)) if c != 0 => floor_div(a, c).map(Int),
+        (BinOp::Rem, Int(a), Int(c)) if c != 0 => floor_div(a, c)
+            .and_then(|q| a.checked_sub(c.checked_mul(q)?))
+            .map(Int),
         (BinOp::Pow, Int(a), Int(c)) if dtype == DType::Int => match (a, u32::try_from(c)) {
             (_, Ok(c)) => a.checked_pow(c).map(Int),
             (0 | 1, Err(_)) => Some(Int(a)),
@@ -2630,14 +2697,71 @@ fn int_overflow(span: Span) -> Diagnostic {
         .hint("compute it as a float, e.g. `2.0^70` instead of `2^70`")
 }
 
-/// Floor division of ints, as NumPy's `//`.
-fn floor_div(a: i64, b: i64) -> i64 {
-    let q = a / b;
-    if (a % b != 0) && ((a < 0) != (b < 0)) {
+/// The strongly connected component of each function of a call graph (Tarjan's
+/// algorithm): two functions call each other, directly or not, when theirs are equal.
+fn strong_components<'a>(calls: &HashMap<&'a str, Vec<(String, Span)>>) -> HashMap<&'a str, usize> {
+    struct Tarjan<'a, 'c> {
+        calls: &'c HashMap<&'a str, Vec<(String, Span)>>,
+        index: HashMap<&'a str, usize>,
+        low: HashMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        component: HashMap<&'a str, usize>,
+    }
+    impl<'a> Tarjan<'a, '_> {
+        fn visit(&mut self, f: &'a str) {
+            let n = self.index.len();
+            self.index.insert(f, n);
+            self.low.insert(f, n);
+            self.stack.push(f);
+            for (callee, _) in &self.calls[f] {
+                let Some((&g, _)) = self.calls.get_key_value(callee.as_str()) else {
+                    continue;
+                };
+                if !self.index.contains_key(g) {
+                    self.visit(g);
+                    let low = self.low[f].min(self.low[g]);
+                    self.low.insert(f, low);
+                } else if !self.component.contains_key(g) {
+                    let low = self.low[f].min(self.index[g]);
+                    self.low.insert(f, low);
+                }
+            }
+            if self.low[f] == self.index[f] {
+                let id = self.index[f];
+                while let Some(g) = self.stack.pop() {
+                    self.component.insert(g, id);
+                    if g == f {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let mut t = Tarjan {
+        calls,
+        index: HashMap::new(),
+        low: HashMap::new(),
+        stack: Vec::new(),
+        component: HashMap::new(),
+    };
+    let mut names: Vec<&'a str> = calls.keys().copied().collect();
+    names.sort();
+    for f in names {
+        if !t.index.contains_key(f) {
+            t.visit(f);
+        }
+    }
+    t.component
+}
+
+/// Floor division of ints, as NumPy's `//`; `None` for a zero divisor or an overflow.
+fn floor_div(a: i64, b: i64) -> Option<i64> {
+    let q = a.checked_div(b)?;
+    Some(if (a % b != 0) && ((a < 0) != (b < 0)) {
         q - 1
     } else {
         q
-    }
+    })
 }
 
 /// Calls `f` on each direct sub-expression.
@@ -2925,11 +3049,12 @@ impl<'p> Checker<'p> {
                 }
                 let size: usize = x.shape.iter().product();
                 let free = dims.iter().filter(|(d, _)| *d == -1).count();
+                // An overflowing product (-1: never a valid count) is a mismatch.
                 let fixed: i64 = dims
                     .iter()
                     .filter(|(d, _)| *d != -1)
-                    .map(|(d, _)| *d)
-                    .product();
+                    .try_fold(1i64, |n, (d, _)| n.checked_mul(*d))
+                    .unwrap_or(-1);
                 if let Some((d, s)) = dims.iter().find(|(d, _)| *d < -1) {
                     self.error(
                         Diagnostic::new("E0308", format!("dimension {d} in reshape"), *s)
@@ -3390,7 +3515,7 @@ impl<'p> Checker<'p> {
         self.calls.push((f.name.name.clone(), span));
         self.scopes
             .push(HashMap::from([(f.params[0].name.name.clone(), arg)]));
-        let out = self.fn_body(f);
+        let out = self.checked_body(f);
         self.calls.pop();
         self.scopes = saved;
         out

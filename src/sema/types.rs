@@ -131,6 +131,61 @@ pub fn axis(axis: i64, rank: usize) -> Option<usize> {
     (0..r).contains(&a).then_some(a as usize)
 }
 
+/// The most entries any one value may have, whatever the memory: 2^40 (8 TB of floats).
+pub const MAX_ENTRIES: usize = 1 << 40;
+
+/// The entry count of a shape, `None` when the product of its non-zero dimensions
+/// overflows (so every stride of a value that has a count fits in a `usize`).
+pub fn entries(shape: &[usize]) -> Option<usize> {
+    let nonzero = shape
+        .iter()
+        .try_fold(1usize, |n, d| n.checked_mul((*d).max(1)))?;
+    Some(if shape.contains(&0) { 0 } else { nonzero })
+}
+
+/// This machine's physical memory in bytes (`usize::MAX` where it cannot be read).
+pub fn memory_bytes() -> usize {
+    static MEMORY: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MEMORY.get_or_init(|| {
+        // SAFETY: `sysconf` only reads system configuration.
+        let (pages, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages > 0 && page > 0 {
+            (pages as usize).saturating_mul(page as usize)
+        } else {
+            usize::MAX
+        }
+    })
+}
+
+/// Why values of `entries` 8-byte floats in all (`None`: more than `usize` holds) cannot
+/// be held by a machine with `memory` bytes, or `None` when they can.
+pub fn too_large(entries: Option<usize>, memory: usize) -> Option<String> {
+    match entries {
+        Some(n) if n <= MAX_ENTRIES && n.saturating_mul(8) <= memory => None,
+        Some(n) if n <= MAX_ENTRIES => Some(format!(
+            "{n} entries take {}, more than this machine's memory ({})",
+            show_bytes(n.saturating_mul(8)),
+            show_bytes(memory)
+        )),
+        Some(n) => Some(format!("{n} entries, more than the limit of 2^40")),
+        None => Some("more entries than a 64-bit count holds".to_string()),
+    }
+}
+
+fn show_bytes(b: usize) -> String {
+    let gb = b as f64 / 1e9;
+    if gb >= 1.0 {
+        format!("{gb:.1} GB")
+    } else {
+        format!("{:.1} MB", b as f64 / 1e6)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +226,27 @@ mod tests {
         assert_eq!(Scalar::parse("abc"), None);
         assert_eq!(Scalar::parse("nan"), None);
         assert_eq!(Scalar::parse("inf"), Some(Scalar::Float(f64::INFINITY)));
+    }
+
+    #[test]
+    fn sizes_beyond_memory_or_the_count_are_too_large() {
+        let gb = 1_000_000_000;
+        assert_eq!(entries(&[3, 0, 7]), Some(0));
+        assert_eq!(entries(&[]), Some(1));
+        assert_eq!(entries(&[0, usize::MAX, 2]), None);
+        assert_eq!(entries(&[1 << 32, 1 << 32]), None);
+        assert_eq!(too_large(Some(1000), 16 * gb), None);
+        assert_eq!(too_large(Some(2 * gb / 8), 2 * gb), None);
+        let over = too_large(Some(10_000_000_000), 16 * gb).unwrap();
+        assert!(
+            over.contains("80.0 GB") && over.contains("16.0 GB"),
+            "{over}"
+        );
+        assert!(
+            too_large(Some(MAX_ENTRIES + 1), usize::MAX)
+                .unwrap()
+                .contains("2^40")
+        );
+        assert!(too_large(None, usize::MAX).is_some());
     }
 }

@@ -188,10 +188,31 @@ fn defined_names(text: &str) -> Vec<String> {
 /// Brackets nested deeper than any real program needs; refusing them keeps the recursive
 /// parser and checker far from the end of the stack.
 const MAX_NESTING: usize = 64;
-/// Operator characters in one file: bounds the depth of an expression tree (a chain of
-/// prefix `-` or of `^` nests one level per operator). With the 256 MiB stack that
-/// `traj` runs its compiler on, this is far from an overflow.
+/// Operators in one file: operator characters, the word operators (`not`, `and`, `or`,
+/// `if`) and indexing `[` after a value. This bounds the depth of an expression tree (a
+/// chain of prefix `-` or `not`, of `^`, of `x[0][0]` nests one level per operator). With
+/// the 256 MiB stack that `traj` runs its compiler on, this is far from an overflow.
 const MAX_OPERATORS: usize = 10_000;
+
+/// Words that nest an expression one level each, like operator characters.
+const OPERATOR_WORDS: [&str; 4] = ["not", "and", "or", "if"];
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Whether an operator word starts at byte `i` of `text`.
+fn operator_word_at(text: &str, i: usize) -> bool {
+    let before = text[..i].chars().next_back();
+    if before.is_some_and(is_word_char) {
+        return false;
+    }
+    OPERATOR_WORDS.iter().any(|w| {
+        text[i..]
+            .strip_prefix(w)
+            .is_some_and(|rest| !rest.chars().next().is_some_and(is_word_char))
+    })
+}
 
 fn too_deep(file: u32, text: &str) -> Option<Diagnostic> {
     let mut depth = 0usize;
@@ -209,11 +230,21 @@ fn too_deep(file: u32, text: &str) -> Option<Diagnostic> {
             match c {
                 '#' => in_comment = true,
                 '"' => in_string = true,
+                '[' if text[..i]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|b| is_word_char(b) || matches!(b, ')' | ']' | '\'')) =>
+                {
+                    // Indexing: one level of the tree, as well as a bracket.
+                    operators += 1;
+                    depth += 1;
+                }
                 '(' | '[' | '{' => depth += 1,
                 ')' | ']' | '}' => depth = depth.saturating_sub(1),
                 '+' | '-' | '*' | '/' | '^' | '@' | '%' | '<' | '>' | '=' | '!' | '\'' => {
                     operators += 1
                 }
+                'a' | 'n' | 'o' | 'i' if operator_word_at(text, i) => operators += 1,
                 _ => {}
             }
             if operators > MAX_OPERATORS {

@@ -6,9 +6,9 @@
 //! them), so no run holds its trajectory; an interrupt flag ends the loop at a step boundary.
 
 pub mod compile;
+pub mod schedule;
 pub mod statics;
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ use crate::sema::Checked;
 use crate::sema::types::Scalar;
 use crate::tensor::Tensor;
 use compile::Plan;
+use schedule::RecordSchedule;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -207,70 +208,6 @@ fn eval(f: &Func, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>, String> {
     })
 }
 
-/// When one record clause is due.
-enum Due {
-    /// At steps 0, K, 2K, ...
-    Every(u64),
-    /// At these steps (`record log N`: at most N of them).
-    At(BTreeSet<u64>),
-}
-
-impl Due {
-    /// The first step at or after `from` at which the clause is due.
-    fn next(&self, from: u64) -> Option<u64> {
-        match self {
-            Due::Every(k) => from.div_ceil(*k).checked_mul(*k),
-            Due::At(steps) => steps.range(from..).next().copied(),
-        }
-    }
-}
-
-/// When each record clause is due, computed per step rather than listed, so that `record
-/// every 1` over 10^8 steps costs no memory.
-struct Schedule(Vec<Due>);
-
-impl Schedule {
-    fn new(plan: &Plan, steps: u64) -> Schedule {
-        Schedule(
-            plan.clauses
-                .iter()
-                .map(|c| match (c.every, c.log_count) {
-                    (Some(k), _) => Due::Every(k.max(1)),
-                    (_, Some(n)) => {
-                        let mut s = BTreeSet::from([0]);
-                        let n = n.max(1);
-                        for i in 0..n {
-                            let e = if n > 1 {
-                                i as f64 / (n - 1) as f64
-                            } else {
-                                1.0
-                            };
-                            s.insert((steps as f64).powf(e).round() as u64);
-                        }
-                        Due::At(s)
-                    }
-                    _ => Due::At(BTreeSet::new()),
-                })
-                .collect(),
-        )
-    }
-
-    /// Whether clause `c` is due at step `k`.
-    fn due(&self, c: usize, k: u64) -> bool {
-        self.0.get(c).is_some_and(|d| d.next(k) == Some(k))
-    }
-
-    /// Whether some clause is due at step `k`.
-    fn any_due(&self, k: u64) -> bool {
-        self.0.iter().any(|d| d.next(k) == Some(k))
-    }
-
-    /// The first step at or after `from` at which some clause is due.
-    fn next_due(&self, from: u64) -> Option<u64> {
-        self.0.iter().filter_map(|d| d.next(from)).min()
-    }
-}
-
 /// The gradient at θ with update `step`'s draws: plain reverse mode, or, when an exact
 /// tie occurs, Kakade & Lee's directional variant (see `autodiff`).
 pub struct Gradient {
@@ -435,8 +372,9 @@ pub fn prepare(
     sources: &SourceMap,
     options: &RunOptions,
 ) -> Result<(statics::Statics, Plan), String> {
-    let statics = statics::evaluate(checked, sources, seed_of(checked))?;
-    let plan = compile::build(checked, &statics, options.steps)?;
+    let statics =
+        statics::evaluate(checked, sources, seed_of(checked)).map_err(|e| locate(&e, sources))?;
+    let plan = compile::build(checked, &statics, options.steps).map_err(|e| locate(&e, sources))?;
     Ok((statics, plan))
 }
 
@@ -445,7 +383,7 @@ struct Driver<'a> {
     exec: &'a Exec<'a>,
     sources: &'a SourceMap,
     seed: u64,
-    schedule: Schedule,
+    schedule: RecordSchedule,
     rows: &'a mut dyn Rows,
     interrupt: Option<&'static AtomicBool>,
     /// The step of the last row recorded.
@@ -513,7 +451,7 @@ impl Driver<'_> {
             }
             return Ok(Some(Status::Diverged));
         }
-        let due = self.schedule.any_due(*k);
+        let due = self.schedule.due(*k);
         let stop = match &plan.stop {
             // The last row is recorded, so an observable condition is tested there too.
             Some(f) if !plan.stop_at_records_only || due || *k == plan.steps => {
@@ -693,6 +631,7 @@ pub fn run_with(
             None => vec![],
         });
     }
+    let schedule = RecordSchedule::new(&plan.clauses, plan.steps);
     let mut columns = Vec::new();
     for c in &plan.columns {
         columns.extend(column_names(&c.name, &c.shape));
@@ -702,7 +641,7 @@ pub fn run_with(
         exec: &exec,
         sources,
         seed,
-        schedule: Schedule::new(&plan, plan.steps),
+        schedule,
         rows,
         interrupt: options.interrupt,
         last_step: None,
@@ -841,7 +780,7 @@ fn record_row(
     theta: &[Tensor],
     g: &Gradient,
     k: u64,
-    schedule: &Schedule,
+    schedule: &RecordSchedule,
     seed: u64,
     last: bool,
 ) -> Result<Vec<Option<f64>>, String> {
@@ -855,7 +794,7 @@ fn record_row(
     let out = exec.eval(&plan.record, &inputs, seed)?;
     let mut row = Vec::new();
     for (c, v) in plan.columns.iter().zip(out) {
-        let due = last || schedule.due(c.clause, k);
+        let due = last || schedule.clause_due(c.clause, k);
         for x in v.to_f64().iter() {
             row.push(due.then_some(*x));
         }
@@ -868,6 +807,10 @@ fn record_row(
 fn sharpness(exec: &Exec, hvp: &Func, theta: &[Tensor], k: u64, seed: u64) -> Result<f64, String> {
     let plan = exec.plan;
     let n = plan.nparams;
+    if n == 0 {
+        // A Hessian over no entries has no eigenvalue: recorded as `nan`.
+        return Ok(f64::NAN);
+    }
     let rng = Stream::new(seed, "sharpness", k + 1);
     let start: Vec<f64> = (0..n as u64).map(|i| rng.normal(i)).collect();
     let mut apply = |v: &[f64], out: &mut [f64]| -> Result<(), String> {
@@ -893,34 +836,4 @@ fn sharpness(exec: &Exec, hvp: &Func, theta: &[Tensor], k: u64, seed: u64) -> Re
         Ok(())
     };
     crate::observe::linalg::top_eigenvalue(n, &start, &mut apply, 1e-8)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `Schedule` answers as the listed steps would, for every and log clauses together.
-    #[test]
-    fn the_schedule_computed_per_step_matches_the_listed_steps() {
-        for (every, logged, steps) in [(1, vec![], 50), (7, vec![0, 1, 3, 10, 31, 100], 100)] {
-            let schedule = Schedule(vec![
-                Due::Every(every),
-                Due::At(logged.iter().copied().collect()),
-            ]);
-            let listed: BTreeSet<u64> = (0..=steps)
-                .step_by(every as usize)
-                .chain(logged.iter().copied())
-                .collect();
-            for k in 0..=steps {
-                assert_eq!(schedule.any_due(k), listed.contains(&k), "{k}");
-                assert_eq!(schedule.due(0, k), k % every == 0, "{k}");
-                assert_eq!(schedule.due(1, k), logged.contains(&k), "{k}");
-                let next = listed.range(k..).next().copied();
-                assert_eq!(schedule.next_due(k).filter(|n| *n <= steps), next, "{k}");
-            }
-        }
-        // No overflow near the end of the step range.
-        assert_eq!(Due::Every(10).next(u64::MAX - 3), None);
-        assert_eq!(Due::Every(1).next(u64::MAX), Some(u64::MAX));
-    }
 }
