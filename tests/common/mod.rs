@@ -75,7 +75,9 @@ pub fn bench_workspace(tag: &str) -> PathBuf {
         for (name, tensor) in &r.params {
             let path = out.join(format!("{name}.npy"));
             let written = match tensor {
-                traj::tensor::Tensor::Float(a) if BENCH_INT_INPUTS.contains(&(*case, name.as_str())) => {
+                traj::tensor::Tensor::Float(a)
+                    if BENCH_INT_INPUTS.contains(&(*case, name.as_str())) =>
+                {
                     assert!(
                         a.iter().all(|x| x.fract() == 0.0),
                         "{case}/{name}: not integral"
