@@ -1,4 +1,4 @@
-//! The six reference cases of `bench/CASES.md`, written as `bench/*.traj`, end at the same
+//! The eight reference cases of `bench/CASES.md`, written as `bench/*.traj`, end at the same
 //! final loss as the JAX peer (to 1e-9 relative; the SGD case, whose random streams
 //! differ, within an order of magnitude). The inputs are written by `traj` itself
 //! (`bench/gen_inputs/*.traj`); JAX's final losses are the committed fixture

@@ -10,7 +10,7 @@
 //!   operators and builtins of LANGUAGE.md 5-6, every optimizer of `std.optim`, minibatches,
 //!   samples and `noise`;
 //! - every program of `tests/fixtures/ok` and `examples`, 30 steps;
-//! - the six reference cases of `bench/*.traj`, on inputs `traj` writes
+//! - the eight reference cases of `bench/*.traj`, on inputs `traj` writes
 //!   (`bench/gen_inputs/*.traj`).
 
 mod common;

@@ -34,6 +34,26 @@ def two_layer_loss(xp, p, d, X=None, y=None):
     return 0.5 * xp.mean(r * r)
 
 
+def tanh_loss(xp, p, d):
+    # the tanh network of the edge-of-stability experiments: transcendental-bound
+    r = xp.tanh(d["X"] @ p["W"].T) @ p["a"] - d["y"]
+    return 0.5 * xp.mean(r * r)
+
+
+def mlp_loss(xp, p, d):
+    # a classifier, as std.nets' mlp_bias and std.losses' cross_entropy: one hidden ReLU
+    # layer with biases, the mean softmax cross-entropy against int labels
+    pre = d["X"] @ p["W1"].T + p["b1"]
+    z = xp.maximum(pre, xp.zeros_like(pre)) @ p["W2"].T + p["b2"]
+    labels = d["labels"][:, None]
+    if xp.__name__ == "torch":
+        zmax, picked = z.amax(dim=1, keepdim=True), z.gather(1, labels)[:, 0]
+    else:
+        zmax, picked = z.max(axis=1, keepdims=True), xp.take_along_axis(z, labels, 1)[:, 0]
+    lse = zmax[:, 0] + xp.log(xp.sum(xp.exp(z - zmax), 1))
+    return xp.mean(lse - picked)
+
+
 TWO_LAYER = {"W": "W0", "a": "a0"}
 CASES = {
     "dln": dict(steps=20_000, lr=0.01, params={"W": "W0"}, loss=dln_loss),
@@ -45,4 +65,6 @@ CASES = {
     # streams differ between implementations: only the final loss's order of magnitude
     # is comparable.
     "sgd": dict(steps=20_000, lr=0.05, params=TWO_LAYER, loss=two_layer_loss, batch=32),
+    "tanh": dict(steps=2_000, lr=0.05, params=TWO_LAYER, loss=tanh_loss),
+    "mlp": dict(steps=2_000, lr=0.5, params={"W1": "W1", "b1": "b1", "W2": "W2", "b2": "b2"}, loss=mlp_loss),
 }

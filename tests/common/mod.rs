@@ -47,12 +47,18 @@ pub fn programs() -> Vec<PathBuf> {
 }
 
 /// The reference cases of `bench/CASES.md`, each a `bench/CASE.traj` program.
-pub const BENCH_CASES: &[&str] = &["dln", "logreg", "dmf", "relu2", "wide", "sgd"];
+pub const BENCH_CASES: &[&str] = &[
+    "dln", "logreg", "dmf", "relu2", "wide", "sgd", "tanh", "mlp",
+];
+
+/// `(case, input)` drawn as a float param with integral values and written as int64, as
+/// `bench/gen_inputs.py`'s `INT_INPUTS` (params are always float).
+pub const BENCH_INT_INPUTS: &[(&str, &str)] = &[("mlp", "labels")];
 
 /// A temp folder (`traj-bench-TAG-PID`) holding the programs of `bench/` and their inputs,
 /// written as `bench/gen_inputs.py` writes them: each `bench/gen_inputs/CASE.traj` is run
 /// (its inputs are its params, nothing is trained) and its params saved as
-/// `inputs/CASE/NAME.npy`. Needs nothing but `traj`.
+/// `inputs/CASE/NAME.npy`, those of `BENCH_INT_INPUTS` as int64. Needs nothing but `traj`.
 pub fn bench_workspace(tag: &str) -> PathBuf {
     let bench = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench");
     let dir = std::env::temp_dir().join(format!("traj-bench-{tag}-{}", std::process::id()));
@@ -69,6 +75,15 @@ pub fn bench_workspace(tag: &str) -> PathBuf {
         for (name, tensor) in &r.params {
             let path = out.join(format!("{name}.npy"));
             let written = match tensor {
+                traj::tensor::Tensor::Float(a)
+                    if BENCH_INT_INPUTS.contains(&(*case, name.as_str())) =>
+                {
+                    assert!(
+                        a.iter().all(|x| x.fract() == 0.0),
+                        "{case}/{name}: not integral"
+                    );
+                    ndarray_npy::write_npy(&path, &a.mapv(|x| x as i64))
+                }
                 traj::tensor::Tensor::Float(a) => ndarray_npy::write_npy(&path, a),
                 traj::tensor::Tensor::Int(a) => ndarray_npy::write_npy(&path, a),
             };
