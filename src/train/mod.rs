@@ -142,7 +142,22 @@ impl<'p> Exec<'p> {
         Ok(Exec { plan, native })
     }
 
-    fn eval(&self, f: &Func, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>, String> {
+    /// The compiled row functions, to keep beside a plan that does not move (a boxed
+    /// plan in a REPL session) and give back to [`Exec::with_compiled`].
+    pub fn into_compiled(self) -> std::collections::HashMap<usize, crate::jit::Compiled> {
+        self.native
+    }
+
+    /// An `Exec` of `plan` with the row functions [`Exec::into_compiled`] gave for it.
+    pub fn with_compiled(
+        plan: &'p Plan,
+        native: std::collections::HashMap<usize, crate::jit::Compiled>,
+    ) -> Exec<'p> {
+        Exec { plan, native }
+    }
+
+    /// Evaluates `f` with the compiled version of it when there is one.
+    pub fn eval(&self, f: &Func, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>, String> {
         match self.native.get(&(f as *const Func as usize)) {
             Some(c) => c.run(inputs, seed),
             None => eval(f, inputs, seed),
@@ -189,6 +204,7 @@ fn record_schedule(plan: &Plan, steps: u64) -> Vec<BTreeSet<u64>> {
 
 /// The gradient at θ with update `step`'s draws: plain reverse mode, or, when an exact
 /// tie occurs, Kakade & Lee's directional variant (see `autodiff`).
+#[derive(Clone, Debug)]
 pub struct Gradient {
     pub loss: f64,
     pub grads: Vec<Tensor>,
@@ -365,6 +381,15 @@ struct Driver<'a> {
 }
 
 impl Driver<'_> {
+    /// Adds row k, or replaces it when it is the last row already (a session recompiled
+    /// at step k takes step k's gradient again).
+    fn push_row(&mut self, k: u64, row: Vec<Option<f64>>) {
+        match self.trajectory.rows.last_mut() {
+            Some((s, r)) if *s == k => *r = row,
+            _ => self.trajectory.rows.push((k, row)),
+        }
+    }
+
     /// Ends the run at step k: its gradient could not be computed.
     fn error(&mut self, k: u64, e: &str) -> Status {
         self.message = Some(locate(&format!("step {k}: {e}"), self.sources));
@@ -399,7 +424,7 @@ impl Driver<'_> {
                 if !recorded {
                     let gp = gradient_on(exec, &prev, pk + 1, seed)?;
                     let row = record_row(exec, &prev, &gp, pk, &self.schedule, seed, true)?;
-                    self.trajectory.rows.push((pk, row));
+                    self.push_row(pk, row);
                 }
                 *theta = prev;
                 *k = pk;
@@ -417,7 +442,7 @@ impl Driver<'_> {
         };
         if stop || *k == plan.steps {
             let row = record_row(exec, theta, g, *k, &self.schedule, seed, true)?;
-            self.trajectory.rows.push((*k, row));
+            self.push_row(*k, row);
             return Ok(Some(if stop {
                 Status::Stopped
             } else {
@@ -426,7 +451,7 @@ impl Driver<'_> {
         }
         if due {
             let row = record_row(exec, theta, g, *k, &self.schedule, seed, false)?;
-            self.trajectory.rows.push((*k, row));
+            self.push_row(*k, row);
         }
         Ok(None)
     }
@@ -502,8 +527,40 @@ pub fn run(
     let compile_seconds = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
-    let mut theta: Vec<Tensor> = plan
+    let theta = initial_theta(&plan, &statics)?;
+    let mut state = RunState::start(&exec, theta, seed)?;
+    let status = advance(
+        &exec,
+        native.as_mut(),
+        sources,
+        &mut state,
+        plan.steps,
+        options,
+        None,
+    )?
+    .unwrap_or(Status::Finished);
+    let run_seconds = t1.elapsed().as_secs_f64();
+    let params = plan
         .params
+        .iter()
+        .map(|p| p.name.clone())
+        .zip(state.theta)
+        .collect();
+    Ok(RunResult {
+        status,
+        steps: state.k,
+        trajectory: state.trajectory,
+        params,
+        message: state.message,
+        seed,
+        compile_seconds,
+        run_seconds,
+    })
+}
+
+/// Every param's initial value, in the plan's order.
+pub fn initial_theta(plan: &Plan, statics: &statics::Statics) -> Result<Vec<Tensor>, String> {
+    plan.params
         .iter()
         .map(|p| {
             statics
@@ -512,33 +569,121 @@ pub fn run(
                 .cloned()
                 .ok_or(format!("no initial value for `{}`", p.name))
         })
-        .collect::<Result<_, _>>()?;
+        .collect()
+}
+
+/// Where a run is between two calls of [`advance`]: what `traj run` carries from step 0
+/// to its end in one call, and a REPL session keeps between `:step`s.
+#[derive(Clone, Debug)]
+pub struct RunState {
+    pub theta: Vec<Tensor>,
+    pub states: Vec<Vec<Tensor>>,
+    /// The step the run is at: θ is θ_k.
+    pub k: u64,
+    /// Step k's gradient is computed and its row handled: update k+1 comes next. Set to
+    /// false whenever θ, the states or the compiled loop are replaced.
+    pub resume: bool,
+    /// Step k's gradient when `resume` on the interpreter.
+    pending: Option<Gradient>,
+    pub trajectory: Trajectory,
+    /// θ_{k−1} and k−1, once an update was made.
+    pub previous: Option<(Vec<Tensor>, u64)>,
+    pub message: Option<String>,
+    pub seed: u64,
+}
+
+impl RunState {
+    /// Step 0 at `theta`, the optimizer states initialized from it, nothing recorded.
+    pub fn start(exec: &Exec, theta: Vec<Tensor>, seed: u64) -> Result<RunState, String> {
+        let states = initial_states(exec, &theta, seed)?;
+        Ok(RunState {
+            theta,
+            states,
+            k: 0,
+            resume: false,
+            pending: None,
+            trajectory: Trajectory {
+                columns: trajectory_columns(exec.plan),
+                rows: Vec::new(),
+            },
+            previous: None,
+            message: None,
+            seed,
+        })
+    }
+}
+
+/// The trajectory's column names for a plan's record entries.
+pub fn trajectory_columns(plan: &Plan) -> Vec<String> {
+    let mut columns = Vec::new();
+    for c in &plan.columns {
+        columns.extend(column_names(&c.name, &c.shape));
+    }
+    columns
+}
+
+/// Every param's optimizer states, initialized from `theta`.
+pub fn initial_states(
+    exec: &Exec,
+    theta: &[Tensor],
+    seed: u64,
+) -> Result<Vec<Vec<Tensor>>, String> {
     let mut states: Vec<Vec<Tensor>> = Vec::new();
-    for (u, th) in plan.updates.iter().zip(&theta) {
+    for (u, th) in exec.plan.updates.iter().zip(theta) {
         states.push(match u {
             Some(u) => exec.eval(&u.init, std::slice::from_ref(th), seed)?,
             None => vec![],
         });
     }
-    let schedule = record_schedule(&plan, plan.steps);
-    let mut columns = Vec::new();
-    for c in &plan.columns {
-        columns.extend(column_names(&c.name, &c.shape));
-    }
+    Ok(states)
+}
+
+/// Runs the loop from `state` until step `target` (θ_target reached, its gradient taken
+/// and its row recorded if due), an end of the run (the train block's last step, the
+/// stop condition, a divergence, an error: its status is returned), or, when `interrupt`
+/// is set, the next step boundary after it is raised. With `native` the steps run in the
+/// compiled loop (`jit::train_loop`), in chunks when there is a progress callback or an
+/// interrupt flag to look at; without, on `exec`.
+pub fn advance(
+    exec: &Exec,
+    native: Option<&mut crate::jit::train_loop::TrainLoop>,
+    sources: &SourceMap,
+    state: &mut RunState,
+    target: u64,
+    options: &RunOptions,
+    interrupt: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Option<Status>, String> {
+    let plan = exec.plan;
+    let seed = state.seed;
+    let schedule = record_schedule(plan, plan.steps);
     let mut d = Driver {
-        exec: &exec,
+        exec,
         sources,
         seed,
         due: schedule.iter().flatten().copied().collect(),
         schedule,
-        trajectory: Trajectory {
-            columns,
-            rows: Vec::new(),
-        },
-        previous: None,
-        message: None,
+        trajectory: std::mem::take(&mut state.trajectory),
+        previous: state.previous.take(),
+        message: state.message.take(),
     };
-    let mut k: u64 = 0;
+    let result = advance_with(&mut d, native, state, target, options, interrupt);
+    state.trajectory = d.trajectory;
+    state.previous = d.previous;
+    state.message = d.message;
+    result
+}
+
+fn advance_with(
+    d: &mut Driver,
+    native: Option<&mut crate::jit::train_loop::TrainLoop>,
+    state: &mut RunState,
+    target: u64,
+    options: &RunOptions,
+    interrupt: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Option<Status>, String> {
+    use std::sync::atomic::Ordering;
+    let plan = d.exec.plan;
+    let interrupted = || interrupt.is_some_and(|f| f.load(Ordering::Relaxed));
     let progress = |k: u64, told: &mut Instant, force: bool| {
         if let Some(p) = &options.progress
             && (force || k.is_multiple_of(PROGRESS_EVERY) || told.elapsed() >= PROGRESS_INTERVAL)
@@ -548,85 +693,126 @@ pub fn run(
         }
     };
     let mut told = Instant::now();
-    let status = match &mut native {
-        None => loop {
-            progress(k, &mut told, false);
-            if let Some(status) = d.step(&mut theta, &mut states, &mut k)? {
-                break status;
+    let RunState {
+        theta,
+        states,
+        k,
+        resume,
+        pending,
+        ..
+    } = state;
+    if *resume && *k >= target {
+        return Ok(None);
+    }
+    let Some(native) = native else {
+        loop {
+            if *resume {
+                if let Some(g) = pending.take() {
+                    d.update(theta, states, &g, *k)?;
+                    *k += 1;
+                }
+                *resume = false;
             }
-        },
-        Some(native) => {
-            native.set_theta(&theta);
-            native.set_states(&states);
-            let mut resume = false;
-            // Steps per native call between progress reports, adapted to their speed.
-            let mut chunk: u64 = if options.progress.is_some() {
-                1
-            } else {
-                u64::MAX
+            progress(*k, &mut told, false);
+            let g = match gradient_on(d.exec, theta, *k + 1, d.seed) {
+                Ok(g) => g,
+                Err(e) => return Ok(Some(d.error(*k, &e))),
             };
-            loop {
-                progress(k, &mut told, true);
-                let first = k + resume as u64;
-                let next_due = d.due.range(first..).next().copied().unwrap_or(plan.steps);
-                let until = next_due
-                    .min(plan.steps)
-                    .min(first.saturating_add(chunk - 1));
-                let started = Instant::now();
-                let (exit, at) = native.run(k, until, resume);
-                if options.progress.is_some() {
-                    let per_step = started.elapsed().as_secs_f64() / (at + 1 - first) as f64;
-                    let fit = PROGRESS_INTERVAL.as_secs_f64() / per_step.max(1e-9);
-                    chunk = (fit as u64).clamp(1, PROGRESS_EVERY);
-                }
-                k = at;
-                theta = native.theta();
-                d.previous = (k > 0).then(|| (native.prev(), k - 1));
-                match exit {
-                    Exit::Row => {
-                        let (loss, grads) = native.gradient();
-                        let gnorm = norm(&grads);
-                        let g = Gradient { loss, grads, gnorm };
-                        if let Some(status) = d.after_gradient(&mut theta, &mut k, &g)? {
-                            break status;
-                        }
-                        resume = true;
-                    }
-                    Exit::Fallback => {
-                        // The step that needs the host runs there (its gradient on the
-                        // interpreter: `exec` compiles only the row functions).
-                        states = native.states();
-                        if let Some(status) = d.step(&mut theta, &mut states, &mut k)? {
-                            break status;
-                        }
-                        native.set_theta(&theta);
-                        native.set_states(&states);
-                        if let Some((prev, _)) = &d.previous {
-                            native.set_prev(prev);
-                        }
-                        resume = false;
-                    }
-                }
+            if let Some(status) = d.after_gradient(theta, k, &g)? {
+                return Ok(Some(status));
+            }
+            *pending = Some(g);
+            *resume = true;
+            if *k >= target || interrupted() {
+                return Ok(None);
             }
         }
     };
-    let run_seconds = t1.elapsed().as_secs_f64();
-    let params = plan
-        .params
-        .iter()
-        .map(|p| p.name.clone())
-        .zip(theta)
-        .collect();
-    Ok(RunResult {
-        status,
-        steps: k,
-        trajectory: d.trajectory,
-        params,
-        message: d.message,
-        seed,
-        compile_seconds,
-        run_seconds,
-    })
+    if !*resume {
+        native.set_theta(theta);
+        native.set_states(states);
+        if let Some((prev, _)) = &d.previous {
+            native.set_prev(prev);
+        }
+    }
+    // Steps per native call between progress reports and interrupt checks, adapted to
+    // their speed.
+    let watched = options.progress.is_some() || interrupt.is_some();
+    let mut chunk: u64 = if watched { 1 } else { u64::MAX };
+    loop {
+        progress(*k, &mut told, true);
+        let first = *k + *resume as u64;
+        let next_due = d.due.range(first..).next().copied().unwrap_or(plan.steps);
+        let until = next_due
+            .min(plan.steps)
+            .min(target.max(first))
+            .min(first.saturating_add(chunk - 1));
+        let started = Instant::now();
+        let (exit, at) = native.run(*k, until, *resume);
+        if watched {
+            let per_step = started.elapsed().as_secs_f64() / (at + 1 - first) as f64;
+            let fit = PROGRESS_INTERVAL.as_secs_f64() / per_step.max(1e-9);
+            chunk = (fit as u64).clamp(1, PROGRESS_EVERY);
+        }
+        *k = at;
+        *theta = native.theta();
+        d.previous = (*k > 0).then(|| (native.prev(), *k - 1));
+        match exit {
+            Exit::Row => {
+                let (loss, grads) = native.gradient();
+                let gnorm = norm(&grads);
+                let g = Gradient { loss, grads, gnorm };
+                if let Some(status) = d.after_gradient(theta, k, &g)? {
+                    *states = native.states();
+                    return Ok(Some(status));
+                }
+                *resume = true;
+            }
+            Exit::Fallback => {
+                // The step that needs the host runs there (its gradient on the
+                // interpreter: `exec` compiles only the row functions).
+                *states = native.states();
+                if let Some(status) = d.step(theta, states, k)? {
+                    return Ok(Some(status));
+                }
+                native.set_theta(theta);
+                native.set_states(states);
+                if let Some((prev, _)) = &d.previous {
+                    native.set_prev(prev);
+                }
+                *resume = false;
+            }
+        }
+        if *k >= target || interrupted() {
+            *states = native.states();
+            return Ok(None);
+        }
+    }
+}
+
+/// The inputs of the record functions at θ_k (params, step, gradients, loss, gnorm,
+/// sharpness — NaN unless the plan records `sharpness`), for values a session evaluates.
+pub fn row_inputs(exec: &Exec, theta: &[Tensor], k: u64, seed: u64) -> Result<Vec<Tensor>, String> {
+    let g = gradient_on(exec, theta, k + 1, seed)?;
+    let sharp = match &exec.plan.hvp {
+        Some(h) => sharpness(exec, h, theta, k, seed)?,
+        None => f64::NAN,
+    };
+    Ok(record_inputs(exec.plan, theta, &g, g.gnorm, k, sharp))
+}
+
+/// The trajectory of a run paused at step k as `traj run --steps k` leaves it: row k
+/// recorded in full.
+pub fn closed_trajectory(exec: &Exec, state: &RunState) -> Result<Trajectory, String> {
+    let g = gradient_on(exec, &state.theta, state.k + 1, state.seed)?;
+    let schedule = record_schedule(exec.plan, exec.plan.steps);
+    let row = record_row(exec, &state.theta, &g, state.k, &schedule, state.seed, true)?;
+    let mut t = state.trajectory.clone();
+    match t.rows.last_mut() {
+        Some((s, r)) if *s == state.k => *r = row,
+        _ => t.rows.push((state.k, row)),
+    }
+    Ok(t)
 }
 
 fn record_inputs(
