@@ -158,7 +158,7 @@ fn a_scripted_session_reports_errors_and_goes_on() {
 fn multi_line_input_is_joined_while_brackets_are_open() {
     let dir = temp_dir("multi");
     std::fs::write(dir.join("p.traj"), PROGRAM).expect("writes");
-    let (out, err, code) = piped(&dir, "p.traj", "sum([1,\n  2,\n  3])\nfn f(x) = {\n  x + 1\n}\nf(1)\n");
+    let (out, err, code) = piped(&dir, "p.traj", "sum([1,\n  2,\n  3])\nfn f(x) = (\n  x + 1\n)\nf(1)\n");
     assert_eq!(err, "");
     assert_eq!(out, "6  : int []\ndefined f\n2  : int []\n");
     assert_eq!(code, 0);
@@ -184,14 +184,16 @@ fn on_a_terminal_it_steps_completes_survives_errors_and_stops_on_ctrl_c() {
     std::fs::write(dir.join("p.traj"), PROGRAM).expect("writes");
     std::fs::write(
         dir.join("long.traj"),
-        PROGRAM.replace("steps 50", "steps 2_000_000_000"),
+        PROGRAM
+            .replace("steps 50", "steps 2_000_000_000")
+            .replace("every 10", "every 500_000_000"),
     )
     .expect("writes");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_traj"));
     cmd.args(["repl", "p.traj"])
         .current_dir(&dir)
         .env("XDG_DATA_HOME", dir.join("data"))
-        .env("TERM", "dumb")
+        .env("TERM", "xterm")
         .env("NO_COLOR", "1");
     let mut p = spawn_command(cmd, Some(30_000)).expect("spawns");
     p.exp_string("loaded p.traj: params w [4]; at step 0 of 50").expect("banner");
@@ -205,7 +207,7 @@ fn on_a_terminal_it_steps_completes_survives_errors_and_stops_on_ctrl_c() {
     p.send("sva").expect("sends");
     p.send("\t").expect("tab");
     p.send_line("(A)[0] > 0").expect("sends");
-    p.exp_string("1  : int []").expect("completed svals");
+    p.exp_string("1.0  : float []").expect("completed svals");
     // An error, then the session goes on where it was.
     p.send_line("A @ ones(3)").expect("sends");
     p.exp_string("E03").expect("shape error");
@@ -221,9 +223,9 @@ fn on_a_terminal_it_steps_completes_survives_errors_and_stops_on_ctrl_c() {
     p.exp_string("(interrupted after").expect("interrupted");
     p.send_line(":quit").expect("sends");
     p.exp_eof().expect("ends");
-    let status = p.process.wait().expect("status");
+    let status = p.process().wait().expect("status");
     assert!(
-        matches!(status, rexpect::process::wait::WaitStatus::Exited(_, 0)),
+        matches!(status, rexpect::process::WaitStatus::Exited(_, 0)),
         "{status:?}"
     );
     let history = std::fs::read_to_string(dir.join("data/traj/history")).expect("history");

@@ -359,6 +359,7 @@ pub fn piped(repl: &mut Repl, input: impl BufRead) -> bool {
         let (flow, reply) = repl.handle(&pending);
         pending.clear();
         print!("{}", reply.out);
+        let _ = std::io::Write::flush(&mut std::io::stdout());
         eprint!("{}", reply.err);
         ok &= reply.err.is_empty();
         if flow == Flow::Quit {

@@ -26,7 +26,22 @@ pub fn tensor(t: &Tensor, full: bool) -> String {
         return format!("{}  : {head}", cells.first().cloned().unwrap_or_default());
     }
     let short: Vec<String> = match t {
-        Tensor::Float(a) => a.iter().map(|x| short_float(*x)).collect(),
+        Tensor::Float(a) => {
+            // One notation for the whole array, as NumPy: scientific when any finite
+            // nonzero entry is outside [1e-4, 1e6).
+            let scientific = a
+                .iter()
+                .any(|x| x.is_finite() && *x != 0.0 && !(1e-4..1e6).contains(&x.abs()));
+            a.iter()
+                .map(|x| {
+                    if scientific && x.is_finite() {
+                        format!("{x:.5e}")
+                    } else {
+                        short_float(*x)
+                    }
+                })
+                .collect()
+        }
         Tensor::Int(_) => cells.clone(),
     };
     let cells = if full { &cells } else { &short };

@@ -120,15 +120,21 @@ extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPT.store(true, Ordering::SeqCst);
 }
 
-/// Ctrl-C while steps run sets [`INTERRUPT`] instead of ending the process (at the
-/// prompt, rustyline reads Ctrl-C as a key).
-fn catch_sigint() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+/// While an input is handled, Ctrl-C sets [`INTERRUPT`] instead of ending the process
+/// (at the prompt rustyline reads Ctrl-C as a key, with a SIGINT handler of its own,
+/// which this puts back afterwards).
+fn with_sigint_caught<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: `sigaction` with a zeroed, then filled, struct; the handler only stores to
+    // an atomic, which is async-signal-safe.
     unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
+        let mut ours: libc::sigaction = std::mem::zeroed();
+        ours.sa_sigaction = on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut ours.sa_mask);
+        let mut theirs: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGINT, &ours, &mut theirs);
+        let result = f();
+        libc::sigaction(libc::SIGINT, &theirs, std::ptr::null_mut());
+        result
     }
 }
 
@@ -150,7 +156,6 @@ fn progress_bar() -> (Progress, Box<dyn Fn()>) {
 
 /// Runs the REPL on the terminal until `:quit` or Ctrl-D.
 pub fn interactive(repl: &mut Repl, color: bool) -> Result<(), String> {
-    catch_sigint();
     repl.progress = Some(Box::new(progress_bar));
     if let Some((w, _)) = terminal_width() {
         repl.plot_size = ((w.saturating_sub(16)).clamp(20, 120), 16);
@@ -175,7 +180,7 @@ pub fn interactive(repl: &mut Repl, color: bool) -> Result<(), String> {
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
                 }
-                let (flow, reply) = repl.handle(&line);
+                let (flow, reply) = with_sigint_caught(|| repl.handle(&line));
                 print!("{}", reply.out);
                 eprint!("{}", reply.err);
                 *names.borrow_mut() = repl.session.completion_names();
