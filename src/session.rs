@@ -20,10 +20,10 @@ use crate::interp::{self, Env};
 use crate::ir::Func;
 use crate::jit::train_loop::TrainLoop;
 use crate::output::{RunInfo, Trajectory};
+use crate::sema::Checked;
 use crate::sema::check::{Options, Val, check_source};
 use crate::sema::modules::SymKind;
 use crate::sema::types::{DType, Scalar};
-use crate::sema::Checked;
 use crate::syntax::ast::{Expr, Item};
 use crate::tensor::Tensor;
 use crate::train::compile::{self, Plan};
@@ -291,7 +291,9 @@ impl Session {
         interrupt: Option<&AtomicBool>,
     ) -> Result<Option<Status>> {
         let Some(c) = &mut self.build.run else {
-            return Err("the program has no `train` block (and loss) to step".to_string().into());
+            return Err("the program has no `train` block (and loss) to step"
+                .to_string()
+                .into());
         };
         let Some(state) = &mut self.state else {
             return Err("internal error: a compiled program without a run state"
@@ -361,8 +363,18 @@ impl Session {
     /// in it is reported as one in an item.
     pub fn classify(text: &str) -> Input {
         const KEYWORDS: &[&str] = &[
-            "const", "data", "param", "sample", "let", "fn", "train", "optimizer", "batch",
-            "use", "sweep", "precision",
+            "const",
+            "data",
+            "param",
+            "sample",
+            "let",
+            "fn",
+            "train",
+            "optimizer",
+            "batch",
+            "use",
+            "sweep",
+            "precision",
         ];
         let text = text.trim_start();
         let word: String = text
@@ -426,7 +438,12 @@ impl Session {
 
     /// Checks and compiles the program from these parts; on success the session takes
     /// it, carrying the run over; on failure nothing changes.
-    fn rebuild(&mut self, file_text: String, typed: Vec<String>, overrides: Vec<String>) -> Result<()> {
+    fn rebuild(
+        &mut self,
+        file_text: String,
+        typed: Vec<String>,
+        overrides: Vec<String>,
+    ) -> Result<()> {
         let build = compose_and_build(
             self.file.as_deref(),
             &file_text,
@@ -499,12 +516,12 @@ impl Session {
             fresh.states = train::initial_states(&exec, &fresh.theta, fresh.seed)?;
         }
         fresh.k = old.k;
-        fresh.previous = old
-            .previous
-            .filter(|(p, _)| {
-                p.len() == fresh.theta.len()
-                    && p.iter().zip(&fresh.theta).all(|(a, b)| a.shape() == b.shape())
-            });
+        fresh.previous = old.previous.filter(|(p, _)| {
+            p.len() == fresh.theta.len()
+                && p.iter()
+                    .zip(&fresh.theta)
+                    .all(|(a, b)| a.shape() == b.shape())
+        });
         let columns = fresh.trajectory.columns.clone();
         let at: Vec<Option<usize>> = columns
             .iter()
@@ -560,7 +577,11 @@ impl Session {
 
     /// The loss's gradient function as `traj ir --stage opt` prints it.
     pub fn ir_of_loss(&self) -> Result<String> {
-        Ok(compile::dump(&self.build.checked, &self.build.statics, "opt")?)
+        Ok(compile::dump(
+            &self.build.checked,
+            &self.build.statics,
+            "opt",
+        )?)
     }
 
     /// The Cranelift IR of the compiled loop.
@@ -570,10 +591,11 @@ impl Session {
     }
 
     fn compiled(&self) -> Result<&Compiled> {
-        self.build
-            .run
-            .as_ref()
-            .ok_or_else(|| "the program has no `train` block (and loss)".to_string().into())
+        self.build.run.as_ref().ok_or_else(|| {
+            "the program has no `train` block (and loss)"
+                .to_string()
+                .into()
+        })
     }
 
     /// A typed expression's value at the current params (step, loss, gnorm and
@@ -710,7 +732,11 @@ impl Session {
             crate::sweep::run_info(&program, &self.build.checked, &result, self.backend.name());
         if !self.typed.is_empty() || self.file.is_none() {
             // The program is not the file alone: hash what ran.
-            let text = &self.build.sources.file(self.build.checked.program.main_file).text;
+            let text = &self
+                .build
+                .sources
+                .file(self.build.checked.program.main_file)
+                .text;
             info.source_sha256 = crate::output::sha256_hex(text.as_bytes());
         }
         crate::output::write_run_folder(dir, &info, &result.trajectory, &result.params)?;
@@ -736,7 +762,9 @@ fn run_func(f: &Func, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>> {
 /// singleton blocks by keyword.
 fn item_keys(item: &Item) -> Vec<String> {
     match item {
-        Item::Const(d) | Item::Data(d) | Item::Sample(d) | Item::Let(d) => vec![d.name.name.clone()],
+        Item::Const(d) | Item::Data(d) | Item::Sample(d) | Item::Let(d) => {
+            vec![d.name.name.clone()]
+        }
         Item::Param(p) => vec![p.name.name.clone()],
         Item::Fn(f) => vec![f.name.name.clone()],
         Item::Optimizer(o) => vec![o.name.name.clone()],
@@ -860,7 +888,12 @@ fn move_diag(mut d: Diagnostic, f: impl Fn(Span) -> Span) -> Diagnostic {
 }
 
 /// Points spans that fall in typed parts of the main file at files of their own.
-fn retarget(diags: Vec<Diagnostic>, sources: &mut SourceMap, main: u32, parts: &[Part]) -> Vec<Diagnostic> {
+fn retarget(
+    diags: Vec<Diagnostic>,
+    sources: &mut SourceMap,
+    main: u32,
+    parts: &[Part],
+) -> Vec<Diagnostic> {
     // What was just typed is `<input>`; earlier typed parts `<typed N>`.
     let ids: Vec<u32> = parts
         .iter()
@@ -883,7 +916,11 @@ fn retarget(diags: Vec<Diagnostic>, sources: &mut SourceMap, main: u32, parts: &
         };
         let p = &parts[i];
         let len = p.typed.len() as u32;
-        let at = |x: u32| (x as usize).saturating_sub(p.offset + p.prefix).min(len as usize) as u32;
+        let at = |x: u32| {
+            (x as usize)
+                .saturating_sub(p.offset + p.prefix)
+                .min(len as usize) as u32
+        };
         let (start, end) = (at(s.start), at(s.end));
         Span {
             file: ids[i],

@@ -158,7 +158,11 @@ fn a_scripted_session_reports_errors_and_goes_on() {
 fn multi_line_input_is_joined_while_brackets_are_open() {
     let dir = temp_dir("multi");
     std::fs::write(dir.join("p.traj"), PROGRAM).expect("writes");
-    let (out, err, code) = piped(&dir, "p.traj", "sum([1,\n  2,\n  3])\nfn f(x) = (\n  x + 1\n)\nf(1)\n");
+    let (out, err, code) = piped(
+        &dir,
+        "p.traj",
+        "sum([1,\n  2,\n  3])\nfn f(x) = (\n  x + 1\n)\nf(1)\n",
+    );
     assert_eq!(err, "");
     assert_eq!(out, "6  : int []\ndefined f\n2  : int []\n");
     assert_eq!(code, 0);
@@ -172,7 +176,12 @@ fn time_and_clif_report_on_the_compiled_loop() {
     let (out, err, code) = piped(&dir, "p.traj", ":step 20\n:time\n:clif\n");
     assert_eq!((err.as_str(), code), ("", 0));
     let time = out.lines().nth(1).expect("time line");
-    assert!(time.starts_with("compile ") && time.contains("; 20 steps in ") && time.ends_with(" µs/step)"), "{time}");
+    assert!(
+        time.starts_with("compile ")
+            && time.contains("; 20 steps in ")
+            && time.ends_with(" µs/step)"),
+        "{time}"
+    );
     assert!(out.contains("function "), "no Cranelift function in {out}");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -196,7 +205,8 @@ fn on_a_terminal_it_steps_completes_survives_errors_and_stops_on_ctrl_c() {
         .env("TERM", "xterm")
         .env("NO_COLOR", "1");
     let mut p = spawn_command(cmd, Some(30_000)).expect("spawns");
-    p.exp_string("loaded p.traj: params w [4]; at step 0 of 50").expect("banner");
+    p.exp_string("loaded p.traj: params w [4]; at step 0 of 50")
+        .expect("banner");
     p.exp_string("traj[0]> ").expect("prompt");
     p.send_line(":step 20").expect("sends");
     p.exp_string("step 20 of 50: loss ").expect("stepped");

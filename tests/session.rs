@@ -27,8 +27,8 @@ train {
 
 fn run_of(text: &str, steps: Option<u64>, backend: Backend) -> traj::train::RunResult {
     let mut sources = SourceMap::default();
-    let checked = check_source("p.traj", None, text, &Options::default(), &mut sources)
-        .expect("checks");
+    let checked =
+        check_source("p.traj", None, text, &Options::default(), &mut sources).expect("checks");
     let options = RunOptions {
         steps,
         progress: None,
@@ -60,7 +60,10 @@ fn stepping_in_pieces_gives_the_runs_trajectory_bit_for_bit() {
         assert_eq!(s.step(13, None, None).expect("steps"), None);
         assert_eq!(s.step_count(), 20);
         // Past the end: stops at the train block's last step.
-        assert_eq!(s.step(1000, None, None).expect("steps"), Some(Status::Finished));
+        assert_eq!(
+            s.step(1000, None, None).expect("steps"),
+            Some(Status::Finished)
+        );
         assert_eq!(s.step_count(), 50);
         assert_eq!(s.trajectory(), whole.trajectory, "{backend:?}");
         assert_eq!(floats(&s.params()[0].1), floats(&whole.params[0].1));
@@ -87,10 +90,15 @@ fn saving_mid_run_writes_what_traj_run_with_steps_writes() {
     assert_eq!(saved, std::fs::read_to_string(&expected).expect("written"));
     assert!(saved.lines().last().expect("rows").starts_with("25,"));
     let json = std::fs::read_to_string(dir.join("run.json")).expect("run.json");
-    assert!(json.contains("\"status\": \"finished\"") && json.contains("\"steps\": 25"), "{json}");
-    let w: ndarray::ArrayD<f64> =
-        ndarray_npy::read_npy(dir.join("params/w.npy")).expect("w.npy");
-    assert_eq!(w.iter().copied().collect::<Vec<_>>(), floats(&partial.params[0].1));
+    assert!(
+        json.contains("\"status\": \"finished\"") && json.contains("\"steps\": 25"),
+        "{json}"
+    );
+    let w: ndarray::ArrayD<f64> = ndarray_npy::read_npy(dir.join("params/w.npy")).expect("w.npy");
+    assert_eq!(
+        w.iter().copied().collect::<Vec<_>>(),
+        floats(&partial.params[0].1)
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -106,7 +114,10 @@ fn values_and_gradients_are_at_the_current_params() {
     assert_eq!(scalar(&s, "loss"), recorded);
     let t = s.type_of("A @ w").expect("types");
     assert_eq!(t.describe(), "float [4]  (uses params)");
-    assert_eq!(s.type_of("n * 2").expect("types").describe(), "int [] = 8  (static)");
+    assert_eq!(
+        s.type_of("n * 2").expect("types").describe(),
+        "int [] = 8  (static)"
+    );
     // The loss's gradient by `:grad` is the one the update uses, `grad(w)`.
     let (value, grads) = s.grad("loss").expect("gradient");
     assert_eq!(value, recorded);
@@ -127,13 +138,21 @@ fn redefining_items_keeps_params_unless_their_definition_changed() {
     s.step(10, None, None).expect("steps");
     let w10 = floats(&s.params()[0].1);
     // A new let is in scope for expressions.
-    assert_eq!(s.define("let s = sum(w)").expect("defines"), vec!["s".to_string()]);
+    assert_eq!(
+        s.define("let s = sum(w)").expect("defines"),
+        vec!["s".to_string()]
+    );
     assert_eq!(scalar(&s, "s"), w10.iter().sum::<f64>());
     // A new loss: recompiled, the params and step kept.
-    s.define("loss = 0.5 * sum(r^2) + 0.1 * sum(w^2)").expect("defines");
+    s.define("loss = 0.5 * sum(r^2) + 0.1 * sum(w^2)")
+        .expect("defines");
     assert_eq!(s.step_count(), 10);
     assert_eq!(floats(&s.params()[0].1), w10);
-    let expected = 0.5 * floats(&s.eval("r").expect("r").0).iter().map(|x| x * x).sum::<f64>()
+    let expected = 0.5
+        * floats(&s.eval("r").expect("r").0)
+            .iter()
+            .map(|x| x * x)
+            .sum::<f64>()
         + 0.1 * w10.iter().map(|x| x * x).sum::<f64>();
     assert!((scalar(&s, "loss") - expected).abs() < 1e-12);
     // A const in a list redefined: the others stay.
@@ -180,7 +199,10 @@ fn errors_point_into_what_was_typed_and_change_nothing() {
     assert!(text.contains("A @ ones(3)"), "{text}");
     let e = s.define("loss = sum(q)").expect_err("undefined name");
     let text = e.render(false);
-    assert!(text.contains("E0101") && text.contains("<input>:1:12"), "{text}");
+    assert!(
+        text.contains("E0101") && text.contains("<input>:1:12"),
+        "{text}"
+    );
     let e = s.define("let = 3").expect_err("syntax error");
     assert!(e.render(false).contains("<input>"));
     assert_eq!((s.trajectory(), floats(&s.params()[0].1)), before);

@@ -191,7 +191,9 @@ impl Repl {
                     Some(h) => Reply::out(h),
                     None => match self.session.source_of(n) {
                         Some(src) => Reply::out(src + "\n"),
-                        None => Reply::err(format!("error: no command, builtin or function `{n}`\n")),
+                        None => {
+                            Reply::err(format!("error: no command, builtin or function `{n}`\n"))
+                        }
                     },
                 },
             },
@@ -227,7 +229,9 @@ impl Repl {
     fn step(&mut self, n: Option<u64>) -> Reply {
         INTERRUPT.store(false, Ordering::SeqCst);
         let from = self.session.step_count();
-        let far = n.unwrap_or(u64::MAX).min(self.session.total_steps().saturating_sub(from));
+        let far = n
+            .unwrap_or(u64::MAX)
+            .min(self.session.total_steps().saturating_sub(from));
         let bar = match &self.progress {
             Some(make) if far >= 1000 => Some(make()),
             _ => None,
@@ -256,7 +260,9 @@ impl Repl {
             Some(Status::Finished) => out.push_str(" (finished)"),
             Some(Status::Stopped) => out.push_str(" (stopped: the stop condition holds)"),
             Some(s) => out.push_str(&format!(" ({})", s.name())),
-            None if interrupted => out.push_str(&format!(" (interrupted after {} steps)", k - from)),
+            None if interrupted => {
+                out.push_str(&format!(" (interrupted after {} steps)", k - from))
+            }
             None => {}
         }
         out.push('\n');

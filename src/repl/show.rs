@@ -66,13 +66,21 @@ fn short_float(x: f64) -> String {
     if (1e-4..1e6).contains(&a) {
         let s = format!("{x:.6}");
         let s = s.trim_end_matches('0');
-        let s = if s.ends_with('.') { format!("{s}0") } else { s.to_string() };
+        let s = if s.ends_with('.') {
+            format!("{s}0")
+        } else {
+            s.to_string()
+        };
         // Keep six significant digits at most.
         let digits = 6usize.saturating_sub(a.log10().floor().max(0.0) as usize + 1);
         let rounded = format!("{x:.digits$}");
         if rounded.len() < s.len() {
             let r = rounded.trim_end_matches('0');
-            return if r.ends_with('.') { format!("{r}0") } else { r.to_string() };
+            return if r.ends_with('.') {
+                format!("{r}0")
+            } else {
+                r.to_string()
+            };
         }
         s
     } else {
@@ -124,7 +132,15 @@ fn block(
     let parts: Vec<String> = idx
         .iter()
         .map(|i| match i {
-            Some(i) => block(cells, shape, axis + 1, width, full, elided, offset + i * stride),
+            Some(i) => block(
+                cells,
+                shape,
+                axis + 1,
+                width,
+                full,
+                elided,
+                offset + i * stride,
+            ),
             None => "...".to_string(),
         })
         .collect();
@@ -207,7 +223,11 @@ pub fn plot(
             let (a, b) = (w[0], w[1]);
             let (ca, cb) = (col(a.0), col(b.0));
             for c in ca..=cb {
-                let f = if cb == ca { 0.0 } else { (c - ca) as f64 / (cb - ca) as f64 };
+                let f = if cb == ca {
+                    0.0
+                } else {
+                    (c - ca) as f64 / (cb - ca) as f64
+                };
                 grid[row(a.1 + f * (b.1 - a.1))][c] = mark;
             }
         }
@@ -257,8 +277,14 @@ pub fn plot(
 
 /// The range of values, widened when they are all equal.
 fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
-    if hi > lo { (lo, hi) } else { (lo - 0.5, hi + 0.5) }
+    let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+        (a.min(x), b.max(x))
+    });
+    if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 0.5, hi + 0.5)
+    }
 }
 
 #[cfg(test)]
@@ -282,7 +308,12 @@ mod tests {
 
     #[test]
     fn matrices_align_their_columns() {
-        let t = Tensor::Float(ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1.0, -20.5, 3.25, 4.0]).unwrap());
-        assert_eq!(tensor(&t, false), "float [2, 2]\n[[  1.0, -20.5],\n [ 3.25,   4.0]]");
+        let t = Tensor::Float(
+            ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1.0, -20.5, 3.25, 4.0]).unwrap(),
+        );
+        assert_eq!(
+            tensor(&t, false),
+            "float [2, 2]\n[[  1.0, -20.5],\n [ 3.25,   4.0]]"
+        );
     }
 }

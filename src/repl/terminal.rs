@@ -83,7 +83,9 @@ impl Hinter for TrajHelper {
         if pos < line.len() || !line.starts_with(':') || line.contains(' ') || line.len() < 2 {
             return None;
         }
-        let (name, args, _) = help::COMMANDS.iter().find(|(n, _, _)| n.starts_with(line))?;
+        let (name, args, _) = help::COMMANDS
+            .iter()
+            .find(|(n, _, _)| n.starts_with(line))?;
         let rest = &name[line.len()..];
         Some(if args.is_empty() {
             rest.to_string()
@@ -141,9 +143,9 @@ fn with_sigint_caught<T>(f: impl FnOnce() -> T) -> T {
 /// A progress bar on stderr over a long `:step`/`:run`, and what clears it.
 fn progress_bar() -> (Progress, Box<dyn Fn()>) {
     let bar = ProgressBar::with_draw_target(Some(1), ProgressDrawTarget::stderr_with_hz(10));
-    if let Ok(style) =
-        ProgressStyle::with_template("[{wide_bar}] {pos}/{len} steps ({elapsed}, eta {eta}; Ctrl-C stops)")
-    {
+    if let Ok(style) = ProgressStyle::with_template(
+        "[{wide_bar}] {pos}/{len} steps ({elapsed}, eta {eta}; Ctrl-C stops)",
+    ) {
         bar.set_style(style);
     }
     let b = bar.clone();
