@@ -47,12 +47,15 @@ pub enum Flow {
     Quit,
 }
 
+/// Makes a progress callback and what clears its display afterwards.
+pub type BarMaker = Box<dyn Fn() -> (Progress, Box<dyn Fn()>)>;
+
 pub struct Repl {
     pub session: Session,
     backend: Backend,
     color: bool,
     /// Makes a progress callback for long steps (a terminal's bar), if any.
-    pub progress: Option<Box<dyn Fn() -> (Progress, Box<dyn Fn()>)>>,
+    pub progress: Option<BarMaker>,
     /// Plot size in characters.
     pub plot_size: (usize, usize),
 }

@@ -228,7 +228,10 @@ pub fn plot(
                 } else {
                     (c - ca) as f64 / (cb - ca) as f64
                 };
-                grid[row(a.1 + f * (b.1 - a.1))][c] = mark;
+                let r = row(a.1 + f * (b.1 - a.1));
+                if let Some(cell) = grid.get_mut(r).and_then(|line| line.get_mut(c)) {
+                    *cell = mark;
+                }
             }
         }
         if let [p] = pts.as_slice() {
