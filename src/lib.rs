@@ -5,6 +5,10 @@
 //! 2. `sema`: modules, names, consts, kinds, types and static shapes → a checked program,
 //!    or every error of the file as `diag::Diagnostic`s.
 //!
+//! 3. `train`: statics, the plan (`train::compile`), the loop (`train::advance`, run on
+//!    `jit::train_loop` or the interpreter); `session` keeps a program and its run
+//!    between inputs for `repl`.
+//!
 //! `ARCHITECTURE.md` has the map and the invariants.
 
 pub mod autodiff;
@@ -20,8 +24,10 @@ pub mod opt;
 pub mod output;
 pub mod plot;
 mod plot_text;
+pub mod repl;
 pub mod rng;
 pub mod sema;
+pub mod session;
 pub mod sweep;
 pub mod sweep_summary;
 pub mod syntax;

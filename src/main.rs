@@ -1,4 +1,4 @@
-//! The `traj` command line: `check`, `run`, `sweep`, `ir` and `plot`.
+//! The `traj` command line: `check`, `run`, `sweep`, `ir`, `plot` and `repl`.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -104,6 +104,12 @@ enum Command {
         /// The file to write, .png or .svg (default DIR/plot[-COLUMNS].png).
         #[arg(short = 'o', long = "out", value_name = "FILE")]
         out: Option<PathBuf>,
+    },
+    /// Load a program without running it; step it, evaluate expressions, change items.
+    Repl {
+        file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "jit")]
+        backend: Backend,
     },
 }
 
@@ -235,6 +241,7 @@ fn dispatch(cli: Cli) -> ExitCode {
             against,
             out,
         }),
+        Command::Repl { file, backend } => repl(file.as_deref(), backend.into()),
         Command::Run {
             file,
             set,
@@ -272,6 +279,33 @@ fn dispatch(cli: Cli) -> ExitCode {
                 backend.into(),
             )
         }
+    }
+}
+
+/// `traj repl`: on a terminal, the line editor; otherwise commands read line by line
+/// from stdin, answered without prompts or colour (exit 1 if any failed).
+fn repl(file: Option<&std::path::Path>, backend: traj::train::Backend) -> ExitCode {
+    let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let color = terminal && use_color();
+    let mut repl = match traj::repl::Repl::new(file, backend, color) {
+        Ok(r) => r,
+        Err(e) => {
+            eprint!("{}", e.render(color));
+            return ExitCode::from(1);
+        }
+    };
+    if terminal {
+        match traj::repl::terminal::interactive(&mut repl, color) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        }
+    } else if traj::repl::piped(&mut repl, std::io::stdin().lock()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

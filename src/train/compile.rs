@@ -569,6 +569,39 @@ fn build_stop(
     Ok((Some(checked_func(l.b.finish(), "stop")?), heavy))
 }
 
+/// A value typed in a REPL session, lowered as a record entry is (its inputs are the
+/// record function's: params, step, grad:P..., loss, gnorm, sharpness); output `value`.
+pub fn build_probe(checked: &Checked, statics: &Statics, e: &Expr) -> Result<Func, String> {
+    let params = params_of(checked);
+    let mut l = record_inputs(checked, statics, &params);
+    let v = l.item_expr(e, "probe")?;
+    l.b.output("value", v);
+    checked_func(l.b.finish(), "value")
+}
+
+/// A scalar value typed in a REPL session and its gradient with respect to every param
+/// by reverse mode (inputs: params, step; outputs `value`, `grad:P`...); `loss` is the
+/// loss item, so `:grad loss` is the loss's gradient.
+pub fn build_probe_gradient(
+    checked: &Checked,
+    statics: &Statics,
+    e: &Expr,
+) -> Result<Func, String> {
+    let params = params_of(checked);
+    let (mut l, pv, _) = with_params(checked, statics, &params);
+    let v = l.item_expr(e, "probe")?;
+    if !l.b.shape(v).is_empty() {
+        return Err("`:grad` needs a scalar".into());
+    }
+    let v = l.b.to_float(v);
+    let grads = grad_into(&mut l.b, v, &pv, &Ties::Default)?;
+    l.b.output("value", v);
+    for (p, g) in params.iter().zip(&grads) {
+        l.b.output(&format!("grad:{}", p.name), *g);
+    }
+    checked_func(l.b.finish(), "gradient")
+}
+
 fn build_hvp(checked: &Checked, statics: &Statics, params: &[ParamInfo]) -> Result<Func, String> {
     let (mut l, pv, _) = with_params(checked, statics, params);
     let dirs = direction_inputs(&mut l, params);

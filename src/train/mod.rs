@@ -4,6 +4,8 @@
 //! recording, then update k+1. Runs on the reference interpreter or the JIT's loop; rows
 //! go to a [`Rows`] sink as they are recorded (the run folder's `trajectory.csv` appends
 //! them), so no run holds its trajectory; an interrupt flag ends the loop at a step boundary.
+//! [`advance`] runs the loop from a saved [`RunState`] up to a given step: `traj run` calls
+//! it once, a REPL session once per `:step` (its rows kept in memory, in a [`Trajectory`]).
 
 pub mod compile;
 pub mod schedule;
@@ -64,8 +66,8 @@ pub struct RunOptions {
     pub interrupt: Option<&'static AtomicBool>,
 }
 
-/// Where recorded rows go, in step order: [`Trajectory`] keeps them, the run folder's
-/// `trajectory.csv` appends them.
+/// Where recorded rows go, in step order: [`Trajectory`] keeps them (a REPL session's
+/// rows, and [`run`]'s), the run folder's `trajectory.csv` appends them.
 pub trait Rows {
     /// The column names (without `step`), once, before any row.
     fn start(&mut self, columns: &[String]) -> Result<(), String>;
@@ -83,8 +85,13 @@ impl Rows for Trajectory {
         Ok(())
     }
 
+    /// Adds row `step`, or replaces it when it is the last row already (a session
+    /// recompiled at step k takes step k's gradient again).
     fn push(&mut self, step: u64, row: Vec<Option<f64>>) -> Result<(), String> {
-        self.rows.push((step, row));
+        match self.rows.last_mut() {
+            Some((s, r)) if *s == step => *r = row,
+            _ => self.rows.push((step, row)),
+        }
         Ok(())
     }
 }
@@ -187,7 +194,22 @@ impl<'p> Exec<'p> {
         Ok(Exec { plan, native })
     }
 
-    fn eval(&self, f: &Func, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>, String> {
+    /// The compiled row functions, to keep beside a plan that does not move (a boxed
+    /// plan in a REPL session) and give back to [`Exec::with_compiled`].
+    pub fn into_compiled(self) -> std::collections::HashMap<usize, crate::jit::Compiled> {
+        self.native
+    }
+
+    /// An `Exec` of `plan` with the row functions [`Exec::into_compiled`] gave for it.
+    pub fn with_compiled(
+        plan: &'p Plan,
+        native: std::collections::HashMap<usize, crate::jit::Compiled>,
+    ) -> Exec<'p> {
+        Exec { plan, native }
+    }
+
+    /// Evaluates `f` with the compiled version of it when there is one.
+    pub fn eval(&self, f: &Func, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>, String> {
         match self.native.get(&(f as *const Func as usize)) {
             Some(c) => c.run(inputs, seed),
             None => eval(f, inputs, seed),
@@ -210,6 +232,7 @@ fn eval(f: &Func, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>, String> {
 
 /// The gradient at θ with update `step`'s draws: plain reverse mode, or, when an exact
 /// tie occurs, Kakade & Lee's directional variant (see `autodiff`).
+#[derive(Clone, Debug)]
 pub struct Gradient {
     pub loss: f64,
     pub grads: Vec<Tensor>,
@@ -613,8 +636,52 @@ pub fn run_with(
     let compile_seconds = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
-    let mut theta: Vec<Tensor> = plan
+    let theta = initial_theta(&plan, &statics)?;
+    let mut state = RunState::start(&exec, theta, seed)?;
+    let columns = trajectory_columns(&plan);
+    rows.start(&columns)?;
+    let status = advance(
+        &exec,
+        native.as_mut(),
+        sources,
+        &mut state,
+        plan.steps,
+        options,
+        rows,
+    )?
+    .unwrap_or(Status::Finished);
+    let run_seconds = t1.elapsed().as_secs_f64();
+    let params = plan
         .params
+        .iter()
+        .map(|p| p.name.clone())
+        .zip(state.theta)
+        .collect();
+    let last = columns
+        .iter()
+        .zip(&state.last)
+        .filter_map(|(c, v)| v.map(|v| (c.clone(), v)))
+        .collect();
+    Ok(RunResult {
+        status,
+        steps: state.k,
+        trajectory: Trajectory {
+            columns,
+            rows: Vec::new(),
+        },
+        last_step: state.last_step,
+        last,
+        params,
+        message: state.message,
+        seed,
+        compile_seconds,
+        run_seconds,
+    })
+}
+
+/// Every param's initial value, in the plan's order.
+pub fn initial_theta(plan: &Plan, statics: &statics::Statics) -> Result<Vec<Tensor>, String> {
+    plan.params
         .iter()
         .map(|p| {
             statics
@@ -623,33 +690,124 @@ pub fn run_with(
                 .cloned()
                 .ok_or(format!("no initial value for `{}`", p.name))
         })
-        .collect::<Result<_, _>>()?;
+        .collect()
+}
+
+/// Where a run is between two calls of [`advance`]: what `traj run` carries from step 0
+/// to its end in one call, and a REPL session keeps between `:step`s. The rows are not
+/// here: each call hands them to its [`Rows`] sink.
+#[derive(Clone, Debug)]
+pub struct RunState {
+    pub theta: Vec<Tensor>,
+    pub states: Vec<Vec<Tensor>>,
+    /// The step the run is at: θ is θ_k.
+    pub k: u64,
+    /// Step k's gradient is computed and its row handled: update k+1 comes next. Set to
+    /// false whenever θ, the states or the compiled loop are replaced.
+    pub resume: bool,
+    /// Step k's gradient when `resume` on the interpreter.
+    pending: Option<Gradient>,
+    /// θ_{k−1} and k−1, once an update was made.
+    pub previous: Option<(Vec<Tensor>, u64)>,
+    /// Why the last call of [`advance`] ended the run (or was interrupted).
+    pub message: Option<String>,
+    /// The step of the last row recorded.
+    pub last_step: Option<u64>,
+    /// The last value recorded in each column.
+    pub last: Vec<Option<f64>>,
+    pub seed: u64,
+}
+
+impl RunState {
+    /// Step 0 at `theta`, the optimizer states initialized from it, nothing recorded.
+    pub fn start(exec: &Exec, theta: Vec<Tensor>, seed: u64) -> Result<RunState, String> {
+        let states = initial_states(exec, &theta, seed)?;
+        Ok(RunState {
+            theta,
+            states,
+            k: 0,
+            resume: false,
+            pending: None,
+            previous: None,
+            message: None,
+            last_step: None,
+            last: vec![None; trajectory_columns(exec.plan).len()],
+            seed,
+        })
+    }
+}
+
+/// The trajectory's column names for a plan's record entries.
+pub fn trajectory_columns(plan: &Plan) -> Vec<String> {
+    let mut columns = Vec::new();
+    for c in &plan.columns {
+        columns.extend(column_names(&c.name, &c.shape));
+    }
+    columns
+}
+
+/// Every param's optimizer states, initialized from `theta`.
+pub fn initial_states(
+    exec: &Exec,
+    theta: &[Tensor],
+    seed: u64,
+) -> Result<Vec<Vec<Tensor>>, String> {
     let mut states: Vec<Vec<Tensor>> = Vec::new();
-    for (u, th) in plan.updates.iter().zip(&theta) {
+    for (u, th) in exec.plan.updates.iter().zip(theta) {
         states.push(match u {
             Some(u) => exec.eval(&u.init, std::slice::from_ref(th), seed)?,
             None => vec![],
         });
     }
-    let schedule = RecordSchedule::new(&plan.clauses, plan.steps);
-    let mut columns = Vec::new();
-    for c in &plan.columns {
-        columns.extend(column_names(&c.name, &c.shape));
-    }
-    rows.start(&columns)?;
+    Ok(states)
+}
+
+/// Runs the loop from `state` until step `target` (θ_target reached, its gradient taken
+/// and its row recorded if due: `None` is returned), or an end of the run (the train
+/// block's last step, the stop condition, a divergence, an error, or `options.interrupt`
+/// raised: its status is returned), handing the rows recorded to `rows` (whose `start`
+/// the caller has called). An interrupted run records its row in full as a last row and
+/// is left ready to go on: a later call continues with update k+1. With `native` the
+/// steps run in the compiled loop (`jit::train_loop`), in chunks when there is a progress
+/// callback or an interrupt flag to look at; without, on `exec`.
+pub fn advance(
+    exec: &Exec,
+    native: Option<&mut crate::jit::train_loop::TrainLoop>,
+    sources: &SourceMap,
+    state: &mut RunState,
+    target: u64,
+    options: &RunOptions,
+    rows: &mut dyn Rows,
+) -> Result<Option<Status>, String> {
+    let plan = exec.plan;
     let mut d = Driver {
-        exec: &exec,
+        exec,
         sources,
-        seed,
-        schedule,
+        seed: state.seed,
+        schedule: RecordSchedule::new(&plan.clauses, plan.steps),
         rows,
         interrupt: options.interrupt,
-        last_step: None,
-        last: vec![None; columns.len()],
-        previous: None,
+        last_step: state.last_step,
+        last: std::mem::take(&mut state.last),
+        previous: state.previous.take(),
         message: None,
     };
-    let mut k: u64 = 0;
+    let result = advance_with(&mut d, native, state, target, options);
+    state.last_step = d.last_step;
+    state.last = d.last;
+    state.previous = d.previous;
+    state.message = d.message;
+    result
+}
+
+fn advance_with(
+    d: &mut Driver,
+    native: Option<&mut crate::jit::train_loop::TrainLoop>,
+    state: &mut RunState,
+    target: u64,
+    options: &RunOptions,
+) -> Result<Option<Status>, String> {
+    let plan = d.exec.plan;
     let progress = |k: u64, told: &mut Instant, force: bool| {
         if let Some(p) = &options.progress
             && (force || k.is_multiple_of(PROGRESS_EVERY) || told.elapsed() >= PROGRESS_INTERVAL)
@@ -659,100 +817,141 @@ pub fn run_with(
         }
     };
     let mut told = Instant::now();
-    let status = match &mut native {
-        None => loop {
-            progress(k, &mut told, false);
-            if let Some(status) = d.step(&mut theta, &mut states, &mut k)? {
-                break status;
+    let RunState {
+        theta,
+        states,
+        k,
+        resume,
+        pending,
+        ..
+    } = state;
+    if *resume && *k >= target {
+        return Ok(None);
+    }
+    let Some(native) = native else {
+        loop {
+            if *resume {
+                if let Some(g) = pending.take() {
+                    d.update(theta, states, &g, *k)?;
+                    *k += 1;
+                }
+                *resume = false;
             }
-        },
-        Some(native) => {
-            native.set_theta(&theta);
-            native.set_states(&states);
-            let mut resume = false;
-            // Steps per native call: as many as take one interval (between progress
-            // reports, or between looks at the interrupt flag), adapted to their speed.
-            let (interval, most) = match (&options.progress, options.interrupt) {
-                (Some(_), _) => (
-                    Some(PROGRESS_INTERVAL.min(INTERRUPT_INTERVAL)),
-                    PROGRESS_EVERY,
-                ),
-                (None, Some(_)) => (Some(INTERRUPT_INTERVAL), u64::MAX / 2),
-                (None, None) => (None, u64::MAX),
+            progress(*k, &mut told, false);
+            let g = match gradient_on(d.exec, theta, *k + 1, d.seed) {
+                Ok(g) => g,
+                Err(e) => return Ok(Some(d.error(*k, &e))),
             };
-            let mut chunk: u64 = if interval.is_some() { 1 } else { u64::MAX };
-            loop {
-                progress(k, &mut told, true);
-                let first = k + resume as u64;
-                let next_due = d.schedule.next_due(first).unwrap_or(plan.steps);
-                let until = next_due
-                    .min(plan.steps)
-                    .min(first.saturating_add(chunk - 1));
-                let started = Instant::now();
-                let (exit, at) = native.run(k, until, resume);
-                if let Some(interval) = interval {
-                    let per_step = started.elapsed().as_secs_f64() / (at + 1 - first) as f64;
-                    let fit = interval.as_secs_f64() / per_step.max(1e-9);
-                    chunk = (fit as u64).clamp(1, most);
-                }
-                k = at;
-                theta = native.theta();
-                d.previous = (k > 0).then(|| (native.prev(), k - 1));
-                match exit {
-                    Exit::Row => {
-                        let (loss, grads) = native.gradient();
-                        let gnorm = norm(&grads);
-                        let g = Gradient { loss, grads, gnorm };
-                        if let Some(status) = d.after_gradient(&mut theta, &mut k, &g)? {
-                            break status;
-                        }
-                        resume = true;
-                    }
-                    Exit::Fallback => {
-                        // The step that needs the host runs there (its gradient on the
-                        // interpreter: `exec` compiles only the row functions).
-                        states = native.states();
-                        if let Some(status) = d.step(&mut theta, &mut states, &mut k)? {
-                            break status;
-                        }
-                        native.set_theta(&theta);
-                        native.set_states(&states);
-                        if let Some((prev, _)) = &d.previous {
-                            native.set_prev(prev);
-                        }
-                        resume = false;
-                    }
-                }
+            let status = d.after_gradient(theta, k, &g)?;
+            if status.is_none_or(|s| s == Status::Interrupted) {
+                *pending = Some(g);
+                *resume = true;
+            }
+            if status.is_some() {
+                return Ok(status);
+            }
+            if *k >= target {
+                return Ok(None);
             }
         }
     };
-    let run_seconds = t1.elapsed().as_secs_f64();
-    let params = plan
-        .params
-        .iter()
-        .map(|p| p.name.clone())
-        .zip(theta)
-        .collect();
-    let last = columns
-        .iter()
-        .zip(&d.last)
-        .filter_map(|(c, v)| v.map(|v| (c.clone(), v)))
-        .collect();
-    Ok(RunResult {
-        status,
-        steps: k,
-        trajectory: Trajectory {
-            columns,
-            rows: Vec::new(),
-        },
-        last_step: d.last_step,
-        last,
-        params,
-        message: d.message,
-        seed,
-        compile_seconds,
-        run_seconds,
-    })
+    if !*resume {
+        native.set_theta(theta);
+        native.set_states(states);
+        if let Some((prev, _)) = &d.previous {
+            native.set_prev(prev);
+        }
+    }
+    // Steps per native call: as many as take one interval (between progress reports, or
+    // between looks at the interrupt flag), adapted to their speed.
+    let (interval, most) = match (&options.progress, options.interrupt) {
+        (Some(_), _) => (
+            Some(PROGRESS_INTERVAL.min(INTERRUPT_INTERVAL)),
+            PROGRESS_EVERY,
+        ),
+        (None, Some(_)) => (Some(INTERRUPT_INTERVAL), u64::MAX / 2),
+        (None, None) => (None, u64::MAX),
+    };
+    let mut chunk: u64 = if interval.is_some() { 1 } else { u64::MAX };
+    loop {
+        progress(*k, &mut told, true);
+        let first = *k + *resume as u64;
+        let next_due = d.schedule.next_due(first).unwrap_or(plan.steps);
+        let until = next_due
+            .min(plan.steps)
+            .min(target.max(first))
+            .min(first.saturating_add(chunk - 1));
+        let started = Instant::now();
+        let (exit, at) = native.run(*k, until, *resume);
+        if let Some(interval) = interval {
+            let per_step = started.elapsed().as_secs_f64() / (at + 1 - first) as f64;
+            let fit = interval.as_secs_f64() / per_step.max(1e-9);
+            chunk = (fit as u64).clamp(1, most);
+        }
+        *k = at;
+        *theta = native.theta();
+        d.previous = (*k > 0).then(|| (native.prev(), *k - 1));
+        match exit {
+            Exit::Row => {
+                let (loss, grads) = native.gradient();
+                let gnorm = norm(&grads);
+                let g = Gradient { loss, grads, gnorm };
+                let status = d.after_gradient(theta, k, &g)?;
+                // The compiled loop holds step k's gradient: it goes on from there.
+                *resume = status.is_none_or(|s| s == Status::Interrupted);
+                if status.is_some() {
+                    *states = native.states();
+                    return Ok(status);
+                }
+            }
+            Exit::Fallback => {
+                // The step that needs the host runs there (its gradient on the
+                // interpreter: `exec` compiles only the row functions).
+                *states = native.states();
+                if let Some(status) = d.step(theta, states, k)? {
+                    // Interrupted: the next call takes step k's gradient again.
+                    *resume = false;
+                    return Ok(Some(status));
+                }
+                native.set_theta(theta);
+                native.set_states(states);
+                if let Some((prev, _)) = &d.previous {
+                    native.set_prev(prev);
+                }
+                *resume = false;
+            }
+        }
+        if *k >= target {
+            *states = native.states();
+            return Ok(None);
+        }
+    }
+}
+
+/// The inputs of the record functions at θ_k (params, step, gradients, loss, gnorm,
+/// sharpness — NaN unless the plan records `sharpness`), for values a session evaluates.
+pub fn row_inputs(exec: &Exec, theta: &[Tensor], k: u64, seed: u64) -> Result<Vec<Tensor>, String> {
+    let g = gradient_on(exec, theta, k + 1, seed)?;
+    let sharp = match &exec.plan.hvp {
+        Some(h) => sharpness(exec, h, theta, k, seed)?,
+        None => f64::NAN,
+    };
+    Ok(record_inputs(exec.plan, theta, &g, g.gnorm, k, sharp))
+}
+
+/// `trajectory` of a run paused at `state` as `traj run --steps k` leaves it: row k
+/// recorded in full (replacing row k if it is the last row already).
+pub fn closed_trajectory(
+    exec: &Exec,
+    state: &RunState,
+    trajectory: &Trajectory,
+) -> Result<Trajectory, String> {
+    let g = gradient_on(exec, &state.theta, state.k + 1, state.seed)?;
+    let schedule = RecordSchedule::new(&exec.plan.clauses, exec.plan.steps);
+    let row = record_row(exec, &state.theta, &g, state.k, &schedule, state.seed, true)?;
+    let mut t = trajectory.clone();
+    t.push(state.k, row)?;
+    Ok(t)
 }
 
 fn record_inputs(

@@ -1,0 +1,310 @@
+//! How the REPL prints values, tables and plots: tensors NumPy-like (aligned columns, long
+//! axes truncated with the elided count), the trajectory as a table, and a line plot of
+//! recorded columns drawn with characters.
+
+use crate::output::{Trajectory, format_float};
+use crate::tensor::Tensor;
+
+/// Entries shown at each end of an axis longer than `2 * EDGE + 1`.
+const EDGE: usize = 3;
+
+/// A value with its dtype and shape: scalars in full precision (shortest round-trip),
+/// arrays aligned and truncated unless `full`.
+pub fn tensor(t: &Tensor, full: bool) -> String {
+    let shape = t.shape().to_vec();
+    let dtype = match t {
+        Tensor::Float(_) => "float",
+        Tensor::Int(_) => "int",
+    };
+    let cells: Vec<String> = match t {
+        Tensor::Float(a) => a.iter().map(|x| format_float(*x)).collect(),
+        Tensor::Int(a) => a.iter().map(|x| x.to_string()).collect(),
+    };
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let head = format!("{dtype} [{}]", dims.join(", "));
+    if shape.is_empty() {
+        return format!("{}  : {head}", cells.first().cloned().unwrap_or_default());
+    }
+    let short: Vec<String> = match t {
+        Tensor::Float(a) => {
+            // One notation for the whole array, as NumPy: scientific when any finite
+            // nonzero entry is outside [1e-4, 1e6).
+            let scientific = a
+                .iter()
+                .any(|x| x.is_finite() && *x != 0.0 && !(1e-4..1e6).contains(&x.abs()));
+            a.iter()
+                .map(|x| {
+                    if scientific && x.is_finite() {
+                        format!("{x:.5e}")
+                    } else {
+                        short_float(*x)
+                    }
+                })
+                .collect()
+        }
+        Tensor::Int(_) => cells.clone(),
+    };
+    let cells = if full { &cells } else { &short };
+    let width = cells.iter().map(|c| c.len()).max().unwrap_or(1);
+    let mut elided = 0usize;
+    let body = block(cells, &shape, 0, width, full, &mut elided, 0);
+    let mut out = format!("{head}\n{body}");
+    if elided > 0 {
+        out.push_str(&format!(
+            "\n({elided} entries elided; `:show NAME --full` or `:full EXPR` prints all)"
+        ));
+    }
+    out
+}
+
+/// Six significant digits, as NumPy prints.
+fn short_float(x: f64) -> String {
+    if !x.is_finite() || x == 0.0 {
+        return format_float(x);
+    }
+    let a = x.abs();
+    if (1e-4..1e6).contains(&a) {
+        let digits = (5 - a.log10().floor() as i32).max(0) as usize;
+        let s = format!("{x:.digits$}");
+        let s = s.trim_end_matches('0');
+        if s.ends_with('.') {
+            format!("{s}0")
+        } else {
+            s.to_string()
+        }
+    } else {
+        format!("{x:.5e}")
+    }
+}
+
+/// The indices of an axis of length n that are shown; `None` marks the elision.
+fn shown(n: usize, full: bool) -> Vec<Option<usize>> {
+    if full || n <= 2 * EDGE + 1 {
+        (0..n).map(Some).collect()
+    } else {
+        (0..EDGE)
+            .map(Some)
+            .chain(std::iter::once(None))
+            .chain((n - EDGE..n).map(Some))
+            .collect()
+    }
+}
+
+/// Nested brackets of the sub-array at `offset` from `axis` on.
+fn block(
+    cells: &[String],
+    shape: &[usize],
+    axis: usize,
+    width: usize,
+    full: bool,
+    elided: &mut usize,
+    offset: usize,
+) -> String {
+    let stride: usize = shape[axis + 1..].iter().product();
+    let n = shape[axis];
+    let idx = shown(n, full);
+    if n > idx.iter().flatten().count() {
+        *elided += (n - idx.iter().flatten().count()) * stride;
+    }
+    if axis + 1 == shape.len() {
+        let parts: Vec<String> = idx
+            .iter()
+            .map(|i| match i {
+                Some(i) => format!("{:>width$}", cells[offset + i]),
+                None => "...".to_string(),
+            })
+            .collect();
+        return format!("[{}]", parts.join(", "));
+    }
+    let indent = " ".repeat(axis + 1);
+    let sep = format!(",{}{indent}", "\n".repeat(shape.len() - axis - 1));
+    let parts: Vec<String> = idx
+        .iter()
+        .map(|i| match i {
+            Some(i) => block(
+                cells,
+                shape,
+                axis + 1,
+                width,
+                full,
+                elided,
+                offset + i * stride,
+            ),
+            None => "...".to_string(),
+        })
+        .collect();
+    format!("[{}]", parts.join(&sep))
+}
+
+/// The trajectory as an aligned table (empty cells blank).
+pub fn table(t: &Trajectory) -> String {
+    if t.rows.is_empty() {
+        return "(nothing recorded yet)".into();
+    }
+    let mut rows: Vec<Vec<String>> = vec![
+        std::iter::once("step".to_string())
+            .chain(t.columns.iter().cloned())
+            .collect(),
+    ];
+    for (k, row) in &t.rows {
+        rows.push(
+            std::iter::once(k.to_string())
+                .chain(row.iter().map(|c| c.map(short_float).unwrap_or_default()))
+                .collect(),
+        );
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|j| rows.iter().map(|r| r[j].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:>w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Marks of successive series.
+const MARKS: &[char] = &['*', '+', 'o', 'x', '#', '@'];
+
+/// A line plot of recorded columns against the step, `width` × `height` characters,
+/// on a log scale when `logy` (non-positive values are then left out).
+pub fn plot(
+    t: &Trajectory,
+    columns: &[String],
+    logy: bool,
+    width: usize,
+    height: usize,
+) -> Result<String, String> {
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for c in columns {
+        let j = t.columns.iter().position(|x| x == c).ok_or_else(|| {
+            let known = t.columns.join(", ");
+            format!("no recorded column `{c}` (columns: {known})")
+        })?;
+        let pts: Vec<(f64, f64)> = t
+            .rows
+            .iter()
+            .filter_map(|(k, row)| row[j].map(|v| (*k as f64, v)))
+            .filter(|(_, v)| v.is_finite() && (!logy || *v > 0.0))
+            .map(|(k, v)| (k, if logy { v.log10() } else { v }))
+            .collect();
+        series.push((c.clone(), pts));
+    }
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    if all.is_empty() {
+        return Err("nothing to plot yet: no recorded values (take some steps)".into());
+    }
+    let (x0, x1) = bounds(all.iter().map(|p| p.0));
+    let (y0, y1) = bounds(all.iter().map(|p| p.1));
+    let mut grid = vec![vec![' '; width]; height];
+    let col = |x: f64| (((x - x0) / (x1 - x0)) * (width - 1) as f64).round() as usize;
+    let row = |y: f64| height - 1 - (((y - y0) / (y1 - y0)) * (height - 1) as f64).round() as usize;
+    for (s, (_, pts)) in series.iter().enumerate() {
+        let mark = MARKS[s % MARKS.len()];
+        // Each pair of neighbouring points joined by a straight run of marks.
+        for w in pts.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let (ca, cb) = (col(a.0), col(b.0));
+            for c in ca..=cb {
+                let f = if cb == ca {
+                    0.0
+                } else {
+                    (c - ca) as f64 / (cb - ca) as f64
+                };
+                let r = row(a.1 + f * (b.1 - a.1));
+                if let Some(cell) = grid.get_mut(r).and_then(|line| line.get_mut(c)) {
+                    *cell = mark;
+                }
+            }
+        }
+        if let [p] = pts.as_slice() {
+            grid[row(p.1)][col(p.0)] = mark;
+        }
+    }
+    let label = |y: f64| {
+        if logy {
+            format!("{:.3e}", 10f64.powf(y))
+        } else {
+            format!("{y:.4e}")
+        }
+    };
+    let (top, bottom) = (label(y1), label(y0));
+    let lw = top.len().max(bottom.len());
+    let mut out = String::new();
+    for (i, r) in grid.iter().enumerate() {
+        let l = match i {
+            0 => top.clone(),
+            i if i == height - 1 => bottom.clone(),
+            _ => String::new(),
+        };
+        let line: String = r.iter().collect();
+        out.push_str(&format!("{l:>lw$} |{}\n", line.trim_end()));
+    }
+    let (left, right) = (format!("{x0}"), format!("{x1}"));
+    out.push_str(&format!("{:>lw$} +{}\n", "", "-".repeat(width)));
+    out.push_str(&format!(
+        "{:>lw$}  {left}{}{right}  step\n",
+        "",
+        " ".repeat(width.saturating_sub(left.len() + right.len()))
+    ));
+    let legend: Vec<String> = series
+        .iter()
+        .enumerate()
+        .map(|(s, (c, _))| format!("{} {c}", MARKS[s % MARKS.len()]))
+        .collect();
+    out.push_str(&format!(
+        "{:>lw$}  {}{}\n",
+        "",
+        legend.join("   "),
+        if logy { "  (log scale)" } else { "" }
+    ));
+    Ok(out)
+}
+
+/// The range of values, widened when they are all equal.
+fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+        (a.min(x), b.max(x))
+    });
+    if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 0.5, hi + 0.5)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{ArrayD, IxDyn};
+
+    #[test]
+    fn long_vectors_are_truncated_with_the_elided_count() {
+        let t = Tensor::Float(ArrayD::from_shape_fn(IxDyn(&[10]), |i| i[0] as f64));
+        let s = tensor(&t, false);
+        assert_eq!(
+            s,
+            "float [10]\n[0.0, 1.0, 2.0, ..., 7.0, 8.0, 9.0]\n(4 entries elided; `:show NAME --full` or `:full EXPR` prints all)"
+        );
+        assert_eq!(short_float(0.123456789), "0.123457");
+        assert_eq!(short_float(1234.56789), "1234.57");
+        assert_eq!(short_float(1e-7), "1.00000e-7");
+    }
+
+    #[test]
+    fn matrices_align_their_columns() {
+        let t = Tensor::Float(
+            ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1.0, -20.5, 3.25, 4.0]).unwrap(),
+        );
+        assert_eq!(
+            tensor(&t, false),
+            "float [2, 2]\n[[  1.0, -20.5],\n [ 3.25,   4.0]]"
+        );
+    }
+}

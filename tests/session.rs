@@ -1,0 +1,251 @@
+//! The REPL's `Session` through its API: stepping in pieces gives `traj run`'s trajectory
+//! bit for bit, values and gradients at the current params, items added and redefined,
+//! consts set, reset, save, and errors that leave the session as it was.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use traj::diag::SourceMap;
+use traj::sema::Options;
+use traj::sema::check::check_source;
+use traj::session::{Session, SessionError};
+use traj::tensor::Tensor;
+use traj::train::{Backend, RunOptions, Status};
+
+const PROGRAM: &str = "\
+const n = 4, lr = 0.1
+data A = randn(n, n) / 2 + eye(n)
+param w: [n] ~ normal(0, 1)
+let r = A @ w - ones(n)
+loss = 0.5 * sum(r^2)
+train {
+  optimizer gd(lr = lr)
+  steps 50
+  record every 10 { loss, w }
+}
+";
+
+fn run_of(text: &str, steps: Option<u64>, backend: Backend) -> traj::train::RunResult {
+    let mut sources = SourceMap::default();
+    let checked =
+        check_source("p.traj", None, text, &Options::default(), &mut sources).expect("checks");
+    let options = RunOptions {
+        steps,
+        progress: None,
+        backend,
+        interrupt: None,
+    };
+    traj::train::run(&checked, &sources, &options).expect("runs")
+}
+
+fn floats(t: &Tensor) -> Vec<f64> {
+    t.to_f64().iter().copied().collect()
+}
+
+fn session(backend: Backend) -> Session {
+    Session::from_text(PROGRAM, backend).expect("loads")
+}
+
+fn scalar(s: &Session, expr: &str) -> f64 {
+    let (t, _) = s.eval(expr).expect("evaluates");
+    floats(&t)[0]
+}
+
+#[test]
+fn stepping_in_pieces_gives_the_runs_trajectory_bit_for_bit() {
+    for backend in [Backend::Jit, Backend::Interp] {
+        let whole = run_of(PROGRAM, None, backend);
+        let mut s = session(backend);
+        assert_eq!(s.step(7, None, None).expect("steps"), None);
+        assert_eq!(s.step_count(), 7);
+        assert_eq!(s.step(13, None, None).expect("steps"), None);
+        assert_eq!(s.step_count(), 20);
+        // Past the end: stops at the train block's last step.
+        assert_eq!(
+            s.step(1000, None, None).expect("steps"),
+            Some(Status::Finished)
+        );
+        assert_eq!(s.step_count(), 50);
+        assert_eq!(s.trajectory(), whole.trajectory, "{backend:?}");
+        assert_eq!(floats(&s.params()[0].1), floats(&whole.params[0].1));
+        // A finished run refuses more steps until reset.
+        assert!(s.step(1, None, None).is_err());
+        s.reset().expect("resets");
+        assert_eq!(s.step_count(), 0);
+        assert!(s.trajectory().rows.is_empty());
+        assert_eq!(s.run(None, None).expect("runs"), Some(Status::Finished));
+        assert_eq!(s.trajectory(), whole.trajectory);
+    }
+}
+
+#[test]
+fn saving_mid_run_writes_what_traj_run_with_steps_writes() {
+    let mut s = session(Backend::Jit);
+    s.step(25, None, None).expect("steps");
+    let dir = std::env::temp_dir().join(format!("traj-session-save-{}", std::process::id()));
+    s.save(&dir).expect("saves");
+    let partial = run_of(PROGRAM, Some(25), Backend::Jit);
+    let expected = dir.join("expected.csv");
+    traj::output::write_trajectory_csv(&expected, &partial.trajectory).expect("writes");
+    let saved = std::fs::read_to_string(dir.join("trajectory.csv")).expect("saved");
+    assert_eq!(saved, std::fs::read_to_string(&expected).expect("written"));
+    assert!(saved.lines().last().expect("rows").starts_with("25,"));
+    let json = std::fs::read_to_string(dir.join("run.json")).expect("run.json");
+    assert!(
+        json.contains("\"status\": \"finished\"") && json.contains("\"steps\": 25"),
+        "{json}"
+    );
+    let w: ndarray::ArrayD<f64> = ndarray_npy::read_npy(dir.join("params/w.npy")).expect("w.npy");
+    assert_eq!(
+        w.iter().copied().collect::<Vec<_>>(),
+        floats(&partial.params[0].1)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn values_and_gradients_are_at_the_current_params() {
+    let mut s = session(Backend::Jit);
+    s.step(10, None, None).expect("steps");
+    let w = floats(&s.params()[0].1);
+    assert_eq!(scalar(&s, "sum(w)"), w.iter().sum::<f64>());
+    assert_eq!(scalar(&s, "step"), 10.0);
+    // `loss` is the recorded loss at this step.
+    let recorded = s.trajectory().rows.last().expect("row 10").1[0].expect("loss");
+    assert_eq!(scalar(&s, "loss"), recorded);
+    let t = s.type_of("A @ w").expect("types");
+    assert_eq!(t.describe(), "float [4]  (uses params)");
+    assert_eq!(
+        s.type_of("n * 2").expect("types").describe(),
+        "int [] = 8  (static)"
+    );
+    // The loss's gradient by `:grad` is the one the update uses, `grad(w)`.
+    let (value, grads) = s.grad("loss").expect("gradient");
+    assert_eq!(value, recorded);
+    assert_eq!(grads[0].0, "w");
+    let (g, _) = s.eval("grad(w)").expect("grad(w)");
+    assert_eq!(floats(&grads[0].1), floats(&g));
+    // d/dw sum(w^2) = 2w.
+    let (_, grads) = s.grad("sum(w^2)").expect("gradient");
+    let twice: Vec<f64> = w.iter().map(|x| 2.0 * x).collect();
+    assert_eq!(floats(&grads[0].1), twice);
+    assert!(s.grad("w").is_err(), "a vector has no gradient");
+    assert!(s.ir_of("sum(r)").expect("ir").contains("return value = "));
+}
+
+#[test]
+fn redefining_items_keeps_params_unless_their_definition_changed() {
+    let mut s = session(Backend::Jit);
+    s.step(10, None, None).expect("steps");
+    let w10 = floats(&s.params()[0].1);
+    // A new let is in scope for expressions.
+    assert_eq!(
+        s.define("let s = sum(w)").expect("defines"),
+        vec!["s".to_string()]
+    );
+    assert_eq!(scalar(&s, "s"), w10.iter().sum::<f64>());
+    // A new loss: recompiled, the params and step kept.
+    s.define("loss = 0.5 * sum(r^2) + 0.1 * sum(w^2)")
+        .expect("defines");
+    assert_eq!(s.step_count(), 10);
+    assert_eq!(floats(&s.params()[0].1), w10);
+    let expected = 0.5
+        * floats(&s.eval("r").expect("r").0)
+            .iter()
+            .map(|x| x * x)
+            .sum::<f64>()
+        + 0.1 * w10.iter().map(|x| x * x).sum::<f64>();
+    assert!((scalar(&s, "loss") - expected).abs() < 1e-12);
+    // A const in a list redefined: the others stay.
+    s.define("const lr = 0.05").expect("defines");
+    assert_eq!(scalar(&s, "lr"), 0.05);
+    assert_eq!(scalar(&s, "n"), 4.0);
+    s.step(5, None, None).expect("steps");
+    assert_eq!(s.step_count(), 15);
+    // The param itself redefined: back to its (new) initial value.
+    s.define("param w: [n] ~ zeros()").expect("defines");
+    assert_eq!(floats(&s.params()[0].1), vec![0.0; 4]);
+    // The trajectory keeps its rows.
+    let steps: Vec<u64> = s.trajectory().rows.iter().map(|r| r.0).collect();
+    assert_eq!(steps, vec![0, 10]);
+}
+
+#[test]
+fn set_overrides_a_const_and_goes_on_from_the_same_params() {
+    let mut s = session(Backend::Jit);
+    s.step(10, None, None).expect("steps");
+    let w10 = floats(&s.params()[0].1);
+    s.set("lr", "0.2").expect("sets");
+    assert_eq!(floats(&s.params()[0].1), w10);
+    assert_eq!(scalar(&s, "lr"), 0.2);
+    let g = floats(&s.eval("grad(w)").expect("grad").0);
+    s.step(1, None, None).expect("steps");
+    let w11: Vec<f64> = w10.iter().zip(&g).map(|(w, g)| w - 0.2 * g).collect();
+    assert_eq!(floats(&s.params()[0].1), w11);
+    match s.set("nope", "1") {
+        Err(SessionError::Diagnostics(d, _)) => assert_eq!(d[0].code, "E0204"),
+        other => panic!("expected a diagnostic, got {other:?}"),
+    }
+    assert_eq!(s.step_count(), 11);
+}
+
+#[test]
+fn errors_point_into_what_was_typed_and_change_nothing() {
+    let mut s = session(Backend::Jit);
+    s.step(10, None, None).expect("steps");
+    let before = (s.trajectory(), floats(&s.params()[0].1));
+    let e = s.eval("A @ ones(3)").expect_err("shapes differ");
+    let text = e.render(false);
+    assert!(text.contains("<input>:1:1"), "{text}");
+    assert!(text.contains("A @ ones(3)"), "{text}");
+    let e = s.define("loss = sum(q)").expect_err("undefined name");
+    let text = e.render(false);
+    assert!(
+        text.contains("E0101") && text.contains("<input>:1:12"),
+        "{text}"
+    );
+    let e = s.define("let = 3").expect_err("syntax error");
+    assert!(e.render(false).contains("<input>"));
+    assert_eq!((s.trajectory(), floats(&s.params()[0].1)), before);
+    assert_eq!(s.step_count(), 10);
+    s.step(1, None, None).expect("steps on");
+}
+
+#[test]
+fn an_interrupt_stops_at_a_step_boundary_keeping_everything() {
+    let long = PROGRAM
+        .replace("steps 50", "steps 1_000_000_000")
+        .replace("every 10", "every 500_000_000");
+    static STOP: AtomicBool = AtomicBool::new(true);
+    for backend in [Backend::Jit, Backend::Interp] {
+        let mut s = Session::from_text(&long, backend).expect("loads");
+        assert_eq!(
+            s.step(1_000_000, None, Some(&STOP)).expect("steps"),
+            Some(Status::Interrupted)
+        );
+        let k = s.step_count();
+        assert!(k < 1_000_000, "stopped at {k}");
+        // The row where it stopped is recorded in full, as an interrupted run's last row.
+        let t = s.trajectory();
+        let (last, row) = t.rows.last().expect("a row");
+        assert_eq!(*last, k);
+        assert!(row.iter().all(|c| c.is_some()), "{row:?}");
+        assert_eq!(s.step(3, None, None).expect("steps on"), None);
+        assert_eq!(s.step_count(), k + 3);
+    }
+}
+
+#[test]
+fn a_file_session_reloads_and_loads_relative_data() {
+    let dir = std::env::temp_dir().join(format!("traj-session-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file: PathBuf = dir.join("p.traj");
+    std::fs::write(&file, PROGRAM).expect("writes");
+    let mut s = Session::load(&file, Backend::Interp).expect("loads");
+    s.step(3, None, None).expect("steps");
+    std::fs::write(&file, PROGRAM.replace("lr = 0.1", "lr = 0.3")).expect("writes");
+    s.reload().expect("reloads");
+    assert_eq!(scalar(&s, "lr"), 0.3);
+    assert_eq!(s.step_count(), 3);
+    std::fs::remove_dir_all(&dir).ok();
+}
