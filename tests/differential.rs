@@ -1853,8 +1853,9 @@ fn prod_along_an_axis_and_its_hessian_at_zeros() {
 
 #[test]
 fn a_gradient_that_is_not_finite_is_located_at_the_operation_it_names() {
-    // `x^0.5` at 0: its derivative 0.5 x^-0.5 is infinite; the message names `^` and
-    // points at `x^0.5` (line 2, column 8), not at the start of the file.
+    // `x^0.5` at 0: its derivative 0.5 x^-0.5 is infinite; `opt::powers` computes `x^0.5`
+    // as `sqrt`, so the message names `sqrt` and points at `x^0.5` (line 2, column 8), not
+    // at the start of the file.
     let text = "param x: [] = 0.0\nloss = x^0.5 + x\ntrain { optimizer gd(lr = 0.1) steps 2 record every 1 { x } }\n";
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/generated.traj");
     let (c, s) = check(&path, text).expect("checks");
@@ -1864,7 +1865,7 @@ fn a_gradient_that_is_not_finite_is_located_at_the_operation_it_names() {
     assert_eq!(a.status, Status::Error);
     let msg = a.message.unwrap_or_default();
     assert!(
-        msg.contains("(`^` at 0, ") && msg.contains("generated.traj:2:8"),
+        msg.contains("(`sqrt` at 0, ") && msg.contains("generated.traj:2:8"),
         "{msg}"
     );
 }
