@@ -369,10 +369,7 @@ fn run_program(
     };
     let folder = match folder {
         Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return folder_error(&e),
     };
     let dir = folder.dir().to_path_buf();
     let bar = std::io::stderr().is_terminal().then(|| {
@@ -618,10 +615,7 @@ fn sweep(
     };
     let folder = match folder {
         Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return folder_error(&e),
     };
     let dir = folder.dir().to_path_buf();
     let options = traj::sweep::SweepOptions {
@@ -754,4 +748,10 @@ fn check(file: &std::path::Path, set: &[String], stage: Option<Stage>) -> ExitCo
             ExitCode::from(1)
         }
     }
+}
+
+/// A run or sweep folder that could not be claimed: said before any work is done.
+fn folder_error(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
 }

@@ -393,20 +393,6 @@ impl Session {
     /// Text that starts with an item's keyword (or `loss =`) is items, so that a mistake
     /// in it is reported as one in an item.
     pub fn classify(text: &str) -> Input {
-        const KEYWORDS: &[&str] = &[
-            "const",
-            "data",
-            "param",
-            "sample",
-            "let",
-            "fn",
-            "train",
-            "optimizer",
-            "batch",
-            "use",
-            "sweep",
-            "precision",
-        ];
         let text = text.trim_start();
         let word: String = text
             .chars()
@@ -415,7 +401,7 @@ impl Session {
         let rest = text[word.len()..].trim_start();
         let loss_item = word == "loss" && rest.starts_with('=') && !rest.starts_with("==");
         let (module, diags) = crate::syntax::parse_module(0, text);
-        if KEYWORDS.contains(&word.as_str())
+        if (word != "loss" && crate::syntax::ITEM_WORDS.contains(&word.as_str()))
             || loss_item
             || (diags.is_empty() && !module.items.is_empty())
         {

@@ -5,5 +5,5 @@ pub mod ast;
 mod parse;
 mod printer;
 
-pub use parse::parse_module;
+pub use parse::{ITEM_WORDS, parse_module};
 pub use printer::print_module;

@@ -40,8 +40,9 @@ static PRATT: LazyLock<PrattParser<Rule>> = LazyLock::new(|| {
         .op(Op::postfix(Rule::index) | Op::postfix(Rule::transpose))
 });
 
-/// Item keywords that start a top-level line; used to resume after a syntax error.
-const ITEM_WORDS: &[&str] = &[
+/// Item keywords that start a top-level line; used to resume after a syntax error (and by
+/// the REPL to tell items from expressions).
+pub const ITEM_WORDS: &[&str] = &[
     "const",
     "data",
     "param",
