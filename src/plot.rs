@@ -1087,7 +1087,8 @@ where
                 style,
             )))?;
         }
-        if s.markers {
+        // A series of one point has no line to show it: it is drawn as a marker.
+        if s.markers || s.line.len() == 1 {
             drawing(
                 chart.draw_series(s.line.iter().map(|&p| Circle::new(p, 6, s.color.filled()))),
             )?;

@@ -470,3 +470,26 @@ fn every_problem_is_a_message() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_series_left_with_one_point_is_drawn_as_a_marker() {
+    // Rows at steps 0 and 3; `--logx` cannot show step 0, which leaves one point of `loss`:
+    // no line can show it, so it is a marker. The full series is a line without markers.
+    let dir = temp_dir("one-point");
+    let program = dir.join("one.traj");
+    std::fs::write(
+        &program,
+        "param w: [] = 1.0\nloss = w^2\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 3\n  record every 10 { loss }\n}\n",
+    )
+    .expect("write");
+    let run = dir.join("run");
+    ok(&["run", s(&program), "--out", s(&run)]);
+    let one = dir.join("one.svg");
+    ok(&["plot", s(&run), "loss", "--logx", "-o", s(&one)]);
+    let text = std::fs::read_to_string(&one).expect("svg");
+    assert_eq!(text.matches("<circle").count(), 1, "{text}");
+    let both = dir.join("both.svg");
+    ok(&["plot", s(&run), "loss", "-o", s(&both)]);
+    let text = std::fs::read_to_string(&both).expect("svg");
+    assert_eq!(text.matches("<circle").count(), 0, "{text}");
+}
