@@ -227,14 +227,13 @@ pub fn plot(
             grid[row(p.1)][col(p.0)] = mark;
         }
     }
-    let label = |y: f64| {
-        if logy {
-            format!("{:.3e}", 10f64.powf(y))
-        } else {
-            format!("{y:.4e}")
-        }
+    // The ends' labels, with as many digits as it takes to tell them apart (up to 17).
+    let label = |y: f64, digits: usize| {
+        let v = if logy { 10f64.powf(y) } else { y };
+        format!("{v:.digits$e}")
     };
-    let (top, bottom) = (label(y1), label(y0));
+    let digits = (3..17).find(|&d| label(y1, d) != label(y0, d)).unwrap_or(3);
+    let (top, bottom) = (label(y1, digits), label(y0, digits));
     let lw = top.len().max(bottom.len());
     let mut out = String::new();
     for (i, r) in grid.iter().enumerate() {
@@ -283,6 +282,26 @@ fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
 mod tests {
     use super::*;
     use ndarray::{ArrayD, IxDyn};
+
+    #[test]
+    fn plot_labels_tell_close_ends_apart() {
+        let t = Trajectory {
+            columns: vec!["loss".into()],
+            rows: vec![(0, vec![Some(0.40673)]), (100, vec![Some(0.40671)])],
+        };
+        let text = plot(&t, &["loss".into()], true, 20, 5).expect("plots");
+        let first = text.lines().next().expect("a line");
+        let last_y = text.lines().nth(4).expect("five rows");
+        assert!(first.starts_with("4.0673e-1 |"), "{text}");
+        assert!(last_y.starts_with("4.0671e-1 |"), "{text}");
+        // Ends that differ in their fourth digit keep the short form.
+        let t = Trajectory {
+            columns: vec!["loss".into()],
+            rows: vec![(0, vec![Some(1.0)]), (100, vec![Some(0.25)])],
+        };
+        let text = plot(&t, &["loss".into()], false, 20, 5).expect("plots");
+        assert!(text.trim_start().starts_with("1.000e0 |"), "{text}");
+    }
 
     #[test]
     fn long_vectors_are_truncated_with_the_elided_count() {
