@@ -4,10 +4,13 @@
 //! 1. `syntax`: source text → AST (pest grammar `grammar/traj.pest`), every node with a span.
 //! 2. `sema`: modules, names, consts, kinds, types and static shapes → a checked program,
 //!    or every error of the file as `diag::Diagnostic`s.
-//!
-//! 3. `train`: statics, the plan (`train::compile`), the loop (`train::advance`, run on
-//!    `jit::train_loop` or the interpreter); `session` keeps a program and its run
-//!    between inputs for `repl`.
+//! 3. `train::statics`: consts from data, data, loaded files, initial params.
+//! 4. `lower`: the checked loss, lets, records and updates → `ir` functions.
+//! 5. `autodiff`: gradients (Clarke subgradients at kinks); `opt`: simplification.
+//! 6. `train::compile`: the plan (fast and tie gradients, updates, records, stop, HVP).
+//! 7. `train::advance`: the loop, on `jit::train_loop` (Cranelift) or the interpreter
+//!    (`interp`), rows to a sink (`output`'s run folder); `session` keeps a program and its
+//!    run between inputs for `repl`; `sweep` runs many; `plot` draws what was recorded.
 //!
 //! `ARCHITECTURE.md` has the map and the invariants.
 
