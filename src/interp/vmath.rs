@@ -43,13 +43,10 @@ fn pick(c: bool, a: f64, b: f64) -> f64 {
     if c { a } else { b }
 }
 
-/// libm's `exp(x)` where |x| < 708.39... (the second value says so), no branches.
+/// libm's range reduction of `exp` and `expm1`: x = k ln2 + (hi - lo), k = 0 below
+/// 0.5 ln2, ±1 below 1.5 ln2, else (INVLN2 x ± 0.5) truncated; `ax` is |x|.
 #[inline(always)]
-fn exp_lane(x: f64) -> (f64, bool) {
-    let ax = x.abs();
-    let ok = ax < f64::from_bits(0x4086_232b_0000_0000);
-    // x = k ln2 + r: k = 0 below 0.5 ln2, ±1 below 1.5 ln2, else (INVLN2 x ± 0.5)
-    // truncated. With k = 0, hi = x, lo = 0 and r = x exactly, as in libm's middle case.
+fn reduce_ln2(x: f64, ax: f64) -> (f64, f64, f64) {
     let negative = x < 0.0;
     let k_far = (INVLN2 * x + pick(negative, -0.5, 0.5)).trunc();
     let k = pick(
@@ -60,6 +57,17 @@ fn exp_lane(x: f64) -> (f64, bool) {
     let k = pick(ax >= f64::from_bits(0x3fd6_2e43_0000_0000), k, 0.0);
     let hi = x - k * LN2HI;
     let lo = k * LN2LO;
+    (k, hi, lo)
+}
+
+/// libm's `exp(x)` where |x| < 708.39... (the second value says so), no branches.
+#[inline(always)]
+fn exp_lane(x: f64) -> (f64, bool) {
+    let ax = x.abs();
+    let ok = ax < f64::from_bits(0x4086_232b_0000_0000);
+    // x = k ln2 + r: k = 0 below 0.5 ln2, ±1 below 1.5 ln2, else (INVLN2 x ± 0.5)
+    // truncated. With k = 0, hi = x, lo = 0 and r = x exactly, as in libm's middle case.
+    let (k, hi, lo) = reduce_ln2(x, ax);
     let r = hi - lo;
     let rr = r * r;
     let c = r - rr * (P1 + rr * (P2 + rr * (P3 + rr * (P4 + rr * P5))));
@@ -119,16 +127,7 @@ fn expm1_lane(x: f64) -> (f64, bool) {
     let ax = x.abs();
     let ok = ax < f64::from_bits(0x4043_687a_0000_0000) || (x > 0.0 && x < 700.0);
     // x = k ln2 + (hi - lo) as in `exp_lane`; then xr = hi - lo and c its rounding error.
-    let negative = x < 0.0;
-    let k_far = (INVLN2 * x + pick(negative, -0.5, 0.5)).trunc();
-    let k = pick(
-        ax >= f64::from_bits(0x3ff0_a2b2_0000_0000),
-        k_far,
-        pick(negative, -1.0, 1.0),
-    );
-    let k = pick(ax >= f64::from_bits(0x3fd6_2e43_0000_0000), k, 0.0);
-    let hi = x - k * LN2HI;
-    let lo = k * LN2LO;
+    let (k, hi, lo) = reduce_ln2(x, ax);
     let xr = hi - lo;
     let c = (hi - xr) - lo;
     let hfx = 0.5 * xr;
