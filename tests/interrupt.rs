@@ -10,11 +10,34 @@ use std::time::{Duration, Instant};
 
 use ndarray::ArrayD;
 
-fn temp_dir(tag: &str) -> PathBuf {
+/// A scratch folder of one test, deleted when the test ends (the interrupted runs write
+/// gigabytes of rows: nothing of them may stay behind in the temp dir).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(tag: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("traj-interrupt-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    Scratch(dir)
 }
 
 fn s(p: &Path) -> &str {
