@@ -503,27 +503,60 @@ fn logaddexp_lane(a: f64, b: f64) -> (f64, bool) {
     (a.max(b) + l, e_ok && l_ok)
 }
 
-/// `out[i] = lane(xs[i])`; whether every entry was in range.
+/// Entries computed together: a block with an entry out of its lane code's range is
+/// recomputed by the scalar function, so one such entry costs a block of scalar calls,
+/// not a second pass over the slice.
+const BLOCK: usize = 64;
+
+/// `out[i] = lane(xs[i])`, or `scalar(xs[i])` over each block with an entry out of range.
 #[inline(always)]
-fn map1(xs: &[f64], out: &mut [f64], lane: impl Fn(f64) -> (f64, bool)) -> bool {
-    let mut all = true;
-    for (o, x) in out.iter_mut().zip(xs) {
-        let (v, ok) = lane(*x);
-        *o = v;
-        all &= ok;
+fn map1(
+    xs: &[f64],
+    out: &mut [f64],
+    lane: impl Fn(f64) -> (f64, bool),
+    scalar: impl Fn(f64) -> f64,
+) {
+    for (out, xs) in out.chunks_mut(BLOCK).zip(xs.chunks(BLOCK)) {
+        let mut all = true;
+        for (o, x) in out.iter_mut().zip(xs) {
+            let (v, ok) = lane(*x);
+            *o = v;
+            all &= ok;
+        }
+        if !all {
+            for (o, x) in out.iter_mut().zip(xs) {
+                *o = scalar(*x);
+            }
+        }
     }
-    all
 }
 
+/// [`map1`] for two operands.
 #[inline(always)]
-fn map2(a: &[f64], b: &[f64], out: &mut [f64], lane: impl Fn(f64, f64) -> (f64, bool)) -> bool {
-    let mut all = true;
-    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-        let (v, ok) = lane(*x, *y);
-        *o = v;
-        all &= ok;
+fn map2(
+    a: &[f64],
+    b: &[f64],
+    out: &mut [f64],
+    lane: impl Fn(f64, f64) -> (f64, bool),
+    scalar: impl Fn(f64, f64) -> f64,
+) {
+    for ((out, a), b) in out
+        .chunks_mut(BLOCK)
+        .zip(a.chunks(BLOCK))
+        .zip(b.chunks(BLOCK))
+    {
+        let mut all = true;
+        for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+            let (v, ok) = lane(*x, *y);
+            *o = v;
+            all &= ok;
+        }
+        if !all {
+            for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+                *o = scalar(*x, *y);
+            }
+        }
     }
-    all
 }
 
 /// What the CPU running this can take.
@@ -581,18 +614,17 @@ fn levels() -> Vec<Level> {
     all
 }
 
-/// `$body` (a function of `$arg`s returning whether every entry was in range) run at
-/// `$level` (not `Level::Scalar`): compiled once per level with that level's target
-/// features, so LLVM vectorizes it for them.
+/// `$body` (a function of `$arg`s) run at `$level` (not `Level::Scalar`): compiled once
+/// per level with that level's target features, so LLVM vectorizes it for them.
 macro_rules! at_level {
     ($level:expr, fn($($arg:ident: $ty:ty),*) $body:block) => {{
-        fn portable($($arg: $ty),*) -> bool $body
+        fn portable($($arg: $ty),*) $body
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2")]
-        fn avx2($($arg: $ty),*) -> bool $body
+        fn avx2($($arg: $ty),*) $body
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx512f")]
-        fn avx512($($arg: $ty),*) -> bool $body
+        fn avx512($($arg: $ty),*) $body
         match $level {
             // SAFETY: `level()` found AVX2 on this CPU.
             #[cfg(target_arch = "x86_64")]
@@ -621,16 +653,9 @@ macro_rules! kernels {
                     }
                     return;
                 }
-                let all = at_level!(level, fn(xs: &[f64], out: &mut [f64]) {
-                    map1(xs, out, |x| $lane(x))
+                at_level!(level, fn(xs: &[f64], out: &mut [f64]) {
+                    map1(xs, out, |x| $lane(x), |x| $scalar(x))
                 });
-                if !all {
-                    for (o, x) in out.iter_mut().zip(xs) {
-                        if !$lane(*x).1 {
-                            *o = $scalar(*x);
-                        }
-                    }
-                }
             }
         )*
     };
@@ -668,16 +693,9 @@ macro_rules! kernels2 {
                     }
                     return;
                 }
-                let all = at_level!(level, fn(a: &[f64], b: &[f64], out: &mut [f64]) {
-                    map2(a, b, out, |x, y| $lane(x, y))
+                at_level!(level, fn(a: &[f64], b: &[f64], out: &mut [f64]) {
+                    map2(a, b, out, |x, y| $lane(x, y), |x, y| $scalar(x, y))
                 });
-                if !all {
-                    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-                        if !$lane(*x, *y).1 {
-                            *o = $scalar(*x, *y);
-                        }
-                    }
-                }
             }
         )*
     };
