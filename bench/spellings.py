@@ -5,11 +5,12 @@ spellings, as users write them, timed with `traj run`.
     cargo build --release && python3 bench/spellings.py [--repeat 5] [--traj PATH]
 
 Runs the spellings of a case in turn, `--repeat` rounds, and prints a Markdown table:
-the training loop's µs a step (the least over the rounds, from `run.json`), the whole
-process's CPU time (user + system, the least over the rounds: on a busy host CPU time
-inflates less than wall time), each against the fastest spelling of its case, and the
-final loss. A spelling more than 10 % slower than its case's fastest, by either measure,
-is marked and makes the exit status 1.
+the whole process's CPU time (user + system, the least over the rounds), the training
+loop's wall µs a step (the least over the rounds, from `run.json`), each against the
+fastest spelling of its case, and the final loss. A spelling whose CPU time is more than
+10 % above its case's fastest is marked and makes the exit status 1 (CPU time, because on
+a busy host wall time inflates several-fold and unevenly; the steps are many enough that
+the loop dominates the process).
 """
 
 import argparse
@@ -85,11 +86,11 @@ def main():
                 us, cpu, loss = best[name]
                 ratio_us, ratio_cpu = us / fastest_us, cpu / fastest_cpu
                 mark = ""
-                if max(ratio_us, ratio_cpu) > SLOWER:
+                if ratio_cpu > SLOWER:
                     mark, slow = " **slower**", True
                 rows.append(
-                    f"| {case} | {spelling} | {us:.2f} | {ratio_us:.2f}{mark} "
-                    f"| {cpu:.0f} | {ratio_cpu:.2f} | {loss} |"
+                    f"| {case} | {spelling} | {cpu:.0f} | {ratio_cpu:.2f}{mark} "
+                    f"| {us:.2f} | {ratio_us:.2f} | {loss} |"
                 )
                 case = ""
     print(
@@ -97,7 +98,10 @@ def main():
         f"{args.repeat} rounds, the least of each"
     )
     print()
-    print("| case | spelling | loop µs/step | × fastest | process CPU ms | × fastest | final loss |")
+    print(
+        "| case | spelling | process CPU ms | × fastest | loop wall µs/step | × fastest "
+        "| final loss |"
+    )
     print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
     print("\n".join(rows))
     sys.exit(1 if slow else 0)
