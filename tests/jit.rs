@@ -1196,3 +1196,91 @@ fn transcendentals_run_over_whole_buffers_with_libm_bits() {
         check(4, &|i| math::logaddexp(xs[i], ys[i]));
     }
 }
+
+#[test]
+fn sin_cos_and_pow_run_over_whole_buffers_with_libm_bits() {
+    // `sin`, `cos` and `pow` (an array exponent, or a constant one `opt::powers` leaves)
+    // are `interp::vmath` slice ops on both backends: every entry is libm's, bit for bit,
+    // including arguments beyond 2^20 π/2 (Payne–Hanek reduction, the scalar function),
+    // multiples of π/2, ±0, subnormals, NaN and ±∞, negative bases with integer
+    // exponents, results that overflow or are subnormal, and vector tails. Under
+    // `precision f32` they stay entry-by-entry calls.
+    use traj::interp::math;
+    use traj::jit::layout::{Storage, slice_op, storage};
+    let n = 1037;
+    let xs: Vec<f64> = (0..n)
+        .map(|i| match i % 11 {
+            0 => [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 0.0][i / 11 % 5],
+            1 => [1e300, -3e7, 1.7e6, 5e-324, -1e-310][i / 11 % 5],
+            2 => (i as f64) * std::f64::consts::FRAC_PI_2,
+            3 => -(i as f64) * 0.25,
+            _ => (i as f64 * 0.731).sin() * 40.0 / (1 + i % 5) as f64,
+        })
+        .collect();
+    let ys: Vec<f64> = (0..n)
+        .map(|i| match i % 7 {
+            0 => (i % 9) as f64 - 4.0,
+            1 => [0.5, -1.0, 2.0, 1e10, -700.0][i / 7 % 5],
+            _ => (i as f64 * 0.377).cos() * 6.0,
+        })
+        .collect();
+    for f32 in [false, true] {
+        let mut b = Builder::new();
+        let x = b.input("x", DType::Float, vec![n]);
+        let y = b.input("y", DType::Float, vec![n]);
+        let s = b.unary(Unary::Sin, x);
+        b.output("sin", s);
+        let half = b.scalar(0.5);
+        let scaled = b.binary(Binary::Mul, x, half);
+        let c = b.unary(Unary::Cos, scaled);
+        b.output("cos", c);
+        let p = b.binary(Binary::Pow, x, y);
+        b.output("pow", p);
+        let a = b.unary(Unary::Neg, x);
+        let a = b.binary(Binary::Max, x, a);
+        let e = b.scalar(1.7);
+        let e = b.broadcast(e, &[n]);
+        let q = b.binary(Binary::Pow, a, e);
+        b.output("pow_const", q);
+        let mut f = b.finish();
+        f.f32 = f32;
+        let f = traj::opt::run(&f).expect("passes verify");
+        let st = storage(&f);
+        let slices: Vec<usize> = (0..f.insts.len()).filter(|i| slice_op(&f, *i)).collect();
+        if f32 {
+            assert!(slices.is_empty(), "{slices:?}");
+        } else {
+            assert_eq!(slices.len(), 4, "{}", traj::ir::print(&f));
+            for i in &slices {
+                assert_eq!(st[*i], Storage::Own, "%{i}");
+            }
+        }
+        let out = agree(
+            &f,
+            &[floats(xs.clone(), &[n]), floats(ys.clone(), &[n])],
+            0,
+            &format!("sin, cos, pow; f32 {f32}"),
+        )
+        .expect("no error");
+        if f32 {
+            continue;
+        }
+        let check = |k: usize, want: &dyn Fn(usize) -> f64| {
+            let got = out[k].to_f64();
+            for (i, g) in got.iter().enumerate() {
+                let w = want(i);
+                assert!(
+                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                    "{} at x = {:e}, y = {:e}: {g:e}, want {w:e}",
+                    f.outputs[k].0,
+                    xs[i],
+                    ys[i]
+                );
+            }
+        };
+        check(0, &|i| math::sin(xs[i]));
+        check(1, &|i| math::cos(xs[i] * 0.5));
+        check(2, &|i| math::pow(xs[i], ys[i]));
+        check(3, &|i| math::pow(xs[i].abs(), 1.7));
+    }
+}

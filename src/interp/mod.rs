@@ -300,11 +300,12 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
             }
             (a, b) => {
                 let (a, b) = (float(a), float(b));
-                if let (Binary::LogAddExp, Some(xs), Some(ys)) = (op, a.as_slice(), b.as_slice())
+                if let (true, Some(xs), Some(ys)) =
+                    (vmath::has_binary(*op), a.as_slice(), b.as_slice())
                     && a.shape() == b.shape()
                 {
                     let mut out = vec![0.0; xs.len()];
-                    vmath::logaddexp_into(xs, ys, &mut out);
+                    vmath::binary_into(*op, xs, ys, &mut out);
                     return Ok(Tensor::Float(
                         ArrayD::from_shape_vec(a.raw_dim(), out).map_err(|e| e.to_string())?,
                     ));

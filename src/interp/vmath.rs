@@ -1,13 +1,15 @@
-//! `exp`, `log`, `log1p`, `tanh`, `sigmoid`, `softplus` and `logaddexp` over whole slices,
-//! vectorized and bit for bit `math`'s scalar functions (the `libm` crate's FreeBSD-msun
-//! code): the same IEEE operations in the same order, libm's branches turned into
-//! selects, compiled for AVX-512 or AVX2 when the CPU has them (no FMA: Rust never
-//! contracts). Entries outside libm's main range (|x| >= 708.39 for `exp`, x <= -1 for
-//! `log1p`, x <= 0 for `log`, NaN, ±∞) are recomputed by the scalar function; `tanh`
+//! `exp`, `log`, `log1p`, `tanh`, `sigmoid`, `softplus`, `sin`, `cos`, `logaddexp` and `pow`
+//! over whole slices, vectorized and bit for bit `math`'s scalar functions (the `libm`
+//! crate's FreeBSD-msun code): the same IEEE operations in the same order, libm's branches
+//! turned into selects, compiled for AVX-512 or AVX2 when the CPU has them (no FMA: Rust
+//! never contracts). Entries outside libm's main range (|x| >= 708.39 for `exp`, x <= -1
+//! for `log1p`, x <= 0 for `log`, |x| >= 2^20 π/2 for `sin` and `cos` (Payne–Hanek
+//! reduction), for `pow` a base of 0, -1 or ±∞, |y| > 2^31, a result that over- or
+//! underflows or is subnormal; NaN, ±∞) are recomputed by the scalar function; `tanh`
 //! (through `expm1`'s code) has no such entries (NaN payloads aside). Both backends call
 //! these on arrays.
 
-use crate::ir::Unary;
+use crate::ir::{Binary, Unary};
 
 use super::math;
 
@@ -39,7 +41,7 @@ const Q5: f64 = f64::from_bits(0xbe8a_fdb7_6e09_c32d);
 const MAGIC: f64 = 6_755_399_441_055_744.0;
 
 #[inline(always)]
-fn pick(c: bool, a: f64, b: f64) -> f64 {
+fn pick<T>(c: bool, a: T, b: T) -> T {
     if c { a } else { b }
 }
 
@@ -203,6 +205,281 @@ fn log_lane(x: f64) -> (f64, bool) {
     (pick(x == 1.0, 0.0, value), ok)
 }
 
+// libm's `rem_pio2` constants (π/2 in pieces of 33 bits, and their tails).
+const TO_INT: f64 = 1.5 / f64::EPSILON;
+const INV_PIO2: f64 = f64::from_bits(0x3fe4_5f30_6dc9_c883);
+const PIO2_1: f64 = f64::from_bits(0x3ff9_21fb_5440_0000);
+const PIO2_1T: f64 = f64::from_bits(0x3dd0_b461_1a62_6331);
+const PIO2_2: f64 = f64::from_bits(0x3dd0_b461_1a60_0000);
+const PIO2_2T: f64 = f64::from_bits(0x3ba3_198a_2e03_7073);
+const PIO2_3: f64 = f64::from_bits(0x3ba3_198a_2e00_0000);
+const PIO2_3T: f64 = f64::from_bits(0x397b_839a_2520_49c1);
+// libm's `__sin` and `__cos` kernels' coefficients.
+const S1: f64 = f64::from_bits(0xbfc5_5555_5555_5549);
+const S2: f64 = f64::from_bits(0x3f81_1111_1110_f8a6);
+const S3: f64 = f64::from_bits(0xbf2a_01a0_19c1_61d5);
+const S4: f64 = f64::from_bits(0x3ec7_1de3_57b1_fe7d);
+const S5: f64 = f64::from_bits(0xbe5a_e5e6_8a2b_9ceb);
+const S6: f64 = f64::from_bits(0x3de5_d93a_5acf_d57c);
+const C1: f64 = f64::from_bits(0x3fa5_5555_5555_554c);
+const C2: f64 = f64::from_bits(0xbf56_c16c_16c1_5177);
+const C3: f64 = f64::from_bits(0x3efa_01a0_19cb_1590);
+const C4: f64 = f64::from_bits(0xbe92_7e4f_809c_52ad);
+const C5: f64 = f64::from_bits(0x3e21_ee9e_bdb4_b1c4);
+const C6: f64 = f64::from_bits(0xbda8_fae9_be88_38d4);
+
+/// The high word of `x`'s bits without the sign, as libm's `ix`.
+#[inline(always)]
+fn high_abs(x: f64) -> u64 {
+    (x.to_bits() >> 32) & 0x7fff_ffff
+}
+
+/// libm's `rem_pio2(x)` for π/4 < |x| < 2^20 π/2: x = n π/2 + (y0 + y1), n as a float.
+/// Up to 9π/4 a fixed multiple of π/2 is subtracted, except near π/2, π, 3π/2 and 2π;
+/// there and beyond, n = rint(x 2/π) and one, two or three rounds of subtraction, as the
+/// cancellation needs.
+#[inline(always)]
+fn rem_pio2_lane(x: f64) -> (f64, f64, f64) {
+    let ix = high_abs(x);
+    let f_n = (x * INV_PIO2 + TO_INT) - TO_INT;
+    let r1 = x - f_n * PIO2_1;
+    let w1 = f_n * PIO2_1T;
+    let y0_1 = r1 - w1;
+    let ex = (ix >> 20) as i64;
+    let exponent = |y: f64| ((y.to_bits() >> 52) & 0x7ff) as i64;
+    let w2 = f_n * PIO2_2;
+    let r2 = r1 - w2;
+    let w2 = f_n * PIO2_2T - ((r1 - r2) - w2);
+    let y0_2 = r2 - w2;
+    let w3 = f_n * PIO2_3;
+    let r3 = r2 - w3;
+    let w3 = f_n * PIO2_3T - ((r2 - r3) - w3);
+    let y0_3 = r3 - w3;
+    let third = ex - exponent(y0_2) > 49;
+    let (r2, w2, y0_2) = (
+        pick(third, r3, r2),
+        pick(third, w3, w2),
+        pick(third, y0_3, y0_2),
+    );
+    let second = ex - exponent(y0_1) > 16;
+    let (r, w, y0) = (
+        pick(second, r2, r1),
+        pick(second, w2, w1),
+        pick(second, y0_2, y0_1),
+    );
+    let medium_y1 = (r - y0) - w;
+    // The fixed multiples: x ∓ n PIO2_1 ∓ n PIO2_1T for n = ±1 … ±4.
+    let k = pick(
+        ix <= 0x4002_d97c,
+        1.0,
+        pick(ix <= 0x400f_6a7a, 2.0, pick(ix <= 0x4015_fdbc, 3.0, 4.0)),
+    );
+    let k = pick(x < 0.0, -k, k);
+    let z = x - k * PIO2_1;
+    let small_y0 = z - k * PIO2_1T;
+    let small_y1 = (z - small_y0) - k * PIO2_1T;
+    let medium = ix > 0x401c_463b
+        || (ix <= 0x400f_6a7a && (ix & 0xfffff) == 0x921fb)
+        || ix == 0x4012_d97c
+        || ix == 0x4019_21fb;
+    (
+        pick(medium, f_n, k),
+        pick(medium, y0, small_y0),
+        pick(medium, medium_y1, small_y1),
+    )
+}
+
+/// libm's `__sin(x, y, iy)` and `__cos(x, y)` at once (they share `x²`).
+#[inline(always)]
+fn sin_cos_kernels(x: f64, y: f64, iy0: bool) -> (f64, f64) {
+    let z = x * x;
+    let w = z * z;
+    let r = S2 + z * (S3 + z * S4) + z * w * (S5 + z * S6);
+    let v = z * x;
+    let sin = pick(
+        iy0,
+        x + v * (S1 + z * r),
+        x - ((z * (0.5 * y - v * r) - y) - v * S1),
+    );
+    let r = z * (C1 + z * (C2 + z * C3)) + w * w * (C4 + z * (C5 + z * C6));
+    let hz = 0.5 * z;
+    let w = 1.0 - hz;
+    let cos = w + (((1.0 - w) - hz) + (z * r - x * y));
+    (sin, cos)
+}
+
+/// libm's `sin(x)` and `cos(x)` where |x| < 2^20 π/2 (the third value says so; beyond,
+/// `rem_pio2` takes the Payne–Hanek path, left to the scalar function), no branches.
+#[inline(always)]
+fn sin_cos_lane(x: f64) -> (f64, f64, bool) {
+    let ix = high_abs(x);
+    let ok = ix < 0x4139_21fb;
+    // |x| <= π/4: the kernels on (x, 0), `__sin` in its `iy = 0` form.
+    let near = ix <= 0x3fe9_21fb;
+    let (n, y0, y1) = rem_pio2_lane(x);
+    let (y0, y1) = (pick(near, x, y0), pick(near, 0.0, y1));
+    let (s, c) = sin_cos_kernels(y0, y1, near);
+    let quadrant = pick(near, 0, int_bits(n) & 3);
+    let sin = pick(quadrant & 1 == 0, s, c);
+    let sin = pick(quadrant >= 2, -sin, sin);
+    let cos = pick(quadrant & 1 == 0, c, s);
+    let cos = pick(quadrant == 1 || quadrant == 2, -cos, cos);
+    // cos: 1 below 2^-27 sqrt(2); sin: x below 2^-26.
+    (
+        pick(ix < 0x3e50_0000, x, sin),
+        pick(ix < 0x3e46_a09e, 1.0, cos),
+        ok,
+    )
+}
+
+/// libm's `sin(x)` where |x| < 2^20 π/2.
+#[inline(always)]
+fn sin_lane(x: f64) -> (f64, bool) {
+    let (s, _, ok) = sin_cos_lane(x);
+    (s, ok)
+}
+
+/// libm's `cos(x)` where |x| < 2^20 π/2.
+#[inline(always)]
+fn cos_lane(x: f64) -> (f64, bool) {
+    let (_, c, ok) = sin_cos_lane(x);
+    (c, ok)
+}
+
+// libm's `pow` constants.
+const BP1: f64 = 1.5;
+const DP_H1: f64 = f64::from_bits(0x3fe2_b803_4000_0000);
+const DP_L1: f64 = f64::from_bits(0x3e4c_fdeb_43cf_d006);
+const TWO53: f64 = 9_007_199_254_740_992.0;
+const L1: f64 = f64::from_bits(0x3fe3_3333_3333_3303);
+const L2: f64 = f64::from_bits(0x3fdb_6db6_db6f_abff);
+const L3: f64 = f64::from_bits(0x3fd5_5555_518f_264d);
+const L4: f64 = f64::from_bits(0x3fd1_7460_a91d_4101);
+const L5: f64 = f64::from_bits(0x3fcd_864a_93c9_db65);
+const L6: f64 = f64::from_bits(0x3fca_7e28_4a45_4eef);
+const LN2: f64 = f64::from_bits(0x3fe6_2e42_fefa_39ef);
+const LN2_H: f64 = f64::from_bits(0x3fe6_2e43_0000_0000);
+const LN2_L: f64 = f64::from_bits(0xbe20_5c61_0ca8_6c39);
+const CP: f64 = f64::from_bits(0x3fee_c709_dc3a_03fd);
+const CP_H: f64 = f64::from_bits(0x3fee_c709_e000_0000);
+const CP_L: f64 = f64::from_bits(0xbe3e_2fe0_145b_01f5);
+
+/// The high word of `x`'s bits, signed, as libm's `get_high_word`.
+#[inline(always)]
+fn high(x: f64) -> i32 {
+    (x.to_bits() >> 32) as i32
+}
+
+/// `x` with its low word cleared (libm's `with_set_low_word(x, 0)`).
+#[inline(always)]
+fn low_cleared(x: f64) -> f64 {
+    f64::from_bits(x.to_bits() & 0xffff_ffff_0000_0000)
+}
+
+/// `x` with high word `h` (libm's `with_set_high_word`).
+#[inline(always)]
+fn with_high(x: f64, h: i32) -> f64 {
+    f64::from_bits((x.to_bits() & 0xffff_ffff) | (u64::from(h as u32) << 32))
+}
+
+/// libm's `pow(x, y)` for finite x other than 0 and -1, finite y with |y| <= 2^31, and a
+/// normal result (the second value says so), with the special exponents 0, ±1, 2 and
+/// 1/2 and a base of 1 as libm takes them; no branches. Integer arithmetic wraps, as
+/// entries out of range may compute anything.
+#[inline(always)]
+fn pow_lane(x: f64, y: f64) -> (f64, bool) {
+    let (hx, hy) = (high(x), high(y));
+    let (ix, iy) = (hx & 0x7fff_ffff, hy & 0x7fff_ffff);
+    let negative = x < 0.0;
+    let y_int = y == y.trunc();
+    let y_odd = y_int && (0.5 * y) != (0.5 * y).trunc();
+    let mut ok = x.is_finite()
+        && y.is_finite()
+        && x != 0.0
+        && x != -1.0
+        && iy <= 0x41e0_0000
+        && (!negative || y_int);
+    let sign = pick(negative && y_odd, -1.0, 1.0);
+    // log2|x| = t1 + t2, |x| = 2^n (1 + f) with 1 + f in [1, sqrt(3/2)), [sqrt(3/2),
+    // sqrt(3)) (`mid`: measured from 1.5), or halved from [sqrt(3), 2).
+    let subnormal = ix < 0x0010_0000;
+    let ax = pick(subnormal, x.abs() * TWO53, x.abs());
+    let ia = high(ax);
+    let j = ia & 0x000f_ffff;
+    let mid = j > 0x3988e && j < 0xbb67a;
+    let up = j >= 0xbb67a;
+    let n = pick(subnormal, -53, 0) + (ia >> 20) - 0x3ff + i32::from(up);
+    let ia = (j | 0x3ff0_0000) - pick(up, 0x0010_0000, 0);
+    let ax = with_high(ax, ia);
+    let (bp, dp_h, dp_l) = (
+        pick(mid, BP1, 1.0),
+        pick(mid, DP_H1, 0.0),
+        pick(mid, DP_L1, 0.0),
+    );
+    let u = ax - bp;
+    let v = 1.0 / (ax + bp);
+    let ss = u * v;
+    let s_h = low_cleared(ss);
+    let t_h = with_high(
+        0.0,
+        (((ia as u32 >> 1) | 0x2000_0000) + 0x0008_0000 + (u32::from(mid) << 18)) as i32,
+    );
+    let t_l = ax - (t_h - bp);
+    let s_l = v * ((u - s_h * t_h) - s_h * t_l);
+    let s2 = ss * ss;
+    let r = s2 * s2 * (L1 + s2 * (L2 + s2 * (L3 + s2 * (L4 + s2 * (L5 + s2 * L6)))));
+    let r = r + s_l * (s_h + ss);
+    let s2 = s_h * s_h;
+    let t_h = low_cleared(3.0 + s2 + r);
+    let t_l = r - ((t_h - 3.0) - s2);
+    let u = s_h * t_h;
+    let v = s_l * t_h + t_l * ss;
+    let p_h = low_cleared(u + v);
+    let p_l = v - (p_h - u);
+    let z_h = CP_H * p_h;
+    let z_l = CP_L * p_h + p_l * CP + dp_l;
+    let t = f64::from(n);
+    let t1 = low_cleared(((z_h + z_l) + dp_h) + t);
+    let t2 = z_l - (((t1 - t) - dp_h) - z_h);
+    // y log2|x| = p_h + p_l = z; overflow (z >= 1024) and underflow (z <= -1075) are the
+    // scalar function's.
+    let y1 = low_cleared(y);
+    let p_l = (y - y1) * t1 + y * t2;
+    let p_h = y1 * t1;
+    let z = p_l + p_h;
+    let j = high(z);
+    ok &= j < 0x4090_0000 && (j & 0x7fff_ffff) < 0x4090_cc00;
+    // 2^z = 2^n 2^(p_h + p_l), n = rint(z) where |z| > 1/2.
+    let i = j & 0x7fff_ffff;
+    let far = i > 0x3fe0_0000;
+    let k = ((i >> 20) - 0x3ff).clamp(-1, 19);
+    let m = j.wrapping_add(0x0010_0000 >> (k + 1));
+    let k = (((m & 0x7fff_ffff) >> 20) - 0x3ff).clamp(0, 20);
+    let t = with_high(0.0, m & !(0x000f_ffff >> k));
+    let m = ((m & 0x000f_ffff) | 0x0010_0000) >> (20 - k);
+    let n = pick(far, pick(j < 0, m.wrapping_neg(), m), 0);
+    let p_h = pick(far, p_h - t, p_h);
+    let t = low_cleared(p_l + p_h);
+    let u = t * LN2_H;
+    let v = (p_l - (t - p_h)) * LN2 + t * LN2_L;
+    let z = u + v;
+    let w = v - (z - u);
+    let t = z * z;
+    let t1 = z - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
+    let r = (z * t1) / (t1 - 2.0) - (w + z * w);
+    let z = 1.0 - (r - z);
+    let j = high(z).wrapping_add(n.wrapping_shl(20));
+    // A subnormal result is `scalbn`'s, the scalar function's.
+    ok &= (j >> 20) > 0;
+    let value = sign * with_high(z, j);
+    // libm's shortcuts, in its order.
+    let value = pick(y == 0.5 && !negative, x.sqrt(), value);
+    let value = pick(y == 2.0, x * x, value);
+    let value = pick(y == 1.0, x, pick(y == -1.0, 1.0 / x, value));
+    let value = pick(x == 1.0, 1.0, value);
+    (pick(y == 0.0, 1.0, value), ok)
+}
+
 /// `math::sigmoid`: both of its branches take `exp(-|x|)`.
 #[inline(always)]
 fn sigmoid_lane(x: f64) -> (f64, bool) {
@@ -226,27 +503,60 @@ fn logaddexp_lane(a: f64, b: f64) -> (f64, bool) {
     (a.max(b) + l, e_ok && l_ok)
 }
 
-/// `out[i] = lane(xs[i])`; whether every entry was in range.
+/// Entries computed together: a block with an entry out of its lane code's range is
+/// recomputed by the scalar function, so one such entry costs a block of scalar calls,
+/// not a second pass over the slice.
+const BLOCK: usize = 64;
+
+/// `out[i] = lane(xs[i])`, or `scalar(xs[i])` over each block with an entry out of range.
 #[inline(always)]
-fn map1(xs: &[f64], out: &mut [f64], lane: impl Fn(f64) -> (f64, bool)) -> bool {
-    let mut all = true;
-    for (o, x) in out.iter_mut().zip(xs) {
-        let (v, ok) = lane(*x);
-        *o = v;
-        all &= ok;
+fn map1(
+    xs: &[f64],
+    out: &mut [f64],
+    lane: impl Fn(f64) -> (f64, bool),
+    scalar: impl Fn(f64) -> f64,
+) {
+    for (out, xs) in out.chunks_mut(BLOCK).zip(xs.chunks(BLOCK)) {
+        let mut all = true;
+        for (o, x) in out.iter_mut().zip(xs) {
+            let (v, ok) = lane(*x);
+            *o = v;
+            all &= ok;
+        }
+        if !all {
+            for (o, x) in out.iter_mut().zip(xs) {
+                *o = scalar(*x);
+            }
+        }
     }
-    all
 }
 
+/// [`map1`] for two operands.
 #[inline(always)]
-fn map2(a: &[f64], b: &[f64], out: &mut [f64], lane: impl Fn(f64, f64) -> (f64, bool)) -> bool {
-    let mut all = true;
-    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-        let (v, ok) = lane(*x, *y);
-        *o = v;
-        all &= ok;
+fn map2(
+    a: &[f64],
+    b: &[f64],
+    out: &mut [f64],
+    lane: impl Fn(f64, f64) -> (f64, bool),
+    scalar: impl Fn(f64, f64) -> f64,
+) {
+    for ((out, a), b) in out
+        .chunks_mut(BLOCK)
+        .zip(a.chunks(BLOCK))
+        .zip(b.chunks(BLOCK))
+    {
+        let mut all = true;
+        for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+            let (v, ok) = lane(*x, *y);
+            *o = v;
+            all &= ok;
+        }
+        if !all {
+            for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+                *o = scalar(*x, *y);
+            }
+        }
     }
-    all
 }
 
 /// What the CPU running this can take.
@@ -304,18 +614,17 @@ fn levels() -> Vec<Level> {
     all
 }
 
-/// `$body` (a function of `$arg`s returning whether every entry was in range) run at
-/// `$level` (not `Level::Scalar`): compiled once per level with that level's target
-/// features, so LLVM vectorizes it for them.
+/// `$body` (a function of `$arg`s) run at `$level` (not `Level::Scalar`): compiled once
+/// per level with that level's target features, so LLVM vectorizes it for them.
 macro_rules! at_level {
     ($level:expr, fn($($arg:ident: $ty:ty),*) $body:block) => {{
-        fn portable($($arg: $ty),*) -> bool $body
+        fn portable($($arg: $ty),*) $body
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2")]
-        fn avx2($($arg: $ty),*) -> bool $body
+        fn avx2($($arg: $ty),*) $body
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx512f")]
-        fn avx512($($arg: $ty),*) -> bool $body
+        fn avx512($($arg: $ty),*) $body
         match $level {
             // SAFETY: `level()` found AVX2 on this CPU.
             #[cfg(target_arch = "x86_64")]
@@ -344,16 +653,9 @@ macro_rules! kernels {
                     }
                     return;
                 }
-                let all = at_level!(level, fn(xs: &[f64], out: &mut [f64]) {
-                    map1(xs, out, |x| $lane(x))
+                at_level!(level, fn(xs: &[f64], out: &mut [f64]) {
+                    map1(xs, out, |x| $lane(x), |x| $scalar(x))
                 });
-                if !all {
-                    for (o, x) in out.iter_mut().zip(xs) {
-                        if !$lane(*x).1 {
-                            *o = $scalar(*x);
-                        }
-                    }
-                }
             }
         )*
     };
@@ -366,6 +668,8 @@ kernels! {
     softplus_at: softplus_lane, math::softplus;
     tanh_at: tanh_lane, math::tanh;
     log_at: log_lane, math::log;
+    sin_at: sin_lane, math::sin;
+    cos_at: cos_lane, math::cos;
 }
 
 // `expm1` is tested on its own (`tanh` calls it on part of its range only).
@@ -374,37 +678,52 @@ kernels! {
     expm1_at: expm1_lane, libm::expm1;
 }
 
-/// `out[i] = math::logaddexp(a[i], b[i])` at a level.
-#[allow(clippy::redundant_closure)]
-fn logaddexp_at(level: Level, a: &[f64], b: &[f64], out: &mut [f64]) {
-    assert!(
-        a.len() == out.len() && b.len() == out.len(),
-        "vmath: slices of different lengths"
-    );
-    if level == Level::Scalar {
-        for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-            *o = math::logaddexp(*x, *y);
-        }
-        return;
-    }
-    let all = at_level!(level, fn(a: &[f64], b: &[f64], out: &mut [f64]) {
-        map2(a, b, out, |x, y| logaddexp_lane(x, y))
-    });
-    if !all {
-        for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-            if !logaddexp_lane(*x, *y).1 {
-                *o = math::logaddexp(*x, *y);
+/// One function per lane code of two operands: `out[i] = $scalar(a[i], b[i])` at a level.
+macro_rules! kernels2 {
+    ($($name:ident: $lane:ident, $scalar:path;)*) => {
+        $(
+            fn $name(level: Level, a: &[f64], b: &[f64], out: &mut [f64]) {
+                assert!(
+                    a.len() == out.len() && b.len() == out.len(),
+                    "vmath: slices of different lengths"
+                );
+                if level == Level::Scalar {
+                    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+                        *o = $scalar(*x, *y);
+                    }
+                    return;
+                }
+                at_level!(level, fn(a: &[f64], b: &[f64], out: &mut [f64]) {
+                    map2(a, b, out, |x, y| $lane(x, y), |x, y| $scalar(x, y))
+                });
             }
-        }
-    }
+        )*
+    };
+}
+
+kernels2! {
+    logaddexp_at: logaddexp_lane, math::logaddexp;
+    pow_at: pow_lane, math::pow;
 }
 
 /// Whether [`unary_into`] takes `op`.
 pub fn has_unary(op: Unary) -> bool {
     matches!(
         op,
-        Unary::Exp | Unary::Log1p | Unary::Sigmoid | Unary::Softplus | Unary::Tanh | Unary::Log
+        Unary::Exp
+            | Unary::Log1p
+            | Unary::Sigmoid
+            | Unary::Softplus
+            | Unary::Tanh
+            | Unary::Log
+            | Unary::Sin
+            | Unary::Cos
     )
+}
+
+/// Whether [`binary_into`] takes float `op`.
+pub fn has_binary(op: Binary) -> bool {
+    matches!(op, Binary::LogAddExp | Binary::Pow)
 }
 
 /// `out[i] = interp::unary(op, xs[i])` for an op [`has_unary`] takes.
@@ -417,13 +736,20 @@ pub fn unary_into(op: Unary, xs: &[f64], out: &mut [f64]) {
         Unary::Softplus => softplus_at(level, xs, out),
         Unary::Tanh => tanh_at(level, xs, out),
         Unary::Log => log_at(level, xs, out),
+        Unary::Sin => sin_at(level, xs, out),
+        Unary::Cos => cos_at(level, xs, out),
         _ => panic!("vmath: no slice form of {op:?}"),
     }
 }
 
-/// `out[i] = math::logaddexp(a[i], b[i])`.
-pub fn logaddexp_into(a: &[f64], b: &[f64], out: &mut [f64]) {
-    logaddexp_at(level(), a, b, out);
+/// `out[i] = interp::binary(op, a[i], b[i])` for a float op [`has_binary`] takes.
+pub fn binary_into(op: Binary, a: &[f64], b: &[f64], out: &mut [f64]) {
+    let level = level();
+    match op {
+        Binary::LogAddExp => logaddexp_at(level, a, b, out),
+        Binary::Pow => pow_at(level, a, b, out),
+        _ => panic!("vmath: no slice form of {op:?}"),
+    }
 }
 
 #[cfg(test)]
@@ -569,5 +895,267 @@ mod tests {
                 assert!(same(*o, math::logaddexp(*x, 0.0)), "{level:?}: {x:e}");
             }
         }
+    }
+
+    /// A xorshift stream: `n` raw 64-bit words.
+    fn words(seed: u64, n: usize) -> impl Iterator<Item = u64> {
+        let mut s = seed;
+        (0..n).map(move |_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        })
+    }
+
+    fn unit(w: u64) -> f64 {
+        (w >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Inputs where `sin` and `cos` decide: every high word `rem_pio2` and the kernels
+    /// compare against, multiples of π/4 (the cancellation that takes a second and third
+    /// round of reduction) and their neighbours, around 2^20 π/2 (the Payne–Hanek switch),
+    /// tiny and huge arguments, special values, and `n` pseudo-random ones.
+    fn trig_inputs(n: usize) -> Vec<f64> {
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            f64::MIN_POSITIVE,
+            5e-324,
+            f64::MAX,
+            std::f64::consts::PI,
+            std::f64::consts::FRAC_PI_2,
+            std::f64::consts::FRAC_PI_4,
+        ];
+        let highs = [
+            0x3e46_a09eu64,
+            0x3e50_0000,
+            0x3fe9_21fb,
+            0x3ff9_21fb,
+            0x4002_d97c,
+            0x4009_21fb,
+            0x400f_6a7a,
+            0x4012_d97c,
+            0x4015_fdbc,
+            0x4019_21fb,
+            0x401c_463b,
+            0x4139_21fb,
+            0x7fef_ffff,
+        ];
+        for h in highs {
+            for dh in [-1i64, 0, 1] {
+                for low in [0u64, 1, 0x5444_2d18, 0x7fff_ffff, 0xffff_ffff] {
+                    let x = f64::from_bits(((h as i64 + dh) as u64) << 32 | low);
+                    xs.extend([x, -x]);
+                }
+            }
+        }
+        let near = |xs: &mut Vec<f64>, x: f64| {
+            for d in -2i64..=2 {
+                let y = f64::from_bits(x.to_bits().wrapping_add(d as u64));
+                xs.extend([y, -y]);
+            }
+        };
+        for k in 1..200_000u64 {
+            near(&mut xs, k as f64 * std::f64::consts::FRAC_PI_4);
+        }
+        for k in (1u64 << 20) - 2000..(1u64 << 20) + 2000 {
+            near(&mut xs, k as f64 * std::f64::consts::FRAC_PI_2);
+        }
+        for e in 1..1075 {
+            near(&mut xs, 2f64.powi(-e));
+        }
+        for (i, w) in words(0x2545_f491_4f6c_dd1d, n).enumerate() {
+            let u = unit(w);
+            xs.push(match i % 5 {
+                0 => f64::from_bits(w),
+                1 => u * 20.0 - 10.0,
+                2 => u * 2000.0 - 1000.0,
+                3 => u * 4e6 - 2e6,
+                _ => (u - 0.5) * 2f64.powi((w % 60) as i32),
+            });
+        }
+        xs
+    }
+
+    fn check_unary(name: &str, xs: &[f64], scalar: fn(f64) -> f64, run: Slices1) {
+        let mut out = vec![0.0; xs.len()];
+        for level in levels() {
+            run(level, xs, &mut out);
+            let bad: Vec<_> = xs
+                .iter()
+                .zip(&out)
+                .filter(|(x, o)| !same(**o, scalar(**x)))
+                .take(3)
+                .map(|(x, o)| format!("{x:e} -> {o:e}, want {:e}", scalar(*x)))
+                .collect();
+            assert!(bad.is_empty(), "{name} at {level:?}: {bad:?}");
+        }
+    }
+
+    type Slices1 = fn(Level, &[f64], &mut [f64]);
+
+    #[test]
+    fn sin_and_cos_match_libm_bit_for_bit_at_every_level() {
+        let xs = trig_inputs(1_000_000);
+        assert!(xs.len() > 3_000_000, "{}", xs.len());
+        check_unary("sin", &xs, math::sin, sin_at);
+        check_unary("cos", &xs, math::cos, cos_at);
+        // The lane code, not the scalar fix-up, computes all but the huge and special ones.
+        let in_range = xs.iter().filter(|x| sin_lane(**x).1).count();
+        assert!(in_range > xs.len() * 9 / 10, "{in_range} of {}", xs.len());
+        // Medium arguments take the second and third rounds of reduction (the exponent
+        // of y0 more than 16, then 49, below x's) on some inputs.
+        let rounds = |x: f64| {
+            let ex = (high_abs(x) >> 20) as i64;
+            let exponent = |y: f64| ((y.to_bits() >> 52) & 0x7ff) as i64;
+            let f_n = (x * INV_PIO2 + TO_INT) - TO_INT;
+            let r1 = x - f_n * PIO2_1;
+            let w2 = f_n * PIO2_2;
+            let r2 = r1 - w2;
+            let y0_2 = r2 - (f_n * PIO2_2T - ((r1 - r2) - w2));
+            let second = ex - exponent(r1 - f_n * PIO2_1T) > 16;
+            (second, second && ex - exponent(y0_2) > 49)
+        };
+        let medium: Vec<_> = xs
+            .iter()
+            .filter(|x| sin_lane(**x).1 && high_abs(**x) > 0x401c_463b)
+            .map(|x| rounds(*x))
+            .collect();
+        let second = medium.iter().filter(|r| r.0).count();
+        let third = medium.iter().filter(|r| r.1).count();
+        assert!(
+            second > 1000 && third > 10,
+            "{second} second, {third} third rounds"
+        );
+    }
+
+    /// Pairs (x, y) where `pow` decides: libm's special bases and exponents crossed, bases
+    /// at the edges of its intervals of [1, 2) and near 1, exponents that put the result
+    /// at the edges of overflow, underflow and the subnormals, negative bases with odd and
+    /// even integer exponents, and `n` pseudo-random pairs.
+    fn pow_inputs(n: usize) -> (Vec<f64>, Vec<f64>) {
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        let specials = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            2.0,
+            -2.0,
+            0.5,
+            -0.5,
+            3.0,
+            -3.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            f64::MIN_POSITIVE,
+            5e-324,
+            -5e-324,
+            f64::MAX,
+            f64::EPSILON,
+            1.0 + f64::EPSILON,
+            1.0 - f64::EPSILON / 2.0,
+            2f64.powi(31),
+            2f64.powi(31) + 1.0,
+            2f64.powi(53),
+            2f64.powi(64) * 1.5,
+            1e10,
+            0.3,
+            -7.5,
+        ];
+        for x in specials {
+            for y in specials {
+                xs.push(x);
+                ys.push(y);
+            }
+        }
+        let mut w = words(0x9e37_79b9_7f4a_7c15, 8 * n + 100_000);
+        let mut next = || w.next().expect("enough words");
+        // Bases whose mantissa's high bits sit at 0x3988e and 0xbb67a.
+        for j in [
+            0x3988du64, 0x3988e, 0x3988f, 0xbb679, 0xbb67a, 0xbb67b, 0, 0xfffff,
+        ] {
+            for e in [0x3ffu64, 0x400, 0x3fe, 0x7fe, 0x001, 0x000] {
+                for low in [0u64, 1, 0xffff_ffff] {
+                    let x = f64::from_bits(e << 52 | j << 32 | low);
+                    for y in [0.7, -1.3, 3.0, 2.5, 1e-3, -40.25] {
+                        xs.extend([x, x, -x]);
+                        ys.extend([y, -y, 3.0]);
+                    }
+                }
+            }
+        }
+        for _ in 0..n / 4 {
+            let (a, b, c) = (next(), next(), next());
+            let x = 0.5 + 3.0 * unit(a);
+            let l = x.log2();
+            // Results near 2^1024, 2^-1022 (the subnormals) and 2^-1075.
+            for edge in [1024.0, -1022.0, -1075.0, 1.0, -1.0, 0.5] {
+                let y = edge / l * (1.0 + (unit(b) - 0.5) * 1e-9);
+                xs.extend([x, 1.0 / x]);
+                ys.extend([y, -y]);
+            }
+            // Near 1, with large exponents; subnormal bases; negative bases with integer
+            // exponents.
+            let near_one = 1.0 + (unit(c) - 0.5) * 2f64.powi(-((c % 40) as i32));
+            xs.extend([near_one, f64::from_bits(a >> 12), -x, -x]);
+            ys.extend([
+                (unit(b) - 0.5) * 2f64.powi((b % 32) as i32),
+                unit(c) - 0.5,
+                (c % 41) as f64 - 20.0,
+                ((c >> 8) % 2001) as f64 - 1000.0,
+            ]);
+        }
+        for i in 0..n {
+            let (a, b) = (next(), next());
+            let (x, y) = match i % 4 {
+                0 => (f64::from_bits(a), f64::from_bits(b)),
+                1 => (10.0 * unit(a), 20.0 * unit(b) - 10.0),
+                2 => (f64::from_bits(a >> 1), 2.0 * unit(b) - 1.0),
+                _ => (1e3 * unit(a), ((b % 17) as f64 - 8.0) * 0.5),
+            };
+            xs.push(x);
+            ys.push(y);
+        }
+        (xs, ys)
+    }
+
+    #[test]
+    fn pow_matches_libm_bit_for_bit_at_every_level() {
+        let (xs, ys) = pow_inputs(1_000_000);
+        assert!(xs.len() > 2_000_000, "{}", xs.len());
+        let mut out = vec![0.0; xs.len()];
+        for level in levels() {
+            pow_at(level, &xs, &ys, &mut out);
+            let bad: Vec<_> = (0..xs.len())
+                .filter(|i| !same(out[*i], math::pow(xs[*i], ys[*i])))
+                .take(3)
+                .map(|i| {
+                    let (x, y) = (xs[i], ys[i]);
+                    format!(
+                        "pow({x:e}, {y:e}) = {:e}, want {:e}",
+                        out[i],
+                        math::pow(x, y)
+                    )
+                })
+                .collect();
+            assert!(bad.is_empty(), "{level:?}: {bad:?}");
+        }
+        // The lane code computes most of them, negative bases too; and entries where the
+        // lanes take a branch that only some of them take.
+        let lane = |i: usize| pow_lane(xs[i], ys[i]).1;
+        let in_range = (0..xs.len()).filter(|i| lane(*i)).count();
+        assert!(in_range > xs.len() * 2 / 3, "{in_range} of {}", xs.len());
+        let negative = (0..xs.len()).filter(|i| xs[*i] < 0.0 && lane(*i)).count();
+        assert!(negative > 100_000, "{negative}");
+        let subnormal_base = (0..xs.len())
+            .filter(|i| xs[*i].abs() < f64::MIN_POSITIVE && lane(*i))
+            .count();
+        assert!(subnormal_base > 100_000, "{subnormal_base}");
     }
 }

@@ -90,7 +90,7 @@ binary_shims! {
 }
 
 macro_rules! slice_shims {
-    ($($name:ident => $op:ident),* $(,)?) => {
+    (unary: $($name:ident => $op:ident),*; binary: $($name2:ident => $op2:ident),* $(,)?) => {
         $(
             /// `interp::vmath::unary_into` over `n` values at `a` into `out` (`b` unused).
             ///
@@ -108,45 +108,52 @@ macro_rules! slice_shims {
                 interp::vmath::unary_into(Unary::$op, a, out);
             }
         )*
+        $(
+            /// `interp::vmath::binary_into` over `n` values at `a` and `b` into `out`.
+            ///
+            /// # Safety
+            /// `a`, `b` and `out` must point to `n` f64 each (non-null and aligned), `out`
+            /// not overlapping the others.
+            unsafe extern "C" fn $name2(a: *const f64, b: *const f64, out: *mut f64, n: i64) {
+                // SAFETY: see the contract; the buffers are planned with `n` values.
+                let (a, b, out) = unsafe {
+                    (
+                        std::slice::from_raw_parts(a, n as usize),
+                        std::slice::from_raw_parts(b, n as usize),
+                        std::slice::from_raw_parts_mut(out, n as usize),
+                    )
+                };
+                interp::vmath::binary_into(Binary::$op2, a, b, out);
+            }
+        )*
         /// The host function computing float `op` over whole buffers (a `layout::slice_op`).
         pub(super) fn slice_shim(prim: &Prim) -> Option<&'static str> {
             match prim {
                 $(Prim::Unary(Unary::$op) => Some(stringify!($name)),)*
-                Prim::Binary(Binary::LogAddExp) => Some("traj_logaddexp_into"),
+                $(Prim::Binary(Binary::$op2) => Some(stringify!($name2)),)*
                 _ => None,
             }
         }
         const SLICES: &[(&str, *const u8)] = &[
             $((stringify!($name), $name as *const u8),)*
-            ("traj_logaddexp_into", traj_logaddexp_into as *const u8),
+            $((stringify!($name2), $name2 as *const u8),)*
         ];
     };
 }
 
 slice_shims! {
+    unary:
     traj_exp_into => Exp,
     traj_log1p_into => Log1p,
     traj_sigmoid_into => Sigmoid,
     traj_softplus_into => Softplus,
     traj_tanh_into => Tanh,
     traj_log_into => Log,
-}
-
-/// `interp::vmath::logaddexp_into` over `n` values at `a` and `b` into `out`.
-///
-/// # Safety
-/// `a`, `b` and `out` must point to `n` f64 each (non-null and aligned), `out` not
-/// overlapping the others.
-unsafe extern "C" fn traj_logaddexp_into(a: *const f64, b: *const f64, out: *mut f64, n: i64) {
-    // SAFETY: see the contract; the buffers are planned with `n` values.
-    let (a, b, out) = unsafe {
-        (
-            std::slice::from_raw_parts(a, n as usize),
-            std::slice::from_raw_parts(b, n as usize),
-            std::slice::from_raw_parts_mut(out, n as usize),
-        )
-    };
-    interp::vmath::logaddexp_into(a, b, out);
+    traj_sin_into => Sin,
+    traj_cos_into => Cos;
+    binary:
+    traj_logaddexp_into => LogAddExp,
+    traj_pow_into => Pow,
 }
 
 /// `interp::math::logsumexp` of `n` contiguous values.

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::interp::math::matmul_source;
 use crate::interp::vmath;
-use crate::ir::{Binary, Func, Prim, Unary};
+use crate::ir::{Func, Prim, Unary};
 use crate::sema::types::DType;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,14 +64,15 @@ fn all_float(f: &Func, i: usize) -> bool {
     inst.dtype == DType::Float && inst.args.iter().all(|a| f.insts[*a].dtype == DType::Float)
 }
 
-/// A float `exp`, `log`, `log1p`, `tanh`, `sigmoid`, `softplus` or `logaddexp` (outside
-/// `precision f32`), computed over whole buffers by `interp::vmath`'s vectorized functions
-/// (~8× faster than libm entry by entry), so its operands and result are stored, not fused.
+/// A float `exp`, `log`, `log1p`, `tanh`, `sigmoid`, `softplus`, `sin`, `cos`, `logaddexp`
+/// or `pow` (outside `precision f32`), computed over whole buffers by `interp::vmath`'s
+/// vectorized functions (~8× faster than libm entry by entry), so its operands and result
+/// are stored, not fused.
 pub fn slice_op(f: &Func, i: usize) -> bool {
     let inst = &f.insts[i];
     let op = match inst.prim {
         Prim::Unary(op) => vmath::has_unary(op),
-        Prim::Binary(op) => op == Binary::LogAddExp,
+        Prim::Binary(op) => vmath::has_binary(op),
         _ => false,
     };
     op && !f.f32 && all_float(f, i)

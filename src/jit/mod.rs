@@ -13,10 +13,11 @@
 //!   (`train_loop::outputs_in_slots`).
 //! - **Code.** `emit` computes every instruction in order: fused elementwise trees in
 //!   f64x2 loops unrolled 4×, broadcasts, transposes, slices, pads and float reductions
-//!   as inline bottom-tested loops with static strides; `exp`, `log1p`, `sigmoid`,
-//!   `softplus` and `logaddexp` over whole buffers by the interpreter's vectorized
-//!   `interp::vmath` (`layout::slice_op`); other transcendentals (`log`, `tanh`, `pow`,
-//!   ...) as calls to the interpreter's own scalar functions (`host`);
+//!   as inline bottom-tested loops with static strides; `exp`, `log`, `log1p`, `tanh`,
+//!   `sigmoid`, `softplus`, `sin`, `cos`, `logaddexp` and `pow` over whole buffers by the
+//!   interpreter's vectorized `interp::vmath` (`layout::slice_op`); the others, and all of
+//!   these under `precision f32`, as calls to the interpreter's own scalar functions
+//!   (`host`);
 //!   float matmul through the interpreter's GEMM (`interp::math::matmul_into`);
 //!   everything else (scatter, concat, argmax, random draws, observables, int division
 //!   and powers, int reductions) through `host::traj_host_op`, which runs the interpreter
