@@ -16,12 +16,12 @@ for md in docs/*.md README.md; do
     /^```/ { on = 0; next }
     on { print > f }' "$md"
 done
-programs=(examples/*.traj bench/*.traj "$work"/docs/*.traj)
+programs=(examples/*.traj bench/*.traj bench/spellings/*.traj "$work"/docs/*.traj)
 same=0; differ=0; failed=0
 for p in "${programs[@]}"; do
   for backend in jit interp; do
     # bench cases at full size are slow on the interpreter; their JIT runs suffice.
-    [[ $backend == interp && $p == bench/* ]] && continue
+    [[ $backend == interp && $p == bench/*.traj && $p != bench/spellings/* ]] && continue
     s=$steps; [[ $backend == interp ]] && s=$(( steps < 50 ? steps : 50 ))
     for side in old new; do
       bin=$old; [[ $side == new ]] && bin=$new
