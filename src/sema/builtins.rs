@@ -1,5 +1,5 @@
 //! The builtins of LANGUAGE.md section 6: their argument names (for arity and keyword
-//! checks) and what class of operation each is. Shape rules live in `check::builtin`.
+//! checks) and what class of operation each is. Shape rules live in `check::shapes`.
 
 /// What a builtin is, which decides where it may appear.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
