@@ -652,30 +652,14 @@ impl<'a> Lowerer<'a> {
             l.expr(e)
         };
         match name {
-            "exp" | "log" | "log1p" | "sqrt" | "sigmoid" | "tanh" | "softplus" | "sin" | "cos"
-            | "sign" => {
+            _ if let Some(op) = Unary::named(name) => {
                 let x = arg(self, "x")?;
-                let op = match name {
-                    "exp" => Unary::Exp,
-                    "log" => Unary::Log,
-                    "log1p" => Unary::Log1p,
-                    "sqrt" => Unary::Sqrt,
-                    "sigmoid" => Unary::Sigmoid,
-                    "tanh" => Unary::Tanh,
-                    "softplus" => Unary::Softplus,
-                    "sin" => Unary::Sin,
-                    "cos" => Unary::Cos,
-                    _ => Unary::Sign,
-                };
                 if let Some(k) = self.known(x) {
-                    if op == Unary::Sign {
-                        return Ok(match k {
-                            Scalar::Int(i) => self.b.int_scalar(i.signum()),
-                            Scalar::Float(f) => self.b.scalar(crate::interp::math::sign(f)),
-                        });
-                    }
-                    let t = crate::interp::unary(op, k.as_f64());
-                    return Ok(self.b.scalar(t));
+                    let row = op.row();
+                    return Ok(match (k, row.int) {
+                        (Scalar::Int(i), Some(int)) => self.b.int_scalar(int(i)),
+                        _ => self.b.scalar((row.scalar)(k.as_f64())),
+                    });
                 }
                 Ok(self.b.unary(op, x))
             }

@@ -1,6 +1,8 @@
 //! Constant folding of operators and elementwise functions over compile-time scalars.
 
 use crate::diag::{Diagnostic, Span};
+use crate::ir::Unary;
+use crate::sema::builtins;
 use crate::sema::types::{DType, Scalar};
 use crate::syntax::ast::*;
 
@@ -59,38 +61,24 @@ pub(super) fn floor_div(a: i64, b: i64) -> Option<i64> {
     })
 }
 
-/// Folds an elementwise function over a compile-time scalar with the interpreter's own
-/// functions (`interp::math`), so a const folded here equals the same expression at run
-/// time, bit for bit.
+/// Folds an elementwise function over a compile-time scalar with the functions both
+/// backends call (the row's `scalar` of `ir::ops`, or `builtins::PIECEWISE`), so a const
+/// folded here equals the same expression at run time, bit for bit.
 pub(super) fn unary_fold(name: &str, k: Scalar, dtype: DType) -> Option<Scalar> {
+    let piecewise = || builtins::PIECEWISE.iter().find(|p| p.name == name);
     if dtype == DType::Int
         && let Scalar::Int(i) = k
     {
-        return match name {
-            "abs" => i.checked_abs().map(Scalar::Int),
-            "relu" => Some(Scalar::Int(i.max(0))),
-            "square" => i.checked_mul(i).map(Scalar::Int),
-            "sign" => Some(Scalar::Int(i.signum())),
-            _ => None,
+        let int = match Unary::named(name) {
+            Some(op) => op.row().int.map(|f| f(i)),
+            None => (piecewise()?.int)(i),
         };
+        return int.map(Scalar::Int);
     }
-    use crate::interp::math;
     let x = k.as_f64();
-    let y = match name {
-        "exp" => math::exp(x),
-        "log" => math::log(x),
-        "log1p" => math::log1p(x),
-        "sqrt" => math::sqrt(x),
-        "abs" => x.abs(),
-        "relu" => x.max(0.0),
-        "sigmoid" => math::sigmoid(x),
-        "tanh" => math::tanh(x),
-        "softplus" => math::softplus(x),
-        "sin" => math::sin(x),
-        "cos" => math::cos(x),
-        "square" => x * x,
-        "sign" => math::sign(x),
-        _ => return None,
+    let y = match Unary::named(name) {
+        Some(op) => (op.row().scalar)(x),
+        None => (piecewise()?.float)(x),
     };
     Some(Scalar::Float(y))
 }

@@ -13,9 +13,9 @@ impl<'p> Checker<'p> {
     pub(super) fn builtin_shape(&mut self, name: &str, b: &Bound<'p>, span: Span) -> Option<Val> {
         let float = DType::Float;
         match name {
-            n if builtins::UNARY.contains(&n) => {
+            n if builtins::is_unary(n) => {
                 let (x, _) = self.arg(b, "x")?;
-                let keeps_int = matches!(n, "abs" | "relu" | "square" | "sign");
+                let keeps_int = builtins::keeps_int(n);
                 let dtype = if keeps_int { x.dtype } else { float };
                 let known = x.known.and_then(|k| unary_fold(n, k, dtype));
                 if dtype == DType::Int && x.known.is_some() && known.is_none() {
