@@ -71,6 +71,8 @@ pub struct UnaryRow {
     /// The builtin of LANGUAGE.md section 6.1 that is this op; `None` for ops only lowering
     /// makes.
     pub name: Option<&'static str>,
+    /// One line for `:help` (and `traj ir` readers).
+    pub doc: &'static str,
     /// The value at a float (libm's functions through `interp::math`), with the C ABI so
     /// generated code calls this very function.
     pub scalar: extern "C" fn(f64) -> f64,
@@ -141,6 +143,7 @@ pub static UNARY_OPS: &[UnaryRow] = &[
     UnaryRow {
         op: Unary::Neg,
         name: None,
+        doc: "-x",
         scalar: c::neg,
         int: Some(i64::wrapping_neg),
         derivative: Some(|b, _, _, v| b.unary(Unary::Neg, v)),
@@ -152,6 +155,7 @@ pub static UNARY_OPS: &[UnaryRow] = &[
     UnaryRow {
         op: Unary::Exp,
         name: Some("exp"),
+        doc: "e^x, elementwise",
         scalar: c::exp,
         int: None,
         derivative: Some(|b, _, y, v| b.binary(Binary::Mul, v, y)),
@@ -165,6 +169,7 @@ pub static UNARY_OPS: &[UnaryRow] = &[
     UnaryRow {
         op: Unary::Log,
         name: Some("log"),
+        doc: "natural logarithm, elementwise",
         scalar: c::log,
         int: None,
         derivative: Some(|b, x, _, v| b.binary(Binary::Div, v, x)),
@@ -176,6 +181,7 @@ pub static UNARY_OPS: &[UnaryRow] = &[
     UnaryRow {
         op: Unary::Log1p,
         name: Some("log1p"),
+        doc: "log(1 + x), accurate near 0",
         scalar: c::log1p,
         int: None,
         derivative: Some(|b, x, _, v| {
@@ -191,6 +197,7 @@ pub static UNARY_OPS: &[UnaryRow] = &[
     UnaryRow {
         op: Unary::Sqrt,
         name: Some("sqrt"),
+        doc: "square root, elementwise",
         scalar: c::sqrt,
         int: None,
         derivative: Some(|b, _, y, v| {
@@ -207,6 +214,7 @@ pub static UNARY_OPS: &[UnaryRow] = &[
     UnaryRow {
         op: Unary::Sigmoid,
         name: Some("sigmoid"),
+        doc: "1 / (1 + exp(-x)), elementwise",
         scalar: c::sigmoid,
         int: None,
         derivative: Some(|b, _, y, v| {
@@ -223,6 +231,7 @@ pub static UNARY_OPS: &[UnaryRow] = &[
     UnaryRow {
         op: Unary::Tanh,
         name: Some("tanh"),
+        doc: "hyperbolic tangent, elementwise",
         scalar: c::tanh,
         int: None,
         derivative: Some(|b, _, y, v| {
@@ -239,6 +248,7 @@ pub static UNARY_OPS: &[UnaryRow] = &[
     UnaryRow {
         op: Unary::Softplus,
         name: Some("softplus"),
+        doc: "log(1 + exp(x)), elementwise and stable",
         scalar: c::softplus,
         int: None,
         derivative: Some(|b, x, _, v| {
@@ -253,6 +263,7 @@ pub static UNARY_OPS: &[UnaryRow] = &[
     UnaryRow {
         op: Unary::Sin,
         name: Some("sin"),
+        doc: "sine, elementwise",
         scalar: c::sin,
         int: None,
         derivative: Some(|b, x, _, v| {
@@ -267,6 +278,7 @@ pub static UNARY_OPS: &[UnaryRow] = &[
     UnaryRow {
         op: Unary::Cos,
         name: Some("cos"),
+        doc: "cosine, elementwise",
         scalar: c::cos,
         int: None,
         derivative: Some(|b, x, _, v| {
@@ -282,6 +294,7 @@ pub static UNARY_OPS: &[UnaryRow] = &[
     UnaryRow {
         op: Unary::Sign,
         name: Some("sign"),
+        doc: "-1, 0 or 1, elementwise (derivative 0)",
         scalar: c::sign,
         int: Some(i64::signum),
         derivative: None,
@@ -293,6 +306,7 @@ pub static UNARY_OPS: &[UnaryRow] = &[
     UnaryRow {
         op: Unary::Not,
         name: None,
+        doc: "1 where x is 0, else 0",
         scalar: c::not,
         int: None,
         derivative: None,
@@ -304,6 +318,7 @@ pub static UNARY_OPS: &[UnaryRow] = &[
     UnaryRow {
         op: Unary::StopGrad,
         name: None,
+        doc: "x, with derivative 0",
         scalar: c::identity,
         int: Some(|i| i),
         derivative: None,
@@ -315,6 +330,7 @@ pub static UNARY_OPS: &[UnaryRow] = &[
     UnaryRow {
         op: Unary::ToFloat,
         name: None,
+        doc: "an int as a float",
         scalar: c::identity,
         int: None,
         derivative: Some(|_, _, _, v| v),

@@ -49,6 +49,8 @@ const fn sig(
 /// `Max` or a product, so it keeps ints. The others are the named rows of `ir::ops`.
 pub struct Piecewise {
     pub name: &'static str,
+    /// One line for `:help`.
+    pub doc: &'static str,
     /// On a compile-time int; `None` on overflow.
     pub int: fn(i64) -> Option<i64>,
     /// On a compile-time float, as the lowered ops compute it.
@@ -58,16 +60,19 @@ pub struct Piecewise {
 pub const PIECEWISE: &[Piecewise] = &[
     Piecewise {
         name: "abs",
+        doc: "absolute value, elementwise",
         int: i64::checked_abs,
         float: f64::abs,
     },
     Piecewise {
         name: "relu",
+        doc: "max(x, 0), elementwise",
         int: |i| Some(i.max(0)),
         float: |x| x.max(0.0),
     },
     Piecewise {
         name: "square",
+        doc: "x^2, elementwise",
         int: |i| i.checked_mul(i),
         float: |x| x * x,
     },
@@ -80,6 +85,14 @@ pub fn unary_names() -> impl Iterator<Item = &'static str> {
         .iter()
         .filter_map(|r| r.name)
         .chain(PIECEWISE.iter().map(|p| p.name))
+}
+
+/// The one-line doc of elementwise builtin `name`.
+pub fn unary_doc(name: &str) -> Option<&'static str> {
+    match Unary::named(name) {
+        Some(op) => Some(op.row().doc),
+        None => PIECEWISE.iter().find(|p| p.name == name).map(|p| p.doc),
+    }
 }
 
 pub fn is_unary(name: &str) -> bool {
