@@ -23,6 +23,7 @@ pub enum Unary {
     Softplus,
     Sin,
     Cos,
+    Erf,
     /// Derivative 0; a discontinuity at 0 (class D).
     Sign,
     /// 1.0 where the operand is 0, else 0.0.
@@ -127,6 +128,7 @@ mod c {
         softplus = math::softplus;
         sin = math::sin;
         cos = math::cos;
+        erf = math::erf;
         sign = math::sign;
         not = |x: f64| f64::from(x == 0.0);
         identity = |x: f64| x;
@@ -290,6 +292,25 @@ pub static UNARY_OPS: &[UnaryRow] = &[
         codomain: SYMMETRIC_UNIT,
         interval: None,
         jit: Jit::Call("traj_cos"),
+    },
+    UnaryRow {
+        op: Unary::Erf,
+        name: Some("erf"),
+        doc: "error function, 2/sqrt(pi) times the integral of exp(-t^2) from 0 to x",
+        scalar: c::erf,
+        int: None,
+        derivative: Some(|b, x, _, v| {
+            let sq = b.binary(Binary::Mul, x, x);
+            let n = b.unary(Unary::Neg, sq);
+            let e = b.unary(Unary::Exp, n);
+            let c = b.scalar(std::f64::consts::FRAC_2_SQRT_PI);
+            let d = b.binary(Binary::Mul, c, e);
+            b.binary(Binary::Mul, v, d)
+        }),
+        kink: Kink::Smooth,
+        codomain: SYMMETRIC_UNIT,
+        interval: None,
+        jit: Jit::Call("traj_erf"),
     },
     UnaryRow {
         op: Unary::Sign,
