@@ -22,8 +22,8 @@ mod shapes;
 mod sweep;
 mod train;
 
+pub use files::FileShape;
 use files::FileShapes;
-pub use files::{FileShape, read_file_shape};
 pub use names::for_each_child;
 use sweep::{parse_overrides, sweep_points};
 
