@@ -544,22 +544,19 @@ impl<'a> Lowerer<'a> {
     }
 
     fn call_fn(&mut self, f: &FnItem, args: &[Arg]) -> LowerResult {
+        let names: Vec<&str> = f.params.iter().map(|p| p.name.name.as_str()).collect();
+        let args: Vec<&Arg> = args.iter().collect();
+        let (slots, problems) = crate::sema::bind::bind(&names, &args);
+        if !problems.is_empty() {
+            return Err("arguments the checker refuses".into());
+        }
+        // Lowered in the order written (random draws are numbered in that order).
         let mut values: Vec<Option<Var>> = vec![None; f.params.len()];
-        let mut positional = 0;
-        for a in args {
+        for (k, a) in args.iter().enumerate() {
             let v = self.expr(&a.value)?;
-            let i = match &a.name {
-                Some(k) => f
-                    .params
-                    .iter()
-                    .position(|p| p.name.name == k.name)
-                    .ok_or("unknown argument")?,
-                None => {
-                    positional += 1;
-                    positional - 1
-                }
-            };
-            values[i] = Some(v);
+            if let Some(i) = slots.iter().position(|s| *s == Some(k)) {
+                values[i] = Some(v);
+            }
         }
         self.inline(f, &values)
     }

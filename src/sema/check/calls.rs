@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use super::{Checker, Deps, Val};
 use crate::diag::{Diagnostic, Span};
+use crate::sema::bind::{self, Problem};
 use crate::sema::builtins::{self, Class};
 use crate::sema::modules::SymKind;
 use crate::sema::types::{Shape, axis};
@@ -171,62 +172,38 @@ impl<'p> Checker<'p> {
         args: &[&'p Arg],
         span: Span,
     ) -> Option<Vec<Option<&'p Expr>>> {
-        let mut slots: Vec<Option<&'p Expr>> = vec![None; names.len()];
-        let mut ok = true;
-        let mut positional = 0;
-        for a in args {
-            match &a.name {
-                None => {
-                    if positional >= names.len() {
-                        self.error(
-                            Diagnostic::new(
-                                "E0501",
-                                format!(
-                                    "`{callee}` takes {} argument{}, more given",
-                                    names.len(),
-                                    plural(names.len())
-                                ),
-                                a.value.span,
-                            )
-                            .label("one too many")
-                            .related(span, "in this call")
-                            .hint(format!("`{callee}({})`", names.join(", "))),
-                        );
-                        ok = false;
-                        break;
-                    }
-                    slots[positional] = Some(&a.value);
-                    positional += 1;
+        let (at, problems) = bind::bind(names, args);
+        for problem in &problems {
+            let d = match problem {
+                Problem::TooMany(a) => Diagnostic::new(
+                    "E0501",
+                    format!(
+                        "`{callee}` takes {} argument{}, more given",
+                        names.len(),
+                        plural(names.len())
+                    ),
+                    a.value.span,
+                )
+                .label("one too many")
+                .related(span, "in this call")
+                .hint(format!("`{callee}({})`", names.join(", "))),
+                Problem::Unknown(k) => Diagnostic::new(
+                    "E0502",
+                    format!("`{callee}` has no argument `{}`", k.name),
+                    k.span,
+                )
+                .label("unknown keyword")
+                .hint(format!("`{callee}` takes: {}", names.join(", "))),
+                Problem::Twice(k) => {
+                    Diagnostic::new("E0503", format!("`{}` is given twice", k.name), k.span)
+                        .label("given again")
+                        .related(span, "in this call")
                 }
-                Some(k) => match names.iter().position(|n| *n == k.name) {
-                    None => {
-                        self.error(
-                            Diagnostic::new(
-                                "E0502",
-                                format!("`{callee}` has no argument `{}`", k.name),
-                                k.span,
-                            )
-                            .label("unknown keyword")
-                            .hint(format!("`{callee}` takes: {}", names.join(", "))),
-                        );
-                        ok = false;
-                    }
-                    Some(i) if slots[i].is_some() => {
-                        self.error(
-                            Diagnostic::new(
-                                "E0503",
-                                format!("`{}` is given twice", k.name),
-                                k.span,
-                            )
-                            .label("given again")
-                            .related(span, "in this call"),
-                        );
-                        ok = false;
-                    }
-                    Some(i) => slots[i] = Some(&a.value),
-                },
-            }
+            };
+            self.error(d);
         }
+        let slots: Vec<Option<&'p Expr>> = at.iter().map(|k| k.map(|k| &args[k].value)).collect();
+        let mut ok = problems.is_empty();
         if ok && let Some(missing) = (0..required).find(|i| slots[*i].is_none()) {
             self.error(
                 Diagnostic::new(

@@ -25,6 +25,7 @@ mod train;
 pub use files::FileShape;
 use files::FileShapes;
 pub use names::for_each_child;
+pub use sweep::product as sweep_product;
 use sweep::{parse_overrides, sweep_points};
 
 /// The most elements of one comprehension: each is an expression of its own.

@@ -192,16 +192,26 @@ pub(super) fn sweep_points(
             );
             continue;
         }
-        let mut next = Vec::new();
-        for p in &points {
-            for v in &values {
-                let mut q = p.clone();
-                q.push((name.to_string(), *v));
-                next.push(q);
-            }
-        }
-        points = next;
+        points = product(&points, name, &values);
     }
     diags.append(&mut c.diags);
     Sweep { points }
+}
+
+/// Each of `points` extended by each of `values` of const `name`: a sweep's points are the
+/// Cartesian product of its entries, the last varying fastest.
+pub fn product(
+    points: &[Vec<(String, Scalar)>],
+    name: &str,
+    values: &[Scalar],
+) -> Vec<Vec<(String, Scalar)>> {
+    let mut next = Vec::with_capacity(points.len() * values.len());
+    for p in points {
+        for v in values {
+            let mut q = p.clone();
+            q.push((name.to_string(), *v));
+            next.push(q);
+        }
+    }
+    next
 }
