@@ -14,26 +14,62 @@ use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::ReadNpyExt;
 use ndarray_npy::npy::header::Header;
 
+use crate::sema::types::DType;
 use crate::tensor::Tensor;
 
 /// Loads a `.npy` or `.csv` file (by extension, case-insensitive).
 pub fn load(path: &Path) -> Result<Tensor, String> {
+    let loaded = match file_kind(path)? {
+        FileKind::Npy => load_npy(path),
+        FileKind::Csv => load_csv(path),
+    };
+    loaded.map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The dtype and shape `load` gives the file, from a `.npy` file's header alone (checked
+/// against the file's length) or a `.csv` file's cells; errors as `load`'s, without the
+/// path.
+pub fn file_shape(path: &Path) -> Result<(DType, Vec<usize>), String> {
+    match file_kind(path).map_err(|_| FILE_TYPES.to_string())? {
+        FileKind::Npy => {
+            let file = std::fs::File::open(path).map_err(|e| cannot_read(&e))?;
+            let len = file.metadata().map_err(|e| cannot_read(&e))?.len();
+            let header = npy_header(&mut std::io::BufReader::new(file), len)?;
+            let (_, dtype) = npy_type(&header.kind).ok_or("unsupported .npy dtype")?;
+            Ok((dtype, header.shape))
+        }
+        FileKind::Csv => {
+            let table = read_csv(&read_bytes(path)?)?;
+            Ok((table.dtype(), table.shape))
+        }
+    }
+}
+
+enum FileKind {
+    Npy,
+    Csv,
+}
+
+const FILE_TYPES: &str = "cannot load this file type; supported are .npy and .csv";
+
+fn file_kind(path: &Path) -> Result<FileKind, String> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .map(|e| e.to_ascii_lowercase());
     match ext.as_deref() {
-        Some("npy") => load_npy(path),
-        Some("csv") => load_csv(path),
-        _ => Err(format!(
-            "{}: cannot load this file type; supported are .npy and .csv",
-            path.display()
-        )),
+        Some("npy") => Ok(FileKind::Npy),
+        Some("csv") => Ok(FileKind::Csv),
+        _ => Err(format!("{}: {FILE_TYPES}", path.display())),
     }
 }
 
+fn cannot_read(e: &std::io::Error) -> String {
+    format!("cannot read the file: {e}")
+}
+
 fn read_bytes(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{}: cannot read the file: {e}", path.display()))
+    std::fs::read(path).map_err(|e| cannot_read(&e))
 }
 
 fn standard<T: Clone>(a: ArrayD<T>) -> ArrayD<T> {
@@ -44,13 +80,10 @@ fn standard<T: Clone>(a: ArrayD<T>) -> ArrayD<T> {
     }
 }
 
-fn read_typed<T: ndarray_npy::ReadableElement + Clone>(
-    path: &Path,
-    bytes: &[u8],
-) -> Result<ArrayD<T>, String> {
+fn read_typed<T: ndarray_npy::ReadableElement + Clone>(bytes: &[u8]) -> Result<ArrayD<T>, String> {
     ArrayD::<T>::read_npy(bytes)
         .map(standard)
-        .map_err(|e| format!("{}: malformed .npy file: {e}", path.display()))
+        .map_err(|e| format!("malformed .npy file: {e}"))
 }
 
 /// What a `.npy` header says, checked against the file it starts.
@@ -60,15 +93,28 @@ pub struct NpyHeader {
     pub shape: Vec<usize>,
 }
 
-/// The bytes one entry of each supported `.npy` type takes.
-fn npy_item_size(kind: &str) -> Option<u64> {
-    Some(match kind {
-        "f8" | "i8" | "u8" => 8,
-        "f4" | "i4" | "u4" => 4,
-        "i2" | "u2" => 2,
-        "i1" | "u1" | "b" | "B" | "b1" => 1,
-        _ => return None,
-    })
+/// Every `.npy` type `load` reads: NumPy's type code without its byte order, the bytes one
+/// entry takes, and the dtype it loads as (bools as floats 0/1).
+const NPY_TYPES: &[(&str, u64, DType)] = &[
+    ("f8", 8, DType::Float),
+    ("f4", 4, DType::Float),
+    ("i8", 8, DType::Int),
+    ("i4", 4, DType::Int),
+    ("i2", 2, DType::Int),
+    ("i1", 1, DType::Int),
+    ("u8", 8, DType::Int),
+    ("u4", 4, DType::Int),
+    ("u2", 2, DType::Int),
+    ("u1", 1, DType::Int),
+    ("b1", 1, DType::Float),
+];
+
+/// The entry size and dtype of `.npy` type code `kind` ([`NPY_TYPES`]).
+fn npy_type(kind: &str) -> Option<(u64, DType)> {
+    NPY_TYPES
+        .iter()
+        .find(|(k, _, _)| *k == kind)
+        .map(|(_, size, dtype)| (*size, *dtype))
 }
 
 /// Reads the header of a `.npy` file of `file_len` bytes from its start and checks it
@@ -113,7 +159,7 @@ pub fn npy_header(reader: &mut impl std::io::Read, file_len: u64) -> Result<NpyH
         ));
     };
     let kind = descr.trim_start_matches(['<', '>', '|', '=']).to_string();
-    let Some(item) = npy_item_size(&kind) else {
+    let Some((item, _)) = npy_type(&kind) else {
         return Err(format!(
             "unsupported .npy dtype '{descr}'; supported are float64, float32, \
              int64/32/16/8, uint64/32/16/8 and bool"
@@ -137,39 +183,36 @@ pub fn npy_header(reader: &mut impl std::io::Read, file_len: u64) -> Result<NpyH
     })
 }
 
+/// A `.npy` file's values, as the dtype [`NPY_TYPES`] gives its type; errors without the
+/// path.
 fn load_npy(path: &Path) -> Result<Tensor, String> {
     let bytes = read_bytes(path)?;
-    let header = npy_header(&mut &bytes[..], bytes.len() as u64)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let header = npy_header(&mut &bytes[..], bytes.len() as u64)?;
     let kind = header.kind.as_str();
     let float = |a: ArrayD<f64>| Ok(Tensor::Float(standard(a)));
     let int = |a: ArrayD<i64>| Ok(Tensor::Int(standard(a)));
     match kind {
-        "f8" => float(read_typed::<f64>(path, &bytes)?),
-        "f4" => float(read_typed::<f32>(path, &bytes)?.mapv(f64::from)),
-        "i8" => int(read_typed::<i64>(path, &bytes)?),
-        "i4" => int(read_typed::<i32>(path, &bytes)?.mapv(i64::from)),
-        "i2" => int(read_typed::<i16>(path, &bytes)?.mapv(i64::from)),
-        "i1" | "b" => int(read_typed::<i8>(path, &bytes)?.mapv(i64::from)),
-        "u4" => int(read_typed::<u32>(path, &bytes)?.mapv(i64::from)),
-        "u2" => int(read_typed::<u16>(path, &bytes)?.mapv(i64::from)),
-        "u1" | "B" => int(read_typed::<u8>(path, &bytes)?.mapv(i64::from)),
+        "f8" => float(read_typed::<f64>(&bytes)?),
+        "f4" => float(read_typed::<f32>(&bytes)?.mapv(f64::from)),
+        "i8" => int(read_typed::<i64>(&bytes)?),
+        "i4" => int(read_typed::<i32>(&bytes)?.mapv(i64::from)),
+        "i2" => int(read_typed::<i16>(&bytes)?.mapv(i64::from)),
+        "i1" => int(read_typed::<i8>(&bytes)?.mapv(i64::from)),
+        "u4" => int(read_typed::<u32>(&bytes)?.mapv(i64::from)),
+        "u2" => int(read_typed::<u16>(&bytes)?.mapv(i64::from)),
+        "u1" => int(read_typed::<u8>(&bytes)?.mapv(i64::from)),
         "u8" => {
-            let a = read_typed::<u64>(path, &bytes)?;
+            let a = read_typed::<u64>(&bytes)?;
             if let Some(big) = a.iter().find(|&&v| v > i64::MAX as u64) {
                 return Err(format!(
-                    "{}: uint64 value {big} does not fit in a 64-bit signed int",
-                    path.display()
+                    "uint64 value {big} does not fit in a 64-bit signed int"
                 ));
             }
             int(a.mapv(|v| v as i64))
         }
-        "b1" => float(read_typed::<bool>(path, &bytes)?.mapv(|v| if v { 1.0 } else { 0.0 })),
-        _ => Err(format!(
-            "{}: unsupported .npy dtype '{kind}'; supported are float64, float32, \
-             int64/32/16/8, uint64/32/16/8 and bool",
-            path.display()
-        )),
+        "b1" => float(read_typed::<bool>(&bytes)?.mapv(|v| if v { 1.0 } else { 0.0 })),
+        // `npy_header` accepts only the types of `NPY_TYPES`, each read above.
+        _ => unreachable!("a .npy type of NPY_TYPES without a reader"),
     }
 }
 
@@ -185,74 +228,28 @@ fn parse_cell(s: &str) -> Option<Cell> {
     s.parse::<f64>().ok().map(Cell::Float)
 }
 
-fn load_csv(path: &Path) -> Result<Tensor, String> {
-    let bytes = read_bytes(path)?;
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(&bytes[..]);
-    let mut cells: Vec<Cell> = Vec::new();
-    let mut cols: Option<usize> = None;
-    let mut rows = 0usize;
-    let mut first_line: Option<u64> = None;
-    for (index, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| format!("{}: malformed CSV: {e}", path.display()))?;
-        let line = record
-            .position()
-            .map(|p| p.line())
-            .unwrap_or(index as u64 + 1);
-        let parsed: Vec<Option<Cell>> = record.iter().map(parse_cell).collect();
-        if index == 0 && parsed.iter().any(|c| c.is_none()) {
-            // A header line: skipped.
-            continue;
+/// A `.csv` file's numbers: cells in row-major order and the shape.
+struct CsvTable {
+    cells: Vec<Cell>,
+    shape: Vec<usize>,
+}
+
+impl CsvTable {
+    /// Int when every cell is an int.
+    fn dtype(&self) -> DType {
+        if self.cells.iter().all(|c| matches!(c, Cell::Int(_))) {
+            DType::Int
+        } else {
+            DType::Float
         }
-        if let Some(col) = parsed.iter().position(|c| c.is_none()) {
-            let text = &record[col];
-            let what = if text.is_empty() {
-                "an empty cell".to_string()
-            } else {
-                format!("'{text}' is not a number")
-            };
-            return Err(format!(
-                "{}: line {line}, column {}: {what}",
-                path.display(),
-                col + 1
-            ));
-        }
-        match cols {
-            None => {
-                cols = Some(parsed.len());
-                first_line = Some(line);
-            }
-            Some(n) if n != parsed.len() => {
-                return Err(format!(
-                    "{}: line {line} has {} cells but line {} has {n}; every row must have \
-                     the same number of cells",
-                    path.display(),
-                    parsed.len(),
-                    first_line.unwrap_or(1),
-                ));
-            }
-            Some(_) => {}
-        }
-        cells.extend(parsed.into_iter().flatten());
-        rows += 1;
     }
-    let Some(cols) = cols else {
-        return Err(format!(
-            "{}: the CSV file has no rows of numbers",
-            path.display()
-        ));
-    };
-    let shape: Vec<usize> = if cols == 1 {
-        vec![rows]
-    } else {
-        vec![rows, cols]
-    };
-    let all_int = cells.iter().all(|c| matches!(c, Cell::Int(_)));
-    let shape_err = |e: ndarray::ShapeError| format!("{}: {e}", path.display());
-    if all_int {
+}
+
+fn load_csv(path: &Path) -> Result<Tensor, String> {
+    let table = read_csv(&read_bytes(path)?)?;
+    let (dtype, shape, cells) = (table.dtype(), table.shape, table.cells);
+    let shape_err = |e: ndarray::ShapeError| e.to_string();
+    if dtype == DType::Int {
         let data: Vec<i64> = cells
             .iter()
             .map(|c| match c {
@@ -275,6 +272,66 @@ fn load_csv(path: &Path) -> Result<Tensor, String> {
             .map(Tensor::Float)
             .map_err(shape_err)
     }
+}
+
+/// Parses a `.csv` file's bytes (module doc); errors without the path.
+fn read_csv(bytes: &[u8]) -> Result<CsvTable, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(bytes);
+    let mut cells: Vec<Cell> = Vec::new();
+    let mut cols: Option<usize> = None;
+    let mut rows = 0usize;
+    let mut first_line: Option<u64> = None;
+    for (index, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| format!("malformed CSV: {e}"))?;
+        let line = record
+            .position()
+            .map(|p| p.line())
+            .unwrap_or(index as u64 + 1);
+        let parsed: Vec<Option<Cell>> = record.iter().map(parse_cell).collect();
+        if index == 0 && parsed.iter().any(|c| c.is_none()) {
+            // A header line: skipped.
+            continue;
+        }
+        if let Some(col) = parsed.iter().position(|c| c.is_none()) {
+            let text = &record[col];
+            let what = if text.is_empty() {
+                "an empty cell".to_string()
+            } else {
+                format!("'{text}' is not a number")
+            };
+            return Err(format!("line {line}, column {}: {what}", col + 1));
+        }
+        match cols {
+            None => {
+                cols = Some(parsed.len());
+                first_line = Some(line);
+            }
+            Some(n) if n != parsed.len() => {
+                return Err(format!(
+                    "line {line} has {} cells but line {} has {n}; every row must have \
+                     the same number of cells",
+                    parsed.len(),
+                    first_line.unwrap_or(1),
+                ));
+            }
+            Some(_) => {}
+        }
+        cells.extend(parsed.into_iter().flatten());
+        rows += 1;
+    }
+    let Some(cols) = cols else {
+        return Err("the CSV file has no rows of numbers".into());
+    };
+    let shape: Vec<usize> = if cols == 1 {
+        vec![rows]
+    } else {
+        vec![rows, cols]
+    };
+    Ok(CsvTable { cells, shape })
 }
 
 #[cfg(test)]

@@ -217,15 +217,7 @@ pub fn points(
                 *v = Scalar::Float(v.as_f64());
             }
         }
-        let mut next = Vec::with_capacity(points.len() * values.len());
-        for p in &points {
-            for v in &values {
-                let mut q = p.clone();
-                q.push((key.to_string(), *v));
-                next.push(q);
-            }
-        }
-        points = next;
+        points = crate::sema::check::sweep_product(&points, key, &values);
     }
     if diags.is_empty() {
         Ok(Some(points))

@@ -9,7 +9,7 @@ use traj::sema::Options;
 use traj::sema::check::check_source;
 use traj::tensor::Tensor;
 use traj::train::compile::Plan;
-use traj::train::{RunOptions, gradient, prepare};
+use traj::train::{Backend, Exec, RunOptions, gradient, gradient_on, prepare};
 
 struct Program {
     plan: Plan,
@@ -77,12 +77,19 @@ fn plain_gradient_along_tie_direction(p: &Program, t: f64) -> Vec<f64> {
     grad_at(p, &unflat(p, &moved)).1
 }
 
-fn loss_at(p: &Program, x: &[f64]) -> f64 {
-    grad_at(p, &unflat(p, x)).0
-}
-
 /// Max relative error of the gradient against central differences.
 fn fd_error(p: &Program) -> f64 {
+    fd_error_on(p, Backend::Interp)
+}
+
+/// `fd_error` with the gradient and the losses evaluated by `backend`.
+fn fd_error_on(p: &Program, backend: Backend) -> f64 {
+    let exec = Exec::new(&p.plan, backend).expect("compiles");
+    let grad_at = |_: &Program, theta: &[Tensor]| {
+        let g = gradient_on(&exec, theta, 1, p.seed).expect("gradient");
+        (g.loss, flat(&g.grads))
+    };
+    let loss_at = |p: &Program, x: &[f64]| grad_at(p, &unflat(p, x)).0;
     let x = flat(&p.theta);
     let (_, g) = grad_at(p, &p.theta);
     let h = 1e-6;
@@ -151,6 +158,40 @@ fn every_differentiable_op_matches_finite_differences() {
         let p = program(&with_loss(loss));
         let err = fd_error(&p);
         assert!(err < 1e-6, "loss = {loss}: relative error {err:e}");
+    }
+}
+
+/// `erf` (a row of the op table) and `gelu` (std.nets, written with it) against central
+/// differences on both backends, and their exact derivatives at 0: erf'(0) = 2/sqrt(pi),
+/// gelu'(0) = 1/2.
+#[test]
+fn erf_and_gelu_match_finite_differences_on_both_backends() {
+    for loss in [
+        "sum(erf(B)) + erf(c) + sum(erf(3 * a) * a)",
+        "sum(gelu(B)) + gelu(c) + sum(gelu(X @ a))",
+    ] {
+        let p = program(&format!("use std.nets\n{}", with_loss(loss)));
+        for backend in [Backend::Interp, Backend::Jit] {
+            let err = fd_error_on(&p, backend);
+            assert!(
+                err < 1e-6,
+                "loss = {loss} ({backend:?}): relative error {err:e}"
+            );
+        }
+    }
+    for (loss, want) in [
+        ("erf(x)", std::f64::consts::FRAC_2_SQRT_PI),
+        ("gelu(x)", 0.5),
+    ] {
+        let p = program(&format!(
+            "use std.nets\nparam x: [] = 0\nloss = {loss}\ntrain {{\n  optimizer gd(lr = 0.1)\n  steps 1\n}}\n"
+        ));
+        for backend in [Backend::Interp, Backend::Jit] {
+            let exec = Exec::new(&p.plan, backend).expect("compiles");
+            let g = gradient_on(&exec, &p.theta, 1, p.seed).expect("gradient");
+            assert_eq!(g.loss, 0.0, "{loss} at 0 ({backend:?})");
+            assert_eq!(flat(&g.grads), vec![want], "d/dx {loss} at 0 ({backend:?})");
+        }
     }
 }
 

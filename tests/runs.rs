@@ -417,3 +417,194 @@ fn returning_between_rows_leaves_the_jit_trajectory_unchanged() {
         assert_eq!(a.params, b.params, "{text}");
     }
 }
+
+/// A `.npy` file: version 1.0 header for `descr` and `shape`, then `data`.
+fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    // Magic, version and length take 10 bytes; the header ends in '\n' at a multiple of 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(data);
+    out
+}
+
+/// The checker takes a loaded file's dtype and shape from `data::file_shape`, the reader
+/// `load` uses: for a file of every `.npy` type `load` reads (and upper-case extensions,
+/// and `.csv` files of every kind of cell), the check's dtype and shape are what `load`
+/// gives, a file `load` refuses is refused with the same words, and a program loading every
+/// file checks and runs.
+#[test]
+fn every_file_load_reads_checks_with_its_dtype_and_shape_and_runs() {
+    let dir = std::env::temp_dir().join(format!("traj-load-dtypes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let six = |size: usize, f: &dyn Fn(u8) -> Vec<u8>| -> Vec<u8> {
+        let bytes: Vec<u8> = (0..6u8).flat_map(f).collect();
+        assert_eq!(bytes.len(), 6 * size);
+        bytes
+    };
+    // (file, contents, dtype `load` gives: true for float)
+    let mut files: Vec<(String, Vec<u8>, bool)> = vec![
+        (
+            "f8.npy".into(),
+            npy_bytes(
+                "<f8",
+                &[2, 3],
+                &six(8, &|v| (f64::from(v) * 0.5).to_le_bytes().to_vec()),
+            ),
+            true,
+        ),
+        (
+            "f4.npy".into(),
+            npy_bytes(
+                "<f4",
+                &[2, 3],
+                &six(4, &|v| (f32::from(v) * 0.5).to_le_bytes().to_vec()),
+            ),
+            true,
+        ),
+        (
+            "f8_big_endian.npy".into(),
+            npy_bytes(
+                ">f8",
+                &[6],
+                &six(8, &|v| f64::from(v).to_be_bytes().to_vec()),
+            ),
+            true,
+        ),
+        (
+            "b1.npy".into(),
+            npy_bytes("|b1", &[2, 3], &six(1, &|v| vec![v % 2])),
+            true,
+        ),
+    ];
+    for (descr, size) in [
+        ("<i8", 8),
+        ("<i4", 4),
+        ("<i2", 2),
+        ("|i1", 1),
+        ("<u8", 8),
+        ("<u4", 4),
+        ("<u2", 2),
+        ("|u1", 1),
+    ] {
+        let name = format!("{}.npy", descr.trim_start_matches(['<', '|']));
+        let contents = npy_bytes(
+            descr,
+            &[3, 2],
+            &six(size, &|v| {
+                let mut b = vec![0; size];
+                b[0] = v;
+                b
+            }),
+        );
+        files.push((name, contents, false));
+    }
+    files.push(("upper.NPY".into(), npy_bytes("<f8", &[2], &[0; 16]), true));
+    files.push(("ints.csv".into(), b"a,b\n1,2\n+3,-4\n".to_vec(), false));
+    files.push((
+        "specials.csv".into(),
+        b"nan, inf\n-Infinity, 1e3\n".to_vec(),
+        true,
+    ));
+    files.push(("column.CSV".into(), b"0.5\n2\n".to_vec(), true));
+    for (name, contents, _) in &files {
+        std::fs::write(dir.join(name), contents).expect("write");
+    }
+    for (name, _, float) in &files {
+        let path = dir.join(name);
+        let loaded = traj::data::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (dtype, shape) =
+            traj::data::file_shape(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want = if *float {
+            traj::sema::types::DType::Float
+        } else {
+            traj::sema::types::DType::Int
+        };
+        assert_eq!(dtype, want, "{name}");
+        assert_eq!(
+            matches!(loaded, traj::tensor::Tensor::Float(_)),
+            *float,
+            "{name}"
+        );
+        assert_eq!(shape, loaded.shape(), "{name}");
+    }
+    // Files `load` refuses: the check refuses them with `load`'s words.
+    for (name, contents) in [
+        ("underscore.csv", &b"1, 2\n1_000, 4\n"[..]),
+        ("ragged.csv", b"1, 2\n3\n"),
+        ("empty.csv", b"x, y\n"),
+        ("short.npy", &npy_bytes("<f8", &[4], &[0; 8])),
+        ("complex.npy", &npy_bytes("<c16", &[1], &[0; 16])),
+        // NumPy's other codes of int8 and uint8, which ndarray-npy does not read.
+        ("b.npy", &npy_bytes("|b", &[1], &[0])),
+        ("B.npy", &npy_bytes("|B", &[1], &[0])),
+        ("data.txt", b"1\n"),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).expect("write");
+        let load = traj::data::load(&path).expect_err(name);
+        let check = traj::data::file_shape(&path).expect_err(name);
+        assert_eq!(load, format!("{}: {check}", path.display()), "{name}");
+    }
+    // A program loading every readable file checks and runs; each file's entries enter the
+    // loss, and the data's sum decides the gradient at step 0.
+    let mut text = String::new();
+    let mut terms = Vec::new();
+    for (i, (name, _, _)) in files
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.0 != "specials.csv")
+    {
+        text.push_str(&format!(
+            "data X{i} = load(\"{}\")\n",
+            dir.join(name).display()
+        ));
+        terms.push(format!("sum(X{i})"));
+    }
+    text.push_str("data S = load(\"");
+    text.push_str(&dir.join("specials.csv").display().to_string());
+    text.push_str("\")\nparam w: [] = 0.0\n");
+    text.push_str(&format!(
+        "loss = (w - ({}))^2 + 0 * shape(S, 0)\ntrain {{\n  optimizer gd(lr = 0.25)\n  steps 1\n  record every 1 {{ loss, w }}\n}}\n",
+        terms.join(" + ")
+    ));
+    // Every entry is a small multiple of 1/2: the sums are exact in any order.
+    let total: f64 = files
+        .iter()
+        .filter(|f| f.0 != "specials.csv")
+        .map(|f| {
+            traj::data::load(&dir.join(&f.0))
+                .expect("loads")
+                .to_f64()
+                .sum()
+        })
+        .sum();
+    assert!(total > 10.0, "{total}");
+    let r = run_text(&text, None);
+    assert_eq!(r.status, Status::Finished, "{:?}\n{text}", r.message);
+    // w_0 = 0, loss_0 = total^2; gd with lr 1/4 on (w - total)^2: w_1 = total / 2.
+    let rows: Vec<Vec<Option<f64>>> = r
+        .trajectory
+        .rows
+        .iter()
+        .map(|(_, row)| row.clone())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec![Some(total * total), Some(0.0)],
+            vec![Some(total * total / 4.0), Some(total / 2.0)]
+        ]
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -29,6 +29,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::ir::ops::Kink;
 use crate::ir::{Binary, Builder, Prim, Reduce, Unary, Var};
 use crate::sema::types::DType;
 
@@ -222,50 +223,8 @@ pub fn grad_into(b: &mut Builder, y: Var, wrt: &[Var], ties: &Ties) -> Result<Ve
             Prim::Input(_) | Prim::Const(_) | Prim::Random { .. } | Prim::Observe(_) => {}
             Prim::Argmax(_) | Prim::Argmin(_) => {}
             Prim::Unary(op) => {
-                let x = val(args[0]);
-                let d = match op {
-                    Unary::Neg => Some(b.unary(Unary::Neg, g)),
-                    Unary::Exp => Some(b.binary(Binary::Mul, g, out)),
-                    Unary::Log => Some(b.binary(Binary::Div, g, x)),
-                    Unary::Log1p => {
-                        let one = b.scalar(1.0);
-                        let d = b.binary(Binary::Add, one, x);
-                        Some(b.binary(Binary::Div, g, d))
-                    }
-                    Unary::Sqrt => {
-                        let two = b.scalar(2.0);
-                        let d = b.binary(Binary::Mul, two, out);
-                        Some(b.binary(Binary::Div, g, d))
-                    }
-                    Unary::Sigmoid => {
-                        let one = b.scalar(1.0);
-                        let c = b.binary(Binary::Sub, one, out);
-                        let s = b.binary(Binary::Mul, out, c);
-                        Some(b.binary(Binary::Mul, g, s))
-                    }
-                    Unary::Tanh => {
-                        let one = b.scalar(1.0);
-                        let sq = b.binary(Binary::Mul, out, out);
-                        let c = b.binary(Binary::Sub, one, sq);
-                        Some(b.binary(Binary::Mul, g, c))
-                    }
-                    Unary::Softplus => {
-                        let s = b.unary(Unary::Sigmoid, x);
-                        Some(b.binary(Binary::Mul, g, s))
-                    }
-                    Unary::Sin => {
-                        let c = b.unary(Unary::Cos, x);
-                        Some(b.binary(Binary::Mul, g, c))
-                    }
-                    Unary::Cos => {
-                        let s = b.unary(Unary::Sin, x);
-                        let s = b.unary(Unary::Neg, s);
-                        Some(b.binary(Binary::Mul, g, s))
-                    }
-                    Unary::ToFloat => Some(g),
-                    Unary::Sign | Unary::Not | Unary::StopGrad => None,
-                };
-                if let Some(d) = d {
+                if let Some(derivative) = op.row().derivative {
+                    let d = derivative(b, val(args[0]), out, g);
                     add_into(b, &mut ct, args[0], d);
                 }
             }
@@ -574,7 +533,7 @@ pub fn jvp_into(b: &mut Builder, end: usize, seeds: &[(Var, Var)], ray: bool) ->
         // Ray value of a continuous op whose operands moved: the op on the moved operands.
         let rv: Vec<Var> = args.iter().map(|a| d.val(*a)).collect();
         let is_d = matches!(&inst.prim, Prim::Binary(op) if op.is_comparison())
-            || matches!(inst.prim, Prim::Unary(Unary::Sign));
+            || matches!(inst.prim, Prim::Unary(op) if op.row().kink == Kink::Jump);
         if ray && is_d && any_tangent {
             let (value, unres) = class_d_ray(b, &inst.prim, &rv, &args, &d);
             d.ray.insert(i, value);
@@ -619,13 +578,13 @@ fn class_d_ray(
 ) -> (Var, Var) {
     let zero_t = |b: &mut Builder, v: Var| tangent_or_zero(b, d, v);
     match prim {
-        Prim::Unary(Unary::Sign) => {
+        Prim::Unary(op) => {
             let x = rv[0];
             let t = zero_t(b, args[0]);
             let z = b.fill_like(x, 0.0);
             let tie = b.binary(Binary::Eq, x, z);
-            let st = b.unary(Unary::Sign, t);
-            let sx = b.unary(Unary::Sign, x);
+            let st = b.unary(*op, t);
+            let sx = b.unary(*op, x);
             let value = b.select(tie, st, sx);
             let tz = b.binary(Binary::Eq, t, z);
             let un = b.binary(Binary::And, tie, tz);
@@ -643,7 +602,7 @@ fn class_d_ray(
             let un = b.binary(Binary::And, tie, teq);
             (value, b.reduce(Reduce::Sum, un, None))
         }
-        _ => unreachable!("class D ops are comparisons and sign"),
+        _ => unreachable!("class D ops are comparisons and unary ops of kink `Jump`"),
     }
 }
 
@@ -660,50 +619,9 @@ fn tangent_rule(b: &mut Builder, i: Var, rv: &[Var], args: &[Var], d: &Direction
         Prim::Input(_) | Prim::Const(_) | Prim::Random { .. } | Prim::Observe(_) => return None,
         Prim::Argmax(_) | Prim::Argmin(_) => return None,
         Prim::Unary(op) => {
+            let derivative = op.row().derivative?;
             let tx = t(0)?;
-            let x = rv[0];
-            match op {
-                Unary::Neg => b.unary(Unary::Neg, tx),
-                Unary::Exp => b.binary(Binary::Mul, out, tx),
-                Unary::Log => b.binary(Binary::Div, tx, x),
-                Unary::Log1p => {
-                    let one = b.scalar(1.0);
-                    let den = b.binary(Binary::Add, one, x);
-                    b.binary(Binary::Div, tx, den)
-                }
-                Unary::Sqrt => {
-                    let two = b.scalar(2.0);
-                    let den = b.binary(Binary::Mul, two, out);
-                    b.binary(Binary::Div, tx, den)
-                }
-                Unary::Sigmoid => {
-                    let one = b.scalar(1.0);
-                    let c = b.binary(Binary::Sub, one, out);
-                    let s = b.binary(Binary::Mul, out, c);
-                    b.binary(Binary::Mul, s, tx)
-                }
-                Unary::Tanh => {
-                    let one = b.scalar(1.0);
-                    let sq = b.binary(Binary::Mul, out, out);
-                    let c = b.binary(Binary::Sub, one, sq);
-                    b.binary(Binary::Mul, c, tx)
-                }
-                Unary::Softplus => {
-                    let s = b.unary(Unary::Sigmoid, x);
-                    b.binary(Binary::Mul, s, tx)
-                }
-                Unary::Sin => {
-                    let c = b.unary(Unary::Cos, x);
-                    b.binary(Binary::Mul, c, tx)
-                }
-                Unary::Cos => {
-                    let s = b.unary(Unary::Sin, x);
-                    let m = b.binary(Binary::Mul, s, tx);
-                    b.unary(Unary::Neg, m)
-                }
-                Unary::ToFloat => tx,
-                Unary::Sign | Unary::Not | Unary::StopGrad => return None,
-            }
+            derivative(b, rv[0], out, tx)
         }
         Prim::Binary(op) => {
             let (x, y) = (rv[0], rv[1]);
@@ -901,7 +819,7 @@ pub fn ties_into(b: &mut Builder, y: Var, wrt: &[Var]) -> Var {
                 let e = b.binary(Binary::Eq, args[0], args[1]);
                 Some(b.reduce(Reduce::Sum, e, None))
             }
-            Prim::Unary(Unary::Sign) => {
+            Prim::Unary(op) if op.row().kink == Kink::Jump => {
                 let z = b.fill_like(args[0], 0.0);
                 let e = b.binary(Binary::Eq, args[0], z);
                 Some(b.reduce(Reduce::Sum, e, None))

@@ -23,6 +23,9 @@ pub fn sin(x: f64) -> f64 {
 pub fn cos(x: f64) -> f64 {
     libm::cos(x)
 }
+pub fn erf(x: f64) -> f64 {
+    libm::erf(x)
+}
 pub fn pow(x: f64, y: f64) -> f64 {
     libm::pow(x, y)
 }

@@ -185,22 +185,7 @@ fn reduce<T: Clone>(
 }
 
 pub fn unary(op: Unary, x: f64) -> f64 {
-    use math::*;
-    match op {
-        Unary::Neg => -x,
-        Unary::Exp => exp(x),
-        Unary::Log => log(x),
-        Unary::Log1p => log1p(x),
-        Unary::Sqrt => sqrt(x),
-        Unary::Sigmoid => sigmoid(x),
-        Unary::Tanh => tanh(x),
-        Unary::Softplus => softplus(x),
-        Unary::Sin => sin(x),
-        Unary::Cos => cos(x),
-        Unary::Sign => sign(x),
-        Unary::Not => f64::from(x == 0.0),
-        Unary::StopGrad | Unary::ToFloat => x,
-    }
+    (op.row().scalar)(x)
 }
 
 pub fn binary(op: Binary, a: f64, b: f64) -> f64 {
@@ -272,10 +257,8 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
     Ok(match &inst.prim {
         Prim::Input(k) => inputs.get(*k).cloned().ok_or("missing input")?,
         Prim::Const(t) => t.clone(),
-        Prim::Unary(op) => match (arg(0), op) {
-            (Tensor::Int(a), Unary::Neg) => Tensor::Int(a.mapv(|v| v.wrapping_neg())),
-            (Tensor::Int(a), Unary::Sign) => Tensor::Int(a.mapv(i64::signum)),
-            (Tensor::Int(a), Unary::StopGrad) => Tensor::Int(a.clone()),
+        Prim::Unary(op) => match (arg(0), op.row().int) {
+            (Tensor::Int(a), Some(f)) => Tensor::Int(a.mapv(f)),
             (t, _) => {
                 let a = float(t);
                 match a.as_slice() {
@@ -286,7 +269,10 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
                             ArrayD::from_shape_vec(a.raw_dim(), out).map_err(|e| e.to_string())?,
                         )
                     }
-                    _ => Tensor::Float(a.mapv(|x| unary(*op, x))),
+                    _ => {
+                        let f = op.row().scalar;
+                        Tensor::Float(a.mapv(|x| f(x)))
+                    }
                 }
             }
         },

@@ -14,29 +14,11 @@ use crate::diag::Span;
 use crate::sema::types::{DType, Shape, show_shape};
 use crate::tensor::Tensor;
 
-pub type Var = usize;
+pub mod ops;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Unary {
-    Neg,
-    Exp,
-    Log,
-    Log1p,
-    Sqrt,
-    Sigmoid,
-    Tanh,
-    Softplus,
-    Sin,
-    Cos,
-    /// Derivative 0; a discontinuity at 0 (class D).
-    Sign,
-    /// 1.0 where the operand is 0, else 0.0 (class D).
-    Not,
-    /// Identity forward, zero derivative.
-    StopGrad,
-    /// Int to float.
-    ToFloat,
-}
+pub use ops::Unary;
+
+pub type Var = usize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Binary {
@@ -278,9 +260,10 @@ impl Builder {
 
     pub fn unary(&mut self, op: Unary, x: Var) -> Var {
         let (dtype, shape) = (self.dtype(x), self.shape(x));
-        let dtype = match op {
-            Unary::Neg | Unary::Sign | Unary::StopGrad => dtype,
-            _ => DType::Float,
+        let dtype = if op.row().int.is_some() {
+            dtype
+        } else {
+            DType::Float
         };
         self.push(Prim::Unary(op), vec![x], dtype, shape)
     }

@@ -8,6 +8,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use ndarray::{ArrayD, IxDyn};
 
 use crate::interp::{self, Env};
+use crate::ir::ops::{Jit, UNARY_OPS};
 use crate::ir::{Binary, Func, Inst, Prim, Unary};
 use crate::sema::types::DType;
 use crate::tensor::Tensor;
@@ -39,20 +40,13 @@ pub(super) enum Sig {
 /// the buffer table of the function it belongs to (null for buffers at fixed addresses).
 type Half = unsafe extern "C" fn(totals: *mut f64, bufs: *const *mut u8);
 
-macro_rules! unary_shims {
-    ($($name:ident => $op:ident),* $(,)?) => {
-        $(extern "C" fn $name(x: f64) -> f64 {
-            interp::unary(Unary::$op, x)
-        })*
-        /// The host function computing `op`, when it is not emitted inline.
-        pub(super) fn unary_shim(op: Unary) -> Option<&'static str> {
-            match op {
-                $(Unary::$op => Some(stringify!($name)),)*
-                _ => None,
-            }
-        }
-        const UNARY: &[(&str, extern "C" fn(f64) -> f64)] = &[$((stringify!($name), $name)),*];
-    };
+/// The host function computing `op`, when it is not emitted inline: its row's `scalar`
+/// (`ir::ops`), registered under its symbol by [`symbols`].
+pub(super) fn unary_shim(op: Unary) -> Option<&'static str> {
+    match op.row().jit {
+        Jit::Call(symbol) => Some(symbol),
+        Jit::Inline => None,
+    }
 }
 
 macro_rules! binary_shims {
@@ -69,17 +63,6 @@ macro_rules! binary_shims {
         }
         const BINARY: &[(&str, extern "C" fn(f64, f64) -> f64)] = &[$((stringify!($name), $name)),*];
     };
-}
-
-unary_shims! {
-    traj_exp => Exp,
-    traj_log => Log,
-    traj_log1p => Log1p,
-    traj_sigmoid => Sigmoid,
-    traj_tanh => Tanh,
-    traj_softplus => Softplus,
-    traj_sin => Sin,
-    traj_cos => Cos,
 }
 
 binary_shims! {
@@ -273,7 +256,10 @@ unsafe extern "C" fn traj_host_op(ctx: *mut u8, inst: i64) -> i64 {
 /// Every host function, with its symbol name and signature.
 pub(super) fn symbols() -> Vec<(&'static str, *const u8, Sig)> {
     let mut out: Vec<(&'static str, *const u8, Sig)> = Vec::new();
-    out.extend(UNARY.iter().map(|(n, f)| (*n, *f as *const u8, Sig::Unary)));
+    out.extend(UNARY_OPS.iter().filter_map(|row| match row.jit {
+        Jit::Call(symbol) => Some((symbol, row.scalar as *const u8, Sig::Unary)),
+        Jit::Inline => None,
+    }));
     out.extend(
         BINARY
             .iter()

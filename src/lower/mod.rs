@@ -544,22 +544,19 @@ impl<'a> Lowerer<'a> {
     }
 
     fn call_fn(&mut self, f: &FnItem, args: &[Arg]) -> LowerResult {
+        let names: Vec<&str> = f.params.iter().map(|p| p.name.name.as_str()).collect();
+        let args: Vec<&Arg> = args.iter().collect();
+        let (slots, problems) = crate::sema::bind::bind(&names, &args);
+        if !problems.is_empty() {
+            return Err("arguments the checker refuses".into());
+        }
+        // Lowered in the order written (random draws are numbered in that order).
         let mut values: Vec<Option<Var>> = vec![None; f.params.len()];
-        let mut positional = 0;
-        for a in args {
+        for (k, a) in args.iter().enumerate() {
             let v = self.expr(&a.value)?;
-            let i = match &a.name {
-                Some(k) => f
-                    .params
-                    .iter()
-                    .position(|p| p.name.name == k.name)
-                    .ok_or("unknown argument")?,
-                None => {
-                    positional += 1;
-                    positional - 1
-                }
-            };
-            values[i] = Some(v);
+            if let Some(i) = slots.iter().position(|s| *s == Some(k)) {
+                values[i] = Some(v);
+            }
         }
         self.inline(f, &values)
     }
@@ -652,30 +649,14 @@ impl<'a> Lowerer<'a> {
             l.expr(e)
         };
         match name {
-            "exp" | "log" | "log1p" | "sqrt" | "sigmoid" | "tanh" | "softplus" | "sin" | "cos"
-            | "sign" => {
+            _ if let Some(op) = Unary::named(name) => {
                 let x = arg(self, "x")?;
-                let op = match name {
-                    "exp" => Unary::Exp,
-                    "log" => Unary::Log,
-                    "log1p" => Unary::Log1p,
-                    "sqrt" => Unary::Sqrt,
-                    "sigmoid" => Unary::Sigmoid,
-                    "tanh" => Unary::Tanh,
-                    "softplus" => Unary::Softplus,
-                    "sin" => Unary::Sin,
-                    "cos" => Unary::Cos,
-                    _ => Unary::Sign,
-                };
                 if let Some(k) = self.known(x) {
-                    if op == Unary::Sign {
-                        return Ok(match k {
-                            Scalar::Int(i) => self.b.int_scalar(i.signum()),
-                            Scalar::Float(f) => self.b.scalar(crate::interp::math::sign(f)),
-                        });
-                    }
-                    let t = crate::interp::unary(op, k.as_f64());
-                    return Ok(self.b.scalar(t));
+                    let row = op.row();
+                    return Ok(match (k, row.int) {
+                        (Scalar::Int(i), Some(int)) => self.b.int_scalar(int(i)),
+                        _ => self.b.scalar((row.scalar)(k.as_f64())),
+                    });
                 }
                 Ok(self.b.unary(op, x))
             }

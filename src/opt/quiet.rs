@@ -10,6 +10,7 @@
 //! loss-only work costs more than the check: logistic and cross-entropy losses, whose
 //! `log`/`exp` work is done once more for the loss alone.
 
+use crate::ir::ops::Jit;
 use crate::ir::{Binary, Builder, Func, Prim, Reduce, Unary, Var};
 use crate::sema::types::DType;
 
@@ -196,17 +197,8 @@ fn cost(f: &Func, i: usize) -> f64 {
     let inst = &f.insts[i];
     let arg = |k: usize| entries(f, inst.args[k]);
     match &inst.prim {
-        Prim::Unary(
-            Unary::Exp
-            | Unary::Log
-            | Unary::Log1p
-            | Unary::Sigmoid
-            | Unary::Tanh
-            | Unary::Softplus
-            | Unary::Sin
-            | Unary::Cos,
-        )
-        | Prim::Binary(Binary::LogAddExp | Binary::Pow) => 16.0 * entries(f, i),
+        Prim::Unary(op) if matches!(op.row().jit, Jit::Call(_)) => 16.0 * entries(f, i),
+        Prim::Binary(Binary::LogAddExp | Binary::Pow) => 16.0 * entries(f, i),
         Prim::LogSumExp(_) => 16.0 * arg(0),
         Prim::ReduceSum(_)
         | Prim::ReduceMax(_)
@@ -253,16 +245,12 @@ fn ranges(f: &Func, guarded: &[Var], bound: f64) -> Vec<Option<Range>> {
     out
 }
 
-/// What an op can give whatever its operands: `exp`, `sqrt`, `softplus` and norms at
-/// least 0, a sigmoid or a flag within [0, 1], `tanh`, `sin`, `cos` and `sign` within
-/// [-1, 1]; anything for the others.
+/// What an op can give whatever its operands: a unary op's row's codomain, norms at least
+/// 0, a flag within [0, 1]; anything for the others.
 fn codomain(prim: &Prim) -> Range {
     let (lo, hi) = match prim {
-        Prim::Unary(Unary::Exp | Unary::Sqrt | Unary::Softplus) | Prim::Norm2(_) => {
-            (0.0, f64::INFINITY)
-        }
-        Prim::Unary(Unary::Sigmoid | Unary::Not) => (0.0, 1.0),
-        Prim::Unary(Unary::Tanh | Unary::Sin | Unary::Cos | Unary::Sign) => (-1.0, 1.0),
+        Prim::Unary(op) => op.row().codomain,
+        Prim::Norm2(_) => (0.0, f64::INFINITY),
         Prim::Binary(op) if op.gives_flag() => (0.0, 1.0),
         _ => (f64::NEG_INFINITY, f64::INFINITY),
     };
@@ -339,22 +327,12 @@ fn range_of(f: &Func, i: usize, args: &[Range]) -> Option<Range> {
 }
 
 fn unary(op: Unary, x: Range) -> Option<Range> {
-    Some(match op {
-        Unary::Neg => Range::of(-x.hi, -x.lo),
-        Unary::StopGrad | Unary::ToFloat => x,
-        Unary::Exp if x.hi <= 700.0 => {
-            let lo = if x.lo < -700.0 { 0.0 } else { x.lo.exp() };
-            Range::of(lo, x.hi.exp())
-        }
-        Unary::Log if x.lo > 1e-300 => Range::of(x.lo.ln(), x.hi.ln()),
-        Unary::Log1p if x.lo > -1.0 + 1e-9 => Range::of(x.lo.ln_1p(), x.hi.ln_1p()),
-        Unary::Sqrt if x.lo >= 0.0 => Range::of(x.lo.sqrt(), x.hi.sqrt()),
-        Unary::Sigmoid | Unary::Not | Unary::Tanh | Unary::Sin | Unary::Cos | Unary::Sign => {
-            codomain(&Prim::Unary(op))
-        }
-        Unary::Softplus => Range::of(0.0, x.hi.max(0.0) + 1.0),
-        _ => return None,
-    })
+    let row = op.row();
+    let (lo, hi) = match row.interval {
+        Some(rule) => rule(x.lo, x.hi)?,
+        None => row.codomain,
+    };
+    Some(Range::of(lo, hi))
 }
 
 fn binary(op: Binary, a: Range, b: Range) -> Option<Range> {
@@ -503,7 +481,6 @@ mod tests {
         assert!(quiet(&shared).is_none());
     }
 
-    type UnaryFn = fn(f64) -> f64;
     type BinaryFn = fn(f64, f64) -> f64;
 
     /// Each rule's range holds what the interpreter's own functions compute at the ends,
@@ -528,20 +505,8 @@ mod tests {
             v
         };
         let holds = |r: Range, x: f64| x >= r.lo && x <= r.hi;
-        let unaries: [(Unary, UnaryFn); 11] = [
-            (Unary::Neg, |x| -x),
-            (Unary::Exp, math::exp),
-            (Unary::Log, math::log),
-            (Unary::Log1p, math::log1p),
-            (Unary::Sqrt, f64::sqrt),
-            (Unary::Sigmoid, math::sigmoid),
-            (Unary::Tanh, math::tanh),
-            (Unary::Softplus, math::softplus),
-            (Unary::Sin, math::sin),
-            (Unary::Cos, math::cos),
-            (Unary::Sign, |x| if x == 0.0 { 0.0 } else { x.signum() }),
-        ];
-        for (op, f) in unaries {
+        for row in crate::ir::ops::UNARY_OPS {
+            let (op, f) = (row.op, row.scalar);
             for r in ranges {
                 let Some(out) = unary(op, r).and_then(|o| o.widened(SLACK)) else {
                     continue;

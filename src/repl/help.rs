@@ -74,21 +74,9 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     (":quit", "", "leave (Ctrl-D too)"),
 ];
 
-/// One-line docs of the builtins (LANGUAGE.md section 6).
+/// One-line docs of the builtins (LANGUAGE.md section 6) but the elementwise ones of one
+/// argument, whose docs are their rows' (`builtins::unary_doc`).
 const DOCS: &[(&str, &str)] = &[
-    ("exp", "e^x, elementwise"),
-    ("log", "natural logarithm, elementwise"),
-    ("log1p", "log(1 + x), accurate near 0"),
-    ("sqrt", "square root, elementwise"),
-    ("abs", "absolute value, elementwise"),
-    ("relu", "max(x, 0), elementwise"),
-    ("sigmoid", "1 / (1 + exp(-x)), elementwise"),
-    ("tanh", "hyperbolic tangent, elementwise"),
-    ("softplus", "log(1 + exp(x)), elementwise and stable"),
-    ("sin", "sine, elementwise"),
-    ("cos", "cosine, elementwise"),
-    ("square", "x^2, elementwise"),
-    ("sign", "-1, 0 or 1, elementwise (derivative 0)"),
     (
         "max",
         "maximum of x (or along axis), or elementwise max(x, y)",
@@ -210,7 +198,8 @@ pub fn about(name: &str) -> Option<String> {
     if let Some((n, args, doc)) = COMMANDS.iter().find(|(n, _, _)| &n[1..] == bare) {
         return Some(format!("{n} {args}\n  {doc}\n"));
     }
-    if let Some((_, doc)) = DOCS.iter().find(|(n, _)| *n == name) {
+    let doc = DOCS.iter().find(|(n, _)| *n == name).map(|(_, d)| *d);
+    if let Some(doc) = doc.or_else(|| builtins::unary_doc(name)) {
         let sig = match builtins::signature(name) {
             Some(s) => {
                 let mut args: Vec<String> = s.required.iter().map(|a| a.to_string()).collect();

@@ -1,5 +1,8 @@
 //! The builtins of LANGUAGE.md section 6: their argument names (for arity and keyword
-//! checks) and what class of operation each is. Shape rules live in `check::builtin`.
+//! checks) and what class of operation each is. Shape rules live in `check::shapes`.
+
+use crate::ir::Unary;
+use crate::ir::ops::UNARY_OPS;
 
 /// What a builtin is, which decides where it may appear.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,18 +45,74 @@ const fn sig(
     }
 }
 
-/// Elementwise functions of one argument (section 6.1).
-pub const UNARY: &[&str] = &[
-    "exp", "log", "log1p", "sqrt", "abs", "relu", "sigmoid", "tanh", "softplus", "sin", "cos",
-    "square", "sign",
+/// An elementwise builtin of one argument that is no single IR op: `lower` writes it with
+/// `Max` or a product, so it keeps ints. The others are the named rows of `ir::ops`.
+pub struct Piecewise {
+    pub name: &'static str,
+    /// One line for `:help`.
+    pub doc: &'static str,
+    /// On a compile-time int; `None` on overflow.
+    pub int: fn(i64) -> Option<i64>,
+    /// On a compile-time float, as the lowered ops compute it.
+    pub float: fn(f64) -> f64,
+}
+
+pub const PIECEWISE: &[Piecewise] = &[
+    Piecewise {
+        name: "abs",
+        doc: "absolute value, elementwise",
+        int: i64::checked_abs,
+        float: f64::abs,
+    },
+    Piecewise {
+        name: "relu",
+        doc: "max(x, 0), elementwise",
+        int: |i| Some(i.max(0)),
+        float: |x| x.max(0.0),
+    },
+    Piecewise {
+        name: "square",
+        doc: "x^2, elementwise",
+        int: |i| i.checked_mul(i),
+        float: |x| x * x,
+    },
 ];
+
+/// The elementwise functions of one argument (section 6.1): the named `Unary` ops, then
+/// [`PIECEWISE`].
+pub fn unary_names() -> impl Iterator<Item = &'static str> {
+    UNARY_OPS
+        .iter()
+        .filter_map(|r| r.name)
+        .chain(PIECEWISE.iter().map(|p| p.name))
+}
+
+/// The one-line doc of elementwise builtin `name`.
+pub fn unary_doc(name: &str) -> Option<&'static str> {
+    match Unary::named(name) {
+        Some(op) => Some(op.row().doc),
+        None => PIECEWISE.iter().find(|p| p.name == name).map(|p| p.doc),
+    }
+}
+
+pub fn is_unary(name: &str) -> bool {
+    unary_names().any(|n| n == name)
+}
+
+/// Whether elementwise builtin `name` gives an int for an int.
+pub fn keeps_int(name: &str) -> bool {
+    match Unary::named(name) {
+        Some(op) => op.row().int.is_some(),
+        None => PIECEWISE.iter().any(|p| p.name == name),
+    }
+}
 
 pub fn signature(name: &str) -> Option<Signature> {
     use Class::*;
     let x: &[&str] = &["x"];
     let axis: &[&str] = &["axis"];
     Some(match name {
-        n if UNARY.contains(&n) => sig(x, &[], &[], false, Math),
+        n if is_unary(n) => sig(x, &[], &[], false, Math),
         "max" | "min" => sig(x, &["y"], axis, false, Math),
         "clamp" => sig(&["x", "lo", "hi"], &[], &[], false, Math),
         "leaky_relu" => sig(x, &["slope"], &[], false, Math),
@@ -119,7 +178,7 @@ pub const OPTIMIZER_NAMES: &[&str] = &["param", "grad", "t", "noise", "nparams"]
 /// Every name a user can call or use without defining it, for "did you mean" hints and
 /// REPL completion.
 pub fn all_names() -> Vec<&'static str> {
-    let mut v: Vec<&str> = UNARY.to_vec();
+    let mut v: Vec<&str> = unary_names().collect();
     v.extend([
         "max",
         "min",

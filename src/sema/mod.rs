@@ -2,6 +2,7 @@
 //! the static checker (`check`) that evaluates consts and infers every type and shape.
 //! Produces a `Checked` program or every error of the file.
 
+pub mod bind;
 pub mod builtins;
 pub mod check;
 pub mod modules;

@@ -341,24 +341,15 @@ fn build_updates(
 /// Binds an optimizer's hyperparameters (from the train clause, else their defaults),
 /// lowered with `t`, `loss`, `gnorm` and `nparams` bound.
 fn bind_hypers(l: &mut Lowerer, o: &TrainOptimizer, rule: &OptimizerItem) -> Result<(), String> {
-    let mut values: Vec<Option<&Expr>> = vec![None; rule.params.len()];
-    let mut positional = 0;
-    for a in &o.args {
-        let i = match &a.name {
-            Some(k) => rule
-                .params
-                .iter()
-                .position(|p| p.name.name == k.name)
-                .ok_or("unknown hyperparameter")?,
-            None => {
-                positional += 1;
-                positional - 1
-            }
-        };
-        values[i] = Some(&a.value);
+    let names: Vec<&str> = rule.params.iter().map(|p| p.name.name.as_str()).collect();
+    let args: Vec<&Arg> = o.args.iter().collect();
+    let (slots, problems) = crate::sema::bind::bind(&names, &args);
+    if !problems.is_empty() {
+        return Err("hyperparameters the checker refuses".into());
     }
-    for (p, v) in rule.params.iter().zip(values) {
-        let e = v
+    for (p, slot) in rule.params.iter().zip(slots) {
+        let e = slot
+            .map(|k| &args[k].value)
             .or(p.default.as_ref())
             .ok_or_else(|| format!("missing `{}`", p.name.name))?;
         let var = l.expr(e)?;
