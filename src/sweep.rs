@@ -32,11 +32,11 @@ use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
 use crate::diag::{Diagnostic, SourceMap, Span};
+use crate::ir::types::Scalar;
 use crate::output::folder::RunFolder;
 use crate::output::{RunInfo, Trajectory, format_float};
 use crate::sema::check::{Checked, Options, check_file, check_program};
 use crate::sema::modules::{SymKind, Symbol};
-use crate::sema::types::Scalar;
 use crate::syntax::ast::{Def, Expr, Ident, Item, SweepValues};
 use crate::train::{self, Progress, RunOptions, RunResult, Status};
 

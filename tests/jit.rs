@@ -11,10 +11,10 @@ use proptest::prelude::*;
 
 use traj::diag::SourceMap;
 use traj::interp::{self, Env};
+use traj::ir::types::DType;
 use traj::ir::{Binary, Builder, Func, Reduce, Unary};
 use traj::sema::Options;
 use traj::sema::check::check_source;
-use traj::sema::types::DType;
 use traj::tensor::Tensor;
 use traj::train::{RunOptions, prepare};
 
@@ -1002,7 +1002,7 @@ fn random_func(shape: &[usize], ops: &[(u8, u8, u8)], f32: bool) -> Func {
         let c = fl[q as usize % fl.len()];
         let sa = b.shape(a);
         let compatible =
-            |b: &Builder, u, v| traj::sema::types::broadcast(&b.shape(u), &b.shape(v)).is_some();
+            |b: &Builder, u, v| traj::ir::types::broadcast(&b.shape(u), &b.shape(v)).is_some();
         let v = match op % 12 {
             0 | 1 => b.unary(UNARY[(p as usize / 7 + q as usize) % UNARY.len()], a),
             2..=4 if compatible(&b, a, c) => {

@@ -291,7 +291,7 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
             }
         },
         Prim::Binary(op) => match (arg(0), arg(1)) {
-            (Tensor::Int(a), Tensor::Int(b)) if inst.dtype == crate::sema::types::DType::Int => {
+            (Tensor::Int(a), Tensor::Int(b)) if inst.dtype == crate::ir::types::DType::Int => {
                 let mut out = ArrayD::zeros(IxDyn(&inst.shape));
                 for ((o, x), y) in out.iter_mut().zip(a.iter()).zip(b.iter()) {
                     *o = binary_int(*op, *x, *y)?;
@@ -348,7 +348,7 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
             map_any(arg(0), |a| pad(a, starts, shape), |a| pad(a, starts, shape))
         }
         Prim::Concat(axis) => {
-            if inst.dtype == crate::sema::types::DType::Int {
+            if inst.dtype == crate::ir::types::DType::Int {
                 let parts: Result<Vec<_>, _> = inst
                     .args
                     .iter()

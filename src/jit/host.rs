@@ -8,8 +8,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use ndarray::{ArrayD, IxDyn};
 
 use crate::interp::{self, Env};
+use crate::ir::types::DType;
 use crate::ir::{Binary, Func, Inst, Prim, Unary};
-use crate::sema::types::DType;
 use crate::tensor::Tensor;
 
 /// The Cranelift signature of a host function.

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use crate::interp::math::matmul_source;
 use crate::interp::vmath;
+use crate::ir::types::DType;
 use crate::ir::{Binary, Func, Prim, Unary};
-use crate::sema::types::DType;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Storage {

@@ -51,8 +51,8 @@ use cranelift_codegen::ir::{AbiParam, Function, Signature, types};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 
+use crate::ir::types::DType;
 use crate::ir::{Func, Prim};
-use crate::sema::types::DType;
 use crate::tensor::Tensor;
 use host::{HostCtx, Sig};
 use layout::Storage;

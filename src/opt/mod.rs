@@ -212,8 +212,8 @@ fn scalar_constant(insts: &[Inst], v: Var) -> Option<f64> {
 /// Reverse mode differentiates the power before this runs, so the derivative of `x ^ 2`,
 /// `2 * x ^ 1`, becomes `2 * x`, and that of `x ^ 3`, `3 * x ^ 2`, `3 * (x * x)`.
 pub fn powers(f: &Func) -> Func {
+    use crate::ir::types::DType;
     use crate::ir::{Binary, Unary};
-    use crate::sema::types::DType;
     rewrite(f, |_, mut inst, insts, _| {
         if inst.prim != Prim::Binary(Binary::Pow) || inst.dtype != DType::Float {
             return inst;
@@ -297,7 +297,7 @@ pub fn powers(f: &Func) -> Func {
 /// `sigmoid(z - 0)` for the derivative of `logaddexp(z, 0)`.
 pub fn identities(f: &Func) -> Func {
     use crate::ir::Binary;
-    use crate::sema::types::DType;
+    use crate::ir::types::DType;
     let mut replace: HashMap<Var, Var> = HashMap::new();
     for (i, inst) in f.insts.iter().enumerate() {
         let Prim::Binary(op) = inst.prim else {
@@ -335,7 +335,7 @@ pub fn identities(f: &Func) -> Func {
 /// product), and the JIT then fuses it into the elementwise work that reads it.
 pub fn outer_products(f: &Func) -> Func {
     use crate::ir::Binary;
-    use crate::sema::types::DType;
+    use crate::ir::types::DType;
     rewrite(f, |_, mut inst, insts, _| {
         let outer = inst.prim == Prim::MatMul
             && inst.dtype == DType::Float
@@ -370,7 +370,7 @@ pub fn outer_products(f: &Func) -> Func {
 /// and a strided copy of a wide product is slow (each of its reads is a cache miss). The
 /// same sums of the same products, though faer may add them in another order.
 pub fn transposed_products(f: &Func) -> Func {
-    use crate::sema::types::DType;
+    use crate::ir::types::DType;
     let mut uses = vec![0usize; f.insts.len()];
     for inst in &f.insts {
         for a in &inst.args {
@@ -427,7 +427,7 @@ pub fn transposed_products(f: &Func) -> Func {
 /// order, so the bits are the same.
 pub fn transposed_constants(f: &Func) -> Func {
     use crate::interp::math::{REGISTER_SUMS, SMALL_GEMV};
-    use crate::sema::types::DType;
+    use crate::ir::types::DType;
     use crate::tensor::Tensor;
     let swap = Prim::Transpose(vec![1, 0]);
     rewrite(f, |i, mut inst, insts, _| {
@@ -470,7 +470,7 @@ pub fn transposed_constants(f: &Func) -> Func {
 /// arrays of zeros. The adds it replaces are left to `dce`.
 pub fn pad_sums(f: &Func) -> Func {
     use crate::ir::Binary;
-    use crate::sema::types::DType;
+    use crate::ir::types::DType;
     // The pieces of a pad or of a sum of pads: (source, its shape, its starts).
     type Pieces = Vec<(Var, Vec<usize>, Vec<usize>)>;
     let mut pieces: Vec<Option<Pieces>> = vec![None; f.insts.len()];
@@ -532,7 +532,7 @@ pub fn pad_sums(f: &Func) -> Func {
 /// went through).
 pub fn untied_masks(f: &Func) -> Func {
     use crate::ir::Binary;
-    use crate::sema::types::DType;
+    use crate::ir::types::DType;
     let Some(&(_, ties)) = f.outputs.iter().find(|(name, _)| name == "ties") else {
         return f.clone();
     };
@@ -675,8 +675,8 @@ pub fn run(f: &Func) -> Result<Func, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::types::DType;
     use crate::ir::{Binary, Builder, Unary};
-    use crate::sema::types::DType;
     use crate::tensor::Tensor;
 
     fn outputs(f: &Func, inputs: &[Tensor]) -> Vec<Tensor> {

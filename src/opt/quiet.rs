@@ -10,8 +10,8 @@
 //! loss-only work costs more than the check: logistic and cross-entropy losses, whose
 //! `log`/`exp` work is done once more for the loss alone.
 
+use crate::ir::types::DType;
 use crate::ir::{Binary, Builder, Func, Prim, Reduce, Unary, Var};
-use crate::sema::types::DType;
 
 /// Every bound must stay within ±LIMIT, far enough from f64's largest value (1.8e308)
 /// that the bounds' own rounding cannot matter.

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use super::builtins::{self, Class, OPTIMIZER_NAMES};
 use super::modules::{Program, SymKind, load_file, load_text};
-use super::types::{
+use crate::diag::{Diagnostic, SourceMap, Span, sort_and_dedup};
+use crate::ir::types::{
     DType, Scalar, Shape, axis, broadcast, entries, matmul, memory_bytes, show_shape, too_large,
 };
-use crate::diag::{Diagnostic, SourceMap, Span, sort_and_dedup};
 use crate::syntax::ast::*;
 
 /// The most elements of one comprehension: each is an expression of its own.

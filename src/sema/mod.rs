@@ -5,6 +5,5 @@
 pub mod builtins;
 pub mod check;
 pub mod modules;
-pub mod types;
 
 pub use check::{Checked, Options, check_program};

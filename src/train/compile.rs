@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 
 use crate::autodiff::{Ties, grad_into, jvp_into, ties_into};
+use crate::ir::types::{DType, Shape};
 use crate::ir::{Binary, Func, Var, verify};
 use crate::lower::{Lowerer, NoiseSite, Statics};
 use crate::sema::Checked;
 use crate::sema::modules::SymKind;
-use crate::sema::types::{DType, Shape};
 use crate::syntax::ast::*;
 
 #[derive(Clone, Debug)]
