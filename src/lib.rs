@@ -21,6 +21,7 @@ pub mod diag;
 pub mod interp;
 pub mod ir;
 pub mod jit;
+pub mod kernels;
 pub mod lower;
 pub mod observe;
 pub mod opt;

@@ -407,7 +407,7 @@ fn sums_take_one_lane_order_in_every_kind_of_loop() {
     // a buffer read in place, a fused flat vector loop, a fused loop along rows (a
     // broadcast operand), the scalar loop of `precision f32`, a reduction along either
     // axis; blocks of 7 (plain order), 8 and more.
-    use traj::interp::math::sum;
+    use traj::kernels::math::sum;
     for (m, n) in [(5, 19), (3, 8), (1, 7), (4, 9)] {
         for f32 in [false, true] {
             let mut b = Builder::new();
@@ -1115,12 +1115,12 @@ proptest! {
 #[test]
 fn transcendentals_run_over_whole_buffers_with_libm_bits() {
     // `exp`, `log1p`, `sigmoid`, `softplus` and `logaddexp` are computed over whole
-    // buffers by `interp::vmath` (both backends): their operands are stored, not fused, and
+    // buffers by `kernels::vmath` (both backends): their operands are stored, not fused, and
     // every entry must be the scalar libm-based function's, bit for bit, including entries
     // outside libm's main range (overflow, -1, NaN, ±∞) and vector tails. Under
     // `precision f32` they stay entry-by-entry calls.
-    use traj::interp::math;
     use traj::jit::layout::{Storage, slice_op, storage};
+    use traj::kernels::math;
     let n = 1037;
     let xs: Vec<f64> = (0..n)
         .map(|i| match i % 13 {

@@ -1,14 +1,12 @@
 //! The reference interpreter: evaluates an IR `Func` on ndarray tensors. It defines the
-//! semantics the JIT must match. Elementwise math goes through `interp::math` (and, over
-//! whole arrays, `interp::vmath`), the same functions the JIT calls, so both backends
+//! semantics the JIT must match. Elementwise math goes through `kernels::math` (and, over
+//! whole arrays, `kernels::vmath`), the same functions the JIT calls, so both backends
 //! agree bit for bit.
-
-pub mod math;
-pub mod vmath;
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 use crate::ir::{Binary, Draw, Func, Inst, Observable, Prim, Unary};
+use crate::kernels::{math, vmath};
 use crate::observe::linalg;
 use crate::rng::Stream;
 use crate::tensor::Tensor;

@@ -671,7 +671,7 @@ impl<'a> Lowerer<'a> {
                     if op == Unary::Sign {
                         return Ok(match k {
                             Scalar::Int(i) => self.b.int_scalar(i.signum()),
-                            Scalar::Float(f) => self.b.scalar(crate::interp::math::sign(f)),
+                            Scalar::Float(f) => self.b.scalar(crate::kernels::math::sign(f)),
                         });
                     }
                     let t = crate::interp::unary(op, k.as_f64());

@@ -426,8 +426,8 @@ pub fn transposed_products(f: &Func) -> Func {
 /// time (logreg's `X @ w`, `[200,10] @ [10]`). Each entry is the same sum in the same
 /// order, so the bits are the same.
 pub fn transposed_constants(f: &Func) -> Func {
-    use crate::interp::math::{REGISTER_SUMS, SMALL_GEMV};
     use crate::ir::types::DType;
+    use crate::kernels::math::{REGISTER_SUMS, SMALL_GEMV};
     use crate::tensor::Tensor;
     let swap = Prim::Transpose(vec![1, 0]);
     rewrite(f, |i, mut inst, insts, _| {

@@ -375,7 +375,8 @@ fn binary(op: Binary, a: Range, b: Range) -> Option<Range> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::interp::{self, Env, math};
+    use crate::interp::{self, Env};
+    use crate::kernels::math;
     use crate::opt::tests::floats;
     use crate::tensor::Tensor;
     use ndarray::{ArrayD, IxDyn};

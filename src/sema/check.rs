@@ -2677,7 +2677,7 @@ fn fold(op: BinOp, x: Scalar, y: Scalar, dtype: DType) -> Option<Scalar> {
         (BinOp::Div, ..) => Some(Float(fx / fy)),
         (BinOp::FloorDiv, ..) => Some(Float((fx / fy).floor())),
         (BinOp::Rem, ..) => Some(Float(fx - fy * (fx / fy).floor())),
-        (BinOp::Pow, ..) => Some(Float(crate::interp::math::pow(fx, fy))),
+        (BinOp::Pow, ..) => Some(Float(crate::kernels::math::pow(fx, fy))),
         (BinOp::Lt, ..) => b(fx < fy),
         (BinOp::Le, ..) => b(fx <= fy),
         (BinOp::Gt, ..) => b(fx > fy),
@@ -3601,7 +3601,7 @@ impl<'p> Checker<'p> {
 }
 
 /// Folds an elementwise function over a compile-time scalar with the interpreter's own
-/// functions (`interp::math`), so a const folded here equals the same expression at run
+/// functions (`kernels::math`), so a const folded here equals the same expression at run
 /// time, bit for bit.
 fn unary_fold(name: &str, k: Scalar, dtype: DType) -> Option<Scalar> {
     if dtype == DType::Int
@@ -3615,7 +3615,7 @@ fn unary_fold(name: &str, k: Scalar, dtype: DType) -> Option<Scalar> {
             _ => None,
         };
     }
-    use crate::interp::math;
+    use crate::kernels::math;
     let x = k.as_f64();
     let y = match name {
         "exp" => math::exp(x),
