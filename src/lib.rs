@@ -7,7 +7,7 @@
 //! 3. `train::statics`: consts from data, data, loaded files, initial params.
 //! 4. `lower`: the checked loss, lets, records and updates → `ir` functions.
 //! 5. `autodiff`: gradients (Clarke subgradients at kinks); `opt`: simplification.
-//! 6. `train::compile`: the plan (fast and tie gradients, updates, records, stop, HVP).
+//! 6. `plan`: the plan (fast and tie gradients, updates, records, stop, HVP).
 //! 7. `train::advance`: the loop, on `jit::train_loop` (Cranelift) or the interpreter
 //!    (`interp`), rows to a sink (`output`'s run folder); `session` keeps a program and its
 //!    run between inputs for `repl`; `sweep` runs many; `plot` draws what was recorded.
@@ -26,6 +26,7 @@ pub mod lower;
 pub mod observe;
 pub mod opt;
 pub mod output;
+pub mod plan;
 pub mod plot;
 mod plot_text;
 pub mod repl;

@@ -21,12 +21,12 @@ use crate::ir::Func;
 use crate::ir::types::{DType, Scalar};
 use crate::jit::train_loop::TrainLoop;
 use crate::output::{RunInfo, Trajectory};
+use crate::plan::{self, Plan};
 use crate::sema::Checked;
 use crate::sema::check::{Options, Val, check_source};
 use crate::sema::modules::SymKind;
 use crate::syntax::ast::{Expr, Item};
 use crate::tensor::Tensor;
-use crate::train::compile::{self, Plan};
 use crate::train::statics::{self, Statics};
 use crate::train::{self, Backend, Exec, Progress, RunOptions, RunState, Status};
 
@@ -247,7 +247,7 @@ impl Session {
 
     /// The current params by name, in the plan's order.
     pub fn params(&self) -> Vec<(String, Tensor)> {
-        let names = compile::params_of(&self.build.checked);
+        let names = plan::params_of(&self.build.checked);
         let theta = self.theta();
         names.into_iter().map(|p| p.name).zip(theta).collect()
     }
@@ -277,7 +277,7 @@ impl Session {
         if let Some(s) = &self.state {
             return s.state.theta.clone();
         }
-        compile::params_of(&self.build.checked)
+        plan::params_of(&self.build.checked)
             .iter()
             .map(|p| {
                 self.build
@@ -597,17 +597,13 @@ impl Session {
     /// The IR of a typed expression's value, as lowered and simplified.
     pub fn ir_of(&self, expr: &str) -> Result<String> {
         let (checked, e) = self.probe(expr)?;
-        let f = compile::build_probe(&checked, &self.build.statics, &e)?;
+        let f = plan::build_probe(&checked, &self.build.statics, &e)?;
         Ok(crate::ir::print(&f))
     }
 
     /// The loss's gradient function as `traj ir --stage opt` prints it.
     pub fn ir_of_loss(&self) -> Result<String> {
-        Ok(compile::dump(
-            &self.build.checked,
-            &self.build.statics,
-            "opt",
-        )?)
+        Ok(plan::dump(&self.build.checked, &self.build.statics, "opt")?)
     }
 
     /// The Cranelift IR of the compiled loop.
@@ -634,7 +630,7 @@ impl Session {
             .find(|(n, _, _)| n == PROBE)
             .map(|(_, _, v)| v.clone())
             .ok_or_else(|| "internal error: the typed value has no type".to_string())?;
-        let f = compile::build_probe(&checked, &self.build.statics, &e)?;
+        let f = plan::build_probe(&checked, &self.build.statics, &e)?;
         let inputs = self.row_inputs()?;
         let out = run_func(&f, &inputs, self.seed())?;
         let value = out
@@ -665,7 +661,7 @@ impl Session {
     /// params: (value, [(param, gradient)]).
     pub fn grad(&self, expr: &str) -> Result<(f64, Vec<(String, Tensor)>)> {
         let (checked, e) = self.probe(expr)?;
-        let f = compile::build_probe_gradient(&checked, &self.build.statics, &e)?;
+        let f = plan::build_probe_gradient(&checked, &self.build.statics, &e)?;
         let mut inputs = self.theta();
         inputs.push(Tensor::Int(ArrayD::from_elem(
             IxDyn(&[]),
@@ -676,7 +672,7 @@ impl Session {
             .first()
             .and_then(|t| t.to_f64().iter().next().copied())
             .unwrap_or(f64::NAN);
-        let names = compile::params_of(&checked).into_iter().map(|p| p.name);
+        let names = plan::params_of(&checked).into_iter().map(|p| p.name);
         Ok((value, names.zip(out.into_iter().skip(1)).collect()))
     }
 
@@ -1019,9 +1015,9 @@ fn compose_and_build(
         .items
         .iter()
         .any(|i| matches!(i, Item::Loss(_)));
-    let run = if has_loss && compile::has_train(&checked) {
+    let run = if has_loss && plan::has_train(&checked) {
         let t0 = Instant::now();
-        let plan = Box::new(compile::build(&checked, &statics, None)?);
+        let plan = Box::new(plan::build(&checked, &statics, None)?);
         let rows = Exec::new(&plan, backend)?.into_compiled();
         let native = match backend {
             Backend::Jit => Some(TrainLoop::compile(&plan, seed)?),

@@ -5,10 +5,10 @@
 use ndarray::{ArrayD, IxDyn};
 
 use traj::diag::SourceMap;
+use traj::plan::Plan;
 use traj::sema::Options;
 use traj::sema::check::check_source;
 use traj::tensor::Tensor;
-use traj::train::compile::Plan;
 use traj::train::{RunOptions, gradient, prepare};
 
 struct Program {

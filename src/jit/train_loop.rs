@@ -27,9 +27,9 @@ use super::host::HostCtx;
 use super::{Buffers, entry_signature, new_module};
 use crate::ir::types::DType;
 use crate::ir::{Func, Prim};
+use crate::plan::Plan;
 use crate::rng::Stream;
 use crate::tensor::Tensor;
-use crate::train::compile::Plan;
 
 /// Why the native loop returned to the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -381,7 +381,7 @@ mod tests {
     use crate::tensor::Tensor;
     use ndarray::{ArrayD, IxDyn};
 
-    /// Logistic regression's gradient function as `train::compile` lays it out: outputs
+    /// Logistic regression's gradient function as `plan` lays it out: outputs
     /// loss = mean(logaddexp(z, 0)) with z = X w, grad:w = X' sigmoid(z) / 5, ties.
     fn logistic(loss_of: impl Fn(&mut Builder, Var) -> Var) -> Func {
         let mut b = Builder::new();

@@ -7,7 +7,6 @@
 //! [`advance`] runs the loop from a saved [`RunState`] up to a given step: `traj run` calls
 //! it once, a REPL session once per `:step` (its rows kept in memory, in a [`Trajectory`]).
 
-pub mod compile;
 pub mod schedule;
 pub mod statics;
 
@@ -23,10 +22,10 @@ use crate::ir::Func;
 use crate::ir::types::Scalar;
 use crate::jit::train_loop::Exit;
 use crate::output::{Trajectory, column_names};
+use crate::plan::{self, Plan};
 use crate::rng::Stream;
 use crate::sema::Checked;
 use crate::tensor::Tensor;
-use compile::Plan;
 use schedule::RecordSchedule;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -397,7 +396,7 @@ pub fn prepare(
 ) -> Result<(statics::Statics, Plan), String> {
     let statics =
         statics::evaluate(checked, sources, seed_of(checked)).map_err(|e| locate(&e, sources))?;
-    let plan = compile::build(checked, &statics, options.steps).map_err(|e| locate(&e, sources))?;
+    let plan = plan::build(checked, &statics, options.steps).map_err(|e| locate(&e, sources))?;
     Ok((statics, plan))
 }
 
