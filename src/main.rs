@@ -708,7 +708,6 @@ fn check(file: &std::path::Path, set: &[String], stage: Option<Stage>) -> ExitCo
                     let name = match stage {
                         Stage::Ir => "ir",
                         Stage::Grad => "grad",
-                        Stage::Clif => "clif",
                         _ => "opt",
                     };
                     let seed = traj::train::seed_of(&checked);
@@ -719,6 +718,8 @@ fn check(file: &std::path::Path, set: &[String], stage: Option<Stage>) -> ExitCo
                                 traj::jit::train_loop::TrainLoop::clif_text(&plan, seed)
                             })
                         }
+                        Stage::Clif => traj::plan::optimized_gradient(&checked, s)
+                            .and_then(|f| traj::jit::clif_text(&f)),
                         _ => traj::plan::dump(&checked, s, name),
                     };
                     match traj::train::statics::evaluate(&checked, &sources, seed)
