@@ -761,7 +761,7 @@ impl Session {
         };
         let program = self.file.clone().unwrap_or_else(|| PathBuf::from("<repl>"));
         let mut info: RunInfo =
-            crate::sweep::run_info(&program, &self.build.checked, &result, self.backend.name());
+            crate::train::run_info(&program, &self.build.checked, &result, self.backend.name());
         if !self.typed.is_empty() || self.file.is_none() {
             // The program is not the file alone: hash what ran.
             let text = &self

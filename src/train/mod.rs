@@ -21,7 +21,7 @@ use crate::interp::{self, Env};
 use crate::ir::Func;
 use crate::ir::types::Scalar;
 use crate::jit::train_loop::Exit;
-use crate::output::{Trajectory, column_names};
+use crate::output::{Rows, RunInfo, Trajectory, column_names};
 use crate::plan::{self, Plan};
 use crate::rng::Stream;
 use crate::sema::Checked;
@@ -63,36 +63,6 @@ pub struct RunOptions {
     /// interpreter looks at every step, the JIT's loop returns to look at least every
     /// [`INTERRUPT_INTERVAL`].
     pub interrupt: Option<&'static AtomicBool>,
-}
-
-/// Where recorded rows go, in step order: [`Trajectory`] keeps them (a REPL session's
-/// rows, and [`run`]'s), the run folder's `trajectory.csv` appends them.
-pub trait Rows {
-    /// The column names (without `step`), once, before any row.
-    fn start(&mut self, columns: &[String]) -> Result<(), String>;
-    /// Row `step`, one cell per column (`None`: its clause was not due).
-    fn push(&mut self, step: u64, row: Vec<Option<f64>>) -> Result<(), String>;
-    /// Called between steps: a sink that buffers may write out what it holds.
-    fn tick(&mut self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-impl Rows for Trajectory {
-    fn start(&mut self, columns: &[String]) -> Result<(), String> {
-        self.columns = columns.to_vec();
-        Ok(())
-    }
-
-    /// Adds row `step`, or replaces it when it is the last row already (a session
-    /// recompiled at step k takes step k's gradient again).
-    fn push(&mut self, step: u64, row: Vec<Option<f64>>) -> Result<(), String> {
-        match self.rows.last_mut() {
-            Some((s, r)) if *s == step => *r = row,
-            _ => self.rows.push((step, row)),
-        }
-        Ok(())
-    }
 }
 
 /// A progress callback: `(k, steps)` — the loop is at step k of at most `steps`.
@@ -563,6 +533,34 @@ pub fn run(
     Ok(result)
 }
 
+/// The `run.json` of a run of `program` (the path as given), as `traj run` writes it.
+pub fn run_info(program: &Path, checked: &Checked, result: &RunResult, backend: &str) -> RunInfo {
+    let text = std::fs::read(program).unwrap_or_default();
+    RunInfo {
+        program: program.display().to_string(),
+        source_sha256: crate::output::sha256_hex(&text),
+        consts: checked
+            .consts
+            .iter()
+            .map(|(k, v)| {
+                let j = match v {
+                    Scalar::Int(i) => serde_json::json!(i),
+                    Scalar::Float(f) => serde_json::json!(f),
+                };
+                (k.clone(), j)
+            })
+            .collect(),
+        seed: result.seed as i64,
+        backend: backend.into(),
+        status: result.status.name().into(),
+        steps: result.steps,
+        compile_seconds: result.compile_seconds,
+        run_seconds: result.run_seconds,
+        version: env!("CARGO_PKG_VERSION").into(),
+        message: result.message.clone(),
+    }
+}
+
 /// Runs a checked program of file `program` into its claimed folder: `run.json` saying
 /// `running` first, `trajectory.csv` row by row as they are recorded, then the params and
 /// the final `run.json`; dropping `folder` at the end releases its lock. An error while
@@ -587,7 +585,7 @@ pub fn run_to_folder(
         compile_seconds: 0.0,
         run_seconds: 0.0,
     };
-    let mut info = crate::sweep::run_info(program, checked, &not_run, backend);
+    let mut info = run_info(program, checked, &not_run, backend);
     info.status = "running".into();
     folder.write_info(&info)?;
     let outcome = (|| -> Result<RunResult, String> {
@@ -597,7 +595,7 @@ pub fn run_to_folder(
         let result = result?;
         flushed?;
         folder.write_params(&result.params)?;
-        folder.write_info(&crate::sweep::run_info(program, checked, &result, backend))?;
+        folder.write_info(&run_info(program, checked, &result, backend))?;
         Ok(result)
     })();
     if let Err(e) = &outcome {
