@@ -88,10 +88,10 @@ struct Build {
     param_defs: HashMap<String, String>,
 }
 
-/// The compiled plan; boxed so the row functions' keys (its functions' addresses) hold.
+/// The compiled plan: its row functions and step loop when the backend is the JIT.
 struct Compiled {
     plan: Box<Plan>,
-    rows: HashMap<usize, crate::jit::Compiled>,
+    rows: Option<train::RowFns>,
     native: Option<TrainLoop>,
     compile_seconds: f64,
 }

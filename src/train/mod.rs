@@ -135,53 +135,93 @@ impl Backend {
     }
 }
 
-/// Evaluates the functions of one plan at rows: with the interpreter, or with compiled
-/// versions of the record, stop and Hessian-vector functions (keyed by the function's
-/// address in the plan, which does not move); the others run on the interpreter.
+/// A function of the plan evaluated at rows, which the JIT backend compiles (its step loop,
+/// `jit::train_loop`, computes the gradients and updates between rows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowFn {
+    Record,
+    Stop,
+    Hvp,
+}
+
+/// The row functions of a plan compiled by the JIT.
+pub struct RowFns {
+    record: crate::jit::Compiled,
+    stop: Option<crate::jit::Compiled>,
+    hvp: Option<crate::jit::Compiled>,
+}
+
+/// One plan on one backend, for the loop: [`Exec::eval`] runs any function of the plan on
+/// the interpreter, [`Exec::eval_row`] a row function, compiled when the backend is the JIT.
 pub struct Exec<'p> {
     pub plan: &'p Plan,
-    native: std::collections::HashMap<usize, crate::jit::Compiled>,
+    rows: Option<RowFns>,
 }
 
 impl<'p> Exec<'p> {
     pub fn new(plan: &'p Plan, backend: Backend) -> Result<Exec<'p>, String> {
-        let mut native = std::collections::HashMap::new();
-        if backend == Backend::Jit {
-            // The step loop is one native function (`jit::train_loop`); these run at rows.
-            let mut funcs: Vec<&Func> = vec![&plan.record];
-            funcs.extend(plan.stop.iter());
-            funcs.extend(plan.hvp.iter());
-            // `TRAJ_DUMP=clif`: each function's Cranelift IR on stderr as it is compiled.
-            let dump = std::env::var("TRAJ_DUMP").is_ok_and(|v| v == "clif");
-            for f in funcs {
-                if dump {
-                    eprintln!("{}", crate::jit::clif_text(f)?);
-                }
-                native.insert(f as *const Func as usize, crate::jit::compile(f)?);
+        let rows = match backend {
+            Backend::Interp => None,
+            Backend::Jit => {
+                // `TRAJ_DUMP=clif`: each function's Cranelift IR on stderr as it is compiled.
+                let dump = std::env::var("TRAJ_DUMP").is_ok_and(|v| v == "clif");
+                let compile = |f: &Func| {
+                    if dump {
+                        eprintln!("{}", crate::jit::clif_text(f)?);
+                    }
+                    crate::jit::compile(f)
+                };
+                Some(RowFns {
+                    record: compile(&plan.record)?,
+                    stop: plan.stop.as_ref().map(compile).transpose()?,
+                    hvp: plan.hvp.as_ref().map(compile).transpose()?,
+                })
             }
-        }
-        Ok(Exec { plan, native })
+        };
+        Ok(Exec { plan, rows })
     }
 
-    /// The compiled row functions, to keep beside a plan that does not move (a boxed
-    /// plan in a REPL session) and give back to [`Exec::with_compiled`].
-    pub fn into_compiled(self) -> std::collections::HashMap<usize, crate::jit::Compiled> {
-        self.native
+    /// The compiled row functions, to keep beside the plan (in a REPL session) and give
+    /// back to [`Exec::with_compiled`].
+    pub fn into_compiled(self) -> Option<RowFns> {
+        self.rows
     }
 
     /// An `Exec` of `plan` with the row functions [`Exec::into_compiled`] gave for it.
-    pub fn with_compiled(
-        plan: &'p Plan,
-        native: std::collections::HashMap<usize, crate::jit::Compiled>,
-    ) -> Exec<'p> {
-        Exec { plan, native }
+    pub fn with_compiled(plan: &'p Plan, rows: Option<RowFns>) -> Exec<'p> {
+        Exec { plan, rows }
     }
 
-    /// Evaluates `f` with the compiled version of it when there is one.
+    /// Evaluates `f`, a function of the plan, on the interpreter.
     pub fn eval(&self, f: &Func, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>, String> {
-        match self.native.get(&(f as *const Func as usize)) {
-            Some(c) => c.run(inputs, seed),
-            None => eval(f, inputs, seed),
+        eval(f, inputs, seed)
+    }
+
+    /// Evaluates row function `which`: compiled on the JIT backend, else interpreted.
+    pub fn eval_row(
+        &self,
+        which: RowFn,
+        inputs: &[Tensor],
+        seed: u64,
+    ) -> Result<Vec<Tensor>, String> {
+        let plan = self.plan;
+        let (f, compiled) = match which {
+            RowFn::Record => (Some(&plan.record), self.rows.as_ref().map(|r| &r.record)),
+            RowFn::Stop => (
+                plan.stop.as_ref(),
+                self.rows.as_ref().and_then(|r| r.stop.as_ref()),
+            ),
+            RowFn::Hvp => (
+                plan.hvp.as_ref(),
+                self.rows.as_ref().and_then(|r| r.hvp.as_ref()),
+            ),
+        };
+        match (compiled, f) {
+            (Some(c), _) => c.run(inputs, seed),
+            (None, Some(f)) => eval(f, inputs, seed),
+            (None, None) => Err(format!(
+                "internal error: the plan has no {which:?} function"
+            )),
         }
     }
 }
@@ -446,9 +486,9 @@ impl Driver<'_> {
         let due = self.schedule.due(*k);
         let stop = match &plan.stop {
             // The last row is recorded, so an observable condition is tested there too.
-            Some(f) if !plan.stop_at_records_only || due || *k == plan.steps => {
+            Some(_) if !plan.stop_at_records_only || due || *k == plan.steps => {
                 let inputs = record_inputs(plan, theta, g, g.gnorm, *k, f64::NAN);
-                scalar_of(&exec.eval(f, &inputs, seed)?[0]) != 0.0
+                scalar_of(&exec.eval_row(RowFn::Stop, &inputs, seed)?[0]) != 0.0
             }
             _ => false,
         };
@@ -930,7 +970,7 @@ fn advance_with(
 pub fn row_inputs(exec: &Exec, theta: &[Tensor], k: u64, seed: u64) -> Result<Vec<Tensor>, String> {
     let g = gradient_on(exec, theta, k + 1, seed)?;
     let sharp = match &exec.plan.hvp {
-        Some(h) => sharpness(exec, h, theta, k, seed)?,
+        Some(_) => sharpness(exec, theta, k, seed)?,
         None => f64::NAN,
     };
     Ok(record_inputs(exec.plan, theta, &g, g.gnorm, k, sharp))
@@ -983,11 +1023,11 @@ fn record_row(
     let plan = exec.plan;
     let gnorm = g.gnorm;
     let sharp = match &plan.hvp {
-        Some(h) => sharpness(exec, h, theta, k, seed)?,
+        Some(_) => sharpness(exec, theta, k, seed)?,
         None => f64::NAN,
     };
     let inputs = record_inputs(plan, theta, g, gnorm, k, sharp);
-    let out = exec.eval(&plan.record, &inputs, seed)?;
+    let out = exec.eval_row(RowFn::Record, &inputs, seed)?;
     let mut row = Vec::new();
     for (c, v) in plan.columns.iter().zip(out) {
         let due = last || schedule.clause_due(c.clause, k);
@@ -1000,7 +1040,7 @@ fn record_row(
 
 /// The largest eigenvalue of the loss Hessian at θ, by Lanczos on Hessian-vector products
 /// to 1e-8 relative, from a start drawn from stream "sharpness" at the step.
-fn sharpness(exec: &Exec, hvp: &Func, theta: &[Tensor], k: u64, seed: u64) -> Result<f64, String> {
+fn sharpness(exec: &Exec, theta: &[Tensor], k: u64, seed: u64) -> Result<f64, String> {
     let plan = exec.plan;
     let n = plan.nparams;
     if n == 0 {
@@ -1021,7 +1061,7 @@ fn sharpness(exec: &Exec, hvp: &Func, theta: &[Tensor], k: u64, seed: u64) -> Re
             ));
             at += len;
         }
-        let res = exec.eval(hvp, &inputs, seed)?;
+        let res = exec.eval_row(RowFn::Hvp, &inputs, seed)?;
         let mut at = 0;
         for t in res {
             for x in t.to_f64().iter() {
