@@ -28,7 +28,7 @@ use crate::sema::modules::SymKind;
 use crate::syntax::ast::{Expr, Item};
 use crate::tensor::Tensor;
 use crate::train::statics::{self, Statics};
-use crate::train::{self, Backend, Exec, Progress, RunOptions, RunState, Status};
+use crate::train::{self, Backend, Engine, Exec, Progress, RunOptions, RunState, Status};
 
 /// The name a typed expression is bound to while it is checked.
 const PROBE: &str = "it__";
@@ -91,8 +91,7 @@ struct Build {
 /// The compiled plan: its row functions and step loop when the backend is the JIT.
 struct Compiled {
     plan: Box<Plan>,
-    rows: Option<train::RowFns>,
-    native: Option<TrainLoop>,
+    engine: Engine,
     compile_seconds: f64,
 }
 
@@ -257,7 +256,7 @@ impl Session {
         let Some(c) = &self.build.run else {
             return Ok(None);
         };
-        let exec = Exec::new(&c.plan, Backend::Interp)?;
+        let exec = Exec::interp(&c.plan);
         let theta = train::initial_theta(&c.plan, &self.build.statics)?;
         Ok(Some(Run {
             state: RunState::start(&exec, theta, self.seed())?,
@@ -343,21 +342,19 @@ impl Session {
             backend: self.backend,
             interrupt,
         };
-        let exec = Exec::with_compiled(&c.plan, std::mem::take(&mut c.rows));
         // The loop works on a copy, so that an internal error leaves the session as it was.
         let mut next = run.clone();
         let started = Instant::now();
         let k0 = next.state.k;
         let result = train::advance(
-            &exec,
-            c.native.as_mut(),
+            &c.plan,
+            &mut c.engine,
             &self.build.sources,
             &mut next.state,
             target,
             &options,
             &mut next.trajectory,
         );
-        c.rows = exec.into_compiled();
         let status = match result {
             Ok(s) => s,
             Err(e) => {
@@ -537,7 +534,7 @@ impl Session {
                 }
             }
         }
-        let exec = Exec::new(&c.plan, Backend::Interp)?;
+        let exec = Exec::interp(&c.plan);
         if old.states.len() != fresh.states.len() {
             fresh.states = train::initial_states(&exec, &fresh.theta, fresh.seed)?;
         }
@@ -645,7 +642,7 @@ impl Session {
         let theta = self.theta();
         let k = self.step_count();
         if let (Some(c), Some(_)) = (&self.build.run, &self.state) {
-            let exec = Exec::new(&c.plan, Backend::Interp)?;
+            let exec = Exec::interp(&c.plan);
             return Ok(train::row_inputs(&exec, &theta, k, self.seed())?);
         }
         // Nothing to step: gradients, loss and gnorm are unknown.
@@ -735,7 +732,7 @@ impl Session {
         let trajectory = match self.status {
             Some(_) => trajectory.clone(),
             None => {
-                let exec = Exec::new(&c.plan, Backend::Interp)?;
+                let exec = Exec::interp(&c.plan);
                 train::closed_trajectory(&exec, state, trajectory)?
             }
         };
@@ -1018,15 +1015,10 @@ fn compose_and_build(
     let run = if has_loss && plan::has_train(&checked) {
         let t0 = Instant::now();
         let plan = Box::new(plan::build(&checked, &statics, None)?);
-        let rows = Exec::new(&plan, backend)?.into_compiled();
-        let native = match backend {
-            Backend::Jit => Some(TrainLoop::compile(&plan, seed)?),
-            Backend::Interp => None,
-        };
+        let engine = Engine::compile(&plan, backend, seed)?;
         Some(Compiled {
             plan,
-            rows,
-            native,
+            engine,
             compile_seconds: t0.elapsed().as_secs_f64(),
         })
     } else {

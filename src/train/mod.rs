@@ -20,7 +20,7 @@ use crate::diag::SourceMap;
 use crate::interp::{self, Env};
 use crate::ir::Func;
 use crate::ir::types::Scalar;
-use crate::jit::train_loop::Exit;
+use crate::jit::train_loop::{Exit, TrainLoop};
 use crate::output::{Rows, RunInfo, Trajectory, column_names};
 use crate::plan::{self, Plan};
 use crate::rng::Stream;
@@ -151,45 +151,53 @@ pub struct RowFns {
     hvp: Option<crate::jit::Compiled>,
 }
 
+/// A plan compiled for one backend: nothing for the interpreter; for the JIT, the step
+/// loop as one native function (`jit::train_loop`) and the row functions.
+pub enum Engine {
+    Interp,
+    Jit {
+        rows: Box<RowFns>,
+        step_loop: Box<TrainLoop>,
+    },
+}
+
+impl Engine {
+    pub fn compile(plan: &Plan, backend: Backend, seed: u64) -> Result<Engine, String> {
+        if backend == Backend::Interp {
+            return Ok(Engine::Interp);
+        }
+        // `TRAJ_DUMP=clif`: each function's Cranelift IR on stderr as it is compiled.
+        let dump = std::env::var("TRAJ_DUMP").is_ok_and(|v| v == "clif");
+        let compile = |f: &Func| {
+            if dump {
+                eprintln!("{}", crate::jit::clif_text(f)?);
+            }
+            crate::jit::compile(f)
+        };
+        let rows = Box::new(RowFns {
+            record: compile(&plan.record)?,
+            stop: plan.stop.as_ref().map(compile).transpose()?,
+            hvp: plan.hvp.as_ref().map(compile).transpose()?,
+        });
+        if dump {
+            eprintln!("{}", TrainLoop::clif_text(plan, seed)?);
+        }
+        let step_loop = Box::new(TrainLoop::compile(plan, seed)?);
+        Ok(Engine::Jit { rows, step_loop })
+    }
+}
+
 /// One plan on one backend, for the loop: [`Exec::eval`] runs any function of the plan on
 /// the interpreter, [`Exec::eval_row`] a row function, compiled when the backend is the JIT.
 pub struct Exec<'p> {
     pub plan: &'p Plan,
-    rows: Option<RowFns>,
+    rows: Option<&'p RowFns>,
 }
 
 impl<'p> Exec<'p> {
-    pub fn new(plan: &'p Plan, backend: Backend) -> Result<Exec<'p>, String> {
-        let rows = match backend {
-            Backend::Interp => None,
-            Backend::Jit => {
-                // `TRAJ_DUMP=clif`: each function's Cranelift IR on stderr as it is compiled.
-                let dump = std::env::var("TRAJ_DUMP").is_ok_and(|v| v == "clif");
-                let compile = |f: &Func| {
-                    if dump {
-                        eprintln!("{}", crate::jit::clif_text(f)?);
-                    }
-                    crate::jit::compile(f)
-                };
-                Some(RowFns {
-                    record: compile(&plan.record)?,
-                    stop: plan.stop.as_ref().map(compile).transpose()?,
-                    hvp: plan.hvp.as_ref().map(compile).transpose()?,
-                })
-            }
-        };
-        Ok(Exec { plan, rows })
-    }
-
-    /// The compiled row functions, to keep beside the plan (in a REPL session) and give
-    /// back to [`Exec::with_compiled`].
-    pub fn into_compiled(self) -> Option<RowFns> {
-        self.rows
-    }
-
-    /// An `Exec` of `plan` with the row functions [`Exec::into_compiled`] gave for it.
-    pub fn with_compiled(plan: &'p Plan, rows: Option<RowFns>) -> Exec<'p> {
-        Exec { plan, rows }
+    /// Every function of `plan` on the interpreter.
+    pub fn interp(plan: &'p Plan) -> Exec<'p> {
+        Exec { plan, rows: None }
     }
 
     /// Evaluates `f`, a function of the plan, on the interpreter.
@@ -206,15 +214,9 @@ impl<'p> Exec<'p> {
     ) -> Result<Vec<Tensor>, String> {
         let plan = self.plan;
         let (f, compiled) = match which {
-            RowFn::Record => (Some(&plan.record), self.rows.as_ref().map(|r| &r.record)),
-            RowFn::Stop => (
-                plan.stop.as_ref(),
-                self.rows.as_ref().and_then(|r| r.stop.as_ref()),
-            ),
-            RowFn::Hvp => (
-                plan.hvp.as_ref(),
-                self.rows.as_ref().and_then(|r| r.hvp.as_ref()),
-            ),
+            RowFn::Record => (Some(&plan.record), self.rows.map(|r| &r.record)),
+            RowFn::Stop => (plan.stop.as_ref(), self.rows.and_then(|r| r.stop.as_ref())),
+            RowFn::Hvp => (plan.hvp.as_ref(), self.rows.and_then(|r| r.hvp.as_ref())),
         };
         match (compiled, f) {
             (Some(c), _) => c.run(inputs, seed),
@@ -250,7 +252,7 @@ pub struct Gradient {
 }
 
 pub fn gradient(plan: &Plan, theta: &[Tensor], step: u64, seed: u64) -> Result<Gradient, String> {
-    gradient_on(&Exec::new(plan, Backend::Interp)?, theta, step, seed)
+    gradient_on(&Exec::interp(plan), theta, step, seed)
 }
 
 /// The gradient at θ with update `step`'s draws, evaluated by `exec`.
@@ -657,29 +659,17 @@ pub fn run_with(
     let seed = seed_of(checked);
     let t0 = Instant::now();
     let (statics, plan) = prepare(checked, sources, options)?;
-    let exec = Exec::new(&plan, options.backend)?;
-    let mut native = match options.backend {
-        Backend::Jit => {
-            if std::env::var("TRAJ_DUMP").is_ok_and(|v| v == "clif") {
-                eprintln!(
-                    "{}",
-                    crate::jit::train_loop::TrainLoop::clif_text(&plan, seed)?
-                );
-            }
-            Some(crate::jit::train_loop::TrainLoop::compile(&plan, seed)?)
-        }
-        Backend::Interp => None,
-    };
+    let mut engine = Engine::compile(&plan, options.backend, seed)?;
     let compile_seconds = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
     let theta = initial_theta(&plan, &statics)?;
-    let mut state = RunState::start(&exec, theta, seed)?;
+    let mut state = RunState::start(&Exec::interp(&plan), theta, seed)?;
     let columns = trajectory_columns(&plan);
     rows.start(&columns)?;
     let status = advance(
-        &exec,
-        native.as_mut(),
+        &plan,
+        &mut engine,
         sources,
         &mut state,
         plan.steps,
@@ -804,21 +794,28 @@ pub fn initial_states(
 /// block's last step, the stop condition, a divergence, an error, or `options.interrupt`
 /// raised: its status is returned), handing the rows recorded to `rows` (whose `start`
 /// the caller has called). An interrupted run records its row in full as a last row and
-/// is left ready to go on: a later call continues with update k+1. With `native` the
-/// steps run in the compiled loop (`jit::train_loop`), in chunks when there is a progress
-/// callback or an interrupt flag to look at; without, on `exec`.
+/// is left ready to go on: a later call continues with update k+1. On the JIT the steps
+/// run in the compiled loop (`jit::train_loop`), in chunks when there is a progress
+/// callback or an interrupt flag to look at; on the interpreter, one by one.
 pub fn advance(
-    exec: &Exec,
-    native: Option<&mut crate::jit::train_loop::TrainLoop>,
+    plan: &Plan,
+    engine: &mut Engine,
     sources: &SourceMap,
     state: &mut RunState,
     target: u64,
     options: &RunOptions,
     rows: &mut dyn Rows,
 ) -> Result<Option<Status>, String> {
-    let plan = exec.plan;
+    let (row_fns, native) = match engine {
+        Engine::Interp => (None, None),
+        Engine::Jit { rows, step_loop } => (Some(&**rows), Some(&mut **step_loop)),
+    };
+    let exec = Exec {
+        plan,
+        rows: row_fns,
+    };
     let mut d = Driver {
-        exec,
+        exec: &exec,
         sources,
         seed: state.seed,
         schedule: RecordSchedule::new(&plan.clauses, plan.steps),
@@ -839,7 +836,7 @@ pub fn advance(
 
 fn advance_with(
     d: &mut Driver,
-    native: Option<&mut crate::jit::train_loop::TrainLoop>,
+    native: Option<&mut TrainLoop>,
     state: &mut RunState,
     target: u64,
     options: &RunOptions,
