@@ -9,7 +9,7 @@
 //! 5. `autodiff`: gradients (Clarke subgradients at kinks); `opt`: simplification.
 //! 6. `plan`: the plan (fast and tie gradients, updates, records, stop, HVP).
 //! 7. A backend runs the plan: `interp` (the reference) or `jit` (Cranelift, the whole step
-//!    loop), both on the shared `kernels`.
+//!    loop, compiled once as a `train::Engine`), both on the shared `kernels`.
 //! 8. `train::advance`: the loop, rows to an `output::Rows` sink (the run folder); `session`
 //!    keeps a program and its run between inputs for `repl`; `sweep` runs many; `plot`
 //!    draws what was recorded.
