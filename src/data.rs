@@ -14,7 +14,7 @@ use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::ReadNpyExt;
 use ndarray_npy::npy::header::Header;
 
-use crate::sema::types::DType;
+use crate::ir::types::DType;
 use crate::tensor::Tensor;
 
 /// Loads a `.npy` or `.csv` file (by extension, case-insensitive).
@@ -165,7 +165,7 @@ pub fn npy_header(reader: &mut impl std::io::Read, file_len: u64) -> Result<NpyH
              int64/32/16/8, uint64/32/16/8 and bool"
         ));
     };
-    let data = crate::sema::types::entries(&header.shape)
+    let data = crate::ir::types::entries(&header.shape)
         .and_then(|n| (n as u64).checked_mul(item))
         .filter(|bytes| *bytes == file_len - header_len);
     if data.is_none() {

@@ -708,18 +708,19 @@ fn check(file: &std::path::Path, set: &[String], stage: Option<Stage>) -> ExitCo
                     let name = match stage {
                         Stage::Ir => "ir",
                         Stage::Grad => "grad",
-                        Stage::Clif => "clif",
                         _ => "opt",
                     };
                     let seed = traj::train::seed_of(&checked);
                     let dump = |s: &traj::train::statics::Statics| match stage {
                         // The whole step loop, when the program trains.
-                        Stage::Clif if traj::train::compile::has_train(&checked) => {
-                            traj::train::compile::build(&checked, s, None).and_then(|plan| {
+                        Stage::Clif if traj::plan::has_train(&checked) => {
+                            traj::plan::build(&checked, s, None).and_then(|plan| {
                                 traj::jit::train_loop::TrainLoop::clif_text(&plan, seed)
                             })
                         }
-                        _ => traj::train::compile::dump(&checked, s, name),
+                        Stage::Clif => traj::plan::optimized_gradient(&checked, s)
+                            .and_then(|f| traj::jit::clif_text(&f)),
+                        _ => traj::plan::dump(&checked, s, name),
                     };
                     match traj::train::statics::evaluate(&checked, &sources, seed)
                         .and_then(|s| dump(&s))

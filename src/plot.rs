@@ -28,9 +28,9 @@ use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
 use crate::diag::SourceMap;
+use crate::ir::types::Scalar;
 use crate::plot_text::GlyphText;
 use crate::sema::check::{Options, check_file};
-use crate::sema::types::Scalar;
 
 /// The picture's size in pixels (SVG units), 3:2.
 pub const SIZE: (u32, u32) = (1200, 800);

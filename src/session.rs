@@ -18,17 +18,17 @@ use ndarray::{ArrayD, IxDyn};
 use crate::diag::{Diagnostic, SourceMap, Span};
 use crate::interp::{self, Env};
 use crate::ir::Func;
+use crate::ir::types::{DType, Scalar};
 use crate::jit::train_loop::TrainLoop;
 use crate::output::{RunInfo, Trajectory};
+use crate::plan::{self, Plan};
 use crate::sema::Checked;
 use crate::sema::check::{Options, Val, check_source};
 use crate::sema::modules::SymKind;
-use crate::sema::types::{DType, Scalar};
 use crate::syntax::ast::{Expr, Item};
 use crate::tensor::Tensor;
-use crate::train::compile::{self, Plan};
 use crate::train::statics::{self, Statics};
-use crate::train::{self, Backend, Exec, Progress, RunOptions, RunState, Status};
+use crate::train::{self, Backend, Engine, Exec, Progress, RunOptions, RunState, Status};
 
 /// The name a typed expression is bound to while it is checked.
 const PROBE: &str = "it__";
@@ -88,11 +88,10 @@ struct Build {
     param_defs: HashMap<String, String>,
 }
 
-/// The compiled plan; boxed so the row functions' keys (its functions' addresses) hold.
+/// The compiled plan: its row functions and step loop when the backend is the JIT.
 struct Compiled {
     plan: Box<Plan>,
-    rows: HashMap<usize, crate::jit::Compiled>,
-    native: Option<TrainLoop>,
+    engine: Engine,
     compile_seconds: f64,
 }
 
@@ -247,7 +246,7 @@ impl Session {
 
     /// The current params by name, in the plan's order.
     pub fn params(&self) -> Vec<(String, Tensor)> {
-        let names = compile::params_of(&self.build.checked);
+        let names = plan::params_of(&self.build.checked);
         let theta = self.theta();
         names.into_iter().map(|p| p.name).zip(theta).collect()
     }
@@ -257,7 +256,7 @@ impl Session {
         let Some(c) = &self.build.run else {
             return Ok(None);
         };
-        let exec = Exec::new(&c.plan, Backend::Interp)?;
+        let exec = Exec::interp(&c.plan);
         let theta = train::initial_theta(&c.plan, &self.build.statics)?;
         Ok(Some(Run {
             state: RunState::start(&exec, theta, self.seed())?,
@@ -277,7 +276,7 @@ impl Session {
         if let Some(s) = &self.state {
             return s.state.theta.clone();
         }
-        compile::params_of(&self.build.checked)
+        plan::params_of(&self.build.checked)
             .iter()
             .map(|p| {
                 self.build
@@ -343,21 +342,19 @@ impl Session {
             backend: self.backend,
             interrupt,
         };
-        let exec = Exec::with_compiled(&c.plan, std::mem::take(&mut c.rows));
         // The loop works on a copy, so that an internal error leaves the session as it was.
         let mut next = run.clone();
         let started = Instant::now();
         let k0 = next.state.k;
         let result = train::advance(
-            &exec,
-            c.native.as_mut(),
+            &c.plan,
+            &mut c.engine,
             &self.build.sources,
             &mut next.state,
             target,
             &options,
             &mut next.trajectory,
         );
-        c.rows = exec.into_compiled();
         let status = match result {
             Ok(s) => s,
             Err(e) => {
@@ -537,7 +534,7 @@ impl Session {
                 }
             }
         }
-        let exec = Exec::new(&c.plan, Backend::Interp)?;
+        let exec = Exec::interp(&c.plan);
         if old.states.len() != fresh.states.len() {
             fresh.states = train::initial_states(&exec, &fresh.theta, fresh.seed)?;
         }
@@ -597,17 +594,13 @@ impl Session {
     /// The IR of a typed expression's value, as lowered and simplified.
     pub fn ir_of(&self, expr: &str) -> Result<String> {
         let (checked, e) = self.probe(expr)?;
-        let f = compile::build_probe(&checked, &self.build.statics, &e)?;
+        let f = plan::build_probe(&checked, &self.build.statics, &e)?;
         Ok(crate::ir::print(&f))
     }
 
     /// The loss's gradient function as `traj ir --stage opt` prints it.
     pub fn ir_of_loss(&self) -> Result<String> {
-        Ok(compile::dump(
-            &self.build.checked,
-            &self.build.statics,
-            "opt",
-        )?)
+        Ok(plan::dump(&self.build.checked, &self.build.statics, "opt")?)
     }
 
     /// The Cranelift IR of the compiled loop.
@@ -634,7 +627,7 @@ impl Session {
             .find(|(n, _, _)| n == PROBE)
             .map(|(_, _, v)| v.clone())
             .ok_or_else(|| "internal error: the typed value has no type".to_string())?;
-        let f = compile::build_probe(&checked, &self.build.statics, &e)?;
+        let f = plan::build_probe(&checked, &self.build.statics, &e)?;
         let inputs = self.row_inputs()?;
         let out = run_func(&f, &inputs, self.seed())?;
         let value = out
@@ -649,7 +642,7 @@ impl Session {
         let theta = self.theta();
         let k = self.step_count();
         if let (Some(c), Some(_)) = (&self.build.run, &self.state) {
-            let exec = Exec::new(&c.plan, Backend::Interp)?;
+            let exec = Exec::interp(&c.plan);
             return Ok(train::row_inputs(&exec, &theta, k, self.seed())?);
         }
         // Nothing to step: gradients, loss and gnorm are unknown.
@@ -665,7 +658,7 @@ impl Session {
     /// params: (value, [(param, gradient)]).
     pub fn grad(&self, expr: &str) -> Result<(f64, Vec<(String, Tensor)>)> {
         let (checked, e) = self.probe(expr)?;
-        let f = compile::build_probe_gradient(&checked, &self.build.statics, &e)?;
+        let f = plan::build_probe_gradient(&checked, &self.build.statics, &e)?;
         let mut inputs = self.theta();
         inputs.push(Tensor::Int(ArrayD::from_elem(
             IxDyn(&[]),
@@ -676,7 +669,7 @@ impl Session {
             .first()
             .and_then(|t| t.to_f64().iter().next().copied())
             .unwrap_or(f64::NAN);
-        let names = compile::params_of(&checked).into_iter().map(|p| p.name);
+        let names = plan::params_of(&checked).into_iter().map(|p| p.name);
         Ok((value, names.zip(out.into_iter().skip(1)).collect()))
     }
 
@@ -739,7 +732,7 @@ impl Session {
         let trajectory = match self.status {
             Some(_) => trajectory.clone(),
             None => {
-                let exec = Exec::new(&c.plan, Backend::Interp)?;
+                let exec = Exec::interp(&c.plan);
                 train::closed_trajectory(&exec, state, trajectory)?
             }
         };
@@ -765,7 +758,7 @@ impl Session {
         };
         let program = self.file.clone().unwrap_or_else(|| PathBuf::from("<repl>"));
         let mut info: RunInfo =
-            crate::sweep::run_info(&program, &self.build.checked, &result, self.backend.name());
+            crate::train::run_info(&program, &self.build.checked, &result, self.backend.name());
         if !self.typed.is_empty() || self.file.is_none() {
             // The program is not the file alone: hash what ran.
             let text = &self
@@ -1019,18 +1012,13 @@ fn compose_and_build(
         .items
         .iter()
         .any(|i| matches!(i, Item::Loss(_)));
-    let run = if has_loss && compile::has_train(&checked) {
+    let run = if has_loss && plan::has_train(&checked) {
         let t0 = Instant::now();
-        let plan = Box::new(compile::build(&checked, &statics, None)?);
-        let rows = Exec::new(&plan, backend)?.into_compiled();
-        let native = match backend {
-            Backend::Jit => Some(TrainLoop::compile(&plan, seed)?),
-            Backend::Interp => None,
-        };
+        let plan = Box::new(plan::build(&checked, &statics, None)?);
+        let engine = Engine::compile(&plan, backend, seed)?;
         Some(Compiled {
             plan,
-            rows,
-            native,
+            engine,
             compile_seconds: t0.elapsed().as_secs_f64(),
         })
     } else {

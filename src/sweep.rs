@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! `DIR/k1=v1,k2=v2/` is each point's run folder, written exactly as `traj run` writes one
-//! ([`run_info`], [`crate::output::write_run_folder`]); `DIR/sweep.csv` (RFC 4180, CRLF) has
+//! ([`crate::train::run_info`], [`crate::output::write_run_folder`]); `DIR/sweep.csv` (RFC 4180, CRLF) has
 //! one row per point in sweep order: the swept consts, `status`, `steps`, `run_seconds` (the
 //! training loop alone, empty when the point never ran), the last recorded
 //! value of every trajectory column (the union over points, in order of first appearance;
@@ -32,13 +32,13 @@ use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
 use crate::diag::{Diagnostic, SourceMap, Span};
+use crate::ir::types::Scalar;
 use crate::output::folder::RunFolder;
-use crate::output::{RunInfo, Trajectory, format_float};
+use crate::output::{Trajectory, format_float};
 use crate::sema::check::{Checked, Options, check_file, check_program};
 use crate::sema::modules::{SymKind, Symbol};
-use crate::sema::types::Scalar;
 use crate::syntax::ast::{Def, Expr, Ident, Item, SweepValues};
-use crate::train::{self, Progress, RunOptions, RunResult, Status};
+use crate::train::{self, Progress, RunOptions, Status};
 
 /// One sweep point: (const, value) in the order of the sweep's entries.
 pub type Point = Vec<(String, Scalar)>;
@@ -235,34 +235,6 @@ pub fn default_sweep_dir(program: &Path, now: SystemTime) -> PathBuf {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "run".to_string());
     crate::output::default_run_dir(Path::new(&format!("{stem}-sweep.traj")), now)
-}
-
-/// The `run.json` of a run of `program` (the path as given), as `traj run` writes it.
-pub fn run_info(program: &Path, checked: &Checked, result: &RunResult, backend: &str) -> RunInfo {
-    let text = std::fs::read(program).unwrap_or_default();
-    RunInfo {
-        program: program.display().to_string(),
-        source_sha256: crate::output::sha256_hex(&text),
-        consts: checked
-            .consts
-            .iter()
-            .map(|(k, v)| {
-                let j = match v {
-                    Scalar::Int(i) => serde_json::json!(i),
-                    Scalar::Float(f) => serde_json::json!(f),
-                };
-                (k.clone(), j)
-            })
-            .collect(),
-        seed: result.seed as i64,
-        backend: backend.into(),
-        status: result.status.name().into(),
-        steps: result.steps,
-        compile_seconds: result.compile_seconds,
-        run_seconds: result.run_seconds,
-        version: env!("CARGO_PKG_VERSION").into(),
-        message: result.message.clone(),
-    }
 }
 
 /// How to run a sweep.

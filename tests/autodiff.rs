@@ -5,11 +5,11 @@
 use ndarray::{ArrayD, IxDyn};
 
 use traj::diag::SourceMap;
+use traj::plan::Plan;
 use traj::sema::Options;
 use traj::sema::check::check_source;
 use traj::tensor::Tensor;
-use traj::train::compile::Plan;
-use traj::train::{Backend, Exec, RunOptions, gradient, gradient_on, prepare};
+use traj::train::{Backend, RunOptions, gradient, prepare};
 
 struct Program {
     plan: Plan,
@@ -82,13 +82,31 @@ fn fd_error(p: &Program) -> f64 {
     fd_error_on(p, Backend::Interp)
 }
 
+/// The loss and gradient at θ (update 1's draws) evaluated by `backend`: the plan's
+/// gradient function on the interpreter, or compiled by the JIT (programs without ties).
+fn loss_and_gradient_on(backend: Backend, p: &Program) -> impl Fn(&[Tensor]) -> (f64, Vec<f64>) + '_ {
+    let compiled = (backend == Backend::Jit)
+        .then(|| traj::jit::compile(&p.plan.grad_fast).expect("the JIT compiles the gradient"));
+    move |theta: &[Tensor]| match &compiled {
+        None => {
+            let g = gradient(&p.plan, theta, 1, p.seed).expect("gradient");
+            (g.loss, flat(&g.grads))
+        }
+        Some(f) => {
+            let mut inputs = theta.to_vec();
+            inputs.push(Tensor::Int(ArrayD::from_elem(IxDyn(&[]), 1)));
+            let out = f.run(&inputs, p.seed).expect("the compiled gradient runs");
+            let n = p.plan.params.len();
+            assert_eq!(out[n + 1].to_f64().iter().sum::<f64>(), 0.0, "no ties here");
+            (out[0].to_f64().iter().sum(), flat(&out[1..=n]))
+        }
+    }
+}
+
 /// `fd_error` with the gradient and the losses evaluated by `backend`.
 fn fd_error_on(p: &Program, backend: Backend) -> f64 {
-    let exec = Exec::new(&p.plan, backend).expect("compiles");
-    let grad_at = |_: &Program, theta: &[Tensor]| {
-        let g = gradient_on(&exec, theta, 1, p.seed).expect("gradient");
-        (g.loss, flat(&g.grads))
-    };
+    let eval = loss_and_gradient_on(backend, p);
+    let grad_at = |_: &Program, theta: &[Tensor]| eval(theta);
     let loss_at = |p: &Program, x: &[f64]| grad_at(p, &unflat(p, x)).0;
     let x = flat(&p.theta);
     let (_, g) = grad_at(p, &p.theta);
@@ -187,10 +205,9 @@ fn erf_and_gelu_match_finite_differences_on_both_backends() {
             "use std.nets\nparam x: [] = 0\nloss = {loss}\ntrain {{\n  optimizer gd(lr = 0.1)\n  steps 1\n}}\n"
         ));
         for backend in [Backend::Interp, Backend::Jit] {
-            let exec = Exec::new(&p.plan, backend).expect("compiles");
-            let g = gradient_on(&exec, &p.theta, 1, p.seed).expect("gradient");
-            assert_eq!(g.loss, 0.0, "{loss} at 0 ({backend:?})");
-            assert_eq!(flat(&g.grads), vec![want], "d/dx {loss} at 0 ({backend:?})");
+            let (value, grads) = loss_and_gradient_on(backend, &p)(&p.theta);
+            assert_eq!(value, 0.0, "{loss} at 0 ({backend:?})");
+            assert_eq!(grads, vec![want], "d/dx {loss} at 0 ({backend:?})");
         }
     }
 }

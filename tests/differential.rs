@@ -1015,7 +1015,7 @@ fn finished_rows(text: &str) -> Vec<Vec<Option<f64>>> {
 }
 
 /// Found by `random_programs_agree_on_both_backends`: forward mode (`autodiff::jvp_into`,
-/// built for every program by `train::compile`) panicked with "at least one tangent" at
+/// built for every program by `plan`) panicked with "at least one tangent" at
 /// `@` when the operand that depends on a param does so only through a piecewise-constant
 /// op (`sign`, a comparison): such an operand has a ray value but no tangent. The
 /// gradient is 0 (`sign` is constant near w), so w stays put.

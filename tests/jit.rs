@@ -11,10 +11,10 @@ use proptest::prelude::*;
 
 use traj::diag::SourceMap;
 use traj::interp::{self, Env};
+use traj::ir::types::DType;
 use traj::ir::{Binary, Builder, Func, Reduce, Unary};
 use traj::sema::Options;
 use traj::sema::check::check_source;
-use traj::sema::types::DType;
 use traj::tensor::Tensor;
 use traj::train::{RunOptions, prepare};
 
@@ -407,7 +407,7 @@ fn sums_take_one_lane_order_in_every_kind_of_loop() {
     // a buffer read in place, a fused flat vector loop, a fused loop along rows (a
     // broadcast operand), the scalar loop of `precision f32`, a reduction along either
     // axis; blocks of 7 (plain order), 8 and more.
-    use traj::interp::math::sum;
+    use traj::kernels::math::sum;
     for (m, n) in [(5, 19), (3, 8), (1, 7), (4, 9)] {
         for f32 in [false, true] {
             let mut b = Builder::new();
@@ -866,7 +866,7 @@ fn constant_powers_and_whole_array_tanh_and_log_agree_with_the_interpreter() {
                 traj::ir::print(&f)
             );
         }
-        agree(&f, std::slice::from_ref(&x), 0, &format!("x ^ {c}"));
+        agree(&f, std::slice::from_ref(&x), 0, &format!("x ^ {c}")).expect("no error");
     }
 }
 
@@ -885,7 +885,15 @@ fn empty_tensors_agree() {
     b.output("l", l);
     b.output("t", t);
     let x = Tensor::Float(ArrayD::zeros(IxDyn(&[0, 3])));
-    agree(&b.finish(), &[x], 0, "empty");
+    // Both backends must evaluate it (`agree` gives `None` when both fail), to NumPy's
+    // values: sums of nothing are 0, maxima and logsumexps of nothing -inf.
+    let out = agree(&b.finish(), &[x], 0, "empty").expect("both backends evaluate it");
+    let inf = f64::NEG_INFINITY;
+    assert_eq!(out[0], Tensor::Float(ArrayD::zeros(IxDyn(&[0, 3]))));
+    assert_eq!(out[1], floats(vec![0.0; 3], &[3]));
+    assert_eq!(out[2], floats(vec![inf; 3], &[3]));
+    assert_eq!(out[3], floats(vec![inf; 3], &[3]));
+    assert_eq!(out[4], Tensor::Float(ArrayD::zeros(IxDyn(&[3, 0]))));
 }
 
 #[test]
@@ -1036,7 +1044,7 @@ fn random_func(shape: &[usize], ops: &[(u8, u8, u8)], f32: bool) -> Func {
         let c = fl[q as usize % fl.len()];
         let sa = b.shape(a);
         let compatible =
-            |b: &Builder, u, v| traj::sema::types::broadcast(&b.shape(u), &b.shape(v)).is_some();
+            |b: &Builder, u, v| traj::ir::types::broadcast(&b.shape(u), &b.shape(v)).is_some();
         let v = match op % 12 {
             0 | 1 => {
                 let ops = unary_ops();
@@ -1152,12 +1160,12 @@ proptest! {
 #[test]
 fn transcendentals_run_over_whole_buffers_with_libm_bits() {
     // `exp`, `log1p`, `sigmoid`, `softplus` and `logaddexp` are computed over whole
-    // buffers by `interp::vmath` (both backends): their operands are stored, not fused, and
+    // buffers by `kernels::vmath` (both backends): their operands are stored, not fused, and
     // every entry must be the scalar libm-based function's, bit for bit, including entries
     // outside libm's main range (overflow, -1, NaN, ±∞) and vector tails. Under
     // `precision f32` they stay entry-by-entry calls.
-    use traj::interp::math;
     use traj::jit::layout::{Storage, slice_op, storage};
+    use traj::kernels::math;
     let n = 1037;
     let xs: Vec<f64> = (0..n)
         .map(|i| match i % 13 {
@@ -1237,12 +1245,12 @@ fn transcendentals_run_over_whole_buffers_with_libm_bits() {
 #[test]
 fn sin_cos_and_pow_run_over_whole_buffers_with_libm_bits() {
     // `sin`, `cos` and `pow` (an array exponent, or a constant one `opt::powers` leaves)
-    // are `interp::vmath` slice ops on both backends: every entry is libm's, bit for bit,
+    // are `kernels::vmath` slice ops on both backends: every entry is libm's, bit for bit,
     // including arguments beyond 2^20 π/2 (Payne–Hanek reduction, the scalar function),
     // multiples of π/2, ±0, subnormals, NaN and ±∞, negative bases with integer
     // exponents, results that overflow or are subnormal, and vector tails. Under
     // `precision f32` they stay entry-by-entry calls.
-    use traj::interp::math;
+    use traj::kernels::math;
     use traj::jit::layout::{Storage, slice_op, storage};
     let n = 1037;
     let xs: Vec<f64> = (0..n)

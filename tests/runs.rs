@@ -526,9 +526,9 @@ fn every_file_load_reads_checks_with_its_dtype_and_shape_and_runs() {
         let (dtype, shape) =
             traj::data::file_shape(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         let want = if *float {
-            traj::sema::types::DType::Float
+            traj::ir::types::DType::Float
         } else {
-            traj::sema::types::DType::Int
+            traj::ir::types::DType::Int
         };
         assert_eq!(dtype, want, "{name}");
         assert_eq!(

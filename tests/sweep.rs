@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use traj::diag::SourceMap;
+use traj::ir::types::Scalar;
 use traj::sema::Options;
-use traj::sema::types::Scalar;
 
 fn traj(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_traj"))

@@ -30,8 +30,8 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::ir::ops::Kink;
+use crate::ir::types::DType;
 use crate::ir::{Binary, Builder, Prim, Reduce, Unary, Var};
-use crate::sema::types::DType;
 
 /// The tangents (and, with `ray`, the ray values) of a forward region.
 #[derive(Clone, Debug, Default)]

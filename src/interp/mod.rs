@@ -1,14 +1,12 @@
 //! The reference interpreter: evaluates an IR `Func` on ndarray tensors. It defines the
-//! semantics the JIT must match. Elementwise math goes through `interp::math` (and, over
-//! whole arrays, `interp::vmath`), the same functions the JIT calls, so both backends
+//! semantics the JIT must match. Elementwise math goes through `kernels::math` (and, over
+//! whole arrays, `kernels::vmath`), the same functions the JIT calls, so both backends
 //! agree bit for bit.
-
-pub mod math;
-pub mod vmath;
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 use crate::ir::{Binary, Draw, Func, Inst, Observable, Prim, Unary};
+use crate::kernels::{math, vmath};
 use crate::observe::linalg;
 use crate::rng::Stream;
 use crate::tensor::Tensor;
@@ -277,7 +275,7 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
             }
         },
         Prim::Binary(op) => match (arg(0), arg(1)) {
-            (Tensor::Int(a), Tensor::Int(b)) if inst.dtype == crate::sema::types::DType::Int => {
+            (Tensor::Int(a), Tensor::Int(b)) if inst.dtype == crate::ir::types::DType::Int => {
                 let mut out = ArrayD::zeros(IxDyn(&inst.shape));
                 for ((o, x), y) in out.iter_mut().zip(a.iter()).zip(b.iter()) {
                     *o = binary_int(*op, *x, *y)?;
@@ -335,7 +333,7 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
             map_any(arg(0), |a| pad(a, starts, shape), |a| pad(a, starts, shape))
         }
         Prim::Concat(axis) => {
-            if inst.dtype == crate::sema::types::DType::Int {
+            if inst.dtype == crate::ir::types::DType::Int {
                 let parts: Result<Vec<_>, _> = inst
                     .args
                     .iter()

@@ -8,10 +8,12 @@
 //! Kakade & Lee live in few ops: `Max`, `Min`, `ReduceMax`, `ReduceMin`, `Norm2`, the
 //! comparisons and `Sign` (see `autodiff`).
 
+pub mod types;
+
 use std::fmt::Write as _;
 
 use crate::diag::Span;
-use crate::sema::types::{DType, Shape, show_shape};
+use crate::ir::types::{DType, Shape, show_shape};
 use crate::tensor::Tensor;
 
 pub mod ops;
@@ -270,7 +272,7 @@ impl Builder {
 
     /// A binary elementwise op; operands are broadcast to a common shape first.
     pub fn binary(&mut self, op: Binary, a: Var, b: Var) -> Var {
-        let shape = crate::sema::types::broadcast(&self.shape(a), &self.shape(b))
+        let shape = crate::ir::types::broadcast(&self.shape(a), &self.shape(b))
             .unwrap_or_else(|| self.bug(&format!("broadcast {op:?} of {a} and {b}")));
         let a = self.broadcast(a, &shape);
         let b = self.broadcast(b, &shape);
@@ -296,9 +298,9 @@ impl Builder {
     /// The dtype and shape of `select(c, a, b)` (and of the checker's `if c then a else b`):
     /// the three shapes broadcast together, the branches' dtypes promoted.
     pub fn select_type(&self, c: Var, a: Var, b: Var) -> (DType, Shape) {
-        let s1 = crate::sema::types::broadcast(&self.shape(a), &self.shape(b))
+        let s1 = crate::ir::types::broadcast(&self.shape(a), &self.shape(b))
             .unwrap_or_else(|| self.bug("select shapes"));
-        let shape = crate::sema::types::broadcast(&self.shape(c), &s1)
+        let shape = crate::ir::types::broadcast(&self.shape(c), &s1)
             .unwrap_or_else(|| self.bug("select shapes"));
         (self.dtype(a).promote(self.dtype(b)), shape)
     }
@@ -692,7 +694,7 @@ pub fn verify(f: &Func) -> Result<(), String> {
                 || arg(2).shape != inst.shape
                 || arg(0).shape != inst.shape)
                 .then(|| "select operands".into()),
-            Prim::Broadcast(s) => (crate::sema::types::broadcast(&arg(0).shape, s).as_deref()
+            Prim::Broadcast(s) => (crate::ir::types::broadcast(&arg(0).shape, s).as_deref()
                 != Some(s.as_slice()))
             .then(|| "broadcast shape".into()),
             Prim::Reshape(s) => (s.iter().product::<usize>()

@@ -8,7 +8,7 @@
 //! rule run over the whole table.
 
 use super::{Binary, Builder, Var};
-use crate::interp::math;
+use crate::kernels::math;
 
 /// An elementwise op of one operand. Its facts are `self.row()`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -74,7 +74,7 @@ pub struct UnaryRow {
     pub name: Option<&'static str>,
     /// One line for `:help` (and `traj ir` readers).
     pub doc: &'static str,
-    /// The value at a float (libm's functions through `interp::math`), with the C ABI so
+    /// The value at a float (libm's functions through `kernels::math`), with the C ABI so
     /// generated code calls this very function.
     pub scalar: extern "C" fn(f64) -> f64,
     /// The op on an int, for ops that keep ints (their result has the operand's dtype);

@@ -1,5 +1,5 @@
 //! Host functions that generated code calls: scalar math (the interpreter's own functions, so
-//! results agree bit for bit), `interp::vmath`'s ops over whole buffers, matmul and
+//! results agree bit for bit), `kernels::vmath`'s ops over whole buffers, matmul and
 //! logsumexp kernels, and `traj_host_op`, which
 //! evaluates any one instruction with the interpreter on the planned buffers.
 
@@ -9,8 +9,9 @@ use ndarray::{ArrayD, IxDyn};
 
 use crate::interp::{self, Env};
 use crate::ir::ops::{Jit, UNARY_OPS};
+use crate::ir::types::DType;
 use crate::ir::{Binary, Func, Inst, Prim, Unary};
-use crate::sema::types::DType;
+use crate::kernels;
 use crate::tensor::Tensor;
 
 /// The Cranelift signature of a host function.
@@ -75,7 +76,7 @@ binary_shims! {
 macro_rules! slice_shims {
     (unary: $($name:ident => $op:ident),*; binary: $($name2:ident => $op2:ident),* $(,)?) => {
         $(
-            /// `interp::vmath::unary_into` over `n` values at `a` into `out` (`b` unused).
+            /// `kernels::vmath::unary_into` over `n` values at `a` into `out` (`b` unused).
             ///
             /// # Safety
             /// `a` and `out` must point to `n` f64 each (non-null and aligned), not
@@ -88,11 +89,11 @@ macro_rules! slice_shims {
                         std::slice::from_raw_parts_mut(out, n as usize),
                     )
                 };
-                interp::vmath::unary_into(Unary::$op, a, out);
+                kernels::vmath::unary_into(Unary::$op, a, out);
             }
         )*
         $(
-            /// `interp::vmath::binary_into` over `n` values at `a` and `b` into `out`.
+            /// `kernels::vmath::binary_into` over `n` values at `a` and `b` into `out`.
             ///
             /// # Safety
             /// `a`, `b` and `out` must point to `n` f64 each (non-null and aligned), `out`
@@ -106,7 +107,7 @@ macro_rules! slice_shims {
                         std::slice::from_raw_parts_mut(out, n as usize),
                     )
                 };
-                interp::vmath::binary_into(Binary::$op2, a, b, out);
+                kernels::vmath::binary_into(Binary::$op2, a, b, out);
             }
         )*
         /// The host function computing float `op` over whole buffers (a `layout::slice_op`).
@@ -139,28 +140,28 @@ slice_shims! {
     traj_pow_into => Pow,
 }
 
-/// `interp::math::logsumexp` of `n` contiguous values.
+/// `kernels::math::logsumexp` of `n` contiguous values.
 ///
 /// # Safety
 /// `p` must point to `n` readable f64 (non-null and aligned even when `n` is 0).
 unsafe extern "C" fn traj_logsumexp(p: *const f64, n: i64) -> f64 {
     // SAFETY: the caller passes the scratch buffer, which holds at least `n` values.
     let xs = unsafe { std::slice::from_raw_parts(p, n as usize) };
-    interp::math::logsumexp(xs.iter().copied())
+    kernels::math::logsumexp(xs.iter().copied())
 }
 
-/// `interp::math::sum` of `n` contiguous values.
+/// `kernels::math::sum` of `n` contiguous values.
 ///
 /// # Safety
 /// `p` must point to `n` readable f64 (non-null and aligned even when `n` is 0).
 unsafe extern "C" fn traj_sum(p: *const f64, n: i64) -> f64 {
     // SAFETY: the caller passes a buffer (or the scratch buffer) holding `n` values.
     let xs = unsafe { std::slice::from_raw_parts(p, n as usize) };
-    interp::math::sum(xs)
+    kernels::math::sum(xs)
 }
 
 /// `c = a @ b` for `[m,k] @ [k,n]`, by the same function the interpreter uses
-/// (`interp::math::matmul_into`, faer's GEMM), so the sums are accumulated in the same
+/// (`kernels::math::matmul_into`, faer's GEMM), so the sums are accumulated in the same
 /// order. Bit 0 of `transposed` says `a` holds the row-major `[k,m]` transpose of the left
 /// operand, bit 1 that `b` holds the `[n,k]` transpose of the right one.
 ///
@@ -176,7 +177,7 @@ unsafe extern "C" fn traj_matmul(
     n: i64,
     transposed: i64,
 ) {
-    use crate::interp::math::{MatOperand, matmul_into};
+    use crate::kernels::math::{MatOperand, matmul_into};
     let (m, k, n) = (m as usize, k as usize, n as usize);
     // SAFETY: see the function's contract; the buffers are planned with these shapes.
     let (a, b, c) = unsafe {

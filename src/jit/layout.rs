@@ -7,10 +7,10 @@
 
 use std::collections::HashMap;
 
-use crate::interp::math::matmul_source;
-use crate::interp::vmath;
+use crate::ir::types::DType;
 use crate::ir::{Func, Prim, Unary};
-use crate::sema::types::DType;
+use crate::kernels::math::matmul_source;
+use crate::kernels::vmath;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Storage {
@@ -65,7 +65,7 @@ fn all_float(f: &Func, i: usize) -> bool {
 }
 
 /// A float `exp`, `log`, `log1p`, `tanh`, `sigmoid`, `softplus`, `sin`, `cos`, `logaddexp`
-/// or `pow` (outside `precision f32`), computed over whole buffers by `interp::vmath`'s
+/// or `pow` (outside `precision f32`), computed over whole buffers by `kernels::vmath`'s
 /// vectorized functions (~8× faster than libm entry by entry), so its operands and result
 /// are stored, not fused.
 pub fn slice_op(f: &Func, i: usize) -> bool {

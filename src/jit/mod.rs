@@ -15,17 +15,17 @@
 //!   f64x2 loops unrolled 4×, broadcasts, transposes, slices, pads and float reductions
 //!   as inline bottom-tested loops with static strides; `exp`, `log`, `log1p`, `tanh`,
 //!   `sigmoid`, `softplus`, `sin`, `cos`, `logaddexp` and `pow` over whole buffers by the
-//!   interpreter's vectorized `interp::vmath` (`layout::slice_op`); the others, and all of
+//!   interpreter's vectorized `kernels::vmath` (`layout::slice_op`); the others, and all of
 //!   these under `precision f32`, as calls to the interpreter's own scalar functions
 //!   (`host`);
-//!   float matmul through the interpreter's GEMM (`interp::math::matmul_into`);
+//!   float matmul through the interpreter's GEMM (`kernels::math::matmul_into`);
 //!   everything else (scatter, concat, argmax, random draws, observables, int division
 //!   and powers, int reductions) through `host::traj_host_op`, which runs the interpreter
 //!   on that one instruction (a draw: `interp::draw_values` alone). Every `Func`
 //!   therefore compiles.
 //! - **Cores.** Elementwise loops over [`PARALLEL_LOOP`] entries or more run in two
 //!   halves of their rows, one a core (`cores::join`), as products do in
-//!   `interp::math::matmul_into`; each entry is computed as in one loop, and the halves'
+//!   `kernels::math::matmul_into`; each entry is computed as in one loop, and the halves'
 //!   counts are added exactly, so the bits do not depend on the split.
 //! - **Agreement.** Inline float code does what `interp::unary`/`interp::binary` do
 //!   (`Max` keeps `a` when `a >= b || b.is_nan()`, comparisons give 1.0/0.0),
@@ -52,8 +52,8 @@ use cranelift_codegen::ir::{AbiParam, Function, Signature, types};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 
+use crate::ir::types::DType;
 use crate::ir::{Func, Prim};
-use crate::sema::types::DType;
 use crate::tensor::Tensor;
 use host::{HostCtx, Sig};
 use layout::Storage;

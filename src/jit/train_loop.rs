@@ -25,11 +25,11 @@ use ndarray::{ArrayD, IxDyn};
 use super::emit::{Bufs, CountedLoop, emit_func, shim_ref};
 use super::host::HostCtx;
 use super::{Buffers, entry_signature, new_module};
+use crate::ir::types::DType;
 use crate::ir::{Func, Prim};
+use crate::plan::Plan;
 use crate::rng::Stream;
-use crate::sema::types::DType;
 use crate::tensor::Tensor;
-use crate::train::compile::Plan;
 
 /// Why the native loop returned to the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use ndarray::{ArrayD, IxDyn};
 
 use crate::diag::Span;
+use crate::ir::types::{DType, Scalar, axis};
 use crate::ir::{Binary, Builder, Draw, Observable, Prim, Reduce, Unary, Var};
 use crate::sema::modules::{Program, SymKind};
-use crate::sema::types::{DType, Scalar, axis};
 use crate::syntax::ast::*;
 use crate::tensor::Tensor;
 

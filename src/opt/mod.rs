@@ -203,7 +203,7 @@ fn scalar_constant(insts: &[Inst], v: Var) -> Option<f64> {
 }
 
 /// Rewrites each float power `x ^ c` of a constant exponent `c` (every entry the same) as
-/// cheap elementwise work the JIT fuses (`pow` is a stored `interp::vmath` pass, ~10 ns
+/// cheap elementwise work the JIT fuses (`pow` is a stored `kernels::vmath` pass, ~10 ns
 /// an entry): with libm's own shortcuts, bit for bit, `x ^ 2` as `x * x`, `x ^ -1` as
 /// `1 / x` and `x ^ 0.5` as
 /// `sqrt(x + 0.0)` (libm gives +0.0 at -0.0), or +∞ where `x` is -∞, `x ^ 0` as 1.0 (`x ^ 1`
@@ -213,8 +213,8 @@ fn scalar_constant(insts: &[Inst], v: Var) -> Option<f64> {
 /// Reverse mode differentiates the power before this runs, so the derivative of `x ^ 2`,
 /// `2 * x ^ 1`, becomes `2 * x`, and that of `x ^ 3`, `3 * x ^ 2`, `3 * (x * x)`.
 pub fn powers(f: &Func) -> Func {
+    use crate::ir::types::DType;
     use crate::ir::{Binary, Unary};
-    use crate::sema::types::DType;
     rewrite(f, |_, mut inst, insts, _| {
         if inst.prim != Prim::Binary(Binary::Pow) || inst.dtype != DType::Float {
             return inst;
@@ -298,7 +298,7 @@ pub fn powers(f: &Func) -> Func {
 /// `sigmoid(z - 0)` for the derivative of `logaddexp(z, 0)`.
 pub fn identities(f: &Func) -> Func {
     use crate::ir::Binary;
-    use crate::sema::types::DType;
+    use crate::ir::types::DType;
     let mut replace: HashMap<Var, Var> = HashMap::new();
     for (i, inst) in f.insts.iter().enumerate() {
         let Prim::Binary(op) = inst.prim else {
@@ -336,7 +336,7 @@ pub fn identities(f: &Func) -> Func {
 /// product), and the JIT then fuses it into the elementwise work that reads it.
 pub fn outer_products(f: &Func) -> Func {
     use crate::ir::Binary;
-    use crate::sema::types::DType;
+    use crate::ir::types::DType;
     rewrite(f, |_, mut inst, insts, _| {
         let outer = inst.prim == Prim::MatMul
             && inst.dtype == DType::Float
@@ -371,7 +371,7 @@ pub fn outer_products(f: &Func) -> Func {
 /// and a strided copy of a wide product is slow (each of its reads is a cache miss). The
 /// same sums of the same products, though faer may add them in another order.
 pub fn transposed_products(f: &Func) -> Func {
-    use crate::sema::types::DType;
+    use crate::ir::types::DType;
     let mut uses = vec![0usize; f.insts.len()];
     for inst in &f.insts {
         for a in &inst.args {
@@ -427,8 +427,8 @@ pub fn transposed_products(f: &Func) -> Func {
 /// time (logreg's `X @ w`, `[200,10] @ [10]`). Each entry is the same sum in the same
 /// order, so the bits are the same.
 pub fn transposed_constants(f: &Func) -> Func {
-    use crate::interp::math::{REGISTER_SUMS, SMALL_GEMV};
-    use crate::sema::types::DType;
+    use crate::ir::types::DType;
+    use crate::kernels::math::{REGISTER_SUMS, SMALL_GEMV};
     use crate::tensor::Tensor;
     let swap = Prim::Transpose(vec![1, 0]);
     rewrite(f, |i, mut inst, insts, _| {
@@ -471,7 +471,7 @@ pub fn transposed_constants(f: &Func) -> Func {
 /// arrays of zeros. The adds it replaces are left to `dce`.
 pub fn pad_sums(f: &Func) -> Func {
     use crate::ir::Binary;
-    use crate::sema::types::DType;
+    use crate::ir::types::DType;
     // The pieces of a pad or of a sum of pads: (source, its shape, its starts).
     type Pieces = Vec<(Var, Vec<usize>, Vec<usize>)>;
     let mut pieces: Vec<Option<Pieces>> = vec![None; f.insts.len()];
@@ -533,7 +533,7 @@ pub fn pad_sums(f: &Func) -> Func {
 /// went through).
 pub fn untied_masks(f: &Func) -> Func {
     use crate::ir::Binary;
-    use crate::sema::types::DType;
+    use crate::ir::types::DType;
     let Some(&(_, ties)) = f.outputs.iter().find(|(name, _)| name == "ties") else {
         return f.clone();
     };
@@ -676,8 +676,8 @@ pub fn run(f: &Func) -> Result<Func, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::types::DType;
     use crate::ir::{Binary, Builder, Unary};
-    use crate::sema::types::DType;
     use crate::tensor::Tensor;
 
     fn outputs(f: &Func, inputs: &[Tensor]) -> Vec<Tensor> {

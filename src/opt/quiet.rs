@@ -11,8 +11,8 @@
 //! `log`/`exp` work is done once more for the loss alone.
 
 use crate::ir::ops::Jit;
+use crate::ir::types::DType;
 use crate::ir::{Binary, Builder, Func, Prim, Reduce, Unary, Var};
-use crate::sema::types::DType;
 
 /// Every bound must stay within ±LIMIT, far enough from f64's largest value (1.8e308)
 /// that the bounds' own rounding cannot matter.
@@ -353,12 +353,13 @@ fn binary(op: Binary, a: Range, b: Range) -> Option<Range> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::interp::{self, Env, math};
+    use crate::interp::{self, Env};
+    use crate::kernels::math;
     use crate::opt::tests::floats;
     use crate::tensor::Tensor;
     use ndarray::{ArrayD, IxDyn};
 
-    /// Logistic regression's gradient function as `train::compile` lays it out: outputs
+    /// Logistic regression's gradient function as `plan` lays it out: outputs
     /// loss = mean(logaddexp(z, 0)) with z = X w, grad:w = X' sigmoid(z) / 5, ties.
     fn logistic(loss_of: impl Fn(&mut Builder, Var) -> Var) -> Func {
         let mut b = Builder::new();

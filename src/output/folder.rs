@@ -307,7 +307,7 @@ impl TrajectoryWriter {
     }
 }
 
-impl crate::train::Rows for TrajectoryWriter {
+impl super::Rows for TrajectoryWriter {
     fn start(&mut self, columns: &[String]) -> Result<(), String> {
         self.width = columns.len();
         // Column names may need quoting; cells never do (digits, `.`, `-`, `e`, `nan`, `inf`).
@@ -353,7 +353,7 @@ impl crate::train::Rows for TrajectoryWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::Rows;
+    use crate::output::Rows;
 
     fn temp_dir(tag: &str) -> PathBuf {
         let dir =

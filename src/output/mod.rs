@@ -65,9 +65,38 @@ pub struct Trajectory {
     pub rows: Vec<(u64, Vec<Option<f64>>)>,
 }
 
+/// Where recorded rows go, in step order: [`Trajectory`] keeps them (a REPL session's
+/// rows, and `train::run`'s), the run folder's `trajectory.csv` appends them.
+pub trait Rows {
+    /// The column names (without `step`), once, before any row.
+    fn start(&mut self, columns: &[String]) -> Result<(), String>;
+    /// Row `step`, one cell per column (`None`: its clause was not due).
+    fn push(&mut self, step: u64, row: Vec<Option<f64>>) -> Result<(), String>;
+    /// Called between steps: a sink that buffers may write out what it holds.
+    fn tick(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl Rows for Trajectory {
+    fn start(&mut self, columns: &[String]) -> Result<(), String> {
+        self.columns = columns.to_vec();
+        Ok(())
+    }
+
+    /// Adds row `step`, or replaces it when it is the last row already (a session
+    /// recompiled at step k takes step k's gradient again).
+    fn push(&mut self, step: u64, row: Vec<Option<f64>>) -> Result<(), String> {
+        match self.rows.last_mut() {
+            Some((s, r)) if *s == step => *r = row,
+            _ => self.rows.push((step, row)),
+        }
+        Ok(())
+    }
+}
+
 /// Writes `t` to `path` as RFC 4180 CSV (see the module docs).
 pub fn write_trajectory_csv(path: &Path, t: &Trajectory) -> Result<(), String> {
-    use crate::train::Rows;
     let mut w = folder::TrajectoryWriter::create(path)?;
     w.start(&t.columns)?;
     for (step, row) in &t.rows {

@@ -6,6 +6,5 @@ pub mod bind;
 pub mod builtins;
 pub mod check;
 pub mod modules;
-pub mod types;
 
 pub use check::{Checked, Options, check_program};

@@ -7,7 +7,6 @@
 //! [`advance`] runs the loop from a saved [`RunState`] up to a given step: `traj run` calls
 //! it once, a REPL session once per `:step` (its rows kept in memory, in a [`Trajectory`]).
 
-pub mod compile;
 pub mod schedule;
 pub mod statics;
 
@@ -20,13 +19,13 @@ use ndarray::{ArrayD, IxDyn};
 use crate::diag::SourceMap;
 use crate::interp::{self, Env};
 use crate::ir::Func;
-use crate::jit::train_loop::Exit;
-use crate::output::{Trajectory, column_names};
+use crate::ir::types::Scalar;
+use crate::jit::train_loop::{Exit, TrainLoop};
+use crate::output::{Rows, RunInfo, Trajectory, column_names};
+use crate::plan::{self, Plan};
 use crate::rng::Stream;
 use crate::sema::Checked;
-use crate::sema::types::Scalar;
 use crate::tensor::Tensor;
-use compile::Plan;
 use schedule::RecordSchedule;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,36 +63,6 @@ pub struct RunOptions {
     /// interpreter looks at every step, the JIT's loop returns to look at least every
     /// [`INTERRUPT_INTERVAL`].
     pub interrupt: Option<&'static AtomicBool>,
-}
-
-/// Where recorded rows go, in step order: [`Trajectory`] keeps them (a REPL session's
-/// rows, and [`run`]'s), the run folder's `trajectory.csv` appends them.
-pub trait Rows {
-    /// The column names (without `step`), once, before any row.
-    fn start(&mut self, columns: &[String]) -> Result<(), String>;
-    /// Row `step`, one cell per column (`None`: its clause was not due).
-    fn push(&mut self, step: u64, row: Vec<Option<f64>>) -> Result<(), String>;
-    /// Called between steps: a sink that buffers may write out what it holds.
-    fn tick(&mut self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-impl Rows for Trajectory {
-    fn start(&mut self, columns: &[String]) -> Result<(), String> {
-        self.columns = columns.to_vec();
-        Ok(())
-    }
-
-    /// Adds row `step`, or replaces it when it is the last row already (a session
-    /// recompiled at step k takes step k's gradient again).
-    fn push(&mut self, step: u64, row: Vec<Option<f64>>) -> Result<(), String> {
-        match self.rows.last_mut() {
-            Some((s, r)) if *s == step => *r = row,
-            _ => self.rows.push((step, row)),
-        }
-        Ok(())
-    }
 }
 
 /// A progress callback: `(k, steps)` — the loop is at step k of at most `steps`.
@@ -166,53 +135,95 @@ impl Backend {
     }
 }
 
-/// Evaluates the functions of one plan at rows: with the interpreter, or with compiled
-/// versions of the record, stop and Hessian-vector functions (keyed by the function's
-/// address in the plan, which does not move); the others run on the interpreter.
+/// A function of the plan evaluated at rows, which the JIT backend compiles (its step loop,
+/// `jit::train_loop`, computes the gradients and updates between rows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowFn {
+    Record,
+    Stop,
+    Hvp,
+}
+
+/// The row functions of a plan compiled by the JIT.
+pub struct RowFns {
+    record: crate::jit::Compiled,
+    stop: Option<crate::jit::Compiled>,
+    hvp: Option<crate::jit::Compiled>,
+}
+
+/// A plan compiled for one backend: nothing for the interpreter; for the JIT, the step
+/// loop as one native function (`jit::train_loop`) and the row functions.
+pub enum Engine {
+    Interp,
+    Jit {
+        rows: Box<RowFns>,
+        step_loop: Box<TrainLoop>,
+    },
+}
+
+impl Engine {
+    pub fn compile(plan: &Plan, backend: Backend, seed: u64) -> Result<Engine, String> {
+        if backend == Backend::Interp {
+            return Ok(Engine::Interp);
+        }
+        // `TRAJ_DUMP=clif`: each function's Cranelift IR on stderr as it is compiled.
+        let dump = std::env::var("TRAJ_DUMP").is_ok_and(|v| v == "clif");
+        let compile = |f: &Func| {
+            if dump {
+                eprintln!("{}", crate::jit::clif_text(f)?);
+            }
+            crate::jit::compile(f)
+        };
+        let rows = Box::new(RowFns {
+            record: compile(&plan.record)?,
+            stop: plan.stop.as_ref().map(compile).transpose()?,
+            hvp: plan.hvp.as_ref().map(compile).transpose()?,
+        });
+        if dump {
+            eprintln!("{}", TrainLoop::clif_text(plan, seed)?);
+        }
+        let step_loop = Box::new(TrainLoop::compile(plan, seed)?);
+        Ok(Engine::Jit { rows, step_loop })
+    }
+}
+
+/// One plan on one backend, for the loop: [`Exec::eval`] runs any function of the plan on
+/// the interpreter, [`Exec::eval_row`] a row function, compiled when the backend is the JIT.
 pub struct Exec<'p> {
     pub plan: &'p Plan,
-    native: std::collections::HashMap<usize, crate::jit::Compiled>,
+    rows: Option<&'p RowFns>,
 }
 
 impl<'p> Exec<'p> {
-    pub fn new(plan: &'p Plan, backend: Backend) -> Result<Exec<'p>, String> {
-        let mut native = std::collections::HashMap::new();
-        if backend == Backend::Jit {
-            // The step loop is one native function (`jit::train_loop`); these run at rows.
-            let mut funcs: Vec<&Func> = vec![&plan.record];
-            funcs.extend(plan.stop.iter());
-            funcs.extend(plan.hvp.iter());
-            // `TRAJ_DUMP=clif`: each function's Cranelift IR on stderr as it is compiled.
-            let dump = std::env::var("TRAJ_DUMP").is_ok_and(|v| v == "clif");
-            for f in funcs {
-                if dump {
-                    eprintln!("{}", crate::jit::clif_text(f)?);
-                }
-                native.insert(f as *const Func as usize, crate::jit::compile(f)?);
-            }
-        }
-        Ok(Exec { plan, native })
+    /// Every function of `plan` on the interpreter.
+    pub fn interp(plan: &'p Plan) -> Exec<'p> {
+        Exec { plan, rows: None }
     }
 
-    /// The compiled row functions, to keep beside a plan that does not move (a boxed
-    /// plan in a REPL session) and give back to [`Exec::with_compiled`].
-    pub fn into_compiled(self) -> std::collections::HashMap<usize, crate::jit::Compiled> {
-        self.native
-    }
-
-    /// An `Exec` of `plan` with the row functions [`Exec::into_compiled`] gave for it.
-    pub fn with_compiled(
-        plan: &'p Plan,
-        native: std::collections::HashMap<usize, crate::jit::Compiled>,
-    ) -> Exec<'p> {
-        Exec { plan, native }
-    }
-
-    /// Evaluates `f` with the compiled version of it when there is one.
+    /// Evaluates `f`, a function of the plan, on the interpreter.
     pub fn eval(&self, f: &Func, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>, String> {
-        match self.native.get(&(f as *const Func as usize)) {
-            Some(c) => c.run(inputs, seed),
-            None => eval(f, inputs, seed),
+        eval(f, inputs, seed)
+    }
+
+    /// Evaluates row function `which`: compiled on the JIT backend, else interpreted.
+    pub fn eval_row(
+        &self,
+        which: RowFn,
+        inputs: &[Tensor],
+        seed: u64,
+    ) -> Result<Vec<Tensor>, String> {
+        let plan = self.plan;
+        let (f, compiled) = match which {
+            RowFn::Record => (Some(&plan.record), self.rows.map(|r| &r.record)),
+            RowFn::Stop => (plan.stop.as_ref(), self.rows.and_then(|r| r.stop.as_ref())),
+            RowFn::Hvp => (plan.hvp.as_ref(), self.rows.and_then(|r| r.hvp.as_ref())),
+        };
+        match (compiled, f) {
+            (Some(c), _) => c.run(inputs, seed),
+            (None, Some(f)) => eval(f, inputs, seed),
+            (None, None) => Err(format!(
+                "internal error: the plan has no {which:?} function"
+            )),
         }
     }
 }
@@ -241,7 +252,7 @@ pub struct Gradient {
 }
 
 pub fn gradient(plan: &Plan, theta: &[Tensor], step: u64, seed: u64) -> Result<Gradient, String> {
-    gradient_on(&Exec::new(plan, Backend::Interp)?, theta, step, seed)
+    gradient_on(&Exec::interp(plan), theta, step, seed)
 }
 
 /// The gradient at θ with update `step`'s draws, evaluated by `exec`.
@@ -397,7 +408,7 @@ pub fn prepare(
 ) -> Result<(statics::Statics, Plan), String> {
     let statics =
         statics::evaluate(checked, sources, seed_of(checked)).map_err(|e| locate(&e, sources))?;
-    let plan = compile::build(checked, &statics, options.steps).map_err(|e| locate(&e, sources))?;
+    let plan = plan::build(checked, &statics, options.steps).map_err(|e| locate(&e, sources))?;
     Ok((statics, plan))
 }
 
@@ -477,9 +488,9 @@ impl Driver<'_> {
         let due = self.schedule.due(*k);
         let stop = match &plan.stop {
             // The last row is recorded, so an observable condition is tested there too.
-            Some(f) if !plan.stop_at_records_only || due || *k == plan.steps => {
+            Some(_) if !plan.stop_at_records_only || due || *k == plan.steps => {
                 let inputs = record_inputs(plan, theta, g, g.gnorm, *k, f64::NAN);
-                scalar_of(&exec.eval(f, &inputs, seed)?[0]) != 0.0
+                scalar_of(&exec.eval_row(RowFn::Stop, &inputs, seed)?[0]) != 0.0
             }
             _ => false,
         };
@@ -564,6 +575,34 @@ pub fn run(
     Ok(result)
 }
 
+/// The `run.json` of a run of `program` (the path as given), as `traj run` writes it.
+pub fn run_info(program: &Path, checked: &Checked, result: &RunResult, backend: &str) -> RunInfo {
+    let text = std::fs::read(program).unwrap_or_default();
+    RunInfo {
+        program: program.display().to_string(),
+        source_sha256: crate::output::sha256_hex(&text),
+        consts: checked
+            .consts
+            .iter()
+            .map(|(k, v)| {
+                let j = match v {
+                    Scalar::Int(i) => serde_json::json!(i),
+                    Scalar::Float(f) => serde_json::json!(f),
+                };
+                (k.clone(), j)
+            })
+            .collect(),
+        seed: result.seed as i64,
+        backend: backend.into(),
+        status: result.status.name().into(),
+        steps: result.steps,
+        compile_seconds: result.compile_seconds,
+        run_seconds: result.run_seconds,
+        version: env!("CARGO_PKG_VERSION").into(),
+        message: result.message.clone(),
+    }
+}
+
 /// Runs a checked program of file `program` into its claimed folder: `run.json` saying
 /// `running` first, `trajectory.csv` row by row as they are recorded, then the params and
 /// the final `run.json`; dropping `folder` at the end releases its lock. An error while
@@ -588,7 +627,7 @@ pub fn run_to_folder(
         compile_seconds: 0.0,
         run_seconds: 0.0,
     };
-    let mut info = crate::sweep::run_info(program, checked, &not_run, backend);
+    let mut info = run_info(program, checked, &not_run, backend);
     info.status = "running".into();
     folder.write_info(&info)?;
     let outcome = (|| -> Result<RunResult, String> {
@@ -598,7 +637,7 @@ pub fn run_to_folder(
         let result = result?;
         flushed?;
         folder.write_params(&result.params)?;
-        folder.write_info(&crate::sweep::run_info(program, checked, &result, backend))?;
+        folder.write_info(&run_info(program, checked, &result, backend))?;
         Ok(result)
     })();
     if let Err(e) = &outcome {
@@ -620,29 +659,17 @@ pub fn run_with(
     let seed = seed_of(checked);
     let t0 = Instant::now();
     let (statics, plan) = prepare(checked, sources, options)?;
-    let exec = Exec::new(&plan, options.backend)?;
-    let mut native = match options.backend {
-        Backend::Jit => {
-            if std::env::var("TRAJ_DUMP").is_ok_and(|v| v == "clif") {
-                eprintln!(
-                    "{}",
-                    crate::jit::train_loop::TrainLoop::clif_text(&plan, seed)?
-                );
-            }
-            Some(crate::jit::train_loop::TrainLoop::compile(&plan, seed)?)
-        }
-        Backend::Interp => None,
-    };
+    let mut engine = Engine::compile(&plan, options.backend, seed)?;
     let compile_seconds = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
     let theta = initial_theta(&plan, &statics)?;
-    let mut state = RunState::start(&exec, theta, seed)?;
+    let mut state = RunState::start(&Exec::interp(&plan), theta, seed)?;
     let columns = trajectory_columns(&plan);
     rows.start(&columns)?;
     let status = advance(
-        &exec,
-        native.as_mut(),
+        &plan,
+        &mut engine,
         sources,
         &mut state,
         plan.steps,
@@ -767,21 +794,28 @@ pub fn initial_states(
 /// block's last step, the stop condition, a divergence, an error, or `options.interrupt`
 /// raised: its status is returned), handing the rows recorded to `rows` (whose `start`
 /// the caller has called). An interrupted run records its row in full as a last row and
-/// is left ready to go on: a later call continues with update k+1. With `native` the
-/// steps run in the compiled loop (`jit::train_loop`), in chunks when there is a progress
-/// callback or an interrupt flag to look at; without, on `exec`.
+/// is left ready to go on: a later call continues with update k+1. On the JIT the steps
+/// run in the compiled loop (`jit::train_loop`), in chunks when there is a progress
+/// callback or an interrupt flag to look at; on the interpreter, one by one.
 pub fn advance(
-    exec: &Exec,
-    native: Option<&mut crate::jit::train_loop::TrainLoop>,
+    plan: &Plan,
+    engine: &mut Engine,
     sources: &SourceMap,
     state: &mut RunState,
     target: u64,
     options: &RunOptions,
     rows: &mut dyn Rows,
 ) -> Result<Option<Status>, String> {
-    let plan = exec.plan;
+    let (row_fns, native) = match engine {
+        Engine::Interp => (None, None),
+        Engine::Jit { rows, step_loop } => (Some(&**rows), Some(&mut **step_loop)),
+    };
+    let exec = Exec {
+        plan,
+        rows: row_fns,
+    };
     let mut d = Driver {
-        exec,
+        exec: &exec,
         sources,
         seed: state.seed,
         schedule: RecordSchedule::new(&plan.clauses, plan.steps),
@@ -802,7 +836,7 @@ pub fn advance(
 
 fn advance_with(
     d: &mut Driver,
-    native: Option<&mut crate::jit::train_loop::TrainLoop>,
+    native: Option<&mut TrainLoop>,
     state: &mut RunState,
     target: u64,
     options: &RunOptions,
@@ -933,7 +967,7 @@ fn advance_with(
 pub fn row_inputs(exec: &Exec, theta: &[Tensor], k: u64, seed: u64) -> Result<Vec<Tensor>, String> {
     let g = gradient_on(exec, theta, k + 1, seed)?;
     let sharp = match &exec.plan.hvp {
-        Some(h) => sharpness(exec, h, theta, k, seed)?,
+        Some(_) => sharpness(exec, theta, k, seed)?,
         None => f64::NAN,
     };
     Ok(record_inputs(exec.plan, theta, &g, g.gnorm, k, sharp))
@@ -986,11 +1020,11 @@ fn record_row(
     let plan = exec.plan;
     let gnorm = g.gnorm;
     let sharp = match &plan.hvp {
-        Some(h) => sharpness(exec, h, theta, k, seed)?,
+        Some(_) => sharpness(exec, theta, k, seed)?,
         None => f64::NAN,
     };
     let inputs = record_inputs(plan, theta, g, gnorm, k, sharp);
-    let out = exec.eval(&plan.record, &inputs, seed)?;
+    let out = exec.eval_row(RowFn::Record, &inputs, seed)?;
     let mut row = Vec::new();
     for (c, v) in plan.columns.iter().zip(out) {
         let due = last || schedule.clause_due(c.clause, k);
@@ -1003,7 +1037,7 @@ fn record_row(
 
 /// The largest eigenvalue of the loss Hessian at θ, by Lanczos on Hessian-vector products
 /// to 1e-8 relative, from a start drawn from stream "sharpness" at the step.
-fn sharpness(exec: &Exec, hvp: &Func, theta: &[Tensor], k: u64, seed: u64) -> Result<f64, String> {
+fn sharpness(exec: &Exec, theta: &[Tensor], k: u64, seed: u64) -> Result<f64, String> {
     let plan = exec.plan;
     let n = plan.nparams;
     if n == 0 {
@@ -1024,7 +1058,7 @@ fn sharpness(exec: &Exec, hvp: &Func, theta: &[Tensor], k: u64, seed: u64) -> Re
             ));
             at += len;
         }
-        let res = exec.eval(hvp, &inputs, seed)?;
+        let res = exec.eval_row(RowFn::Hvp, &inputs, seed)?;
         let mut at = 0;
         for t in res {
             for x in t.to_f64().iter() {

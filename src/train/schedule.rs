@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 
-use super::compile::RecordClause;
+use crate::plan::RecordClause;
 
 /// The record steps of every clause of a run of `steps` steps.
 pub struct RecordSchedule {

@@ -142,8 +142,8 @@ fn param_init(l: &mut Lowerer, p: &ParamItem) -> Result<usize, String> {
 }
 
 fn distribution(l: &mut Lowerer, e: &Expr, stream: &str, shape: &[usize]) -> Result<usize, String> {
+    use crate::ir::types::DType;
     use crate::ir::{Binary, Draw};
-    use crate::sema::types::DType;
     let (name, args): (&str, &[Arg]) = match &e.kind {
         ExprKind::Name(n) => (n.as_str(), &[]),
         ExprKind::Call { callee, args } => (callee.name.as_str(), args.as_slice()),

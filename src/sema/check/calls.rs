@@ -7,7 +7,7 @@ use crate::diag::{Diagnostic, Span};
 use crate::sema::bind::{self, Problem};
 use crate::sema::builtins::{self, Class};
 use crate::sema::modules::SymKind;
-use crate::sema::types::{Shape, axis};
+use crate::ir::types::{Shape, axis};
 use crate::syntax::ast::*;
 
 pub(super) struct Bound<'p> {

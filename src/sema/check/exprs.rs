@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use super::fold::{fold, int_overflow};
 use super::{Checker, Deps, MAX_COMPREHENSION, Val};
 use crate::diag::{Diagnostic, Span};
-use crate::sema::types::{
+use crate::ir::types::{
     DType, Scalar, Shape, broadcast, entries, matmul, memory_bytes, show_shape, too_large,
 };
 use crate::syntax::ast::*;

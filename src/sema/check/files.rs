@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::sema::types::{DType, Shape};
+use crate::ir::types::{DType, Shape};
 
 /// A loaded file's element type and shape, or why it could not be read.
 pub type FileShape = Result<(DType, Shape), String>;

@@ -3,7 +3,7 @@
 use crate::diag::{Diagnostic, Span};
 use crate::ir::Unary;
 use crate::sema::builtins;
-use crate::sema::types::{DType, Scalar};
+use crate::ir::types::{DType, Scalar};
 use crate::syntax::ast::*;
 
 /// Folds an operator over two compile-time scalars; `None` on overflow.
@@ -31,7 +31,7 @@ pub(super) fn fold(op: BinOp, x: Scalar, y: Scalar, dtype: DType) -> Option<Scal
         (BinOp::Div, ..) => Some(Float(fx / fy)),
         (BinOp::FloorDiv, ..) => Some(Float((fx / fy).floor())),
         (BinOp::Rem, ..) => Some(Float(fx - fy * (fx / fy).floor())),
-        (BinOp::Pow, ..) => Some(Float(crate::interp::math::pow(fx, fy))),
+        (BinOp::Pow, ..) => Some(Float(crate::kernels::math::pow(fx, fy))),
         (BinOp::Lt, ..) => b(fx < fy),
         (BinOp::Le, ..) => b(fx <= fy),
         (BinOp::Gt, ..) => b(fx > fy),

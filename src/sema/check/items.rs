@@ -5,7 +5,7 @@ use super::{Checker, Deps, Memo, Val};
 use crate::diag::{Diagnostic, Span};
 use crate::sema::builtins;
 use crate::sema::modules::SymKind;
-use crate::sema::types::{DType, Scalar, broadcast, show_shape};
+use crate::ir::types::{DType, Scalar, broadcast, show_shape};
 use crate::syntax::ast::*;
 
 impl<'p> Checker<'p> {

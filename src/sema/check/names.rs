@@ -6,7 +6,7 @@ use super::{Checker, Deps, Memo, Place, Val};
 use crate::diag::{Diagnostic, Span};
 use crate::sema::builtins::{self, OPTIMIZER_NAMES};
 use crate::sema::modules::SymKind;
-use crate::sema::types::{DType, Scalar};
+use crate::ir::types::{DType, Scalar};
 use crate::syntax::ast::*;
 
 /// The strongly connected component of each function of a call graph (Tarjan's

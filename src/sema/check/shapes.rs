@@ -6,7 +6,7 @@ use super::{Checker, Deps, Val};
 use crate::diag::{Diagnostic, Span};
 use crate::sema::builtins;
 use crate::sema::modules::SymKind;
-use crate::sema::types::{DType, Scalar, Shape, axis, show_shape};
+use crate::ir::types::{DType, Scalar, Shape, axis, show_shape};
 use crate::syntax::ast::*;
 
 impl<'p> Checker<'p> {

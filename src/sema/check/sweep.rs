@@ -6,7 +6,7 @@ use super::Checker;
 use super::files::FileShapes;
 use crate::diag::{Diagnostic, SourceMap, Span};
 use crate::sema::modules::{Program, SymKind};
-use crate::sema::types::Scalar;
+use crate::ir::types::Scalar;
 use crate::syntax::ast::*;
 
 /// `NAME=VALUE` overrides, each with a span into a `<command line>` pseudo-file so that a

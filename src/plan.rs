@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 
 use crate::autodiff::{Ties, grad_into, jvp_into, ties_into};
+use crate::ir::types::{DType, Shape};
 use crate::ir::{Binary, Func, Var, verify};
 use crate::lower::{Lowerer, NoiseSite, Statics};
 use crate::sema::Checked;
 use crate::sema::modules::SymKind;
-use crate::sema::types::{DType, Shape};
 use crate::syntax::ast::*;
 
 #[derive(Clone, Debug)]
@@ -155,8 +155,7 @@ fn quiet_gradient(grad: &Func) -> Result<Option<Func>, String> {
 
 /// The program at a stage of the compiler, as `traj ir --stage` prints it: `ir` the
 /// lowered loss, `grad` the loss with its gradient and tie count, `opt` that after the
-/// simplification passes (and `opt::quiet`'s variant, where there is one), `clif` the
-/// Cranelift IR the JIT compiles `opt` to.
+/// simplification passes (and `opt::quiet`'s variant, where there is one).
 pub fn dump(checked: &Checked, statics: &Statics, stage: &str) -> Result<String, String> {
     let params = params_of(checked);
     if stage == "ir" {
@@ -169,7 +168,6 @@ pub fn dump(checked: &Checked, statics: &Statics, stage: &str) -> Result<String,
     verify(&f)?;
     match stage {
         "grad" => Ok(crate::ir::print(&f)),
-        "clif" => crate::jit::clif_text(&fast_gradient(f)?),
         _ => {
             let f = fast_gradient(f)?;
             let mut text = crate::ir::print(&f);
@@ -180,6 +178,14 @@ pub fn dump(checked: &Checked, statics: &Statics, stage: &str) -> Result<String,
             Ok(text)
         }
     }
+}
+
+/// The gradient function after the simplification passes, the one `traj ir --stage clif`
+/// compiles for a program that does not train.
+pub fn optimized_gradient(checked: &Checked, statics: &Statics) -> Result<Func, String> {
+    let f = gradient_func(checked, statics, &params_of(checked))?;
+    verify(&f)?;
+    fast_gradient(f)
 }
 
 /// The loss with its gradient by reverse mode and its tie count (outputs `loss,

@@ -1,0 +1,5 @@
+//! The kernels both backends and the constant folders share: scalar math (`math`: libm,
+//! the one float sum, the GEMM) and the same functions over whole slices (`vmath`).
+
+pub mod math;
+pub mod vmath;
