@@ -161,8 +161,12 @@ struct SlurmArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     max_parallel: Option<u32>,
     /// One more sbatch option, passed as is: `--sbatch-arg=--account=abc` (repeatable).
-    #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true,
-          requires = "slurm")]
+    #[arg(
+        long = "sbatch-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        requires = "slurm"
+    )]
     sbatch_arg: Vec<String>,
 }
 
@@ -926,7 +930,11 @@ fn sweep_resume(
                 "{}: nothing to submit: {} point{} finished, {in_queue} in the queue",
                 dir.display(),
                 points.len() - in_queue,
-                if points.len() - in_queue == 1 { "" } else { "s" }
+                if points.len() - in_queue == 1 {
+                    ""
+                } else {
+                    "s"
+                }
             );
             return ExitCode::SUCCESS;
         }

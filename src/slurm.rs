@@ -92,9 +92,8 @@ pub fn write_scripts(
     let (exe, program, dir_text) = (path_text(exe)?, path_text(program)?, path_text(dir)?);
     let logs = path_text(&folder)?;
     let header = |name: &str, log: &str, cpus: bool| {
-        let mut text = format!(
-            "#!/bin/sh\n#SBATCH --job-name={name}\n#SBATCH --output={logs}/{log}\n"
-        );
+        let mut text =
+            format!("#!/bin/sh\n#SBATCH --job-name={name}\n#SBATCH --output={logs}/{log}\n");
         for arg in options.arguments(cpus) {
             text += &format!("#SBATCH {arg}\n");
         }
@@ -110,7 +109,11 @@ pub fn write_scripts(
         );
     let collect = header("traj-collect", "collect-%j.out", false)
         + "# sweep.csv and sweep_summary.csv from the points' folders.\n"
-        + &format!("exec {} sweep --collect {}\n", quote(&exe), quote(&dir_text));
+        + &format!(
+            "exec {} sweep --collect {}\n",
+            quote(&exe),
+            quote(&dir_text)
+        );
     for (name, text) in [("point.sbatch", point), ("collect.sbatch", collect)] {
         let path = folder.join(name);
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -229,11 +232,7 @@ fn sbatch(args: &[String]) -> Result<u64, String> {
 /// Submits the points `indices` of the sweep in `dir` as one job array, and the job that
 /// collects once every task has ended; `options` (those given now) override the scripts'.
 /// `max_parallel` is the throttle after the last submission's is taken as the default.
-pub fn submit(
-    dir: &Path,
-    indices: &[usize],
-    options: &SlurmOptions,
-) -> Result<Submission, String> {
+pub fn submit(dir: &Path, indices: &[usize], options: &SlurmOptions) -> Result<Submission, String> {
     let folder = slurm_dir(dir);
     let max_parallel = options.max_parallel.or_else(|| {
         let last = submissions(dir).ok()?.pop()?;
@@ -355,8 +354,7 @@ garbage line
 
     #[test]
     fn scripts_quote_paths_and_carry_the_options() {
-        let dir =
-            std::env::temp_dir().join(format!("traj-slurm-scripts-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("traj-slurm-scripts-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let options = SlurmOptions {
             partition: Some("gpu".into()),

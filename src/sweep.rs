@@ -785,8 +785,8 @@ pub fn read_manifest(dir: &Path) -> Result<(Manifest, Vec<Point>), String> {
             format!("cannot read {}: {e}", path.display())
         }
     })?;
-    let manifest: Manifest = serde_json::from_str(&text)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
 
     let path = dir.join(POINTS);
     let fail = |e: &dyn std::fmt::Display| format!("cannot read {}: {e}", path.display());
@@ -906,7 +906,10 @@ pub fn collect(dir: &Path, points: &[Point]) -> Vec<PointOutcome> {
 
 /// A run whose point needs no rerun: it ended `finished`, `stopped` or `diverged`.
 pub fn is_done(status: Status) -> bool {
-    matches!(status, Status::Finished | Status::Stopped | Status::Diverged)
+    matches!(
+        status,
+        Status::Finished | Status::Stopped | Status::Diverged
+    )
 }
 
 /// The indices of the points without a finished `run.json` (see [`is_done`]).

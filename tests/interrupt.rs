@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ndarray::ArrayD;
+use traj::sweep::partial_dir as partial;
 
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("traj-interrupt-{}-{tag}", std::process::id()));
@@ -448,15 +449,16 @@ fn interrupt_sweep(jobs: &str, sig: libc::c_int, code: i32) {
     std::fs::write(&file, SWEEP).expect("write");
     let out = dir.join("out");
     let mut child = spawn(&["sweep", s(&file), "-j", jobs, "--out", s(&out)], &dir);
+    // A running point writes `NAME.part/`, renamed `NAME/` when its run ends.
     wait_for_rows(
-        &out.join("n=1000000000").join("trajectory.csv"),
+        &out.join("n=1000000000.part").join("trajectory.csv"),
         100,
         &mut child,
     );
     if jobs == "2" {
         // The second long point starts once the short one is done.
         wait_for_rows(
-            &out.join("n=1000000001").join("trajectory.csv"),
+            &out.join("n=1000000001.part").join("trajectory.csv"),
             100,
             &mut child,
         );
@@ -482,6 +484,7 @@ fn interrupt_sweep(jobs: &str, sig: libc::c_int, code: i32) {
         assert_eq!(format!("n={}", row[col("n")]), *name);
         assert_eq!(row[col("status")], "interrupted");
         let point = out.join(name);
+        assert!(!partial(&point).exists(), "{name}.part was renamed");
         let info = run_json(&point);
         assert_eq!(info["status"], "interrupted");
         let steps = info["steps"].as_u64().expect("steps");
