@@ -4,8 +4,11 @@
 //!
 //! # Layout
 //! `DIR/k1=v1,k2=v2/` is each point's run folder, written exactly as `traj run` writes one
-//! ([`run_info`], [`crate::output::write_run_folder`]); `DIR/sweep.csv` (RFC 4180, CRLF) has
-//! one row per point in sweep order: the swept consts, `status`, `steps`, `run_seconds` (the
+//! ([`run_info`], [`crate::output::write_run_folder`]) under the name
+//! `k1=v1,k2=v2.part/` ([`partial_dir`]) and renamed when the run ends. `DIR/sweep.json`
+//! ([`Manifest`]) and `DIR/points.csv` record the sweep when it begins; `DIR/slurm/` holds
+//! what [`crate::slurm`] writes. `DIR/sweep.csv` (RFC 4180, CRLF), written from the point
+//! folders ([`collect`]), has one row per point that ended, in sweep order: the swept consts, `status`, `steps`, `run_seconds` (the
 //! training loop alone, empty when the point never ran), the last recorded
 //! value of every trajectory column (the union over points, in order of first appearance;
 //! empty where a point has none), then `message`. `DIR/sweep_summary.csv` summarises the
@@ -24,6 +27,12 @@
 //! * Once the interrupt flag is set (SIGINT, SIGTERM), running points end `interrupted`
 //!   with their rows and params, no new point starts, and `sweep.csv` lists the points that
 //!   ran; an interrupted point counts as failed.
+//! * A point is done when its `run.json` says `finished`, `stopped` or `diverged`
+//!   ([`is_done`]); `--resume` runs every other point again (an error may be the machine's:
+//!   a full disk, a node without the data), and only with the sources the sweep began
+//!   with ([`Manifest::check_unchanged`]): data files are not hashed.
+//! * A point that does not check gets a folder too, its `run.json` saying why, so a sweep's
+//!   folders alone tell what became of every point that ran (`steps` 0 there).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
