@@ -548,7 +548,7 @@ fn a_sweep_never_writes_into_a_folder_that_holds_something() {
     );
 }
 
-/// Four points; the third long (about 3 s), recorded every million steps.
+/// Four points; the third long (60 million steps, seconds), recorded every million steps.
 const RESUMABLE: &str = "\
 const n = 5
 param x: [2] ~ normal(0, 1)
@@ -558,7 +558,7 @@ train {
   steps n
   record every 1_000_000 { loss, x }
 }
-sweep { n in [3, 4, 25_000_000, 6] }
+sweep { n in [3, 4, 60_000_000, 6] }
 ";
 
 /// `sweep.csv` without `run_seconds` (wall time).
@@ -584,7 +584,7 @@ fn a_sweep_stopped_by_ctrl_c_resumes_to_the_sweep_it_would_have_been() {
     std::fs::write(&file, RESUMABLE).expect("write");
     let out = dir.join("out");
     let mut child = spawn(&["sweep", s(&file), "--out", s(&out)], &dir);
-    wait_for_rows(&out.join("n=25000000.part/trajectory.csv"), 2, &mut child);
+    wait_for_rows(&out.join("n=60000000.part/trajectory.csv"), 2, &mut child);
     signal(&child, libc::SIGINT);
     let o = child.wait_with_output().expect("traj ends");
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -623,7 +623,7 @@ fn a_sweep_stopped_by_ctrl_c_resumes_to_the_sweep_it_would_have_been() {
         sweep_table(&out.join("sweep.csv")),
         sweep_table(&whole.join("sweep.csv"))
     );
-    for n in ["3", "4", "25000000", "6"] {
+    for n in ["3", "4", "60000000", "6"] {
         let name = format!("n={n}/trajectory.csv");
         assert_eq!(
             std::fs::read(out.join(&name)).expect("resumed"),

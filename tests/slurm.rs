@@ -142,7 +142,7 @@ fn without_run_seconds(path: &Path) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Twelve points, `k=0,seed=0` long (about 3 s), the others short; seeds give different
+/// Twelve points, `k=0,seed=0` long (100 million steps, seconds), the others short; seeds give different
 /// starts.
 const PROGRAM: &str = "\
 const k = 0
@@ -151,7 +151,7 @@ param x: [2] ~ normal(0, 1)
 loss = 0.5 * sum(x^2)
 train {
   optimizer gd(lr = 1e-7 * (k + 1))
-  steps 2_000 + 30_000_000 * long
+  steps 2_000 + 100_000_000 * long
   record every 1_000_000 { loss, x }
 }
 sweep {
