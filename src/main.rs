@@ -57,7 +57,7 @@ enum Command {
     },
     /// Run every point of the program's `sweep` into one folder, with `sweep.csv`; or
     /// submit them to Slurm (`--slurm`); or look at, resume or collect a sweep folder.
-    Sweep(SweepArgs),
+    Sweep(Box<SweepArgs>),
     /// Print the program at a stage of the compiler.
     Ir {
         file: PathBuf,
@@ -327,7 +327,7 @@ fn dispatch(cli: Cli) -> ExitCode {
             }
             run_program(&file, &set, steps, out, force, backend.into())
         }
-        Command::Sweep(args) => sweep_command(args),
+        Command::Sweep(args) => sweep_command(*args),
     }
 }
 
