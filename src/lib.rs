@@ -36,6 +36,7 @@ pub mod repl;
 pub mod rng;
 pub mod sema;
 pub mod session;
+pub mod slurm;
 pub mod sweep;
 pub mod sweep_summary;
 pub mod syntax;

@@ -55,28 +55,9 @@ enum Command {
         #[arg(long, value_enum, default_value = "jit")]
         backend: Backend,
     },
-    /// Run every point of the program's `sweep` into one folder, with `sweep.csv`.
-    Sweep {
-        file: PathBuf,
-        /// Points run at once.
-        #[arg(short = 'j', long = "jobs", default_value_t = 1,
-              value_parser = clap::value_parser!(u64).range(1..))]
-        jobs: u64,
-        /// The sweep's folder (default `runs/NAME-sweep-TIMESTAMP/`).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Override a const at every point: `--set d=20` (repeatable).
-        #[arg(long = "set", value_name = "NAME=VALUE")]
-        set: Vec<String>,
-        /// Shorthand for `--set seed=N` (narrows a swept `seed` to N).
-        #[arg(long)]
-        seed: Option<String>,
-        /// The most steps to take at each point.
-        #[arg(long)]
-        steps: Option<u64>,
-        #[arg(long, value_enum, default_value = "jit")]
-        backend: Backend,
-    },
+    /// Run every point of the program's `sweep` into one folder, with `sweep.csv`; or
+    /// submit them to Slurm (`--slurm`); or look at, resume or collect a sweep folder.
+    Sweep(Box<SweepArgs>),
     /// Print the program at a stage of the compiler.
     Ir {
         file: PathBuf,
@@ -111,6 +92,95 @@ enum Command {
         #[arg(long, value_enum, default_value = "jit")]
         backend: Backend,
     },
+}
+
+#[derive(clap::Args)]
+struct SweepArgs {
+    /// The program (not with --status, --resume or --collect, which read it from DIR).
+    #[arg(required_unless_present_any = ["status", "resume", "collect"])]
+    file: Option<PathBuf>,
+    /// Points run at once (on this machine).
+    #[arg(short = 'j', long = "jobs", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    jobs: u64,
+    /// The sweep's folder (default `runs/NAME-sweep-TIMESTAMP/`).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Override a const at every point: `--set d=20` (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+    /// Shorthand for `--set seed=N` (narrows a swept `seed` to N).
+    #[arg(long)]
+    seed: Option<String>,
+    /// The most steps to take at each point.
+    #[arg(long)]
+    steps: Option<u64>,
+    #[arg(long, value_enum, default_value = "jit")]
+    backend: Backend,
+    /// Run point I (its index in DIR/points.csv) of the sweep begun in `--out DIR`: what
+    /// each Slurm task runs.
+    #[arg(long, value_name = "I", requires = "out",
+          conflicts_with_all = ["set", "seed", "steps", "backend", "slurm", "jobs"])]
+    point: Option<usize>,
+    /// Submit the points to Slurm as one job array (and a job that collects them).
+    #[arg(long)]
+    slurm: bool,
+    #[command(flatten)]
+    slurm_options: SlurmArgs,
+    /// Count the points of a sweep folder finished, diverged, failed, running and pending.
+    #[arg(long, value_name = "DIR",
+          conflicts_with_all = ["file", "out", "resume", "collect", "slurm", "point"])]
+    status: Option<PathBuf>,
+    /// Run (or with --slurm submit) the points of a sweep folder without a finished run.
+    #[arg(long, value_name = "DIR",
+          conflicts_with_all = ["file", "out", "collect", "set", "seed", "steps", "backend", "point"])]
+    resume: Option<PathBuf>,
+    /// Write a sweep folder's sweep.csv and sweep_summary.csv from the points it holds.
+    #[arg(long, value_name = "DIR",
+          conflicts_with_all = ["file", "out", "slurm", "point", "jobs"])]
+    collect: Option<PathBuf>,
+}
+
+/// The options of `--slurm`.
+#[derive(clap::Args)]
+struct SlurmArgs {
+    /// The Slurm partition.
+    #[arg(long, requires = "slurm")]
+    partition: Option<String>,
+    /// Each task's time limit.
+    #[arg(long, value_name = "HH:MM:SS", requires = "slurm")]
+    time: Option<String>,
+    /// CPUs of each task.
+    #[arg(long, value_name = "N", requires = "slurm")]
+    cpus_per_task: Option<u32>,
+    /// Memory of each task (sbatch's `--mem`: `4G`).
+    #[arg(long, value_name = "M", requires = "slurm")]
+    mem: Option<String>,
+    /// Tasks run at once (the array's `%K`).
+    #[arg(long, value_name = "K", requires = "slurm",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_parallel: Option<u32>,
+    /// One more sbatch option, passed as is: `--sbatch-arg=--account=abc` (repeatable).
+    #[arg(
+        long = "sbatch-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        requires = "slurm"
+    )]
+    sbatch_arg: Vec<String>,
+}
+
+impl From<SlurmArgs> for traj::slurm::SlurmOptions {
+    fn from(a: SlurmArgs) -> Self {
+        traj::slurm::SlurmOptions {
+            partition: a.partition,
+            time: a.time,
+            cpus_per_task: a.cpus_per_task,
+            mem: a.mem,
+            max_parallel: a.max_parallel,
+            sbatch_args: a.sbatch_arg,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -257,28 +327,7 @@ fn dispatch(cli: Cli) -> ExitCode {
             }
             run_program(&file, &set, steps, out, force, backend.into())
         }
-        Command::Sweep {
-            file,
-            jobs,
-            out,
-            set,
-            seed,
-            steps,
-            backend,
-        } => {
-            let mut set = set;
-            if let Some(s) = seed {
-                set.push(format!("seed={s}"));
-            }
-            sweep(
-                &file,
-                &set,
-                usize::try_from(jobs).unwrap_or(usize::MAX),
-                steps,
-                out,
-                backend.into(),
-            )
-        }
+        Command::Sweep(args) => sweep_command(*args),
     }
 }
 
@@ -578,6 +627,58 @@ impl traj::sweep::Observer for SweepUi {
     }
 }
 
+/// `traj sweep`: one of its five modes.
+fn sweep_command(args: SweepArgs) -> ExitCode {
+    let slurm = args
+        .slurm
+        .then(|| traj::slurm::SlurmOptions::from(args.slurm_options));
+    let jobs = usize::try_from(args.jobs).unwrap_or(usize::MAX);
+    if let Some(dir) = &args.status {
+        return sweep_status(dir);
+    }
+    if let Some(dir) = &args.collect {
+        return sweep_collect(dir);
+    }
+    if let Some(dir) = &args.resume {
+        return sweep_resume(dir, jobs, slurm.as_ref());
+    }
+    let Some(file) = &args.file else {
+        // clap requires FILE without --status, --resume or --collect.
+        return ExitCode::from(2);
+    };
+    if let (Some(index), Some(dir)) = (args.point, &args.out) {
+        return sweep_point(file, index, dir);
+    }
+    let mut set = args.set;
+    if let Some(s) = args.seed {
+        set.push(format!("seed={s}"));
+    }
+    sweep(
+        file,
+        &set,
+        jobs,
+        args.steps,
+        args.out,
+        args.backend.into(),
+        slurm.as_ref(),
+    )
+}
+
+/// Each point's outcome counted by status, in order of first appearance: `3 finished, 1 error`.
+fn count_statuses(outcomes: &[traj::sweep::PointOutcome]) -> Vec<String> {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for o in outcomes {
+        let name = o.status.name();
+        match counts.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((name, 1)),
+        }
+    }
+    counts.iter().map(|(n, c)| format!("{c} {n}")).collect()
+}
+
+/// `traj sweep FILE`: checks, writes the sweep folder's record, then runs the points here
+/// or submits them to Slurm.
 fn sweep(
     file: &std::path::Path,
     set: &[String],
@@ -585,8 +686,28 @@ fn sweep(
     steps: Option<u64>,
     out: Option<PathBuf>,
     backend: traj::train::Backend,
+    slurm: Option<&traj::slurm::SlurmOptions>,
 ) -> ExitCode {
     let started = std::time::Instant::now();
+    if slurm.is_some() {
+        // Every point is checked before anything is submitted, as `traj check` does.
+        let mut sources = SourceMap::default();
+        let options = Options {
+            overrides: set.to_vec(),
+            check_sweep: true,
+        };
+        match sema::check::check_file(file, &options, &mut sources) {
+            Ok(Ok(_)) => {}
+            Ok(Err(diags)) => {
+                report(&diags, &sources, file);
+                return ExitCode::from(1);
+            }
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let (checked, mut sources) = match checked_or_report(file, set) {
         Ok(c) => c,
         Err(code) => return code,
@@ -627,27 +748,29 @@ fn sweep(
         backend,
         interrupt: catch_interrupts(),
     };
+    let recorded = traj::sweep::Manifest::new(file, &sources, &options)
+        .and_then(|m| traj::sweep::write_manifest(&dir, &m, &points).map(|()| m));
+    let manifest = match recorded {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(slurm) = slurm {
+        let all: Vec<usize> = (0..points.len()).collect();
+        return submit(&dir, &manifest, &all, slurm);
+    }
     let ui = SweepUi::new(points.len());
     let outcomes = traj::sweep::run_points(file, &points, &options, &ui);
     ui.finish();
-    let csv = dir.join("sweep.csv");
-    let written = traj::sweep::write_sweep_csv(&csv, &outcomes).and_then(|()| {
-        traj::sweep_summary::write_sweep_summary(&dir.join("sweep_summary.csv"), &outcomes)
-    });
+    let written = traj::sweep::write_results(&dir, &traj::sweep::collect(&dir, &points));
     drop(folder);
     if let Err(e) = written {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let mut counts: Vec<(&str, usize)> = Vec::new();
-    for o in &outcomes {
-        let name = o.status.name();
-        match counts.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, c)) => *c += 1,
-            None => counts.push((name, 1)),
-        }
-    }
-    let mut counts: Vec<String> = counts.iter().map(|(n, c)| format!("{c} {n}")).collect();
+    let mut counts = count_statuses(&outcomes);
     let not_started = points.len() - outcomes.len();
     if not_started > 0 {
         counts.push(format!("{not_started} not started"));
@@ -658,15 +781,280 @@ fn sweep(
         outcomes.len(),
         counts.join(", "),
         started.elapsed().as_secs_f64(),
-        csv.display()
+        dir.join("sweep.csv").display()
     );
+    sweep_exit(&dir, &outcomes)
+}
+
+/// A local sweep's exit code: 128 + the signal when interrupted (with how to go on), 1 when
+/// a point failed.
+fn sweep_exit(dir: &std::path::Path, outcomes: &[traj::sweep::PointOutcome]) -> ExitCode {
     if INTERRUPTED.load(Ordering::Relaxed) {
+        eprintln!(
+            "interrupted: `traj sweep --resume {}` runs the points not finished",
+            dir.display()
+        );
         interrupted_exit()
     } else if outcomes.iter().any(traj::sweep::PointOutcome::failed) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Submits the points `indices` of the sweep in `dir` to Slurm (writing its scripts first
+/// if the sweep has none) and prints the job ids.
+fn submit(
+    dir: &std::path::Path,
+    manifest: &traj::sweep::Manifest,
+    indices: &[usize],
+    slurm: &traj::slurm::SlurmOptions,
+) -> ExitCode {
+    let scripts = traj::slurm::slurm_dir(dir).join("point.sbatch");
+    let submitted = std::fs::canonicalize(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))
+        .and_then(|dir| {
+            if !scripts.exists() {
+                let exe = std::env::current_exe()
+                    .map_err(|e| format!("cannot find the traj binary: {e}"))?;
+                traj::slurm::write_scripts(&dir, &exe, &manifest.program, slurm)?;
+            }
+            traj::slurm::submit(&dir, indices, slurm)
+        });
+    match submitted {
+        Ok(s) => {
+            println!("{}", s.array_job);
+            println!("{}", s.collect_job);
+            eprintln!(
+                "submitted job array {} over {} point{} (--array={}) and job {}, which \
+                 collects them → {}",
+                s.array_job,
+                indices.len(),
+                if indices.len() == 1 { "" } else { "s" },
+                s.array,
+                s.collect_job,
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `traj sweep FILE --point I --out DIR`: one point of a sweep begun with its record.
+fn sweep_point(file: &std::path::Path, index: usize, dir: &std::path::Path) -> ExitCode {
+    let read = traj::sweep::read_manifest(dir).and_then(|(manifest, points)| {
+        manifest.check_unchanged(file)?;
+        let backend = manifest.backend()?;
+        let point = points.get(index).cloned().ok_or_else(|| {
+            format!(
+                "the sweep in {} has {} points: there is no point {index}",
+                dir.display(),
+                points.len()
+            )
+        })?;
+        Ok((manifest, backend, point))
+    });
+    let (manifest, backend, point) = match read {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = traj::sweep::SweepOptions {
+        jobs: 1,
+        dir: dir.to_path_buf(),
+        overrides: manifest.overrides,
+        steps: manifest.steps,
+        color: use_color(),
+        backend,
+        interrupt: catch_interrupts(),
+    };
+    let outcome = traj::sweep::run_point(file, &point, &options, None);
+    let mut line = format!("point {index} {}: {}", outcome.name, outcome.status.name());
+    if let Some(steps) = outcome.steps {
+        line += &format!(" after {steps} steps in {:.3} s", outcome.run_seconds);
+    }
+    match (&outcome.report, &outcome.message) {
+        (Some(report), _) => line += &format!("\n{}", report.trim_end()),
+        (None, Some(m)) => line += &format!("\n  {m}"),
+        (None, None) => {}
+    }
+    eprintln!("{line}");
+    match outcome.status {
+        traj::train::Status::Interrupted => interrupted_exit(),
+        _ if outcome.failed() => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// `traj sweep --resume DIR [--slurm]`: the points without a finished run, run here or
+/// submitted; refused when the program changed since the sweep began.
+fn sweep_resume(
+    dir: &std::path::Path,
+    jobs: usize,
+    slurm: Option<&traj::slurm::SlurmOptions>,
+) -> ExitCode {
+    let started = std::time::Instant::now();
+    let read = traj::sweep::read_manifest(dir).and_then(|(manifest, points)| {
+        manifest.check_unchanged(&manifest.program)?;
+        let backend = manifest.backend()?;
+        let folder = traj::output::folder::RunFolder::reopen_sweep(dir)?;
+        Ok((manifest, points, backend, folder))
+    });
+    let (manifest, points, backend, folder) = match read {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut todo = traj::sweep::unfinished(dir, &points);
+    if let Some(slurm) = slurm {
+        // Points still in the queue are not submitted twice.
+        let queued = match traj::slurm::queued(dir) {
+            Ok(q) => q.unwrap_or_default(),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let in_queue = todo.iter().filter(|i| queued.contains_key(i)).count();
+        todo.retain(|i| !queued.contains_key(i));
+        if todo.is_empty() {
+            eprintln!(
+                "{}: nothing to submit: {} point{} finished, {in_queue} in the queue",
+                dir.display(),
+                points.len() - in_queue,
+                if points.len() - in_queue == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            );
+            return ExitCode::SUCCESS;
+        }
+        return submit(dir, &manifest, &todo, slurm);
+    }
+    let options = traj::sweep::SweepOptions {
+        jobs,
+        dir: dir.to_path_buf(),
+        overrides: manifest.overrides.clone(),
+        steps: manifest.steps,
+        color: use_color(),
+        backend,
+        interrupt: catch_interrupts(),
+    };
+    let rerun: Vec<traj::sweep::Point> = todo.iter().map(|&i| points[i].clone()).collect();
+    let ui = SweepUi::new(rerun.len());
+    let outcomes = traj::sweep::run_points(&manifest.program, &rerun, &options, &ui);
+    ui.finish();
+    let written = traj::sweep::write_results(dir, &traj::sweep::collect(dir, &points));
+    drop(folder);
+    if let Err(e) = written {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let mut counts = count_statuses(&outcomes);
+    let not_started = rerun.len() - outcomes.len();
+    if not_started > 0 {
+        counts.push(format!("{not_started} not started"));
+    }
+    eprintln!(
+        "{}: resumed {} of {} points ({}) in {:.3} s → {}",
+        manifest.program.display(),
+        outcomes.len(),
+        points.len(),
+        if counts.is_empty() {
+            "all had finished".to_string()
+        } else {
+            counts.join(", ")
+        },
+        started.elapsed().as_secs_f64(),
+        dir.join("sweep.csv").display()
+    );
+    sweep_exit(dir, &outcomes)
+}
+
+/// `traj sweep --collect DIR`: `sweep.csv` and the summary from the points' folders.
+fn sweep_collect(dir: &std::path::Path) -> ExitCode {
+    let written = traj::sweep::read_manifest(dir).and_then(|(_, points)| {
+        let folder = traj::output::folder::RunFolder::reopen_sweep(dir)?;
+        let outcomes = traj::sweep::collect(dir, &points);
+        traj::sweep::write_results(dir, &outcomes)?;
+        drop(folder);
+        Ok((outcomes, points.len()))
+    });
+    match written {
+        Ok((outcomes, total)) => {
+            let counts = count_statuses(&outcomes);
+            eprintln!(
+                "{}: {} of {total} points have ended{} → {}",
+                dir.display(),
+                outcomes.len(),
+                if counts.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", counts.join(", "))
+                },
+                dir.join("sweep.csv").display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `traj sweep --status DIR`: the points counted by state on stdout, then each failed
+/// point and why.
+fn sweep_status(dir: &std::path::Path) -> ExitCode {
+    let (_, points) = match traj::sweep::read_manifest(dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let queued = match traj::slurm::queued(dir) {
+        Ok(q) => q.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("warning: {e}; the states are from the folders alone");
+            HashMap::new()
+        }
+    };
+    let states = traj::sweep::point_states(dir, &points, &queued);
+    let counts: Vec<String> = traj::sweep::PointState::ALL
+        .iter()
+        .map(|s| format!("{} {}", states.iter().filter(|t| *t == s).count(), s.name()))
+        .collect();
+    println!(
+        "{}: {} points: {}",
+        dir.display(),
+        points.len(),
+        counts.join(", ")
+    );
+    for (point, state) in points.iter().zip(&states) {
+        if *state != traj::sweep::PointState::Failed {
+            continue;
+        }
+        let why = match traj::sweep::read_point(dir, point) {
+            Some(o) => format!(
+                "{}{}",
+                o.status.name(),
+                o.message.map(|m| format!(": {m}")).unwrap_or_default()
+            ),
+            None => "killed before its run ended (its folder is still .part)".into(),
+        };
+        println!("failed {}: {why}", traj::sweep::point_name(point));
+    }
+    ExitCode::SUCCESS
 }
 
 /// `traj plot`: the file written on stdout, what was skipped on stderr.

@@ -4,8 +4,11 @@
 //!
 //! # Layout
 //! `DIR/k1=v1,k2=v2/` is each point's run folder, written exactly as `traj run` writes one
-//! ([`crate::train::run_info`], [`crate::output::write_run_folder`]); `DIR/sweep.csv` (RFC 4180, CRLF) has
-//! one row per point in sweep order: the swept consts, `status`, `steps`, `run_seconds` (the
+//! ([`crate::train::run_info`], [`crate::output::write_run_folder`]) under the name
+//! `k1=v1,k2=v2.part/` ([`partial_dir`]) and renamed when the run ends. `DIR/sweep.json`
+//! ([`Manifest`]) and `DIR/points.csv` record the sweep when it begins; `DIR/slurm/` holds
+//! what [`crate::slurm`] writes. `DIR/sweep.csv` (RFC 4180, CRLF), written from the point
+//! folders ([`collect`]), has one row per point that ended, in sweep order: the swept consts, `status`, `steps`, `run_seconds` (the
 //! training loop alone, empty when the point never ran), the last recorded
 //! value of every trajectory column (the union over points, in order of first appearance;
 //! empty where a point has none), then `message`. `DIR/sweep_summary.csv` summarises the
@@ -24,6 +27,12 @@
 //! * Once the interrupt flag is set (SIGINT, SIGTERM), running points end `interrupted`
 //!   with their rows and params, no new point starts, and `sweep.csv` lists the points that
 //!   ran; an interrupted point counts as failed.
+//! * A point is done when its `run.json` says `finished`, `stopped` or `diverged`
+//!   ([`is_done`]); `--resume` runs every other point again (an error may be the machine's:
+//!   a full disk, a node without the data), and only with the sources the sweep began
+//!   with ([`Manifest::check_unchanged`]): data files are not hashed.
+//! * A point that does not check gets a folder too, its `run.json` saying why, so a sweep's
+//!   folders alone tell what became of every point that ran (`steps` 0 there).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -324,7 +333,18 @@ fn summarize(diags: &[Diagnostic], sources: &SourceMap) -> String {
     parts.join("; ")
 }
 
-/// Checks, compiles and runs one point, and writes its folder `options.dir/NAME/`.
+/// The folder a point's run writes while it runs: `DIR/NAME.part/`, renamed `DIR/NAME/`
+/// once the run has ended (so a folder with the point's name always holds a run that
+/// ended, and one a killed task left stays `.part`).
+pub fn partial_dir(point_dir: &Path) -> PathBuf {
+    let mut name = point_dir.as_os_str().to_owned();
+    name.push(".part");
+    PathBuf::from(name)
+}
+
+/// Checks, compiles and runs one point into `options.dir/NAME.part/`, then renames that
+/// folder `options.dir/NAME/`. A point that does not check still gets a folder, with a
+/// `run.json` saying why (status `error`, no steps).
 pub fn run_point(
     program: &Path,
     point: &[(String, Scalar)],
@@ -343,13 +363,21 @@ pub fn run_point(
         last: Vec::new(),
         run_seconds: 0.0,
     };
+    let part = partial_dir(&out.dir);
+    let folder = match RunFolder::claim(&part, true) {
+        Ok(f) => f,
+        Err(message) => {
+            out.message = Some(message);
+            return out;
+        }
+    };
     let mut sources = SourceMap::default();
     let check = Options {
         overrides: point_overrides(&options.overrides, point),
         check_sweep: false,
     };
     let checked = match check_file(program, &check, &mut sources) {
-        Ok(Ok(c)) => c,
+        Ok(Ok(c)) => Some(c),
         Ok(Err(diags)) => {
             out.message = Some(summarize(&diags, &sources));
             out.report = Some(
@@ -358,32 +386,70 @@ pub fn run_point(
                     .map(|d| d.render(&sources, options.color))
                     .collect(),
             );
-            return out;
+            None
         }
         Err(message) => {
             out.message = Some(message);
-            return out;
+            None
         }
     };
-    let run = RunOptions {
-        steps: options.steps,
-        progress,
-        backend: options.backend,
-        interrupt: options.interrupt,
-    };
-    let result = RunFolder::claim(&out.dir, false)
-        .and_then(|folder| train::run_to_folder(program, &checked, &sources, &run, folder));
-    match result {
-        Ok(result) => {
-            out.status = result.status;
-            out.steps = Some(result.steps);
-            out.message = result.message;
-            out.last = result.last;
-            out.run_seconds = result.run_seconds;
+    let ended = match checked {
+        Some(checked) => {
+            let run = RunOptions {
+                steps: options.steps,
+                progress,
+                backend: options.backend,
+                interrupt: options.interrupt,
+            };
+            match train::run_to_folder(program, &checked, &sources, &run, folder) {
+                Ok(result) => {
+                    out.status = result.status;
+                    out.steps = Some(result.steps);
+                    out.message = result.message;
+                    out.last = result.last;
+                    out.run_seconds = result.run_seconds;
+                }
+                Err(message) => out.message = Some(message),
+            }
+            Ok(())
         }
-        Err(message) => out.message = Some(message),
+        None => folder.write_info(&unchecked_info(program, point, &out, options)),
+    };
+    if let Err(e) = ended.and_then(|()| crate::output::folder::move_run(&part, &out.dir)) {
+        out.status = Status::Error;
+        out.message = Some(match out.message.take() {
+            Some(m) => format!("{m}; {e}"),
+            None => e,
+        });
     }
     out
+}
+
+/// The `run.json` of a point that did not check: its swept consts, status `error`, and why.
+fn unchecked_info(
+    program: &Path,
+    point: &[(String, Scalar)],
+    out: &PointOutcome,
+    options: &SweepOptions,
+) -> RunInfo {
+    let json = |v: &Scalar| match v {
+        Scalar::Int(i) => serde_json::json!(i),
+        Scalar::Float(f) => serde_json::json!(f),
+    };
+    let seed = point.iter().find(|(k, _)| k == "seed").map(|(_, v)| v);
+    RunInfo {
+        program: program.display().to_string(),
+        source_sha256: crate::output::sha256_hex(&std::fs::read(program).unwrap_or_default()),
+        consts: point.iter().map(|(k, v)| (k.clone(), json(v))).collect(),
+        seed: seed.map_or(0, |v| v.as_f64() as i64),
+        backend: options.backend.name().into(),
+        status: Status::Error.name().into(),
+        steps: 0,
+        compile_seconds: 0.0,
+        run_seconds: 0.0,
+        version: env!("CARGO_PKG_VERSION").into(),
+        message: out.message.clone(),
+    }
 }
 
 /// Runs every point on `options.jobs` threads, each point taken in sweep order by the next
@@ -523,4 +589,371 @@ pub fn write_sweep_csv(path: &Path, outcomes: &[PointOutcome]) -> Result<(), Str
         w.write_record(record).map_err(|e| fail(&e))?;
     }
     w.flush().map_err(|e| fail(&e))
+}
+
+/// Writes `sweep.csv` and `sweep_summary.csv` into `dir` from `outcomes`.
+pub fn write_results(dir: &Path, outcomes: &[PointOutcome]) -> Result<(), String> {
+    write_sweep_csv(&dir.join("sweep.csv"), outcomes)?;
+    crate::sweep_summary::write_sweep_summary(&dir.join("sweep_summary.csv"), outcomes)
+}
+
+// ---------------------------------------------------------------------------------------
+// The sweep's record: what `--point`, `--resume`, `--status` and `--collect` read.
+
+/// `DIR/sweep.json`: how the sweep's points are run, written when the sweep begins.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    /// The program file, absolute.
+    pub program: PathBuf,
+    /// The program's source files (the file, then each file it `use`s) and their SHA-256:
+    /// a sweep is resumed only with the same sources.
+    pub sources: Vec<SourceHash>,
+    /// `--set` overrides, as typed (`--seed N` as `seed=N`).
+    pub overrides: Vec<String>,
+    /// `--steps N`.
+    pub steps: Option<u64>,
+    /// `jit` or `interp`.
+    pub backend: String,
+    /// The `traj` version that began the sweep.
+    pub version: String,
+}
+
+/// One source file of a program and the SHA-256 of its bytes.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SourceHash {
+    pub file: PathBuf,
+    pub sha256: String,
+}
+
+/// The manifest's file name in a sweep folder.
+pub const MANIFEST: &str = "sweep.json";
+/// The points table's file name: `index,folder,CONST...`, one row per point in sweep order
+/// (the index is the point's `--point` and its Slurm array index).
+pub const POINTS: &str = "points.csv";
+
+/// The source files of a checked program (the files it was loaded from, not the built-in
+/// standard library), each hashed as it is on disk now.
+pub fn source_hashes(sources: &SourceMap) -> Result<Vec<SourceHash>, String> {
+    let mut out: Vec<SourceHash> = Vec::new();
+    for file in &sources.files {
+        let Some(path) = &file.path else { continue };
+        let path = std::fs::canonicalize(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if out.iter().any(|h| h.file == path) {
+            continue;
+        }
+        let bytes =
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        out.push(SourceHash {
+            file: path,
+            sha256: crate::output::sha256_hex(&bytes),
+        });
+    }
+    Ok(out)
+}
+
+impl Manifest {
+    /// The manifest of a sweep of `program`, checked into `sources`.
+    pub fn new(
+        program: &Path,
+        sources: &SourceMap,
+        options: &SweepOptions,
+    ) -> Result<Manifest, String> {
+        Ok(Manifest {
+            program: std::fs::canonicalize(program)
+                .map_err(|e| format!("cannot read {}: {e}", program.display()))?,
+            sources: source_hashes(sources)?,
+            overrides: options.overrides.clone(),
+            steps: options.steps,
+            backend: options.backend.name().into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
+    }
+
+    /// The backend named by [`Manifest::backend`].
+    pub fn backend(&self) -> Result<train::Backend, String> {
+        [train::Backend::Jit, train::Backend::Interp]
+            .into_iter()
+            .find(|b| b.name() == self.backend)
+            .ok_or_else(|| format!("unknown backend `{}` in {MANIFEST}", self.backend))
+    }
+
+    /// Refuses a program whose sources changed since the sweep began (or that is not the
+    /// sweep's program): its remaining points would not be points of the same sweep.
+    pub fn check_unchanged(&self, program: &Path) -> Result<(), String> {
+        let given = std::fs::canonicalize(program)
+            .map_err(|e| format!("cannot read {}: {e}", program.display()))?;
+        if given != self.program {
+            return Err(format!(
+                "{} is not the program of this sweep ({})",
+                program.display(),
+                self.program.display()
+            ));
+        }
+        let mut changed = Vec::new();
+        for h in &self.sources {
+            match std::fs::read(&h.file) {
+                Ok(bytes) if crate::output::sha256_hex(&bytes) == h.sha256 => {}
+                Ok(bytes) => changed.push(format!(
+                    "{} (sha256 {} when the sweep began, {} now)",
+                    h.file.display(),
+                    &h.sha256[..12.min(h.sha256.len())],
+                    &crate::output::sha256_hex(&bytes)[..12]
+                )),
+                Err(e) => changed.push(format!("{} ({e})", h.file.display())),
+            }
+        }
+        if changed.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the program changed since the sweep began: {}; the sweep's remaining points \
+                 would run another program. Restore it, or start a new sweep with another --out",
+                changed.join(", ")
+            ))
+        }
+    }
+}
+
+/// Writes `DIR/sweep.json` and `DIR/points.csv`.
+pub fn write_manifest(dir: &Path, manifest: &Manifest, points: &[Point]) -> Result<(), String> {
+    let path = dir.join(MANIFEST);
+    let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
+    let mut json = serde_json::to_string_pretty(manifest).map_err(|e| fail(&e))?;
+    json.push('\n');
+    std::fs::write(&path, json).map_err(|e| fail(&e))?;
+
+    let path = dir.join(POINTS);
+    let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_path(&path)
+        .map_err(|e| fail(&e))?;
+    let keys: Vec<&str> = points
+        .first()
+        .map(|p| p.iter().map(|(k, _)| k.as_str()).collect())
+        .unwrap_or_default();
+    w.write_record(["index", "folder"].into_iter().chain(keys))
+        .map_err(|e| fail(&e))?;
+    for (i, p) in points.iter().enumerate() {
+        let record = [i.to_string(), point_name(p)]
+            .into_iter()
+            .chain(p.iter().map(|(_, v)| format_value(*v)));
+        w.write_record(record).map_err(|e| fail(&e))?;
+    }
+    w.flush().map_err(|e| fail(&e))
+}
+
+/// Reads `DIR/sweep.json` and `DIR/points.csv`.
+pub fn read_manifest(dir: &Path) -> Result<(Manifest, Vec<Point>), String> {
+    let path = dir.join(MANIFEST);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "{} is not a sweep folder (it has no {MANIFEST}; a sweep begun by an older traj \
+                 cannot be resumed)",
+                dir.display()
+            )
+        } else {
+            format!("cannot read {}: {e}", path.display())
+        }
+    })?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+
+    let path = dir.join(POINTS);
+    let fail = |e: &dyn std::fmt::Display| format!("cannot read {}: {e}", path.display());
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(&path)
+        .map_err(|e| fail(&e))?;
+    let header: Vec<String> = r
+        .headers()
+        .map_err(|e| fail(&e))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    if header.get(..2) != Some(&["index".to_string(), "folder".to_string()][..]) {
+        return Err(fail(&"its header does not begin `index,folder`"));
+    }
+    let mut points = Vec::new();
+    for (i, record) in r.records().enumerate() {
+        let record = record.map_err(|e| fail(&e))?;
+        let row: Vec<&str> = record.iter().collect();
+        if row.len() != header.len() || row[0] != i.to_string() {
+            return Err(fail(&format!("row {} is not point {i}", i + 1)));
+        }
+        let mut point = Point::new();
+        for (key, text) in header[2..].iter().zip(&row[2..]) {
+            let value = Scalar::parse(text)
+                .ok_or_else(|| fail(&format!("`{text}` of point {i} is not a number")))?;
+            point.push((key.clone(), value));
+        }
+        if point_name(&point) != row[1] {
+            return Err(fail(&format!("the folder of point {i} is not its name")));
+        }
+        points.push(point);
+    }
+    Ok((manifest, points))
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading back what the points wrote.
+
+/// The status a point's `run.json` names.
+fn status_named(name: &str) -> Option<Status> {
+    [
+        Status::Finished,
+        Status::Stopped,
+        Status::Diverged,
+        Status::Error,
+        Status::Interrupted,
+    ]
+    .into_iter()
+    .find(|s| s.name() == name)
+}
+
+/// What a point's folder `DIR/NAME/` says of its run, or `None` when there is no such
+/// folder (the point has not run, or runs, or its run was killed before it ended).
+pub fn read_point(dir: &Path, point: &[(String, Scalar)]) -> Option<PointOutcome> {
+    let name = point_name(point);
+    let point_dir = dir.join(&name);
+    let info_path = point_dir.join("run.json");
+    let mut out = PointOutcome {
+        point: point.to_vec(),
+        dir: point_dir.clone(),
+        name,
+        status: Status::Error,
+        steps: None,
+        message: None,
+        report: None,
+        last: Vec::new(),
+        run_seconds: 0.0,
+    };
+    let text = match std::fs::read_to_string(&info_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !point_dir.exists() => {
+            return None;
+        }
+        Err(e) => {
+            out.message = Some(format!("cannot read {}: {e}", info_path.display()));
+            return Some(out);
+        }
+    };
+    let info: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            out.message = Some(format!("cannot read {}: {e}", info_path.display()));
+            return Some(out);
+        }
+    };
+    let status = info["status"].as_str().unwrap_or_default();
+    out.message = info["message"].as_str().map(str::to_string);
+    let Some(status) = status_named(status) else {
+        out.message = Some(format!(
+            "{} says the run is `{status}`, but it has ended",
+            info_path.display()
+        ));
+        return Some(out);
+    };
+    out.status = status;
+    out.steps = info["steps"].as_u64();
+    out.run_seconds = info["run_seconds"].as_f64().unwrap_or(0.0);
+    let csv = point_dir.join("trajectory.csv");
+    match crate::output::read_trajectory_csv(&csv) {
+        Ok(t) => out.last = last_values(&t),
+        // A point that never ran has no rows.
+        Err(_) if !csv.exists() => {}
+        Err(e) => {
+            out.status = Status::Error;
+            out.message = Some(e);
+        }
+    }
+    Some(out)
+}
+
+/// Every point with a folder of its own (a run that ended), in sweep order.
+pub fn collect(dir: &Path, points: &[Point]) -> Vec<PointOutcome> {
+    points.iter().filter_map(|p| read_point(dir, p)).collect()
+}
+
+/// A run whose point needs no rerun: it ended `finished`, `stopped` or `diverged`.
+pub fn is_done(status: Status) -> bool {
+    matches!(
+        status,
+        Status::Finished | Status::Stopped | Status::Diverged
+    )
+}
+
+/// The indices of the points without a finished `run.json` (see [`is_done`]).
+pub fn unfinished(dir: &Path, points: &[Point]) -> Vec<usize> {
+    (0..points.len())
+        .filter(|&i| !read_point(dir, &points[i]).is_some_and(|o| is_done(o.status)))
+        .collect()
+}
+
+/// Where a point of a sweep is, for `traj sweep --status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PointState {
+    /// Ended `finished` or `stopped`.
+    Finished,
+    Diverged,
+    /// Ended `error` or `interrupted`, or its run was killed (a `.part` folder no live
+    /// process writes, and no task of the queue runs it).
+    Failed,
+    /// A task of the queue runs it, or a live process on this machine writes its `.part`.
+    Running,
+    /// Not run yet (waiting in the queue, or in no queue at all).
+    Pending,
+}
+
+impl PointState {
+    pub const ALL: [PointState; 5] = [
+        PointState::Finished,
+        PointState::Diverged,
+        PointState::Failed,
+        PointState::Running,
+        PointState::Pending,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PointState::Finished => "finished",
+            PointState::Diverged => "diverged",
+            PointState::Failed => "failed",
+            PointState::Running => "running",
+            PointState::Pending => "pending",
+        }
+    }
+}
+
+/// Each point's state, from its folders and from `queued`: the points a scheduler's queue
+/// lists as running or pending (by index), which wins over what the folders say.
+pub fn point_states(
+    dir: &Path,
+    points: &[Point],
+    queued: &HashMap<usize, PointState>,
+) -> Vec<PointState> {
+    points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if let Some(state) = queued.get(&i) {
+                return *state;
+            }
+            let part = partial_dir(&dir.join(point_name(p)));
+            if crate::output::folder::live_writer(&part).is_some() {
+                return PointState::Running;
+            }
+            match read_point(dir, p) {
+                Some(o) if matches!(o.status, Status::Finished | Status::Stopped) => {
+                    PointState::Finished
+                }
+                Some(o) if o.status == Status::Diverged => PointState::Diverged,
+                Some(_) => PointState::Failed,
+                None if part.exists() => PointState::Failed,
+                None => PointState::Pending,
+            }
+        })
+        .collect()
 }

@@ -2,13 +2,15 @@
 //! end `traj run` (both backends) and `traj sweep` at a step boundary with every row so far,
 //! status `interrupted` and the final params; SIGKILL leaves the rows flushed and a
 //! `run.json` saying the run did not finish; an `--out` that cannot be made fails before
-//! compiling; a folder holding a run is refused unless `--force`; concurrent runs never mix.
+//! compiling; a folder holding a run is refused unless `--force`; concurrent runs never mix;
+//! a sweep stopped by Ctrl-C resumes (`--resume`) to the sweep it would have been.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ndarray::ArrayD;
+use traj::sweep::partial_dir as partial;
 
 /// A scratch folder of one test, deleted when the test ends (the interrupted runs write
 /// gigabytes of rows: nothing of them may stay behind in the temp dir).
@@ -471,15 +473,16 @@ fn interrupt_sweep(jobs: &str, sig: libc::c_int, code: i32) {
     std::fs::write(&file, SWEEP).expect("write");
     let out = dir.join("out");
     let mut child = spawn(&["sweep", s(&file), "-j", jobs, "--out", s(&out)], &dir);
+    // A running point writes `NAME.part/`, renamed `NAME/` when its run ends.
     wait_for_rows(
-        &out.join("n=1000000000").join("trajectory.csv"),
+        &out.join("n=1000000000.part").join("trajectory.csv"),
         100,
         &mut child,
     );
     if jobs == "2" {
         // The second long point starts once the short one is done.
         wait_for_rows(
-            &out.join("n=1000000001").join("trajectory.csv"),
+            &out.join("n=1000000001.part").join("trajectory.csv"),
             100,
             &mut child,
         );
@@ -505,6 +508,7 @@ fn interrupt_sweep(jobs: &str, sig: libc::c_int, code: i32) {
         assert_eq!(format!("n={}", row[col("n")]), *name);
         assert_eq!(row[col("status")], "interrupted");
         let point = out.join(name);
+        assert!(!partial(&point).exists(), "{name}.part was renamed");
         let info = run_json(&point);
         assert_eq!(info["status"], "interrupted");
         let steps = info["steps"].as_u64().expect("steps");
@@ -565,4 +569,89 @@ fn a_sweep_never_writes_into_a_folder_that_holds_something() {
         std::fs::read_to_string(out.join("sweep.csv")).expect("sweep.csv"),
         before
     );
+}
+
+/// Four points; the third long (60 million steps, seconds), recorded every million steps.
+const RESUMABLE: &str = "\
+const n = 5
+param x: [2] ~ normal(0, 1)
+loss = 0.5 * sum(x^2)
+train {
+  optimizer gd(lr = 1e-7)
+  steps n
+  record every 1_000_000 { loss, x }
+}
+sweep { n in [3, 4, 60_000_000, 6] }
+";
+
+/// `sweep.csv` without `run_seconds` (wall time).
+fn sweep_table(path: &Path) -> Vec<Vec<String>> {
+    let table = sweep_rows(path);
+    let col = table[0]
+        .iter()
+        .position(|c| c == "run_seconds")
+        .expect("run_seconds");
+    table
+        .into_iter()
+        .map(|mut row| {
+            row.remove(col);
+            row
+        })
+        .collect()
+}
+
+#[test]
+fn a_sweep_stopped_by_ctrl_c_resumes_to_the_sweep_it_would_have_been() {
+    let dir = temp_dir("sweep-resume");
+    let file = dir.join("sweep.traj");
+    std::fs::write(&file, RESUMABLE).expect("write");
+    let out = dir.join("out");
+    let mut child = spawn(&["sweep", s(&file), "--out", s(&out)], &dir);
+    wait_for_rows(&out.join("n=60000000.part/trajectory.csv"), 2, &mut child);
+    signal(&child, libc::SIGINT);
+    let o = child.wait_with_output().expect("traj ends");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains(&format!("`traj sweep --resume {}`", out.display())),
+        "{stderr}"
+    );
+    let cut = sweep_rows(&out.join("sweep.csv"));
+    let col = cut[0].iter().position(|c| c == "status").expect("status");
+    let statuses: Vec<&str> = cut[1..].iter().map(|r| r[col].as_str()).collect();
+    assert_eq!(statuses, ["finished", "finished", "interrupted"], "{cut:?}");
+    let first = std::fs::read(out.join("n=3/run.json")).expect("run.json");
+
+    let o = traj(&["sweep", "--resume", s(&out)]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("resumed 2 of 4 points (2 finished)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("n=3/run.json")).expect("run.json"),
+        first
+    );
+
+    let whole = dir.join("whole");
+    let o = traj(&["sweep", s(&file), "-j", "2", "--out", s(&whole)]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        sweep_table(&out.join("sweep.csv")),
+        sweep_table(&whole.join("sweep.csv"))
+    );
+    for n in ["3", "4", "60000000", "6"] {
+        let name = format!("n={n}/trajectory.csv");
+        assert_eq!(
+            std::fs::read(out.join(&name)).expect("resumed"),
+            std::fs::read(whole.join(&name)).expect("whole"),
+            "{name}"
+        );
+    }
 }

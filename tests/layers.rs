@@ -25,7 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["jit"],
     &["train"],
     &["sweep", "session", "plot"],
-    &["sweep_summary", "repl"],
+    &["sweep_summary", "repl", "slurm"],
     &["main"],
 ];
 

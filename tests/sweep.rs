@@ -1,6 +1,8 @@
 //! `traj sweep`: one run folder per point named by its consts, `sweep.csv` whose last values
 //! match `traj run` of the same point bit for bit, the same result on any number of
-//! threads, failed points reported while the others run, and the sweep's values.
+//! threads, failed points reported while the others run, and the sweep's values; a sweep
+//! folder's record, `--status`, `--collect`, `--resume` (exactly the points not finished)
+//! and its refusal of a program that changed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -243,7 +245,14 @@ sweep { n in [2, 4] }
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(out.join("n=2").join("trajectory.csv").is_file());
-    assert!(!out.join("n=4").exists());
+    // The point that does not check has a folder saying why, and nothing else.
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("n=4/run.json")).expect("run.json"))
+            .expect("json");
+    assert_eq!(info["status"], "error");
+    assert_eq!(info["consts"]["n"], 4);
+    assert!(info["message"].as_str().is_some_and(|m| m.starts_with('E')));
+    assert!(!out.join("n=4/trajectory.csv").exists());
     let rows = read_csv(&out.join("sweep.csv"));
     assert_eq!(rows.len(), 3);
     assert_eq!(cell(&rows, 1, "n"), "2");
@@ -252,7 +261,7 @@ sweep { n in [2, 4] }
     assert!(!cell(&rows, 1, "loss").is_empty());
     assert_eq!(cell(&rows, 2, "n"), "4");
     assert_eq!(cell(&rows, 2, "status"), "error");
-    assert_eq!(cell(&rows, 2, "steps"), "");
+    assert_eq!(cell(&rows, 2, "steps"), "0");
     assert_eq!(cell(&rows, 2, "loss"), "");
     let message = cell(&rows, 2, "message");
     assert!(message.starts_with('E'), "{message}");
@@ -391,5 +400,257 @@ sweep {
             ]
         ),
         ["n=3", "lr=0.1", "seed=2"]
+    );
+}
+
+fn sweep_ok(args: &[&str]) -> String {
+    let o = traj(args);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {stderr}");
+    stderr
+}
+
+/// `sweep.csv` without its `run_seconds` column (wall time).
+fn without_run_seconds(path: &Path) -> Vec<Vec<String>> {
+    let rows = read_csv(path);
+    let col = rows[0]
+        .iter()
+        .position(|c| c == "run_seconds")
+        .expect("run_seconds");
+    rows.into_iter()
+        .map(|mut r| {
+            r.remove(col);
+            r
+        })
+        .collect()
+}
+
+fn status_line(dir: &Path) -> String {
+    let o = traj(&["sweep", "--status", s(dir)]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn set_status(point: &Path, status: &str) {
+    let path = point.join("run.json");
+    let mut info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("run.json")).expect("json");
+    info["status"] = serde_json::json!(status);
+    std::fs::write(&path, serde_json::to_string_pretty(&info).expect("json")).expect("write");
+}
+
+#[test]
+fn a_sweep_folder_records_its_program_and_points() {
+    let dir = temp_dir("record");
+    let file = write(&dir, "reg.traj", REGRESSION);
+    let out = dir.join("out");
+    sweep_ok(&[
+        "sweep",
+        s(&file),
+        "--set",
+        "n=9",
+        "--steps",
+        "30",
+        "--out",
+        s(&out),
+    ]);
+    let (manifest, points) = traj::sweep::read_manifest(&out).expect("record");
+    assert_eq!(manifest.program, std::fs::canonicalize(&file).unwrap());
+    assert_eq!(manifest.sources.len(), 1);
+    assert_eq!(
+        manifest.sources[0].sha256,
+        traj::output::sha256_hex(REGRESSION.as_bytes())
+    );
+    assert_eq!(manifest.overrides, ["n=9"]);
+    assert_eq!(manifest.steps, Some(30));
+    assert_eq!(manifest.backend, "jit");
+    let names: Vec<String> = points.iter().map(|p| traj::sweep::point_name(p)).collect();
+    assert_eq!(names, NAMES);
+    assert_eq!(points[2][0], ("lr".to_string(), Scalar::Float(0.2)));
+    assert_eq!(points[3][1], ("seed".to_string(), Scalar::Int(1)));
+    assert_eq!(
+        std::fs::read_to_string(out.join("points.csv")).unwrap(),
+        "index,folder,lr,seed\r\n0,\"lr=0.1,seed=0\",0.1,0\r\n1,\"lr=0.1,seed=1\",0.1,1\r\n\
+         2,\"lr=0.2,seed=0\",0.2,0\r\n3,\"lr=0.2,seed=1\",0.2,1\r\n"
+    );
+    assert_eq!(
+        status_line(&out),
+        format!(
+            "{}: 4 points: 4 finished, 0 diverged, 0 failed, 0 running, 0 pending\n",
+            out.display()
+        )
+    );
+}
+
+#[test]
+fn collect_rebuilds_sweep_csv_from_the_folders_byte_for_byte() {
+    let dir = temp_dir("collect");
+    let file = write(&dir, "reg.traj", REGRESSION);
+    let out = dir.join("out");
+    sweep_ok(&["sweep", s(&file), "-j", "2", "--out", s(&out)]);
+    let csv = std::fs::read(out.join("sweep.csv")).expect("sweep.csv");
+    let summary = std::fs::read(out.join("sweep_summary.csv")).expect("summary");
+    std::fs::remove_file(out.join("sweep.csv")).unwrap();
+    std::fs::remove_file(out.join("sweep_summary.csv")).unwrap();
+    let stderr = sweep_ok(&["sweep", "--collect", s(&out)]);
+    assert!(
+        stderr.contains("4 of 4 points have ended (4 finished)"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(out.join("sweep.csv")).unwrap(), csv);
+    assert_eq!(
+        std::fs::read(out.join("sweep_summary.csv")).unwrap(),
+        summary
+    );
+
+    // With a point missing, it lists the points there are.
+    std::fs::remove_dir_all(out.join(NAMES[1])).unwrap();
+    sweep_ok(&["sweep", "--collect", s(&out)]);
+    let rows = read_csv(&out.join("sweep.csv"));
+    assert_eq!(rows.len(), 4);
+    assert_eq!((cell(&rows, 1, "seed"), cell(&rows, 2, "lr")), ("0", "0.2"));
+}
+
+#[test]
+fn resume_runs_exactly_the_points_without_a_finished_run() {
+    let dir = temp_dir("resume");
+    let file = write(&dir, "reg.traj", REGRESSION);
+    let out = dir.join("out");
+    sweep_ok(&["sweep", s(&file), "--out", s(&out)]);
+    let reference = without_run_seconds(&out.join("sweep.csv"));
+    let kept = std::fs::read(out.join(NAMES[0]).join("run.json")).unwrap();
+
+    // What a sweep cut short leaves: a point never started, a point ended `interrupted`,
+    // and a point killed outright (its run still under the temporary name).
+    std::fs::remove_dir_all(out.join(NAMES[1])).unwrap();
+    set_status(&out.join(NAMES[2]), "interrupted");
+    let part = traj::sweep::partial_dir(&out.join(NAMES[3]));
+    std::fs::rename(out.join(NAMES[3]), &part).unwrap();
+    set_status(&part, "running");
+    std::fs::remove_file(out.join("sweep.csv")).unwrap();
+    assert_eq!(
+        status_line(&out),
+        format!(
+            "{}: 4 points: 1 finished, 0 diverged, 2 failed, 0 running, 1 pending\n\
+             failed {}: interrupted\n\
+             failed {}: killed before its run ended (its folder is still .part)\n",
+            out.display(),
+            NAMES[2],
+            NAMES[3]
+        )
+    );
+
+    let stderr = sweep_ok(&["sweep", "--resume", s(&out)]);
+    // One line a point run: `[k/3] NAME: finished after 40 steps ...`.
+    let mut ran: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix('[')?
+                .split_once("] ")?
+                .1
+                .split_once(": finished")
+        })
+        .map(|(name, _)| name)
+        .collect();
+    ran.sort_unstable();
+    assert_eq!(ran, &NAMES[1..], "{stderr}");
+    assert!(
+        stderr.contains("resumed 3 of 4 points (3 finished)"),
+        "{stderr}"
+    );
+    // The finished point was not run again.
+    assert_eq!(
+        std::fs::read(out.join(NAMES[0]).join("run.json")).unwrap(),
+        kept
+    );
+    assert!(!part.exists());
+    assert_eq!(without_run_seconds(&out.join("sweep.csv")), reference);
+    assert!(status_line(&out).contains(": 4 points: 4 finished, 0 diverged, 0 failed"));
+
+    // Nothing left: a resume runs nothing and rewrites the same table.
+    let stderr = sweep_ok(&["sweep", "--resume", s(&out)]);
+    assert!(
+        stderr.contains("resumed 0 of 4 points (all had finished)"),
+        "{stderr}"
+    );
+    assert_eq!(without_run_seconds(&out.join("sweep.csv")), reference);
+}
+
+#[test]
+fn resume_and_point_refuse_a_program_that_changed() {
+    let dir = temp_dir("changed");
+    let lib = write(&dir, "lib.traj", "fn half_square(v) = 0.5 * sum(v^2)\n");
+    let text = format!(
+        "use \"lib.traj\"\n{}",
+        REGRESSION.replace(
+            "loss = 0.5 * mean((X @ w - y)^2)",
+            "loss = half_square(X @ w - y) / n"
+        )
+    );
+    let file = write(&dir, "reg.traj", &text);
+    let out = dir.join("out");
+    sweep_ok(&["sweep", s(&file), "--out", s(&out)]);
+    let (manifest, _) = traj::sweep::read_manifest(&out).expect("record");
+    let files: Vec<PathBuf> = manifest.sources.iter().map(|h| h.file.clone()).collect();
+    assert_eq!(
+        files,
+        [
+            std::fs::canonicalize(&file).unwrap(),
+            std::fs::canonicalize(&lib).unwrap()
+        ]
+    );
+    std::fs::remove_dir_all(out.join(NAMES[1])).unwrap();
+    let before = std::fs::read(out.join("sweep.csv")).unwrap();
+
+    for (changed, original) in [
+        (&file, text.clone()),
+        (&lib, std::fs::read_to_string(&lib).unwrap()),
+    ] {
+        std::fs::write(changed, format!("{original}# a comment\n")).unwrap();
+        let name = changed.file_name().unwrap().to_string_lossy().into_owned();
+        let o = traj(&["sweep", "--resume", s(&out)]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("the program changed since the sweep began") && stderr.contains(&name),
+            "{stderr}"
+        );
+        let o = traj(&["sweep", s(&file), "--point", "1", "--out", s(&out)]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("the program changed since the sweep began"),
+            "{stderr}"
+        );
+        assert!(!out.join(NAMES[1]).exists());
+        assert_eq!(std::fs::read(out.join("sweep.csv")).unwrap(), before);
+        std::fs::write(changed, original).unwrap();
+    }
+    // Restored, the sweep resumes; `--point` runs one point by its index.
+    let stderr = sweep_ok(&["sweep", s(&file), "--point", "1", "--out", s(&out)]);
+    assert!(
+        stderr.contains(&format!("point 1 {}: finished", NAMES[1])),
+        "{stderr}"
+    );
+    assert!(out.join(NAMES[1]).join("trajectory.csv").is_file());
+    let o = traj(&["sweep", s(&file), "--point", "4", "--out", s(&out)]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("has 4 points: there is no point 4"),
+        "{stderr}"
+    );
+    let other = write(&dir, "other.traj", &text);
+    let o = traj(&["sweep", s(&other), "--point", "0", "--out", s(&out)]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is not the program of this sweep"),
+        "{stderr}"
     );
 }

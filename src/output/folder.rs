@@ -133,6 +133,18 @@ impl RunFolder {
         Err(format!("no free run folder name after {}", base.display()))
     }
 
+    /// Takes the lock of an existing sweep folder whatever it holds (`traj sweep --resume`,
+    /// `--collect`): refused only while another process holds it.
+    pub fn reopen_sweep(dir: &Path) -> Result<RunFolder, String> {
+        if !dir.is_dir() {
+            return Err(format!("no such sweep folder: {}", dir.display()));
+        }
+        Ok(RunFolder {
+            dir: dir.to_path_buf(),
+            lock: Some(lock(dir)?),
+        })
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -183,6 +195,42 @@ impl Drop for RunFolder {
             let _ = std::fs::remove_file(self.dir.join(LOCK_FILE));
             drop(lock);
         }
+    }
+}
+
+/// Moves the folder of a run that has ended, `from`, to `to` (one `rename`), replacing an
+/// earlier run's files there as `--force` does: a point of a sweep runs under a temporary
+/// name, so a folder with the point's own name always holds a run that ended.
+pub fn move_run(from: &Path, to: &Path) -> Result<(), String> {
+    if to.exists() {
+        // Claimed with `replace`: only a run's files are deleted; the lock goes with it,
+        // leaving the folder empty, which `rename` replaces.
+        drop(RunFolder::claim(to, true)?);
+    }
+    std::fs::rename(from, to).map_err(|e| {
+        format!(
+            "cannot move the run folder {} to {}: {e}",
+            from.display(),
+            to.display()
+        )
+    })
+}
+
+/// The process writing into `dir`, when its lock file names a process alive on this
+/// machine (a run killed outright leaves its lock file, naming a process that is gone).
+pub fn live_writer(dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(dir.join(LOCK_FILE)).ok()?;
+    let pid: i32 = text.trim().parse().ok().filter(|p| *p > 0)?;
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        alive.then_some(pid as u32)
+    }
+    #[cfg(not(unix))]
+    {
+        Some(pid as u32)
     }
 }
 

@@ -105,6 +105,39 @@ pub fn write_trajectory_csv(path: &Path, t: &Trajectory) -> Result<(), String> {
     w.flush()
 }
 
+/// Reads a `trajectory.csv` back (the inverse of [`write_trajectory_csv`]: every float
+/// parses back to the bits it was written from).
+pub fn read_trajectory_csv(path: &Path) -> Result<Trajectory, String> {
+    let fail = |e: &dyn std::fmt::Display| format!("cannot read {}: {e}", path.display());
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .map_err(|e| fail(&e))?;
+    let header = reader.headers().map_err(|e| fail(&e))?;
+    if header.get(0) != Some("step") {
+        return Err(fail(&"its first column is not `step`"));
+    }
+    let columns: Vec<String> = header.iter().skip(1).map(str::to_string).collect();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| fail(&e))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let bad = |cell: &str| fail(&format!("line {line}: `{cell}` is not a number"));
+        let step = record.get(0).unwrap_or_default();
+        let step: u64 = step.parse().map_err(|_| bad(step))?;
+        let cells = record
+            .iter()
+            .skip(1)
+            .map(|cell| match cell {
+                "" => Ok(None),
+                _ => cell.parse::<f64>().map(Some).map_err(|_| bad(cell)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.push((step, cells));
+    }
+    Ok(Trajectory { columns, rows })
+}
+
 /// The contents of `run.json`.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RunInfo {
