@@ -41,6 +41,7 @@
 mod emit;
 pub use emit::PARALLEL_LOOP;
 mod host;
+mod kernels;
 pub mod layout;
 pub mod train_loop;
 
@@ -125,6 +126,7 @@ fn new_module() -> Result<(JITModule, HashMap<&'static str, FuncId>), String> {
             Sig::Ctx => (&[ptr], None),
             Sig::Slices => (&[ptr, ptr, ptr, types::I64], None),
             Sig::Halves => (&[ptr; 5], None),
+            Sig::Columns => (&[ptr, ptr, types::I64, types::I64], None),
         };
         s.params.extend(params.iter().map(|t| AbiParam::new(*t)));
         s.returns.extend(ret.map(AbiParam::new));
