@@ -33,7 +33,7 @@ pub(super) enum Sig {
     /// bufs: *const *mut u8)`
     Halves,
     /// `fn(xs: *const f64, out: *mut f64, rows: i64, cols: i64)`: a `[rows, cols]` matrix
-    /// reduced to `cols` values
+    /// reduced along one axis
     Columns,
 }
 
@@ -197,7 +197,7 @@ unsafe extern "C" fn traj_sum(p: *const f64, n: i64) -> f64 {
 }
 
 /// `out[c] = math::sum` of column `c` of the row-major `[rows, cols]` matrix at `xs`
-/// (`kernels::column_sums_into`).
+/// (`rowwise::column_sums_into`).
 ///
 /// # Safety
 /// `xs` must point to `rows * cols` f64 and `out` to `cols` (non-null and aligned), not
@@ -211,7 +211,25 @@ unsafe extern "C" fn traj_column_sums(xs: *const f64, out: *mut f64, rows: i64, 
             std::slice::from_raw_parts_mut(out, cols),
         )
     };
-    super::kernels::column_sums_into(xs, rows, cols, out);
+    super::rowwise::column_sums_into(xs, rows, cols, out);
+}
+
+/// `out[r] = math::logsumexp` of row `r` of the row-major `[rows, cols]` matrix at `xs`
+/// (`rowwise::logsumexp_rows_into`).
+///
+/// # Safety
+/// `xs` must point to `rows * cols` f64 and `out` to `rows` (non-null and aligned), not
+/// overlapping.
+unsafe extern "C" fn traj_logsumexp_rows(xs: *const f64, out: *mut f64, rows: i64, cols: i64) {
+    let (rows, cols) = (rows as usize, cols as usize);
+    // SAFETY: see the contract; the buffers are planned with these shapes.
+    let (xs, out) = unsafe {
+        (
+            std::slice::from_raw_parts(xs, rows * cols),
+            std::slice::from_raw_parts_mut(out, rows),
+        )
+    };
+    super::rowwise::logsumexp_rows_into(xs, rows, cols, out);
 }
 
 /// `c = a @ b` for `[m,k] @ [k,n]`, by the same function the interpreter uses
@@ -320,6 +338,11 @@ pub(super) fn symbols() -> Vec<(&'static str, *const u8, Sig)> {
     out.extend(SLICES.iter().map(|(n, f)| (*n, *f, Sig::Slices)));
     out.push(("traj_logsumexp", traj_logsumexp as *const u8, Sig::Block));
     out.push(("traj_sum", traj_sum as *const u8, Sig::Block));
+    out.push((
+        "traj_logsumexp_rows",
+        traj_logsumexp_rows as *const u8,
+        Sig::Columns,
+    ));
     out.push((
         "traj_column_sums",
         traj_column_sums as *const u8,

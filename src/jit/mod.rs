@@ -41,8 +41,8 @@
 mod emit;
 pub use emit::PARALLEL_LOOP;
 mod host;
-mod kernels;
 pub mod layout;
+mod rowwise;
 pub mod train_loop;
 
 use std::cell::RefCell;
