@@ -14,6 +14,32 @@ const COLUMN_BLOCK: usize = 128;
 /// 8` rows in order, but reading whole contiguous rows (a block of columns at a time)
 /// instead of one column at a stride of a row.
 pub fn column_sums_into(xs: &[f64], rows: usize, cols: usize, out: &mut [f64]) {
+    // The same additions at any vector width (each column's lanes are its own), so the
+    // widest the CPU has: SSE2's two entries an add made this pass instruction-bound.
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512(xs: &[f64], rows: usize, cols: usize, out: &mut [f64]) {
+            column_sums_at(xs, rows, cols, out)
+        }
+        #[target_feature(enable = "avx2")]
+        fn avx2(xs: &[f64], rows: usize, cols: usize, out: &mut [f64]) {
+            column_sums_at(xs, rows, cols, out)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { avx512(xs, rows, cols, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { avx2(xs, rows, cols, out) };
+        }
+    }
+    column_sums_at(xs, rows, cols, out)
+}
+
+#[inline(always)]
+fn column_sums_at(xs: &[f64], rows: usize, cols: usize, out: &mut [f64]) {
     assert!(
         xs.len() == rows * cols && out.len() == cols,
         "column_sums_into: bad lengths"
