@@ -24,8 +24,9 @@
 //!   therefore compiles.
 //! - **Cores.** Elementwise loops over [`PARALLEL_LOOP`] entries or more run in two
 //!   halves of their rows, one a core (`cores::join`), as products do in
-//!   `interp::math::matmul_into`; each entry is computed as in one loop, and the halves'
-//!   counts are added exactly, so the bits do not depend on the split.
+//!   `interp::math::matmul_into`, and `vmath` ops from 2^15 entries (`host::in_halves`);
+//!   each entry is computed as in one loop, and the halves' counts are added exactly, so
+//!   the bits do not depend on the split.
 //! - **Agreement.** Inline float code does what `interp::unary`/`interp::binary` do
 //!   (`Max` keeps `a` when `a >= b || b.is_nan()`, comparisons give 1.0/0.0),
 //!   reductions accumulate in the interpreter's order (each block in row-major order of
