@@ -42,6 +42,7 @@ use std::time::SystemTime;
 
 use crate::diag::{Diagnostic, SourceMap, Span};
 use crate::ir::types::Scalar;
+use crate::output::RunInfo;
 use crate::output::folder::RunFolder;
 use crate::output::{Trajectory, format_float};
 use crate::sema::check::{Checked, Options, check_file, check_program};

@@ -1327,5 +1327,170 @@ fn sin_cos_and_pow_run_over_whole_buffers_with_libm_bits() {
         check(1, &|i| math::cos(xs[i] * 0.5));
         check(2, &|i| math::pow(xs[i], ys[i]));
         check(3, &|i| math::pow(xs[i].abs(), 1.7));
+
+fn sums_over_leading_axes_and_row_logsumexps_keep_the_interpreters_bits() {
+    // The JIT sums over leading axes a row at a time and takes a row's logsumexp with one
+    // vectorized `exp` over many rows (`jit::rowwise`); the bits must be `math::sum` of
+    // each column and `math::logsumexp` of each row. Entries where the order of addition
+    // shows (1e16 swallows a lone 1.0); rows of -inf alone, NaN and +inf; shapes around
+    // the 8 lanes, the 128-column block and the 1024-entry exp block.
+    use traj::kernels::math::{logsumexp, sum};
+    for shape in [
+        vec![8, 3],
+        vec![9, 130],
+        vec![17, 5],
+        vec![40, 1],
+        vec![4, 3, 129],
+        vec![300, 10],
+        vec![3, 1500],
+    ] {
+        let n: usize = shape.iter().product();
+        let last = *shape.last().expect("2-D or more");
+        let lead = n / last;
+        let mut b = Builder::new();
+        let x = b.input("x", DType::Float, shape.clone());
+        let by_col = b.reduce(Reduce::Sum, x, Some(vec![0]));
+        b.output("by_col", by_col);
+        let leading: Vec<usize> = (0..shape.len() - 1).collect();
+        let by_lead = b.reduce(Reduce::Sum, x, Some(leading));
+        b.output("by_lead", by_lead);
+        let lse = b.reduce(Reduce::LogSumExp, x, Some(vec![shape.len() - 1]));
+        b.output("lse", lse);
+        let f = traj::opt::run(&b.finish()).expect("passes verify");
+        let mut xs: Vec<f64> = (0..n)
+            .map(|i| match i % 5 {
+                0 => 1e16,
+                2 => -1e16,
+                _ => 1.0 + (i % 3) as f64 + (i % 7) as f64 * 0.125,
+            })
+            .collect();
+        let mut lse_in: Vec<f64> = (0..n)
+            .map(|i| ((i * 37) % 101) as f64 * 0.5 - 20.0)
+            .collect();
+        if lead >= 3 {
+            lse_in[..last].fill(f64::NEG_INFINITY);
+            lse_in[last] = f64::NAN;
+            lse_in[2 * last] = f64::INFINITY;
+            xs[1] = f64::NAN;
+        }
+        let what = format!("sums and logsumexps of {shape:?}");
+        for (k, input) in [xs, lse_in].into_iter().enumerate() {
+            let out = agree(&f, &[floats(input.clone(), &shape)], 0, &what).expect("no error");
+            if k == 1 {
+                for r in 0..lead {
+                    let want = logsumexp(input[r * last..(r + 1) * last].iter().copied());
+                    let got = out[2].to_f64().as_slice().expect("contiguous")[r];
+                    assert!(got.to_bits() == want.to_bits() || got.is_nan() && want.is_nan());
+                }
+                continue;
+            }
+            let cols = n / shape[0];
+            for c in 0..cols {
+                let col: Vec<f64> = (0..shape[0]).map(|r| input[r * cols + c]).collect();
+                let got = out[0].to_f64().as_slice().expect("contiguous")[c];
+                assert!(
+                    got.to_bits() == sum(&col).to_bits() || got.is_nan(),
+                    "{what}"
+                );
+            }
+            for c in 0..last {
+                let col: Vec<f64> = (0..lead).map(|r| input[r * last + c]).collect();
+                let got = out[1].to_f64().as_slice().expect("contiguous")[c];
+                assert!(
+                    got.to_bits() == sum(&col).to_bits() || got.is_nan(),
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_bias_add_read_by_its_relu_and_tie_count_is_fused_into_the_relus_loop() {
+    // mlp's `h = X W' + b`: read by `max(h, 0)` and by the tie count `sum(h == 0)`. It is
+    // computed in the ReLU's loop, never stored (`layout::storage`); with another reader
+    // it must be stored. Ties, -0.0 and NaN among the sums; the counts and the ReLU must
+    // match the interpreter's bits.
+    use traj::jit::layout::{Storage, storage};
+    for (m, n, another_reader) in [(6, 9, false), (5, 8, false), (6, 9, true), (64, 64, false)] {
+        let mut b = Builder::new();
+        let xw = b.input("xw", DType::Float, vec![m, n]);
+        let bias = b.input("bias", DType::Float, vec![n]);
+        let wide = b.broadcast(bias, &[m, n]);
+        let h = b.binary(Binary::Add, xw, wide);
+        let zero = b.scalar(0.0);
+        let relu = b.binary(Binary::Max, h, zero);
+        b.output("relu", relu);
+        let tie = b.binary(Binary::Eq, h, zero);
+        let ties = b.reduce(Reduce::Sum, tie, None);
+        b.output("ties", ties);
+        if another_reader {
+            let th = b.unary(Unary::Neg, h);
+            let back = b.binary(Binary::Mul, th, relu);
+            b.output("back", back);
+        }
+        let f = traj::opt::run(&b.finish()).expect("passes verify");
+        let st = storage(&f);
+        let add = (0..f.insts.len())
+            .find(|i| f.insts[*i].prim == traj::ir::Prim::Binary(Binary::Add))
+            .expect("the bias add");
+        let what = format!("[{m}, {n}], another reader {another_reader}");
+        assert_eq!(
+            st[add] == Storage::Fused,
+            !another_reader,
+            "{what}: {:?}",
+            st[add]
+        );
+        let xws: Vec<f64> = (0..m * n)
+            .map(|i| match i % 7 {
+                0 => -((i % n) as f64) * 0.25,
+                1 => -0.0,
+                2 if i > n => f64::NAN,
+                _ => (i % 11) as f64 - 5.0,
+            })
+            .collect();
+        let biases: Vec<f64> = (0..n).map(|j| j as f64 * 0.25).collect();
+        let inputs = [floats(xws.clone(), &[m, n]), floats(biases.clone(), &[n])];
+        let out = agree(&f, &inputs, 0, &what).expect("no error");
+        let want = (0..m * n)
+            .filter(|i| xws[*i] + biases[i % n] == 0.0)
+            .count() as f64;
+        assert!(want > 0.0, "{what}: no ties");
+        assert_eq!(out[1].to_f64()[[]], want, "{what}");
+    }
+}
+
+#[test]
+fn slice_ops_in_two_halves_keep_every_entry() {
+    // `tanh`, `exp`, `log` and `logaddexp` from 2^15 entries run in two halves, one a core
+    // (`host::in_halves`); each entry must be the scalar function's, at both ends of the
+    // split and in odd lengths.
+    use traj::kernels::math;
+    for n in [32_767, 32_768, 40_001, 65_536] {
+        let mut b = Builder::new();
+        let x = b.input("x", DType::Float, vec![n]);
+        let y = b.input("y", DType::Float, vec![n]);
+        let t = b.unary(Unary::Tanh, x);
+        b.output("tanh", t);
+        let e = b.unary(Unary::Exp, x);
+        b.output("exp", e);
+        let l = b.unary(Unary::Log, y);
+        b.output("log", l);
+        let la = b.binary(Binary::LogAddExp, x, y);
+        b.output("logaddexp", la);
+        let f = traj::opt::run(&b.finish()).expect("passes verify");
+        let xs: Vec<f64> = (0..n).map(|i| (i as f64 - n as f64 / 2.0) * 1e-3).collect();
+        let ys: Vec<f64> = (0..n).map(|i| (i % 977) as f64 * 0.01 + 1e-3).collect();
+        let inputs = [floats(xs.clone(), &[n]), floats(ys.clone(), &[n])];
+        let what = format!("{n} entries");
+        let out = agree(&f, &inputs, 0, &what).expect("no error");
+        for i in [0, n / 2 - 1, n / 2, n / 2 + 1, n - 1] {
+            let at = |k: usize| out[k].to_f64().as_slice().expect("contiguous")[i];
+            assert_eq!(at(0).to_bits(), math::tanh(xs[i]).to_bits(), "{what} {i}");
+            assert_eq!(at(1).to_bits(), math::exp(xs[i]).to_bits(), "{what} {i}");
+            assert_eq!(at(2).to_bits(), math::log(ys[i]).to_bits(), "{what} {i}");
+            let want = math::logaddexp(xs[i], ys[i]);
+            assert_eq!(at(3).to_bits(), want.to_bits(), "{what} {i}");
+        }
     }
 }

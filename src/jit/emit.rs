@@ -898,6 +898,26 @@ impl Emitter<'_, '_, '_> {
                 Ok(())
             });
         }
+        if lanes
+            && axes.iter().copied().eq(0..axes.len())
+            && self.dtype(x) == DType::Float
+            && !f.f32
+        {
+            // Sums over the leading axes: columns of a `[block, rest]` matrix, summed a row
+            // at a time (`rowwise::column_sums_into`) rather than a column at a stride.
+            let rows = self.b.ins().iconst(types::I64, block as i64);
+            let cols = self.b.ins().iconst(types::I64, numel(&outer) as i64);
+            self.call("traj_column_sums", &[src, out, rows, cols])?;
+            return Ok(());
+        }
+        if kind == Red::LogSumExp && contiguous && self.dtype(x) == DType::Float && !f.f32 {
+            // Each block is a row of a `[rest, block]` matrix: `exp` over many rows by one
+            // `vmath` call (`rowwise::logsumexp_rows_into`).
+            let rows = self.b.ins().iconst(types::I64, numel(&outer) as i64);
+            let cols = self.b.ins().iconst(types::I64, block as i64);
+            self.call("traj_logsumexp_rows", &[src, out, rows, cols])?;
+            return Ok(());
+        }
         let scratch = if kind == Red::LogSumExp || lanes {
             Some(self.scratch())
         } else {

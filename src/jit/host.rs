@@ -34,6 +34,9 @@ pub(super) enum Sig {
     /// `fn(first: Half, first_totals: *mut f64, second: Half, second_totals: *mut f64,
     /// bufs: *const *mut u8)`
     Halves,
+    /// `fn(xs: *const f64, out: *mut f64, rows: i64, cols: i64)`: a `[rows, cols]` matrix
+    /// reduced along one axis
+    Columns,
 }
 
 /// A half of a loop compiled as its own function (`emit::Emitter::elementwise_in_halves`):
@@ -82,14 +85,18 @@ macro_rules! slice_shims {
             /// `a` and `out` must point to `n` f64 each (non-null and aligned), not
             /// overlapping.
             unsafe extern "C" fn $name(a: *const f64, _b: *const f64, out: *mut f64, n: i64) {
-                // SAFETY: see the contract; the buffers are planned with `n` values.
-                let (a, out) = unsafe {
-                    (
-                        std::slice::from_raw_parts(a, n as usize),
-                        std::slice::from_raw_parts_mut(out, n as usize),
-                    )
-                };
-                kernels::vmath::unary_into(Unary::$op, a, out);
+                let (a, out) = (a as usize, out as usize);
+                in_halves(n as usize, |part| {
+                    // SAFETY: see the contract; the buffers are planned with `n` values,
+                    // and the halves write disjoint parts of `out`.
+                    let (a, out) = unsafe {
+                        (
+                            std::slice::from_raw_parts((a as *const f64).add(part.start), part.len()),
+                            std::slice::from_raw_parts_mut((out as *mut f64).add(part.start), part.len()),
+                        )
+                    };
+                    kernels::vmath::unary_into(Unary::$op, a, out);
+                });
             }
         )*
         $(
@@ -99,15 +106,19 @@ macro_rules! slice_shims {
             /// `a`, `b` and `out` must point to `n` f64 each (non-null and aligned), `out`
             /// not overlapping the others.
             unsafe extern "C" fn $name2(a: *const f64, b: *const f64, out: *mut f64, n: i64) {
-                // SAFETY: see the contract; the buffers are planned with `n` values.
-                let (a, b, out) = unsafe {
-                    (
-                        std::slice::from_raw_parts(a, n as usize),
-                        std::slice::from_raw_parts(b, n as usize),
-                        std::slice::from_raw_parts_mut(out, n as usize),
-                    )
-                };
-                kernels::vmath::binary_into(Binary::$op2, a, b, out);
+                let (a, b, out) = (a as usize, b as usize, out as usize);
+                in_halves(n as usize, |part| {
+                    // SAFETY: see the contract; the buffers are planned with `n` values,
+                    // and the halves write disjoint parts of `out`.
+                    let (a, b, out) = unsafe {
+                        (
+                            std::slice::from_raw_parts((a as *const f64).add(part.start), part.len()),
+                            std::slice::from_raw_parts((b as *const f64).add(part.start), part.len()),
+                            std::slice::from_raw_parts_mut((out as *mut f64).add(part.start), part.len()),
+                        )
+                    };
+                    kernels::vmath::binary_into(Binary::$op2, a, b, out);
+                });
             }
         )*
         /// The host function computing float `op` over whole buffers (a `layout::slice_op`).
@@ -140,6 +151,22 @@ slice_shims! {
     traj_pow_into => Pow,
 }
 
+/// Slice ops over at least this many entries run in two halves, one a core: tanh's
+/// `[512,256]` (2.3 ns an entry on one core, ~45 % of its step) is far above the cost of
+/// handing a half over (`cores`). Each entry is computed as in one call, so the bits do not
+/// depend on the split.
+const SLICE_HALVES: usize = 1 << 15;
+
+/// `run(0..n)`, or `run` on each half of `0..n` (`cores::join`) from [`SLICE_HALVES`] up.
+fn in_halves(n: usize, run: impl Fn(std::ops::Range<usize>) + Sync) {
+    if n < SLICE_HALVES {
+        return run(0..n);
+    }
+    let half = n / 2;
+    let run = &run;
+    crate::cores::join(|| run(0..half), move || run(half..n));
+}
+
 /// `kernels::math::logsumexp` of `n` contiguous values.
 ///
 /// # Safety
@@ -158,6 +185,42 @@ unsafe extern "C" fn traj_sum(p: *const f64, n: i64) -> f64 {
     // SAFETY: the caller passes a buffer (or the scratch buffer) holding `n` values.
     let xs = unsafe { std::slice::from_raw_parts(p, n as usize) };
     kernels::math::sum(xs)
+}
+
+/// `out[c] = math::sum` of column `c` of the row-major `[rows, cols]` matrix at `xs`
+/// (`rowwise::column_sums_into`).
+///
+/// # Safety
+/// `xs` must point to `rows * cols` f64 and `out` to `cols` (non-null and aligned), not
+/// overlapping.
+unsafe extern "C" fn traj_column_sums(xs: *const f64, out: *mut f64, rows: i64, cols: i64) {
+    let (rows, cols) = (rows as usize, cols as usize);
+    // SAFETY: see the contract; the buffers are planned with these shapes.
+    let (xs, out) = unsafe {
+        (
+            std::slice::from_raw_parts(xs, rows * cols),
+            std::slice::from_raw_parts_mut(out, cols),
+        )
+    };
+    super::rowwise::column_sums_into(xs, rows, cols, out);
+}
+
+/// `out[r] = math::logsumexp` of row `r` of the row-major `[rows, cols]` matrix at `xs`
+/// (`rowwise::logsumexp_rows_into`).
+///
+/// # Safety
+/// `xs` must point to `rows * cols` f64 and `out` to `rows` (non-null and aligned), not
+/// overlapping.
+unsafe extern "C" fn traj_logsumexp_rows(xs: *const f64, out: *mut f64, rows: i64, cols: i64) {
+    let (rows, cols) = (rows as usize, cols as usize);
+    // SAFETY: see the contract; the buffers are planned with these shapes.
+    let (xs, out) = unsafe {
+        (
+            std::slice::from_raw_parts(xs, rows * cols),
+            std::slice::from_raw_parts_mut(out, rows),
+        )
+    };
+    super::rowwise::logsumexp_rows_into(xs, rows, cols, out);
 }
 
 /// `c = a @ b` for `[m,k] @ [k,n]`, by the same function the interpreter uses
@@ -269,6 +332,16 @@ pub(super) fn symbols() -> Vec<(&'static str, *const u8, Sig)> {
     out.extend(SLICES.iter().map(|(n, f)| (*n, *f, Sig::Slices)));
     out.push(("traj_logsumexp", traj_logsumexp as *const u8, Sig::Block));
     out.push(("traj_sum", traj_sum as *const u8, Sig::Block));
+    out.push((
+        "traj_logsumexp_rows",
+        traj_logsumexp_rows as *const u8,
+        Sig::Columns,
+    ));
+    out.push((
+        "traj_column_sums",
+        traj_column_sums as *const u8,
+        Sig::Columns,
+    ));
     out.push(("traj_matmul", traj_matmul as *const u8, Sig::MatMul));
     out.push(("traj_host_op", traj_host_op as *const u8, Sig::HostOp));
     out.push(("traj_halves", traj_halves as *const u8, Sig::Halves));

@@ -174,7 +174,50 @@ pub fn storage(f: &Func) -> Vec<Storage> {
             s[i] = Storage::Fused;
         }
     }
+    fuse_under_counts(f, &users, &output, &mut s);
     s
+}
+
+/// Also fused: an inline elementwise op whose users are one consumer in whose loop it
+/// could be computed and comparisons that only flag counts read, when every such count
+/// is counted in that consumer's loop (`counts_in_loops`) and so reads the fused value
+/// there. A bias add `h = X W' + b` read by its ReLU `max(h, 0)` and its tie count
+/// `sum(h == 0)` is then computed in the ReLU's loop, never stored (mlp: one pass over a
+/// `[512,512]` array less a step).
+fn fuse_under_counts(f: &Func, users: &[Vec<usize>], output: &[bool], s: &mut Vec<Storage>) {
+    for i in (0..f.insts.len()).rev() {
+        if s[i] != Storage::Own || output[i] || !inline_elementwise(f, i) || users[i].len() < 2 {
+            continue;
+        }
+        let counted = |c: usize| {
+            s[c] == Storage::Fused
+                && users[c].len() == 1
+                && matches!(f.insts[c].prim, Prim::Binary(op) if op.is_comparison())
+                && flag_count(f, s, users[c][0])
+        };
+        let (compared, consumers): (Vec<usize>, Vec<usize>) =
+            users[i].iter().partition(|c| counted(**c));
+        let [u] = consumers[..] else {
+            continue;
+        };
+        if compared.is_empty()
+            || !inline_elementwise(f, u)
+            || f.insts[u].shape != f.insts[i].shape
+            || !matches!(s[u], Storage::Own | Storage::Fused)
+        {
+            continue;
+        }
+        let mut trial = s.clone();
+        trial[i] = Storage::Fused;
+        let hosts = count_hosts(f, &trial);
+        let root = loop_root(f, &trial, u);
+        if compared
+            .iter()
+            .all(|c| hosts.get(&users[*c][0]) == Some(&root))
+        {
+            *s = trial;
+        }
+    }
 }
 
 /// The distinct leaves of `root`'s expression under `storage`: the operands it reads

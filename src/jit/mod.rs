@@ -25,8 +25,9 @@
 //!   therefore compiles.
 //! - **Cores.** Elementwise loops over [`PARALLEL_LOOP`] entries or more run in two
 //!   halves of their rows, one a core (`cores::join`), as products do in
-//!   `kernels::math::matmul_into`; each entry is computed as in one loop, and the halves'
-//!   counts are added exactly, so the bits do not depend on the split.
+//!   `kernels::math::matmul_into`, and `vmath` ops from 2^15 entries (`host::in_halves`);
+//!   each entry is computed as in one loop, and the halves' counts are added exactly, so
+//!   the bits do not depend on the split.
 //! - **Agreement.** Inline float code does what `interp::unary`/`interp::binary` do
 //!   (`Max` keeps `a` when `a >= b || b.is_nan()`, comparisons give 1.0/0.0),
 //!   reductions accumulate in the interpreter's order (each block in row-major order of
@@ -43,6 +44,7 @@ mod emit;
 pub use emit::PARALLEL_LOOP;
 mod host;
 pub mod layout;
+mod rowwise;
 pub mod train_loop;
 
 use std::cell::RefCell;
@@ -126,6 +128,7 @@ fn new_module() -> Result<(JITModule, HashMap<&'static str, FuncId>), String> {
             Sig::Ctx => (&[ptr], None),
             Sig::Slices => (&[ptr, ptr, ptr, types::I64], None),
             Sig::Halves => (&[ptr; 5], None),
+            Sig::Columns => (&[ptr, ptr, types::I64, types::I64], None),
         };
         s.params.extend(params.iter().map(|t| AbiParam::new(*t)));
         s.returns.extend(ret.map(AbiParam::new));
