@@ -84,7 +84,10 @@ fn fd_error(p: &Program) -> f64 {
 
 /// The loss and gradient at θ (update 1's draws) evaluated by `backend`: the plan's
 /// gradient function on the interpreter, or compiled by the JIT (programs without ties).
-fn loss_and_gradient_on(backend: Backend, p: &Program) -> impl Fn(&[Tensor]) -> (f64, Vec<f64>) + '_ {
+fn loss_and_gradient_on(
+    backend: Backend,
+    p: &Program,
+) -> impl Fn(&[Tensor]) -> (f64, Vec<f64>) + '_ {
     let compiled = (backend == Backend::Jit)
         .then(|| traj::jit::compile(&p.plan.grad_fast).expect("the JIT compiles the gradient"));
     move |theta: &[Tensor]| match &compiled {

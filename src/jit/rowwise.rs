@@ -1,9 +1,9 @@
 //! Kernels over whole matrices a row at a time, which the JIT calls where a loop entry by
 //! entry would stride or stall, each giving exactly the interpreter's bits.
 
+use crate::ir::Unary;
 use crate::kernels::math::{self, SUM_LANES};
 use crate::kernels::vmath;
-use crate::ir::Unary;
 
 /// Columns summed together: one block of each of the eight lanes' partial sums, 8 KB on the
 /// stack, stays in L1 while the rows stream past.

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 
 use super::{Checker, Deps, Val};
 use crate::diag::{Diagnostic, Span};
+use crate::ir::types::{Shape, axis};
 use crate::sema::bind::{self, Problem};
 use crate::sema::builtins::{self, Class};
 use crate::sema::modules::SymKind;
-use crate::ir::types::{Shape, axis};
 use crate::syntax::ast::*;
 
 pub(super) struct Bound<'p> {

@@ -2,8 +2,8 @@
 
 use crate::diag::{Diagnostic, Span};
 use crate::ir::Unary;
-use crate::sema::builtins;
 use crate::ir::types::{DType, Scalar};
+use crate::sema::builtins;
 use crate::syntax::ast::*;
 
 /// Folds an operator over two compile-time scalars; `None` on overflow.

@@ -3,9 +3,9 @@
 use super::sweep::{SEED_HINT, seed_problem};
 use super::{Checker, Deps, Memo, Val};
 use crate::diag::{Diagnostic, Span};
+use crate::ir::types::{DType, Scalar, broadcast, show_shape};
 use crate::sema::builtins;
 use crate::sema::modules::SymKind;
-use crate::ir::types::{DType, Scalar, broadcast, show_shape};
 use crate::syntax::ast::*;
 
 impl<'p> Checker<'p> {

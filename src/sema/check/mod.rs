@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::modules::{Program, SymKind, load_file, load_text};
-use crate::ir::types::{DType, Scalar, Shape, entries, memory_bytes, show_shape, too_large};
 use crate::diag::{Diagnostic, SourceMap, Span, sort_and_dedup};
+use crate::ir::types::{DType, Scalar, Shape, entries, memory_bytes, show_shape, too_large};
 use crate::syntax::ast::*;
 
 mod calls;

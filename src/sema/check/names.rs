@@ -4,9 +4,9 @@ use std::collections::{HashMap, HashSet};
 
 use super::{Checker, Deps, Memo, Place, Val};
 use crate::diag::{Diagnostic, Span};
+use crate::ir::types::{DType, Scalar};
 use crate::sema::builtins::{self, OPTIMIZER_NAMES};
 use crate::sema::modules::SymKind;
-use crate::ir::types::{DType, Scalar};
 use crate::syntax::ast::*;
 
 /// The strongly connected component of each function of a call graph (Tarjan's

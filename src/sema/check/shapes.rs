@@ -4,9 +4,9 @@ use super::calls::Bound;
 use super::fold::{int_overflow, unary_fold};
 use super::{Checker, Deps, Val};
 use crate::diag::{Diagnostic, Span};
+use crate::ir::types::{DType, Scalar, Shape, axis, show_shape};
 use crate::sema::builtins;
 use crate::sema::modules::SymKind;
-use crate::ir::types::{DType, Scalar, Shape, axis, show_shape};
 use crate::syntax::ast::*;
 
 impl<'p> Checker<'p> {

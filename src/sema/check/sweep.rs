@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::Checker;
 use super::files::FileShapes;
 use crate::diag::{Diagnostic, SourceMap, Span};
-use crate::sema::modules::{Program, SymKind};
 use crate::ir::types::Scalar;
+use crate::sema::modules::{Program, SymKind};
 use crate::syntax::ast::*;
 
 /// `NAME=VALUE` overrides, each with a span into a `<command line>` pseudo-file so that a

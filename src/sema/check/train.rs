@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use super::{Checker, Deps, Place, Val};
 use crate::diag::{Diagnostic, Span};
-use crate::sema::modules::SymKind;
 use crate::ir::types::{DType, Scalar, Shape, broadcast, show_shape};
+use crate::sema::modules::SymKind;
 use crate::syntax::ast::*;
 
 impl<'p> Checker<'p> {
