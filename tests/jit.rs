@@ -1250,8 +1250,8 @@ fn sin_cos_and_pow_run_over_whole_buffers_with_libm_bits() {
     // multiples of π/2, ±0, subnormals, NaN and ±∞, negative bases with integer
     // exponents, results that overflow or are subnormal, and vector tails. Under
     // `precision f32` they stay entry-by-entry calls.
-    use traj::kernels::math;
     use traj::jit::layout::{Storage, slice_op, storage};
+    use traj::kernels::math;
     let n = 1037;
     let xs: Vec<f64> = (0..n)
         .map(|i| match i % 11 {
@@ -1327,7 +1327,10 @@ fn sin_cos_and_pow_run_over_whole_buffers_with_libm_bits() {
         check(1, &|i| math::cos(xs[i] * 0.5));
         check(2, &|i| math::pow(xs[i], ys[i]));
         check(3, &|i| math::pow(xs[i].abs(), 1.7));
+    }
+}
 
+#[test]
 fn sums_over_leading_axes_and_row_logsumexps_keep_the_interpreters_bits() {
     // The JIT sums over leading axes a row at a time and takes a row's logsumexp with one
     // vectorized `exp` over many rows (`jit::rowwise`); the bits must be `math::sum` of
