@@ -764,7 +764,7 @@ fn sweep(
     let ui = SweepUi::new(points.len());
     let outcomes = traj::sweep::run_points(file, &points, &options, &ui);
     ui.finish();
-    let written = traj::sweep::write_results(&dir, &traj::sweep::collect(&dir, &points));
+    let written = traj::sweep_summary::write_results(&dir, &traj::sweep::collect(&dir, &points));
     drop(folder);
     if let Err(e) = written {
         eprintln!("error: {e}");
@@ -953,7 +953,7 @@ fn sweep_resume(
     let ui = SweepUi::new(rerun.len());
     let outcomes = traj::sweep::run_points(&manifest.program, &rerun, &options, &ui);
     ui.finish();
-    let written = traj::sweep::write_results(dir, &traj::sweep::collect(dir, &points));
+    let written = traj::sweep_summary::write_results(dir, &traj::sweep::collect(dir, &points));
     drop(folder);
     if let Err(e) = written {
         eprintln!("error: {e}");
@@ -985,7 +985,7 @@ fn sweep_collect(dir: &std::path::Path) -> ExitCode {
     let written = traj::sweep::read_manifest(dir).and_then(|(_, points)| {
         let folder = traj::output::folder::RunFolder::reopen_sweep(dir)?;
         let outcomes = traj::sweep::collect(dir, &points);
-        traj::sweep::write_results(dir, &outcomes)?;
+        traj::sweep_summary::write_results(dir, &outcomes)?;
         drop(folder);
         Ok((outcomes, points.len()))
     });

@@ -592,12 +592,6 @@ pub fn write_sweep_csv(path: &Path, outcomes: &[PointOutcome]) -> Result<(), Str
     w.flush().map_err(|e| fail(&e))
 }
 
-/// Writes `sweep.csv` and `sweep_summary.csv` into `dir` from `outcomes`.
-pub fn write_results(dir: &Path, outcomes: &[PointOutcome]) -> Result<(), String> {
-    write_sweep_csv(&dir.join("sweep.csv"), outcomes)?;
-    crate::sweep_summary::write_sweep_summary(&dir.join("sweep_summary.csv"), outcomes)
-}
-
 // ---------------------------------------------------------------------------------------
 // The sweep's record: what `--point`, `--resume`, `--status` and `--collect` read.
 

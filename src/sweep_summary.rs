@@ -120,3 +120,9 @@ mod tests {
         assert!(mean.is_nan() && std.is_some_and(f64::is_nan) && min.is_nan() && max.is_nan());
     }
 }
+
+/// Writes `sweep.csv` and `sweep_summary.csv` into `dir` from `outcomes`.
+pub fn write_results(dir: &Path, outcomes: &[PointOutcome]) -> Result<(), String> {
+    crate::sweep::write_sweep_csv(&dir.join("sweep.csv"), outcomes)?;
+    write_sweep_summary(&dir.join("sweep_summary.csv"), outcomes)
+}

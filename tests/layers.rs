@@ -10,11 +10,14 @@ const LAYERS: &[&[&str]] = &[
     // Leaves: spans and diagnostics, host tensors, the second core, the random stream,
     // host linear algebra, the PNG glyph writer.
     &["diag", "tensor", "cores", "rng", "observe", "plot_text"],
-    // The IR: dtypes, shapes, broadcasting (`ir::types`), instructions, printer, verifier.
+    // Scalar and array kernels (libm's functions, sums, GEMM, whole-slice `vmath`) shared
+    // by both backends and the folders.
+    &["kernels"],
+    // The IR: dtypes, shapes, broadcasting (`ir::types`), the op table (`ir::ops`, whose
+    // rows name the kernels), instructions, printer, verifier.
     &["ir"],
-    // Scalar and array kernels shared by both backends and the folders; data files in
-    // (`.npy`, `.csv`) and the run folder out.
-    &["kernels", "data", "output"],
+    // Data files in (`.npy`, `.csv`) and the run folder out.
+    &["data", "output"],
     // The reference interpreter; reverse and forward mode.
     &["interp", "autodiff"],
     &["syntax"],
@@ -241,7 +244,7 @@ fn checker_reports_an_import_from_above_with_file_line_and_text() {
     assert_eq!(
         found,
         vec![
-            "src/ir/mod.rs:4: `ir` (layer 1) imports `sema` (layer 5), a layer above: \
+            "src/ir/mod.rs:4: `ir` (layer 2) imports `sema` (layer 6), a layer above: \
              `use crate::sema::Checked;`"
                 .to_string()
         ]
@@ -264,9 +267,9 @@ fn checker_reads_groups_paths_in_code_and_main() {
         file("src/main.rs", "use traj::repl::Repl;\n"),
     ]);
     assert_eq!(found.len(), 3, "{found:#?}");
-    assert!(found[0].starts_with("src/jit/train_loop.rs:1: `jit` (layer 9) imports `train`"));
-    assert!(found[1].starts_with("src/kernels/math.rs:1: `kernels` (layer 2) imports `interp`"));
-    assert!(found[2].contains("`autodiff` (layer 3) imports `interp` (layer 3), its own layer"));
+    assert!(found[0].starts_with("src/jit/train_loop.rs:1: `jit` (layer 10) imports `train`"));
+    assert!(found[1].starts_with("src/kernels/math.rs:1: `kernels` (layer 1) imports `interp`"));
+    assert!(found[2].contains("`autodiff` (layer 4) imports `interp` (layer 4), its own layer"));
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 use crate::ir::{Binary, Draw, Func, Inst, Observable, Prim, Unary};
-use crate::kernels::{math, vmath};
+use crate::kernels::math;
 use crate::observe::linalg;
 use crate::rng::Stream;
 use crate::tensor::Tensor;
@@ -31,8 +31,8 @@ pub fn eval_all(f: &Func, inputs: &[Tensor], env: Env) -> Result<Vec<Tensor>, Ev
         let v = match inst.prim {
             // Transposed operands are read in place, as the JIT reads them.
             Prim::MatMul if inst.args.len() == 2 => {
-                let (a, a_t) = math::matmul_source(f, inst.args[0]);
-                let (b, b_t) = math::matmul_source(f, inst.args[1]);
+                let (a, a_t) = crate::ir::matmul_source(f, inst.args[0]);
+                let (b, b_t) = crate::ir::matmul_source(f, inst.args[1]);
                 matmul((&vals[a], a_t), (&vals[b], b_t), &inst.shape)
             }
             _ => eval_inst(inst, &vals, inputs, env),
@@ -260,9 +260,9 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
             (t, _) => {
                 let a = float(t);
                 match a.as_slice() {
-                    Some(xs) if vmath::has_unary(*op) => {
+                    Some(xs) if op.slice().is_some() => {
                         let mut out = vec![0.0; xs.len()];
-                        vmath::unary_into(*op, xs, &mut out);
+                        (op.slice().expect("a slice op"))(xs, &mut out);
                         Tensor::Float(
                             ArrayD::from_shape_vec(a.raw_dim(), out).map_err(|e| e.to_string())?,
                         )
@@ -285,11 +285,11 @@ fn eval_inst(inst: &Inst, vals: &[Tensor], inputs: &[Tensor], env: Env) -> Resul
             (a, b) => {
                 let (a, b) = (float(a), float(b));
                 if let (true, Some(xs), Some(ys)) =
-                    (vmath::has_binary(*op), a.as_slice(), b.as_slice())
+                    (op.slice().is_some(), a.as_slice(), b.as_slice())
                     && a.shape() == b.shape()
                 {
                     let mut out = vec![0.0; xs.len()];
-                    vmath::binary_into(*op, xs, ys, &mut out);
+                    (op.slice().expect("a slice op"))(xs, ys, &mut out);
                     return Ok(Tensor::Float(
                         ArrayD::from_shape_vec(a.raw_dim(), out).map_err(|e| e.to_string())?,
                     ));

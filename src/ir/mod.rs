@@ -718,3 +718,18 @@ pub fn verify(f: &Func) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Which of the IR's instructions a matmul reads in place: operand `v` of a `MatMul` is
+/// read through the transpose when `v` is a 2-D `transpose[1, 0]` (the source's buffer
+/// with swapped strides, never materialized by the JIT). Both backends make this choice
+/// and pass the same strides to faer, whose GEMV kernel sums in an order that depends on
+/// them.
+pub fn matmul_source(f: &Func, v: usize) -> (usize, bool) {
+    let inst = &f.insts[v];
+    match &inst.prim {
+        Prim::Transpose(p) if p.as_slice() == [1, 0] && f.insts[inst.args[0]].shape.len() == 2 => {
+            (inst.args[0], true)
+        }
+        _ => (v, false),
+    }
+}

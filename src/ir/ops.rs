@@ -8,7 +8,7 @@
 //! rule run over the whole table.
 
 use super::{Binary, Builder, Var};
-use crate::kernels::math;
+use crate::kernels::{math, vmath};
 
 /// An elementwise op of one operand. Its facts are `self.row()`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -91,6 +91,22 @@ pub struct UnaryRow {
 }
 
 impl Unary {
+    /// The whole-slice form of this op (`kernels::vmath`, bit for bit `scalar`), for the
+    /// ops that have one: both backends compute arrays with it.
+    pub fn slice(self) -> Option<fn(&[f64], &mut [f64])> {
+        Some(match self {
+            Unary::Exp => vmath::exp_into,
+            Unary::Log1p => vmath::log1p_into,
+            Unary::Sigmoid => vmath::sigmoid_into,
+            Unary::Softplus => vmath::softplus_into,
+            Unary::Tanh => vmath::tanh_into,
+            Unary::Log => vmath::log_into,
+            Unary::Sin => vmath::sin_into,
+            Unary::Cos => vmath::cos_into,
+            _ => return None,
+        })
+    }
+
     /// This op's row of [`UNARY_OPS`].
     pub fn row(self) -> &'static UnaryRow {
         &UNARY_OPS[self as usize]
@@ -383,5 +399,17 @@ mod tests {
                 matches!(row.kink, Kink::Jump | Kink::OfFlag) || row.op == Unary::StopGrad;
             assert_eq!(row.derivative.is_none(), constant, "{:?}", row.op);
         }
+    }
+}
+
+impl Binary {
+    /// The whole-slice form of this float op (`kernels::vmath`, bit for bit the scalar
+    /// function), for the ops that have one.
+    pub fn slice(self) -> Option<fn(&[f64], &[f64], &mut [f64])> {
+        Some(match self {
+            Binary::LogAddExp => vmath::logaddexp_into,
+            Binary::Pow => vmath::pow_into,
+            _ => return None,
+        })
     }
 }

@@ -24,9 +24,10 @@ use super::host::{binary_shim, slice_shim, unary_shim};
 use super::layout::{
     Storage, counts_in_loops, flag_count, full_reduction, inline_elementwise, slice_op, storage,
 };
+use crate::ir::matmul_source;
 use crate::ir::types::DType;
 use crate::ir::{Binary, Func, Prim, Unary};
-use crate::kernels::math::{SUM_LANES, matmul_source};
+use crate::kernels::math::SUM_LANES;
 
 /// Elementwise loops over at least this many entries (8 MB of output) run in two halves,
 /// one a core: wide's two passes over `[1024,2048]` arrays (17.0–18.2 → 15.0–16.0 ms a

@@ -79,7 +79,7 @@ binary_shims! {
 macro_rules! slice_shims {
     (unary: $($name:ident => $op:ident),*; binary: $($name2:ident => $op2:ident),* $(,)?) => {
         $(
-            /// `kernels::vmath::unary_into` over `n` values at `a` into `out` (`b` unused).
+            /// `Unary::slice` (`kernels::vmath`) over `n` values at `a` into `out` (`b` unused).
             ///
             /// # Safety
             /// `a` and `out` must point to `n` f64 each (non-null and aligned), not
@@ -95,12 +95,12 @@ macro_rules! slice_shims {
                             std::slice::from_raw_parts_mut((out as *mut f64).add(part.start), part.len()),
                         )
                     };
-                    kernels::vmath::unary_into(Unary::$op, a, out);
+                    (Unary::$op.slice().expect("a slice op"))(a, out);
                 });
             }
         )*
         $(
-            /// `kernels::vmath::binary_into` over `n` values at `a` and `b` into `out`.
+            /// `Binary::slice` (`kernels::vmath`) over `n` values at `a` and `b` into `out`.
             ///
             /// # Safety
             /// `a`, `b` and `out` must point to `n` f64 each (non-null and aligned), `out`
@@ -117,7 +117,7 @@ macro_rules! slice_shims {
                             std::slice::from_raw_parts_mut((out as *mut f64).add(part.start), part.len()),
                         )
                     };
-                    kernels::vmath::binary_into(Binary::$op2, a, b, out);
+                    (Binary::$op2.slice().expect("a slice op"))(a, b, out);
                 });
             }
         )*

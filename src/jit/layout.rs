@@ -7,10 +7,9 @@
 
 use std::collections::HashMap;
 
+use crate::ir::matmul_source;
 use crate::ir::types::DType;
 use crate::ir::{Func, Prim, Unary};
-use crate::kernels::math::matmul_source;
-use crate::kernels::vmath;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Storage {
@@ -71,8 +70,8 @@ fn all_float(f: &Func, i: usize) -> bool {
 pub fn slice_op(f: &Func, i: usize) -> bool {
     let inst = &f.insts[i];
     let op = match inst.prim {
-        Prim::Unary(op) => vmath::has_unary(op),
-        Prim::Binary(op) => vmath::has_binary(op),
+        Prim::Unary(op) => op.slice().is_some(),
+        Prim::Binary(op) => op.slice().is_some(),
         _ => false,
     };
     op && !f.f32 && all_float(f, i)

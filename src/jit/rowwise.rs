@@ -1,7 +1,6 @@
 //! Kernels over whole matrices a row at a time, which the JIT calls where a loop entry by
 //! entry would stride or stall, each giving exactly the interpreter's bits.
 
-use crate::ir::Unary;
 use crate::kernels::math::{self, SUM_LANES};
 use crate::kernels::vmath;
 
@@ -102,7 +101,7 @@ pub fn logsumexp_rows_into(xs: &[f64], rows: usize, cols: usize, out: &mut [f64]
                 for (s, x) in shifted.iter_mut().zip(piece) {
                     *s = x - top;
                 }
-                vmath::unary_into(Unary::Exp, &shifted[..n], &mut exps[..n]);
+                vmath::exp_into(&shifted[..n], &mut exps[..n]);
                 // In order, as one sum over the row (not a sum of the pieces' sums).
                 for e in &exps[..n] {
                     total += e;
@@ -125,7 +124,7 @@ pub fn logsumexp_rows_into(xs: &[f64], rows: usize, cols: usize, out: &mut [f64]
                 *s = x - *m;
             }
         }
-        vmath::unary_into(Unary::Exp, &shifted[..n], &mut exps[..n]);
+        vmath::exp_into(&shifted[..n], &mut exps[..n]);
         for (m, e) in maxima.iter_mut().zip(exps[..n].chunks_exact(cols)) {
             *m = finish(*m, e.iter().sum::<f64>());
         }

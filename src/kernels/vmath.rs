@@ -9,8 +9,6 @@
 //! (through `expm1`'s code) has no such entries (NaN payloads aside). Both backends call
 //! these on arrays.
 
-use crate::ir::{Binary, Unary};
-
 use super::math;
 
 // libm's constants, by their bits (as its sources give them).
@@ -706,50 +704,35 @@ kernels2! {
     pow_at: pow_lane, math::pow;
 }
 
-/// Whether [`unary_into`] takes `op`.
-pub fn has_unary(op: Unary) -> bool {
-    matches!(
-        op,
-        Unary::Exp
-            | Unary::Log1p
-            | Unary::Sigmoid
-            | Unary::Softplus
-            | Unary::Tanh
-            | Unary::Log
-            | Unary::Sin
-            | Unary::Cos
-    )
+/// `out[i] = f(xs[i])` over a whole slice, at the widest level this CPU has, for each
+/// function with a lane form; `ir::ops` maps each op to its function (`Unary::slice`).
+macro_rules! slice_entry_points {
+    ($($name:ident => $at:ident;)*) => {
+        $(pub fn $name(xs: &[f64], out: &mut [f64]) {
+            $at(level(), xs, out)
+        })*
+    };
 }
 
-/// Whether [`binary_into`] takes float `op`.
-pub fn has_binary(op: Binary) -> bool {
-    matches!(op, Binary::LogAddExp | Binary::Pow)
+slice_entry_points! {
+    exp_into => exp_at;
+    log1p_into => log1p_at;
+    sigmoid_into => sigmoid_at;
+    softplus_into => softplus_at;
+    tanh_into => tanh_at;
+    log_into => log_at;
+    sin_into => sin_at;
+    cos_into => cos_at;
 }
 
-/// `out[i] = interp::unary(op, xs[i])` for an op [`has_unary`] takes.
-pub fn unary_into(op: Unary, xs: &[f64], out: &mut [f64]) {
-    let level = level();
-    match op {
-        Unary::Exp => exp_at(level, xs, out),
-        Unary::Log1p => log1p_at(level, xs, out),
-        Unary::Sigmoid => sigmoid_at(level, xs, out),
-        Unary::Softplus => softplus_at(level, xs, out),
-        Unary::Tanh => tanh_at(level, xs, out),
-        Unary::Log => log_at(level, xs, out),
-        Unary::Sin => sin_at(level, xs, out),
-        Unary::Cos => cos_at(level, xs, out),
-        _ => panic!("vmath: no slice form of {op:?}"),
-    }
+/// `out[i] = logaddexp(a[i], b[i])` over whole slices.
+pub fn logaddexp_into(a: &[f64], b: &[f64], out: &mut [f64]) {
+    logaddexp_at(level(), a, b, out)
 }
 
-/// `out[i] = interp::binary(op, a[i], b[i])` for a float op [`has_binary`] takes.
-pub fn binary_into(op: Binary, a: &[f64], b: &[f64], out: &mut [f64]) {
-    let level = level();
-    match op {
-        Binary::LogAddExp => logaddexp_at(level, a, b, out),
-        Binary::Pow => pow_at(level, a, b, out),
-        _ => panic!("vmath: no slice form of {op:?}"),
-    }
+/// `out[i] = pow(a[i], b[i])` over whole slices.
+pub fn pow_into(a: &[f64], b: &[f64], out: &mut [f64]) {
+    pow_at(level(), a, b, out)
 }
 
 #[cfg(test)]
