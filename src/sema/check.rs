@@ -15,6 +15,8 @@ use super::types::{
 use crate::diag::{Diagnostic, SourceMap, Span, sort_and_dedup};
 use crate::syntax::ast::*;
 
+pub mod flow;
+
 /// The most elements of one comprehension: each is an expression of its own.
 const MAX_COMPREHENSION: i64 = 100_000;
 
@@ -1316,6 +1318,7 @@ impl<'p> Checker<'p> {
         let mut steps: Option<Span> = None;
         let mut recorded: HashMap<String, Span> = HashMap::new();
         let mut rules: Vec<(&'p TrainOptimizer, Vec<String>)> = Vec::new();
+        let flow = self.check_flow(t);
         for clause in &t.clauses {
             match clause {
                 Clause::Optimizer(o) => {
@@ -1403,8 +1406,11 @@ impl<'p> Checker<'p> {
                         );
                     }
                 }
+                Clause::Time(..) => {}
                 Clause::Record(r) => {
-                    if let Some(n) = self.int_value(&r.count, "a record count")
+                    // A flow's `record every` counts time (`check_flow`).
+                    if (!flow || r.kind == RecordKind::Log)
+                        && let Some(n) = self.int_value(&r.count, "a record count")
                         && n < 1
                     {
                         self.error(
@@ -1460,6 +1466,9 @@ impl<'p> Checker<'p> {
     }
 
     fn train_rule(&mut self, o: &'p TrainOptimizer, targets: &[(&str, Span)], nparams: i64) {
+        if o.rule.name == flow::FLOW {
+            return;
+        }
         if o.rule.name == "none" {
             if o.args_span.is_some() {
                 self.error(
