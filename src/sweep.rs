@@ -270,6 +270,7 @@ pub fn run_info(program: &Path, checked: &Checked, result: &RunResult, backend: 
         run_seconds: result.run_seconds,
         version: env!("CARGO_PKG_VERSION").into(),
         message: result.message.clone(),
+        flow: result.flow.clone(),
     }
 }
 
@@ -403,6 +404,7 @@ pub fn run_point(
     };
     let run = RunOptions {
         steps: options.steps,
+        time: None,
         progress,
         backend: options.backend,
         interrupt: options.interrupt,

@@ -90,6 +90,9 @@ pub struct RunInfo {
     pub run_seconds: f64,
     pub version: String,
     pub message: Option<String>,
+    /// A gradient flow's accepted and rejected steps and gradient evaluations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<crate::train::flow::FlowCounts>,
 }
 
 /// The SHA-256 of `bytes`, lowercase hex.
@@ -365,6 +368,7 @@ mod tests {
             run_seconds: 1.5,
             version: "0.1.0".into(),
             message: None,
+            flow: None,
         }
     }
 

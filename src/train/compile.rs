@@ -69,6 +69,8 @@ pub struct Plan {
     pub hvp: Option<Func>,
     pub steps: u64,
     pub nparams: usize,
+    /// A gradient flow's settings (`optimizer flow`): no updates, no `steps`.
+    pub flow: Option<super::flow::FlowSpec>,
 }
 
 /// Whether the program has a train block (in its main file).
@@ -263,7 +265,11 @@ pub fn build(
     let grad_ray = checked_func(l.b.finish(), "directional gradient")?;
 
     let train = train_item(checked).ok_or("the program has no train block")?;
-    let updates = build_updates(checked, statics, &params, train, nparams)?;
+    let flow = super::flow::spec(checked, statics, train)?;
+    let updates = match flow {
+        Some(_) => vec![None; params.len()],
+        None => build_updates(checked, statics, &params, train, nparams)?,
+    };
     let (record, columns, clauses, uses_sharpness) =
         build_record(checked, statics, &params, train)?;
     let (stop, stop_at_records_only) = build_stop(checked, statics, &params, train)?;
@@ -295,6 +301,7 @@ pub fn build(
         hvp,
         steps,
         nparams,
+        flow,
     })
 }
 
@@ -505,7 +512,11 @@ fn build_record(
     let mut uses_sharpness = false;
     for c in &train.clauses {
         let Clause::Record(r) = c else { continue };
-        let count = l.known_int(&r.count)? as u64;
+        // A flow's record times are `flow::spec`'s.
+        let count = match crate::sema::check::flow::is_flow(train) {
+            true => 0,
+            false => l.known_int(&r.count)? as u64,
+        };
         clauses.push(match r.kind {
             RecordKind::Every => RecordClause {
                 every: Some(count),

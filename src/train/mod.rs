@@ -8,6 +8,7 @@
 //! it once, a REPL session once per `:step` (its rows kept in memory, in a [`Trajectory`]).
 
 pub mod compile;
+pub mod flow;
 pub mod schedule;
 pub mod statics;
 
@@ -55,6 +56,8 @@ impl Status {
 pub struct RunOptions {
     /// `--steps N`: overrides the train block's `steps`.
     pub steps: Option<u64>,
+    /// `--time T`: overrides a gradient flow's `time`.
+    pub time: Option<f64>,
     /// Told how far the loop is, at most [`PROGRESS_EVERY`] steps or [`PROGRESS_INTERVAL`]
     /// apart.
     pub progress: Option<Progress>,
@@ -73,6 +76,11 @@ pub trait Rows {
     fn start(&mut self, columns: &[String]) -> Result<(), String>;
     /// Row `step`, one cell per column (`None`: its clause was not due).
     fn push(&mut self, step: u64, row: Vec<Option<f64>>) -> Result<(), String>;
+    /// A row of a gradient flow: `step` counts accepted steps, and several rows (at times
+    /// inside one step) may share it.
+    fn push_timed(&mut self, step: u64, row: Vec<Option<f64>>) -> Result<(), String> {
+        self.push(step, row)
+    }
     /// Called between steps: a sink that buffers may write out what it holds.
     fn tick(&mut self) -> Result<(), String> {
         Ok(())
@@ -92,6 +100,11 @@ impl Rows for Trajectory {
             Some((s, r)) if *s == step => *r = row,
             _ => self.rows.push((step, row)),
         }
+        Ok(())
+    }
+
+    fn push_timed(&mut self, step: u64, row: Vec<Option<f64>>) -> Result<(), String> {
+        self.rows.push((step, row));
         Ok(())
     }
 }
@@ -137,6 +150,8 @@ pub struct RunResult {
     pub seed: u64,
     pub compile_seconds: f64,
     pub run_seconds: f64,
+    /// A gradient flow's steps and gradient evaluations.
+    pub flow: Option<flow::FlowCounts>,
 }
 
 fn scalar_of(t: &Tensor) -> f64 {
@@ -180,6 +195,8 @@ impl<'p> Exec<'p> {
         if backend == Backend::Jit {
             // The step loop is one native function (`jit::train_loop`); these run at rows.
             let mut funcs: Vec<&Func> = vec![&plan.record];
+            // A gradient flow's stages call the compiled gradient (`flow`).
+            funcs.extend(plan.flow.is_some().then_some(&plan.grad_fast));
             funcs.extend(plan.stop.iter());
             funcs.extend(plan.hvp.iter());
             // `TRAJ_DUMP=clif`: each function's Cranelift IR on stderr as it is compiled.
@@ -397,7 +414,11 @@ pub fn prepare(
 ) -> Result<(statics::Statics, Plan), String> {
     let statics =
         statics::evaluate(checked, sources, seed_of(checked)).map_err(|e| locate(&e, sources))?;
-    let plan = compile::build(checked, &statics, options.steps).map_err(|e| locate(&e, sources))?;
+    let mut plan =
+        compile::build(checked, &statics, options.steps).map_err(|e| locate(&e, sources))?;
+    if let Some(f) = &mut plan.flow {
+        f.time = options.time.unwrap_or(f.time);
+    }
     Ok((statics, plan))
 }
 
@@ -587,6 +608,7 @@ pub fn run_to_folder(
         seed: seed_of(checked),
         compile_seconds: 0.0,
         run_seconds: 0.0,
+        flow: None,
     };
     let mut info = crate::sweep::run_info(program, checked, &not_run, backend);
     info.status = "running".into();
@@ -621,6 +643,9 @@ pub fn run_with(
     let t0 = Instant::now();
     let (statics, plan) = prepare(checked, sources, options)?;
     let exec = Exec::new(&plan, options.backend)?;
+    if plan.flow.is_some() {
+        return run_flow(&exec, &statics, sources, options, rows, seed, t0);
+    }
     let mut native = match options.backend {
         Backend::Jit => {
             if std::env::var("TRAJ_DUMP").is_ok_and(|v| v == "clif") {
@@ -676,6 +701,54 @@ pub fn run_with(
         seed,
         compile_seconds,
         run_seconds,
+        flow: None,
+    })
+}
+
+/// [`run_with`] for a gradient flow (`flow::integrate`).
+fn run_flow(
+    exec: &Exec,
+    statics: &statics::Statics,
+    sources: &SourceMap,
+    options: &RunOptions,
+    rows: &mut dyn Rows,
+    seed: u64,
+    t0: Instant,
+) -> Result<RunResult, String> {
+    let plan = exec.plan;
+    if options.steps.is_some() {
+        return Err("this program is a gradient flow: give its length with `--time T`".into());
+    }
+    let compile_seconds = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let theta = initial_theta(plan, statics)?;
+    let columns = flow::columns(plan);
+    rows.start(&columns)?;
+    let out = flow::integrate(exec, sources, &theta, seed, options, rows)?;
+    Ok(RunResult {
+        status: out.status,
+        steps: out.counts.accepted_steps,
+        trajectory: Trajectory {
+            columns: columns.clone(),
+            rows: Vec::new(),
+        },
+        last_step: out.last_step,
+        last: columns
+            .iter()
+            .zip(&out.last)
+            .filter_map(|(c, v)| v.map(|v| (c.clone(), v)))
+            .collect(),
+        params: plan
+            .params
+            .iter()
+            .map(|p| p.name.clone())
+            .zip(out.theta)
+            .collect(),
+        message: out.message,
+        seed,
+        compile_seconds,
+        run_seconds: t1.elapsed().as_secs_f64(),
+        flow: Some(out.counts),
     })
 }
 
