@@ -13,11 +13,13 @@
 //! interpreter otherwise; all other arithmetic is this file's, so the backends agree bit
 //! for bit.
 //!
+//! `--steps N` ends a flow after N accepted steps (status `finished`, at the time reached).
+//!
 //! A run that cannot make progress ends with status `error` and its rows kept: the step
-//! size below `1e-12·T` (or `t + h == t`), or a sliding mode — [`SLIDING_STEPS`]
-//! accepted steps in a row, each shorter than `1e-6·T`, across which some entry's
-//! derivative changes sign (the flow chatters across a kink); the message names the
-//! time and the param whose entry is to blame.
+//! size below `1e-12·T` (or `t + h == t`), or a sliding mode: over a run of steps each
+//! shorter than `1e-4·T`, [`SLIDING_STEPS`] more of them rejected, or accepted across a
+//! sign change of one entry's derivative, than half of the other accepted ones (the flow
+//! chatters across a kink); the message names the time and the param to blame.
 
 use ndarray::{ArrayD, IxDyn};
 
@@ -61,8 +63,8 @@ pub struct FlowCounts {
     pub gradient_evaluations: u64,
 }
 
-/// Accepted steps in a row across a sign change of some derivative, each short, that make
-/// a sliding mode.
+/// The net sign changes of one entry's derivative over a run of short accepted steps that
+/// make a sliding mode (each change counts 2, each step without one −1).
 pub const SLIDING_STEPS: u32 = 100;
 
 /// The flow's settings when the train block is a flow (`optimizer flow`), else `None`.
@@ -456,7 +458,7 @@ fn steps(fl: &mut Flow, y: &mut Vec<f64>, options: &RunOptions) -> Result<Result
         fl.row(y, &g0, 0, 0.0, None)?;
         return Ok(Ok(Status::Stopped));
     }
-    if end == 0.0 {
+    if end == 0.0 || options.steps == Some(0) {
         fl.row(y, &g0, 0, 0.0, None)?;
         return Ok(Ok(Status::Finished));
     }
@@ -469,7 +471,10 @@ fn steps(fl: &mut Flow, y: &mut Vec<f64>, options: &RunOptions) -> Result<Result
     };
     let mut err_old: f64 = 1e-4;
     let mut after_reject = false;
-    let mut sliding = 0u32;
+    let mut flips = vec![0u32; n];
+    // The same count for rejected short steps (+2 each), blaming the entry of the
+    // largest error.
+    let mut rejections = 0u32;
     let mut y1 = vec![0.0; n];
     let mut ys = vec![0.0; n];
     let mut g7;
@@ -541,15 +546,21 @@ fn steps(fl: &mut Flow, y: &mut Vec<f64>, options: &RunOptions) -> Result<Result
                 };
                 fl.row(&yr, &gr, accepted, tr, Some(&due))?;
             }
-            // Sliding: an entry's derivative changes sign across a short step.
-            let flip = (0..n)
-                .filter(|i| k[0][*i] * k[6][*i] < 0.0)
-                .max_by(|a, b| k[0][*a].abs().total_cmp(&k[0][*b].abs()));
-            sliding = match flip {
-                Some(_) if h < 1e-6 * end => sliding + 1,
-                _ => 0,
-            };
-            let t_old = t;
+            // Sliding: over a run of short steps, an entry's derivative keeps changing
+            // sign (+2 a step across which it does, −1 a step across which it does not).
+            let short = h < 1e-4 * end;
+            let mut slider = None;
+            rejections = if short { rejections.saturating_sub(1) } else { 0 };
+            for (i, c) in flips.iter_mut().enumerate() {
+                *c = match (short, k[0][i] * k[6][i] < 0.0) {
+                    (false, _) => 0,
+                    (true, true) => *c + 2,
+                    (true, false) => c.saturating_sub(1),
+                };
+                if *c >= 2 * SLIDING_STEPS {
+                    slider = Some(i);
+                }
+            }
             t = t_new;
             std::mem::swap(y, &mut y1);
             k.swap(0, 6);
@@ -559,18 +570,17 @@ fn steps(fl: &mut Flow, y: &mut Vec<f64>, options: &RunOptions) -> Result<Result
                 fl.row(y, &g0, accepted, t, None)?;
                 return Ok(Ok(Status::Stopped));
             }
-            if last {
+            if last || options.steps.is_some_and(|most| accepted >= most) {
                 fl.row(y, &g0, accepted, t, None)?;
                 return Ok(Ok(Status::Finished));
             }
-            if sliding >= SLIDING_STEPS {
-                let p = param_of(plan, flip.unwrap_or(0));
+            if let Some(i) = slider {
+                let p = param_of(plan, i);
                 fl.row(y, &g0, accepted, t, None)?;
                 return Ok(Err(format!(
-                    "the flow slides along a kink at t = {} (steps of {} since t = {}): the derivative of param `{p}` keeps changing sign; a gradient flow cannot follow a sliding mode",
+                    "the flow slides along a kink at t = {}: across most of its last steps (the last {} long) the derivative of param `{p}` changed sign; a gradient flow cannot follow a sliding mode",
                     crate::output::format_float(t),
                     crate::output::format_float(h),
-                    crate::output::format_float(t_old),
                 )));
             }
             // The PI controller.
@@ -586,6 +596,22 @@ fn steps(fl: &mut Flow, y: &mut Vec<f64>, options: &RunOptions) -> Result<Result
         } else {
             fl.counts.rejected_steps += 1;
             after_reject = true;
+            let worst = (0..n)
+                .filter(|i| errs[*i].is_finite())
+                .max_by(|a, b| errs[*a].abs().total_cmp(&errs[*b].abs()))
+                .unwrap_or(0);
+            if h < 1e-4 * end {
+                rejections += 2;
+                if rejections >= 2 * SLIDING_STEPS {
+                    let p = param_of(plan, worst);
+                    fl.row(y, &g0, accepted, t, None)?;
+                    return Ok(Err(format!(
+                        "the flow slides along a kink at t = {}: most of its last steps (the last tried {} long) were rejected, the error largest in param `{p}`; a gradient flow cannot follow a sliding mode",
+                        crate::output::format_float(t),
+                        crate::output::format_float(h),
+                    )));
+                }
+            }
             h = if err.is_finite() {
                 let fac11 = err.powf(0.2 - BETA * 0.75);
                 h / SHRINK_MOST.min(fac11 / SAFETY)
@@ -593,10 +619,6 @@ fn steps(fl: &mut Flow, y: &mut Vec<f64>, options: &RunOptions) -> Result<Result
                 h / SHRINK_MOST
             };
             if h < 1e-12 * end || t + h == t {
-                let worst = (0..n)
-                    .filter(|i| errs[*i].is_finite())
-                    .max_by(|a, b| errs[*a].abs().total_cmp(&errs[*b].abs()))
-                    .unwrap_or(0);
                 let p = param_of(plan, worst);
                 fl.row(y, &g0, accepted, t, None)?;
                 if !finite {

@@ -716,9 +716,6 @@ fn run_flow(
     t0: Instant,
 ) -> Result<RunResult, String> {
     let plan = exec.plan;
-    if options.steps.is_some() {
-        return Err("this program is a gradient flow: give its length with `--time T`".into());
-    }
     let compile_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let theta = initial_theta(plan, statics)?;

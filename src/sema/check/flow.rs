@@ -122,7 +122,7 @@ impl<'p> Checker<'p> {
         };
         if !x.is_finite() || x < 0.0 || (x == 0.0 && !zero_ok) {
             self.error(
-                Diagnostic::new("E0305", format!("{what} is {x}"), e.span).label(if zero_ok {
+                Diagnostic::new("E0305", format!("{what} is {}", crate::output::format_float(x)), e.span).label(if zero_ok {
                     "a finite number, at least 0"
                 } else {
                     "a finite number above 0"
