@@ -411,9 +411,12 @@ fn a_minimum_at_a_kink_ends_the_flow_instead_of_grinding() {
         assert!(m.contains("param `w`") && m.contains("slides"), "{m}");
         let f = r.flow.expect("flow counts");
         assert!(f.accepted_steps + f.rejected_steps < 2000, "{f:?}");
-        // w = 1 − 0.16 t until it reaches the kink near t = 4.4: in its reach when ended.
+        // w = −0.5 + 1.5 e^{−0.2t} until it reaches the kink at t = 3.14: there when ended.
         let w = column(&r, "w");
-        assert!((w[1].1 - 0.84).abs() < 1e-6, "{w:?}");
+        for (t, v) in w.iter().filter(|(t, _)| *t <= 3.0) {
+            let want = -0.5 + 1.5 * (-0.2 * t).exp();
+            assert!((v - want).abs() < 1e-5, "w({t}) = {v}, closed form {want}");
+        }
         assert!((w.last().unwrap().1 - 0.3).abs() < 1e-4, "{w:?}");
     }
 }
