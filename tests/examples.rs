@@ -548,7 +548,10 @@ fn saxe_flow_follows_the_closed_form_learning_curves() {
     }
     for (h, sk) in half.iter().zip(s) {
         let want = (sk / u0 - 1.0).ln() / (2.0 * sk);
-        assert!((h - want).abs() <= 0.05, "half-way at {h}, closed form {want}");
+        assert!(
+            (h - want).abs() <= 0.05,
+            "half-way at {h}, closed form {want}"
+        );
     }
     // Balanced at the start, and the flow keeps it so.
     assert!(values(&r, "balance").iter().all(|b| *b < 1e-12));

@@ -71,7 +71,11 @@ fn matrix_literal(m: &[Vec<f64>]) -> String {
 fn matmul(a: &[Vec<f64>], b: &[Vec<f64>]) -> Vec<Vec<f64>> {
     let (n, m, p) = (a.len(), b.len(), b[0].len());
     (0..n)
-        .map(|i| (0..p).map(|j| (0..m).map(|k| a[i][k] * b[k][j]).sum()).collect())
+        .map(|i| {
+            (0..p)
+                .map(|j| (0..m).map(|k| a[i][k] * b[k][j]).sum())
+                .collect()
+        })
         .collect()
 }
 
@@ -171,10 +175,7 @@ fn least_squares_follows_the_matrix_exponential() {
                 .collect();
             let e = expm(&minus_ta);
             for i in 0..d {
-                let want = w_star[i]
-                    + (0..d)
-                        .map(|j| e[i][j] * (w0[j] - w_star[j]))
-                        .sum::<f64>();
+                let want = w_star[i] + (0..d).map(|j| e[i][j] * (w0[j] - w_star[j])).sum::<f64>();
                 let got = cols[i][row].1;
                 assert!(
                     (got - want).abs() <= 10.0 * rtol * want.abs().max(1.0),
@@ -231,7 +232,11 @@ fn balanced_program(rule: &str, length: &str) -> String {
          param W1: [4, 3] ~ normal(0, 0.6)\nparam W2: [3, 4] ~ normal(0, 0.3)\n\
          loss = 0.5 * sum((W2 @ W1 - M)^2)\ntrain {{\n  optimizer {rule}\n  {length}\n  \
          record every {} {{ loss, D = W1 @ W1' - W2' @ W2, scale = sum(W1^2) }}\n}}\n",
-        if rule.starts_with("flow") { "0.5" } else { "50" }
+        if rule.starts_with("flow") {
+            "0.5"
+        } else {
+            "50"
+        }
     )
 }
 
@@ -248,7 +253,10 @@ fn balance_drift(r: &RunResult) -> (f64, f64) {
             }
         }
     }
-    let scale = column(r, "scale").iter().map(|(_, v)| *v).fold(0.0, f64::max);
+    let scale = column(r, "scale")
+        .iter()
+        .map(|(_, v)| *v)
+        .fold(0.0, f64::max);
     (drift, scale)
 }
 
@@ -271,7 +279,10 @@ fn balancedness_is_conserved_by_the_flow_and_not_by_gd() {
         );
     }
     // GD over the same time drifts by O(η²) per step: far beyond the flow's bound.
-    let r = run_text(&balanced_program("gd(lr = 0.02)", "steps 500"), Backend::Jit);
+    let r = run_text(
+        &balanced_program("gd(lr = 0.02)", "steps 500"),
+        Backend::Jit,
+    );
     let (drift, scale) = balance_drift(&r);
     assert!(
         drift > 1e4 * rtol * scale,
@@ -372,7 +383,10 @@ fn backends_agree_bit_for_bit_on_generated_flows() {
         }
         finished += (a.status == Status::Finished) as usize;
     }
-    assert!(finished >= 20, "only {finished} of 30 generated flows finished");
+    assert!(
+        finished >= 20,
+        "only {finished} of 30 generated flows finished"
+    );
 }
 
 #[test]
@@ -392,7 +406,7 @@ fn a_sliding_mode_ends_the_run_with_an_error_and_keeps_its_rows() {
             assert!((v - (1.0 - t)).abs() < 1e-6, "x({t}) = {v}");
         }
         assert_eq!(x.iter().filter(|(t, _)| *t < 1.0).count(), 4);
-        let f = r.flow.expect("flow counts");
+        let f = r.flow.clone().expect("flow counts");
         assert!(f.t >= 1.0 && f.t < 1.01, "ended at t = {}", f.t);
         assert!(f.accepted_steps < 10_000, "{f:?}");
     }
@@ -409,7 +423,7 @@ fn a_minimum_at_a_kink_ends_the_flow_instead_of_grinding() {
         assert_eq!(r.status, Status::Error, "{backend:?}");
         let m = r.message.clone().unwrap_or_default();
         assert!(m.contains("param `w`") && m.contains("slides"), "{m}");
-        let f = r.flow.expect("flow counts");
+        let f = r.flow.clone().expect("flow counts");
         assert!(f.accepted_steps + f.rejected_steps < 2000, "{f:?}");
         // w = −0.5 + 1.5 e^{−0.2t} until it reaches the kink at t = 3.14: there when ended.
         let w = column(&r, "w");

@@ -437,11 +437,19 @@ pub fn integrate(
 
 /// The flow's steps from t = 0; `y` ends as the saved params. The inner error is the
 /// run's (its status `error`, the message given), the outer one the sink's or a bug.
-fn steps(fl: &mut Flow, y: &mut Vec<f64>, options: &RunOptions) -> Result<Result<Status, String>, String> {
+fn steps(
+    fl: &mut Flow,
+    y: &mut Vec<f64>,
+    options: &RunOptions,
+) -> Result<Result<Status, String>, String> {
     let plan = fl.exec.plan;
     let n = y.len();
     let end = fl.spec.time;
-    let interrupted = || options.interrupt.is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed));
+    let interrupted = || {
+        options
+            .interrupt
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+    };
     let mut k: Vec<Vec<f64>> = vec![vec![0.0; n]; 7];
     let mut g0 = match fl.derivative(y, 1, &mut k[0]) {
         Ok(g) => g,
@@ -481,7 +489,10 @@ fn steps(fl: &mut Flow, y: &mut Vec<f64>, options: &RunOptions) -> Result<Result
     loop {
         if interrupted() {
             fl.row(y, &g0, accepted, t, None)?;
-            fl.message = Some(format!("interrupted at t = {}", crate::output::format_float(t)));
+            fl.message = Some(format!(
+                "interrupted at t = {}",
+                crate::output::format_float(t)
+            ));
             return Ok(Ok(Status::Interrupted));
         }
         let last = t + 1.01 * h >= end;
@@ -542,7 +553,9 @@ fn steps(fl: &mut Flow, y: &mut Vec<f64>, options: &RunOptions) -> Result<Result
                 let mut fr = Vec::new();
                 let gr = match fl.derivative(&yr, accepted + 1, &mut fr) {
                     Ok(g) => g,
-                    Err(e) => return Ok(Err(format!("t = {}: {e}", crate::output::format_float(tr)))),
+                    Err(e) => {
+                        return Ok(Err(format!("t = {}: {e}", crate::output::format_float(tr))));
+                    }
                 };
                 fl.row(&yr, &gr, accepted, tr, Some(&due))?;
             }
@@ -550,7 +563,11 @@ fn steps(fl: &mut Flow, y: &mut Vec<f64>, options: &RunOptions) -> Result<Result
             // sign (+2 a step across which it does, −1 a step across which it does not).
             let short = h < 1e-4 * end;
             let mut slider = None;
-            rejections = if short { rejections.saturating_sub(1) } else { 0 };
+            rejections = if short {
+                rejections.saturating_sub(1)
+            } else {
+                0
+            };
             for (i, c) in flips.iter_mut().enumerate() {
                 *c = match (short, k[0][i] * k[6][i] < 0.0) {
                     (false, _) => 0,
@@ -683,7 +700,10 @@ mod tests {
         let c: Vec<f64> = std::iter::once(0.0).chain(C).collect();
         for q in 1..=5 {
             let s: f64 = A7.iter().zip(&c).map(|(b, c)| b * c.powi(q - 1)).sum();
-            assert!((s - 1.0 / q as f64).abs() < 1e-14, "order condition {q}: {s}");
+            assert!(
+                (s - 1.0 / q as f64).abs() < 1e-14,
+                "order condition {q}: {s}"
+            );
         }
     }
 
@@ -692,7 +712,10 @@ mod tests {
         // y' = 3t² from t = 1, h = 0.5: stages at t + c_i h; y(t) = t³.
         let (t0, h) = (1.0, 0.5);
         let c: Vec<f64> = std::iter::once(0.0).chain(C).collect();
-        let k: Vec<Vec<f64>> = c.iter().map(|ci| vec![3.0 * (t0 + ci * h).powi(2)]).collect();
+        let k: Vec<Vec<f64>> = c
+            .iter()
+            .map(|ci| vec![3.0 * (t0 + ci * h).powi(2)])
+            .collect();
         let mut y1 = [0.0];
         stage(&[1.0], h, &A7, &k, &mut y1);
         assert!((y1[0] - 1.5f64.powi(3)).abs() < 1e-14);

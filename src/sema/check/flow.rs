@@ -44,9 +44,13 @@ impl<'p> Checker<'p> {
                 }
                 Clause::Steps(_, span) if flow => {
                     self.error(
-                        Diagnostic::new("E0414", "a gradient flow runs for a `time`, not `steps`", *span)
-                            .label("`optimizer flow` counts time")
-                            .hint("write `time T` in its place"),
+                        Diagnostic::new(
+                            "E0414",
+                            "a gradient flow runs for a `time`, not `steps`",
+                            *span,
+                        )
+                        .label("`optimizer flow` counts time")
+                        .hint("write `time T` in its place"),
                     );
                 }
                 Clause::Optimizer(o) if flow => self.flow_rule(o),
@@ -58,10 +62,14 @@ impl<'p> Checker<'p> {
         }
         if flow && time.is_none() {
             self.error(
-                Diagnostic::new("E0414", "a gradient flow needs a `time`", Span {
-                    end: t.span.start + 5,
-                    ..t.span
-                })
+                Diagnostic::new(
+                    "E0414",
+                    "a gradient flow needs a `time`",
+                    Span {
+                        end: t.span.start + 5,
+                        ..t.span
+                    },
+                )
                 .label("this train block has `optimizer flow` but no `time`")
                 .hint("add `time 10`: how long the flow runs"),
             );
@@ -74,9 +82,13 @@ impl<'p> Checker<'p> {
     fn flow_rule(&mut self, o: &'p TrainOptimizer) {
         if o.rule.name != FLOW {
             self.error(
-                Diagnostic::new("E0414", "`optimizer flow` trains every param at once", o.span)
-                    .label("no other rule can stand beside `flow`")
-                    .hint("a frozen param is a `const` in a flow"),
+                Diagnostic::new(
+                    "E0414",
+                    "`optimizer flow` trains every param at once",
+                    o.span,
+                )
+                .label("no other rule can stand beside `flow`")
+                .hint("a frozen param is a `const` in a flow"),
             );
             return;
         }
@@ -122,7 +134,12 @@ impl<'p> Checker<'p> {
         };
         if !x.is_finite() || x < 0.0 || (x == 0.0 && !zero_ok) {
             self.error(
-                Diagnostic::new("E0305", format!("{what} is {}", crate::output::format_float(x)), e.span).label(if zero_ok {
+                Diagnostic::new(
+                    "E0305",
+                    format!("{what} is {}", crate::output::format_float(x)),
+                    e.span,
+                )
+                .label(if zero_ok {
                     "a finite number, at least 0"
                 } else {
                     "a finite number above 0"
