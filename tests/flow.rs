@@ -122,11 +122,12 @@ fn solve(a: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
             .max_by(|i, j| m[*i][c].abs().total_cmp(&m[*j][c].abs()))
             .unwrap();
         m.swap(c, p);
-        for r in 0..n {
+        let pivot = m[c].clone();
+        for (r, row) in m.iter_mut().enumerate() {
             if r != c {
-                let f = m[r][c] / m[c][c];
-                for k in c..=n {
-                    m[r][k] -= f * m[c][k];
+                let f = row[c] / pivot[c];
+                for (x, p) in row.iter_mut().zip(&pivot).skip(c) {
+                    *x -= f * p;
                 }
             }
         }
