@@ -25,6 +25,7 @@ lazy_vs_rich|sweep|moved ntk_change --against α
 logistic_max_margin|run|margin wn --logx
 optimizers|sweep|quad --logy
 random_labels|run|train_true train_rand test_true test_rand --logx
+saxe_flow|run|mode
 saxe_modes|run|mode --logx
 subgradients|run|a b c wn --logx
 teacher_student|run|loss test --logx --logy

@@ -46,6 +46,9 @@ enum Command {
         /// The most steps to take (overrides the train block's `steps`).
         #[arg(long)]
         steps: Option<u64>,
+        /// How long a gradient flow runs (overrides the train block's `time`).
+        #[arg(long)]
+        time: Option<f64>,
         /// The run folder (default `runs/NAME-TIMESTAMP/`).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -317,6 +320,7 @@ fn dispatch(cli: Cli) -> ExitCode {
             set,
             seed,
             steps,
+            time,
             out,
             force,
             backend,
@@ -325,7 +329,7 @@ fn dispatch(cli: Cli) -> ExitCode {
             if let Some(s) = seed {
                 set.push(format!("seed={s}"));
             }
-            run_program(&file, &set, steps, out, force, backend.into())
+            run_program(&file, &set, (steps, time), out, force, backend.into())
         }
         Command::Sweep(args) => sweep_command(*args),
     }
@@ -395,10 +399,11 @@ fn checked_or_report(
     }
 }
 
+/// `length`: `--steps` and `--time`.
 fn run_program(
     file: &std::path::Path,
     set: &[String],
-    steps: Option<u64>,
+    (steps, time): (Option<u64>, Option<f64>),
     out: Option<PathBuf>,
     force: bool,
     backend: traj::train::Backend,
@@ -429,6 +434,7 @@ fn run_program(
     });
     let options = traj::train::RunOptions {
         steps,
+        time,
         progress: bar.as_ref().map(StepBar::progress),
         backend,
         interrupt: catch_interrupts(),
@@ -451,6 +457,15 @@ fn run_program(
         .last_step
         .map(|s| format!("step {s}: {}", show_values(&result.last)))
         .unwrap_or_default();
+    if let Some(f) = &result.flow {
+        eprintln!(
+            "gradient flow to t = {}: {} accepted and {} rejected steps, {} gradient evaluations",
+            traj::output::format_float(f.t),
+            f.accepted_steps,
+            f.rejected_steps,
+            f.gradient_evaluations
+        );
+    }
     eprintln!(
         "{}: {} after {} steps in {:.3} s (compile {:.3} s); {last} → {}",
         file.display(),

@@ -69,6 +69,8 @@ pub struct Plan {
     pub hvp: Option<Func>,
     pub steps: u64,
     pub nparams: usize,
+    /// A gradient flow's settings (`optimizer flow`): no updates, no `steps`.
+    pub flow: Option<FlowSpec>,
 }
 
 /// Whether the program has a train block (in its main file).
@@ -269,7 +271,11 @@ pub fn build(
     let grad_ray = checked_func(l.b.finish(), "directional gradient")?;
 
     let train = train_item(checked).ok_or("the program has no train block")?;
-    let updates = build_updates(checked, statics, &params, train, nparams)?;
+    let flow = flow_spec(checked, statics, train)?;
+    let updates = match flow {
+        Some(_) => vec![None; params.len()],
+        None => build_updates(checked, statics, &params, train, nparams)?,
+    };
     let (record, columns, clauses, uses_sharpness) =
         build_record(checked, statics, &params, train)?;
     let (stop, stop_at_records_only) = build_stop(checked, statics, &params, train)?;
@@ -301,6 +307,7 @@ pub fn build(
         hvp,
         steps,
         nparams,
+        flow,
     })
 }
 
@@ -502,7 +509,11 @@ fn build_record(
     let mut uses_sharpness = false;
     for c in &train.clauses {
         let Clause::Record(r) = c else { continue };
-        let count = l.known_int(&r.count)? as u64;
+        // A flow's record times are `flow::spec`'s.
+        let count = match crate::sema::check::flow::is_flow(train) {
+            true => 0,
+            false => l.known_int(&r.count)? as u64,
+        };
         clauses.push(match r.kind {
             RecordKind::Every => RecordClause {
                 every: Some(count),
@@ -627,4 +638,70 @@ fn mentions(e: &Expr, what: &str) -> bool {
     let mut found = here;
     crate::sema::check::for_each_child(e, |c| found |= mentions(c, what));
     found
+}
+
+/// A flow's settings, from its train block (and `--time`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowSpec {
+    pub rtol: f64,
+    pub atol: f64,
+    /// `time T`: the flow runs from t = 0 to T.
+    pub time: f64,
+    /// When each `record` clause is due, in the plan's clause order.
+    pub records: Vec<TimeClause>,
+}
+
+/// When a `record` clause of a flow is due.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TimeClause {
+    /// `record every Δ`: at t = 0, Δ, 2Δ, ... up to T (each `i·Δ`, not a running sum).
+    Every(f64),
+    /// `record log N`: at t = 0 and at N times spaced geometrically over the last three
+    /// decades of the run, `T·10^(−3(N−1−i)/(N−1))` for i < N (N = 1: at T).
+    Log(u64),
+}
+
+/// The flow's settings when the train block is a flow (`optimizer flow`), else `None`.
+pub fn flow_spec(
+    checked: &Checked,
+    statics: &Statics,
+    train: &TrainItem,
+) -> Result<Option<FlowSpec>, String> {
+    let Some(rule) = train.clauses.iter().find_map(|c| match c {
+        Clause::Optimizer(o) if o.rule.name == crate::sema::check::flow::FLOW => Some(o),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    let mut l = Lowerer::new(&checked.program, statics);
+    let args = crate::sema::check::flow::FLOW_ARGS;
+    let mut values: Vec<f64> = args.iter().map(|(_, d)| *d).collect();
+    for (i, a) in rule.args.iter().enumerate() {
+        let at = match &a.name {
+            Some(k) => args
+                .iter()
+                .position(|(n, _)| *n == k.name)
+                .ok_or("unknown argument of `flow`")?,
+            None => i,
+        };
+        values[at] = l.known_f64(&a.value)?;
+    }
+    let mut time = 0.0;
+    let mut records = Vec::new();
+    for c in &train.clauses {
+        match c {
+            Clause::Time(e, _) => time = l.known_f64(e)?,
+            Clause::Record(r) => records.push(match r.kind {
+                RecordKind::Every => TimeClause::Every(l.known_f64(&r.count)?),
+                RecordKind::Log => TimeClause::Log(l.known_int(&r.count)?.max(1) as u64),
+            }),
+            _ => {}
+        }
+    }
+    Ok(Some(FlowSpec {
+        rtol: values[0],
+        atol: values[1],
+        time,
+        records,
+    }))
 }

@@ -338,6 +338,7 @@ impl Session {
         }
         let options = RunOptions {
             steps: None,
+            time: None,
             progress,
             backend: self.backend,
             interrupt,
@@ -755,6 +756,7 @@ impl Session {
             seed: self.seed(),
             compile_seconds: c.compile_seconds,
             run_seconds: self.run_seconds,
+            flow: None,
         };
         let program = self.file.clone().unwrap_or_else(|| PathBuf::from("<repl>"));
         let mut info: RunInfo =

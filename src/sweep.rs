@@ -398,6 +398,7 @@ pub fn run_point(
         Some(checked) => {
             let run = RunOptions {
                 steps: options.steps,
+                time: None,
                 progress,
                 backend: options.backend,
                 interrupt: options.interrupt,
@@ -450,6 +451,7 @@ fn unchecked_info(
         run_seconds: 0.0,
         version: env!("CARGO_PKG_VERSION").into(),
         message: out.message.clone(),
+        flow: None,
     }
 }
 

@@ -108,6 +108,7 @@ fn every_example_has_a_test_here_and_a_header() {
         "logistic_max_margin",
         "optimizers",
         "random_labels",
+        "saxe_flow",
         "saxe_modes",
         "subgradients",
         "teacher_student",
@@ -522,4 +523,36 @@ fn the_student_aligns_with_the_teacher() {
         );
         assert!(last(&r, &col) > 0.99, "{col} ends at {}", last(&r, &col));
     }
+}
+
+#[test]
+fn saxe_flow_follows_the_closed_form_learning_curves() {
+    let r = run_example("saxe_flow", &[], None);
+    let (s, u0) = ([4.0, 2.0, 1.0, 0.5], 1e-3);
+    let t: Vec<f64> = values(&r, "t");
+    assert_eq!(t.len(), 241, "rows at t = 0, 0.05, ..., 12");
+    let mut half = vec![];
+    for (k, sk) in s.iter().enumerate() {
+        let mode = values(&r, &format!("mode[{k}]"));
+        for (t, u) in t.iter().zip(&mode) {
+            let e = (2.0 * sk * t).exp();
+            let want = sk * e / (e - 1.0 + sk / u0);
+            // rtol 1e-8: within 10·rtol of the mode's scale.
+            assert!(
+                (u - want).abs() <= 1e-7 * sk,
+                "mode {sk} at t = {t}: {u}, closed form {want}"
+            );
+        }
+        let at = mode.iter().position(|u| *u > sk / 2.0).expect("learned");
+        half.push(t[at]);
+    }
+    for (h, sk) in half.iter().zip(s) {
+        let want = (sk / u0 - 1.0).ln() / (2.0 * sk);
+        assert!(
+            (h - want).abs() <= 0.05,
+            "half-way at {h}, closed form {want}"
+        );
+    }
+    // Balanced at the start, and the flow keeps it so.
+    assert!(values(&r, "balance").iter().all(|b| *b < 1e-12));
 }

@@ -115,6 +115,11 @@ CASES = [
     ("sweep_point_breaks_shape", "a sweep point that makes a shape float", "const n = 4\ndata X = zeros(n, 2)\nsweep {\n  n in [2, 2.5]\n}\n", [("E0201", "n, 2", 1)]),
     ("record_duplicate_name", "a record name used twice", "param w: [3] ~ normal(0, 1)\nloss = sum(w^2)\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 10\n  record every 1 { loss, loss }\n}\n", [("E0102", "loss }", 1)]),
     ("train_steps_float", "a float step count", "const n = 10\nparam w: [3] ~ normal(0, 1)\nloss = sum(w^2)\ntrain {\n  optimizer gd(lr = 0.1)\n  steps n / 2\n}\n", [("E0201", "n / 2", 1)]),
+    ("train_time_without_flow", "`time` in a train block that is not a gradient flow", "param w: [2] ~ zeros\nloss = sum((w - 1)^2)\ntrain {\n  time 10\n  optimizer gd(lr = 0.1)\n}\n", [("E0414", "time 10", 1)]),
+    ("train_flow_with_steps", "a gradient flow given `steps`", "param w: [2] ~ zeros\nloss = sum((w - 1)^2)\ntrain {\n  optimizer flow\n  steps 100\n  time 5\n}\n", [("E0414", "steps 100", 1)]),
+    ("train_flow_without_time", "a gradient flow with no `time`", "param w: [2] ~ zeros\nloss = sum((w - 1)^2)\ntrain {\n  optimizer flow(rtol = 1e-8)\n}\n", [("E0414", "train", 1)]),
+    ("train_flow_beside_rule", "`optimizer flow` beside another rule", "param w: [2] ~ zeros\nparam v: [2] ~ zeros\nloss = sum((w - v)^2)\ntrain {\n  optimizer flow\n  optimizer gd(lr = 0.1) for v\n  time 5\n}\n", [("E0414", "optimizer gd", 1)]),
+    ("train_flow_bad_tolerance", "a tolerance and a time out of range, a record interval of 0", "param w: [2] ~ zeros\nloss = sum((w - 1)^2)\ntrain {\n  optimizer flow(rtol = -1e-6)\n  time -2\n  record every 0 { loss }\n}\n", [("E0305", "-1e-6", 1), ("E0305", "-2", 1), ("E0305", "0 {", 1)]),
     ("stop_when_not_scalar", "a `stop when` condition that is a vector", "param w: [3] ~ normal(0, 1)\nloss = sum(w^2)\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 10\n  stop when w < 1\n}\n", [("E0303", "w < 1", 1)]),
 ]
 

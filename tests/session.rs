@@ -31,6 +31,7 @@ fn run_of(text: &str, steps: Option<u64>, backend: Backend) -> traj::train::RunR
         check_source("p.traj", None, text, &Options::default(), &mut sources).expect("checks");
     let options = RunOptions {
         steps,
+        time: None,
         progress: None,
         backend,
         interrupt: None,

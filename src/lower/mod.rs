@@ -151,7 +151,7 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    fn known_f64(&mut self, e: &Expr) -> Result<f64, String> {
+    pub fn known_f64(&mut self, e: &Expr) -> Result<f64, String> {
         let v = self.expr(e)?;
         self.known(v)
             .map(Scalar::as_f64)

@@ -65,6 +65,17 @@ pub struct Trajectory {
     pub rows: Vec<(u64, Vec<Option<f64>>)>,
 }
 
+/// What a flow did: `traj run` prints it, `run.json` keeps it.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FlowCounts {
+    /// The time the flow reached.
+    pub t: f64,
+    pub accepted_steps: u64,
+    pub rejected_steps: u64,
+    /// Gradients evaluated: the stages, the initial step's, and those at recorded times.
+    pub gradient_evaluations: u64,
+}
+
 /// Where recorded rows go, in step order: [`Trajectory`] keeps them (a REPL session's
 /// rows, and `train::run`'s), the run folder's `trajectory.csv` appends them.
 pub trait Rows {
@@ -72,6 +83,11 @@ pub trait Rows {
     fn start(&mut self, columns: &[String]) -> Result<(), String>;
     /// Row `step`, one cell per column (`None`: its clause was not due).
     fn push(&mut self, step: u64, row: Vec<Option<f64>>) -> Result<(), String>;
+    /// A row of a gradient flow: `step` counts accepted steps, and several rows (at times
+    /// inside one step) may share it.
+    fn push_timed(&mut self, step: u64, row: Vec<Option<f64>>) -> Result<(), String> {
+        self.push(step, row)
+    }
     /// Called between steps: a sink that buffers may write out what it holds.
     fn tick(&mut self) -> Result<(), String> {
         Ok(())
@@ -91,6 +107,11 @@ impl Rows for Trajectory {
             Some((s, r)) if *s == step => *r = row,
             _ => self.rows.push((step, row)),
         }
+        Ok(())
+    }
+
+    fn push_timed(&mut self, step: u64, row: Vec<Option<f64>>) -> Result<(), String> {
+        self.rows.push((step, row));
         Ok(())
     }
 }
@@ -152,6 +173,9 @@ pub struct RunInfo {
     pub run_seconds: f64,
     pub version: String,
     pub message: Option<String>,
+    /// A gradient flow's accepted and rejected steps and gradient evaluations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowCounts>,
 }
 
 /// The SHA-256 of `bytes`, lowercase hex.
@@ -427,6 +451,7 @@ mod tests {
             run_seconds: 1.5,
             version: "0.1.0".into(),
             message: None,
+            flow: None,
         }
     }
 

@@ -179,6 +179,8 @@ pub struct RecordClause {
 pub enum Clause {
     Optimizer(TrainOptimizer),
     Steps(Expr, Span),
+    /// `time T`: how long a gradient flow (`optimizer flow`) runs.
+    Time(Expr, Span),
     StopWhen(Expr, Span),
     Record(RecordClause),
 }

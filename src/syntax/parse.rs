@@ -516,8 +516,8 @@ fn describe(rule: Rule) -> &'static str {
         | precision_item | loss_item => {
             "an item (`const`, `data`, `param`, `let`, `fn`, `loss`, `train`, ...)"
         }
-        clause | train_opt | steps_clause | stop_clause | record_clause => {
-            "a train clause (`optimizer`, `steps`, `stop when`, `record`)"
+        clause | train_opt | steps_clause | time_clause | stop_clause | record_clause => {
+            "a train clause (`optimizer`, `steps`, `time`, `stop when`, `record`)"
         }
         opt_stmt | state_stmt | opt_let | param_update | state_assign => {
             "an optimizer statement (`state`, `let`, `param -= ...`, `NAME = ...`)"
@@ -819,6 +819,10 @@ impl Builder {
             Rule::steps_clause => {
                 inner.next();
                 Clause::Steps(self.expr(inner.next().expect("steps")), span)
+            }
+            Rule::time_clause => {
+                inner.next();
+                Clause::Time(self.expr(inner.next().expect("time")), span)
             }
             Rule::stop_clause => {
                 inner.next();

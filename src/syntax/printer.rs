@@ -102,6 +102,9 @@ fn print_item(out: &mut String, item: &Item) {
                     Clause::Steps(e, _) => {
                         let _ = writeln!(out, "  steps {}", expr(e));
                     }
+                    Clause::Time(e, _) => {
+                        let _ = writeln!(out, "  time {}", expr(e));
+                    }
                     Clause::StopWhen(e, _) => {
                         let _ = writeln!(out, "  stop when {}", expr(e));
                     }

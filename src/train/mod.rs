@@ -7,6 +7,7 @@
 //! [`advance`] runs the loop from a saved [`RunState`] up to a given step: `traj run` calls
 //! it once, a REPL session once per `:step` (its rows kept in memory, in a [`Trajectory`]).
 
+pub mod flow;
 pub mod schedule;
 pub mod statics;
 
@@ -54,6 +55,8 @@ impl Status {
 pub struct RunOptions {
     /// `--steps N`: overrides the train block's `steps`.
     pub steps: Option<u64>,
+    /// `--time T`: overrides a gradient flow's `time`.
+    pub time: Option<f64>,
     /// Told how far the loop is, at most [`PROGRESS_EVERY`] steps or [`PROGRESS_INTERVAL`]
     /// apart.
     pub progress: Option<Progress>,
@@ -106,6 +109,8 @@ pub struct RunResult {
     pub seed: u64,
     pub compile_seconds: f64,
     pub run_seconds: f64,
+    /// A gradient flow's steps and gradient evaluations.
+    pub flow: Option<crate::output::FlowCounts>,
 }
 
 fn scalar_of(t: &Tensor) -> f64 {
@@ -139,6 +144,9 @@ impl Backend {
 /// `jit::train_loop`, computes the gradients and updates between rows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RowFn {
+    /// The fast gradient, compiled only for a gradient flow (whose stages call it from the
+    /// host; a `gd` run's gradients are the step loop's).
+    Gradient,
     Record,
     Stop,
     Hvp,
@@ -146,6 +154,7 @@ pub enum RowFn {
 
 /// The row functions of a plan compiled by the JIT.
 pub struct RowFns {
+    gradient: Option<crate::jit::Compiled>,
     record: crate::jit::Compiled,
     stop: Option<crate::jit::Compiled>,
     hvp: Option<crate::jit::Compiled>,
@@ -157,11 +166,21 @@ pub enum Engine {
     Interp,
     Jit {
         rows: Box<RowFns>,
-        step_loop: Box<TrainLoop>,
+        /// `None` for a gradient flow, which runs no steps of its own.
+        step_loop: Option<Box<TrainLoop>>,
     },
 }
 
 impl Engine {
+    /// The plan's functions on this engine: row functions compiled on the JIT.
+    pub fn exec<'p>(&'p self, plan: &'p Plan) -> Exec<'p> {
+        let rows = match self {
+            Engine::Interp => None,
+            Engine::Jit { rows, .. } => Some(&**rows),
+        };
+        Exec { plan, rows }
+    }
+
     pub fn compile(plan: &Plan, backend: Backend, seed: u64) -> Result<Engine, String> {
         if backend == Backend::Interp {
             return Ok(Engine::Interp);
@@ -175,6 +194,11 @@ impl Engine {
             crate::jit::compile(f)
         };
         let rows = Box::new(RowFns {
+            gradient: plan
+                .flow
+                .is_some()
+                .then(|| compile(&plan.grad_fast))
+                .transpose()?,
             record: compile(&plan.record)?,
             stop: plan.stop.as_ref().map(compile).transpose()?,
             hvp: plan.hvp.as_ref().map(compile).transpose()?,
@@ -182,7 +206,13 @@ impl Engine {
         if dump {
             eprintln!("{}", TrainLoop::clif_text(plan, seed)?);
         }
-        let step_loop = Box::new(TrainLoop::compile(plan, seed)?);
+        if plan.flow.is_some() {
+            return Ok(Engine::Jit {
+                rows,
+                step_loop: None,
+            });
+        }
+        let step_loop = Some(Box::new(TrainLoop::compile(plan, seed)?));
         Ok(Engine::Jit { rows, step_loop })
     }
 }
@@ -214,6 +244,10 @@ impl<'p> Exec<'p> {
     ) -> Result<Vec<Tensor>, String> {
         let plan = self.plan;
         let (f, compiled) = match which {
+            RowFn::Gradient => (
+                Some(&plan.grad_fast),
+                self.rows.and_then(|r| r.gradient.as_ref()),
+            ),
             RowFn::Record => (Some(&plan.record), self.rows.map(|r| &r.record)),
             RowFn::Stop => (plan.stop.as_ref(), self.rows.and_then(|r| r.stop.as_ref())),
             RowFn::Hvp => (plan.hvp.as_ref(), self.rows.and_then(|r| r.hvp.as_ref())),
@@ -265,7 +299,7 @@ pub fn gradient_on(
     let plan = exec.plan;
     let mut inputs: Vec<Tensor> = theta.to_vec();
     inputs.push(int_tensor(step as i64));
-    let out = exec.eval(&plan.grad_fast, &inputs, seed)?;
+    let out = exec.eval_row(RowFn::Gradient, &inputs, seed)?;
     let n = plan.params.len();
     let ties = scalar_of(&out[n + 1]);
     let (loss, grads) = if ties > 0.0 {
@@ -408,7 +442,11 @@ pub fn prepare(
 ) -> Result<(statics::Statics, Plan), String> {
     let statics =
         statics::evaluate(checked, sources, seed_of(checked)).map_err(|e| locate(&e, sources))?;
-    let plan = plan::build(checked, &statics, options.steps).map_err(|e| locate(&e, sources))?;
+    let mut plan =
+        plan::build(checked, &statics, options.steps).map_err(|e| locate(&e, sources))?;
+    if let Some(f) = &mut plan.flow {
+        f.time = options.time.unwrap_or(f.time);
+    }
     Ok((statics, plan))
 }
 
@@ -600,6 +638,7 @@ pub fn run_info(program: &Path, checked: &Checked, result: &RunResult, backend: 
         run_seconds: result.run_seconds,
         version: env!("CARGO_PKG_VERSION").into(),
         message: result.message.clone(),
+        flow: result.flow.clone(),
     }
 }
 
@@ -626,6 +665,7 @@ pub fn run_to_folder(
         seed: seed_of(checked),
         compile_seconds: 0.0,
         run_seconds: 0.0,
+        flow: None,
     };
     let mut info = run_info(program, checked, &not_run, backend);
     info.status = "running".into();
@@ -660,6 +700,17 @@ pub fn run_with(
     let t0 = Instant::now();
     let (statics, plan) = prepare(checked, sources, options)?;
     let mut engine = Engine::compile(&plan, options.backend, seed)?;
+    if plan.flow.is_some() {
+        return run_flow(
+            &engine.exec(&plan),
+            &statics,
+            sources,
+            options,
+            rows,
+            seed,
+            t0,
+        );
+    }
     let compile_seconds = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
@@ -703,6 +754,51 @@ pub fn run_with(
         seed,
         compile_seconds,
         run_seconds,
+        flow: None,
+    })
+}
+
+/// [`run_with`] for a gradient flow (`flow::integrate`).
+fn run_flow(
+    exec: &Exec,
+    statics: &statics::Statics,
+    sources: &SourceMap,
+    options: &RunOptions,
+    rows: &mut dyn Rows,
+    seed: u64,
+    t0: Instant,
+) -> Result<RunResult, String> {
+    let plan = exec.plan;
+    let compile_seconds = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let theta = initial_theta(plan, statics)?;
+    let columns = flow::columns(plan);
+    rows.start(&columns)?;
+    let out = flow::integrate(exec, sources, &theta, seed, options, rows)?;
+    Ok(RunResult {
+        status: out.status,
+        steps: out.counts.accepted_steps,
+        trajectory: Trajectory {
+            columns: columns.clone(),
+            rows: Vec::new(),
+        },
+        last_step: out.last_step,
+        last: columns
+            .iter()
+            .zip(&out.last)
+            .filter_map(|(c, v)| v.map(|v| (c.clone(), v)))
+            .collect(),
+        params: plan
+            .params
+            .iter()
+            .map(|p| p.name.clone())
+            .zip(out.theta)
+            .collect(),
+        message: out.message,
+        seed,
+        compile_seconds,
+        run_seconds: t1.elapsed().as_secs_f64(),
+        flow: Some(out.counts),
     })
 }
 
@@ -808,7 +904,7 @@ pub fn advance(
 ) -> Result<Option<Status>, String> {
     let (row_fns, native) = match engine {
         Engine::Interp => (None, None),
-        Engine::Jit { rows, step_loop } => (Some(&**rows), Some(&mut **step_loop)),
+        Engine::Jit { rows, step_loop } => (Some(&**rows), step_loop.as_deref_mut()),
     };
     let exec = Exec {
         plan,

@@ -15,6 +15,7 @@ use crate::syntax::ast::*;
 mod calls;
 mod exprs;
 mod files;
+pub mod flow;
 mod fold;
 mod items;
 mod names;

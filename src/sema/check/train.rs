@@ -203,6 +203,7 @@ impl<'p> Checker<'p> {
         let mut steps: Option<Span> = None;
         let mut recorded: HashMap<String, Span> = HashMap::new();
         let mut rules: Vec<(&'p TrainOptimizer, Vec<String>)> = Vec::new();
+        let flow = self.check_flow(t);
         for clause in &t.clauses {
             match clause {
                 Clause::Optimizer(o) => {
@@ -290,8 +291,11 @@ impl<'p> Checker<'p> {
                         );
                     }
                 }
+                Clause::Time(..) => {}
                 Clause::Record(r) => {
-                    if let Some(n) = self.int_value(&r.count, "a record count")
+                    // A flow's `record every` counts time (`check_flow`).
+                    if (!flow || r.kind == RecordKind::Log)
+                        && let Some(n) = self.int_value(&r.count, "a record count")
                         && n < 1
                     {
                         self.error(
@@ -352,6 +356,9 @@ impl<'p> Checker<'p> {
         targets: &[(&str, Span)],
         nparams: i64,
     ) {
+        if o.rule.name == super::flow::FLOW {
+            return;
+        }
         if o.rule.name == "none" {
             if o.args_span.is_some() {
                 self.error(

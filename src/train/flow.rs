@@ -1,0 +1,683 @@
+//! Gradient flow (`optimizer flow`, LANGUAGE.md 3.10): dθ/dt = −∇L(θ) by Dormand–Prince 5(4).
+//!
+//! The reference algorithm is Hairer's DOPRI5 (Hairer, Nørsett & Wanner, *Solving ODEs I*,
+//! II.4–5): seven stages a step, the last one the first of the next (FSAL: six gradients a
+//! step), the error of the embedded 4th-order solution in the scaled RMS norm
+//! `sk = atol + rtol·max(|y|, |y1|)`, a PI step-size controller (β = 0.04, safety 0.9,
+//! the step grows at most 10× and shrinks at most 5× a step, never grows right after a
+//! rejection), Hairer's initial step. Recorded values are at exactly the requested times:
+//! θ there is the method's 4th-order dense output (the final time is hit by the last step
+//! itself), and the row's loss, gradient and record entries are evaluated at that θ.
+//! Every stage's gradient is [`super::gradient_on`]'s (Clarke subgradients at kinks, as
+//! for `gd`), evaluated by the run's [`Exec`]: compiled with `--backend jit`, on the
+//! interpreter otherwise; all other arithmetic is this file's, so the backends agree bit
+//! for bit.
+//!
+//! `--steps N` ends a flow after N accepted steps (status `finished`, at the time reached).
+//!
+//! A run that cannot make progress ends with status `error` and its rows kept: the step
+//! size below `1e-12·T` (or `t + h == t`), or a sliding mode: over a run of steps each
+//! shorter than `1e-4·T`, [`SLIDING_STEPS`] more of them rejected, or accepted across a
+//! sign change of one entry's derivative, than half of the other accepted ones (the flow
+//! chatters across a kink); the message names the time and the param to blame.
+
+use ndarray::{ArrayD, IxDyn};
+
+use super::{Exec, Gradient, RunOptions, Status, gradient_on, record_inputs, sharpness};
+use crate::output::FlowCounts;
+use crate::output::Rows;
+use crate::plan::{FlowSpec, Plan, TimeClause};
+use crate::tensor::Tensor;
+
+/// The net sign changes of one entry's derivative over a run of short accepted steps that
+/// make a sliding mode (each change counts 2, each step without one −1).
+pub const SLIDING_STEPS: u32 = 100;
+
+/// The record times of every clause, walked forward once.
+struct Times {
+    clauses: Vec<TimeClause>,
+    /// Each clause's index of its next time.
+    next: Vec<u64>,
+    end: f64,
+}
+
+impl Times {
+    fn new(clauses: &[TimeClause], end: f64) -> Times {
+        Times {
+            clauses: clauses.to_vec(),
+            next: vec![0; clauses.len()],
+            end,
+        }
+    }
+
+    /// Time `i` of clause `c`, if it is at most the end.
+    fn time(&self, c: TimeClause, i: u64) -> Option<f64> {
+        let t = match c {
+            TimeClause::Every(d) => i as f64 * d,
+            TimeClause::Log(_) if i == 0 => 0.0,
+            TimeClause::Log(n) if i > n => return None,
+            TimeClause::Log(1) => self.end,
+            TimeClause::Log(n) => {
+                let back = (n - i) as f64 / (n - 1) as f64;
+                self.end * 10f64.powf(-3.0 * back)
+            }
+        };
+        (t <= self.end).then_some(t)
+    }
+
+    /// The next record time if it is at most `until`, and which clauses are due then;
+    /// those clauses move past it.
+    fn take_until(&mut self, until: f64) -> Option<(f64, Vec<bool>)> {
+        let nexts: Vec<Option<f64>> = (0..self.clauses.len())
+            .map(|c| self.time(self.clauses[c], self.next[c]))
+            .collect();
+        let t = nexts.iter().flatten().copied().reduce(f64::min)?;
+        if t > until {
+            return None;
+        }
+        let due: Vec<bool> = nexts.iter().map(|n| *n == Some(t)).collect();
+        for (c, d) in due.iter().enumerate() {
+            if *d {
+                self.next[c] += 1;
+            }
+        }
+        Some((t, due))
+    }
+}
+
+// Dormand–Prince 5(4): the stages' coefficients (row 7 is the 5th-order solution; the
+// nodes c_i, unused as the flow is autonomous, are in the tests), the error coefficients
+// (5th minus 4th order) and the dense output's.
+const A2: [f64; 1] = [1.0 / 5.0];
+const A3: [f64; 2] = [3.0 / 40.0, 9.0 / 40.0];
+const A4: [f64; 3] = [44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0];
+const A5: [f64; 4] = [
+    19372.0 / 6561.0,
+    -25360.0 / 2187.0,
+    64448.0 / 6561.0,
+    -212.0 / 729.0,
+];
+const A6: [f64; 5] = [
+    9017.0 / 3168.0,
+    -355.0 / 33.0,
+    46732.0 / 5247.0,
+    49.0 / 176.0,
+    -5103.0 / 18656.0,
+];
+const A7: [f64; 6] = [
+    35.0 / 384.0,
+    0.0,
+    500.0 / 1113.0,
+    125.0 / 192.0,
+    -2187.0 / 6784.0,
+    11.0 / 84.0,
+];
+const E: [f64; 7] = [
+    71.0 / 57600.0,
+    0.0,
+    -71.0 / 16695.0,
+    71.0 / 1920.0,
+    -17253.0 / 339200.0,
+    22.0 / 525.0,
+    -1.0 / 40.0,
+];
+const D: [f64; 7] = [
+    -12715105075.0 / 11282082432.0,
+    0.0,
+    87487479700.0 / 32700410799.0,
+    -10690763975.0 / 1880347072.0,
+    701980252875.0 / 199316789632.0,
+    -1453857185.0 / 822651844.0,
+    69997945.0 / 29380423.0,
+];
+
+// The PI controller (Hairer's DOPRI5 defaults).
+const SAFETY: f64 = 0.9;
+const BETA: f64 = 0.04;
+/// The step shrinks at most 1/0.2 = 5× ...
+const SHRINK_MOST: f64 = 5.0;
+/// ... and grows at most 10× a step.
+const GROW_MOST: f64 = 10.0;
+
+/// θ as the plan's params, from the flat vector `y`.
+fn tensors(plan: &Plan, y: &[f64]) -> Result<Vec<Tensor>, String> {
+    let mut at = 0;
+    plan.params
+        .iter()
+        .map(|p| {
+            let len: usize = p.shape.iter().product();
+            at += len;
+            ArrayD::from_shape_vec(IxDyn(&p.shape), y[at - len..at].to_vec())
+                .map(Tensor::Float)
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+fn flatten(ts: &[Tensor], out: &mut Vec<f64>) {
+    out.clear();
+    for t in ts {
+        out.extend(t.to_f64().iter());
+    }
+}
+
+/// The param holding flat entry `i`.
+fn param_of(plan: &Plan, i: usize) -> String {
+    let mut at = 0;
+    for p in &plan.params {
+        at += p.shape.iter().product::<usize>();
+        if i < at {
+            return p.name.clone();
+        }
+    }
+    String::new()
+}
+
+/// `y + h·Σ a_j k_j`, entry by entry, the sum in the order of `a`.
+fn stage(y: &[f64], h: f64, a: &[f64], k: &[Vec<f64>], out: &mut [f64]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let mut s = 0.0;
+        for (j, aj) in a.iter().enumerate() {
+            s += aj * k[j][i];
+        }
+        *o = y[i] + h * s;
+    }
+}
+
+/// The scaled RMS norm of `v` against `sk`.
+fn rms(v: impl Iterator<Item = f64>, n: usize) -> f64 {
+    (v.map(|x| x * x).sum::<f64>() / n.max(1) as f64).sqrt()
+}
+
+/// A flow run between its steps.
+struct Flow<'a> {
+    exec: &'a Exec<'a>,
+    seed: u64,
+    spec: FlowSpec,
+    rows: &'a mut dyn Rows,
+    times: Times,
+    counts: FlowCounts,
+    /// The last value recorded in each column (`t` first).
+    last: Vec<Option<f64>>,
+    last_row: Option<(u64, f64)>,
+    message: Option<String>,
+}
+
+/// A flow's outcome, for [`super::run_with`].
+pub struct Outcome {
+    pub status: Status,
+    pub theta: Vec<Tensor>,
+    pub counts: FlowCounts,
+    pub last: Vec<Option<f64>>,
+    pub last_step: Option<u64>,
+    pub message: Option<String>,
+}
+
+impl Flow<'_> {
+    /// The loss and gradient at `y` (draws of step `step`), and f = −∇L flattened.
+    fn derivative(&mut self, y: &[f64], step: u64, f: &mut Vec<f64>) -> Result<Gradient, String> {
+        self.counts.gradient_evaluations += 1;
+        let g = gradient_on(self.exec, &tensors(self.exec.plan, y)?, step, self.seed)?;
+        flatten(&g.grads, f);
+        for x in f.iter_mut() {
+            *x = -*x;
+        }
+        Ok(g)
+    }
+
+    /// Records the row at time `t` (θ = `y`, its gradient `g`, `k` accepted steps): the
+    /// clauses `due` (every clause when `None`: the last row).
+    fn row(
+        &mut self,
+        y: &[f64],
+        g: &Gradient,
+        k: u64,
+        t: f64,
+        due: Option<&[bool]>,
+    ) -> Result<(), String> {
+        if self.last_row == Some((k, t)) {
+            return Ok(());
+        }
+        let plan = self.exec.plan;
+        let theta = tensors(plan, y)?;
+        let sharp = match &plan.hvp {
+            Some(_) => sharpness(self.exec, &theta, k, self.seed)?,
+            None => f64::NAN,
+        };
+        let inputs = record_inputs(plan, &theta, g, g.gnorm, k, sharp);
+        let out = self
+            .exec
+            .eval_row(super::RowFn::Record, &inputs, self.seed)?;
+        let mut row = vec![Some(t)];
+        for (c, v) in plan.columns.iter().zip(out) {
+            let on = due.is_none_or(|d| d[c.clause]);
+            row.extend(v.to_f64().iter().map(|x| on.then_some(*x)));
+        }
+        for (last, cell) in self.last.iter_mut().zip(&row) {
+            if cell.is_some() {
+                *last = *cell;
+            }
+        }
+        self.last_row = Some((k, t));
+        self.rows.push_timed(k, row)?;
+        self.rows.tick()
+    }
+
+    /// Whether `stop when` holds at `y` with gradient `g` after `k` accepted steps.
+    fn stops(&self, y: &[f64], g: &Gradient, k: u64) -> Result<bool, String> {
+        let plan = self.exec.plan;
+        if plan.stop.is_none() {
+            return Ok(false);
+        }
+        let inputs = record_inputs(plan, &tensors(plan, y)?, g, g.gnorm, k, f64::NAN);
+        Ok(
+            super::scalar_of(&self.exec.eval_row(super::RowFn::Stop, &inputs, self.seed)?[0])
+                != 0.0,
+        )
+    }
+
+    /// The scaled weights `atol + rtol·max(|y|, |y1|)`.
+    fn scale(&self, y: &[f64], y1: &[f64]) -> Vec<f64> {
+        y.iter()
+            .zip(y1)
+            .map(|(a, b)| self.spec.atol + self.spec.rtol * a.abs().max(b.abs()))
+            .collect()
+    }
+
+    /// Hairer's initial step from θ0 = `y` and f0 (one more gradient).
+    fn initial_step(&mut self, y: &[f64], f0: &[f64]) -> Result<f64, String> {
+        let n = y.len();
+        let sk = self.scale(y, y);
+        let dnf: f64 = f0.iter().zip(&sk).map(|(f, s)| (f / s) * (f / s)).sum();
+        let dny: f64 = y.iter().zip(&sk).map(|(v, s)| (v / s) * (v / s)).sum();
+        let end = self.spec.time;
+        let mut h = if dnf <= 1e-10 || dny <= 1e-10 {
+            1e-6
+        } else {
+            (dny / dnf).sqrt() * 0.01
+        };
+        h = h.min(end);
+        let y1: Vec<f64> = y.iter().zip(f0).map(|(v, f)| v + h * f).collect();
+        let mut f1 = Vec::with_capacity(n);
+        self.derivative(&y1, 1, &mut f1)?;
+        let der2 = f1
+            .iter()
+            .zip(f0)
+            .zip(&sk)
+            .map(|((a, b), s)| ((a - b) / s) * ((a - b) / s))
+            .sum::<f64>()
+            .sqrt()
+            / h;
+        let der12 = der2.abs().max(dnf.sqrt());
+        let h1 = if der12 <= 1e-15 {
+            (h * 1e-3).max(1e-6)
+        } else {
+            (0.01 / der12).powf(1.0 / 5.0)
+        };
+        Ok((100.0 * h).min(h1).min(end))
+    }
+}
+
+/// Runs the flow of `exec`'s plan from θ0 = `theta`, rows to `rows` (whose `start` the
+/// caller has called with [`columns`]).
+pub fn integrate(
+    exec: &Exec,
+    sources: &crate::diag::SourceMap,
+    theta: &[Tensor],
+    seed: u64,
+    options: &RunOptions,
+    rows: &mut dyn Rows,
+) -> Result<Outcome, String> {
+    let plan = exec.plan;
+    let spec = plan.flow.clone().ok_or("internal error: not a flow")?;
+    let ncols = columns(plan).len();
+    let mut fl = Flow {
+        exec,
+        seed,
+        times: Times::new(&spec.records, spec.time),
+        spec,
+        rows,
+        counts: FlowCounts::default(),
+        last: vec![None; ncols],
+        last_row: None,
+        message: None,
+    };
+    let mut y = Vec::new();
+    flatten(theta, &mut y);
+    let status = steps(&mut fl, &mut y, options)?;
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => {
+            fl.message = Some(super::locate(&e, sources));
+            Status::Error
+        }
+    };
+    Ok(Outcome {
+        status,
+        theta: tensors(plan, &y)?,
+        counts: fl.counts,
+        last: fl.last,
+        last_step: fl.last_row.map(|(k, _)| k),
+        message: fl.message,
+    })
+}
+
+/// The flow's steps from t = 0; `y` ends as the saved params. The inner error is the
+/// run's (its status `error`, the message given), the outer one the sink's or a bug.
+fn steps(
+    fl: &mut Flow,
+    y: &mut Vec<f64>,
+    options: &RunOptions,
+) -> Result<Result<Status, String>, String> {
+    let plan = fl.exec.plan;
+    let n = y.len();
+    let end = fl.spec.time;
+    let interrupted = || {
+        options
+            .interrupt
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+    };
+    let mut k: Vec<Vec<f64>> = vec![vec![0.0; n]; 7];
+    let mut g0 = match fl.derivative(y, 1, &mut k[0]) {
+        Ok(g) => g,
+        Err(e) => return Ok(Err(format!("t = 0: {e}"))),
+    };
+    let mut t = 0.0;
+    let mut accepted = 0u64;
+    if !g0.loss.is_finite() || y.iter().any(|x| !x.is_finite()) {
+        fl.message = Some("diverged at t = 0: the loss or a param is not finite".into());
+        return Ok(Ok(Status::Diverged));
+    }
+    // Rows at t = 0, then the stop test and the end.
+    if fl.stops(y, &g0, 0)? {
+        fl.row(y, &g0, 0, 0.0, None)?;
+        return Ok(Ok(Status::Stopped));
+    }
+    if end == 0.0 || options.steps == Some(0) {
+        fl.row(y, &g0, 0, 0.0, None)?;
+        return Ok(Ok(Status::Finished));
+    }
+    if let Some((_, due)) = fl.times.take_until(0.0) {
+        fl.row(y, &g0, 0, 0.0, Some(&due))?;
+    }
+    let mut h = match fl.initial_step(y, &k[0].clone()) {
+        Ok(h) => h,
+        Err(e) => return Ok(Err(format!("t = 0: {e}"))),
+    };
+    let mut err_old: f64 = 1e-4;
+    let mut after_reject = false;
+    let mut flips = vec![0u32; n];
+    // The same count for rejected short steps (+2 each), blaming the entry of the
+    // largest error.
+    let mut rejections = 0u32;
+    let mut y1 = vec![0.0; n];
+    let mut ys = vec![0.0; n];
+    let mut g7;
+    loop {
+        if interrupted() {
+            fl.row(y, &g0, accepted, t, None)?;
+            fl.message = Some(format!(
+                "interrupted at t = {}",
+                crate::output::format_float(t)
+            ));
+            return Ok(Ok(Status::Interrupted));
+        }
+        let last = t + 1.01 * h >= end;
+        if last {
+            h = end - t;
+        }
+        // Stages 2..6, then the 5th-order solution y1 and its derivative (stage 7).
+        let step = accepted + 1;
+        let rows: [&[f64]; 5] = [&A2, &A3, &A4, &A5, &A6];
+        let mut failed = None;
+        for (s, a) in rows.iter().enumerate() {
+            stage(y, h, a, &k, &mut ys);
+            match fl.derivative(&ys, step, &mut k[s + 1]) {
+                Ok(_) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Ok(Err(format!("t = {}: {e}", crate::output::format_float(t))));
+        }
+        stage(y, h, &A7, &k, &mut y1);
+        g7 = match fl.derivative(&y1, step, &mut k[6]) {
+            Ok(g) => g,
+            Err(e) => {
+                return Ok(Err(format!(
+                    "t = {}: {e}",
+                    crate::output::format_float(t + h)
+                )));
+            }
+        };
+        let sk = fl.scale(y, &y1);
+        let errs: Vec<f64> = (0..n)
+            .map(|i| {
+                let mut s = 0.0;
+                for (j, e) in E.iter().enumerate() {
+                    s += e * k[j][i];
+                }
+                h * s / sk[i]
+            })
+            .collect();
+        let err = rms(errs.iter().copied(), n);
+        let t_new = if last { end } else { t + h };
+        let finite = err.is_finite() && g7.loss.is_finite() && y1.iter().all(|x| x.is_finite());
+        if finite && err <= 1.0 {
+            accepted += 1;
+            fl.counts.accepted_steps = accepted;
+            // Rows at record times inside the step, by the dense output.
+            while let Some((tr, due)) = fl.times.take_until(t_new) {
+                if tr == t_new {
+                    fl.row(&y1, &g7, accepted, tr, Some(&due))?;
+                    continue;
+                }
+                let th = (tr - t) / h;
+                let yr = dense(y, &y1, &k, h, th);
+                let mut fr = Vec::new();
+                let gr = match fl.derivative(&yr, accepted + 1, &mut fr) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        return Ok(Err(format!("t = {}: {e}", crate::output::format_float(tr))));
+                    }
+                };
+                fl.row(&yr, &gr, accepted, tr, Some(&due))?;
+            }
+            // Sliding: over a run of short steps, an entry's derivative keeps changing
+            // sign (+2 a step across which it does, −1 a step across which it does not).
+            let short = h < 1e-4 * end;
+            let mut slider = None;
+            rejections = if short {
+                rejections.saturating_sub(1)
+            } else {
+                0
+            };
+            for (i, c) in flips.iter_mut().enumerate() {
+                *c = match (short, k[0][i] * k[6][i] < 0.0) {
+                    (false, _) => 0,
+                    (true, true) => *c + 2,
+                    (true, false) => c.saturating_sub(1),
+                };
+                if *c >= 2 * SLIDING_STEPS {
+                    slider = Some(i);
+                }
+            }
+            t = t_new;
+            std::mem::swap(y, &mut y1);
+            k.swap(0, 6);
+            g0 = g7;
+            fl.counts.t = t;
+            if fl.stops(y, &g0, accepted)? {
+                fl.row(y, &g0, accepted, t, None)?;
+                return Ok(Ok(Status::Stopped));
+            }
+            if last || options.steps.is_some_and(|most| accepted >= most) {
+                fl.row(y, &g0, accepted, t, None)?;
+                return Ok(Ok(Status::Finished));
+            }
+            if let Some(i) = slider {
+                let p = param_of(plan, i);
+                fl.row(y, &g0, accepted, t, None)?;
+                return Ok(Err(format!(
+                    "the flow slides along a kink at t = {}: across most of its last steps (the last {} long) the derivative of param `{p}` changed sign; a gradient flow cannot follow a sliding mode",
+                    crate::output::format_float(t),
+                    crate::output::format_float(h),
+                )));
+            }
+            // The PI controller.
+            let fac11 = err.powf(0.2 - BETA * 0.75);
+            let fac = (fac11 / err_old.powf(BETA) / SAFETY).clamp(1.0 / GROW_MOST, SHRINK_MOST);
+            let mut h_new = h / fac;
+            if after_reject {
+                h_new = h_new.min(h);
+            }
+            after_reject = false;
+            err_old = err.max(1e-4);
+            h = h_new;
+        } else {
+            fl.counts.rejected_steps += 1;
+            after_reject = true;
+            let worst = (0..n)
+                .filter(|i| errs[*i].is_finite())
+                .max_by(|a, b| errs[*a].abs().total_cmp(&errs[*b].abs()))
+                .unwrap_or(0);
+            if h < 1e-4 * end {
+                rejections += 2;
+                if rejections >= 2 * SLIDING_STEPS {
+                    let p = param_of(plan, worst);
+                    fl.row(y, &g0, accepted, t, None)?;
+                    return Ok(Err(format!(
+                        "the flow slides along a kink at t = {}: most of its last steps (the last tried {} long) were rejected, the error largest in param `{p}`; a gradient flow cannot follow a sliding mode",
+                        crate::output::format_float(t),
+                        crate::output::format_float(h),
+                    )));
+                }
+            }
+            h = if err.is_finite() {
+                let fac11 = err.powf(0.2 - BETA * 0.75);
+                h / SHRINK_MOST.min(fac11 / SAFETY)
+            } else {
+                h / SHRINK_MOST
+            };
+            if h < 1e-12 * end || t + h == t {
+                let p = param_of(plan, worst);
+                fl.row(y, &g0, accepted, t, None)?;
+                if !finite {
+                    fl.message = Some(format!(
+                        "diverged at t = {}: the flow is not finite after any step (param `{p}`)",
+                        crate::output::format_float(t)
+                    ));
+                    return Ok(Ok(Status::Diverged));
+                }
+                return Ok(Err(format!(
+                    "the step size collapsed to {} at t = {}: the error of param `{p}` stays above the tolerance (a kink of the loss?)",
+                    crate::output::format_float(h),
+                    crate::output::format_float(t)
+                )));
+            }
+        }
+    }
+}
+
+/// θ at `t + th·h` inside an accepted step from `y` to `y1` (stages `k`, `k[6]` = f(y1)):
+/// the 4th-order dense output of DOPRI5.
+fn dense(y: &[f64], y1: &[f64], k: &[Vec<f64>], h: f64, th: f64) -> Vec<f64> {
+    let th1 = 1.0 - th;
+    (0..y.len())
+        .map(|i| {
+            let ydiff = y1[i] - y[i];
+            let bspl = h * k[0][i] - ydiff;
+            let r4 = ydiff - h * k[6][i] - bspl;
+            let mut s = 0.0;
+            for (j, d) in D.iter().enumerate() {
+                s += d * k[j][i];
+            }
+            let r5 = h * s;
+            y[i] + th * (ydiff + th1 * (bspl + th * (r4 + th1 * r5)))
+        })
+        .collect()
+}
+
+/// A flow's trajectory columns: `t`, then the record entries'.
+pub fn columns(plan: &Plan) -> Vec<String> {
+    let mut c = vec!["t".to_string()];
+    c.extend(super::trajectory_columns(plan));
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The nodes c_2..c_7.
+    const C: [f64; 6] = [1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0, 1.0, 1.0];
+
+    #[test]
+    fn tableau_rows_sum_to_their_nodes_and_orders_hold() {
+        let rows: [&[f64]; 6] = [&A2, &A3, &A4, &A5, &A6, &A7];
+        for (r, c) in rows.iter().zip(C) {
+            assert!((r.iter().sum::<f64>() - c).abs() < 1e-15, "{r:?}");
+        }
+        // The error coefficients are b − b̂ of two solutions of order ≥ 1: they sum to 0.
+        assert!(E.iter().sum::<f64>().abs() < 1e-16);
+        // 5th order: Σ b_i c_i^(q−1) = 1/q for q ≤ 5 (c_1 = 0).
+        let c: Vec<f64> = std::iter::once(0.0).chain(C).collect();
+        for q in 1..=5 {
+            let s: f64 = A7.iter().zip(&c).map(|(b, c)| b * c.powi(q - 1)).sum();
+            assert!(
+                (s - 1.0 / q as f64).abs() < 1e-14,
+                "order condition {q}: {s}"
+            );
+        }
+    }
+
+    #[test]
+    fn dense_output_hits_both_ends_and_is_exact_on_cubics() {
+        // y' = 3t² from t = 1, h = 0.5: stages at t + c_i h; y(t) = t³.
+        let (t0, h) = (1.0, 0.5);
+        let c: Vec<f64> = std::iter::once(0.0).chain(C).collect();
+        let k: Vec<Vec<f64>> = c
+            .iter()
+            .map(|ci| vec![3.0 * (t0 + ci * h).powi(2)])
+            .collect();
+        let mut y1 = [0.0];
+        stage(&[1.0], h, &A7, &k, &mut y1);
+        assert!((y1[0] - 1.5f64.powi(3)).abs() < 1e-14);
+        for th in [0.0, 0.1, 0.37, 0.5, 0.9, 1.0] {
+            let y = dense(&[1.0], &y1, &k, h, th)[0];
+            let want = (t0 + th * h).powi(3);
+            assert!((y - want).abs() < 1e-13, "θ = {th}: {y} vs {want}");
+        }
+    }
+
+    #[test]
+    fn record_times_are_exact_and_merged() {
+        let mut t = Times::new(&[TimeClause::Every(0.5), TimeClause::Every(0.75)], 1.5);
+        let mut got = vec![];
+        while let Some((x, due)) = t.take_until(10.0) {
+            got.push((x, due));
+        }
+        let want = [
+            (0.0, vec![true, true]),
+            (0.5, vec![true, false]),
+            (0.75, vec![false, true]),
+            (1.0, vec![true, false]),
+            (1.5, vec![true, true]),
+        ];
+        assert_eq!(got, want);
+        let mut t = Times::new(&[TimeClause::Log(4)], 20.0);
+        let mut got = vec![];
+        while let Some((x, _)) = t.take_until(100.0) {
+            got.push(x);
+        }
+        assert_eq!(got.len(), 5);
+        assert_eq!(got[0], 0.0);
+        assert_eq!(got[4], 20.0);
+        for (a, w) in got[1..].iter().zip([0.02, 0.2, 2.0, 20.0]) {
+            assert!((a - w).abs() < 1e-12 * w, "{a} vs {w}");
+        }
+    }
+}

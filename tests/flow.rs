@@ -1,0 +1,437 @@
+//! `optimizer flow` (LANGUAGE.md 3.10) against closed forms of gradient flow on both
+//! backends: linear least squares (a matrix exponential), Saxe's decoupled modes,
+//! conserved balancedness of a depth-2 linear net (which GD breaks), GD approaching the
+//! flow at first order as lr → 0; the backends bit for bit on generated programs; a
+//! sliding mode at a kink ending with status `error` and its rows kept.
+
+mod common;
+
+use std::path::PathBuf;
+
+use traj::train::{Backend, RunOptions, RunResult, Status, run};
+
+const BACKENDS: [Backend; 2] = [Backend::Interp, Backend::Jit];
+
+fn run_text(text: &str, backend: Backend) -> RunResult {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/inline.traj");
+    let (c, s) = common::check(&path, text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    run(
+        &c,
+        &s,
+        &RunOptions {
+            backend,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// The values of column `name` in every row that has one, with the row's `t` (a flow's
+/// time, or GD's step).
+fn column(r: &RunResult, name: &str) -> Vec<(f64, f64)> {
+    let cols = &r.trajectory.columns;
+    let c = cols
+        .iter()
+        .position(|c| c == name)
+        .unwrap_or_else(|| panic!("no column {name} in {cols:?}"));
+    let t = cols.iter().position(|c| c == "t");
+    r.trajectory
+        .rows
+        .iter()
+        .filter_map(|(k, row)| Some((t.map_or(Some(*k as f64), |t| row[t])?, row[c]?)))
+        .collect()
+}
+
+/// A small deterministic generator (xorshift64*), for data written into programs.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    }
+    fn pick(&mut self, n: usize) -> usize {
+        ((self.next() + 1.0) / 2.0 * n as f64) as usize % n
+    }
+}
+
+fn literal(v: &[f64]) -> String {
+    let items: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn matrix_literal(m: &[Vec<f64>]) -> String {
+    let rows: Vec<String> = m.iter().map(|r| literal(r)).collect();
+    format!("[{}]", rows.join(", "))
+}
+
+fn matmul(a: &[Vec<f64>], b: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let (n, m, p) = (a.len(), b.len(), b[0].len());
+    (0..n)
+        .map(|i| {
+            (0..p)
+                .map(|j| (0..m).map(|k| a[i][k] * b[k][j]).sum())
+                .collect()
+        })
+        .collect()
+}
+
+/// exp(M) by scaling and squaring a 30-term Taylor series (M small and symmetric here).
+fn expm(m: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let n = m.len();
+    let norm: f64 = m.iter().flatten().map(|x| x.abs()).sum();
+    let s = (norm.max(1.0).log2().ceil() as i32 + 4).max(0);
+    let scaled: Vec<Vec<f64>> = m
+        .iter()
+        .map(|r| r.iter().map(|x| x / 2f64.powi(s)).collect())
+        .collect();
+    let eye: Vec<Vec<f64>> = (0..n)
+        .map(|i| (0..n).map(|j| (i == j) as u8 as f64).collect())
+        .collect();
+    let (mut sum, mut term) = (eye.clone(), eye);
+    for k in 1..30 {
+        term = matmul(&term, &scaled)
+            .into_iter()
+            .map(|r| r.into_iter().map(|x| x / k as f64).collect())
+            .collect();
+        for (s, t) in sum.iter_mut().zip(&term) {
+            for (a, b) in s.iter_mut().zip(t) {
+                *a += b;
+            }
+        }
+    }
+    for _ in 0..s {
+        sum = matmul(&sum, &sum);
+    }
+    sum
+}
+
+/// Solves A x = b by Gaussian elimination with partial pivoting.
+fn solve(a: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
+    let n = b.len();
+    let mut m: Vec<Vec<f64>> = a
+        .iter()
+        .zip(b)
+        .map(|(r, x)| r.iter().copied().chain([*x]).collect())
+        .collect();
+    for c in 0..n {
+        let p = (c..n)
+            .max_by(|i, j| m[*i][c].abs().total_cmp(&m[*j][c].abs()))
+            .unwrap();
+        m.swap(c, p);
+        let pivot = m[c].clone();
+        for (r, row) in m.iter_mut().enumerate() {
+            if r != c {
+                let f = row[c] / pivot[c];
+                for (x, p) in row.iter_mut().zip(&pivot).skip(c) {
+                    *x -= f * p;
+                }
+            }
+        }
+    }
+    (0..n).map(|i| m[i][n] / m[i][i]).collect()
+}
+
+#[test]
+fn least_squares_follows_the_matrix_exponential() {
+    let rtol = 1e-8;
+    let (n, d) = (12, 3);
+    let mut g = Gen(7);
+    let x: Vec<Vec<f64>> = (0..n).map(|_| (0..d).map(|_| g.next()).collect()).collect();
+    let y: Vec<f64> = (0..n).map(|_| g.next()).collect();
+    let w0: Vec<f64> = (0..d).map(|_| g.next()).collect();
+    let text = format!(
+        "data X = {}\ndata y = {}\nparam w: [{d}] = {}\nloss = 0.5 * mean((X @ w - y)^2)\n\
+         train {{\n  optimizer flow(rtol = {rtol:?}, atol = 1e-12)\n  time 6\n  \
+         record every 0.25 {{ w }}\n}}\n",
+        matrix_literal(&x),
+        literal(&y),
+        literal(&w0)
+    );
+    // dw/dt = −A (w − w*), A = XᵀX/n, w* the least-squares solution.
+    let a: Vec<Vec<f64>> = (0..d)
+        .map(|i| {
+            (0..d)
+                .map(|j| (0..n).map(|k| x[k][i] * x[k][j]).sum::<f64>() / n as f64)
+                .collect()
+        })
+        .collect();
+    let xty: Vec<f64> = (0..d)
+        .map(|i| (0..n).map(|k| x[k][i] * y[k]).sum::<f64>() / n as f64)
+        .collect();
+    let w_star = solve(&a, &xty);
+    for backend in BACKENDS {
+        let r = run_text(&text, backend);
+        assert_eq!(r.status, Status::Finished, "{:?}", r.message);
+        let cols: Vec<Vec<(f64, f64)>> = (0..d).map(|i| column(&r, &format!("w[{i}]"))).collect();
+        assert_eq!(cols[0].len(), 25, "rows at t = 0, 0.25, ..., 6");
+        for (row, (t, _)) in cols[0].iter().enumerate() {
+            assert_eq!(*t, row as f64 * 0.25, "recorded at exactly i·Δ");
+            let minus_ta: Vec<Vec<f64>> = a
+                .iter()
+                .map(|r| r.iter().map(|v| -v * t).collect())
+                .collect();
+            let e = expm(&minus_ta);
+            for i in 0..d {
+                let want = w_star[i] + (0..d).map(|j| e[i][j] * (w0[j] - w_star[j])).sum::<f64>();
+                let got = cols[i][row].1;
+                assert!(
+                    (got - want).abs() <= 10.0 * rtol * want.abs().max(1.0),
+                    "{backend:?} t = {t}: w[{i}] = {got}, closed form {want}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn saxe_modes_follow_their_logistic_curves() {
+    // a_i = b_i = √u0: u_i = a_i b_i obeys du/dt = 2u(s − u), so
+    // u(t) = s e^{2st} / (e^{2st} − 1 + s/u0).
+    let rtol = 1e-8;
+    let s = [5.0, 3.0, 2.0, 1.0, 0.5];
+    let u0: f64 = 1e-3;
+    let text = format!(
+        "data s = {}\nparam a: [5] ~ constant({:?})\nparam b: [5] ~ constant({:?})\n\
+         loss = 0.5 * sum((s - a * b)^2)\ntrain {{\n  optimizer flow(rtol = {rtol:?}, atol = 1e-12)\n  \
+         time 12\n  record every 0.1 {{ u = a * b }}\n}}\n",
+        literal(&s),
+        u0.sqrt(),
+        u0.sqrt()
+    );
+    let u0 = u0.sqrt() * u0.sqrt();
+    for backend in BACKENDS {
+        let r = run_text(&text, backend);
+        assert_eq!(r.status, Status::Finished, "{:?}", r.message);
+        for (i, si) in s.iter().enumerate() {
+            let col = column(&r, &format!("u[{i}]"));
+            assert_eq!(col.len(), 121);
+            let mut rose = false;
+            for (t, u) in col {
+                let e = (2.0 * si * t).exp();
+                let want = si * e / (e - 1.0 + si / u0);
+                // Within 10·rtol of the mode's scale s: pointwise, the global error of
+                // the fastest mode (s = 5) reaches 13·rtol of u where it rises steepest.
+                assert!(
+                    (u - want).abs() <= 10.0 * rtol * si,
+                    "{backend:?} mode {si} at t = {t}: {u}, closed form {want}"
+                );
+                rose |= want > 0.5 * si;
+            }
+            assert!(rose, "mode {si} learned within the run");
+        }
+    }
+}
+
+/// A depth-2 linear net `W2 @ W1` fitting M, its balancedness W1 W1ᵀ − W2ᵀ W2 recorded.
+fn balanced_program(rule: &str, length: &str) -> String {
+    format!(
+        "data M = [[2.0, 0.5, 0.0], [0.5, 1.0, -0.3], [0.0, -0.3, 0.7]]\n\
+         param W1: [4, 3] ~ normal(0, 0.6)\nparam W2: [3, 4] ~ normal(0, 0.3)\n\
+         loss = 0.5 * sum((W2 @ W1 - M)^2)\ntrain {{\n  optimizer {rule}\n  {length}\n  \
+         record every {} {{ loss, D = W1 @ W1' - W2' @ W2, scale = sum(W1^2) }}\n}}\n",
+        if rule.starts_with("flow") {
+            "0.5"
+        } else {
+            "50"
+        }
+    )
+}
+
+/// The largest change of every entry of the recorded `D` from its first row, and the
+/// largest `scale` (the size of W1 W1ᵀ it is measured against).
+fn balance_drift(r: &RunResult) -> (f64, f64) {
+    let mut drift: f64 = 0.0;
+    for i in 0..4 {
+        for j in 0..4 {
+            let col = column(r, &format!("D[{i},{j}]"));
+            let first = col[0].1;
+            for (_, v) in &col {
+                drift = drift.max((v - first).abs());
+            }
+        }
+    }
+    let scale = column(r, "scale")
+        .iter()
+        .map(|(_, v)| *v)
+        .fold(0.0, f64::max);
+    (drift, scale)
+}
+
+#[test]
+fn balancedness_is_conserved_by_the_flow_and_not_by_gd() {
+    let rtol = 1e-9;
+    let flow = balanced_program(&format!("flow(rtol = {rtol:?}, atol = 1e-12)"), "time 10");
+    for backend in BACKENDS {
+        let r = run_text(&flow, backend);
+        assert_eq!(r.status, Status::Finished, "{:?}", r.message);
+        let loss = column(&r, "loss");
+        assert!(
+            loss.last().unwrap().1 < 1e-3 * loss[0].1,
+            "the net learns: {loss:?}"
+        );
+        let (drift, scale) = balance_drift(&r);
+        assert!(
+            drift <= 10.0 * rtol * scale,
+            "{backend:?}: balancedness drifts by {drift} (scale {scale})"
+        );
+    }
+    // GD over the same time drifts by O(η²) per step: far beyond the flow's bound.
+    let r = run_text(
+        &balanced_program("gd(lr = 0.02)", "steps 500"),
+        Backend::Jit,
+    );
+    let (drift, scale) = balance_drift(&r);
+    assert!(
+        drift > 1e4 * rtol * scale,
+        "GD's balancedness drifts by only {drift}"
+    );
+}
+
+#[test]
+fn gd_approaches_the_flow_at_first_order() {
+    let model = "data X = [[1.0, 0.3], [0.2, -0.8], [0.5, 0.5]]\ndata y = [1.0, -1.0, 0.5]\n\
+                 param w: [2] = [0.7, -0.4]\nparam v: [2] = [0.2, 0.9]\n\
+                 loss = 0.5 * sum((tanh(X @ w) * (X @ v) - y)^2)\n";
+    let flow = format!(
+        "{model}train {{\n  optimizer flow(rtol = 1e-11, atol = 1e-13)\n  time 2\n  record every 2 {{ w, v }}\n}}\n"
+    );
+    let end = |r: &RunResult| -> Vec<f64> {
+        ["w[0]", "w[1]", "v[0]", "v[1]"]
+            .iter()
+            .map(|c| column(r, c).last().unwrap().1)
+            .collect()
+    };
+    let exact = end(&run_text(&flow, Backend::Jit));
+    let mut errors = vec![];
+    for steps in [200u64, 400, 800, 1600] {
+        let gd = format!(
+            "{model}train {{\n  optimizer gd(lr = {:?})\n  steps {steps}\n  record every {steps} {{ w, v }}\n}}\n",
+            2.0 / steps as f64
+        );
+        let r = run_text(&gd, Backend::Jit);
+        let last = &r.trajectory.rows.last().unwrap().1;
+        let got: Vec<f64> = (0..4).map(|i| last[i].unwrap()).collect();
+        let e = got
+            .iter()
+            .zip(&exact)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f64>()
+            .sqrt();
+        errors.push(e);
+    }
+    for w in errors.windows(2) {
+        let ratio = w[0] / w[1];
+        assert!(
+            (1.8..2.2).contains(&ratio),
+            "halving lr divides GD's distance to the flow by {ratio} (errors {errors:?})"
+        );
+    }
+}
+
+/// A random smooth or piecewise-smooth loss of two params, as program text.
+fn generated(g: &mut Gen) -> String {
+    let terms = [
+        "sum(tanh(X @ w) * (X @ v))",
+        "sum(relu(X @ w - 0.1))",
+        "0.5 * sum((X @ w - y)^2)",
+        "sum(softplus(v * w))",
+        "0.25 * sum(w^4)",
+        "sum(sigmoid(X @ v) * y)",
+        "0.5 * sum(v^2) * sum(w^2)",
+        "sum(abs(w - 0.3)) * 0.1",
+    ];
+    let n = 2 + g.pick(3);
+    let loss: Vec<&str> = (0..n).map(|_| terms[g.pick(terms.len())]).collect();
+    let x: Vec<Vec<f64>> = (0..4).map(|_| (0..3).map(|_| g.next()).collect()).collect();
+    let y: Vec<f64> = (0..4).map(|_| g.next()).collect();
+    let w: Vec<f64> = (0..3).map(|_| g.next()).collect();
+    let v: Vec<f64> = (0..3).map(|_| g.next()).collect();
+    let rtol = [1e-4, 1e-6, 1e-8][g.pick(3)];
+    format!(
+        "data X = {}\ndata y = {}\nparam w: [3] = {}\nparam v: [3] = {}\nloss = {} + 0.1 * sum(v^2) + 0.1 * sum(w^2)\n\
+         train {{\n  optimizer flow(rtol = {rtol:?})\n  time {}\n  record every 0.3 {{ loss, w, v }}\n  record log 7 {{ gnorm }}\n}}\n",
+        matrix_literal(&x),
+        literal(&y),
+        literal(&w),
+        literal(&v),
+        loss.join(" + "),
+        1 + g.pick(4)
+    )
+}
+
+#[test]
+fn backends_agree_bit_for_bit_on_generated_flows() {
+    let mut g = Gen(2026);
+    let mut finished = 0;
+    for _ in 0..30 {
+        let text = generated(&mut g);
+        let a = run_text(&text, Backend::Interp);
+        let b = run_text(&text, Backend::Jit);
+        assert_eq!(a.status, b.status, "{text}");
+        assert_eq!(a.flow, b.flow, "{text}");
+        assert_eq!(a.trajectory.columns, b.trajectory.columns);
+        assert_eq!(a.trajectory.rows.len(), b.trajectory.rows.len(), "{text}");
+        for ((ka, ra), (kb, rb)) in a.trajectory.rows.iter().zip(&b.trajectory.rows) {
+            assert_eq!(ka, kb, "{text}");
+            let bits = |r: &[Option<f64>]| -> Vec<Option<u64>> {
+                r.iter().map(|x| x.map(f64::to_bits)).collect()
+            };
+            assert_eq!(bits(ra), bits(rb), "{text}");
+        }
+        finished += (a.status == Status::Finished) as usize;
+    }
+    assert!(
+        finished >= 20,
+        "only {finished} of 30 generated flows finished"
+    );
+}
+
+#[test]
+fn a_sliding_mode_ends_the_run_with_an_error_and_keeps_its_rows() {
+    // x reaches the kink of |x| at t = 1 and the flow would chatter across it.
+    let text = "param x: [1] = [1.0]\nparam y: [1] = [0.0]\n\
+                loss = sum(abs(x)) + sum((y - 1)^2)\n\
+                train {\n  optimizer flow\n  time 3\n  record every 0.25 { x = x[0], y = y[0] }\n}\n";
+    for backend in BACKENDS {
+        let r = run_text(text, backend);
+        assert_eq!(r.status, Status::Error, "{backend:?}");
+        let m = r.message.clone().unwrap_or_default();
+        assert!(m.contains("param `x`") && m.contains("t = 1"), "{m}");
+        let x = column(&r, "x");
+        // x = 1 − t before the kink, at every recorded time.
+        for (t, v) in x.iter().filter(|(t, _)| *t < 1.0) {
+            assert!((v - (1.0 - t)).abs() < 1e-6, "x({t}) = {v}");
+        }
+        assert_eq!(x.iter().filter(|(t, _)| *t < 1.0).count(), 4);
+        let f = r.flow.clone().expect("flow counts");
+        assert!(f.t >= 1.0 && f.t < 1.01, "ended at t = {}", f.t);
+        assert!(f.accepted_steps < 10_000, "{f:?}");
+    }
+}
+
+#[test]
+fn a_minimum_at_a_kink_ends_the_flow_instead_of_grinding() {
+    // The minimum of 0.1|w − 0.3| + 0.1w² is the kink w = 0.3: steps that reach it are
+    // rejected, those short of it accepted, without end.
+    let text = "param w: [1] = [1.0]\nloss = 0.1 * sum(abs(w - 0.3)) + 0.1 * sum(w^2)\n\
+                train {\n  optimizer flow\n  time 40\n  record every 1 { w = w[0] }\n}\n";
+    for backend in BACKENDS {
+        let r = run_text(text, backend);
+        assert_eq!(r.status, Status::Error, "{backend:?}");
+        let m = r.message.clone().unwrap_or_default();
+        assert!(m.contains("param `w`") && m.contains("slides"), "{m}");
+        let f = r.flow.clone().expect("flow counts");
+        assert!(f.accepted_steps + f.rejected_steps < 2000, "{f:?}");
+        // w = −0.5 + 1.5 e^{−0.2t} until it reaches the kink at t = 3.14: there when ended.
+        let w = column(&r, "w");
+        for (t, v) in w.iter().filter(|(t, _)| *t <= 3.0) {
+            let want = -0.5 + 1.5 * (-0.2 * t).exp();
+            assert!((v - want).abs() < 1e-5, "w({t}) = {v}, closed form {want}");
+        }
+        assert!((w.last().unwrap().1 - 0.3).abs() < 1e-4, "{w:?}");
+    }
+}
