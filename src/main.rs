@@ -776,20 +776,10 @@ fn sweep(
         let all: Vec<usize> = (0..points.len()).collect();
         return submit(&dir, &manifest, &all, slurm);
     }
-    let ui = SweepUi::new(points.len());
-    let outcomes = traj::sweep::run_points(file, &points, &options, &ui);
-    ui.finish();
-    let written = traj::sweep_summary::write_results(&dir, &traj::sweep::collect(&dir, &points));
-    drop(folder);
-    if let Err(e) = written {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
-    let mut counts = count_statuses(&outcomes);
-    let not_started = points.len() - outcomes.len();
-    if not_started > 0 {
-        counts.push(format!("{not_started} not started"));
-    }
+    let (outcomes, counts) = match run_sweep_points(file, &points, &points, &options, folder) {
+        Ok(done) => done,
+        Err(code) => return code,
+    };
     eprintln!(
         "{}: {} points ({}) in {:.3} s → {}",
         file.display(),
@@ -799,6 +789,34 @@ fn sweep(
         dir.join("sweep.csv").display()
     );
     sweep_exit(&dir, &outcomes)
+}
+
+/// Runs `points` of the sweep in `options.dir` (its lock `folder` held until the results
+/// are written), rebuilds `sweep.csv` and the summary from the folders of all of `every`,
+/// and counts the outcomes by status (and those that never started).
+fn run_sweep_points<F>(
+    program: &std::path::Path,
+    points: &[traj::sweep::Point],
+    every: &[traj::sweep::Point],
+    options: &traj::sweep::SweepOptions,
+    folder: F,
+) -> Result<(Vec<traj::sweep::PointOutcome>, Vec<String>), ExitCode> {
+    let ui = SweepUi::new(points.len());
+    let outcomes = traj::sweep::run_points(program, points, options, &ui);
+    ui.finish();
+    let dir = &options.dir;
+    let written = traj::sweep_summary::write_results(dir, &traj::sweep::collect(dir, every));
+    drop(folder);
+    if let Err(e) = written {
+        eprintln!("error: {e}");
+        return Err(ExitCode::from(2));
+    }
+    let mut counts = count_statuses(&outcomes);
+    let not_started = points.len() - outcomes.len();
+    if not_started > 0 {
+        counts.push(format!("{not_started} not started"));
+    }
+    Ok((outcomes, counts))
 }
 
 /// A local sweep's exit code: 128 + the signal when interrupted (with how to go on), 1 when
@@ -965,20 +983,11 @@ fn sweep_resume(
         interrupt: catch_interrupts(),
     };
     let rerun: Vec<traj::sweep::Point> = todo.iter().map(|&i| points[i].clone()).collect();
-    let ui = SweepUi::new(rerun.len());
-    let outcomes = traj::sweep::run_points(&manifest.program, &rerun, &options, &ui);
-    ui.finish();
-    let written = traj::sweep_summary::write_results(dir, &traj::sweep::collect(dir, &points));
-    drop(folder);
-    if let Err(e) = written {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
-    let mut counts = count_statuses(&outcomes);
-    let not_started = rerun.len() - outcomes.len();
-    if not_started > 0 {
-        counts.push(format!("{not_started} not started"));
-    }
+    let (outcomes, counts) =
+        match run_sweep_points(&manifest.program, &rerun, &points, &options, folder) {
+            Ok(done) => done,
+            Err(code) => return code,
+        };
     eprintln!(
         "{}: resumed {} of {} points ({}) in {:.3} s → {}",
         manifest.program.display(),

@@ -288,6 +288,22 @@ pub struct PointOutcome {
 }
 
 impl PointOutcome {
+    /// Point `point` (folder `name` in `dir`) before anything of it is known: an error
+    /// until its run says otherwise.
+    fn pending(point: &[(String, Scalar)], name: String, dir: PathBuf) -> PointOutcome {
+        PointOutcome {
+            point: point.to_vec(),
+            name,
+            dir,
+            status: Status::Error,
+            steps: None,
+            message: None,
+            report: None,
+            last: Vec::new(),
+            run_seconds: 0.0,
+        }
+    }
+
     pub fn failed(&self) -> bool {
         matches!(self.status, Status::Error | Status::Interrupted)
     }
@@ -353,17 +369,7 @@ pub fn run_point(
     progress: Option<Progress>,
 ) -> PointOutcome {
     let name = point_name(point);
-    let mut out = PointOutcome {
-        point: point.to_vec(),
-        dir: options.dir.join(&name),
-        name,
-        status: Status::Error,
-        steps: None,
-        message: None,
-        report: None,
-        last: Vec::new(),
-        run_seconds: 0.0,
-    };
+    let mut out = PointOutcome::pending(point, name.clone(), options.dir.join(&name));
     let part = partial_dir(&out.dir);
     let folder = match RunFolder::claim(&part, true) {
         Ok(f) => f,
@@ -816,17 +822,7 @@ pub fn read_point(dir: &Path, point: &[(String, Scalar)]) -> Option<PointOutcome
     let name = point_name(point);
     let point_dir = dir.join(&name);
     let info_path = point_dir.join("run.json");
-    let mut out = PointOutcome {
-        point: point.to_vec(),
-        dir: point_dir.clone(),
-        name,
-        status: Status::Error,
-        steps: None,
-        message: None,
-        report: None,
-        last: Vec::new(),
-        run_seconds: 0.0,
-    };
+    let mut out = PointOutcome::pending(point, name, point_dir.clone());
     let text = match std::fs::read_to_string(&info_path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !point_dir.exists() => {

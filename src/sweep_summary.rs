@@ -105,6 +105,12 @@ pub fn write_sweep_summary(path: &Path, outcomes: &[PointOutcome]) -> Result<(),
     w.flush().map_err(|e| fail(&e))
 }
 
+/// Writes `sweep.csv` and `sweep_summary.csv` into `dir` from `outcomes`.
+pub fn write_results(dir: &Path, outcomes: &[PointOutcome]) -> Result<(), String> {
+    crate::sweep::write_sweep_csv(&dir.join("sweep.csv"), outcomes)?;
+    write_sweep_summary(&dir.join("sweep_summary.csv"), outcomes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::stats;
@@ -119,10 +125,4 @@ mod tests {
         let (mean, std, min, max) = stats(&[1.0, f64::NAN]);
         assert!(mean.is_nan() && std.is_some_and(f64::is_nan) && min.is_nan() && max.is_nan());
     }
-}
-
-/// Writes `sweep.csv` and `sweep_summary.csv` into `dir` from `outcomes`.
-pub fn write_results(dir: &Path, outcomes: &[PointOutcome]) -> Result<(), String> {
-    crate::sweep::write_sweep_csv(&dir.join("sweep.csv"), outcomes)?;
-    write_sweep_summary(&dir.join("sweep_summary.csv"), outcomes)
 }

@@ -10,6 +10,12 @@
 use super::{Binary, Builder, Var};
 use crate::kernels::{math, vmath};
 
+/// A whole-slice form of a one-operand op: `out[i] = f(xs[i])`.
+pub type UnarySlice = fn(&[f64], &mut [f64]);
+
+/// A whole-slice form of a two-operand op: `out[i] = f(a[i], b[i])`.
+pub type BinarySlice = fn(&[f64], &[f64], &mut [f64]);
+
 /// An elementwise op of one operand. Its facts are `self.row()`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Unary {
@@ -93,7 +99,7 @@ pub struct UnaryRow {
 impl Unary {
     /// The whole-slice form of this op (`kernels::vmath`, bit for bit `scalar`), for the
     /// ops that have one: both backends compute arrays with it.
-    pub fn slice(self) -> Option<fn(&[f64], &mut [f64])> {
+    pub fn slice(self) -> Option<UnarySlice> {
         Some(match self {
             Unary::Exp => vmath::exp_into,
             Unary::Log1p => vmath::log1p_into,
@@ -378,6 +384,18 @@ pub static UNARY_OPS: &[UnaryRow] = &[
     },
 ];
 
+impl Binary {
+    /// The whole-slice form of this float op (`kernels::vmath`, bit for bit the scalar
+    /// function), for the ops that have one.
+    pub fn slice(self) -> Option<BinarySlice> {
+        Some(match self {
+            Binary::LogAddExp => vmath::logaddexp_into,
+            Binary::Pow => vmath::pow_into,
+            _ => return None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,17 +417,5 @@ mod tests {
                 matches!(row.kink, Kink::Jump | Kink::OfFlag) || row.op == Unary::StopGrad;
             assert_eq!(row.derivative.is_none(), constant, "{:?}", row.op);
         }
-    }
-}
-
-impl Binary {
-    /// The whole-slice form of this float op (`kernels::vmath`, bit for bit the scalar
-    /// function), for the ops that have one.
-    pub fn slice(self) -> Option<fn(&[f64], &[f64], &mut [f64])> {
-        Some(match self {
-            Binary::LogAddExp => vmath::logaddexp_into,
-            Binary::Pow => vmath::pow_into,
-            _ => return None,
-        })
     }
 }
