@@ -1157,6 +1157,66 @@ proptest! {
     }
 }
 
+/// Builds the function `build` makes of inputs x and y (both `[xs.len()]`), with and without
+/// `precision f32`, and checks what a whole-buffer (`kernels::vmath`) op must be: `slices`
+/// slice ops, each stored and reading stored operands, none under f32; both backends
+/// agreeing; and output k equal to `want[k](i)` bit for bit at every entry i.
+fn assert_slice_ops_match_libm(
+    label: &str,
+    xs: &[f64],
+    ys: &[f64],
+    slices: usize,
+    build: impl Fn(&mut Builder, traj::ir::Var, traj::ir::Var),
+    want: &[&dyn Fn(usize) -> f64],
+) {
+    use traj::jit::layout::{Storage, slice_op, storage};
+    let n = xs.len();
+    for f32 in [false, true] {
+        let mut b = Builder::new();
+        let x = b.input("x", DType::Float, vec![n]);
+        let y = b.input("y", DType::Float, vec![n]);
+        build(&mut b, x, y);
+        let mut f = b.finish();
+        f.f32 = f32;
+        let f = traj::opt::run(&f).expect("passes verify");
+        let st = storage(&f);
+        let found: Vec<usize> = (0..f.insts.len()).filter(|i| slice_op(&f, *i)).collect();
+        if f32 {
+            assert!(found.is_empty(), "{found:?}");
+        } else {
+            assert_eq!(found.len(), slices, "{}", traj::ir::print(&f));
+            for i in &found {
+                assert_eq!(st[*i], Storage::Own, "%{i}");
+                for a in &f.insts[*i].args {
+                    assert_ne!(st[*a], Storage::Fused, "operand %{a} of %{i}");
+                }
+            }
+        }
+        let out = agree(
+            &f,
+            &[floats(xs.to_vec(), &[n]), floats(ys.to_vec(), &[n])],
+            0,
+            &format!("{label}, f32 {f32}"),
+        )
+        .expect("no error");
+        if f32 {
+            continue;
+        }
+        for (k, want) in want.iter().enumerate() {
+            for (i, g) in out[k].to_f64().iter().enumerate() {
+                let w = want(i);
+                assert!(
+                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                    "{} at x = {:e}, y = {:e}: {g:e}, want {w:e}",
+                    f.outputs[k].0,
+                    xs[i],
+                    ys[i]
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn transcendentals_run_over_whole_buffers_with_libm_bits() {
     // `exp`, `log1p`, `sigmoid`, `softplus` and `logaddexp` are computed over whole
@@ -1164,7 +1224,6 @@ fn transcendentals_run_over_whole_buffers_with_libm_bits() {
     // every entry must be the scalar libm-based function's, bit for bit, including entries
     // outside libm's main range (overflow, -1, NaN, ±∞) and vector tails. Under
     // `precision f32` they stay entry-by-entry calls.
-    use traj::jit::layout::{Storage, slice_op, storage};
     use traj::kernels::math;
     let n = 1037;
     let xs: Vec<f64> = (0..n)
@@ -1176,10 +1235,7 @@ fn transcendentals_run_over_whole_buffers_with_libm_bits() {
         })
         .collect();
     let ys: Vec<f64> = xs.iter().rev().map(|y| y * 0.5).collect();
-    for f32 in [false, true] {
-        let mut b = Builder::new();
-        let x = b.input("x", DType::Float, vec![n]);
-        let y = b.input("y", DType::Float, vec![n]);
+    let build = |b: &mut Builder, x, y| {
         let half = b.scalar(0.5);
         let scaled = b.binary(Binary::Mul, x, half);
         let e = b.unary(Unary::Exp, scaled);
@@ -1196,50 +1252,21 @@ fn transcendentals_run_over_whole_buffers_with_libm_bits() {
         }
         let l = b.binary(Binary::LogAddExp, x, y);
         b.output("logaddexp", l);
-        let mut f = b.finish();
-        f.f32 = f32;
-        let f = traj::opt::run(&f).expect("passes verify");
-        let st = storage(&f);
-        let slices: Vec<usize> = (0..f.insts.len()).filter(|i| slice_op(&f, *i)).collect();
-        if f32 {
-            assert!(slices.is_empty(), "{slices:?}");
-        } else {
-            assert_eq!(slices.len(), 5, "{}", traj::ir::print(&f));
-            for i in &slices {
-                assert_eq!(st[*i], Storage::Own, "%{i}");
-                for a in &f.insts[*i].args {
-                    assert_ne!(st[*a], Storage::Fused, "operand %{a} of %{i}");
-                }
-            }
-        }
-        let out = agree(
-            &f,
-            &[floats(xs.clone(), &[n]), floats(ys.clone(), &[n])],
-            0,
-            &format!("transcendentals, f32 {f32}"),
-        )
-        .expect("no error");
-        if f32 {
-            continue;
-        }
-        let check = |k: usize, want: &dyn Fn(usize) -> f64| {
-            let got = out[k].to_f64();
-            for (i, g) in got.iter().enumerate() {
-                let w = want(i);
-                assert!(
-                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
-                    "{} at x = {:e}: {g:e}, want {w:e}",
-                    f.outputs[k].0,
-                    xs[i]
-                );
-            }
-        };
-        check(0, &|i| math::exp(xs[i] * 0.5) * 2.0);
-        check(1, &|i| math::log1p(xs[i]));
-        check(2, &|i| math::sigmoid(xs[i]));
-        check(3, &|i| math::softplus(xs[i]));
-        check(4, &|i| math::logaddexp(xs[i], ys[i]));
-    }
+    };
+    assert_slice_ops_match_libm(
+        "transcendentals",
+        &xs,
+        &ys,
+        5,
+        build,
+        &[
+            &|i| math::exp(xs[i] * 0.5) * 2.0,
+            &|i| math::log1p(xs[i]),
+            &|i| math::sigmoid(xs[i]),
+            &|i| math::softplus(xs[i]),
+            &|i| math::logaddexp(xs[i], ys[i]),
+        ],
+    );
 }
 
 #[test]
@@ -1250,7 +1277,6 @@ fn sin_cos_and_pow_run_over_whole_buffers_with_libm_bits() {
     // multiples of π/2, ±0, subnormals, NaN and ±∞, negative bases with integer
     // exponents, results that overflow or are subnormal, and vector tails. Under
     // `precision f32` they stay entry-by-entry calls.
-    use traj::jit::layout::{Storage, slice_op, storage};
     use traj::kernels::math;
     let n = 1037;
     let xs: Vec<f64> = (0..n)
@@ -1269,10 +1295,7 @@ fn sin_cos_and_pow_run_over_whole_buffers_with_libm_bits() {
             _ => (i as f64 * 0.377).cos() * 6.0,
         })
         .collect();
-    for f32 in [false, true] {
-        let mut b = Builder::new();
-        let x = b.input("x", DType::Float, vec![n]);
-        let y = b.input("y", DType::Float, vec![n]);
+    let build = |b: &mut Builder, x, y| {
         let s = b.unary(Unary::Sin, x);
         b.output("sin", s);
         let half = b.scalar(0.5);
@@ -1287,47 +1310,20 @@ fn sin_cos_and_pow_run_over_whole_buffers_with_libm_bits() {
         let e = b.broadcast(e, &[n]);
         let q = b.binary(Binary::Pow, a, e);
         b.output("pow_const", q);
-        let mut f = b.finish();
-        f.f32 = f32;
-        let f = traj::opt::run(&f).expect("passes verify");
-        let st = storage(&f);
-        let slices: Vec<usize> = (0..f.insts.len()).filter(|i| slice_op(&f, *i)).collect();
-        if f32 {
-            assert!(slices.is_empty(), "{slices:?}");
-        } else {
-            assert_eq!(slices.len(), 4, "{}", traj::ir::print(&f));
-            for i in &slices {
-                assert_eq!(st[*i], Storage::Own, "%{i}");
-            }
-        }
-        let out = agree(
-            &f,
-            &[floats(xs.clone(), &[n]), floats(ys.clone(), &[n])],
-            0,
-            &format!("sin, cos, pow; f32 {f32}"),
-        )
-        .expect("no error");
-        if f32 {
-            continue;
-        }
-        let check = |k: usize, want: &dyn Fn(usize) -> f64| {
-            let got = out[k].to_f64();
-            for (i, g) in got.iter().enumerate() {
-                let w = want(i);
-                assert!(
-                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
-                    "{} at x = {:e}, y = {:e}: {g:e}, want {w:e}",
-                    f.outputs[k].0,
-                    xs[i],
-                    ys[i]
-                );
-            }
-        };
-        check(0, &|i| math::sin(xs[i]));
-        check(1, &|i| math::cos(xs[i] * 0.5));
-        check(2, &|i| math::pow(xs[i], ys[i]));
-        check(3, &|i| math::pow(xs[i].abs(), 1.7));
-    }
+    };
+    assert_slice_ops_match_libm(
+        "sin, cos, pow",
+        &xs,
+        &ys,
+        4,
+        build,
+        &[
+            &|i| math::sin(xs[i]),
+            &|i| math::cos(xs[i] * 0.5),
+            &|i| math::pow(xs[i], ys[i]),
+            &|i| math::pow(xs[i].abs(), 1.7),
+        ],
+    );
 }
 
 #[test]
