@@ -6,20 +6,13 @@
 //! a local `traj sweep`'s, and every point's trajectory is the local one byte for byte.
 //! Without a Slurm whose node is up, the test fails: it never skips.
 
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::{s, sweep_status, traj};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn traj(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_traj"))
-        .args(args)
-        .output()
-        .expect("traj runs")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8 path")
-}
 
 /// Runs a Slurm command; panics, saying how to get Slurm, if it cannot run.
 fn slurm(program: &str, args: &[&str]) -> String {
@@ -89,17 +82,6 @@ fn job_ids(o: &Output) -> [u64; 2] {
         String::from_utf8_lossy(&o.stderr)
     );
     [ids[0], ids[1]]
-}
-
-fn status(dir: &Path) -> String {
-    let o = traj(&["sweep", "--status", s(dir)]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// The counts of a `--status` report: finished, diverged, failed, running, pending.
@@ -219,7 +201,7 @@ fn a_sweep_on_slurm_is_cancelled_resumed_and_collected_as_a_local_one() {
     wait_for("point 0 to record rows", Duration::from_secs(120), || {
         std::fs::read_to_string(&part).is_ok_and(|t| t.lines().count() >= 3)
     });
-    let [finished, diverged, failed, running, pending] = counts(&status(&cluster));
+    let [finished, diverged, failed, running, pending] = counts(&sweep_status(&cluster));
     assert_eq!(finished + diverged + failed + running + pending, 12);
     assert!((1..=2).contains(&running), "{running} running");
     assert_eq!((diverged, failed), (0, 0));
@@ -231,7 +213,7 @@ fn a_sweep_on_slurm_is_cancelled_resumed_and_collected_as_a_local_one() {
         Duration::from_secs(180),
         || !in_queue(&[array, collect]),
     );
-    let report = status(&cluster);
+    let report = sweep_status(&cluster);
     assert_eq!(
         counts(&report),
         [11, 0, 1, 0, 0],
@@ -262,7 +244,7 @@ fn a_sweep_on_slurm_is_cancelled_resumed_and_collected_as_a_local_one() {
         Duration::from_secs(180),
         || !in_queue(&[array2, collect2]),
     );
-    assert_eq!(counts(&status(&cluster)), [12, 0, 0, 0, 0]);
+    assert_eq!(counts(&sweep_status(&cluster)), [12, 0, 0, 0, 0]);
     // Nothing is left to resume.
     let o = traj(&["sweep", "--resume", s(&cluster), "--slurm"]);
     assert_eq!(o.status.code(), Some(0));

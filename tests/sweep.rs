@@ -4,19 +4,15 @@
 //! folder's record, `--status`, `--collect`, `--resume` (exactly the points not finished)
 //! and its refusal of a program that changed.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{s, sweep_status, traj};
 
 use traj::diag::SourceMap;
 use traj::ir::types::Scalar;
 use traj::sema::Options;
-
-fn traj(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_traj"))
-        .args(args)
-        .output()
-        .expect("traj runs")
-}
 
 /// A fresh folder for one test.
 fn temp_dir(tag: &str) -> PathBuf {
@@ -30,10 +26,6 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write");
     path
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8 path")
 }
 
 /// The rows of a CSV file, header first.
@@ -425,17 +417,6 @@ fn without_run_seconds(path: &Path) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn status_line(dir: &Path) -> String {
-    let o = traj(&["sweep", "--status", s(dir)]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 fn set_status(point: &Path, status: &str) {
     let path = point.join("run.json");
     let mut info: serde_json::Value =
@@ -479,7 +460,7 @@ fn a_sweep_folder_records_its_program_and_points() {
          2,\"lr=0.2,seed=0\",0.2,0\r\n3,\"lr=0.2,seed=1\",0.2,1\r\n"
     );
     assert_eq!(
-        status_line(&out),
+        sweep_status(&out),
         format!(
             "{}: 4 points: 4 finished, 0 diverged, 0 failed, 0 running, 0 pending\n",
             out.display()
@@ -534,7 +515,7 @@ fn resume_runs_exactly_the_points_without_a_finished_run() {
     set_status(&part, "running");
     std::fs::remove_file(out.join("sweep.csv")).unwrap();
     assert_eq!(
-        status_line(&out),
+        sweep_status(&out),
         format!(
             "{}: 4 points: 1 finished, 0 diverged, 2 failed, 0 running, 1 pending\n\
              failed {}: interrupted\n\
@@ -570,7 +551,7 @@ fn resume_runs_exactly_the_points_without_a_finished_run() {
     );
     assert!(!part.exists());
     assert_eq!(without_run_seconds(&out.join("sweep.csv")), reference);
-    assert!(status_line(&out).contains(": 4 points: 4 finished, 0 diverged, 0 failed"));
+    assert!(sweep_status(&out).contains(": 4 points: 4 finished, 0 diverged, 0 failed"));
 
     // Nothing left: a resume runs nothing and rewrites the same table.
     let stderr = sweep_ok(&["sweep", "--resume", s(&out)]);

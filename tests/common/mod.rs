@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use traj::diag::SourceMap;
 use traj::sema::check::check_source;
@@ -104,4 +105,29 @@ pub fn trajectory_bits(r: &traj::train::RunResult) -> Vec<(u64, Vec<Option<u64>>
         .iter()
         .map(|(k, row)| (*k, row.iter().map(|x| x.map(f64::to_bits)).collect()))
         .collect()
+}
+
+/// Runs the `traj` binary with `args`.
+pub fn traj(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_traj"))
+        .args(args)
+        .output()
+        .expect("traj runs")
+}
+
+/// A path as the `&str` a command line takes.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+/// What `traj sweep --status DIR` prints (it must succeed).
+pub fn sweep_status(dir: &Path) -> String {
+    let o = traj(&["sweep", "--status", s(dir)]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
