@@ -10,6 +10,7 @@ use ndarray::{ArrayD, IxDyn};
 use crate::diag::Span;
 use crate::ir::types::{DType, Scalar, axis};
 use crate::ir::{Binary, Builder, Draw, Observable, Prim, Reduce, Unary, Var};
+use crate::sema::builtins::{Builtin, Piece};
 use crate::sema::modules::{Program, SymKind};
 use crate::syntax::ast::*;
 use crate::tensor::Tensor;
@@ -540,7 +541,8 @@ impl<'a> Lowerer<'a> {
             };
             return self.call_fn(f, args);
         }
-        self.builtin(name, args)
+        let f = Builtin::named(name).ok_or_else(|| format!("`{name}` is not a builtin"))?;
+        self.builtin(f, args)
     }
 
     fn call_fn(&mut self, f: &FnItem, args: &[Arg]) -> LowerResult {
@@ -561,50 +563,6 @@ impl<'a> Lowerer<'a> {
         self.inline(f, &values)
     }
 
-    /// Arguments of a builtin by name: positional ones in signature order, then keywords;
-    /// the extra positional ones (dims) in `rest`.
-    fn builtin_args<'e>(
-        &self,
-        name: &str,
-        args: &'e [Arg],
-    ) -> (HashMap<&'static str, &'e Expr>, Vec<&'e Expr>) {
-        let sig = crate::sema::builtins::signature(name);
-        let names: Vec<&'static str> = sig
-            .map(|s| {
-                s.required
-                    .iter()
-                    .chain(s.optional)
-                    .chain(s.kw_only)
-                    .copied()
-                    .collect()
-            })
-            .unwrap_or_default();
-        let fixed = sig
-            .map(|s| s.required.len() + s.optional.len())
-            .unwrap_or(0);
-        let mut map = HashMap::new();
-        let mut rest = Vec::new();
-        let mut positional = 0;
-        for a in args {
-            match &a.name {
-                Some(k) => {
-                    if let Some(n) = names.iter().find(|n| **n == k.name) {
-                        map.insert(*n, &a.value);
-                    }
-                }
-                None => {
-                    if positional < fixed {
-                        map.insert(names[positional], &a.value);
-                    } else {
-                        rest.push(&a.value);
-                    }
-                    positional += 1;
-                }
-            }
-        }
-        (map, rest)
-    }
-
     fn dims(&mut self, rest: &[&Expr]) -> Result<Vec<usize>, String> {
         let exprs: Vec<&Expr> = match rest {
             [one] => match &one.kind {
@@ -619,7 +577,7 @@ impl<'a> Lowerer<'a> {
             .collect()
     }
 
-    fn axes_of(&mut self, e: Option<&&Expr>, rank: usize) -> Result<Option<Vec<usize>>, String> {
+    fn axes_of(&mut self, e: Option<&Expr>, rank: usize) -> Result<Option<Vec<usize>>, String> {
         match e {
             Some(e) => {
                 let k = self.known_int(e)?;
@@ -642,14 +600,20 @@ impl<'a> Lowerer<'a> {
         self.b.reshape(r, &shape)
     }
 
-    fn builtin(&mut self, name: &str, args: &[Arg]) -> LowerResult {
-        let (a, rest) = self.builtin_args(name, args);
+    fn builtin(&mut self, f: Builtin, args: &[Arg]) -> LowerResult {
+        use Builtin::*;
+        let name = f.name();
+        let (a, problems) = crate::sema::bind::bind_builtin(&f.row().sig, args);
+        if !problems.is_empty() {
+            return Err("arguments the checker refuses".into());
+        }
+        let rest = &a.rest;
         let arg = |l: &mut Self, k: &str| -> LowerResult {
             let e = a.get(k).ok_or_else(|| format!("`{name}` needs `{k}`"))?;
             l.expr(e)
         };
-        match name {
-            _ if let Some(op) = Unary::named(name) => {
+        match f {
+            Unary(op) => {
                 let x = arg(self, "x")?;
                 if let Some(k) = self.known(x) {
                     let row = op.row();
@@ -660,16 +624,16 @@ impl<'a> Lowerer<'a> {
                 }
                 Ok(self.b.unary(op, x))
             }
-            "square" => {
+            Piecewise(Piece::Square) => {
                 let x = arg(self, "x")?;
                 Ok(self.binop(BinOp::Mul, x, x))
             }
-            "abs" => {
+            Piecewise(Piece::Abs) => {
                 let x = arg(self, "x")?;
-                let n = self.fold_unary(Unary::Neg, x);
+                let n = self.fold_unary(crate::ir::Unary::Neg, x);
                 Ok(self.max_min(Binary::Max, x, n))
             }
-            "relu" => {
+            Piecewise(Piece::Relu) => {
                 let x = arg(self, "x")?;
                 let z = if self.b.dtype(x) == DType::Int {
                     self.b.int_scalar(0)
@@ -678,7 +642,7 @@ impl<'a> Lowerer<'a> {
                 };
                 Ok(self.max_min(Binary::Max, x, z))
             }
-            "leaky_relu" => {
+            LeakyRelu => {
                 let x = arg(self, "x")?;
                 let slope = match a.get("slope") {
                     Some(e) => self.expr(e)?,
@@ -695,40 +659,33 @@ impl<'a> Lowerer<'a> {
                     }
                 }
             }
-            "clamp" => {
+            Clamp => {
                 let (x, lo, hi) = (arg(self, "x")?, arg(self, "lo")?, arg(self, "hi")?);
                 let m = self.max_min(Binary::Max, x, lo);
                 Ok(self.max_min(Binary::Min, m, hi))
             }
-            "logaddexp" => {
+            LogAddExp => {
                 let (x, y) = (arg(self, "a")?, arg(self, "b")?);
                 Ok(self.b.binary(Binary::LogAddExp, x, y))
             }
-            "max" | "min" if a.contains_key("y") => {
+            Max | Min if a.get("y").is_some() => {
                 let (x, y) = (arg(self, "x")?, arg(self, "y")?);
-                Ok(self.max_min(
-                    if name == "max" {
-                        Binary::Max
-                    } else {
-                        Binary::Min
-                    },
-                    x,
-                    y,
-                ))
+                let op = if f == Max { Binary::Max } else { Binary::Min };
+                Ok(self.max_min(op, x, y))
             }
-            "sum" | "mean" | "prod" | "max" | "min" | "logsumexp" | "norm" => {
+            Sum | Mean | Prod | Max | Min | LogSumExp | Norm => {
                 let x = arg(self, "x")?;
                 let rank = self.b.shape(x).len();
                 let axes = self.axes_of(a.get("axis"), rank)?;
-                let kind = match name {
-                    "sum" | "mean" => Reduce::Sum,
-                    "prod" => Reduce::Prod,
-                    "max" => Reduce::Max,
-                    "min" => Reduce::Min,
-                    "logsumexp" => Reduce::LogSumExp,
+                let kind = match f {
+                    Sum | Mean => Reduce::Sum,
+                    Prod => Reduce::Prod,
+                    Max => Reduce::Max,
+                    Min => Reduce::Min,
+                    LogSumExp => Reduce::LogSumExp,
                     _ => Reduce::Norm2,
                 };
-                if name == "norm"
+                if f == Norm
                     && let Some(pe) = a.get("p")
                 {
                     let p = self.known_f64(pe)?;
@@ -739,25 +696,25 @@ impl<'a> Lowerer<'a> {
                     None => self.b.shape(x).iter().product(),
                 };
                 let r = self.b.reduce(kind, x, axes);
-                if name == "mean" {
+                if f == Mean {
                     let n = self.b.scalar(count as f64);
                     let r = self.b.to_float(r);
                     return Ok(self.b.binary(Binary::Div, r, n));
                 }
                 Ok(r)
             }
-            "argmax" | "argmin" => {
+            ArgMax | ArgMin => {
                 let x = arg(self, "x")?;
                 let shape = self.b.shape(x);
                 match self.axes_of(a.get("axis"), shape.len())? {
-                    Some(ax) => Ok(self.b.arg_extreme(name == "argmax", x, ax[0])),
+                    Some(ax) => Ok(self.b.arg_extreme(f == ArgMax, x, ax[0])),
                     None => {
                         let flat = self.b.reshape(x, &[shape.iter().product()]);
-                        Ok(self.b.arg_extreme(name == "argmax", flat, 0))
+                        Ok(self.b.arg_extreme(f == ArgMax, flat, 0))
                     }
                 }
             }
-            "softmax" | "log_softmax" => {
+            Softmax | LogSoftmax => {
                 let x = arg(self, "x")?;
                 let shape = self.b.shape(x);
                 let k = match a.get("axis") {
@@ -768,18 +725,18 @@ impl<'a> Lowerer<'a> {
                 let lse = self.b.reduce(Reduce::LogSumExp, x, ax.clone());
                 let lse = self.keep_dims(lse, &shape, &ax);
                 let ls = self.b.binary(Binary::Sub, x, lse);
-                Ok(if name == "softmax" {
-                    self.b.unary(Unary::Exp, ls)
+                Ok(if f == Softmax {
+                    self.b.unary(crate::ir::Unary::Exp, ls)
                 } else {
                     ls
                 })
             }
-            "reshape" => {
+            Reshape => {
                 let x = arg(self, "x")?;
                 let de = a.get("dims").ok_or("dims")?;
                 let items: Vec<&Expr> = match &de.kind {
                     ExprKind::List(items) => items.iter().collect(),
-                    _ => vec![*de],
+                    _ => vec![de],
                 };
                 let mut dims = Vec::new();
                 for e in items {
@@ -799,23 +756,23 @@ impl<'a> Lowerer<'a> {
                     .collect();
                 Ok(self.b.reshape(x, &shape))
             }
-            "flat" => {
+            Flat => {
                 let x = arg(self, "x")?;
                 let n = self.b.shape(x).iter().product::<usize>();
                 Ok(self.b.reshape(x, &[n]))
             }
-            "transpose" => {
+            Transpose => {
                 let x = arg(self, "x")?;
                 let perm: Vec<usize> = (0..self.b.shape(x).len()).rev().collect();
                 Ok(self.b.transpose(x, &perm))
             }
-            "stack" => {
-                let e = *a.get("list").ok_or("list")?;
+            Stack => {
+                let e = a.get("list").ok_or("list")?;
                 let vs = self.list(e)?;
                 Ok(self.stack(&vs))
             }
-            "concat" => {
-                let e = *a.get("list").ok_or("list")?;
+            Concat => {
+                let e = a.get("list").ok_or("list")?;
                 let vs = self.list(e)?;
                 let ax = match a.get("axis") {
                     Some(ae) => {
@@ -826,7 +783,7 @@ impl<'a> Lowerer<'a> {
                 };
                 Ok(self.b.concat(&vs, ax))
             }
-            "diag" => {
+            Diag => {
                 let x = arg(self, "x")?;
                 let s = self.b.shape(x);
                 if s.len() == 1 {
@@ -837,19 +794,19 @@ impl<'a> Lowerer<'a> {
                     Ok(self.diagonal(x))
                 }
             }
-            "trace" => {
+            Trace => {
                 let x = arg(self, "x")?;
                 let d = self.diagonal(x);
                 Ok(self.b.reduce(Reduce::Sum, d, None))
             }
-            "outer" => {
+            Outer => {
                 let (u, v) = (arg(self, "u")?, arg(self, "v")?);
                 let (m, n) = (self.b.shape(u)[0], self.b.shape(v)[0]);
                 let u = self.b.reshape(u, &[m, 1]);
                 let v = self.b.reshape(v, &[1, n]);
                 Ok(self.b.binary(Binary::Mul, u, v))
             }
-            "matprod" => {
+            MatProd => {
                 let w = arg(self, "Ws")?;
                 let s = self.b.shape(w);
                 let mut acc: Option<Var> = None;
@@ -864,21 +821,21 @@ impl<'a> Lowerer<'a> {
                 }
                 acc.ok_or_else(|| "matprod of an empty stack".into())
             }
-            "eye" => {
+            Eye => {
                 let n = self.known_int(a.get("n").ok_or("n")?)? as usize;
                 Ok(self.eye(n))
             }
-            "zeros" | "ones" => {
-                let shape = self.dims(&rest)?;
-                let c = self.b.scalar(if name == "ones" { 1.0 } else { 0.0 });
+            Zeros | Ones => {
+                let shape = self.dims(rest)?;
+                let c = self.b.scalar(if f == Ones { 1.0 } else { 0.0 });
                 Ok(self.b.broadcast(c, &shape))
             }
-            "full" => {
+            Full => {
                 let c = arg(self, "c")?;
-                let shape = self.dims(&rest)?;
+                let shape = self.dims(rest)?;
                 Ok(self.b.broadcast(c, &shape))
             }
-            "arange" => {
+            Arange => {
                 let n = self.known_int(a.get("n").ok_or("n")?)? as usize;
                 Ok(self
                     .b
@@ -886,7 +843,7 @@ impl<'a> Lowerer<'a> {
                         i[0] as i64
                     }))))
             }
-            "linspace" => {
+            Linspace => {
                 let (lo, hi) = (arg(self, "a")?, arg(self, "b")?);
                 let n = self.known_int(a.get("n").ok_or("n")?)? as usize;
                 let frac = ArrayD::from_shape_fn(IxDyn(&[n]), |i| {
@@ -901,7 +858,7 @@ impl<'a> Lowerer<'a> {
                 let step = self.b.binary(Binary::Mul, frac, span);
                 Ok(self.b.binary(Binary::Add, lo, step))
             }
-            "onehot" => {
+            OneHot => {
                 let idx = arg(self, "idx")?;
                 let k = self.known_int(a.get("k").ok_or("k")?)? as usize;
                 let mut s = self.b.shape(idx);
@@ -914,36 +871,36 @@ impl<'a> Lowerer<'a> {
                     })));
                 Ok(self.b.binary(Binary::Eq, col, classes))
             }
-            "shape" => {
+            Shape => {
                 let x = arg(self, "x")?;
                 let k = self.known_int(a.get("k").ok_or("k")?)?;
                 let s = self.b.shape(x);
                 let ax = axis(k, s.len()).ok_or("axis")?;
                 Ok(self.b.int_scalar(s[ax] as i64))
             }
-            "randn" | "rand" => {
-                let shape = self.dims(&rest)?;
+            Randn | Rand => {
+                let shape = self.dims(rest)?;
                 let (stream, step) = (self.next_stream(), self.draw_step());
-                let d = if name == "randn" {
+                let d = if f == Randn {
                     Draw::Normal
                 } else {
                     Draw::Uniform
                 };
                 Ok(self.b.random(d, &stream, step, &[], DType::Float, shape))
             }
-            "bernoulli" => {
+            Bernoulli => {
                 let p = arg(self, "p")?;
                 let p = self.b.to_float(p);
-                let shape = self.dims(&rest)?;
+                let shape = self.dims(rest)?;
                 let (stream, step) = (self.next_stream(), self.draw_step());
                 Ok(self
                     .b
                     .random(Draw::Bernoulli, &stream, step, &[p], DType::Float, shape))
             }
-            "randint" => {
+            RandInt => {
                 let lo = self.known_int(a.get("lo").ok_or("lo")?)?;
                 let hi = self.known_int(a.get("hi").ok_or("hi")?)?;
-                let shape = self.dims(&rest)?;
+                let shape = self.dims(rest)?;
                 let (stream, step) = (self.next_stream(), self.draw_step());
                 Ok(self.b.random(
                     Draw::Randint { lo, hi },
@@ -954,14 +911,14 @@ impl<'a> Lowerer<'a> {
                     shape,
                 ))
             }
-            "permutation" => {
+            Permutation => {
                 let n = self.known_int(a.get("n").ok_or("n")?)? as usize;
                 let (stream, step) = (self.next_stream(), self.draw_step());
                 Ok(self
                     .b
                     .random(Draw::Permutation, &stream, step, &[], DType::Int, vec![n]))
             }
-            "choose" => {
+            Choose => {
                 let n = self.known_int(a.get("n").ok_or("n")?)? as usize;
                 let k = self.known_int(a.get("k").ok_or("k")?)? as usize;
                 let (stream, step) = (self.next_stream(), self.draw_step());
@@ -969,7 +926,7 @@ impl<'a> Lowerer<'a> {
                     .b
                     .random(Draw::Choose { n }, &stream, step, &[], DType::Int, vec![k]))
             }
-            "orthogonal" => {
+            Orthogonal => {
                 let n = self.known_int(a.get("n").ok_or("n")?)? as usize;
                 let m = match a.get("m") {
                     Some(e) => self.known_int(e)? as usize,
@@ -985,7 +942,7 @@ impl<'a> Lowerer<'a> {
                     vec![n, m],
                 ))
             }
-            "load" => {
+            Load => {
                 let e = a.get("path").ok_or("path")?;
                 let ExprKind::Str(path) = &e.kind else {
                     return Err("load needs a path".into());
@@ -993,15 +950,15 @@ impl<'a> Lowerer<'a> {
                 let key = format!("file:{}:{path}", e.span.file);
                 self.static_value(&key)
             }
-            "svals" | "eigvals" | "erank" | "nuclear" | "spectral" | "cond" | "rank" => {
+            Svals | Eigvals | Erank | Nuclear | Spectral | Cond | Rank => {
                 let x = arg(self, "A")?;
-                let obs = match name {
-                    "svals" => Observable::Svals,
-                    "eigvals" => Observable::Eigvals,
-                    "erank" => Observable::Erank,
-                    "nuclear" => Observable::Nuclear,
-                    "spectral" => Observable::Spectral,
-                    "cond" => Observable::Cond,
+                let obs = match f {
+                    Svals => Observable::Svals,
+                    Eigvals => Observable::Eigvals,
+                    Erank => Observable::Erank,
+                    Nuclear => Observable::Nuclear,
+                    Spectral => Observable::Spectral,
+                    Cond => Observable::Cond,
                     _ => Observable::Rank(match a.get("tol") {
                         Some(t) => self.known_f64(t)?,
                         None => 1e-6,
@@ -1009,7 +966,7 @@ impl<'a> Lowerer<'a> {
                 };
                 Ok(self.b.observe(obs, x))
             }
-            "init" => {
+            Init => {
                 let e = a.get("x").ok_or("x")?;
                 let saved = std::mem::replace(&mut self.init_mode, true);
                 // Lets under init() are lowered afresh, with params at their initial values.
@@ -1019,10 +976,10 @@ impl<'a> Lowerer<'a> {
                 self.init_mode = saved;
                 v
             }
-            "grad" => {
+            Grad => {
                 let (of, p) = match a.get("p") {
-                    Some(p) => (a.get("a").copied(), *p),
-                    None => (None, *a.get("a").ok_or("p")?),
+                    Some(p) => (a.get("a"), p),
+                    None => (None, a.get("a").ok_or("p")?),
                 };
                 let ExprKind::Name(pname) = &p.kind else {
                     return Err("grad needs a param".into());
@@ -1046,8 +1003,7 @@ impl<'a> Lowerer<'a> {
                     }
                 }
             }
-            "ntk" => self.ntk(a.get("f").copied(), a.get("X").copied()),
-            _ => Err(format!("`{name}` is not a builtin")),
+            Ntk => self.ntk(a.get("f"), a.get("X")),
         }
     }
 

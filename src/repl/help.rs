@@ -74,111 +74,6 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     (":quit", "", "leave (Ctrl-D too)"),
 ];
 
-/// One-line docs of the builtins (LANGUAGE.md section 6) but the elementwise ones of one
-/// argument, whose docs are their rows' (`builtins::unary_doc`).
-const DOCS: &[(&str, &str)] = &[
-    (
-        "max",
-        "maximum of x (or along axis), or elementwise max(x, y)",
-    ),
-    (
-        "min",
-        "minimum of x (or along axis), or elementwise min(x, y)",
-    ),
-    ("clamp", "x limited to [lo, hi], elementwise"),
-    (
-        "leaky_relu",
-        "x where x > 0, else slope * x (slope 0.01 by default)",
-    ),
-    ("logaddexp", "log(exp(a) + exp(b)), stable"),
-    ("sum", "sum of every entry, or along axis"),
-    ("mean", "mean of every entry, or along axis"),
-    ("prod", "product of every entry, or along axis"),
-    ("logsumexp", "log(sum(exp(x))), stable, or along axis"),
-    ("argmax", "index of the largest entry (int), or along axis"),
-    ("argmin", "index of the smallest entry (int), or along axis"),
-    ("norm", "Euclidean/Frobenius norm, or the entrywise p-norm"),
-    (
-        "softmax",
-        "exp(x) / sum(exp(x)) along axis (last by default)",
-    ),
-    (
-        "log_softmax",
-        "x - logsumexp(x) along axis (last by default)",
-    ),
-    (
-        "reshape",
-        "the entries of x in row-major order with shape dims",
-    ),
-    ("flat", "x as a vector, row-major"),
-    ("transpose", "x with all axes reversed (also x')"),
-    (
-        "diag",
-        "the diagonal matrix of a vector, or the diagonal of a matrix",
-    ),
-    ("trace", "sum of the diagonal"),
-    ("concat", "a list of arrays joined along axis"),
-    (
-        "stack",
-        "a list of equal-shaped arrays stacked on a new first axis",
-    ),
-    ("outer", "the outer product u v'"),
-    ("matprod", "Ws[L-1] @ ... @ Ws[0] for a stack [L, m, m]"),
-    ("eye", "the n × n identity"),
-    ("zeros", "an array of zeros"),
-    ("ones", "an array of ones"),
-    ("full", "an array filled with c"),
-    ("arange", "0, 1, ..., n-1 (int)"),
-    ("linspace", "n evenly spaced values from a to b"),
-    ("onehot", "one-hot rows [n, k] of int indices"),
-    ("shape", "the k-th dimension of x (a compile-time int)"),
-    ("randn", "standard normal draws"),
-    ("rand", "uniform draws in [0, 1)"),
-    ("bernoulli", "0/1 draws, 1 with probability p"),
-    ("randint", "int draws in [lo, hi)"),
-    ("choose", "k distinct ints below n, in random order"),
-    ("permutation", "a random permutation of 0..n (int)"),
-    (
-        "orthogonal",
-        "a Haar orthogonal (or semi-orthogonal) matrix",
-    ),
-    ("load", "a .npy or .csv file, relative to the program"),
-    ("svals", "singular values, descending (observable)"),
-    (
-        "eigvals",
-        "eigenvalues of a symmetric matrix, descending (observable)",
-    ),
-    (
-        "rank",
-        "count of singular values above tol times the largest (observable)",
-    ),
-    (
-        "erank",
-        "effective rank: exp of the entropy of normalized singular values",
-    ),
-    ("nuclear", "sum of singular values (observable)"),
-    ("spectral", "largest singular value (observable)"),
-    ("cond", "largest over smallest singular value (observable)"),
-    (
-        "grad",
-        "the gradient of the loss (or of a scalar a) with respect to param p",
-    ),
-    (
-        "ntk",
-        "the empirical neural tangent kernel [n, n] of f on the rows of X",
-    ),
-    ("init", "x with every param at its initial value"),
-    ("inf", "infinity"),
-    ("pi", "π"),
-    ("gnorm", "the norm of the whole gradient of the loss"),
-    (
-        "sharpness",
-        "the largest eigenvalue of the loss Hessian (Lanczos)",
-    ),
-    ("step", "the current step"),
-    ("seed", "the run's seed (a const, 0 by default)"),
-];
-
 /// The list of commands.
 pub fn commands() -> String {
     let mut out =
@@ -198,8 +93,7 @@ pub fn about(name: &str) -> Option<String> {
     if let Some((n, args, doc)) = COMMANDS.iter().find(|(n, _, _)| &n[1..] == bare) {
         return Some(format!("{n} {args}\n  {doc}\n"));
     }
-    let doc = DOCS.iter().find(|(n, _)| *n == name).map(|(_, d)| *d);
-    if let Some(doc) = doc.or_else(|| builtins::unary_doc(name)) {
+    if let Some(doc) = builtins::doc(name) {
         let sig = match builtins::signature(name) {
             Some(s) => {
                 let mut args: Vec<String> = s.required.iter().map(|a| a.to_string()).collect();

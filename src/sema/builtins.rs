@@ -1,5 +1,7 @@
-//! The builtins of LANGUAGE.md section 6: their argument names (for arity and keyword
-//! checks) and what class of operation each is. Shape rules live in `check::shapes`.
+//! The builtins of LANGUAGE.md section 6, one table: each is a variant of [`Builtin`] whose
+//! [`Row`] gives its surface name, signature (argument names, variadic dims, class) and
+//! `:help` line. Its shape rule is its arm of `check::shapes`, its lowering its arm of
+//! `lower`'s `builtin`: both `match` on [`Builtin`], so the compiler checks each has one.
 
 use crate::ir::Unary;
 use crate::ir::ops::UNARY_OPS;
@@ -45,9 +47,18 @@ const fn sig(
     }
 }
 
-/// An elementwise builtin of one argument that is no single IR op: `lower` writes it with
-/// `Max` or a product, so it keeps ints. The others are the named rows of `ir::ops`.
+/// An elementwise builtin of one argument that is no single IR op (`lower` writes it with
+/// `Max` or a product, so it keeps ints); its facts are `self.row()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Piece {
+    Abs,
+    Relu,
+    Square,
+}
+
+/// Everything about one [`Piece`].
 pub struct Piecewise {
+    pub piece: Piece,
     pub name: &'static str,
     /// One line for `:help`.
     pub doc: &'static str,
@@ -57,20 +68,24 @@ pub struct Piecewise {
     pub float: fn(f64) -> f64,
 }
 
+/// The rows of [`Piece`], each at its variant's index.
 pub const PIECEWISE: &[Piecewise] = &[
     Piecewise {
+        piece: Piece::Abs,
         name: "abs",
         doc: "absolute value, elementwise",
         int: i64::checked_abs,
         float: f64::abs,
     },
     Piecewise {
+        piece: Piece::Relu,
         name: "relu",
         doc: "max(x, 0), elementwise",
         int: |i| Some(i.max(0)),
         float: |x| x.max(0.0),
     },
     Piecewise {
+        piece: Piece::Square,
         name: "square",
         doc: "x^2, elementwise",
         int: |i| i.checked_mul(i),
@@ -78,80 +93,318 @@ pub const PIECEWISE: &[Piecewise] = &[
     },
 ];
 
-/// The elementwise functions of one argument (section 6.1): the named `Unary` ops, then
-/// [`PIECEWISE`].
-pub fn unary_names() -> impl Iterator<Item = &'static str> {
-    UNARY_OPS
-        .iter()
-        .filter_map(|r| r.name)
-        .chain(PIECEWISE.iter().map(|p| p.name))
-}
-
-/// The one-line doc of elementwise builtin `name`.
-pub fn unary_doc(name: &str) -> Option<&'static str> {
-    match Unary::named(name) {
-        Some(op) => Some(op.row().doc),
-        None => PIECEWISE.iter().find(|p| p.name == name).map(|p| p.doc),
+impl Piece {
+    pub fn row(self) -> &'static Piecewise {
+        &PIECEWISE[self as usize]
     }
 }
 
-pub fn is_unary(name: &str) -> bool {
-    unary_names().any(|n| n == name)
+/// One builtin's surface facts.
+#[derive(Clone, Copy, Debug)]
+pub struct Row {
+    pub name: &'static str,
+    pub sig: Signature,
+    /// One line for `:help`.
+    pub doc: &'static str,
 }
 
-/// Whether elementwise builtin `name` gives an int for an int.
-pub fn keeps_int(name: &str) -> bool {
-    match Unary::named(name) {
-        Some(op) => op.row().int.is_some(),
-        None => PIECEWISE.iter().any(|p| p.name == name),
+/// Declares [`Builtin`] with the named variants listed once, and `Builtin::NAMED`, the same
+/// list as values (so the table can be walked).
+macro_rules! builtins {
+    ($($v:ident),* $(,)?) => {
+        /// A builtin function of LANGUAGE.md section 6. Its facts are `self.row()`.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Builtin {
+            /// An elementwise function of one argument that is one op: a named row of
+            /// `ir::ops`.
+            Unary(Unary),
+            /// `abs`, `relu`, `square`.
+            Piecewise(Piece),
+            $($v,)*
+        }
+
+        impl Builtin {
+            /// Every builtin but the elementwise ones of one argument.
+            pub const NAMED: &[Builtin] = &[$(Builtin::$v,)*];
+        }
+    };
+}
+
+builtins! {
+    Max, Min, Clamp, LeakyRelu, LogAddExp,
+    Sum, Mean, Prod, LogSumExp, ArgMax, ArgMin, Norm, Softmax, LogSoftmax,
+    Reshape, Flat, Transpose, Diag, Trace, Concat, Stack, Outer, MatProd,
+    Eye, Zeros, Ones, Full, Arange, Linspace, OneHot, Shape,
+    Randn, Rand, Bernoulli, RandInt, Choose, Permutation, Orthogonal,
+    Load,
+    Svals, Eigvals, Erank, Nuclear, Spectral, Cond, Rank, Grad, Ntk, Init,
+}
+
+impl Builtin {
+    /// This builtin's row: name, signature, doc.
+    pub fn row(self) -> Row {
+        use Builtin::*;
+        use Class::*;
+        const X: &[&str] = &["x"];
+        const AXIS: &[&str] = &["axis"];
+        const A: &[&str] = &["A"];
+        let math = |required, optional, kw_only| sig(required, optional, kw_only, false, Math);
+        let (name, sig, doc) = match self {
+            Unary(op) => {
+                let r = op.row();
+                let name = r.name.expect("a builtin op has a name");
+                (name, math(X, &[], &[]), r.doc)
+            }
+            Piecewise(p) => (p.row().name, math(X, &[], &[]), p.row().doc),
+            Max => (
+                "max",
+                math(X, &["y"], AXIS),
+                "maximum of x (or along axis), or elementwise max(x, y)",
+            ),
+            Min => (
+                "min",
+                math(X, &["y"], AXIS),
+                "minimum of x (or along axis), or elementwise min(x, y)",
+            ),
+            Clamp => (
+                "clamp",
+                math(&["x", "lo", "hi"], &[], &[]),
+                "x limited to [lo, hi], elementwise",
+            ),
+            LeakyRelu => (
+                "leaky_relu",
+                math(X, &["slope"], &[]),
+                "x where x > 0, else slope * x (slope 0.01 by default)",
+            ),
+            LogAddExp => (
+                "logaddexp",
+                math(&["a", "b"], &[], &[]),
+                "log(exp(a) + exp(b)), stable",
+            ),
+            Sum => (
+                "sum",
+                math(X, &[], AXIS),
+                "sum of every entry, or along axis",
+            ),
+            Mean => (
+                "mean",
+                math(X, &[], AXIS),
+                "mean of every entry, or along axis",
+            ),
+            Prod => (
+                "prod",
+                math(X, &[], AXIS),
+                "product of every entry, or along axis",
+            ),
+            LogSumExp => (
+                "logsumexp",
+                math(X, &[], AXIS),
+                "log(sum(exp(x))), stable, or along axis",
+            ),
+            ArgMax => (
+                "argmax",
+                math(X, &[], AXIS),
+                "index of the largest entry (int), or along axis",
+            ),
+            ArgMin => (
+                "argmin",
+                math(X, &[], AXIS),
+                "index of the smallest entry (int), or along axis",
+            ),
+            Norm => (
+                "norm",
+                math(X, &["p"], AXIS),
+                "Euclidean/Frobenius norm, or the entrywise p-norm",
+            ),
+            Softmax => (
+                "softmax",
+                math(X, &[], AXIS),
+                "exp(x) / sum(exp(x)) along axis (last by default)",
+            ),
+            LogSoftmax => (
+                "log_softmax",
+                math(X, &[], AXIS),
+                "x - logsumexp(x) along axis (last by default)",
+            ),
+            Reshape => (
+                "reshape",
+                math(&["x", "dims"], &[], &[]),
+                "the entries of x in row-major order with shape dims",
+            ),
+            Flat => ("flat", math(X, &[], &[]), "x as a vector, row-major"),
+            Transpose => (
+                "transpose",
+                math(X, &[], &[]),
+                "x with all axes reversed (also x')",
+            ),
+            Diag => (
+                "diag",
+                math(X, &[], &[]),
+                "the diagonal matrix of a vector, or the diagonal of a matrix",
+            ),
+            Trace => ("trace", math(X, &[], &[]), "sum of the diagonal"),
+            Concat => (
+                "concat",
+                math(&["list"], &["axis"], &[]),
+                "a list of arrays joined along axis",
+            ),
+            Stack => (
+                "stack",
+                math(&["list"], &[], &[]),
+                "a list of equal-shaped arrays stacked on a new first axis",
+            ),
+            Outer => (
+                "outer",
+                math(&["u", "v"], &[], &[]),
+                "the outer product u v'",
+            ),
+            MatProd => (
+                "matprod",
+                math(&["Ws"], &[], &[]),
+                "Ws[L-1] @ ... @ Ws[0] for a stack [L, m, m]",
+            ),
+            Eye => ("eye", math(&["n"], &[], &[]), "the n × n identity"),
+            Zeros => ("zeros", sig(&[], &[], &[], true, Math), "an array of zeros"),
+            Ones => ("ones", sig(&[], &[], &[], true, Math), "an array of ones"),
+            Full => (
+                "full",
+                sig(&["c"], &[], &[], true, Math),
+                "an array filled with c",
+            ),
+            Arange => ("arange", math(&["n"], &[], &[]), "0, 1, ..., n-1 (int)"),
+            Linspace => (
+                "linspace",
+                math(&["a", "b", "n"], &[], &[]),
+                "n evenly spaced values from a to b",
+            ),
+            OneHot => (
+                "onehot",
+                math(&["idx", "k"], &[], &[]),
+                "one-hot rows [n, k] of int indices",
+            ),
+            Shape => (
+                "shape",
+                math(&["x", "k"], &[], &[]),
+                "the k-th dimension of x (a compile-time int)",
+            ),
+            Randn => (
+                "randn",
+                sig(&[], &[], &[], true, Random),
+                "standard normal draws",
+            ),
+            Rand => (
+                "rand",
+                sig(&[], &[], &[], true, Random),
+                "uniform draws in [0, 1)",
+            ),
+            Bernoulli => (
+                "bernoulli",
+                sig(&["p"], &[], &[], true, Random),
+                "0/1 draws, 1 with probability p",
+            ),
+            RandInt => (
+                "randint",
+                sig(&["lo", "hi"], &[], &[], true, Random),
+                "int draws in [lo, hi)",
+            ),
+            Choose => (
+                "choose",
+                sig(&["n", "k"], &[], &[], false, Random),
+                "k distinct ints below n, in random order",
+            ),
+            Permutation => (
+                "permutation",
+                sig(&["n"], &[], &[], false, Random),
+                "a random permutation of 0..n (int)",
+            ),
+            Orthogonal => (
+                "orthogonal",
+                sig(&["n"], &["m"], &[], false, Random),
+                "a Haar orthogonal (or semi-orthogonal) matrix",
+            ),
+            Load => (
+                "load",
+                sig(&["path"], &[], &[], false, File),
+                "a .npy or .csv file, relative to the program",
+            ),
+            Svals => (
+                "svals",
+                sig(A, &[], &[], false, Observable),
+                "singular values, descending (observable)",
+            ),
+            Eigvals => (
+                "eigvals",
+                sig(A, &[], &[], false, Observable),
+                "eigenvalues of a symmetric matrix, descending (observable)",
+            ),
+            Erank => (
+                "erank",
+                sig(A, &[], &[], false, Observable),
+                "effective rank: exp of the entropy of normalized singular values",
+            ),
+            Nuclear => (
+                "nuclear",
+                sig(A, &[], &[], false, Observable),
+                "sum of singular values (observable)",
+            ),
+            Spectral => (
+                "spectral",
+                sig(A, &[], &[], false, Observable),
+                "largest singular value (observable)",
+            ),
+            Cond => (
+                "cond",
+                sig(A, &[], &[], false, Observable),
+                "largest over smallest singular value (observable)",
+            ),
+            Rank => (
+                "rank",
+                sig(A, &["tol"], &[], false, Observable),
+                "count of singular values above tol times the largest (observable)",
+            ),
+            Grad => (
+                "grad",
+                sig(&["a"], &["p"], &[], false, Observable),
+                "the gradient of the loss (or of a scalar a) with respect to param p",
+            ),
+            Ntk => (
+                "ntk",
+                sig(&["f", "X"], &[], &[], false, Observable),
+                "the empirical neural tangent kernel [n, n] of f on the rows of X",
+            ),
+            // `init` is not an observable for the loss: it is a constant there (section 3.7).
+            Init => (
+                "init",
+                math(X, &[], &[]),
+                "x with every param at its initial value",
+            ),
+        };
+        Row { name, sig, doc }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.row().name
+    }
+
+    /// Every builtin: the named `Unary` ops, the [`PIECEWISE`] ones, then [`Self::NAMED`].
+    pub fn all() -> impl Iterator<Item = Builtin> {
+        UNARY_OPS
+            .iter()
+            .filter(|r| r.name.is_some())
+            .map(|r| Builtin::Unary(r.op))
+            .chain(PIECEWISE.iter().map(|p| Builtin::Piecewise(p.piece)))
+            .chain(Self::NAMED.iter().copied())
+    }
+
+    /// The builtin called `name`.
+    pub fn named(name: &str) -> Option<Builtin> {
+        Self::all().find(|b| b.name() == name)
     }
 }
 
+/// The signature of builtin `name`.
 pub fn signature(name: &str) -> Option<Signature> {
-    use Class::*;
-    let x: &[&str] = &["x"];
-    let axis: &[&str] = &["axis"];
-    Some(match name {
-        n if is_unary(n) => sig(x, &[], &[], false, Math),
-        "max" | "min" => sig(x, &["y"], axis, false, Math),
-        "clamp" => sig(&["x", "lo", "hi"], &[], &[], false, Math),
-        "leaky_relu" => sig(x, &["slope"], &[], false, Math),
-        "logaddexp" => sig(&["a", "b"], &[], &[], false, Math),
-        "sum" | "mean" | "prod" | "logsumexp" | "argmax" | "argmin" => {
-            sig(x, &[], axis, false, Math)
-        }
-        "norm" => sig(x, &["p"], axis, false, Math),
-        "softmax" | "log_softmax" => sig(x, &[], axis, false, Math),
-        "reshape" => sig(&["x", "dims"], &[], &[], false, Math),
-        "flat" | "transpose" | "diag" | "trace" => sig(x, &[], &[], false, Math),
-        "concat" => sig(&["list"], &["axis"], &[], false, Math),
-        "stack" => sig(&["list"], &[], &[], false, Math),
-        "outer" => sig(&["u", "v"], &[], &[], false, Math),
-        "matprod" => sig(&["Ws"], &[], &[], false, Math),
-        "eye" => sig(&["n"], &[], &[], false, Math),
-        "zeros" | "ones" => sig(&[], &[], &[], true, Math),
-        "full" => sig(&["c"], &[], &[], true, Math),
-        "arange" => sig(&["n"], &[], &[], false, Math),
-        "linspace" => sig(&["a", "b", "n"], &[], &[], false, Math),
-        "onehot" => sig(&["idx", "k"], &[], &[], false, Math),
-        "shape" => sig(&["x", "k"], &[], &[], false, Math),
-        "randn" | "rand" => sig(&[], &[], &[], true, Random),
-        "bernoulli" => sig(&["p"], &[], &[], true, Random),
-        "randint" => sig(&["lo", "hi"], &[], &[], true, Random),
-        "choose" => sig(&["n", "k"], &[], &[], false, Random),
-        "permutation" => sig(&["n"], &[], &[], false, Random),
-        "orthogonal" => sig(&["n"], &["m"], &[], false, Random),
-        "load" => sig(&["path"], &[], &[], false, File),
-        "svals" | "eigvals" | "erank" | "nuclear" | "spectral" | "cond" => {
-            sig(&["A"], &[], &[], false, Observable)
-        }
-        "rank" => sig(&["A"], &["tol"], &[], false, Observable),
-        "grad" => sig(&["a"], &["p"], &[], false, Observable),
-        "ntk" => sig(&["f", "X"], &[], &[], false, Observable),
-        // `init` is not an observable for the loss: it is a constant there (section 3.7).
-        "init" => sig(x, &[], &[], false, Math),
-        _ => return None,
-    })
+    Builtin::named(name).map(|b| b.row().sig)
 }
 
 /// Distributions of `param NAME: [shape] ~ DIST` (section 3.3).
@@ -167,9 +420,23 @@ pub fn distribution(name: &str) -> Option<Signature> {
     })
 }
 
-/// Names that are values without a call.
+/// Names that are values without a call, with their `:help` lines. `seed` is a const
+/// every program has (0 unless set), the others builtin values.
+pub const VALUES: &[(&str, &str)] = &[
+    ("inf", "infinity"),
+    ("pi", "π"),
+    ("gnorm", "the norm of the whole gradient of the loss"),
+    (
+        "sharpness",
+        "the largest eigenvalue of the loss Hessian (Lanczos)",
+    ),
+    ("step", "the current step"),
+    ("seed", "the run's seed (a const, 0 by default)"),
+];
+
+/// Names that are values without a call (`seed` is a const).
 pub fn builtin_value(name: &str) -> bool {
-    matches!(name, "inf" | "pi" | "gnorm" | "sharpness" | "step")
+    name != "seed" && VALUES.iter().any(|(n, _)| *n == name)
 }
 
 /// Names bound only inside optimizer bodies (or their hyperparameters).
@@ -178,65 +445,18 @@ pub const OPTIMIZER_NAMES: &[&str] = &["param", "grad", "t", "noise", "nparams"]
 /// Every name a user can call or use without defining it, for "did you mean" hints and
 /// REPL completion.
 pub fn all_names() -> Vec<&'static str> {
-    let mut v: Vec<&str> = unary_names().collect();
-    v.extend([
-        "max",
-        "min",
-        "clamp",
-        "leaky_relu",
-        "logaddexp",
-        "sum",
-        "mean",
-        "prod",
-        "logsumexp",
-        "argmax",
-        "argmin",
-        "norm",
-        "softmax",
-        "log_softmax",
-        "reshape",
-        "flat",
-        "transpose",
-        "diag",
-        "trace",
-        "concat",
-        "stack",
-        "outer",
-        "matprod",
-        "eye",
-        "zeros",
-        "ones",
-        "full",
-        "arange",
-        "linspace",
-        "onehot",
-        "shape",
-        "randn",
-        "rand",
-        "bernoulli",
-        "randint",
-        "choose",
-        "permutation",
-        "orthogonal",
-        "load",
-        "svals",
-        "eigvals",
-        "erank",
-        "nuclear",
-        "spectral",
-        "cond",
-        "rank",
-        "grad",
-        "ntk",
-        "init",
-        "inf",
-        "pi",
-        "gnorm",
-        "sharpness",
-        "step",
-        "seed",
-    ]);
-    v
+    Builtin::all()
+        .map(Builtin::name)
+        .chain(VALUES.iter().map(|(n, _)| *n))
+        .collect()
+}
+
+/// The `:help` line of a builtin or builtin value.
+pub fn doc(name: &str) -> Option<&'static str> {
+    match Builtin::named(name) {
+        Some(b) => Some(b.row().doc),
+        None => VALUES.iter().find(|(n, _)| *n == name).map(|(_, d)| *d),
+    }
 }
 
 #[cfg(test)]
@@ -244,12 +464,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_listed_name_has_a_signature_or_is_a_value() {
-        for n in all_names() {
-            assert!(
-                signature(n).is_some() || builtin_value(n) || n == "seed",
-                "{n} has no signature"
-            );
+    fn names_are_unique_and_find_their_builtin() {
+        let mut seen = std::collections::HashSet::new();
+        for b in Builtin::all() {
+            assert!(seen.insert(b.name()), "{} twice", b.name());
+            assert_eq!(Builtin::named(b.name()), Some(b));
+        }
+        for (n, _) in VALUES {
+            assert!(seen.insert(n), "{n} is a value and a builtin");
+        }
+    }
+
+    #[test]
+    fn piecewise_rows_sit_at_their_index() {
+        for (i, p) in PIECEWISE.iter().enumerate() {
+            assert_eq!(p.piece as usize, i, "{} is out of place", p.name);
         }
     }
 }

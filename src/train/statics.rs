@@ -149,14 +149,15 @@ fn distribution(l: &mut Lowerer, e: &Expr, stream: &str, shape: &[usize]) -> Res
         ExprKind::Call { callee, args } => (callee.name.as_str(), args.as_slice()),
         _ => return Err("not a distribution".into()),
     };
-    let arg = |l: &mut Lowerer, k: &str, pos: usize, default: f64| -> Result<usize, String> {
-        let found = args
-            .iter()
-            .find(|a| a.name.as_ref().is_some_and(|n| n.name == k))
-            .or_else(|| args.iter().filter(|a| a.name.is_none()).nth(pos));
-        match found {
-            Some(a) => {
-                let v = l.expr(&a.value)?;
+    let sig = crate::sema::builtins::distribution(name).ok_or("not a distribution")?;
+    let (bound, problems) = crate::sema::bind::bind_builtin(&sig, args);
+    if !problems.is_empty() {
+        return Err("arguments the checker refuses".into());
+    }
+    let arg = |l: &mut Lowerer, k: &str, default: f64| -> Result<usize, String> {
+        match bound.get(k) {
+            Some(e) => {
+                let v = l.expr(e)?;
                 Ok(l.b.to_float(v))
             }
             None => Ok(l.b.scalar(default)),
@@ -165,7 +166,7 @@ fn distribution(l: &mut Lowerer, e: &Expr, stream: &str, shape: &[usize]) -> Res
     let step = l.b.int_scalar(0);
     Ok(match name {
         "normal" => {
-            let (m, s) = (arg(l, "mean", 0, 0.0)?, arg(l, "std", 1, 1.0)?);
+            let (m, s) = (arg(l, "mean", 0.0)?, arg(l, "std", 1.0)?);
             let z = l.b.random(
                 Draw::Normal,
                 stream,
@@ -178,7 +179,7 @@ fn distribution(l: &mut Lowerer, e: &Expr, stream: &str, shape: &[usize]) -> Res
             l.b.binary(Binary::Add, zs, m)
         }
         "uniform" => {
-            let (lo, hi) = (arg(l, "lo", 0, 0.0)?, arg(l, "hi", 1, 1.0)?);
+            let (lo, hi) = (arg(l, "lo", 0.0)?, arg(l, "hi", 1.0)?);
             let u = l.b.random(
                 Draw::Uniform,
                 stream,
@@ -196,11 +197,11 @@ fn distribution(l: &mut Lowerer, e: &Expr, stream: &str, shape: &[usize]) -> Res
             l.b.broadcast(c, shape)
         }
         "constant" => {
-            let c = arg(l, "c", 0, 0.0)?;
+            let c = arg(l, "c", 0.0)?;
             l.b.broadcast(c, shape)
         }
         "orthogonal" | "identity" => {
-            let scale = arg(l, "scale", usize::MAX, 1.0)?;
+            let scale = arg(l, "scale", 1.0)?;
             let (m, n) = (shape[shape.len() - 2], shape[shape.len() - 1]);
             let count = if shape.len() == 3 { shape[0] } else { 1 };
             let mut parts = Vec::new();

@@ -5,24 +5,10 @@ use std::collections::HashMap;
 use super::{Checker, Deps, Val};
 use crate::diag::{Diagnostic, Span};
 use crate::ir::types::{Shape, axis};
-use crate::sema::bind::{self, Problem};
-use crate::sema::builtins::{self, Class};
+use crate::sema::bind::{self, Bound, Problem};
+use crate::sema::builtins::{self, Builtin, Class};
 use crate::sema::modules::SymKind;
 use crate::syntax::ast::*;
-
-pub(super) struct Bound<'p> {
-    pub(super) slots: Vec<(String, Option<&'p Expr>)>,
-    pub(super) rest: Vec<&'p Expr>,
-}
-
-impl<'p> Bound<'p> {
-    pub(super) fn get(&self, name: &str) -> Option<&'p Expr> {
-        self.slots
-            .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, e)| *e)
-    }
-}
 
 pub(super) fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
@@ -73,8 +59,8 @@ impl<'p> Checker<'p> {
                 );
                 None
             }
-            None => match builtins::signature(name) {
-                Some(sig) => self.builtin(name, sig, args, span),
+            None => match Builtin::named(name) {
+                Some(f) => self.builtin(f, args, span),
                 None => {
                     self.undefined(name, callee.span);
                     None
@@ -173,7 +159,25 @@ impl<'p> Checker<'p> {
         span: Span,
     ) -> Option<Vec<Option<&'p Expr>>> {
         let (at, problems) = bind::bind(names, args);
-        for problem in &problems {
+        let slots: Vec<Option<&'p Expr>> = at.iter().map(|k| k.map(|k| &args[k].value)).collect();
+        self.report_binding(callee, names, None, required, &slots, &problems, span)
+            .then_some(slots)
+    }
+
+    /// Reports a binding's problems, or else its first missing required argument; whether
+    /// it is sound. `sig`: the builtin's, for the hint of a positional problem.
+    #[allow(clippy::too_many_arguments)]
+    fn report_binding(
+        &mut self,
+        callee: &str,
+        names: &[&str],
+        sig: Option<&builtins::Signature>,
+        required: usize,
+        slots: &[Option<&'p Expr>],
+        problems: &[Problem<'p>],
+        span: Span,
+    ) -> bool {
+        for problem in problems {
             let d = match problem {
                 Problem::TooMany(a) => Diagnostic::new(
                     "E0501",
@@ -199,12 +203,32 @@ impl<'p> Checker<'p> {
                         .label("given again")
                         .related(span, "in this call")
                 }
+                // Keyword-only names cannot be filled positionally.
+                Problem::Positional {
+                    extra,
+                    given,
+                    takes,
+                } => Diagnostic::new(
+                    "E0501",
+                    format!(
+                        "`{callee}` takes {takes} positional argument{}, {given} given",
+                        plural(*takes)
+                    ),
+                    extra.value.span,
+                )
+                .label("one too many")
+                .related(span, "in this call")
+                .hint(match sig {
+                    Some(sig) => signature_hint(callee, sig),
+                    None => format!("`{callee}({})`", names.join(", ")),
+                }),
             };
             self.error(d);
         }
-        let slots: Vec<Option<&'p Expr>> = at.iter().map(|k| k.map(|k| &args[k].value)).collect();
-        let mut ok = problems.is_empty();
-        if ok && let Some(missing) = (0..required).find(|i| slots[*i].is_none()) {
+        if !problems.is_empty() {
+            return false;
+        }
+        if let Some(missing) = (0..required).find(|i| slots[*i].is_none()) {
             self.error(
                 Diagnostic::new(
                     "E0501",
@@ -214,11 +238,13 @@ impl<'p> Checker<'p> {
                 .label("missing argument")
                 .hint(format!("`{callee}({})`", names.join(", "))),
             );
-            ok = false;
+            return false;
         }
-        ok.then_some(slots)
+        true
     }
 
+    /// Binds the arguments of a call of builtin or distribution `callee`
+    /// (`bind::bind_builtin`) and reports its problems.
     pub(super) fn bind(
         &mut self,
         callee: &str,
@@ -226,69 +252,23 @@ impl<'p> Checker<'p> {
         args: &'p [Arg],
         span: Span,
     ) -> Option<Bound<'p>> {
-        let positional = args.iter().filter(|a| a.name.is_none()).count();
-        let fixed = sig.required.len() + sig.optional.len();
-        let mut names: Vec<&str> = sig.required.iter().chain(sig.optional).copied().collect();
-        // Variadic dims: extra positional arguments.
-        let mut rest = Vec::new();
-        let (head, extra): (Vec<&'p Arg>, Vec<&'p Arg>) = if sig.variadic && positional > fixed {
-            let mut seen = 0;
-            args.iter().partition(|a| {
-                if a.name.is_none() {
-                    seen += 1;
-                    seen <= fixed
-                } else {
-                    true
-                }
-            })
-        } else {
-            (args.iter().collect(), Vec::new())
-        };
-        for a in extra {
-            rest.push(&a.value);
-        }
-        let positional_count = names.len();
-        names.extend(sig.kw_only);
-        // Keyword-only names cannot be filled positionally.
-        let head_positional = head.iter().filter(|a| a.name.is_none()).count();
-        if head_positional > positional_count {
-            let a = head
-                .iter()
-                .filter(|a| a.name.is_none())
-                .nth(positional_count)
-                .map(|a| a.value.span)
-                .unwrap_or(span);
-            self.error(
-                Diagnostic::new(
-                    "E0501",
-                    format!("`{callee}` takes {positional_count} positional argument{}, {head_positional} given", plural(positional_count)),
-                    a,
-                )
-                .label("one too many")
-                .related(span, "in this call")
-                .hint(signature_hint(callee, sig)),
-            );
-            return None;
-        }
-        let slots = self.bind_named(callee, &names, sig.required.len(), &head, span)?;
-        Some(Bound {
-            slots: names
-                .into_iter()
-                .zip(slots)
-                .map(|(n, s)| (n.to_string(), s))
-                .collect(),
-            rest,
-        })
+        let (b, problems) = bind::bind_builtin(sig, args);
+        let (names, slots): (Vec<&str>, Vec<Option<&'p Expr>>) = b.slots.iter().copied().unzip();
+        self.report_binding(
+            callee,
+            &names,
+            Some(sig),
+            sig.required.len(),
+            &slots,
+            &problems,
+            span,
+        )
+        .then_some(b)
     }
 
-    pub(super) fn builtin(
-        &mut self,
-        name: &str,
-        sig: builtins::Signature,
-        args: &'p [Arg],
-        span: Span,
-    ) -> Option<Val> {
-        let b = self.bind(name, &sig, args, span)?;
+    pub(super) fn builtin(&mut self, f: Builtin, args: &'p [Arg], span: Span) -> Option<Val> {
+        let sig = f.row().sig;
+        let b = self.bind(f.name(), &sig, args, span)?;
         let class_deps = match sig.class {
             Class::Random => Deps {
                 random: Some(span),
@@ -300,7 +280,7 @@ impl<'p> Checker<'p> {
             },
             Class::Math | Class::File => Deps::default(),
         };
-        let mut out = self.builtin_shape(name, &b, span)?;
+        let mut out = self.builtin_shape(f, &b, span)?;
         out.deps = out.deps.or(class_deps);
         if sig.class != Class::Math {
             out.known = None;

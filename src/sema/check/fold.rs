@@ -1,9 +1,8 @@
 //! Constant folding of operators and elementwise functions over compile-time scalars.
 
 use crate::diag::{Diagnostic, Span};
-use crate::ir::Unary;
 use crate::ir::types::{DType, Scalar};
-use crate::sema::builtins;
+use crate::sema::builtins::Builtin;
 use crate::syntax::ast::*;
 
 /// Folds an operator over two compile-time scalars; `None` on overflow.
@@ -61,24 +60,26 @@ pub(super) fn floor_div(a: i64, b: i64) -> Option<i64> {
     })
 }
 
-/// Folds an elementwise function over a compile-time scalar with the functions both
-/// backends call (the row's `scalar` of `ir::ops`, or `builtins::PIECEWISE`), so a const
-/// folded here equals the same expression at run time, bit for bit.
-pub(super) fn unary_fold(name: &str, k: Scalar, dtype: DType) -> Option<Scalar> {
-    let piecewise = || builtins::PIECEWISE.iter().find(|p| p.name == name);
+/// Folds an elementwise builtin of one argument over a compile-time scalar with the
+/// functions both backends call (the row's `scalar` of `ir::ops`, or the `Piecewise` row's),
+/// so a const folded here equals the same expression at run time, bit for bit. `None` for
+/// an int overflow and for other builtins.
+pub(super) fn unary_fold(f: Builtin, k: Scalar, dtype: DType) -> Option<Scalar> {
     if dtype == DType::Int
         && let Scalar::Int(i) = k
     {
-        let int = match Unary::named(name) {
-            Some(op) => op.row().int.map(|f| f(i)),
-            None => (piecewise()?.int)(i),
+        let int = match f {
+            Builtin::Unary(op) => op.row().int.map(|int| int(i)),
+            Builtin::Piecewise(p) => (p.row().int)(i),
+            _ => None,
         };
         return int.map(Scalar::Int);
     }
     let x = k.as_f64();
-    let y = match Unary::named(name) {
-        Some(op) => (op.row().scalar)(x),
-        None => (piecewise()?.float)(x),
+    let y = match f {
+        Builtin::Unary(op) => (op.row().scalar)(x),
+        Builtin::Piecewise(p) => (p.row().float)(x),
+        _ => return None,
     };
     Some(Scalar::Float(y))
 }

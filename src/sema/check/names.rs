@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use super::{Checker, Deps, Memo, Place, Val};
 use crate::diag::{Diagnostic, Span};
 use crate::ir::types::{DType, Scalar};
-use crate::sema::builtins::{self, OPTIMIZER_NAMES};
+use crate::sema::builtins::{self, Builtin, OPTIMIZER_NAMES};
 use crate::sema::modules::SymKind;
 use crate::syntax::ast::*;
 
@@ -199,7 +199,7 @@ impl<'p> Checker<'p> {
                     || self.prog.lookup(n).is_some()
                     || builtins::builtin_value(n)
                     || n == "seed"
-                    || builtins::signature(n).is_some();
+                    || Builtin::named(n).is_some();
                 if !known {
                     self.undefined(n, e.span);
                 }
@@ -210,7 +210,7 @@ impl<'p> Checker<'p> {
                         calls.push((callee.name.clone(), callee.span))
                     }
                     Some(_) => {}
-                    None if builtins::signature(&callee.name).is_some() => {}
+                    None if Builtin::named(&callee.name).is_some() => {}
                     None => self.undefined(&callee.name, callee.span),
                 }
                 for a in args {
@@ -390,7 +390,7 @@ impl<'p> Checker<'p> {
                 self.undefined(name, span);
                 None
             }
-            _ if builtins::signature(name).is_some() => {
+            _ if Builtin::named(name).is_some() => {
                 self.error(
                     Diagnostic::new(
                         "E0104",

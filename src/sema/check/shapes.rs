@@ -1,30 +1,35 @@
 //! Shape rules of the builtins (LANGUAGE.md section 6).
 
-use super::calls::Bound;
 use super::fold::{int_overflow, unary_fold};
 use super::{Checker, Deps, Val};
 use crate::diag::{Diagnostic, Span};
-use crate::ir::types::{DType, Scalar, Shape, axis, show_shape};
-use crate::sema::builtins;
+use crate::ir::types::{self, DType, Scalar, axis, show_shape};
+use crate::sema::bind::Bound;
+use crate::sema::builtins::Builtin;
 use crate::sema::modules::SymKind;
 use crate::syntax::ast::*;
 
 impl<'p> Checker<'p> {
-    pub(super) fn builtin_shape(&mut self, name: &str, b: &Bound<'p>, span: Span) -> Option<Val> {
+    pub(super) fn builtin_shape(&mut self, f: Builtin, b: &Bound<'p>, span: Span) -> Option<Val> {
+        use Builtin::*;
         let float = DType::Float;
-        match name {
-            n if builtins::is_unary(n) => {
+        let name = f.name();
+        match f {
+            Unary(_) | Piecewise(_) => {
                 let (x, _) = self.arg(b, "x")?;
-                let keeps_int = builtins::keeps_int(n);
+                let keeps_int = match f {
+                    Unary(op) => op.row().int.is_some(),
+                    _ => true,
+                };
                 let dtype = if keeps_int { x.dtype } else { float };
-                let known = x.known.and_then(|k| unary_fold(n, k, dtype));
+                let known = x.known.and_then(|k| unary_fold(f, k, dtype));
                 if dtype == DType::Int && x.known.is_some() && known.is_none() {
                     self.error(int_overflow(span));
                     return None;
                 }
                 Some(Val { dtype, known, ..x })
             }
-            "max" | "min" if b.get("y").is_some() => {
+            Max | Min if b.get("y").is_some() => {
                 if let Some(e) = b.get("axis") {
                     self.error(
                         Diagnostic::new(
@@ -39,19 +44,18 @@ impl<'p> Checker<'p> {
                     );
                     return None;
                 }
-                self.elementwise(b, &["x", "y"], name)
+                self.elementwise(b, &["x", "y"], f)
             }
-            "logaddexp" => self.elementwise(b, &["a", "b"], name),
-            "clamp" => self.elementwise(b, &["x", "lo", "hi"], name),
-            "leaky_relu" => self.elementwise(b, &["x", "slope"], name),
-            "sum" | "mean" | "prod" | "logsumexp" | "argmax" | "argmin" | "max" | "min"
-            | "norm" => {
+            LogAddExp => self.elementwise(b, &["a", "b"], f),
+            Clamp => self.elementwise(b, &["x", "lo", "hi"], f),
+            LeakyRelu => self.elementwise(b, &["x", "slope"], f),
+            Sum | Mean | Prod | LogSumExp | ArgMax | ArgMin | Max | Min | Norm => {
                 let (x, xs) = self.arg(b, "x")?;
-                if name == "norm" && b.get("p").is_some() {
+                if f == Norm && b.get("p").is_some() {
                     self.scalar_arg(b, "p", name)?;
                 }
                 let ax = self.axis_arg(b, x.shape.len(), None)?;
-                if matches!(name, "argmax" | "argmin" | "max" | "min") && x.shape.contains(&0) {
+                if matches!(f, ArgMax | ArgMin | Max | Min) && x.shape.contains(&0) {
                     self.error(
                         Diagnostic::new("E0307", format!("`{name}` of an empty tensor"), xs)
                             .label(format!("this is {}", x.describe())),
@@ -66,16 +70,16 @@ impl<'p> Checker<'p> {
                     }
                     None => vec![],
                 };
-                let dtype = match name {
-                    "sum" | "prod" | "max" | "min" => x.dtype,
-                    "argmax" | "argmin" => DType::Int,
+                let dtype = match f {
+                    Sum | Prod | Max | Min => x.dtype,
+                    ArgMax | ArgMin => DType::Int,
                     _ => float,
                 };
                 let known = if x.shape.is_empty() {
-                    match name {
-                        "sum" | "prod" | "max" | "min" => x.known,
-                        "mean" | "logsumexp" => x.known.map(|k| Scalar::Float(k.as_f64())),
-                        "norm" => x.known.map(|k| Scalar::Float(k.as_f64().abs())),
+                    match f {
+                        Sum | Prod | Max | Min => x.known,
+                        Mean | LogSumExp => x.known.map(|k| Scalar::Float(k.as_f64())),
+                        Norm => x.known.map(|k| Scalar::Float(k.as_f64().abs())),
                         _ => Some(Scalar::Int(0)),
                     }
                 } else {
@@ -88,13 +92,13 @@ impl<'p> Checker<'p> {
                     deps: x.deps,
                 })
             }
-            "softmax" | "log_softmax" => {
+            Softmax | LogSoftmax => {
                 let (x, xs) = self.arg(b, "x")?;
                 self.need_rank(&x, xs, name, !x.shape.is_empty(), "at least one axis")?;
                 self.axis_arg(b, x.shape.len(), Some(-1))?;
                 Some(Val::tensor(float, x.shape, x.deps))
             }
-            "reshape" => {
+            Reshape => {
                 let (x, xs) = self.arg(b, "x")?;
                 let dims_e = b.get("dims")?;
                 let items: Vec<&'p Expr> = match &dims_e.kind {
@@ -120,7 +124,7 @@ impl<'p> Checker<'p> {
                     );
                     return None;
                 }
-                let shape: Option<Shape> = match free {
+                let shape: Option<types::Shape> = match free {
                     0 if fixed as usize == size => {
                         Some(dims.iter().map(|(d, _)| *d as usize).collect())
                     }
@@ -151,22 +155,22 @@ impl<'p> Checker<'p> {
                     }
                 }
             }
-            "flat" => {
+            Flat => {
                 let (x, _) = self.arg(b, "x")?;
                 Some(Val::tensor(x.dtype, vec![x.shape.iter().product()], x.deps))
             }
-            "transpose" => {
+            Transpose => {
                 let (x, _) = self.arg(b, "x")?;
                 let mut shape = x.shape.clone();
                 shape.reverse();
                 Some(Val { shape, ..x })
             }
-            "stack" => {
+            Stack => {
                 let e = b.get("list")?;
                 let vals = self.list(e)?;
                 self.stack(&vals, e.span)
             }
-            "concat" => {
+            Concat => {
                 let e = b.get("list")?;
                 let vals = self.list(e)?;
                 let Some(first) = vals.first().cloned() else {
@@ -238,7 +242,7 @@ impl<'p> Checker<'p> {
                 }
                 Some(Val::tensor(dtype, shape, deps))
             }
-            "diag" => {
+            Diag => {
                 let (x, xs) = self.arg(b, "x")?;
                 match x.shape.as_slice() {
                     [n] => Some(Val::tensor(x.dtype, vec![*n, *n], x.deps)),
@@ -249,12 +253,12 @@ impl<'p> Checker<'p> {
                     }
                 }
             }
-            "trace" => {
+            Trace => {
                 let (x, xs) = self.arg(b, "x")?;
                 self.need_rank(&x, xs, name, x.shape.len() == 2, "a matrix")?;
                 Some(Val::tensor(x.dtype, vec![], x.deps))
             }
-            "outer" => {
+            Outer => {
                 let (u, us) = self.arg(b, "u")?;
                 let (v, vs) = self.arg(b, "v")?;
                 self.need_rank(&u, us, name, u.shape.len() == 1, "vectors")?;
@@ -265,7 +269,7 @@ impl<'p> Checker<'p> {
                     u.deps.or(v.deps),
                 ))
             }
-            "matprod" => {
+            MatProd => {
                 let (w, ws) = self.arg(b, "Ws")?;
                 match w.shape.as_slice() {
                     [1, m, n] => Some(Val::tensor(w.dtype, vec![*m, *n], w.deps)),
@@ -286,25 +290,25 @@ impl<'p> Checker<'p> {
                     }
                 }
             }
-            "eye" => {
+            Eye => {
                 let n = self.int_arg(b, "n", "a dimension")? as usize;
                 Some(Val::tensor(float, vec![n, n], Deps::default()))
             }
-            "zeros" | "ones" | "randn" | "rand" => {
+            Zeros | Ones | Randn | Rand => {
                 let shape = self.dims(b)?;
                 Some(Val::tensor(float, shape, Deps::default()))
             }
-            "full" => {
+            Full => {
                 let c = self.scalar_arg(b, "c", name)?;
                 let shape = self.dims(b)?;
                 Some(Val::tensor(c.dtype, shape, c.deps))
             }
-            "bernoulli" => {
+            Bernoulli => {
                 let p = self.scalar_arg(b, "p", name)?;
                 let shape = self.dims(b)?;
                 Some(Val::tensor(float, shape, p.deps))
             }
-            "randint" => {
+            RandInt => {
                 let lo = self.scalar_arg(b, "lo", name)?;
                 let hi = self.scalar_arg(b, "hi", name)?;
                 for (v, n) in [(&lo, "lo"), (&hi, "hi")] {
@@ -316,11 +320,11 @@ impl<'p> Checker<'p> {
                 let shape = self.dims(b)?;
                 Some(Val::tensor(DType::Int, shape, lo.deps.or(hi.deps)))
             }
-            "arange" | "permutation" => {
+            Arange | Permutation => {
                 let n = self.int_arg(b, "n", "a length")? as usize;
                 Some(Val::tensor(DType::Int, vec![n], Deps::default()))
             }
-            "choose" => {
+            Choose => {
                 let n = self.int_arg(b, "n", "a count")?;
                 let k = self.int_arg(b, "k", "a count")?;
                 if k > n {
@@ -337,7 +341,7 @@ impl<'p> Checker<'p> {
                 }
                 Some(Val::tensor(DType::Int, vec![k as usize], Deps::default()))
             }
-            "orthogonal" => {
+            Orthogonal => {
                 let n = self.int_arg(b, "n", "a dimension")? as usize;
                 let m = match b.get("m") {
                     Some(_) => self.int_arg(b, "m", "a dimension")? as usize,
@@ -345,13 +349,13 @@ impl<'p> Checker<'p> {
                 };
                 Some(Val::tensor(float, vec![n, m], Deps::default()))
             }
-            "linspace" => {
+            Linspace => {
                 let a = self.scalar_arg(b, "a", name)?;
                 let c = self.scalar_arg(b, "b", name)?;
                 let n = self.int_arg(b, "n", "a length")? as usize;
                 Some(Val::tensor(float, vec![n], a.deps.or(c.deps)))
             }
-            "onehot" => {
+            OneHot => {
                 let (idx, is) = self.arg(b, "idx")?;
                 if idx.dtype != DType::Int {
                     self.error(
@@ -365,7 +369,7 @@ impl<'p> Checker<'p> {
                 shape.push(k);
                 Some(Val::tensor(float, shape, idx.deps))
             }
-            "shape" => {
+            Shape => {
                 let (x, _) = self.arg(b, "x")?;
                 let ke = b.get("k")?;
                 let k = self.int_value(ke, "an axis")?;
@@ -388,7 +392,7 @@ impl<'p> Checker<'p> {
                     }
                 }
             }
-            "load" => {
+            Load => {
                 let e = b.get("path")?;
                 let ExprKind::Str(path) = &e.kind else {
                     self.error(
@@ -414,25 +418,23 @@ impl<'p> Checker<'p> {
                     }
                 }
             }
-            "svals" | "eigvals" | "erank" | "nuclear" | "spectral" | "cond" | "rank" => {
+            Svals | Eigvals | Erank | Nuclear | Spectral | Cond | Rank => {
                 let (a, s) = self.arg(b, "A")?;
                 self.need_rank(&a, s, name, a.shape.len() == 2, "a matrix")?;
-                if name == "eigvals" && a.shape[0] != a.shape[1] {
+                if f == Eigvals && a.shape[0] != a.shape[1] {
                     self.need_rank(&a, s, name, false, "a square (symmetric) matrix")?;
                 }
                 if b.get("tol").is_some() {
                     self.scalar_arg(b, "tol", name)?;
                 }
                 let deps = a.deps;
-                Some(match name {
-                    "svals" | "eigvals" => {
-                        Val::tensor(float, vec![a.shape[0].min(a.shape[1])], deps)
-                    }
-                    "rank" => Val::tensor(DType::Int, vec![], deps),
+                Some(match f {
+                    Svals | Eigvals => Val::tensor(float, vec![a.shape[0].min(a.shape[1])], deps),
+                    Rank => Val::tensor(DType::Int, vec![], deps),
                     _ => Val::tensor(float, vec![], deps),
                 })
             }
-            "grad" => {
+            Grad => {
                 // grad(p) or grad(expr, p)
                 let (of, p_expr) = match b.get("p") {
                     Some(p) => (b.get("a"), p),
@@ -501,7 +503,7 @@ impl<'p> Checker<'p> {
                 }
                 Some(Val::tensor(float, pv.shape, deps))
             }
-            "ntk" => {
+            Ntk => {
                 let f = b.get("f")?;
                 let (x, xs) = self.arg(b, "X")?;
                 self.need_rank(&x, xs, name, !x.shape.is_empty(), "data with rows")?;
@@ -547,11 +549,10 @@ impl<'p> Checker<'p> {
                     },
                 ))
             }
-            "init" => {
+            Init => {
                 let (x, _) = self.arg(b, "x")?;
                 Some(x)
             }
-            _ => None,
         }
     }
 
@@ -560,7 +561,7 @@ impl<'p> Checker<'p> {
         &mut self,
         b: &Bound<'p>,
         names: &[&str],
-        callee: &str,
+        callee: Builtin,
     ) -> Option<Val> {
         let mut acc: Option<(Val, Span)> = None;
         let mut vals = Vec::new();
@@ -586,14 +587,14 @@ impl<'p> Checker<'p> {
         }
         let (mut out, _) = acc?;
         let dtype = match callee {
-            "max" | "min" | "clamp" => out.dtype,
+            Builtin::Max | Builtin::Min | Builtin::Clamp => out.dtype,
             _ => DType::Float,
         };
         out.dtype = dtype;
         let knowns: Option<Vec<Scalar>> = vals.iter().map(|v| v.known).collect();
         out.known = knowns.and_then(|k| match (callee, k.as_slice()) {
-            ("max", [a, c]) => Some(if a.as_f64() >= c.as_f64() { *a } else { *c }),
-            ("min", [a, c]) => Some(if a.as_f64() <= c.as_f64() { *a } else { *c }),
+            (Builtin::Max, [a, c]) => Some(if a.as_f64() >= c.as_f64() { *a } else { *c }),
+            (Builtin::Min, [a, c]) => Some(if a.as_f64() <= c.as_f64() { *a } else { *c }),
             _ => None,
         });
         Some(out)
