@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use traj::diag::SourceMap;
 use traj::interp::{self, Env};
 use traj::ir::types::DType;
-use traj::ir::{Binary, Builder, Func, Reduce, Unary};
+use traj::ir::{Binary, Builder, Func, Prim, Reduce, Unary};
 use traj::sema::Options;
 use traj::sema::check::check_source;
 use traj::tensor::Tensor;
@@ -1490,6 +1490,77 @@ fn slice_ops_in_two_halves_keep_every_entry() {
             assert_eq!(at(2).to_bits(), math::log(ys[i]).to_bits(), "{what} {i}");
             let want = math::logaddexp(xs[i], ys[i]);
             assert_eq!(at(3).to_bits(), want.to_bits(), "{what} {i}");
+        }
+    }
+}
+
+/// Every op of the table with a whole-slice form (`Unary::slice`, `Binary::slice`) is a
+/// `layout::slice_op` of a float array, and both backends compute it — the JIT by the
+/// op's host shim (`jit::host`'s `slice_shims!`, generated from the same `slice()`) — bit for
+/// bit the scalar function at every entry, below and above the two-halves size.
+#[test]
+fn every_op_with_a_slice_form_runs_over_whole_buffers_on_both_backends() {
+    use traj::jit::layout::slice_op;
+    let unary: Vec<Unary> = unary_ops()
+        .into_iter()
+        .filter(|op| op.slice().is_some())
+        .collect();
+    let binary: Vec<Binary> = BINARY
+        .iter()
+        .copied()
+        .filter(|op| op.slice().is_some())
+        .collect();
+    assert!(unary.contains(&Unary::Tanh) && binary.contains(&Binary::Pow));
+    for n in [1037, 40_001] {
+        let xs: Vec<f64> = (0..n)
+            .map(|i| match i % 17 {
+                0 => [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 0.0][i / 17 % 5],
+                1 => [800.0, -800.0, 1e-300, -1.0, 3e7][i / 17 % 5],
+                _ => (i as f64 * 0.731).sin() * 20.0 / (1 + i % 7) as f64,
+            })
+            .collect();
+        let ys: Vec<f64> = (0..n)
+            .map(|i| match i % 5 {
+                0 => (i % 9) as f64 - 4.0,
+                _ => (i as f64 * 0.377).cos() * 6.0,
+            })
+            .collect();
+        let inputs = [floats(xs.clone(), &[n]), floats(ys.clone(), &[n])];
+        let ops = unary
+            .iter()
+            .map(|op| (format!("{op:?}"), Prim::Unary(*op)))
+            .chain(
+                binary
+                    .iter()
+                    .map(|op| (format!("{op:?}"), Prim::Binary(*op))),
+            );
+        for (name, prim) in ops {
+            let mut b = Builder::new();
+            let x = b.input("x", DType::Float, vec![n]);
+            let y = b.input("y", DType::Float, vec![n]);
+            let v = match prim {
+                Prim::Unary(op) => b.unary(op, x),
+                Prim::Binary(op) => b.binary(op, x, y),
+                _ => unreachable!(),
+            };
+            b.output("v", v);
+            let f = b.finish();
+            let what = format!("{name} over {n} entries");
+            assert!(slice_op(&f, v), "{what}: not a slice op");
+            let out = agree(&f, &inputs, 0, &what).expect("no error");
+            for (i, g) in out[0].to_f64().iter().enumerate() {
+                let w = match prim {
+                    Prim::Unary(op) => (op.row().scalar)(xs[i]),
+                    Prim::Binary(op) => interp::binary(op, xs[i], ys[i]),
+                    _ => unreachable!(),
+                };
+                assert!(
+                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                    "{what} at x = {:e}, y = {:e}: {g:e}, want {w:e}",
+                    xs[i],
+                    ys[i]
+                );
+            }
         }
     }
 }

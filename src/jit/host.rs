@@ -76,79 +76,109 @@ binary_shims! {
     traj_logaddexp => LogAddExp,
 }
 
+/// `op.slice()` (`kernels::vmath`) over `n` values at `a` into `out`, in halves.
+///
+/// # Safety
+/// `a` and `out` must point to `n` f64 each (non-null and aligned), not overlapping.
+unsafe fn unary_over(op: Unary, a: *const f64, out: *mut f64, n: i64) {
+    let Some(f) = op.slice() else { return };
+    let (a, out) = (a as usize, out as usize);
+    in_halves(n as usize, |part| {
+        // SAFETY: see the contract; the buffers are planned with `n` values, and the halves
+        // write disjoint parts of `out`.
+        let (a, out) = unsafe {
+            (
+                std::slice::from_raw_parts((a as *const f64).add(part.start), part.len()),
+                std::slice::from_raw_parts_mut((out as *mut f64).add(part.start), part.len()),
+            )
+        };
+        f(a, out);
+    });
+}
+
+/// `op.slice()` (`kernels::vmath`) over `n` values at `a` and `b` into `out`, in halves.
+///
+/// # Safety
+/// `a`, `b` and `out` must point to `n` f64 each (non-null and aligned), `out` not
+/// overlapping the others.
+unsafe fn binary_over(op: Binary, a: *const f64, b: *const f64, out: *mut f64, n: i64) {
+    let Some(f) = op.slice() else { return };
+    let (a, b, out) = (a as usize, b as usize, out as usize);
+    in_halves(n as usize, |part| {
+        // SAFETY: see the contract; the buffers are planned with `n` values, and the halves
+        // write disjoint parts of `out`.
+        let (a, b, out) = unsafe {
+            (
+                std::slice::from_raw_parts((a as *const f64).add(part.start), part.len()),
+                std::slice::from_raw_parts((b as *const f64).add(part.start), part.len()),
+                std::slice::from_raw_parts_mut((out as *mut f64).add(part.start), part.len()),
+            )
+        };
+        f(a, b, out);
+    });
+}
+
+/// Declares, for every `Unary` and `Binary` op, its whole-buffer host function (`Sig::Slices`)
+/// and symbol, present exactly when the op table gives the op a slice form (`slice()`).
+/// The `match`es list every op and have no other arm, so a new op does not compile until it
+/// is listed here, and an op with a slice form cannot lack its shim.
 macro_rules! slice_shims {
-    (unary: $($name:ident => $op:ident),*; binary: $($name2:ident => $op2:ident),* $(,)?) => {
-        $(
-            /// `Unary::slice` (`kernels::vmath`) over `n` values at `a` into `out` (`b` unused).
-            ///
-            /// # Safety
-            /// `a` and `out` must point to `n` f64 each (non-null and aligned), not
-            /// overlapping.
-            unsafe extern "C" fn $name(a: *const f64, _b: *const f64, out: *mut f64, n: i64) {
-                let (a, out) = (a as usize, out as usize);
-                in_halves(n as usize, |part| {
-                    // SAFETY: see the contract; the buffers are planned with `n` values,
-                    // and the halves write disjoint parts of `out`.
-                    let (a, out) = unsafe {
-                        (
-                            std::slice::from_raw_parts((a as *const f64).add(part.start), part.len()),
-                            std::slice::from_raw_parts_mut((out as *mut f64).add(part.start), part.len()),
-                        )
-                    };
-                    (Unary::$op.slice().expect("a slice op"))(a, out);
-                });
-            }
-        )*
-        $(
-            /// `Binary::slice` (`kernels::vmath`) over `n` values at `a` and `b` into `out`.
-            ///
-            /// # Safety
-            /// `a`, `b` and `out` must point to `n` f64 each (non-null and aligned), `out`
-            /// not overlapping the others.
-            unsafe extern "C" fn $name2(a: *const f64, b: *const f64, out: *mut f64, n: i64) {
-                let (a, b, out) = (a as usize, b as usize, out as usize);
-                in_halves(n as usize, |part| {
-                    // SAFETY: see the contract; the buffers are planned with `n` values,
-                    // and the halves write disjoint parts of `out`.
-                    let (a, b, out) = unsafe {
-                        (
-                            std::slice::from_raw_parts((a as *const f64).add(part.start), part.len()),
-                            std::slice::from_raw_parts((b as *const f64).add(part.start), part.len()),
-                            std::slice::from_raw_parts_mut((out as *mut f64).add(part.start), part.len()),
-                        )
-                    };
-                    (Binary::$op2.slice().expect("a slice op"))(a, b, out);
-                });
-            }
-        )*
-        /// The host function computing float `op` over whole buffers (a `layout::slice_op`).
-        pub(super) fn slice_shim(prim: &Prim) -> Option<&'static str> {
-            match prim {
-                $(Prim::Unary(Unary::$op) => Some(stringify!($name)),)*
-                $(Prim::Binary(Binary::$op2) => Some(stringify!($name2)),)*
-                _ => None,
-            }
+    (unary: $($u:ident),* ; binary: $($b:ident),* $(,)?) => {
+        fn unary_slice_shim(op: Unary) -> Option<(&'static str, *const u8)> {
+            op.slice()?;
+            Some(match op {
+                $(Unary::$u => {
+                    /// # Safety
+                    /// As [`unary_over`]'s (`_b` unused).
+                    unsafe extern "C" fn shim(a: *const f64, _b: *const f64, out: *mut f64, n: i64) {
+                        // SAFETY: the caller's contract is `unary_over`'s.
+                        unsafe { unary_over(Unary::$u, a, out, n) }
+                    }
+                    (concat!("traj_", stringify!($u), "_into"), shim as *const u8)
+                })*
+            })
         }
-        const SLICES: &[(&str, *const u8)] = &[
-            $((stringify!($name), $name as *const u8),)*
-            $((stringify!($name2), $name2 as *const u8),)*
-        ];
+
+        fn binary_slice_shim(op: Binary) -> Option<(&'static str, *const u8)> {
+            op.slice()?;
+            Some(match op {
+                $(Binary::$b => {
+                    /// # Safety
+                    /// As [`binary_over`]'s.
+                    unsafe extern "C" fn shim(a: *const f64, b: *const f64, out: *mut f64, n: i64) {
+                        // SAFETY: the caller's contract is `binary_over`'s.
+                        unsafe { binary_over(Binary::$b, a, b, out, n) }
+                    }
+                    (concat!("traj_", stringify!($b), "_into"), shim as *const u8)
+                })*
+            })
+        }
+
+        /// Every whole-buffer host function with its symbol.
+        fn slice_symbols() -> impl Iterator<Item = (&'static str, *const u8)> {
+            [$(unary_slice_shim(Unary::$u)),*]
+                .into_iter()
+                .chain([$(binary_slice_shim(Binary::$b)),*])
+                .flatten()
+        }
     };
 }
 
 slice_shims! {
-    unary:
-    traj_exp_into => Exp,
-    traj_log1p_into => Log1p,
-    traj_sigmoid_into => Sigmoid,
-    traj_softplus_into => Softplus,
-    traj_tanh_into => Tanh,
-    traj_log_into => Log,
-    traj_sin_into => Sin,
-    traj_cos_into => Cos;
-    binary:
-    traj_logaddexp_into => LogAddExp,
-    traj_pow_into => Pow,
+    unary: Neg, Exp, Log, Log1p, Sqrt, Sigmoid, Tanh, Softplus, Sin, Cos, Erf, Sign, Not,
+        StopGrad, ToFloat;
+    binary: Add, Sub, Mul, Div, Pow, FloorDiv, Rem, Max, Min, LogAddExp, Lt, Le, Gt, Ge, Eq,
+        Ne, And, Or,
+}
+
+/// The host function computing float `prim` over whole buffers (a `layout::slice_op`).
+pub(super) fn slice_shim(prim: &Prim) -> Option<&'static str> {
+    let shim = match prim {
+        Prim::Unary(op) => unary_slice_shim(*op),
+        Prim::Binary(op) => binary_slice_shim(*op),
+        _ => None,
+    };
+    shim.map(|(symbol, _)| symbol)
 }
 
 /// Slice ops over at least this many entries run in two halves, one a core: tanh's
@@ -329,7 +359,7 @@ pub(super) fn symbols() -> Vec<(&'static str, *const u8, Sig)> {
             .iter()
             .map(|(n, f)| (*n, *f as *const u8, Sig::Binary)),
     );
-    out.extend(SLICES.iter().map(|(n, f)| (*n, *f, Sig::Slices)));
+    out.extend(slice_symbols().map(|(n, f)| (n, f, Sig::Slices)));
     out.push(("traj_logsumexp", traj_logsumexp as *const u8, Sig::Block));
     out.push(("traj_sum", traj_sum as *const u8, Sig::Block));
     out.push((
