@@ -560,20 +560,13 @@ fn build_stop(
     let v = l.expr(cond)?;
     let v = l.b.to_float(v);
     l.b.output("stop", v);
-    let heavy = [
-        "svals",
-        "eigvals",
-        "rank",
-        "erank",
-        "nuclear",
-        "spectral",
-        "cond",
-        "sharpness",
-        "ntk",
-        "grad",
-    ]
-    .iter()
-    .any(|n| mentions(cond, n));
+    // Whether the test uses an observable (a builtin of that class, or `sharpness`).
+    use crate::sema::builtins::{Builtin, Class};
+    let heavy = Builtin::all()
+        .filter(|b| b.row().sig.class == Class::Observable)
+        .map(Builtin::name)
+        .chain(["sharpness"])
+        .any(|n| mentions(cond, n));
     Ok((Some(checked_func(l.b.finish(), "stop")?), heavy))
 }
 

@@ -95,15 +95,7 @@ pub fn about(name: &str) -> Option<String> {
     }
     if let Some(doc) = builtins::doc(name) {
         let sig = match builtins::signature(name) {
-            Some(s) => {
-                let mut args: Vec<String> = s.required.iter().map(|a| a.to_string()).collect();
-                args.extend(s.optional.iter().map(|a| format!("{a}?")));
-                if s.variadic {
-                    args.push("dims...".into());
-                }
-                args.extend(s.kw_only.iter().map(|a| format!("{a} = ...")));
-                format!("{name}({})", args.join(", "))
-            }
+            Some(s) => s.usage(name, |a| format!("{a}?")),
             None => name.to_string(),
         };
         return Some(format!("{sig}  (builtin)\n  {doc}\n"));

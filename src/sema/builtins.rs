@@ -31,6 +31,20 @@ pub struct Signature {
     pub class: Class,
 }
 
+impl Signature {
+    /// `name(required, optional, dims..., kw = ...)`, each optional argument as `optional`
+    /// writes it.
+    pub fn usage(&self, name: &str, optional: impl Fn(&str) -> String) -> String {
+        let mut parts: Vec<String> = self.required.iter().map(|s| s.to_string()).collect();
+        parts.extend(self.optional.iter().map(|s| optional(s)));
+        if self.variadic {
+            parts.push("dims...".into());
+        }
+        parts.extend(self.kw_only.iter().map(|s| format!("{s} = ...")));
+        format!("{name}({})", parts.join(", "))
+    }
+}
+
 const fn sig(
     required: &'static [&'static str],
     optional: &'static [&'static str],

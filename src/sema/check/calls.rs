@@ -14,16 +14,6 @@ pub(super) fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-pub(super) fn signature_hint(callee: &str, sig: &builtins::Signature) -> String {
-    let mut parts: Vec<String> = sig.required.iter().map(|s| s.to_string()).collect();
-    parts.extend(sig.optional.iter().map(|s| format!("[{s}]")));
-    if sig.variadic {
-        parts.push("dims...".into());
-    }
-    parts.extend(sig.kw_only.iter().map(|s| format!("{s} = ...")));
-    format!("`{callee}({})`", parts.join(", "))
-}
-
 impl<'p> Checker<'p> {
     pub(super) fn call(&mut self, callee: &'p Ident, args: &'p [Arg], span: Span) -> Option<Val> {
         let name = callee.name.as_str();
@@ -219,7 +209,7 @@ impl<'p> Checker<'p> {
                 .label("one too many")
                 .related(span, "in this call")
                 .hint(match sig {
-                    Some(sig) => signature_hint(callee, sig),
+                    Some(sig) => format!("`{}`", sig.usage(callee, |a| format!("[{a}]"))),
                     None => format!("`{callee}({})`", names.join(", ")),
                 }),
             };

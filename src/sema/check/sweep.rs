@@ -9,6 +9,17 @@ use crate::ir::types::Scalar;
 use crate::sema::modules::{Program, SymKind};
 use crate::syntax::ast::*;
 
+/// Whether `--set` or a sweep may override `name`: `seed`, a const, or a name whose item
+/// did not parse (reported already).
+fn overridable(program: &Program, name: &str) -> bool {
+    name == "seed"
+        || program
+            .symbols
+            .get(name)
+            .is_some_and(|s| s.kind == SymKind::Const)
+        || program.maybe_defined(name)
+}
+
 /// `NAME=VALUE` overrides, each with a span into a `<command line>` pseudo-file so that a
 /// bad one is reported like any other error.
 pub(super) fn parse_overrides(
@@ -42,12 +53,7 @@ pub(super) fn parse_overrides(
             continue;
         };
         let k = k.trim();
-        let is_const = k == "seed"
-            || program
-                .symbols
-                .get(k)
-                .is_some_and(|s| s.kind == SymKind::Const);
-        if !is_const && !program.maybe_defined(k) {
+        if !overridable(program, k) {
             diags.push(
                 Diagnostic::new("E0204", format!("the program has no const `{k}`"), span)
                     .label("unknown const")
@@ -142,12 +148,7 @@ pub(super) fn sweep_points(
             );
             continue;
         }
-        let is_const = name == "seed"
-            || program
-                .symbols
-                .get(name)
-                .is_some_and(|s| s.kind == SymKind::Const);
-        if !is_const && !program.maybe_defined(name) {
+        if !overridable(program, name) {
             c.error(
                 Diagnostic::new(
                     "E0101",
