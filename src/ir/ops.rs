@@ -4,8 +4,9 @@
 //! const folding call), whether it keeps ints, its derivative (one rule that reverse and
 //! forward mode both apply), its class of SUBGRADIENTS.md, what it can give and how it maps
 //! a range (for `opt::quiet`), and how the JIT computes it. Adding an op is a variant of
-//! `Unary`, a line in `c_abi!` and a row of `UNARY_OPS`; the tests of every backend and
-//! rule run over the whole table.
+//! `Unary`, a line in `c_abi!`, a row of `UNARY_OPS` and its name in `jit::host`'s
+//! `slice_shims!` (a compile error until it is there); the tests of every backend and rule
+//! run over the whole table.
 
 use super::{Binary, Builder, Var};
 use crate::kernels::{math, vmath};

@@ -1,4 +1,5 @@
-//! Calls: of functions (checked once per binding) and builtins, and argument binding.
+//! Calls: of functions (checked once per binding) and builtins, and the reports of their
+//! argument binding (`sema::bind`).
 
 use std::collections::HashMap;
 

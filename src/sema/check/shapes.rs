@@ -1,4 +1,4 @@
-//! Shape rules of the builtins (LANGUAGE.md section 6).
+//! Shape rules of the builtins (LANGUAGE.md section 6): one arm a `Builtin`.
 
 use super::fold::{int_overflow, unary_fold};
 use super::{Checker, Deps, Val};
