@@ -43,6 +43,14 @@ fn pick<T>(c: bool, a: T, b: T) -> T {
     if c { a } else { b }
 }
 
+/// `pick` by the bits: LLVM moves a float select over the division that follows it
+/// (`pick(c, a, b) / d` became two divisions and a select), but not a blend of bits.
+#[inline(always)]
+fn pick_bits(c: bool, a: f64, b: f64) -> f64 {
+    let m = u64::from(c).wrapping_neg();
+    f64::from_bits((a.to_bits() & m) | (b.to_bits() & !m))
+}
+
 /// libm's range reduction of `exp` and `expm1`: x = k ln2 + (hi - lo), k = 0 below
 /// 0.5 ln2, ±1 below 1.5 ln2, else (INVLN2 x ± 0.5) truncated; `ax` is |x|.
 #[inline(always)]
@@ -160,16 +168,44 @@ fn expm1_lane(x: f64) -> (f64, bool) {
 }
 
 /// libm's `tanh(x)`, no branches (a NaN gives a NaN).
+///
+/// libm takes `t = expm1(±2|x|)`, the sign chosen so that `k` of expm1's reduction is 0
+/// or -1 below |x| = log(5/3)/2 and 1 to 58 above it, then one of three quotients. On
+/// that range expm1's result formulas are one: with `d = r - e` (`r` the reduced
+/// argument, `e` its correction), libm's `d` at k = 0, `0.5 d - 0.5` at k = -1 and
+/// `1 + 2 d` at k = 1 are `(d + (1 - 2^-k)) 2^k` (scaling by 2^k is exact, so rounding
+/// commutes with it), which is its formula for 2 <= k < 20; from k = 20 it adds 2^-k to
+/// `e` instead. Beyond k = 56 (|x| > 19.5) libm's result is 1.0 through either formula.
 #[inline(always)]
 fn tanh_lane(x: f64) -> (f64, bool) {
     let a = x.abs();
-    // 2|x| beyond |x| > log(5/3)/2 ~= 0.2554, else -2|x|.
+    // expm1(2|x|) beyond |x| > log(5/3)/2 ~= 0.2554, else expm1(-2|x|).
     let up = a >= f64::from_bits(0x3fd0_58af_0000_0000);
-    let (t, _) = expm1_lane(pick(up, 2.0 * a, -2.0 * a));
+    let u = pick(up, 2.0, -2.0) * a;
+    // expm1's k: trunc(u / ln2 + 0.5) above (k >= 1), -1 or 0 below (|u| < 0.52).
+    let k_up = (INVLN2 * u + 0.5).trunc();
+    let k_down = pick(u <= -f64::from_bits(0x3fd6_2e43_0000_0000), -1.0, 0.0);
+    let k = pick(up, k_up, k_down);
+    let hi = u - k * LN2HI;
+    let lo = k * LN2LO;
+    let r = hi - lo;
+    let c = (hi - r) - lo;
+    let hfx = 0.5 * r;
+    let hxs = r * hfx;
+    let r1 = 1.0 + hxs * (Q1 + hxs * (Q2 + hxs * (Q3 + hxs * (Q4 + hxs * Q5))));
+    let t = 3.0 - r1 * hfx;
+    let e = hxs * ((r1 - t) / (6.0 - r * t));
+    // At k = 0, c = 0 and this is libm's `r * e - hxs` bit for bit.
+    let e = r * (e - c) - c - hxs;
+    let kb = int_bits(k);
+    let twopk = f64::from_bits(kb.wrapping_add(0x3ff) << 52);
+    let twomk = f64::from_bits(0x3ffu64.wrapping_sub(kb) << 52);
+    let from_20 = k >= 20.0;
+    let t = ((r - pick(from_20, e + twomk, e)) + pick(from_20, 1.0, 1.0 - twomk)) * twopk;
     // libm's three quotients, 2 / (t + 2) beyond log(3)/2 ~= 0.5493, t / (t + 2) and
     // -t / (t + 2) (the negation of t / (t + 2), bit for bit), as one division.
     let far = a >= f64::from_bits(0x3fe1_93eb_0000_0000);
-    let q = pick(far, 2.0, t) / (t + 2.0);
+    let q = pick_bits(far, 2.0, t) / (t + 2.0);
     let v = pick(far, 1.0 - q, pick(up, q, -q));
     let v = pick(a >= f64::MIN_POSITIVE, v, a);
     let v = pick(a >= f64::from_bits(0x4034_0001_0000_0000), 1.0, v);
