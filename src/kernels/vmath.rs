@@ -1052,6 +1052,74 @@ mod tests {
         );
     }
 
+    /// Inputs where `tanh` decides, each with both signs: ±0, ±∞, NaN, subnormals, a few
+    /// ulps around every high word libm's `tanh` and `expm1` compare against (as `x` and as
+    /// `2x`), around each |x| = (k + 1/2) ln2 / 2 where expm1's k steps (k = 0 to 59, so k
+    /// = 20 and the formulas' switch at 56 too), a fine grid over [19, 20.5] (where
+    /// libm's result becomes 1.0), and `n` pseudo-random ones: uniform over [0, 0.6],
+    /// [0, 3] and [0, 25], magnitudes spread from 2^-60 to 2^6, and raw bit patterns.
+    fn tanh_inputs(n: usize) -> Vec<f64> {
+        let mut xs = vec![0.0, f64::INFINITY, f64::NAN, 5e-324, f64::MIN_POSITIVE, f64::MAX];
+        let near = |xs: &mut Vec<f64>, x: f64, ulps: i64| {
+            for d in -ulps..=ulps {
+                xs.push(f64::from_bits(x.to_bits().wrapping_add(d as u64)));
+            }
+        };
+        let highs = [
+            0x0010_0000u64,
+            0x3c90_0000,
+            0x3fc6_2e42,
+            0x3fd0_58ae,
+            0x3fd6_2e42,
+            0x3fe0_a2b2,
+            0x3fe1_93ea,
+            0x3ff0_a2b2,
+            0x4033_687a,
+            0x4034_0000,
+            0x4043_687a,
+        ];
+        for h in highs {
+            for dh in 0..=1 {
+                for low in [0u64, 1, 0x8000_0000, 0xffff_ffff] {
+                    near(&mut xs, f64::from_bits((h + dh) << 32 | low), 2);
+                }
+            }
+        }
+        for k in 0..60 {
+            near(&mut xs, (k as f64 + 0.5) * std::f64::consts::LN_2 / 2.0, 200);
+        }
+        for i in 0..=150_000 {
+            xs.push(19.0 + 1.5 * i as f64 / 150_000.0);
+        }
+        for (i, w) in words(0x5851_f42d_4c95_7f2d, n).enumerate() {
+            let u = unit(w);
+            xs.push(match i % 6 {
+                0 => u * 0.6,
+                1 => u * 3.0,
+                2 => u * 25.0,
+                3 => u * 2f64.powi((w % 67) as i32 - 60),
+                4 => f64::from_bits(w),
+                _ => f64::from_bits(w >> 12 | 1),
+            });
+        }
+        let negated: Vec<f64> = xs.iter().map(|x| -x).collect();
+        xs.extend(negated);
+        xs
+    }
+
+    #[test]
+    fn tanh_matches_libm_bit_for_bit_near_every_switch_at_every_level() {
+        let xs = tanh_inputs(2_000_000);
+        assert!(xs.len() > 4_000_000, "{}", xs.len());
+        check_unary("tanh", &xs, math::tanh, tanh_at);
+        // libm's result is 1.0 from |x| ~= 19.06, before the lane code's last formula
+        // (k >= 20) ends at 19.5 and its 1.0 at 20: the grid crosses both.
+        let in_grid = |x: &&f64| (19.0..20.0).contains(*x);
+        let ones = xs.iter().filter(in_grid).filter(|x| math::tanh(**x) == 1.0);
+        let below = xs.iter().filter(in_grid).filter(|x| math::tanh(**x) < 1.0);
+        assert!(ones.count() > 1000 && below.count() > 1000);
+    }
+
     /// Pairs (x, y) where `pow` decides: libm's special bases and exponents crossed, bases
     /// at the edges of its intervals of [1, 2) and near 1, exponents that put the result
     /// at the edges of overflow, underflow and the subnormals, negative bases with odd and
