@@ -145,7 +145,8 @@ slice_shims! {
     traj_tanh_into => Tanh,
     traj_log_into => Log,
     traj_sin_into => Sin,
-    traj_cos_into => Cos;
+    traj_cos_into => Cos,
+    traj_erf_into => Erf;
     binary:
     traj_logaddexp_into => LogAddExp,
     traj_pow_into => Pow,

@@ -1,5 +1,5 @@
-//! `exp`, `log`, `log1p`, `tanh`, `sigmoid`, `softplus`, `sin`, `cos`, `logaddexp` and `pow`
-//! over whole slices, vectorized and bit for bit `math`'s scalar functions (the `libm`
+//! `exp`, `log`, `log1p`, `tanh`, `sigmoid`, `softplus`, `sin`, `cos`, `erf`, `logaddexp` and
+//! `pow` over whole slices, vectorized and bit for bit `math`'s scalar functions (the `libm`
 //! crate's FreeBSD-msun code): the same IEEE operations in the same order, libm's branches
 //! turned into selects, compiled for AVX-512 or AVX2 when the CPU has them (no FMA: Rust
 //! never contracts). Entries outside libm's main range (|x| >= 708.39 for `exp`, x <= -1
@@ -476,6 +476,185 @@ fn pow_lane(x: f64, y: f64) -> (f64, bool) {
     (pick(y == 0.0, 1.0, value), ok)
 }
 
+// libm's `erf` coefficients: x + x P(x^2)/Q(x^2) below |x| = 0.84375, 1 - ERX - P(|x| -
+// 1)/Q(|x| - 1) below 1.25, and erfc's R(1/x^2)/S(1/x^2) below 1/0.35 (`ERFC_A`) and
+// beyond (`ERFC_B`, padded with a zero at the top: `c + s 0` is `c`). Each array is in
+// Horner order from the constant term (`horner`).
+const ERX: f64 = f64::from_bits(0x3feb_0ac1_6000_0000);
+const EFX8: f64 = f64::from_bits(0x3ff0_6eba_8214_db69);
+const ERF_P: [f64; 5] = [
+    f64::from_bits(0x3fc0_6eba_8214_db68),
+    f64::from_bits(0xbfd4_cd7d_691c_b913),
+    f64::from_bits(0xbf9d_2a51_dbd7_194f),
+    f64::from_bits(0xbf77_a291_2366_68e4),
+    f64::from_bits(0xbef8_ead6_1200_16ac),
+];
+const ERF_Q: [f64; 6] = [
+    1.0,
+    f64::from_bits(0x3fd9_7779_cdda_dc09),
+    f64::from_bits(0x3fb0_a54c_5536_ceba),
+    f64::from_bits(0x3f74_d022_c4d3_6b0f),
+    f64::from_bits(0x3f21_5dc9_221c_1a10),
+    f64::from_bits(0xbed0_9c43_42a2_6120),
+];
+const ERF1_P: [f64; 7] = [
+    f64::from_bits(0xbf63_59b8_bef7_7538),
+    f64::from_bits(0x3fda_8d00_ad92_b34d),
+    f64::from_bits(0xbfd7_d240_fbb8_c3f1),
+    f64::from_bits(0x3fd4_5fca_8051_20e4),
+    f64::from_bits(0xbfbc_6398_3d3e_28ec),
+    f64::from_bits(0x3fa2_2a36_5997_95eb),
+    f64::from_bits(0xbf61_bf38_0a96_073f),
+];
+const ERF1_Q: [f64; 7] = [
+    1.0,
+    f64::from_bits(0x3fbb_3e66_18ee_e323),
+    f64::from_bits(0x3fe1_4af0_92eb_6f33),
+    f64::from_bits(0x3fb2_635c_d99f_e9a7),
+    f64::from_bits(0x3fc0_2660_e763_351f),
+    f64::from_bits(0x3f8b_edc2_6b51_dd1c),
+    f64::from_bits(0x3f88_8b54_5735_151d),
+];
+const ERFC_A_R: [f64; 8] = [
+    f64::from_bits(0xbf84_3412_600d_6435),
+    f64::from_bits(0xbfe6_3416_e4ba_7360),
+    f64::from_bits(0xc025_1e04_41b0_e726),
+    f64::from_bits(0xc04f_300a_e4cb_a38d),
+    f64::from_bits(0xc064_4cb1_8428_2266),
+    f64::from_bits(0xc067_135c_ebcc_abb2),
+    f64::from_bits(0xc054_5265_57e4_d2f2),
+    f64::from_bits(0xc023_a0ef_c69a_c25c),
+];
+const ERFC_A_S: [f64; 9] = [
+    1.0,
+    f64::from_bits(0x4033_a6b9_bd70_7687),
+    f64::from_bits(0x4061_350c_526a_e721),
+    f64::from_bits(0x407b_290d_d58a_1a71),
+    f64::from_bits(0x4084_2b19_21ec_2868),
+    f64::from_bits(0x407a_d021_5770_0314),
+    f64::from_bits(0x405b_28a3_ee48_ae2c),
+    f64::from_bits(0x401a_47ef_8e48_4a93),
+    f64::from_bits(0xbfae_eff2_ee74_9a62),
+];
+const ERFC_B_R: [f64; 8] = [
+    f64::from_bits(0xbf84_3412_39e8_6f4a),
+    f64::from_bits(0xbfe9_93ba_70c2_85de),
+    f64::from_bits(0xc031_c209_555f_995a),
+    f64::from_bits(0xc064_145d_43c5_ed98),
+    f64::from_bits(0xc083_ec88_1375_f228),
+    f64::from_bits(0xc090_0461_6a2e_5992),
+    f64::from_bits(0xc07e_384e_9bdc_383f),
+    0.0,
+];
+const ERFC_B_S: [f64; 9] = [
+    1.0,
+    f64::from_bits(0x403e_568b_261d_5190),
+    f64::from_bits(0x4074_5cae_221b_9f0a),
+    f64::from_bits(0x4098_02eb_189d_5118),
+    f64::from_bits(0x40a8_ffb7_688c_246a),
+    f64::from_bits(0x40a3_f219_cedf_3be6),
+    f64::from_bits(0x407d_a874_e79f_e763),
+    f64::from_bits(0xc036_70e2_4271_2d62),
+    0.0,
+];
+
+/// `c[0] + x (c[1] + x (c[2] + ...))`, libm's order of operations.
+#[inline(always)]
+fn horner<const N: usize>(x: f64, c: [f64; N]) -> f64 {
+    let mut acc = c[N - 1];
+    for i in (0..N - 1).rev() {
+        acc = c[i] + x * acc;
+    }
+    acc
+}
+
+/// Whether libm's `erf(x)` takes erfc's formula ([`erfc_lane`]): 1.25 <= |x| < 6.
+#[inline(always)]
+fn erf_needs_erfc(x: f64) -> bool {
+    (0x3ff4_0000..0x4018_0000).contains(&high_abs(x))
+}
+
+/// libm's `erf(x)` where x is finite and not [`erf_needs_erfc`], no branches: x + x
+/// P/Q(x^2) below |x| = 0.84375 (an exact scaling below 2^-28), 1 - (1 - ERX - P/Q(|x| -
+/// 1)) below 1.25 (with the sign), ±1 from 6.
+#[inline(always)]
+fn erf_lane(x: f64) -> (f64, bool) {
+    let ix = high_abs(x);
+    let z = x * x;
+    let small = x + x * (horner(z, ERF_P) / horner(z, ERF_Q));
+    let tiny = 0.125 * (8.0 * x + EFX8 * x);
+    let s = x.abs() - 1.0;
+    let y = 1.0 - (1.0 - ERX - horner(s, ERF1_P) / horner(s, ERF1_Q));
+    let y = pick(ix < 0x4018_0000, y, 1.0 - f64::MIN_POSITIVE);
+    let y = pick(x.is_sign_negative(), -y, y);
+    let y = pick(ix < 0x3feb_0000, pick(ix < 0x3e30_0000, tiny, small), y);
+    (y, ix < 0x7ff0_0000)
+}
+
+/// libm's `erf(x)` where [`erf_needs_erfc`]: 1 - exp(-z^2 - 0.5625) exp((z - |x|)(z + |x|)
+/// + R/S(1/x^2)) / |x| (z is |x| with its low word cleared), with either set of erfc's
+/// coefficients, picked per entry. Both `exp`s are inside their lane code's range there.
+#[inline(always)]
+fn erfc_lane(x: f64) -> f64 {
+    let a = x.abs();
+    let s = 1.0 / (a * a);
+    let near = high_abs(x) < 0x4006_db6d;
+    let r = horner(
+        s,
+        std::array::from_fn::<f64, 8, _>(|i| pick(near, ERFC_A_R[i], ERFC_B_R[i])),
+    );
+    let big_s = horner(
+        s,
+        std::array::from_fn::<f64, 9, _>(|i| pick(near, ERFC_A_S[i], ERFC_B_S[i])),
+    );
+    let z = f64::from_bits(a.to_bits() & 0xffff_ffff_0000_0000);
+    let (e1, _) = exp_lane(-z * z - 0.5625);
+    let (e2, _) = exp_lane((z - a) * (z + a) + r / big_s);
+    let y = 1.0 - e1 * e2 / a;
+    pick(x.is_sign_negative(), -y, y)
+}
+
+/// `erf` over a block at a level's width: [`erf_lane`] over every entry, then the entries
+/// that take erfc's formula (a few in most data: |x| >= 1.25), gathered, by
+/// [`erfc_lane`]; a block with a NaN or ±∞ by the scalar function.
+#[inline(always)]
+fn erf_blocks(xs: &[f64], out: &mut [f64]) {
+    for (out, xs) in out.chunks_mut(BLOCK).zip(xs.chunks(BLOCK)) {
+        let mut all = true;
+        for (o, x) in out.iter_mut().zip(xs) {
+            let (v, ok) = erf_lane(*x);
+            *o = v;
+            all &= ok;
+        }
+        if !all {
+            for (o, x) in out.iter_mut().zip(xs) {
+                *o = math::erf(*x);
+            }
+            continue;
+        }
+        let mut needs = 0u64;
+        for (i, x) in xs.iter().enumerate() {
+            needs |= u64::from(erf_needs_erfc(*x)) << i;
+        }
+        // Gathered into whole vectors (the rest of the last one a valid argument, 2.0).
+        let (mut far, mut at, mut m) = ([2.0; BLOCK], [0; BLOCK], 0);
+        while needs != 0 {
+            let i = needs.trailing_zeros() as usize;
+            (far[m], at[m]) = (xs[i], i);
+            m += 1;
+            needs &= needs - 1;
+        }
+        let mut values = [0.0; BLOCK];
+        let whole = m.div_ceil(8) * 8;
+        for (v, x) in values[..whole].iter_mut().zip(&far[..whole]) {
+            *v = erfc_lane(*x);
+        }
+        for (v, i) in values[..m].iter().zip(&at[..m]) {
+            out[*i] = *v;
+        }
+    }
+}
+
 /// `math::sigmoid`: both of its branches take `exp(-|x|)`.
 #[inline(always)]
 fn sigmoid_lane(x: f64) -> (f64, bool) {
@@ -668,6 +847,18 @@ kernels! {
     cos_at: cos_lane, math::cos;
 }
 
+/// `out[i] = math::erf(xs[i])` at a level ([`erf_blocks`]).
+fn erf_at(level: Level, xs: &[f64], out: &mut [f64]) {
+    assert_eq!(xs.len(), out.len(), "vmath: slices of different lengths");
+    if level == Level::Scalar {
+        for (o, x) in out.iter_mut().zip(xs) {
+            *o = math::erf(*x);
+        }
+        return;
+    }
+    at_level!(level, fn(xs: &[f64], out: &mut [f64]) { erf_blocks(xs, out) });
+}
+
 /// One function per lane code of two operands: `out[i] = $scalar(a[i], b[i])` at a level.
 macro_rules! kernels2 {
     ($($name:ident: $lane:ident, $scalar:path;)*) => {
@@ -715,6 +906,7 @@ slice_entry_points! {
     log_into => log_at;
     sin_into => sin_at;
     cos_into => cos_at;
+    erf_into => erf_at;
 }
 
 /// `out[i] = logaddexp(a[i], b[i])` over whole slices.
@@ -1071,6 +1263,56 @@ mod tests {
         let negated: Vec<f64> = xs.iter().map(|x| -x).collect();
         xs.extend(negated);
         xs
+    }
+
+    #[test]
+    fn erf_matches_libm_bit_for_bit_at_every_level() {
+        let mut xs = vec![
+            0.0,
+            f64::INFINITY,
+            f64::NAN,
+            5e-324,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+        ];
+        // A few ulps around every high word libm's `erf` compares against.
+        for h in [
+            0x3e30_0000u64,
+            0x3feb_0000,
+            0x3ff4_0000,
+            0x4006_db6d,
+            0x4018_0000,
+        ] {
+            for d in -3i64..=3 {
+                let x = f64::from_bits((h << 32).wrapping_add(d as u64));
+                xs.push(x);
+            }
+        }
+        for (i, w) in words(0x2f69_3a1c_55b3_0e97, 2_000_000).enumerate() {
+            let u = unit(w);
+            xs.push(match i % 5 {
+                0 => u * 1.25,
+                1 => u * 7.0,
+                2 => (u - 0.5) * 2f64.powi((w % 64) as i32 - 60),
+                3 => f64::from_bits(w),
+                // Standard normal draws over sqrt 2, as `gelu` has them.
+                _ => (-2.0 * u.max(1e-300).ln()).sqrt() * (0.7311 * i as f64).cos() / 2f64.sqrt(),
+            });
+        }
+        let negated: Vec<f64> = xs.iter().map(|x| -x).collect();
+        xs.extend(negated);
+        check_unary("erf", &xs, math::erf, erf_at);
+        // Every formula is taken on many inputs, erfc's with both sets of coefficients.
+        let count = |lo: f64, hi: f64| xs.iter().filter(|x| (lo..hi).contains(&x.abs())).count();
+        for (lo, hi) in [
+            (0.0, 0.84375),
+            (0.84375, 1.25),
+            (1.25, 2.857),
+            (2.857, 6.0),
+            (6.0, 1e300),
+        ] {
+            assert!(count(lo, hi) > 10_000, "{lo}..{hi}: {}", count(lo, hi));
+        }
     }
 
     #[test]
