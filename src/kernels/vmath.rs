@@ -591,9 +591,10 @@ fn erf_lane(x: f64) -> (f64, bool) {
     (y, ix < 0x7ff0_0000)
 }
 
-/// libm's `erf(x)` where [`erf_needs_erfc`]: 1 - exp(-z^2 - 0.5625) exp((z - |x|)(z + |x|)
-/// + R/S(1/x^2)) / |x| (z is |x| with its low word cleared), with either set of erfc's
-/// coefficients, picked per entry. Both `exp`s are inside their lane code's range there.
+/// libm's `erf(x)` where [`erf_needs_erfc`]: one minus exp(-z^2 - 0.5625) times
+/// exp((z - |x|)(z + |x|) + R/S(1/x^2)) over |x| (z is |x| with its low word cleared),
+/// with either set of erfc's coefficients, picked per entry. Both `exp`s are inside their
+/// lane code's range there.
 #[inline(always)]
 fn erfc_lane(x: f64) -> f64 {
     let a = x.abs();
