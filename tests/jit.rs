@@ -1327,6 +1327,46 @@ fn sin_cos_and_pow_run_over_whole_buffers_with_libm_bits() {
 }
 
 #[test]
+fn tanh_erf_and_log_run_over_whole_buffers_with_libm_bits() {
+    // `tanh`, `erf` and `log` are `kernels::vmath` slice ops on both backends: every entry
+    // is libm's, bit for bit, at tanh's and erf's switch points (|x| near 0.2554, 0.5493,
+    // 0.84375, 1.25, 2.857, 6, 20), in erfc's range on some entries of a block and not
+    // others, at ±0, subnormals, NaN and ±∞, and in vector tails. Under `precision f32`
+    // they stay entry-by-entry calls.
+    use traj::kernels::math;
+    let n = 1037;
+    let switches = [0.2554, 0.5493, 0.84375, 1.25, 2.857, 6.0, 19.06, 20.0];
+    let xs: Vec<f64> = (0..n)
+        .map(|i| match i % 9 {
+            0 => [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 0.0][i / 9 % 5],
+            1 => [5e-324, -1e-310, 1e-20, -3e-9, 1e300][i / 9 % 5],
+            2 => switches[i / 9 % 8] * (1.0 + (i as f64 - 500.0) * 1e-15),
+            3 => -switches[i / 9 % 8],
+            _ => (i as f64 * 0.731).sin() * 4.0 / (1 + i % 3) as f64,
+        })
+        .collect();
+    let ys: Vec<f64> = xs.iter().map(|x| x.abs() * 3.0).collect();
+    let build = |b: &mut Builder, x, y| {
+        let t = b.unary(Unary::Tanh, x);
+        b.output("tanh", t);
+        let e = b.unary(Unary::Erf, x);
+        b.output("erf", e);
+        let l = b.unary(Unary::Log, y);
+        b.output("log", l);
+    };
+    assert_slice_ops_match_libm(
+        "tanh, erf, log",
+        &xs,
+        &ys,
+        3,
+        build,
+        &[&|i| math::tanh(xs[i]), &|i| math::erf(xs[i]), &|i| {
+            math::log(ys[i])
+        }],
+    );
+}
+
+#[test]
 fn sums_over_leading_axes_and_row_logsumexps_keep_the_interpreters_bits() {
     // The JIT sums over leading axes a row at a time and takes a row's logsumexp with one
     // vectorized `exp` over many rows (`jit::rowwise`); the bits must be `math::sum` of

@@ -110,6 +110,7 @@ impl Unary {
             Unary::Log => vmath::log_into,
             Unary::Sin => vmath::sin_into,
             Unary::Cos => vmath::cos_into,
+            Unary::Erf => vmath::erf_into,
             _ => return None,
         })
     }

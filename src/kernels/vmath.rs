@@ -1,5 +1,5 @@
-//! `exp`, `log`, `log1p`, `tanh`, `sigmoid`, `softplus`, `sin`, `cos`, `logaddexp` and `pow`
-//! over whole slices, vectorized and bit for bit `math`'s scalar functions (the `libm`
+//! `exp`, `log`, `log1p`, `tanh`, `sigmoid`, `softplus`, `sin`, `cos`, `erf`, `logaddexp` and
+//! `pow` over whole slices, vectorized and bit for bit `math`'s scalar functions (the `libm`
 //! crate's FreeBSD-msun code): the same IEEE operations in the same order, libm's branches
 //! turned into selects, compiled for AVX-512 or AVX2 when the CPU has them (no FMA: Rust
 //! never contracts). Entries outside libm's main range (|x| >= 708.39 for `exp`, x <= -1
@@ -43,7 +43,15 @@ fn pick<T>(c: bool, a: T, b: T) -> T {
     if c { a } else { b }
 }
 
-/// libm's range reduction of `exp` and `expm1`: x = k ln2 + (hi - lo), k = 0 below
+/// `pick` by the bits: LLVM moves a float select over the division that follows it
+/// (`pick(c, a, b) / d` became two divisions and a select), but not a blend of bits.
+#[inline(always)]
+fn pick_bits(c: bool, a: f64, b: f64) -> f64 {
+    let m = u64::from(c).wrapping_neg();
+    f64::from_bits((a.to_bits() & m) | (b.to_bits() & !m))
+}
+
+/// libm's range reduction of `exp` (and `expm1`): x = k ln2 + (hi - lo), k = 0 below
 /// 0.5 ln2, ±1 below 1.5 ln2, else (INVLN2 x ± 0.5) truncated; `ax` is |x|.
 #[inline(always)]
 fn reduce_ln2(x: f64, ax: f64) -> (f64, f64, f64) {
@@ -121,59 +129,49 @@ fn int_bits(k: f64) -> u64 {
     (k + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits())
 }
 
-/// libm's `expm1(x)` where -38.8 < x < 700 (the second value says so), no branches.
-#[inline(always)]
-fn expm1_lane(x: f64) -> (f64, bool) {
-    let ax = x.abs();
-    let ok = ax < f64::from_bits(0x4043_687a_0000_0000) || (x > 0.0 && x < 700.0);
-    // x = k ln2 + (hi - lo) as in `exp_lane`; then xr = hi - lo and c its rounding error.
-    let (k, hi, lo) = reduce_ln2(x, ax);
-    let xr = hi - lo;
-    let c = (hi - xr) - lo;
-    let hfx = 0.5 * xr;
-    let hxs = xr * hfx;
-    let r1 = 1.0 + hxs * (Q1 + hxs * (Q2 + hxs * (Q3 + hxs * (Q4 + hxs * Q5))));
-    let t = 3.0 - r1 * hfx;
-    let e = hxs * ((r1 - t) / (6.0 - xr * t));
-    let at_0 = xr - (xr * e - hxs);
-    let e = xr * (e - c) - c - hxs;
-    let at_minus_1 = 0.5 * (xr - e) - 0.5;
-    let at_1 = pick(xr < -0.25, -2.0 * (e - (xr + 0.5)), 1.0 + 2.0 * (xr - e));
-    let kb = int_bits(k);
-    let twopk = f64::from_bits(kb.wrapping_add(0x3ff) << 52);
-    let twomk = f64::from_bits(0x3ffu64.wrapping_sub(kb) << 52);
-    let far = (xr - e + 1.0) * twopk - 1.0;
-    let below_20 = (xr - e + (1.0 - twomk)) * twopk;
-    let from_20 = (xr - (e + twomk) + 1.0) * twopk;
-    let value = pick(
-        !(0.0..=56.0).contains(&k),
-        far,
-        pick(k < 20.0, below_20, from_20),
-    );
-    let value = pick(k == 1.0, at_1, value);
-    let value = pick(k == -1.0, at_minus_1, value);
-    let value = pick(k == 0.0, at_0, value);
-    (
-        pick(ax < f64::from_bits(0x3c90_0000_0000_0000), x, value),
-        ok,
-    )
-}
-
 /// libm's `tanh(x)`, no branches (a NaN gives a NaN).
+///
+/// libm takes `t = expm1(±2|x|)`, the sign chosen so that `k` of expm1's reduction is 0
+/// or -1 below |x| = log(5/3)/2 and 1 to 58 above it, then one of three quotients. On
+/// that range expm1's result formulas are one: with `d = r - e` (`r` the reduced
+/// argument, `e` its correction), libm's `d` at k = 0, `0.5 d - 0.5` at k = -1 and
+/// `1 + 2 d` at k = 1 are `(d + (1 - 2^-k)) 2^k` (scaling by 2^k is exact, so rounding
+/// commutes with it), which is its formula for 2 <= k < 20; from k = 20 it adds 2^-k to
+/// `e` instead. Beyond k = 56 (|x| > 19.5) libm's result is 1.0 through either formula.
 #[inline(always)]
 fn tanh_lane(x: f64) -> (f64, bool) {
     let a = x.abs();
-    // 2|x| beyond |x| > log(5/3)/2 ~= 0.2554, else -2|x|.
+    // expm1(2|x|) beyond |x| > log(5/3)/2 ~= 0.2554, else expm1(-2|x|).
     let up = a >= f64::from_bits(0x3fd0_58af_0000_0000);
-    let (t, _) = expm1_lane(pick(up, 2.0 * a, -2.0 * a));
+    let u = pick(up, 2.0, -2.0) * a;
+    // expm1's k: trunc(u / ln2 + 0.5) above (k >= 1), -1 or 0 below (|u| < 0.52).
+    let k_up = (INVLN2 * u + 0.5).trunc();
+    let k_down = pick(u <= -f64::from_bits(0x3fd6_2e43_0000_0000), -1.0, 0.0);
+    let k = pick(up, k_up, k_down);
+    let hi = u - k * LN2HI;
+    let lo = k * LN2LO;
+    let r = hi - lo;
+    let c = (hi - r) - lo;
+    let hfx = 0.5 * r;
+    let hxs = r * hfx;
+    let r1 = 1.0 + hxs * (Q1 + hxs * (Q2 + hxs * (Q3 + hxs * (Q4 + hxs * Q5))));
+    let t = 3.0 - r1 * hfx;
+    let e = hxs * ((r1 - t) / (6.0 - r * t));
+    // At k = 0, c = 0 and this is libm's `r * e - hxs` bit for bit.
+    let e = r * (e - c) - c - hxs;
+    let kb = int_bits(k);
+    let twopk = f64::from_bits(kb.wrapping_add(0x3ff) << 52);
+    let twomk = f64::from_bits(0x3ffu64.wrapping_sub(kb) << 52);
+    let from_20 = k >= 20.0;
+    let t = ((r - pick(from_20, e + twomk, e)) + pick(from_20, 1.0, 1.0 - twomk)) * twopk;
     // libm's three quotients, 2 / (t + 2) beyond log(3)/2 ~= 0.5493, t / (t + 2) and
     // -t / (t + 2) (the negation of t / (t + 2), bit for bit), as one division.
     let far = a >= f64::from_bits(0x3fe1_93eb_0000_0000);
-    let q = pick(far, 2.0, t) / (t + 2.0);
+    let q = pick_bits(far, 2.0, t) / (t + 2.0);
     let v = pick(far, 1.0 - q, pick(up, q, -q));
+    // Subnormals (and a NaN, for which every comparison is false) give |x|.
     let v = pick(a >= f64::MIN_POSITIVE, v, a);
     let v = pick(a >= f64::from_bits(0x4034_0001_0000_0000), 1.0, v);
-    let v = pick(a.is_nan(), a, v);
     (pick(x.is_sign_negative(), -v, v), true)
 }
 
@@ -478,6 +476,186 @@ fn pow_lane(x: f64, y: f64) -> (f64, bool) {
     (pick(y == 0.0, 1.0, value), ok)
 }
 
+// libm's `erf` coefficients: x + x P(x^2)/Q(x^2) below |x| = 0.84375, 1 - ERX - P(|x| -
+// 1)/Q(|x| - 1) below 1.25, and erfc's R(1/x^2)/S(1/x^2) below 1/0.35 (`ERFC_A`) and
+// beyond (`ERFC_B`, padded with a zero at the top: `c + s 0` is `c`). Each array is in
+// Horner order from the constant term (`horner`).
+const ERX: f64 = f64::from_bits(0x3feb_0ac1_6000_0000);
+const EFX8: f64 = f64::from_bits(0x3ff0_6eba_8214_db69);
+const ERF_P: [f64; 5] = [
+    f64::from_bits(0x3fc0_6eba_8214_db68),
+    f64::from_bits(0xbfd4_cd7d_691c_b913),
+    f64::from_bits(0xbf9d_2a51_dbd7_194f),
+    f64::from_bits(0xbf77_a291_2366_68e4),
+    f64::from_bits(0xbef8_ead6_1200_16ac),
+];
+const ERF_Q: [f64; 6] = [
+    1.0,
+    f64::from_bits(0x3fd9_7779_cdda_dc09),
+    f64::from_bits(0x3fb0_a54c_5536_ceba),
+    f64::from_bits(0x3f74_d022_c4d3_6b0f),
+    f64::from_bits(0x3f21_5dc9_221c_1a10),
+    f64::from_bits(0xbed0_9c43_42a2_6120),
+];
+const ERF1_P: [f64; 7] = [
+    f64::from_bits(0xbf63_59b8_bef7_7538),
+    f64::from_bits(0x3fda_8d00_ad92_b34d),
+    f64::from_bits(0xbfd7_d240_fbb8_c3f1),
+    f64::from_bits(0x3fd4_5fca_8051_20e4),
+    f64::from_bits(0xbfbc_6398_3d3e_28ec),
+    f64::from_bits(0x3fa2_2a36_5997_95eb),
+    f64::from_bits(0xbf61_bf38_0a96_073f),
+];
+const ERF1_Q: [f64; 7] = [
+    1.0,
+    f64::from_bits(0x3fbb_3e66_18ee_e323),
+    f64::from_bits(0x3fe1_4af0_92eb_6f33),
+    f64::from_bits(0x3fb2_635c_d99f_e9a7),
+    f64::from_bits(0x3fc0_2660_e763_351f),
+    f64::from_bits(0x3f8b_edc2_6b51_dd1c),
+    f64::from_bits(0x3f88_8b54_5735_151d),
+];
+const ERFC_A_R: [f64; 8] = [
+    f64::from_bits(0xbf84_3412_600d_6435),
+    f64::from_bits(0xbfe6_3416_e4ba_7360),
+    f64::from_bits(0xc025_1e04_41b0_e726),
+    f64::from_bits(0xc04f_300a_e4cb_a38d),
+    f64::from_bits(0xc064_4cb1_8428_2266),
+    f64::from_bits(0xc067_135c_ebcc_abb2),
+    f64::from_bits(0xc054_5265_57e4_d2f2),
+    f64::from_bits(0xc023_a0ef_c69a_c25c),
+];
+const ERFC_A_S: [f64; 9] = [
+    1.0,
+    f64::from_bits(0x4033_a6b9_bd70_7687),
+    f64::from_bits(0x4061_350c_526a_e721),
+    f64::from_bits(0x407b_290d_d58a_1a71),
+    f64::from_bits(0x4084_2b19_21ec_2868),
+    f64::from_bits(0x407a_d021_5770_0314),
+    f64::from_bits(0x405b_28a3_ee48_ae2c),
+    f64::from_bits(0x401a_47ef_8e48_4a93),
+    f64::from_bits(0xbfae_eff2_ee74_9a62),
+];
+const ERFC_B_R: [f64; 8] = [
+    f64::from_bits(0xbf84_3412_39e8_6f4a),
+    f64::from_bits(0xbfe9_93ba_70c2_85de),
+    f64::from_bits(0xc031_c209_555f_995a),
+    f64::from_bits(0xc064_145d_43c5_ed98),
+    f64::from_bits(0xc083_ec88_1375_f228),
+    f64::from_bits(0xc090_0461_6a2e_5992),
+    f64::from_bits(0xc07e_384e_9bdc_383f),
+    0.0,
+];
+const ERFC_B_S: [f64; 9] = [
+    1.0,
+    f64::from_bits(0x403e_568b_261d_5190),
+    f64::from_bits(0x4074_5cae_221b_9f0a),
+    f64::from_bits(0x4098_02eb_189d_5118),
+    f64::from_bits(0x40a8_ffb7_688c_246a),
+    f64::from_bits(0x40a3_f219_cedf_3be6),
+    f64::from_bits(0x407d_a874_e79f_e763),
+    f64::from_bits(0xc036_70e2_4271_2d62),
+    0.0,
+];
+
+/// `c[0] + x (c[1] + x (c[2] + ...))`, libm's order of operations.
+#[inline(always)]
+fn horner<const N: usize>(x: f64, c: [f64; N]) -> f64 {
+    let mut acc = c[N - 1];
+    for i in (0..N - 1).rev() {
+        acc = c[i] + x * acc;
+    }
+    acc
+}
+
+/// Whether libm's `erf(x)` takes erfc's formula ([`erfc_lane`]): 1.25 <= |x| < 6.
+#[inline(always)]
+fn erf_needs_erfc(x: f64) -> bool {
+    (0x3ff4_0000..0x4018_0000).contains(&high_abs(x))
+}
+
+/// libm's `erf(x)` where x is finite and not [`erf_needs_erfc`], no branches: x + x
+/// P/Q(x^2) below |x| = 0.84375 (an exact scaling below 2^-28), 1 - (1 - ERX - P/Q(|x| -
+/// 1)) below 1.25 (with the sign), ±1 from 6.
+#[inline(always)]
+fn erf_lane(x: f64) -> (f64, bool) {
+    let ix = high_abs(x);
+    let z = x * x;
+    let small = x + x * (horner(z, ERF_P) / horner(z, ERF_Q));
+    let tiny = 0.125 * (8.0 * x + EFX8 * x);
+    let s = x.abs() - 1.0;
+    let y = 1.0 - (1.0 - ERX - horner(s, ERF1_P) / horner(s, ERF1_Q));
+    let y = pick(ix < 0x4018_0000, y, 1.0 - f64::MIN_POSITIVE);
+    let y = pick(x.is_sign_negative(), -y, y);
+    let y = pick(ix < 0x3feb_0000, pick(ix < 0x3e30_0000, tiny, small), y);
+    (y, ix < 0x7ff0_0000)
+}
+
+/// libm's `erf(x)` where [`erf_needs_erfc`]: one minus exp(-z^2 - 0.5625) times
+/// exp((z - |x|)(z + |x|) + R/S(1/x^2)) over |x| (z is |x| with its low word cleared),
+/// with either set of erfc's coefficients, picked per entry. Both `exp`s are inside their
+/// lane code's range there.
+#[inline(always)]
+fn erfc_lane(x: f64) -> f64 {
+    let a = x.abs();
+    let s = 1.0 / (a * a);
+    let near = high_abs(x) < 0x4006_db6d;
+    let r = horner(
+        s,
+        std::array::from_fn::<f64, 8, _>(|i| pick(near, ERFC_A_R[i], ERFC_B_R[i])),
+    );
+    let big_s = horner(
+        s,
+        std::array::from_fn::<f64, 9, _>(|i| pick(near, ERFC_A_S[i], ERFC_B_S[i])),
+    );
+    let z = f64::from_bits(a.to_bits() & 0xffff_ffff_0000_0000);
+    let (e1, _) = exp_lane(-z * z - 0.5625);
+    let (e2, _) = exp_lane((z - a) * (z + a) + r / big_s);
+    let y = 1.0 - e1 * e2 / a;
+    pick(x.is_sign_negative(), -y, y)
+}
+
+/// `erf` over a block at a level's width: [`erf_lane`] over every entry, then the entries
+/// that take erfc's formula (a few in most data: |x| >= 1.25), gathered, by
+/// [`erfc_lane`]; a block with a NaN or ±∞ by the scalar function.
+#[inline(always)]
+fn erf_blocks(xs: &[f64], out: &mut [f64]) {
+    for (out, xs) in out.chunks_mut(BLOCK).zip(xs.chunks(BLOCK)) {
+        let mut all = true;
+        for (o, x) in out.iter_mut().zip(xs) {
+            let (v, ok) = erf_lane(*x);
+            *o = v;
+            all &= ok;
+        }
+        if !all {
+            for (o, x) in out.iter_mut().zip(xs) {
+                *o = math::erf(*x);
+            }
+            continue;
+        }
+        let mut needs = 0u64;
+        for (i, x) in xs.iter().enumerate() {
+            needs |= u64::from(erf_needs_erfc(*x)) << i;
+        }
+        // Gathered into whole vectors (the rest of the last one a valid argument, 2.0).
+        let (mut far, mut at, mut m) = ([2.0; BLOCK], [0; BLOCK], 0);
+        while needs != 0 {
+            let i = needs.trailing_zeros() as usize;
+            (far[m], at[m]) = (xs[i], i);
+            m += 1;
+            needs &= needs - 1;
+        }
+        let mut values = [0.0; BLOCK];
+        let whole = m.div_ceil(8) * 8;
+        for (v, x) in values[..whole].iter_mut().zip(&far[..whole]) {
+            *v = erfc_lane(*x);
+        }
+        for (v, i) in values[..m].iter().zip(&at[..m]) {
+            out[*i] = *v;
+        }
+    }
+}
+
 /// `math::sigmoid`: both of its branches take `exp(-|x|)`.
 #[inline(always)]
 fn sigmoid_lane(x: f64) -> (f64, bool) {
@@ -670,10 +848,16 @@ kernels! {
     cos_at: cos_lane, math::cos;
 }
 
-// `expm1` is tested on its own (`tanh` calls it on part of its range only).
-#[cfg(test)]
-kernels! {
-    expm1_at: expm1_lane, libm::expm1;
+/// `out[i] = math::erf(xs[i])` at a level ([`erf_blocks`]).
+fn erf_at(level: Level, xs: &[f64], out: &mut [f64]) {
+    assert_eq!(xs.len(), out.len(), "vmath: slices of different lengths");
+    if level == Level::Scalar {
+        for (o, x) in out.iter_mut().zip(xs) {
+            *o = math::erf(*x);
+        }
+        return;
+    }
+    at_level!(level, fn(xs: &[f64], out: &mut [f64]) { erf_blocks(xs, out) });
 }
 
 /// One function per lane code of two operands: `out[i] = $scalar(a[i], b[i])` at a level.
@@ -723,6 +907,7 @@ slice_entry_points! {
     log_into => log_at;
     sin_into => sin_at;
     cos_into => cos_at;
+    erf_into => erf_at;
 }
 
 /// `out[i] = logaddexp(a[i], b[i])` over whole slices.
@@ -826,14 +1011,13 @@ mod tests {
         let mut out = vec![0.0; xs.len()];
         type Scalar = fn(f64) -> f64;
         type Slices = fn(Level, &[f64], &mut [f64]);
-        let ops: [(&str, Scalar, Slices); 7] = [
+        let ops: [(&str, Scalar, Slices); 6] = [
             ("exp", math::exp, exp_at),
             ("log1p", math::log1p, log1p_at),
             ("sigmoid", math::sigmoid, sigmoid_at),
             ("softplus", math::softplus, softplus_at),
             ("tanh", math::tanh, tanh_at),
             ("log", math::log, log_at),
-            ("expm1", libm::expm1, expm1_at),
         ];
         for level in levels() {
             for (op, scalar, run) in ops {
@@ -1014,6 +1198,135 @@ mod tests {
             second > 1000 && third > 10,
             "{second} second, {third} third rounds"
         );
+    }
+
+    /// Inputs where `tanh` decides, each with both signs: ±0, ±∞, NaN, subnormals, a few
+    /// ulps around every high word libm's `tanh` and `expm1` compare against (as `x` and as
+    /// `2x`), around each |x| = (k + 1/2) ln2 / 2 where expm1's k steps (k = 0 to 59, so k
+    /// = 20 and the formulas' switch at 56 too), a fine grid over [19, 20.5] (where
+    /// libm's result becomes 1.0), and `n` pseudo-random ones: uniform over [0, 0.6],
+    /// [0, 3] and [0, 25], magnitudes spread from 2^-60 to 2^6, and raw bit patterns.
+    fn tanh_inputs(n: usize) -> Vec<f64> {
+        let mut xs = vec![
+            0.0,
+            f64::INFINITY,
+            f64::NAN,
+            5e-324,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+        ];
+        let near = |xs: &mut Vec<f64>, x: f64, ulps: i64| {
+            for d in -ulps..=ulps {
+                xs.push(f64::from_bits(x.to_bits().wrapping_add(d as u64)));
+            }
+        };
+        let highs = [
+            0x0010_0000u64,
+            0x3c90_0000,
+            0x3fc6_2e42,
+            0x3fd0_58ae,
+            0x3fd6_2e42,
+            0x3fe0_a2b2,
+            0x3fe1_93ea,
+            0x3ff0_a2b2,
+            0x4033_687a,
+            0x4034_0000,
+            0x4043_687a,
+        ];
+        for h in highs {
+            for dh in 0..=1 {
+                for low in [0u64, 1, 0x8000_0000, 0xffff_ffff] {
+                    near(&mut xs, f64::from_bits((h + dh) << 32 | low), 2);
+                }
+            }
+        }
+        for k in 0..60 {
+            near(
+                &mut xs,
+                (k as f64 + 0.5) * std::f64::consts::LN_2 / 2.0,
+                200,
+            );
+        }
+        for i in 0..=150_000 {
+            xs.push(19.0 + 1.5 * i as f64 / 150_000.0);
+        }
+        for (i, w) in words(0x5851_f42d_4c95_7f2d, n).enumerate() {
+            let u = unit(w);
+            xs.push(match i % 6 {
+                0 => u * 0.6,
+                1 => u * 3.0,
+                2 => u * 25.0,
+                3 => u * 2f64.powi((w % 67) as i32 - 60),
+                4 => f64::from_bits(w),
+                _ => f64::from_bits(w >> 12 | 1),
+            });
+        }
+        let negated: Vec<f64> = xs.iter().map(|x| -x).collect();
+        xs.extend(negated);
+        xs
+    }
+
+    #[test]
+    fn erf_matches_libm_bit_for_bit_at_every_level() {
+        let mut xs = vec![
+            0.0,
+            f64::INFINITY,
+            f64::NAN,
+            5e-324,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+        ];
+        // A few ulps around every high word libm's `erf` compares against.
+        for h in [
+            0x3e30_0000u64,
+            0x3feb_0000,
+            0x3ff4_0000,
+            0x4006_db6d,
+            0x4018_0000,
+        ] {
+            for d in -3i64..=3 {
+                let x = f64::from_bits((h << 32).wrapping_add(d as u64));
+                xs.push(x);
+            }
+        }
+        for (i, w) in words(0x2f69_3a1c_55b3_0e97, 2_000_000).enumerate() {
+            let u = unit(w);
+            xs.push(match i % 5 {
+                0 => u * 1.25,
+                1 => u * 7.0,
+                2 => (u - 0.5) * 2f64.powi((w % 64) as i32 - 60),
+                3 => f64::from_bits(w),
+                // Standard normal draws over sqrt 2, as `gelu` has them.
+                _ => (-2.0 * u.max(1e-300).ln()).sqrt() * (0.7311 * i as f64).cos() / 2f64.sqrt(),
+            });
+        }
+        let negated: Vec<f64> = xs.iter().map(|x| -x).collect();
+        xs.extend(negated);
+        check_unary("erf", &xs, math::erf, erf_at);
+        // Every formula is taken on many inputs, erfc's with both sets of coefficients.
+        let count = |lo: f64, hi: f64| xs.iter().filter(|x| (lo..hi).contains(&x.abs())).count();
+        for (lo, hi) in [
+            (0.0, 0.84375),
+            (0.84375, 1.25),
+            (1.25, 2.857),
+            (2.857, 6.0),
+            (6.0, 1e300),
+        ] {
+            assert!(count(lo, hi) > 10_000, "{lo}..{hi}: {}", count(lo, hi));
+        }
+    }
+
+    #[test]
+    fn tanh_matches_libm_bit_for_bit_near_every_switch_at_every_level() {
+        let xs = tanh_inputs(2_000_000);
+        assert!(xs.len() > 4_000_000, "{}", xs.len());
+        check_unary("tanh", &xs, math::tanh, tanh_at);
+        // libm's result is 1.0 from |x| ~= 19.06, before the lane code's last formula
+        // (k >= 20) ends at 19.5 and its 1.0 at 20: the grid crosses both.
+        let in_grid = |x: &&f64| (19.0..20.0).contains(*x);
+        let ones = xs.iter().filter(in_grid).filter(|x| math::tanh(**x) == 1.0);
+        let below = xs.iter().filter(in_grid).filter(|x| math::tanh(**x) < 1.0);
+        assert!(ones.count() > 1000 && below.count() > 1000);
     }
 
     /// Pairs (x, y) where `pow` decides: libm's special bases and exponents crossed, bases
