@@ -421,17 +421,54 @@ pub fn signature(name: &str) -> Option<Signature> {
     Builtin::named(name).map(|b| b.row().sig)
 }
 
-/// Distributions of `param NAME: [shape] ~ DIST` (section 3.3).
+/// A distribution of `param NAME: [shape] ~ DIST` (section 3.3). Its lowering is its arm
+/// of `train::statics`' `distribution`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Distribution {
+    Normal,
+    Uniform,
+    Zeros,
+    Ones,
+    Constant,
+    Orthogonal,
+    Identity,
+}
+
+impl Distribution {
+    pub const ALL: &[Distribution] = &[
+        Distribution::Normal,
+        Distribution::Uniform,
+        Distribution::Zeros,
+        Distribution::Ones,
+        Distribution::Constant,
+        Distribution::Orthogonal,
+        Distribution::Identity,
+    ];
+
+    /// Its name and signature.
+    pub fn row(self) -> (&'static str, Signature) {
+        use Class::Random;
+        use Distribution::*;
+        match self {
+            Normal => ("normal", sig(&[], &["mean", "std"], &[], false, Random)),
+            Uniform => ("uniform", sig(&[], &["lo", "hi"], &[], false, Random)),
+            Zeros => ("zeros", sig(&[], &[], &[], false, Random)),
+            Ones => ("ones", sig(&[], &[], &[], false, Random)),
+            Constant => ("constant", sig(&["c"], &[], &[], false, Random)),
+            Orthogonal => ("orthogonal", sig(&[], &[], &["scale"], false, Random)),
+            Identity => ("identity", sig(&[], &[], &["scale"], false, Random)),
+        }
+    }
+
+    /// The distribution called `name`.
+    pub fn named(name: &str) -> Option<Distribution> {
+        Self::ALL.iter().copied().find(|d| d.row().0 == name)
+    }
+}
+
+/// The signature of distribution `name`.
 pub fn distribution(name: &str) -> Option<Signature> {
-    use Class::Random;
-    Some(match name {
-        "normal" => sig(&[], &["mean", "std"], &[], false, Random),
-        "uniform" => sig(&[], &["lo", "hi"], &[], false, Random),
-        "zeros" | "ones" => sig(&[], &[], &[], false, Random),
-        "constant" => sig(&["c"], &[], &[], false, Random),
-        "orthogonal" | "identity" => sig(&[], &[], &["scale"], false, Random),
-        _ => return None,
-    })
+    Distribution::named(name).map(|d| d.row().1)
 }
 
 /// Names that are values without a call, with their `:help` lines. `seed` is a const
@@ -486,6 +523,13 @@ mod tests {
         }
         for (n, _) in VALUES {
             assert!(seen.insert(n), "{n} is a value and a builtin");
+        }
+    }
+
+    #[test]
+    fn distributions_find_themselves_by_name() {
+        for d in Distribution::ALL {
+            assert_eq!(Distribution::named(d.row().0), Some(*d));
         }
     }
 

@@ -149,8 +149,9 @@ fn distribution(l: &mut Lowerer, e: &Expr, stream: &str, shape: &[usize]) -> Res
         ExprKind::Call { callee, args } => (callee.name.as_str(), args.as_slice()),
         _ => return Err("not a distribution".into()),
     };
-    let sig = crate::sema::builtins::distribution(name).ok_or("not a distribution")?;
-    let (bound, problems) = crate::sema::bind::bind_builtin(&sig, args);
+    use crate::sema::builtins::Distribution;
+    let d = Distribution::named(name).ok_or("not a distribution")?;
+    let (bound, problems) = crate::sema::bind::bind_builtin(&d.row().1, args);
     if !problems.is_empty() {
         return Err("arguments the checker refuses".into());
     }
@@ -164,8 +165,8 @@ fn distribution(l: &mut Lowerer, e: &Expr, stream: &str, shape: &[usize]) -> Res
         }
     };
     let step = l.b.int_scalar(0);
-    Ok(match name {
-        "normal" => {
+    Ok(match d {
+        Distribution::Normal => {
             let (m, s) = (arg(l, "mean", 0.0)?, arg(l, "std", 1.0)?);
             let z = l.b.random(
                 Draw::Normal,
@@ -178,7 +179,7 @@ fn distribution(l: &mut Lowerer, e: &Expr, stream: &str, shape: &[usize]) -> Res
             let zs = l.b.binary(Binary::Mul, z, s);
             l.b.binary(Binary::Add, zs, m)
         }
-        "uniform" => {
+        Distribution::Uniform => {
             let (lo, hi) = (arg(l, "lo", 0.0)?, arg(l, "hi", 1.0)?);
             let u = l.b.random(
                 Draw::Uniform,
@@ -192,21 +193,21 @@ fn distribution(l: &mut Lowerer, e: &Expr, stream: &str, shape: &[usize]) -> Res
             let uw = l.b.binary(Binary::Mul, u, w);
             l.b.binary(Binary::Add, uw, lo)
         }
-        "zeros" | "ones" => {
-            let c = l.b.scalar(if name == "ones" { 1.0 } else { 0.0 });
+        Distribution::Zeros | Distribution::Ones => {
+            let c = l.b.scalar(if d == Distribution::Ones { 1.0 } else { 0.0 });
             l.b.broadcast(c, shape)
         }
-        "constant" => {
+        Distribution::Constant => {
             let c = arg(l, "c", 0.0)?;
             l.b.broadcast(c, shape)
         }
-        "orthogonal" | "identity" => {
+        Distribution::Orthogonal | Distribution::Identity => {
             let scale = arg(l, "scale", 1.0)?;
             let (m, n) = (shape[shape.len() - 2], shape[shape.len() - 1]);
             let count = if shape.len() == 3 { shape[0] } else { 1 };
             let mut parts = Vec::new();
             for k in 0..count {
-                let one = if name == "identity" {
+                let one = if d == Distribution::Identity {
                     let t = ArrayD::from_shape_fn(IxDyn(&[m, n]), |i| f64::from(i[0] == i[1]));
                     l.b.constant(Tensor::Float(t))
                 } else {
@@ -227,7 +228,6 @@ fn distribution(l: &mut Lowerer, e: &Expr, stream: &str, shape: &[usize]) -> Res
             let all = l.b.reshape(all, shape);
             l.b.binary(Binary::Mul, all, scale)
         }
-        _ => return Err(format!("unknown distribution `{name}`")),
     })
 }
 

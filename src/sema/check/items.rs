@@ -4,7 +4,7 @@ use super::sweep::{SEED_HINT, seed_problem};
 use super::{Checker, Deps, Memo, Val};
 use crate::diag::{Diagnostic, Span};
 use crate::ir::types::{DType, Scalar, broadcast, show_shape};
-use crate::sema::builtins;
+use crate::sema::builtins::Distribution;
 use crate::sema::modules::SymKind;
 use crate::syntax::ast::*;
 
@@ -203,7 +203,7 @@ impl<'p> Checker<'p> {
             ExprKind::Call { callee, args } => (callee.name.as_str(), callee.span, args.as_slice()),
             _ => ("", e.span, &[]),
         };
-        let Some(sig) = builtins::distribution(name) else {
+        let Some(dist) = Distribution::named(name) else {
             self.error(
                 Diagnostic::new("E0412", "not a distribution", span)
                     .label("expected a distribution")
@@ -211,7 +211,7 @@ impl<'p> Checker<'p> {
             );
             return;
         };
-        let Some(bound) = self.bind(name, &sig, args, span) else {
+        let Some(bound) = self.bind(name, &dist.row().1, args, span) else {
             return;
         };
         for (_, e) in bound.slots.iter().filter_map(|(n, e)| e.map(|e| (n, e))) {
@@ -225,7 +225,7 @@ impl<'p> Checker<'p> {
                 }
             }
         }
-        if matches!(name, "orthogonal" | "identity")
+        if matches!(dist, Distribution::Orthogonal | Distribution::Identity)
             && let Some(shape) = shape
             && !(2..=3).contains(&shape.len())
         {
