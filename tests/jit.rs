@@ -1032,7 +1032,14 @@ const REDUCE: &[Reduce] = &[
 
 /// Builds a function from op codes: each op reads earlier values (`p`, `q` pick them)
 /// and every value is an output.
+/// `random_func` with every value an output (so nothing is fused) or, when `last_only`,
+/// only the last float and int values (so values read by several loops are fused into
+/// them, or computed again in each: `layout::storage`).
 fn random_func(shape: &[usize], ops: &[(u8, u8, u8)], f32: bool) -> Func {
+    random_func_outputs(shape, ops, f32, false)
+}
+
+fn random_func_outputs(shape: &[usize], ops: &[(u8, u8, u8)], f32: bool, last_only: bool) -> Func {
     let mut b = Builder::new();
     let x = b.input("x", DType::Float, shape.to_vec());
     let y = b.input("y", DType::Float, shape.to_vec());
@@ -1111,7 +1118,11 @@ fn random_func(shape: &[usize], ops: &[(u8, u8, u8)], f32: bool) -> Func {
         };
         fl.push(v);
     }
-    let outs: Vec<usize> = fl[2..].iter().chain(&ints[1..]).copied().collect();
+    let outs: Vec<usize> = if last_only {
+        fl.last().into_iter().chain(ints.last()).copied().collect()
+    } else {
+        fl[2..].iter().chain(&ints[1..]).copied().collect()
+    };
     for (n, v) in outs.into_iter().enumerate() {
         b.output(&format!("o{n}"), v);
     }
@@ -1154,6 +1165,15 @@ proptest! {
         let f = random_func(&shape, &ops, f32);
         let k = int_tensor(ks, &shape);
         agree(&f, &[floats(xs, &shape), floats(ys, &shape), k], 0, "random function");
+    }
+
+    #[test]
+    fn random_functions_with_one_output_agree((shape, xs, ys, ks, ops, f32) in case()) {
+        // Intermediate values are fused into their consumers' loops, cheap ones read by
+        // several loops computed again in each, selects blend on their comparisons' masks.
+        let f = random_func_outputs(&shape, &ops, f32, true);
+        let k = int_tensor(ks, &shape);
+        agree(&f, &[floats(xs, &shape), floats(ys, &shape), k], 0, "one output");
     }
 }
 
@@ -1445,10 +1465,100 @@ fn sums_over_leading_axes_and_row_logsumexps_keep_the_interpreters_bits() {
 }
 
 #[test]
+fn cheap_values_read_by_several_loops_are_computed_again_in_each() {
+    // Softplus written out, `max(z, 0) + log1p(exp(-abs(z)))`, and its gradient as reverse
+    // mode makes it (`abs` as `max(z, -z)`). `z = y * u`, `-z`, `abs(z)` and `abs(z) > -z`
+    // are read by several loops and computed again in each (`layout::storage`), never
+    // stored; the division's value, read by two selects of one loop, is computed once
+    // there; `-abs(z)` feeds `exp`, a whole-buffer op, so it is stored. Both backends
+    // agree bit for bit, with and without `precision f32`, on ±0, ±inf, NaN and ties.
+    use traj::jit::layout::{Storage, storage};
+    for (n, f32) in [
+        (5, false),
+        (8, false),
+        (200, false),
+        (1001, false),
+        (200, true),
+    ] {
+        let mut b = Builder::new();
+        let u = b.input("u", DType::Float, vec![n]);
+        let y = b.input("y", DType::Float, vec![n]);
+        let z = b.binary(Binary::Mul, y, u);
+        let zero = b.scalar(0.0);
+        let relu = b.binary(Binary::Max, z, zero);
+        let nz = b.unary(Unary::Neg, z);
+        let abs = b.binary(Binary::Max, z, nz);
+        let nabs = b.unary(Unary::Neg, abs);
+        let e = b.unary(Unary::Exp, nabs);
+        let l = b.unary(Unary::Log1p, e);
+        let sp = b.binary(Binary::Add, relu, l);
+        let loss = b.reduce(Reduce::Sum, sp, None);
+        b.output("loss", loss);
+        let one = b.scalar(1.0);
+        let g = b.scalar(0.005);
+        let den = b.binary(Binary::Add, one, e);
+        let q = b.binary(Binary::Div, g, den);
+        let qe = b.binary(Binary::Mul, q, e);
+        let t = b.unary(Unary::Neg, qe);
+        let pos = b.binary(Binary::Gt, abs, nz);
+        let zs = b.broadcast(zero, &[n]);
+        let s1 = b.select(pos, t, zs);
+        let s2 = b.select(pos, zs, t);
+        let s2n = b.unary(Unary::Neg, s2);
+        let s = b.binary(Binary::Add, s1, s2n);
+        let up = b.binary(Binary::Gt, relu, zero);
+        let gs = b.broadcast(g, &[n]);
+        let r = b.select(up, gs, zs);
+        let dz = b.binary(Binary::Add, s, r);
+        let du = b.binary(Binary::Mul, dz, y);
+        b.output("du", du);
+        let tie1 = b.binary(Binary::Eq, z, zero);
+        let ties1 = b.reduce(Reduce::Sum, tie1, None);
+        let tie2 = b.binary(Binary::Eq, z, nz);
+        let ties2 = b.reduce(Reduce::Sum, tie2, None);
+        let ties = b.binary(Binary::Add, ties1, ties2);
+        b.output("ties", ties);
+        let mut f = b.finish();
+        f.f32 = f32;
+        let st = storage(&f);
+        let what = format!("n {n}, f32 {f32}");
+        for (v, name) in [
+            (z, "z"),
+            (nz, "-z"),
+            (abs, "abs"),
+            (pos, "abs > -z"),
+            (t, "-q e"),
+        ] {
+            assert_eq!(st[v], Storage::Fused, "{what}: {name}");
+        }
+        if !f32 {
+            assert_eq!(st[nabs], Storage::Own, "{what}: exp's operand");
+        }
+        let us: Vec<f64> = (0..n)
+            .map(|i| match i % 9 {
+                0 => 0.0,
+                1 => -0.0,
+                2 if i > 9 => f64::NAN,
+                3 if i > 9 => f64::INFINITY,
+                4 if i > 9 => f64::NEG_INFINITY,
+                _ => ((i * 37 % 23) as f64 - 11.0) * 0.37,
+            })
+            .collect();
+        let ys: Vec<f64> = (0..n)
+            .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        let out =
+            agree(&f, &[floats(us.clone(), &[n]), floats(ys, &[n])], 0, &what).expect("no error");
+        let zeros = us.iter().filter(|x| **x == 0.0).count() as f64;
+        assert_eq!(out[2].to_f64()[[]], 2.0 * zeros, "{what}: ties");
+    }
+}
+
+#[test]
 fn a_bias_add_read_by_its_relu_and_tie_count_is_fused_into_the_relus_loop() {
     // mlp's `h = X W' + b`: read by `max(h, 0)` and by the tie count `sum(h == 0)`. It is
-    // computed in the ReLU's loop, never stored (`layout::storage`); with another reader
-    // it must be stored. Ties, -0.0 and NaN among the sums; the counts and the ReLU must
+    // computed in the ReLU's loop, never stored (`layout::storage`); with a reader that
+    // needs it in memory (a whole-buffer op) it must be stored. Ties, -0.0 and NaN among the sums; the counts and the ReLU must
     // match the interpreter's bits.
     use traj::jit::layout::{Storage, storage};
     for (m, n, another_reader) in [(6, 9, false), (5, 8, false), (6, 9, true), (64, 64, false)] {
@@ -1464,7 +1574,8 @@ fn a_bias_add_read_by_its_relu_and_tie_count_is_fused_into_the_relus_loop() {
         let ties = b.reduce(Reduce::Sum, tie, None);
         b.output("ties", ties);
         if another_reader {
-            let th = b.unary(Unary::Neg, h);
+            // `exp` runs over whole buffers, so `h` must be stored for it.
+            let th = b.unary(Unary::Exp, h);
             let back = b.binary(Binary::Mul, th, relu);
             b.output("back", back);
         }

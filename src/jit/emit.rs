@@ -37,6 +37,20 @@ use crate::kernels::math::SUM_LANES;
 pub const PARALLEL_LOOP: usize = 1 << 20;
 
 /// Every index of `shape`'s first axis (`0..1` for a scalar).
+/// The condition code of a float comparison (1.0 where it holds, else 0.0).
+fn float_cc(op: Binary) -> Option<FloatCC> {
+    Some(match op {
+        Binary::Lt => FloatCC::LessThan,
+        Binary::Le => FloatCC::LessThanOrEqual,
+        Binary::Gt => FloatCC::GreaterThan,
+        Binary::Ge => FloatCC::GreaterThanOrEqual,
+        Binary::Eq => FloatCC::Equal,
+        // Cranelift's `ne` is true on unordered operands, as Rust's `!=`.
+        Binary::Ne => FloatCC::NotEqual,
+        _ => return None,
+    })
+}
+
 fn all_rows(shape: &[usize]) -> Range<usize> {
     0..shape.first().copied().unwrap_or(1)
 }
@@ -781,6 +795,9 @@ impl Emitter<'_, '_, '_> {
             let c = e.b.ins().fcmp(cc, x, y);
             e.bool_f(c, x)
         };
+        if let Some(cc) = float_cc(op) {
+            return Ok(cmp(self, cc));
+        }
         Ok(match op {
             Binary::Add => self.b.ins().fadd(x, y),
             Binary::Sub => self.b.ins().fsub(x, y),
@@ -798,13 +815,6 @@ impl Emitter<'_, '_, '_> {
                 let c = self.b.ins().bor(c, nan);
                 self.pick(c, x, y)
             }
-            Binary::Lt => cmp(self, FloatCC::LessThan),
-            Binary::Le => cmp(self, FloatCC::LessThanOrEqual),
-            Binary::Gt => cmp(self, FloatCC::GreaterThan),
-            Binary::Ge => cmp(self, FloatCC::GreaterThanOrEqual),
-            Binary::Eq => cmp(self, FloatCC::Equal),
-            // Cranelift's `ne` is true on unordered operands, as Rust's `!=`.
-            Binary::Ne => cmp(self, FloatCC::NotEqual),
             Binary::And | Binary::Or => {
                 let zero = self.konst(0.0, x);
                 let cx = self.b.ins().fcmp(FloatCC::NotEqual, x, zero);
@@ -816,7 +826,8 @@ impl Emitter<'_, '_, '_> {
                 };
                 self.bool_f(c, x)
             }
-            Binary::Pow | Binary::FloorDiv | Binary::Rem | Binary::LogAddExp => {
+            // Pow, FloorDiv, Rem, LogAddExp (comparisons are above).
+            _ => {
                 let name = binary_shim(op).ok_or("internal error: no binary shim")?;
                 self.call_lanes(name, &[x, y])?
             }
@@ -1337,6 +1348,31 @@ impl Emitter<'_, '_, '_> {
                     self.ld_f(v, *base, *off)
                 }
             }
+            None if self.f.insts[v].prim == Prim::Select => {
+                // The condition's lane mask straight from its comparison when that is
+                // computed here: `c != 0.0` of a comparison's 1.0/0.0 is the comparison.
+                let args = self.f.insts[v].args.clone();
+                let cond = match self.comparison(args[0], at) {
+                    Some((cc, x, y)) => {
+                        let x = self.node(x, at, memo, vector)?;
+                        let y = match y {
+                            Some(y) => self.node(y, at, memo, vector)?,
+                            None => self.konst(0.0, x),
+                        };
+                        self.b.ins().fcmp(cc, x, y)
+                    }
+                    None => {
+                        let c = self.node(args[0], at, memo, vector)?;
+                        let zero = self.konst(0.0, c);
+                        // `c != 0.0`: NaN selects the first branch, as in the interpreter.
+                        self.b.ins().fcmp(FloatCC::NotEqual, c, zero)
+                    }
+                };
+                let a = self.node(args[1], at, memo, vector)?;
+                let b = self.node(args[2], at, memo, vector)?;
+                let r = self.pick(cond, a, b);
+                if vector { r } else { self.round(r) }
+            }
             None => {
                 let args: Vec<Value> = self.f.insts[v]
                     .args
@@ -1351,6 +1387,34 @@ impl Emitter<'_, '_, '_> {
         };
         memo.insert(v, value);
         Ok(value)
+    }
+
+    /// When `c` is a comparison computed in this loop (not a leaf read from memory), its
+    /// condition code and operands (`None`: the constant 0.0 of `not`).
+    fn comparison(
+        &self,
+        c: usize,
+        at: &HashMap<usize, LeafAt>,
+    ) -> Option<(FloatCC, usize, Option<usize>)> {
+        let inst = &self.f.insts[c];
+        if at.contains_key(&c) || inst.args.iter().any(|a| self.dtype(*a) != DType::Float) {
+            return None;
+        }
+        match inst.prim {
+            Prim::Binary(op) => Some((float_cc(op)?, inst.args[0], Some(inst.args[1]))),
+            Prim::Unary(Unary::Not) => Some((FloatCC::Equal, inst.args[0], None)),
+            _ => None,
+        }
+    }
+
+    /// Whether every entry of `v` is a constant that is not NaN (a broadcast of one too).
+    fn never_nan(&self, v: usize) -> bool {
+        let inst = &self.f.insts[v];
+        match &inst.prim {
+            Prim::Const(crate::tensor::Tensor::Float(a)) => a.iter().all(|x| !x.is_nan()),
+            Prim::Broadcast(_) => self.never_nan(inst.args[0]),
+            _ => false,
+        }
     }
 
     /// Rounds through f32 under `precision f32`.
@@ -1393,8 +1457,20 @@ impl Emitter<'_, '_, '_> {
     /// Instruction `v`'s op (what `interp::unary`/`binary`/select do) on scalar floats or
     /// f64x2 vectors.
     fn op(&mut self, v: usize, args: &[Value]) -> Result<Value, String> {
-        Ok(match self.f.insts[v].prim {
+        let inst = &self.f.insts[v];
+        Ok(match inst.prim {
             Prim::Unary(op) => self.funary(op, args[0])?,
+            // `max(x, c)` and `min(x, c)` with a constant `c` that is not NaN (a ReLU's
+            // 0.0): `x >= c` alone decides, and the mask goes straight to the blend.
+            Prim::Binary(op @ (Binary::Max | Binary::Min)) if self.never_nan(inst.args[1]) => {
+                let cc = if op == Binary::Max {
+                    FloatCC::GreaterThanOrEqual
+                } else {
+                    FloatCC::LessThanOrEqual
+                };
+                let c = self.b.ins().fcmp(cc, args[0], args[1]);
+                self.pick(c, args[0], args[1])
+            }
             Prim::Binary(op) => self.fbinary(op, args[0], args[1])?,
             Prim::Select => {
                 let zero = self.konst(0.0, args[0]);

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::ir::matmul_source;
 use crate::ir::types::DType;
-use crate::ir::{Func, Prim, Unary};
+use crate::ir::{Binary, Func, Prim, Unary};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Storage {
@@ -159,22 +159,75 @@ pub fn storage(f: &Func) -> Vec<Storage> {
         };
     }
     // Fusion, from the last instruction back, so a consumer's own fate is known: an inline
-    // elementwise op with one consumer that loops over the same elements (an inline
-    // elementwise op of its shape that is itself computed in a loop, or a full
-    // reduction) is computed in that loop.
+    // elementwise op whose consumers all loop over the same elements (an inline
+    // elementwise op of its shape, itself computed in a loop, or a full reduction) is
+    // computed in their loops: in the one loop of a single consumer or of several
+    // (`one_loop`: computed once there), or again in each loop of several
+    // when it is a few cheap ops (`recomputable`), so it is never stored.
     for i in (0..n).rev() {
-        if output[i] || !inline_elementwise(f, i) || users[i].len() != 1 {
+        if output[i] || !inline_elementwise(f, i) || users[i].is_empty() {
             continue;
         }
-        let u = users[i][0];
-        let same_loop = (inline_elementwise(f, u) && f.insts[u].shape == f.insts[i].shape)
-            || full_reduction(f, u);
-        if same_loop {
+        let in_loop = |u: &usize| {
+            (inline_elementwise(f, *u) && f.insts[*u].shape == f.insts[i].shape)
+                || full_reduction(f, *u)
+        };
+        if users[i].iter().all(in_loop)
+            && (users[i].len() == 1 || one_loop(f, &s, &users[i]) || recomputable(f, i))
+        {
             s[i] = Storage::Fused;
         }
     }
     fuse_under_counts(f, &users, &output, &mut s);
     s
+}
+
+/// Whether `users`, instructions whose storage is decided, are all computed in one loop
+/// (fused into one expression), which then computes a value they share once.
+fn one_loop(f: &Func, s: &[Storage], users: &[usize]) -> bool {
+    let mut roots = users.iter().flat_map(|u| loop_roots(f, s, *u));
+    let first = roots.next();
+    roots.all(|r| Some(r) == first)
+}
+
+/// At most this many ops are computed again in each loop that reads a value of several
+/// consumers instead of storing it: softplus written out, `max(z, 0) + log1p(exp(-abs(z)))`,
+/// reads `z`, `-z`, `abs(z)` and `abs(z) > -z` in four loops of its gradient.
+const RECOMPUTED_OPS: usize = 4;
+
+/// Whether `v`'s value, with the inline elementwise ops it reads, is at most
+/// [`RECOMPUTED_OPS`] ops, each cheap (no division, square root or call): computing them
+/// again costs less than a store and the loads of the value.
+fn recomputable(f: &Func, v: usize) -> bool {
+    let mut ops = Vec::new();
+    cheap_ops(f, v, &mut ops) && ops.len() <= RECOMPUTED_OPS
+}
+
+/// Adds `v` and the inline elementwise ops it reads to `ops` (each once); false at the
+/// first one that is not cheap, or once there are more than [`RECOMPUTED_OPS`].
+fn cheap_ops(f: &Func, v: usize, ops: &mut Vec<usize>) -> bool {
+    if ops.contains(&v) {
+        return true;
+    }
+    let cheap = match f.insts[v].prim {
+        Prim::Unary(op) => matches!(
+            op,
+            Unary::Neg | Unary::Not | Unary::Sign | Unary::StopGrad | Unary::ToFloat
+        ),
+        Prim::Binary(op) => !matches!(
+            op,
+            Binary::Div | Binary::Pow | Binary::FloorDiv | Binary::Rem | Binary::LogAddExp
+        ),
+        Prim::Select => true,
+        _ => false,
+    };
+    ops.push(v);
+    cheap
+        && ops.len() <= RECOMPUTED_OPS
+        && f.insts[v]
+            .args
+            .iter()
+            .all(|a| !inline_elementwise(f, *a) || cheap_ops(f, *a, ops))
 }
 
 /// Also fused: an inline elementwise op whose users are one consumer in whose loop it
@@ -209,7 +262,9 @@ fn fuse_under_counts(f: &Func, users: &[Vec<usize>], output: &[bool], s: &mut Ve
         let mut trial = s.clone();
         trial[i] = Storage::Fused;
         let hosts = count_hosts(f, &trial);
-        let root = loop_root(f, &trial, u);
+        let [root] = loop_roots(f, &trial, u)[..] else {
+            continue;
+        };
         if compared
             .iter()
             .all(|c| hosts.get(&users[*c][0]) == Some(&root))
@@ -280,17 +335,24 @@ pub fn counts_in_loops(f: &Func, storage: &[Storage]) -> HashMap<usize, Vec<usiz
     into
 }
 
-/// The instruction whose loop computes `v`: `v` itself, or for a fused value, the root of
-/// the expression it is fused into.
-fn loop_root(f: &Func, storage: &[Storage], v: usize) -> usize {
-    let mut r = v;
-    while storage[r] == Storage::Fused {
-        match (r + 1..f.insts.len()).find(|u| f.insts[*u].args.contains(&r)) {
-            Some(u) => r = u,
-            None => break,
+/// The instructions whose loops compute `v`: `v` itself, or for a fused value, the roots
+/// of the expressions it is fused into (several when it is computed again in each).
+fn loop_roots(f: &Func, storage: &[Storage], v: usize) -> Vec<usize> {
+    if storage[v] != Storage::Fused {
+        return vec![v];
+    }
+    let mut roots = Vec::new();
+    for u in (v + 1..f.insts.len()).filter(|u| f.insts[*u].args.contains(&v)) {
+        for r in loop_roots(f, storage, u) {
+            if !roots.contains(&r) {
+                roots.push(r);
+            }
         }
     }
-    r
+    if roots.is_empty() {
+        roots.push(v);
+    }
+    roots
 }
 
 /// The instruction whose buffer holds `v`'s whole value: `v`, or the source of a view that
@@ -364,11 +426,10 @@ fn read_by(
         }
         match storage[u] {
             // The loop that reads `x` for `u`: a flag count's host loop, if it has one.
-            Storage::Own | Storage::Fused => {
-                let root = loop_root(f, storage, u);
-                let at = hosts.get(&root).copied().unwrap_or(root);
+            Storage::Own | Storage::Fused => loop_roots(f, storage, u).iter().all(|root| {
+                let at = hosts.get(root).copied().unwrap_or(*root);
                 at < v || (at == v && same_element)
-            }
+            }),
             Storage::View { offset, .. } => {
                 let whole = offset == 0 && n(u) == n(x);
                 read_by(f, storage, hosts, output, u, v, same_element && whole)
