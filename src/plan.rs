@@ -141,7 +141,7 @@ fn checked_func(f: Func, what: &str) -> Result<Func, String> {
 
 /// The plan's fast gradient: verified and simplified, then its piece masks read the
 /// pieces (`opt::untied_masks`: its values are used only where no entry ties).
-fn fast_gradient(f: Func) -> Result<Func, String> {
+pub fn fast_gradient(f: Func) -> Result<Func, String> {
     let f = crate::opt::untied_masks(&checked_func(f, "gradient")?);
     verify(&f)
         .map_err(|e| format!("internal error: IR after `untied_masks` does not verify: {e}"))?;
@@ -149,51 +149,16 @@ fn fast_gradient(f: Func) -> Result<Func, String> {
 }
 
 /// `opt::quiet`'s variant of a simplified gradient function, simplified in turn.
-fn quiet_gradient(grad: &Func) -> Result<Option<Func>, String> {
+pub fn quiet_gradient(grad: &Func) -> Result<Option<Func>, String> {
     crate::opt::quiet::quiet(grad)
         .map(|f| checked_func(f, "quiet gradient"))
         .transpose()
 }
 
-/// The program at a stage of the compiler, as `traj ir --stage` prints it: `ir` the
-/// lowered loss, `grad` the loss with its gradient and tie count, `opt` that after the
-/// simplification passes (and `opt::quiet`'s variant, where there is one).
-pub fn dump(checked: &Checked, statics: &Statics, stage: &str) -> Result<String, String> {
-    let params = params_of(checked);
-    if stage == "ir" {
-        let (mut l, _, _) = with_params(checked, statics, &params);
-        let loss = loss_var(&mut l, checked)?;
-        l.b.output("loss", loss);
-        return Ok(crate::ir::print(&l.b.finish()));
-    }
-    let f = gradient_func(checked, statics, &params)?;
-    verify(&f)?;
-    match stage {
-        "grad" => Ok(crate::ir::print(&f)),
-        _ => {
-            let f = fast_gradient(f)?;
-            let mut text = crate::ir::print(&f);
-            if let Some(q) = quiet_gradient(&f)? {
-                text.push_str("# at steps that record nothing (`opt::quiet`):\n");
-                text.push_str(&crate::ir::print(&q));
-            }
-            Ok(text)
-        }
-    }
-}
-
-/// The gradient function after the simplification passes, the one `traj ir --stage clif`
-/// compiles for a program that does not train.
-pub fn optimized_gradient(checked: &Checked, statics: &Statics) -> Result<Func, String> {
-    let f = gradient_func(checked, statics, &params_of(checked))?;
-    verify(&f)?;
-    fast_gradient(f)
-}
-
 /// The loss with its gradient by reverse mode and its tie count (outputs `loss,
 /// grad:P..., ties`), before simplification: what `traj ir --stage grad` prints and
 /// `fast_gradient` makes the plan's fast gradient of.
-fn gradient_func(
+pub fn gradient_func(
     checked: &Checked,
     statics: &Statics,
     params: &[ParamInfo],
@@ -208,7 +173,7 @@ fn gradient_func(
 }
 
 /// A Lowerer whose params and step are inputs.
-fn with_params<'a>(
+pub fn with_params<'a>(
     checked: &'a Checked,
     statics: &'a Statics,
     params: &[ParamInfo],
@@ -227,7 +192,7 @@ fn with_params<'a>(
     (l, vars, step)
 }
 
-fn loss_var(l: &mut Lowerer, checked: &Checked) -> Result<Var, String> {
+pub fn loss_var(l: &mut Lowerer, checked: &Checked) -> Result<Var, String> {
     let loss = checked.program.items.iter().find_map(|i| match i {
         Item::Loss(l) => Some(l),
         _ => None,
@@ -237,9 +202,13 @@ fn loss_var(l: &mut Lowerer, checked: &Checked) -> Result<Var, String> {
     Ok(l.b.to_float(v))
 }
 
+/// The plan around the simplified gradient and its quiet variant (`pipeline`'s optimized
+/// stage).
 pub fn build(
     checked: &Checked,
     statics: &Statics,
+    grad_fast: Func,
+    grad_quiet: Option<Func>,
     steps_override: Option<u64>,
 ) -> Result<Plan, String> {
     let params = params_of(checked);
@@ -247,10 +216,6 @@ pub fn build(
         .iter()
         .map(|p| p.shape.iter().product::<usize>())
         .sum();
-
-    // Loss and gradient, fast variant.
-    let grad_fast = fast_gradient(gradient_func(checked, statics, &params)?)?;
-    let grad_quiet = quiet_gradient(&grad_fast)?;
 
     // Loss and gradient along a direction (Kakade & Lee).
     let (mut l, pv, _) = with_params(checked, statics, &params);
