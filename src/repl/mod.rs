@@ -56,7 +56,7 @@ pub struct Repl {
     color: bool,
     /// Makes a progress callback for long steps (a terminal's bar), if any.
     pub progress: Option<BarMaker>,
-    /// Plot size in characters.
+    /// Plot size in characters: the columns it may take (labels included), its rows.
     pub plot_size: (usize, usize),
 }
 
@@ -77,7 +77,7 @@ impl Repl {
             backend,
             color,
             progress: None,
-            plot_size: (64, 16),
+            plot_size: (80, 16),
         })
     }
 
