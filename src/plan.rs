@@ -3,6 +3,7 @@
 //! each param's optimizer update and state initialization, the record and stop
 //! functions, and the Hessian-vector product behind `sharpness`.
 
+use crate::error::RunError;
 use std::collections::HashMap;
 
 use crate::autodiff::{Ties, grad_into, jvp_into, ties_into};
@@ -129,19 +130,19 @@ fn output_gradient(l: &mut Lowerer, loss: Var, params: &[ParamInfo], grads: &[Va
 }
 
 /// Verifies a built function, then simplifies it (`opt::run` verifies after each pass).
-fn checked_func(f: Func, what: &str) -> Result<Func, String> {
+fn checked_func(f: Func, what: &str) -> Result<Func, RunError> {
     verify(&f).map_err(|e| {
         format!(
             "internal error: {what} IR does not verify: {e}\n{}",
             crate::ir::print(&f)
         )
     })?;
-    crate::opt::run(&f)
+    Ok(crate::opt::run(&f)?)
 }
 
 /// The plan's fast gradient: verified and simplified, then its piece masks read the
 /// pieces (`opt::untied_masks`: its values are used only where no entry ties).
-pub fn fast_gradient(f: Func) -> Result<Func, String> {
+pub fn fast_gradient(f: Func) -> Result<Func, RunError> {
     let f = crate::opt::untied_masks(&checked_func(f, "gradient")?);
     verify(&f)
         .map_err(|e| format!("internal error: IR after `untied_masks` does not verify: {e}"))?;
@@ -149,7 +150,7 @@ pub fn fast_gradient(f: Func) -> Result<Func, String> {
 }
 
 /// `opt::quiet`'s variant of a simplified gradient function, simplified in turn.
-pub fn quiet_gradient(grad: &Func) -> Result<Option<Func>, String> {
+pub fn quiet_gradient(grad: &Func) -> Result<Option<Func>, RunError> {
     crate::opt::quiet::quiet(grad)
         .map(|f| checked_func(f, "quiet gradient"))
         .transpose()
@@ -162,7 +163,7 @@ pub fn gradient_func(
     checked: &Checked,
     statics: &Statics,
     params: &[ParamInfo],
-) -> Result<Func, String> {
+) -> Result<Func, RunError> {
     let (mut l, pv, _) = with_params(checked, statics, params);
     let loss = loss_var(&mut l, checked)?;
     let grads = grad_into(&mut l.b, loss, &pv, &Ties::Default)?;
@@ -192,7 +193,7 @@ pub fn with_params<'a>(
     (l, vars, step)
 }
 
-pub fn loss_var(l: &mut Lowerer, checked: &Checked) -> Result<Var, String> {
+pub fn loss_var(l: &mut Lowerer, checked: &Checked) -> Result<Var, RunError> {
     let loss = checked.program.items.iter().find_map(|i| match i {
         Item::Loss(l) => Some(l),
         _ => None,
@@ -210,7 +211,7 @@ pub fn build(
     grad_fast: Func,
     grad_quiet: Option<Func>,
     steps_override: Option<u64>,
-) -> Result<Plan, String> {
+) -> Result<Plan, RunError> {
     let params = params_of(checked);
     let nparams: usize = params
         .iter()
@@ -282,7 +283,7 @@ fn build_updates(
     params: &[ParamInfo],
     train: &TrainItem,
     nparams: usize,
-) -> Result<Vec<Option<Update>>, String> {
+) -> Result<Vec<Option<Update>>, RunError> {
     // The rule of each param: its `for` clause, else the default.
     let mut rule_of: HashMap<&str, &TrainOptimizer> = HashMap::new();
     let mut default = None;
@@ -299,17 +300,17 @@ fn build_updates(
     let mut out = Vec::new();
     for p in params {
         let Some(o) = rule_of.get(p.name.as_str()).copied().or(default) else {
-            return Err(format!("param `{}` has no rule", p.name));
+            return Err(format!("param `{}` has no rule", p.name).into());
         };
         if o.rule.name == "none" {
             out.push(None);
             continue;
         }
         let Some(sym) = checked.program.lookup(&o.rule.name) else {
-            return Err(format!("no optimizer `{}`", o.rule.name));
+            return Err(format!("no optimizer `{}`", o.rule.name).into());
         };
         let Item::Optimizer(rule) = &checked.program.items[sym.item] else {
-            return Err(format!("`{}` is not an optimizer", o.rule.name));
+            return Err(format!("`{}` is not an optimizer", o.rule.name).into());
         };
         out.push(Some(build_update(checked, statics, p, o, rule, nparams)?));
     }
@@ -318,7 +319,7 @@ fn build_updates(
 
 /// Binds an optimizer's hyperparameters (from the train clause, else their defaults),
 /// lowered with `t`, `loss`, `gnorm` and `nparams` bound.
-fn bind_hypers(l: &mut Lowerer, o: &TrainOptimizer, rule: &OptimizerItem) -> Result<(), String> {
+fn bind_hypers(l: &mut Lowerer, o: &TrainOptimizer, rule: &OptimizerItem) -> Result<(), RunError> {
     let names: Vec<&str> = rule.params.iter().map(|p| p.name.name.as_str()).collect();
     let args: Vec<&Arg> = o.args.iter().collect();
     let (slots, problems) = crate::sema::bind::bind(&names, &args);
@@ -343,7 +344,7 @@ fn build_update(
     o: &TrainOptimizer,
     rule: &OptimizerItem,
     nparams: usize,
-) -> Result<Update, String> {
+) -> Result<Update, RunError> {
     let states: Vec<&Def> = rule
         .body
         .iter()
@@ -353,7 +354,7 @@ fn build_update(
         })
         .collect();
     // Shared bindings: hyperparameters at step 0 for the init, at step t for updates.
-    let common = |l: &mut Lowerer, t: Var, loss: Var, gnorm: Var| -> Result<(), String> {
+    let common = |l: &mut Lowerer, t: Var, loss: Var, gnorm: Var| -> Result<(), RunError> {
         l.bound.insert("t".into(), t);
         l.bound.insert("loss".into(), loss);
         l.bound.insert("gnorm".into(), gnorm);
@@ -467,7 +468,7 @@ fn build_record(
     statics: &Statics,
     params: &[ParamInfo],
     train: &TrainItem,
-) -> Result<RecordParts, String> {
+) -> Result<RecordParts, RunError> {
     let mut l = record_inputs(checked, statics, params);
     let mut columns = Vec::new();
     let mut clauses = Vec::new();
@@ -514,7 +515,7 @@ fn build_stop(
     statics: &Statics,
     params: &[ParamInfo],
     train: &TrainItem,
-) -> Result<(Option<Func>, bool), String> {
+) -> Result<(Option<Func>, bool), RunError> {
     let Some(cond) = train.clauses.iter().find_map(|c| match c {
         Clause::StopWhen(e, _) => Some(e),
         _ => None,
@@ -544,7 +545,7 @@ fn build_stop(
 
 /// A value typed in a REPL session, lowered as a record entry is (its inputs are the
 /// record function's: params, step, grad:P..., loss, gnorm, sharpness); output `value`.
-pub fn build_probe(checked: &Checked, statics: &Statics, e: &Expr) -> Result<Func, String> {
+pub fn build_probe(checked: &Checked, statics: &Statics, e: &Expr) -> Result<Func, RunError> {
     let params = params_of(checked);
     let mut l = record_inputs(checked, statics, &params);
     let v = l.item_expr(e, "probe")?;
@@ -559,7 +560,7 @@ pub fn build_probe_gradient(
     checked: &Checked,
     statics: &Statics,
     e: &Expr,
-) -> Result<Func, String> {
+) -> Result<Func, RunError> {
     let params = params_of(checked);
     let (mut l, pv, _) = with_params(checked, statics, &params);
     let v = l.item_expr(e, "probe")?;
@@ -575,7 +576,7 @@ pub fn build_probe_gradient(
     checked_func(l.b.finish(), "gradient")
 }
 
-fn build_hvp(checked: &Checked, statics: &Statics, params: &[ParamInfo]) -> Result<Func, String> {
+fn build_hvp(checked: &Checked, statics: &Statics, params: &[ParamInfo]) -> Result<Func, RunError> {
     let (mut l, pv, _) = with_params(checked, statics, params);
     let dirs = direction_inputs(&mut l, params);
     let loss = loss_var(&mut l, checked)?;
@@ -631,7 +632,7 @@ pub fn flow_spec(
     checked: &Checked,
     statics: &Statics,
     train: &TrainItem,
-) -> Result<Option<FlowSpec>, String> {
+) -> Result<Option<FlowSpec>, RunError> {
     let Some(rule) = train.clauses.iter().find_map(|c| match c {
         Clause::Optimizer(o) if o.rule.name == crate::sema::check::flow::FLOW => Some(o),
         _ => None,

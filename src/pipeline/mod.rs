@@ -11,7 +11,7 @@ use crate::diag::SourceMap;
 use crate::error::RunError;
 use crate::ir::Func;
 use crate::jit::train_loop::TrainLoop;
-use crate::plan::{self as compile, Plan};
+use crate::plan::Plan;
 use crate::sema::Checked;
 use backend::{Backend, Engine, Exec};
 use statics::{Kept, Statics};
@@ -32,12 +32,7 @@ pub fn statics_with(
     sources: &SourceMap,
     kept: &mut Kept,
 ) -> Result<Statics, RunError> {
-    Ok(statics::evaluate_with(
-        checked,
-        sources,
-        seed_of(checked),
-        kept,
-    )?)
+    statics::evaluate_with(checked, sources, seed_of(checked), kept)
 }
 
 /// The run's seed: the const `seed` (default 0).
@@ -52,9 +47,9 @@ pub fn seed_of(checked: &Checked) -> u64 {
 
 /// Stage 4: the loss lowered to IR (output `loss`).
 pub fn lower(checked: &Checked, statics: &Statics) -> Result<Func, RunError> {
-    let params = compile::params_of(checked);
-    let (mut l, _, _) = compile::with_params(checked, statics, &params);
-    let loss = compile::loss_var(&mut l, checked).map_err(lowering_error)?;
+    let params = crate::plan::params_of(checked);
+    let (mut l, _, _) = crate::plan::with_params(checked, statics, &params);
+    let loss = crate::plan::loss_var(&mut l, checked)?;
     l.b.output("loss", loss);
     Ok(l.b.finish())
 }
@@ -62,8 +57,7 @@ pub fn lower(checked: &Checked, statics: &Statics) -> Result<Func, RunError> {
 /// Stage 5: the loss with its gradient by reverse mode and its tie count (outputs `loss`,
 /// `grad:P`..., `ties`), verified.
 pub fn gradient(checked: &Checked, statics: &Statics) -> Result<Func, RunError> {
-    let f = compile::gradient_func(checked, statics, &compile::params_of(checked))
-        .map_err(lowering_error)?;
+    let f = crate::plan::gradient_func(checked, statics, &crate::plan::params_of(checked))?;
     crate::ir::verify(&f)?;
     Ok(f)
 }
@@ -78,8 +72,8 @@ pub struct Optimized {
 
 /// Stage 6: the simplification passes (`opt`) on the gradient.
 pub fn optimize(gradient: Func) -> Result<Optimized, RunError> {
-    let fast = compile::fast_gradient(gradient)?;
-    let quiet = compile::quiet_gradient(&fast)?;
+    let fast = crate::plan::fast_gradient(gradient)?;
+    let quiet = crate::plan::quiet_gradient(&fast)?;
     Ok(Optimized { fast, quiet })
 }
 
@@ -91,29 +85,7 @@ pub fn plan(
     optimized: Optimized,
     steps: Option<u64>,
 ) -> Result<Plan, RunError> {
-    compile::build(checked, statics, optimized.fast, optimized.quiet, steps).map_err(lowering_error)
-}
-
-/// A lowering error as a value. `lower`'s errors are still text, and its size limit says
-/// where it was reached as `(here, bytes A..B of file F)`: that becomes the error's span.
-/// (The one message still read back; it goes when `lower` returns typed errors.)
-fn lowering_error(message: String) -> RunError {
-    let marker = " (here, bytes ";
-    let parsed = message.find(marker).and_then(|i| {
-        let rest = message[i + marker.len()..].strip_suffix(')')?;
-        let (range, file) = rest.split_once(" of file ")?;
-        let (a, b) = range.split_once("..")?;
-        let span = crate::diag::Span {
-            file: file.parse().ok()?,
-            start: a.parse().ok()?,
-            end: b.parse().ok()?,
-        };
-        Some((i, span))
-    });
-    match parsed {
-        Some((i, span)) => RunError::new(&message[..i]).at(span, "here"),
-        None => RunError::new(message),
-    }
+    crate::plan::build(checked, statics, optimized.fast, optimized.quiet, steps)
 }
 
 /// Stage 8's result: a plan with what `backend` compiled of it (`train::Engine`: the step
@@ -208,7 +180,7 @@ pub fn print(checked: &Checked, sources: &SourceMap, stage: Stage) -> Result<Str
     if stage == Stage::Grad {
         return Ok(crate::ir::print(&gradient));
     }
-    if stage == Stage::Clif && compile::has_train(checked) {
+    if stage == Stage::Clif && crate::plan::has_train(checked) {
         let plan = plan_of(checked, &statics, None)?;
         return Ok(TrainLoop::clif_text(&plan, seed_of(checked))?);
     }

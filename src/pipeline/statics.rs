@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use ndarray::{ArrayD, IxDyn};
 
 use crate::diag::SourceMap;
+use crate::error::RunError;
 use crate::interp::{self, Env};
 pub use crate::lower::Statics;
 use crate::lower::{Lowerer, const_tensors};
@@ -19,7 +20,7 @@ use crate::syntax::ast::*;
 use crate::tensor::Tensor;
 
 /// Evaluates every static value of a checked program.
-pub fn evaluate(checked: &Checked, sources: &SourceMap, seed: u64) -> Result<Statics, String> {
+pub fn evaluate(checked: &Checked, sources: &SourceMap, seed: u64) -> Result<Statics, RunError> {
     evaluate_with(checked, sources, seed, &mut Kept::default())
 }
 
@@ -51,7 +52,7 @@ pub fn evaluate_with(
     sources: &SourceMap,
     seed: u64,
     kept: &mut Kept,
-) -> Result<Statics, String> {
+) -> Result<Statics, RunError> {
     let prog = &checked.program;
     let mut statics = Statics {
         values: const_tensors(&checked.consts),
@@ -78,7 +79,7 @@ pub fn evaluate_with(
     while !pending.is_empty() {
         let mut progress = false;
         let mut still = Vec::new();
-        let mut last_error = String::new();
+        let mut last_error = RunError::new("");
         for (key, item) in pending {
             let print = fingerprint(checked, item, seed);
             if let Some((p, t)) = kept.values.get(&key)
@@ -95,15 +96,19 @@ pub fn evaluate_with(
                     statics.values.insert(key, t);
                     progress = true;
                 }
-                Err(e) if e.contains("has no value yet") => {
+                Err(e) if e.message.contains("has no value yet") => {
                     last_error = e;
                     still.push((key, item));
                 }
-                Err(e) => return Err(format!("{key}: {e}")),
+                Err(mut e) => {
+                    e.message = format!("{key}: {}", e.message);
+                    return Err(e);
+                }
             }
         }
         if !progress {
-            return Err(format!("cannot order the static items: {last_error}"));
+            last_error.message = format!("cannot order the static items: {}", last_error.message);
+            return Err(last_error);
         }
         pending = still;
     }
@@ -196,7 +201,7 @@ fn evaluate_item(
     statics: &Statics,
     seed: u64,
     prog: &crate::sema::modules::Program,
-) -> Result<Tensor, String> {
+) -> Result<Tensor, RunError> {
     let mut l = Lowerer::new(prog, statics);
     // A param initializer sees other params' initial values.
     l.init_mode = matches!(item, Item::Param(_));
@@ -217,7 +222,7 @@ fn evaluate_item(
 
 /// A param's initial value: `= EXPR` broadcast to the declared shape, or `~ DIST` drawn at
 /// it (stream: the param's name).
-fn param_init(l: &mut Lowerer, p: &ParamItem) -> Result<usize, String> {
+fn param_init(l: &mut Lowerer, p: &ParamItem) -> Result<usize, RunError> {
     let mut shape = Vec::new();
     for e in &p.shape {
         shape.push(l.known_int(e)? as usize);
@@ -233,7 +238,12 @@ fn param_init(l: &mut Lowerer, p: &ParamItem) -> Result<usize, String> {
     }
 }
 
-fn distribution(l: &mut Lowerer, e: &Expr, stream: &str, shape: &[usize]) -> Result<usize, String> {
+fn distribution(
+    l: &mut Lowerer,
+    e: &Expr,
+    stream: &str,
+    shape: &[usize],
+) -> Result<usize, RunError> {
     use crate::ir::types::DType;
     use crate::ir::{Binary, Draw};
     let (name, args): (&str, &[Arg]) = match &e.kind {
@@ -318,7 +328,7 @@ fn distribution(l: &mut Lowerer, e: &Expr, stream: &str, shape: &[usize]) -> Res
             let all = l.b.reshape(all, shape);
             l.b.binary(Binary::Mul, all, scale)
         }
-        _ => return Err(format!("unknown distribution `{name}`")),
+        _ => return Err(format!("unknown distribution `{name}`").into()),
     })
 }
 
