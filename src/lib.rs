@@ -1,18 +1,23 @@
 //! `traj`: a compiler and interpreter for experiments on the trajectory of gradient descent.
 //!
 //! # Steps
+//! `pipeline` runs them, one function a stage; nothing else assembles them.
 //! 1. `syntax`: source text → AST (pest grammar `grammar/traj.pest`), every node with a span.
 //! 2. `sema`: modules, names, consts, kinds, types and static shapes (`ir::types`) → a
 //!    checked program, or every error of the file as `diag::Diagnostic`s.
 //! 3. `train::statics`: consts from data, data, loaded files, initial params.
 //! 4. `lower`: the checked loss, lets, records and updates → `ir` functions.
-//! 5. `autodiff`: gradients (Clarke subgradients at kinks); `opt`: simplification.
-//! 6. `plan`: the plan (fast and tie gradients, updates, records, stop, HVP).
-//! 7. A backend runs the plan: `interp` (the reference) or `jit` (Cranelift, the whole step
-//!    loop, compiled once as a `train::Engine`), both on the shared `kernels`.
-//! 8. `train::advance`: the loop, rows to an `output::Rows` sink (the run folder); `session`
-//!    keeps a program and its run between inputs for `repl`; `sweep` runs many; `plot`
-//!    draws what was recorded.
+//! 5. `autodiff`: the gradient (Clarke subgradients at kinks) and the tie count.
+//! 6. `opt`: the simplification passes on the gradient.
+//! 7. `plan`: the plan (fast and tie gradients, updates, records, stop, HVP).
+//! 8. the backend: `interp` (the reference) or `jit` (Cranelift, the whole step loop),
+//!    compiled once as a `train::Engine`, both on the shared `kernels`; `train::advance`
+//!    runs the loop, rows to an `output::Rows` sink (the run folder). An error after
+//!    checking is an `error::RunError` with its step and spans.
+//!
+//! Callers: `traj run` and `sweep` (`train::run_to_folder`), `traj ir` (`pipeline::print`),
+//! `session` (a program and its run kept between inputs, for `repl`); `plot` draws what
+//! was recorded.
 //!
 //! Imports point down the layers of `tests/layers.rs` (`ARCHITECTURE.md`, Layers).
 //! `ARCHITECTURE.md` has the map and the invariants.
@@ -21,6 +26,7 @@ pub mod autodiff;
 pub mod cores;
 pub mod data;
 pub mod diag;
+pub mod error;
 pub mod interp;
 pub mod ir;
 pub mod jit;
@@ -29,6 +35,7 @@ pub mod lower;
 pub mod observe;
 pub mod opt;
 pub mod output;
+pub mod pipeline;
 pub mod plan;
 pub mod plot;
 mod plot_text;

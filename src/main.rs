@@ -450,8 +450,10 @@ fn run_program(
             return ExitCode::from(1);
         }
     };
-    if let Some(m) = &result.message {
-        eprintln!("{m}");
+    match (&result.error, &result.message) {
+        (Some(e), _) => eprint!("{}", e.render(&sources, use_color())),
+        (None, Some(m)) => eprintln!("{m}"),
+        (None, None) => {}
     }
     let last = result
         .last_step
@@ -1117,29 +1119,16 @@ fn check(file: &std::path::Path, set: &[String], stage: Option<Stage>) -> ExitCo
                 None => eprintln!("{}: ok", file.display()),
                 Some(Stage::Ast) => print!("{}", checked.dump(&sources)),
                 Some(stage) => {
-                    let name = match stage {
-                        Stage::Ir => "ir",
-                        Stage::Grad => "grad",
-                        _ => "opt",
+                    let stage = match stage {
+                        Stage::Ir => traj::pipeline::Stage::Ir,
+                        Stage::Grad => traj::pipeline::Stage::Grad,
+                        Stage::Clif => traj::pipeline::Stage::Clif,
+                        _ => traj::pipeline::Stage::Opt,
                     };
-                    let seed = traj::train::seed_of(&checked);
-                    let dump = |s: &traj::train::statics::Statics| match stage {
-                        // The whole step loop, when the program trains.
-                        Stage::Clif if traj::plan::has_train(&checked) => {
-                            traj::plan::build(&checked, s, None).and_then(|plan| {
-                                traj::jit::train_loop::TrainLoop::clif_text(&plan, seed)
-                            })
-                        }
-                        Stage::Clif => traj::plan::optimized_gradient(&checked, s)
-                            .and_then(|f| traj::jit::clif_text(&f)),
-                        _ => traj::plan::dump(&checked, s, name),
-                    };
-                    match traj::train::statics::evaluate(&checked, &sources, seed)
-                        .and_then(|s| dump(&s))
-                    {
+                    match traj::pipeline::print(&checked, &sources, stage) {
                         Ok(text) => print!("{text}"),
                         Err(e) => {
-                            eprintln!("error: {e}");
+                            eprint!("{}", e.render(&sources, use_color()));
                             return ExitCode::from(1);
                         }
                     }

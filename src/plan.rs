@@ -3,6 +3,7 @@
 //! each param's optimizer update and state initialization, the record and stop
 //! functions, and the Hessian-vector product behind `sharpness`.
 
+use crate::error::RunError;
 use std::collections::HashMap;
 
 use crate::autodiff::{Ties, grad_into, jvp_into, ties_into};
@@ -129,19 +130,19 @@ fn output_gradient(l: &mut Lowerer, loss: Var, params: &[ParamInfo], grads: &[Va
 }
 
 /// Verifies a built function, then simplifies it (`opt::run` verifies after each pass).
-fn checked_func(f: Func, what: &str) -> Result<Func, String> {
+fn checked_func(f: Func, what: &str) -> Result<Func, RunError> {
     verify(&f).map_err(|e| {
         format!(
             "internal error: {what} IR does not verify: {e}\n{}",
             crate::ir::print(&f)
         )
     })?;
-    crate::opt::run(&f)
+    Ok(crate::opt::run(&f)?)
 }
 
 /// The plan's fast gradient: verified and simplified, then its piece masks read the
 /// pieces (`opt::untied_masks`: its values are used only where no entry ties).
-fn fast_gradient(f: Func) -> Result<Func, String> {
+pub fn fast_gradient(f: Func) -> Result<Func, RunError> {
     let f = crate::opt::untied_masks(&checked_func(f, "gradient")?);
     verify(&f)
         .map_err(|e| format!("internal error: IR after `untied_masks` does not verify: {e}"))?;
@@ -149,55 +150,20 @@ fn fast_gradient(f: Func) -> Result<Func, String> {
 }
 
 /// `opt::quiet`'s variant of a simplified gradient function, simplified in turn.
-fn quiet_gradient(grad: &Func) -> Result<Option<Func>, String> {
+pub fn quiet_gradient(grad: &Func) -> Result<Option<Func>, RunError> {
     crate::opt::quiet::quiet(grad)
         .map(|f| checked_func(f, "quiet gradient"))
         .transpose()
 }
 
-/// The program at a stage of the compiler, as `traj ir --stage` prints it: `ir` the
-/// lowered loss, `grad` the loss with its gradient and tie count, `opt` that after the
-/// simplification passes (and `opt::quiet`'s variant, where there is one).
-pub fn dump(checked: &Checked, statics: &Statics, stage: &str) -> Result<String, String> {
-    let params = params_of(checked);
-    if stage == "ir" {
-        let (mut l, _, _) = with_params(checked, statics, &params);
-        let loss = loss_var(&mut l, checked)?;
-        l.b.output("loss", loss);
-        return Ok(crate::ir::print(&l.b.finish()));
-    }
-    let f = gradient_func(checked, statics, &params)?;
-    verify(&f)?;
-    match stage {
-        "grad" => Ok(crate::ir::print(&f)),
-        _ => {
-            let f = fast_gradient(f)?;
-            let mut text = crate::ir::print(&f);
-            if let Some(q) = quiet_gradient(&f)? {
-                text.push_str("# at steps that record nothing (`opt::quiet`):\n");
-                text.push_str(&crate::ir::print(&q));
-            }
-            Ok(text)
-        }
-    }
-}
-
-/// The gradient function after the simplification passes, the one `traj ir --stage clif`
-/// compiles for a program that does not train.
-pub fn optimized_gradient(checked: &Checked, statics: &Statics) -> Result<Func, String> {
-    let f = gradient_func(checked, statics, &params_of(checked))?;
-    verify(&f)?;
-    fast_gradient(f)
-}
-
 /// The loss with its gradient by reverse mode and its tie count (outputs `loss,
 /// grad:P..., ties`), before simplification: what `traj ir --stage grad` prints and
 /// `fast_gradient` makes the plan's fast gradient of.
-fn gradient_func(
+pub fn gradient_func(
     checked: &Checked,
     statics: &Statics,
     params: &[ParamInfo],
-) -> Result<Func, String> {
+) -> Result<Func, RunError> {
     let (mut l, pv, _) = with_params(checked, statics, params);
     let loss = loss_var(&mut l, checked)?;
     let grads = grad_into(&mut l.b, loss, &pv, &Ties::Default)?;
@@ -208,7 +174,7 @@ fn gradient_func(
 }
 
 /// A Lowerer whose params and step are inputs.
-fn with_params<'a>(
+pub fn with_params<'a>(
     checked: &'a Checked,
     statics: &'a Statics,
     params: &[ParamInfo],
@@ -227,7 +193,7 @@ fn with_params<'a>(
     (l, vars, step)
 }
 
-fn loss_var(l: &mut Lowerer, checked: &Checked) -> Result<Var, String> {
+pub fn loss_var(l: &mut Lowerer, checked: &Checked) -> Result<Var, RunError> {
     let loss = checked.program.items.iter().find_map(|i| match i {
         Item::Loss(l) => Some(l),
         _ => None,
@@ -237,20 +203,20 @@ fn loss_var(l: &mut Lowerer, checked: &Checked) -> Result<Var, String> {
     Ok(l.b.to_float(v))
 }
 
+/// The plan around the simplified gradient and its quiet variant (`pipeline`'s optimized
+/// stage).
 pub fn build(
     checked: &Checked,
     statics: &Statics,
+    grad_fast: Func,
+    grad_quiet: Option<Func>,
     steps_override: Option<u64>,
-) -> Result<Plan, String> {
+) -> Result<Plan, RunError> {
     let params = params_of(checked);
     let nparams: usize = params
         .iter()
         .map(|p| p.shape.iter().product::<usize>())
         .sum();
-
-    // Loss and gradient, fast variant.
-    let grad_fast = fast_gradient(gradient_func(checked, statics, &params)?)?;
-    let grad_quiet = quiet_gradient(&grad_fast)?;
 
     // Loss and gradient along a direction (Kakade & Lee).
     let (mut l, pv, _) = with_params(checked, statics, &params);
@@ -317,7 +283,7 @@ fn build_updates(
     params: &[ParamInfo],
     train: &TrainItem,
     nparams: usize,
-) -> Result<Vec<Option<Update>>, String> {
+) -> Result<Vec<Option<Update>>, RunError> {
     // The rule of each param: its `for` clause, else the default.
     let mut rule_of: HashMap<&str, &TrainOptimizer> = HashMap::new();
     let mut default = None;
@@ -334,17 +300,17 @@ fn build_updates(
     let mut out = Vec::new();
     for p in params {
         let Some(o) = rule_of.get(p.name.as_str()).copied().or(default) else {
-            return Err(format!("param `{}` has no rule", p.name));
+            return Err(format!("param `{}` has no rule", p.name).into());
         };
         if o.rule.name == "none" {
             out.push(None);
             continue;
         }
         let Some(sym) = checked.program.lookup(&o.rule.name) else {
-            return Err(format!("no optimizer `{}`", o.rule.name));
+            return Err(format!("no optimizer `{}`", o.rule.name).into());
         };
         let Item::Optimizer(rule) = &checked.program.items[sym.item] else {
-            return Err(format!("`{}` is not an optimizer", o.rule.name));
+            return Err(format!("`{}` is not an optimizer", o.rule.name).into());
         };
         out.push(Some(build_update(checked, statics, p, o, rule, nparams)?));
     }
@@ -353,7 +319,7 @@ fn build_updates(
 
 /// Binds an optimizer's hyperparameters (from the train clause, else their defaults),
 /// lowered with `t`, `loss`, `gnorm` and `nparams` bound.
-fn bind_hypers(l: &mut Lowerer, o: &TrainOptimizer, rule: &OptimizerItem) -> Result<(), String> {
+fn bind_hypers(l: &mut Lowerer, o: &TrainOptimizer, rule: &OptimizerItem) -> Result<(), RunError> {
     let names: Vec<&str> = rule.params.iter().map(|p| p.name.name.as_str()).collect();
     let args: Vec<&Arg> = o.args.iter().collect();
     let (slots, problems) = crate::sema::bind::bind(&names, &args);
@@ -378,7 +344,7 @@ fn build_update(
     o: &TrainOptimizer,
     rule: &OptimizerItem,
     nparams: usize,
-) -> Result<Update, String> {
+) -> Result<Update, RunError> {
     let states: Vec<&Def> = rule
         .body
         .iter()
@@ -388,7 +354,7 @@ fn build_update(
         })
         .collect();
     // Shared bindings: hyperparameters at step 0 for the init, at step t for updates.
-    let common = |l: &mut Lowerer, t: Var, loss: Var, gnorm: Var| -> Result<(), String> {
+    let common = |l: &mut Lowerer, t: Var, loss: Var, gnorm: Var| -> Result<(), RunError> {
         l.bound.insert("t".into(), t);
         l.bound.insert("loss".into(), loss);
         l.bound.insert("gnorm".into(), gnorm);
@@ -502,7 +468,7 @@ fn build_record(
     statics: &Statics,
     params: &[ParamInfo],
     train: &TrainItem,
-) -> Result<RecordParts, String> {
+) -> Result<RecordParts, RunError> {
     let mut l = record_inputs(checked, statics, params);
     let mut columns = Vec::new();
     let mut clauses = Vec::new();
@@ -549,7 +515,7 @@ fn build_stop(
     statics: &Statics,
     params: &[ParamInfo],
     train: &TrainItem,
-) -> Result<(Option<Func>, bool), String> {
+) -> Result<(Option<Func>, bool), RunError> {
     let Some(cond) = train.clauses.iter().find_map(|c| match c {
         Clause::StopWhen(e, _) => Some(e),
         _ => None,
@@ -572,7 +538,7 @@ fn build_stop(
 
 /// A value typed in a REPL session, lowered as a record entry is (its inputs are the
 /// record function's: params, step, grad:P..., loss, gnorm, sharpness); output `value`.
-pub fn build_probe(checked: &Checked, statics: &Statics, e: &Expr) -> Result<Func, String> {
+pub fn build_probe(checked: &Checked, statics: &Statics, e: &Expr) -> Result<Func, RunError> {
     let params = params_of(checked);
     let mut l = record_inputs(checked, statics, &params);
     let v = l.item_expr(e, "probe")?;
@@ -587,7 +553,7 @@ pub fn build_probe_gradient(
     checked: &Checked,
     statics: &Statics,
     e: &Expr,
-) -> Result<Func, String> {
+) -> Result<Func, RunError> {
     let params = params_of(checked);
     let (mut l, pv, _) = with_params(checked, statics, &params);
     let v = l.item_expr(e, "probe")?;
@@ -603,7 +569,7 @@ pub fn build_probe_gradient(
     checked_func(l.b.finish(), "gradient")
 }
 
-fn build_hvp(checked: &Checked, statics: &Statics, params: &[ParamInfo]) -> Result<Func, String> {
+fn build_hvp(checked: &Checked, statics: &Statics, params: &[ParamInfo]) -> Result<Func, RunError> {
     let (mut l, pv, _) = with_params(checked, statics, params);
     let dirs = direction_inputs(&mut l, params);
     let loss = loss_var(&mut l, checked)?;
@@ -659,7 +625,7 @@ pub fn flow_spec(
     checked: &Checked,
     statics: &Statics,
     train: &TrainItem,
-) -> Result<Option<FlowSpec>, String> {
+) -> Result<Option<FlowSpec>, RunError> {
     let Some(rule) = train.clauses.iter().find_map(|c| match c {
         Clause::Optimizer(o) if o.rule.name == crate::sema::check::flow::FLOW => Some(o),
         _ => None,

@@ -21,14 +21,14 @@ use crate::ir::Func;
 use crate::ir::types::{DType, Scalar};
 use crate::jit::train_loop::TrainLoop;
 use crate::output::{RunInfo, Trajectory};
-use crate::plan::{self, Plan};
+use crate::plan;
 use crate::sema::Checked;
 use crate::sema::check::{Options, Val, check_source};
 use crate::sema::modules::SymKind;
 use crate::syntax::ast::{Expr, Item};
 use crate::tensor::Tensor;
-use crate::train::statics::{self, Statics};
-use crate::train::{self, Backend, Engine, Exec, Progress, RunOptions, RunState, Status};
+use crate::train::statics::{Kept, Statics};
+use crate::train::{self, Backend, Progress, RunOptions, RunState, Status};
 
 /// The name a typed expression is bound to while it is checked.
 const PROBE: &str = "it__";
@@ -39,6 +39,8 @@ const PROBE_PREFIX: &str = "let it__ = ";
 pub enum SessionError {
     /// Errors in the program or in what was typed, with the sources to render them.
     Diagnostics(Vec<Diagnostic>, Box<SourceMap>),
+    /// An error after checking (statics, compiling), with the sources its spans are in.
+    Run(crate::error::RunError, Box<SourceMap>),
     Message(String),
 }
 
@@ -55,8 +57,15 @@ impl SessionError {
                 out.push_str(&format!("{n} error{}\n", if n == 1 { "" } else { "s" }));
                 out
             }
+            SessionError::Run(e, sources) => e.render(sources, color),
             SessionError::Message(m) => format!("error: {m}\n"),
         }
+    }
+}
+
+impl From<crate::error::RunError> for SessionError {
+    fn from(e: crate::error::RunError) -> SessionError {
+        SessionError::Message(e.to_string())
     }
 }
 
@@ -83,16 +92,9 @@ struct Build {
     sources: SourceMap,
     statics: Statics,
     /// `None` when the program has no `train` block (or no loss): nothing to step.
-    run: Option<Compiled>,
+    run: Option<crate::pipeline::Compiled>,
     /// Each param's definition as written, to tell which ones changed.
     param_defs: HashMap<String, String>,
-}
-
-/// The compiled plan: its row functions and step loop when the backend is the JIT.
-struct Compiled {
-    plan: Box<Plan>,
-    engine: Engine,
-    compile_seconds: f64,
 }
 
 /// The kind of an input line: items to add, or an expression to evaluate.
@@ -147,6 +149,9 @@ pub struct Session {
     overrides: Vec<String>,
     backend: Backend,
     build: Build,
+    /// The files `load`ed and static values evaluated so far: a rebuild takes what does
+    /// not depend on the change from here; `:reload` reads and computes them all again.
+    kept: Kept,
     state: Option<Run>,
     /// How the run ended, until the next recompile or reset.
     pub status: Option<Status>,
@@ -197,7 +202,8 @@ impl Session {
     }
 
     fn from_parts(file: Option<PathBuf>, text: String, backend: Backend) -> Result<Session> {
-        let build = compose_and_build(file.as_deref(), &text, &[], &[], backend)?;
+        let mut kept = Kept::default();
+        let build = compose_and_build(file.as_deref(), &text, &[], &[], backend, &mut kept)?;
         let mut s = Session {
             file,
             file_text: text,
@@ -205,6 +211,7 @@ impl Session {
             overrides: Vec::new(),
             backend,
             build,
+            kept,
             state: None,
             status: None,
             run_seconds: 0.0,
@@ -256,7 +263,7 @@ impl Session {
         let Some(c) = &self.build.run else {
             return Ok(None);
         };
-        let exec = Exec::interp(&c.plan);
+        let exec = c.interp();
         let theta = train::initial_theta(&c.plan, &self.build.statics)?;
         Ok(Some(Run {
             state: RunState::start(&exec, theta, self.seed())?,
@@ -372,6 +379,27 @@ impl Session {
         Ok(status)
     }
 
+    /// The error that ended the run, rendered as `traj run` renders it (ariadne at the
+    /// operation, spans in typed text shown in what was typed).
+    pub fn error_report(&self, color: bool) -> Option<String> {
+        let e = self.state.as_ref()?.state.error.as_ref()?;
+        let sources = &self.build.sources;
+        let Some(d) = e.diagnostic(sources) else {
+            return Some(format!("error: {}\n", e.located(sources)));
+        };
+        let (_, parts) = compose(&self.file_text, &self.typed, None);
+        let mut sources = sources.clone();
+        let main = self.build.checked.program.main_file;
+        let diags = retarget(vec![d], &mut sources, main, &parts);
+        Some(diags.iter().map(|d| d.render(&sources, color)).collect())
+    }
+
+    /// The static values (`data`, consts from data, initial params) the last rebuild
+    /// computed afresh rather than kept, by their keys in `Statics` (`init:P` for a param).
+    pub fn statics_evaluated(&self) -> &[String] {
+        &self.kept.evaluated
+    }
+
     /// The run's message (a divergence or an error), if any.
     pub fn message(&self) -> Option<&str> {
         self.state.as_ref().and_then(|s| s.state.message.as_deref())
@@ -448,7 +476,12 @@ impl Session {
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        self.rebuild(text, self.typed.clone(), self.overrides.clone())
+        let kept = std::mem::take(&mut self.kept);
+        let result = self.rebuild(text, self.typed.clone(), self.overrides.clone());
+        if result.is_err() {
+            self.kept = kept;
+        }
+        result
     }
 
     /// Checks and compiles the program from these parts; on success the session takes
@@ -465,6 +498,7 @@ impl Session {
             &typed,
             &overrides,
             self.backend,
+            &mut self.kept,
         )?;
         let old_params = self.params();
         let old_defs = std::mem::take(&mut self.build.param_defs);
@@ -535,7 +569,7 @@ impl Session {
                 }
             }
         }
-        let exec = Exec::interp(&c.plan);
+        let exec = c.interp();
         if old.states.len() != fresh.states.len() {
             fresh.states = train::initial_states(&exec, &fresh.theta, fresh.seed)?;
         }
@@ -601,7 +635,12 @@ impl Session {
 
     /// The loss's gradient function as `traj ir --stage opt` prints it.
     pub fn ir_of_loss(&self) -> Result<String> {
-        Ok(plan::dump(&self.build.checked, &self.build.statics, "opt")?)
+        crate::pipeline::print(
+            &self.build.checked,
+            &self.build.sources,
+            crate::pipeline::Stage::Opt,
+        )
+        .map_err(|e| SessionError::Run(e, Box::new(self.build.sources.clone())))
     }
 
     /// The Cranelift IR of the compiled loop.
@@ -610,7 +649,7 @@ impl Session {
         Ok(TrainLoop::clif_text(&c.plan, self.seed())?)
     }
 
-    fn compiled(&self) -> Result<&Compiled> {
+    fn compiled(&self) -> Result<&crate::pipeline::Compiled> {
         self.build.run.as_ref().ok_or_else(|| {
             "the program has no `train` block (and loss)"
                 .to_string()
@@ -643,7 +682,7 @@ impl Session {
         let theta = self.theta();
         let k = self.step_count();
         if let (Some(c), Some(_)) = (&self.build.run, &self.state) {
-            let exec = Exec::interp(&c.plan);
+            let exec = c.interp();
             return Ok(train::row_inputs(&exec, &theta, k, self.seed())?);
         }
         // Nothing to step: gradients, loss and gnorm are unknown.
@@ -733,7 +772,7 @@ impl Session {
         let trajectory = match self.status {
             Some(_) => trajectory.clone(),
             None => {
-                let exec = Exec::interp(&c.plan);
+                let exec = c.interp();
                 train::closed_trajectory(&exec, state, trajectory)?
             }
         };
@@ -753,6 +792,7 @@ impl Session {
             params: self.params(),
             // An interrupt's message is not the saved run's: it went on or may.
             message: self.status.and(state.message.clone()),
+            error: self.status.and(state.error.clone()),
             seed: self.seed(),
             compile_seconds: c.compile_seconds,
             run_seconds: self.run_seconds,
@@ -989,18 +1029,18 @@ fn check_composed(
     }
 }
 
-/// Checks the composed program and compiles its run.
+/// Checks the composed program and compiles its run, taking from `kept` what still holds.
 fn compose_and_build(
     file: Option<&Path>,
     file_text: &str,
     typed: &[String],
     overrides: &[String],
     backend: Backend,
+    kept: &mut Kept,
 ) -> Result<Build> {
     let (checked, sources) = check_composed(file, file_text, typed, overrides, None)?;
-    let seed = train::seed_of(&checked);
-    let statics =
-        statics::evaluate(&checked, &sources, seed).map_err(|e| train::locate(&e, &sources))?;
+    let statics = crate::pipeline::statics_with(&checked, &sources, kept)
+        .map_err(|e| SessionError::Run(e, Box::new(sources.clone())))?;
     let mut param_defs = HashMap::new();
     for (name, sym) in &checked.program.symbols {
         if sym.kind == SymKind::Param
@@ -1015,14 +1055,10 @@ fn compose_and_build(
         .iter()
         .any(|i| matches!(i, Item::Loss(_)));
     let run = if has_loss && plan::has_train(&checked) {
-        let t0 = Instant::now();
-        let plan = Box::new(plan::build(&checked, &statics, None)?);
-        let engine = Engine::compile(&plan, backend, seed)?;
-        Some(Compiled {
-            plan,
-            engine,
-            compile_seconds: t0.elapsed().as_secs_f64(),
-        })
+        Some(
+            crate::pipeline::compile(&checked, &statics, None, backend)
+                .map_err(|e| SessionError::Run(e, Box::new(sources.clone())))?,
+        )
     } else {
         None
     };

@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["diag", "tensor", "cores", "rng", "observe", "plot_text"],
     // Scalar and array kernels (libm's functions, sums, GEMM, whole-slice `vmath`) shared
     // by both backends and the folders.
-    &["kernels"],
+    &["kernels", "error"],
     // The IR: dtypes, shapes, broadcasting (`ir::types`), the op table (`ir::ops`, whose
     // rows name the kernels), instructions, printer, verifier.
     &["ir"],
@@ -26,6 +26,8 @@ const LAYERS: &[&[&str]] = &[
     &["opt"],
     &["plan"],
     &["jit"],
+    // The stages assembled, from text to a compiled backend (`Engine`).
+    &["pipeline"],
     &["train"],
     &["sweep", "session", "plot"],
     &["sweep_summary", "repl", "slurm"],

@@ -155,6 +155,30 @@ fn a_scripted_session_reports_errors_and_goes_on() {
 }
 
 #[test]
+fn an_error_or_a_divergence_while_stepping_is_reported_and_the_session_goes_on() {
+    let dir = temp_dir("kink");
+    std::fs::write(
+        dir.join("kink.traj"),
+        "const lr = 1.0\nparam x: [] = 1\nloss = sqrt(x^2)\ntrain {\n  optimizer gd(lr = lr)\n  steps 10\n  record every 1 { x, loss }\n}\n",
+    )
+    .expect("writes");
+    let lines = [
+        ":step 3",
+        ":record",
+        ":step",
+        ":reset",
+        ":set lr = 1e300",
+        ":step 3",
+        ":record",
+        ":show x",
+    ];
+    let (text, status) = transcript(&dir, "kink.traj", &lines);
+    insta::assert_snapshot!("stepping_errors", text);
+    assert_eq!(status, 1);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn multi_line_input_is_joined_while_brackets_are_open() {
     let dir = temp_dir("multi");
     std::fs::write(dir.join("p.traj"), PROGRAM).expect("writes");

@@ -250,3 +250,150 @@ fn a_file_session_reloads_and_loads_relative_data() {
     assert_eq!(s.step_count(), 3);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `x` reaches 0 after one step with lr 1, where `sqrt(x^2)` has no Clarke subgradient;
+/// with lr 1e300 the loss overflows after one step.
+const KINK: &str = "\
+const lr = 1.0
+param x: [] = 1
+loss = sqrt(x^2)
+train {
+  optimizer gd(lr = lr)
+  steps 10
+  record every 1 { x, loss }
+}
+";
+
+#[test]
+fn an_error_while_stepping_is_reported_at_its_operation_and_keeps_the_rows() {
+    for backend in [Backend::Jit, Backend::Interp] {
+        let run = run_of(KINK, None, backend);
+        let mut s = Session::from_text(KINK, backend).expect("loads");
+        assert_eq!(s.step(5, None, None).expect("steps"), Some(Status::Error));
+        assert_eq!(run.status, Status::Error);
+        assert_eq!(s.step_count(), 1);
+        assert_eq!(s.trajectory(), run.trajectory, "{backend:?}");
+        assert_eq!(s.trajectory().rows, vec![(0, vec![Some(1.0), Some(1.0)])]);
+        // The same error as `traj run`'s: its step, and the operation's place.
+        let e = run.error.clone().expect("a typed error");
+        assert_eq!(e.step, Some(1));
+        assert_eq!(e.spans.len(), 1);
+        assert_eq!(e.spans[0].1, "`sqrt` at 0");
+        assert_eq!(
+            s.message(),
+            run.message
+                .as_deref()
+                .map(|m| m.replace("p.traj", "<repl>"))
+                .as_deref()
+        );
+        let report = s.error_report(false).expect("a report");
+        assert!(
+            report.contains("[E0901] Error: step 1: the gradient is not finite"),
+            "{report}"
+        );
+        assert!(report.contains("─[ <repl>:3:8 ]"), "{report}");
+        assert!(report.contains("3 │ loss = sqrt(x^2)"), "{report}");
+        // The session is still there: a const changes and it goes on from step 0.
+        s.reset().expect("resets");
+        assert_eq!(s.step(5, None, None).expect("steps"), Some(Status::Error));
+        assert_eq!(s.step_count(), 1);
+    }
+}
+
+#[test]
+fn a_divergence_while_stepping_keeps_the_rows_and_params_up_to_it() {
+    let diverging = KINK.replace("lr = 1.0", "lr = 1e300");
+    for backend in [Backend::Jit, Backend::Interp] {
+        let run = run_of(&diverging, None, backend);
+        assert_eq!(run.status, Status::Diverged);
+        let mut s = Session::from_text(&diverging, backend).expect("loads");
+        assert_eq!(s.run(None, None).expect("runs"), Some(Status::Diverged));
+        assert_eq!(s.message(), Some("diverged at step 1: loss = inf"));
+        assert_eq!(s.message(), run.message.as_deref());
+        assert_eq!(s.error_report(false), None, "a divergence is not an error");
+        assert_eq!(s.step_count(), 0, "θ of the last finite step is kept");
+        assert_eq!(s.trajectory(), run.trajectory, "{backend:?}");
+        assert_eq!(floats(&s.params()[0].1), vec![1.0]);
+        assert_eq!(floats(&run.params[0].1), vec![1.0]);
+    }
+}
+
+#[test]
+fn an_error_typed_into_an_item_is_shown_in_what_was_typed() {
+    let mut s = Session::from_text(KINK, Backend::Interp).expect("loads");
+    s.define("loss = sqrt(x - 1) + x").expect("defines");
+    assert_eq!(s.step(1, None, None).expect("steps"), Some(Status::Error));
+    let report = s.error_report(false).expect("a report");
+    assert!(report.contains("─[ <input>:1:8 ]"), "{report}");
+    assert!(report.contains("`sqrt` at 0"), "{report}");
+}
+
+#[test]
+fn a_typed_item_does_not_read_loaded_files_again_but_reload_does() {
+    let dir = std::env::temp_dir().join(format!("traj-session-loaded-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file: PathBuf = dir.join("p.traj");
+    let csv = dir.join("v.csv");
+    std::fs::write(&csv, "1.0\n2.0\n").expect("writes");
+    std::fs::write(
+        &file,
+        "data v = load(\"v.csv\")\nparam w: [2] = [0.0, 0.0]\nloss = sum((w - v)^2)\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 10\n}\n",
+    )
+    .expect("writes");
+    let mut s = Session::load(&file, Backend::Interp).expect("loads");
+    let v = |s: &Session| floats(&s.eval("v").expect("evaluates").0);
+    assert_eq!(v(&s), vec![1.0, 2.0]);
+    // The file changed on disk: a typed item that does not touch it leaves it unread.
+    std::fs::write(&csv, "9.0\n8.50\n").expect("writes");
+    s.define("let u = 2 * v").expect("defines");
+    assert_eq!(v(&s), vec![1.0, 2.0], "the file was read again");
+    assert_eq!(floats(&s.eval("u").expect("evaluates").0), vec![2.0, 4.0]);
+    assert!(
+        s.statics_evaluated().is_empty(),
+        "{:?}",
+        s.statics_evaluated()
+    );
+    // `:reload` reads it (and computes every static value) again.
+    s.reload().expect("reloads");
+    assert_eq!(v(&s), vec![9.0, 8.5]);
+    assert_eq!(s.statics_evaluated(), ["init:w", "v"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_typed_item_keeps_the_static_values_that_do_not_depend_on_it() {
+    let mut s = session(Backend::Jit);
+    assert_eq!(s.statics_evaluated(), ["A", "init:w"]);
+    let a0 = floats(&s.eval("A").expect("A").0);
+    s.step(10, None, None).expect("steps");
+    let w10 = floats(&s.params()[0].1);
+    // Unrelated items: nothing drawn again, the params where the run left them.
+    s.define("let s = sum(w)").expect("defines");
+    s.define("const c = 3").expect("defines");
+    assert!(
+        s.statics_evaluated().is_empty(),
+        "{:?}",
+        s.statics_evaluated()
+    );
+    assert_eq!(floats(&s.eval("A").expect("A").0), a0);
+    assert_eq!(floats(&s.params()[0].1), w10);
+    // `A` redefined: it alone is drawn again; `w` keeps its value (its definition is
+    // unchanged, and its initial value is kept too).
+    s.define("data A = randn(n, n) / 4 + eye(n)")
+        .expect("defines");
+    assert_eq!(s.statics_evaluated(), ["A"]);
+    let a1 = floats(&s.eval("A").expect("A").0);
+    for ((x0, x1), i) in a0.iter().zip(&a1).zip(0..) {
+        let eye = if i % 5 == 0 { 1.0 } else { 0.0 };
+        // The same draw at half the scale: (x0 − eye)·2 = (x1 − eye)·4.
+        assert!(
+            ((x0 - eye) * 2.0 - (x1 - eye) * 4.0).abs() < 1e-12,
+            "{x0} {x1}"
+        );
+    }
+    assert_eq!(floats(&s.params()[0].1), w10);
+    // A const the data depends on: `A` and `w` (shape `[n]`) computed again.
+    s.set("n", "3").expect("sets");
+    assert_eq!(s.statics_evaluated(), ["A", "init:w"]);
+    assert_eq!(s.eval("A").expect("A").0.shape(), [3, 3]);
+}

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use ndarray::{ArrayD, IxDyn};
 
 use crate::diag::Span;
+use crate::error::RunError;
 use crate::ir::types::{DType, Scalar, axis};
 use crate::ir::{Binary, Builder, Draw, Observable, Prim, Reduce, Unary, Var};
 use crate::sema::builtins::{Builtin, Piece};
@@ -52,7 +53,7 @@ pub struct NoiseSite {
     pub count: usize,
 }
 
-pub type LowerResult = Result<Var, String>;
+pub type LowerResult = Result<Var, RunError>;
 
 /// The most IR instructions one function may lower to: inlining calls of calls, long
 /// comprehensions, `matprod` of many factors or `ntk` of many rows would otherwise build
@@ -97,7 +98,9 @@ impl<'a> Lowerer<'a> {
                 let v = match (v, &p.default) {
                     (Some(v), _) => *v,
                     (None, Some(d)) => self.expr(d)?,
-                    (None, None) => return Err(format!("missing argument `{}`", p.name.name)),
+                    (None, None) => {
+                        return Err(format!("missing argument `{}`", p.name.name).into());
+                    }
                 };
                 self.bind(&p.name.name, v);
             }
@@ -144,15 +147,15 @@ impl<'a> Lowerer<'a> {
     }
 
     /// A compile-time int expression's value.
-    pub fn known_int(&mut self, e: &Expr) -> Result<i64, String> {
+    pub fn known_int(&mut self, e: &Expr) -> Result<i64, RunError> {
         let v = self.expr(e)?;
         match self.known(v) {
             Some(Scalar::Int(i)) => Ok(i),
-            other => Err(format!("expected a compile-time int, found {other:?}")),
+            other => Err(format!("expected a compile-time int, found {other:?}").into()),
         }
     }
 
-    pub fn known_f64(&mut self, e: &Expr) -> Result<f64, String> {
+    pub fn known_f64(&mut self, e: &Expr) -> Result<f64, RunError> {
         let v = self.expr(e)?;
         self.known(v)
             .map(Scalar::as_f64)
@@ -170,18 +173,17 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    /// An error once the function holds more than [`MAX_INSTS`] instructions.
-    fn within_limit(&self) -> Result<(), String> {
+    /// An error once the function holds more than [`MAX_INSTS`] instructions, at the
+    /// expression being lowered.
+    fn within_limit(&self) -> Result<(), RunError> {
         if self.b.func.insts.len() <= MAX_INSTS {
             return Ok(());
         }
-        let at = self.b.span;
-        Err(format!(
+        Err(RunError::new(format!(
             "the program is too large to compile: more than {MAX_INSTS} operations once \
-             functions, comprehensions, `matprod` and `ntk` are expanded (here, bytes {}..{} \
-             of file {})",
-            at.start, at.end, at.file
+             functions, comprehensions, `matprod` and `ntk` are expanded"
         ))
+        .at(self.b.span, "here"))
     }
 
     pub fn expr(&mut self, e: &Expr) -> LowerResult {
@@ -328,7 +330,7 @@ impl<'a> Lowerer<'a> {
                     let one = self.b.int_scalar(1);
                     Ok(self.b.binary(Binary::Sub, s, one))
                 }
-                _ => Err(format!("`{n}` is not bound here")),
+                _ => Err(format!("`{n}` is not bound here").into()),
             };
         };
         let item = &self.prog.items[sym.item];
@@ -338,7 +340,7 @@ impl<'a> Lowerer<'a> {
                 if self.init_mode {
                     return self.static_value(&format!("init:{n}"));
                 }
-                Err(format!("param `{n}` is not an input of this function"))
+                Err(format!("param `{n}` is not an input of this function").into())
             }
             (SymKind::Let, Item::Let(d)) => {
                 self.memoized(&format!("let:{n}"), |l| l.item_expr(&d.value, n))
@@ -351,7 +353,7 @@ impl<'a> Lowerer<'a> {
             (SymKind::Loss, Item::Loss(l)) => {
                 self.memoized("loss", |lo| lo.item_expr(&l.value, "loss"))
             }
-            _ => Err(format!("`{n}` cannot be lowered here")),
+            _ => Err(format!("`{n}` cannot be lowered here").into()),
         }
     }
 
@@ -478,9 +480,12 @@ impl<'a> Lowerer<'a> {
         Ok(self.b.reshape(sliced, &out_shape))
     }
 
-    fn list(&mut self, e: &Expr) -> Result<Vec<Var>, String> {
+    fn list(&mut self, e: &Expr) -> Result<Vec<Var>, RunError> {
         match &e.kind {
-            ExprKind::List(items) => items.iter().map(|x| self.expr(x)).collect(),
+            ExprKind::List(items) => Ok(items
+                .iter()
+                .map(|x| self.expr(x))
+                .collect::<Result<_, _>>()?),
             ExprKind::Comprehension { body, var, lo, hi } => {
                 let (a, b) = (self.known_int(lo)?, self.known_int(hi)?);
                 let mut out = Vec::new();
@@ -563,7 +568,7 @@ impl<'a> Lowerer<'a> {
         self.inline(f, &values)
     }
 
-    fn dims(&mut self, rest: &[&Expr]) -> Result<Vec<usize>, String> {
+    fn dims(&mut self, rest: &[&Expr]) -> Result<Vec<usize>, RunError> {
         let exprs: Vec<&Expr> = match rest {
             [one] => match &one.kind {
                 ExprKind::List(items) => items.iter().collect(),
@@ -577,7 +582,7 @@ impl<'a> Lowerer<'a> {
             .collect()
     }
 
-    fn axes_of(&mut self, e: Option<&Expr>, rank: usize) -> Result<Option<Vec<usize>>, String> {
+    fn axes_of(&mut self, e: Option<&Expr>, rank: usize) -> Result<Option<Vec<usize>>, RunError> {
         match e {
             Some(e) => {
                 let k = self.known_int(e)?;
@@ -1018,7 +1023,7 @@ impl<'a> Lowerer<'a> {
         };
         let func = match self.prog.lookup(fname).map(|s| &self.prog.items[s.item]) {
             Some(Item::Fn(func)) => func,
-            _ => return Err(format!("`{fname}` is not a function")),
+            _ => return Err(format!("`{fname}` is not a function").into()),
         };
         let mut params: Vec<(Span, String)> = self
             .prog
@@ -1039,7 +1044,7 @@ impl<'a> Lowerer<'a> {
                     self.bound
                         .get(n)
                         .copied()
-                        .ok_or_else(|| format!("param `{n}` is not bound"))
+                        .ok_or_else(|| format!("param `{n}` is not bound").into())
                 }
             })
             .collect::<Result<_, _>>()?;

@@ -56,7 +56,7 @@ pub struct Repl {
     color: bool,
     /// Makes a progress callback for long steps (a terminal's bar), if any.
     pub progress: Option<BarMaker>,
-    /// Plot size in characters.
+    /// Plot size in characters: the columns it may take (labels included), its rows.
     pub plot_size: (usize, usize),
 }
 
@@ -77,7 +77,7 @@ impl Repl {
             backend,
             color,
             progress: None,
-            plot_size: (64, 16),
+            plot_size: (80, 16),
         })
     }
 
@@ -269,13 +269,21 @@ impl Repl {
             None => {}
         }
         out.push('\n');
-        if let Some(m) = self.session.message()
-            && status.is_some_and(|s| matches!(s, Status::Diverged | Status::Error))
-        {
-            out.push_str(m);
-            out.push('\n');
+        let mut reply = Reply::out(out);
+        match status {
+            // As `traj run` reports them: the error at its operation, the divergence's
+            // step and value.
+            Some(Status::Error) => {
+                reply.err = self.session.error_report(self.color).unwrap_or_default();
+            }
+            Some(Status::Diverged) => {
+                if let Some(m) = self.session.message() {
+                    reply.err = format!("{m}\n");
+                }
+            }
+            _ => {}
         }
-        Reply::out(out)
+        reply
     }
 
     fn set(&mut self, rest: &str) -> Reply {

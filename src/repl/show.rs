@@ -172,13 +172,14 @@ pub fn table(t: &Trajectory) -> String {
 /// Marks of successive series.
 const MARKS: &[char] = &['*', '+', 'o', 'x', '#', '@'];
 
-/// A line plot of recorded columns against the step, `width` × `height` characters,
-/// on a log scale when `logy` (non-positive values are then left out).
+/// A line plot of recorded columns against the step, at most `total` characters wide
+/// (labels included) and `height` rows of marks high, on a log scale when `logy`
+/// (non-positive values are then left out).
 pub fn plot(
     t: &Trajectory,
     columns: &[String],
     logy: bool,
-    width: usize,
+    total: usize,
     height: usize,
 ) -> Result<String, String> {
     let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
@@ -202,6 +203,16 @@ pub fn plot(
     }
     let (x0, x1) = bounds(all.iter().map(|p| p.0));
     let (y0, y1) = bounds(all.iter().map(|p| p.1));
+    // The ends' labels, with as many digits as it takes to tell them apart (up to 17).
+    let label = |y: f64, digits: usize| {
+        let v = if logy { 10f64.powf(y) } else { y };
+        format!("{v:.digits$e}")
+    };
+    let digits = (3..17).find(|&d| label(y1, d) != label(y0, d)).unwrap_or(3);
+    let (top, bottom) = (label(y1, digits), label(y0, digits));
+    let lw = top.len().max(bottom.len());
+    // The widest line is the x axis's: labels, ` +`, the marks, `  step`.
+    let width = total.saturating_sub(lw + 8).max(10);
     let mut grid = vec![vec![' '; width]; height];
     let col = |x: f64| (((x - x0) / (x1 - x0)) * (width - 1) as f64).round() as usize;
     let row = |y: f64| height - 1 - (((y - y0) / (y1 - y0)) * (height - 1) as f64).round() as usize;
@@ -211,30 +222,33 @@ pub fn plot(
         for w in pts.windows(2) {
             let (a, b) = (w[0], w[1]);
             let (ca, cb) = (col(a.0), col(b.0));
+            // A steep run fills the rows between one column's mark and the next's, so
+            // the line has no gaps.
+            let mut previous = row(a.1);
             for c in ca..=cb {
                 let f = if cb == ca {
-                    0.0
+                    1.0
                 } else {
                     (c - ca) as f64 / (cb - ca) as f64
                 };
                 let r = row(a.1 + f * (b.1 - a.1));
-                if let Some(cell) = grid.get_mut(r).and_then(|line| line.get_mut(c)) {
-                    *cell = mark;
+                let (lo, hi) = if r < previous {
+                    (r, (previous - 1).max(r))
+                } else {
+                    ((previous + 1).min(r), r)
+                };
+                for cell_row in lo..=hi {
+                    if let Some(cell) = grid.get_mut(cell_row).and_then(|line| line.get_mut(c)) {
+                        *cell = mark;
+                    }
                 }
+                previous = r;
             }
         }
         if let [p] = pts.as_slice() {
             grid[row(p.1)][col(p.0)] = mark;
         }
     }
-    // The ends' labels, with as many digits as it takes to tell them apart (up to 17).
-    let label = |y: f64, digits: usize| {
-        let v = if logy { 10f64.powf(y) } else { y };
-        format!("{v:.digits$e}")
-    };
-    let digits = (3..17).find(|&d| label(y1, d) != label(y0, d)).unwrap_or(3);
-    let (top, bottom) = (label(y1, digits), label(y0, digits));
-    let lw = top.len().max(bottom.len());
     let mut out = String::new();
     for (i, r) in grid.iter().enumerate() {
         let l = match i {

@@ -160,7 +160,7 @@ fn progress_bar() -> (Progress, Box<dyn Fn()>) {
 pub fn interactive(repl: &mut Repl, color: bool) -> Result<(), String> {
     repl.progress = Some(Box::new(progress_bar));
     if let Some((w, _)) = terminal_width() {
-        repl.plot_size = ((w.saturating_sub(16)).clamp(20, 120), 16);
+        repl.plot_size = ((w.saturating_sub(1)).clamp(40, 160), 16);
     }
     let names = Rc::new(RefCell::new(repl.session.completion_names()));
     let mut editor: Editor<TrajHelper, DefaultHistory> =

@@ -9,7 +9,6 @@
 
 pub mod flow;
 pub mod schedule;
-pub mod statics;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,12 +17,15 @@ use std::time::{Duration, Instant};
 use ndarray::{ArrayD, IxDyn};
 
 use crate::diag::SourceMap;
+use crate::error::RunError;
 use crate::interp::{self, Env};
 use crate::ir::Func;
 use crate::ir::types::Scalar;
 use crate::jit::train_loop::{Exit, TrainLoop};
 use crate::output::{Rows, RunInfo, Trajectory, column_names};
-use crate::plan::{self, Plan};
+pub use crate::pipeline::backend::{Backend, Engine, Exec, RowFn, RowFns};
+pub use crate::pipeline::{seed_of, statics};
+use crate::plan::Plan;
 use crate::rng::Stream;
 use crate::sema::Checked;
 use crate::tensor::Tensor;
@@ -106,6 +108,8 @@ pub struct RunResult {
     /// The saved params (θ at the last row for a divergence).
     pub params: Vec<(String, Tensor)>,
     pub message: Option<String>,
+    /// The error that ended the run (status `error`), with its step and spans.
+    pub error: Option<RunError>,
     pub seed: u64,
     pub compile_seconds: f64,
     pub run_seconds: f64,
@@ -121,160 +125,6 @@ fn int_tensor(v: i64) -> Tensor {
     Tensor::Int(ArrayD::from_elem(IxDyn(&[]), v))
 }
 
-/// Which backend evaluates a plan's functions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Backend {
-    /// The reference interpreter.
-    Interp,
-    /// The step loop compiled to one native function with Cranelift (`jit::train_loop`).
-    #[default]
-    Jit,
-}
-
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Interp => "interp",
-            Backend::Jit => "jit",
-        }
-    }
-}
-
-/// A function of the plan evaluated at rows, which the JIT backend compiles (its step loop,
-/// `jit::train_loop`, computes the gradients and updates between rows).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RowFn {
-    /// The fast gradient, compiled only for a gradient flow (whose stages call it from the
-    /// host; a `gd` run's gradients are the step loop's).
-    Gradient,
-    Record,
-    Stop,
-    Hvp,
-}
-
-/// The row functions of a plan compiled by the JIT.
-pub struct RowFns {
-    gradient: Option<crate::jit::Compiled>,
-    record: crate::jit::Compiled,
-    stop: Option<crate::jit::Compiled>,
-    hvp: Option<crate::jit::Compiled>,
-}
-
-/// A plan compiled for one backend: nothing for the interpreter; for the JIT, the step
-/// loop as one native function (`jit::train_loop`) and the row functions.
-pub enum Engine {
-    Interp,
-    Jit {
-        rows: Box<RowFns>,
-        /// `None` for a gradient flow, which runs no steps of its own.
-        step_loop: Option<Box<TrainLoop>>,
-    },
-}
-
-impl Engine {
-    /// The plan's functions on this engine: row functions compiled on the JIT.
-    pub fn exec<'p>(&'p self, plan: &'p Plan) -> Exec<'p> {
-        let rows = match self {
-            Engine::Interp => None,
-            Engine::Jit { rows, .. } => Some(&**rows),
-        };
-        Exec { plan, rows }
-    }
-
-    pub fn compile(plan: &Plan, backend: Backend, seed: u64) -> Result<Engine, String> {
-        if backend == Backend::Interp {
-            return Ok(Engine::Interp);
-        }
-        // `TRAJ_DUMP=clif`: each function's Cranelift IR on stderr as it is compiled.
-        let dump = std::env::var("TRAJ_DUMP").is_ok_and(|v| v == "clif");
-        let compile = |f: &Func| {
-            if dump {
-                eprintln!("{}", crate::jit::clif_text(f)?);
-            }
-            crate::jit::compile(f)
-        };
-        let rows = Box::new(RowFns {
-            gradient: plan
-                .flow
-                .is_some()
-                .then(|| compile(&plan.grad_fast))
-                .transpose()?,
-            record: compile(&plan.record)?,
-            stop: plan.stop.as_ref().map(compile).transpose()?,
-            hvp: plan.hvp.as_ref().map(compile).transpose()?,
-        });
-        if dump {
-            eprintln!("{}", TrainLoop::clif_text(plan, seed)?);
-        }
-        if plan.flow.is_some() {
-            return Ok(Engine::Jit {
-                rows,
-                step_loop: None,
-            });
-        }
-        let step_loop = Some(Box::new(TrainLoop::compile(plan, seed)?));
-        Ok(Engine::Jit { rows, step_loop })
-    }
-}
-
-/// One plan on one backend, for the loop: [`Exec::eval`] runs any function of the plan on
-/// the interpreter, [`Exec::eval_row`] a row function, compiled when the backend is the JIT.
-pub struct Exec<'p> {
-    pub plan: &'p Plan,
-    rows: Option<&'p RowFns>,
-}
-
-impl<'p> Exec<'p> {
-    /// Every function of `plan` on the interpreter.
-    pub fn interp(plan: &'p Plan) -> Exec<'p> {
-        Exec { plan, rows: None }
-    }
-
-    /// Evaluates `f`, a function of the plan, on the interpreter.
-    pub fn eval(&self, f: &Func, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>, String> {
-        eval(f, inputs, seed)
-    }
-
-    /// Evaluates row function `which`: compiled on the JIT backend, else interpreted.
-    pub fn eval_row(
-        &self,
-        which: RowFn,
-        inputs: &[Tensor],
-        seed: u64,
-    ) -> Result<Vec<Tensor>, String> {
-        let plan = self.plan;
-        let (f, compiled) = match which {
-            RowFn::Gradient => (
-                Some(&plan.grad_fast),
-                self.rows.and_then(|r| r.gradient.as_ref()),
-            ),
-            RowFn::Record => (Some(&plan.record), self.rows.map(|r| &r.record)),
-            RowFn::Stop => (plan.stop.as_ref(), self.rows.and_then(|r| r.stop.as_ref())),
-            RowFn::Hvp => (plan.hvp.as_ref(), self.rows.and_then(|r| r.hvp.as_ref())),
-        };
-        match (compiled, f) {
-            (Some(c), _) => c.run(inputs, seed),
-            (None, Some(f)) => eval(f, inputs, seed),
-            (None, None) => Err(format!(
-                "internal error: the plan has no {which:?} function"
-            )),
-        }
-    }
-}
-
-fn eval(f: &Func, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>, String> {
-    interp::eval(f, inputs, Env { seed }).map_err(|e| {
-        let span = f.insts.get(e.inst).map(|i| i.span);
-        format!(
-            "{} (at instruction %{}{})",
-            e.message,
-            e.inst,
-            span.map(|s| format!(", bytes {}..{}", s.start, s.end))
-                .unwrap_or_default()
-        )
-    })
-}
-
 /// The gradient at θ with update `step`'s draws: plain reverse mode, or, when an exact
 /// tie occurs, Kakade & Lee's directional variant (see `autodiff`).
 #[derive(Clone, Debug)]
@@ -285,7 +135,7 @@ pub struct Gradient {
     pub gnorm: f64,
 }
 
-pub fn gradient(plan: &Plan, theta: &[Tensor], step: u64, seed: u64) -> Result<Gradient, String> {
+pub fn gradient(plan: &Plan, theta: &[Tensor], step: u64, seed: u64) -> Result<Gradient, RunError> {
     gradient_on(&Exec::interp(plan), theta, step, seed)
 }
 
@@ -295,7 +145,7 @@ pub fn gradient_on(
     theta: &[Tensor],
     step: u64,
     seed: u64,
-) -> Result<Gradient, String> {
+) -> Result<Gradient, RunError> {
     let plan = exec.plan;
     let mut inputs: Vec<Tensor> = theta.to_vec();
     inputs.push(int_tensor(step as i64));
@@ -317,13 +167,15 @@ pub fn gradient_on(
         let out = exec.eval(&plan.grad_ray, &inputs, seed)?;
         let loss = scalar_of(&out[0]);
         if scalar_of(&out[n + 1]) > 0.0 {
-            return Err("a comparison or `sign` sits exactly at a tie that the direction cannot resolve: no Clarke subgradient can be certified".into());
+            return Err(RunError::new(
+                "a comparison or `sign` sits exactly at a tie that the direction cannot resolve: no Clarke subgradient can be certified",
+            ));
         }
         let ray_loss = scalar_of(&out[n + 2]);
         if loss.is_finite() && (ray_loss - loss).abs() > 1e-12 * (1.0 + loss.abs()) {
-            return Err(format!(
+            return Err(RunError::new(format!(
                 "the loss jumps at this point (it is {loss} here but tends to {ray_loss} along the tie direction): no Clarke subgradient"
-            ));
+            )));
         }
         (loss, out[1..=n].to_vec())
     } else {
@@ -334,17 +186,13 @@ pub fn gradient_on(
             .iter()
             .any(|g| g.to_f64().iter().any(|x| !x.is_finite()))
     {
-        let at = singular_op(&plan.grad_fast, &inputs[..=n], seed)
-            .map(|(op, span)| {
-                format!(
-                    " (`{op}` at 0, bytes {}..{} of file {})",
-                    span.start, span.end, span.file
-                )
-            })
-            .unwrap_or_default();
-        return Err(format!(
-            "the gradient is not finite: `sqrt`, `log`, a division or a negative power at 0 lies on its path, where no Clarke subgradient exists{at}"
-        ));
+        let error = RunError::new(
+            "the gradient is not finite: `sqrt`, `log`, a division or a negative power at 0 lies on its path, where no Clarke subgradient exists",
+        );
+        return Err(match singular_op(&plan.grad_fast, &inputs[..=n], seed) {
+            Some((op, span)) => error.at(span, format!("`{op}` at 0")),
+            None => error,
+        });
     }
     let gnorm = norm(&grads);
     Ok(Gradient { loss, grads, gnorm })
@@ -359,7 +207,6 @@ fn norm(grads: &[Tensor]) -> f64 {
         .sqrt()
 }
 
-/// The run's seed: the const `seed` (default 0).
 /// The first `sqrt` or `log` of an exact 0, division by an exact 0 or 0 to a negative
 /// power in `f`: where a gradient stops having a Clarke subgradient. Instructions of the
 /// gradient carry the span of the operation they differentiate (`autodiff`).
@@ -387,7 +234,8 @@ fn singular_op(
     })
 }
 
-/// Rewrites `bytes A..B of file F` in a message as `FILE:LINE:COL`.
+/// Rewrites `bytes A..B of file F` in a message as `FILE:LINE:COL`: for `flow`, whose
+/// errors are still text (`RunError`'s `From` for `String` writes its span so).
 pub fn locate(message: &str, sources: &SourceMap) -> String {
     let Some(i) = message.find("bytes ") else {
         return message.to_string();
@@ -426,24 +274,14 @@ pub fn locate(message: &str, sources: &SourceMap) -> String {
     }
 }
 
-pub fn seed_of(checked: &Checked) -> u64 {
-    match checked.consts.get("seed") {
-        Some(Scalar::Int(s)) => *s as u64,
-        Some(Scalar::Float(s)) => *s as u64,
-        None => 0,
-    }
-}
-
-/// Static values and the compiled plan of a checked program.
+/// Static values and the plan of a checked program (`pipeline::prepare`), with the run's
+/// `--steps` and `--time`.
 pub fn prepare(
     checked: &Checked,
     sources: &SourceMap,
     options: &RunOptions,
-) -> Result<(statics::Statics, Plan), String> {
-    let statics =
-        statics::evaluate(checked, sources, seed_of(checked)).map_err(|e| locate(&e, sources))?;
-    let mut plan =
-        plan::build(checked, &statics, options.steps).map_err(|e| locate(&e, sources))?;
+) -> Result<(statics::Statics, Plan), RunError> {
+    let (statics, mut plan) = crate::pipeline::prepare(checked, sources, options.steps)?;
     if let Some(f) = &mut plan.flow {
         f.time = options.time.unwrap_or(f.time);
     }
@@ -465,6 +303,8 @@ struct Driver<'a> {
     /// θ_{k−1} and k−1, once an update was made.
     previous: Option<(Vec<Tensor>, u64)>,
     message: Option<String>,
+    /// The error that ended the run, when one did.
+    error: Option<RunError>,
 }
 
 impl Driver<'_> {
@@ -484,8 +324,10 @@ impl Driver<'_> {
     }
 
     /// Ends the run at step k: its gradient could not be computed.
-    fn error(&mut self, k: u64, e: &str) -> Status {
-        self.message = Some(locate(&format!("step {k}: {e}"), self.sources));
+    fn error(&mut self, k: u64, e: RunError) -> Status {
+        let e = e.at_step(k);
+        self.message = Some(e.located(self.sources));
+        self.error = Some(e);
         Status::Error
     }
 
@@ -497,7 +339,7 @@ impl Driver<'_> {
         theta: &mut Vec<Tensor>,
         k: &mut u64,
         g: &Gradient,
-    ) -> Result<Option<Status>, String> {
+    ) -> Result<Option<Status>, RunError> {
         let (exec, plan, seed) = (self.exec, self.exec.plan, self.seed);
         let bad_param = plan
             .params
@@ -561,10 +403,10 @@ impl Driver<'_> {
         theta: &mut Vec<Tensor>,
         states: &mut [Vec<Tensor>],
         k: &mut u64,
-    ) -> Result<Option<Status>, String> {
+    ) -> Result<Option<Status>, RunError> {
         let g = match gradient_on(self.exec, theta, *k + 1, self.seed) {
             Ok(g) => g,
-            Err(e) => return Ok(Some(self.error(*k, &e))),
+            Err(e) => return Ok(Some(self.error(*k, e))),
         };
         if let Some(status) = self.after_gradient(theta, k, &g)? {
             return Ok(Some(status));
@@ -581,7 +423,7 @@ impl Driver<'_> {
         states: &mut [Vec<Tensor>],
         g: &Gradient,
         k: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), RunError> {
         self.previous = Some((theta.to_vec(), k));
         for (i, u) in self.exec.plan.updates.iter().enumerate() {
             let Some(u) = u else { continue };
@@ -608,7 +450,8 @@ pub fn run(
     options: &RunOptions,
 ) -> Result<RunResult, String> {
     let mut trajectory = Trajectory::default();
-    let mut result = run_with(checked, sources, options, &mut trajectory)?;
+    let mut result =
+        run_with(checked, sources, options, &mut trajectory).map_err(|e| e.located(sources))?;
     result.trajectory = trajectory;
     Ok(result)
 }
@@ -662,6 +505,7 @@ pub fn run_to_folder(
         last: Vec::new(),
         params: Vec::new(),
         message: None,
+        error: None,
         seed: seed_of(checked),
         compile_seconds: 0.0,
         run_seconds: 0.0,
@@ -672,7 +516,7 @@ pub fn run_to_folder(
     folder.write_info(&info)?;
     let outcome = (|| -> Result<RunResult, String> {
         let mut csv = folder.trajectory()?;
-        let result = run_with(checked, sources, options, &mut csv);
+        let result = run_with(checked, sources, options, &mut csv).map_err(|e| e.located(sources));
         let flushed = csv.flush();
         let result = result?;
         flushed?;
@@ -695,11 +539,13 @@ pub fn run_with(
     sources: &SourceMap,
     options: &RunOptions,
     rows: &mut dyn Rows,
-) -> Result<RunResult, String> {
+) -> Result<RunResult, RunError> {
     let seed = seed_of(checked);
     let t0 = Instant::now();
     let (statics, plan) = prepare(checked, sources, options)?;
-    let mut engine = Engine::compile(&plan, options.backend, seed)?;
+    let crate::pipeline::Compiled {
+        plan, mut engine, ..
+    } = crate::pipeline::backend(plan, options.backend, seed)?;
     if plan.flow.is_some() {
         return run_flow(
             &engine.exec(&plan),
@@ -751,6 +597,7 @@ pub fn run_with(
         last,
         params,
         message: state.message,
+        error: state.error,
         seed,
         compile_seconds,
         run_seconds,
@@ -767,7 +614,7 @@ fn run_flow(
     rows: &mut dyn Rows,
     seed: u64,
     t0: Instant,
-) -> Result<RunResult, String> {
+) -> Result<RunResult, RunError> {
     let plan = exec.plan;
     let compile_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
@@ -795,6 +642,7 @@ fn run_flow(
             .zip(out.theta)
             .collect(),
         message: out.message,
+        error: None,
         seed,
         compile_seconds,
         run_seconds: t1.elapsed().as_secs_f64(),
@@ -803,7 +651,7 @@ fn run_flow(
 }
 
 /// Every param's initial value, in the plan's order.
-pub fn initial_theta(plan: &Plan, statics: &statics::Statics) -> Result<Vec<Tensor>, String> {
+pub fn initial_theta(plan: &Plan, statics: &statics::Statics) -> Result<Vec<Tensor>, RunError> {
     plan.params
         .iter()
         .map(|p| {
@@ -811,7 +659,7 @@ pub fn initial_theta(plan: &Plan, statics: &statics::Statics) -> Result<Vec<Tens
                 .values
                 .get(&format!("init:{}", p.name))
                 .cloned()
-                .ok_or(format!("no initial value for `{}`", p.name))
+                .ok_or_else(|| RunError::new(format!("no initial value for `{}`", p.name)))
         })
         .collect()
 }
@@ -832,8 +680,10 @@ pub struct RunState {
     pending: Option<Gradient>,
     /// θ_{k−1} and k−1, once an update was made.
     pub previous: Option<(Vec<Tensor>, u64)>,
-    /// Why the last call of [`advance`] ended the run (or was interrupted).
+    /// Why the last call of [`advance`] ended the run (or was interrupted), located.
     pub message: Option<String>,
+    /// The error that ended the run (status `error`), with its step and spans.
+    pub error: Option<RunError>,
     /// The step of the last row recorded.
     pub last_step: Option<u64>,
     /// The last value recorded in each column.
@@ -843,7 +693,7 @@ pub struct RunState {
 
 impl RunState {
     /// Step 0 at `theta`, the optimizer states initialized from it, nothing recorded.
-    pub fn start(exec: &Exec, theta: Vec<Tensor>, seed: u64) -> Result<RunState, String> {
+    pub fn start(exec: &Exec, theta: Vec<Tensor>, seed: u64) -> Result<RunState, RunError> {
         let states = initial_states(exec, &theta, seed)?;
         Ok(RunState {
             theta,
@@ -853,6 +703,7 @@ impl RunState {
             pending: None,
             previous: None,
             message: None,
+            error: None,
             last_step: None,
             last: vec![None; trajectory_columns(exec.plan).len()],
             seed,
@@ -874,7 +725,7 @@ pub fn initial_states(
     exec: &Exec,
     theta: &[Tensor],
     seed: u64,
-) -> Result<Vec<Vec<Tensor>>, String> {
+) -> Result<Vec<Vec<Tensor>>, RunError> {
     let mut states: Vec<Vec<Tensor>> = Vec::new();
     for (u, th) in exec.plan.updates.iter().zip(theta) {
         states.push(match u {
@@ -901,15 +752,8 @@ pub fn advance(
     target: u64,
     options: &RunOptions,
     rows: &mut dyn Rows,
-) -> Result<Option<Status>, String> {
-    let (row_fns, native) = match engine {
-        Engine::Interp => (None, None),
-        Engine::Jit { rows, step_loop } => (Some(&**rows), step_loop.as_deref_mut()),
-    };
-    let exec = Exec {
-        plan,
-        rows: row_fns,
-    };
+) -> Result<Option<Status>, RunError> {
+    let (exec, native) = engine.split(plan);
     let mut d = Driver {
         exec: &exec,
         sources,
@@ -921,12 +765,14 @@ pub fn advance(
         last: std::mem::take(&mut state.last),
         previous: state.previous.take(),
         message: None,
+        error: None,
     };
     let result = advance_with(&mut d, native, state, target, options);
     state.last_step = d.last_step;
     state.last = d.last;
     state.previous = d.previous;
     state.message = d.message;
+    state.error = d.error;
     result
 }
 
@@ -936,7 +782,7 @@ fn advance_with(
     state: &mut RunState,
     target: u64,
     options: &RunOptions,
-) -> Result<Option<Status>, String> {
+) -> Result<Option<Status>, RunError> {
     let plan = d.exec.plan;
     let progress = |k: u64, told: &mut Instant, force: bool| {
         if let Some(p) = &options.progress
@@ -970,7 +816,7 @@ fn advance_with(
             progress(*k, &mut told, false);
             let g = match gradient_on(d.exec, theta, *k + 1, d.seed) {
                 Ok(g) => g,
-                Err(e) => return Ok(Some(d.error(*k, &e))),
+                Err(e) => return Ok(Some(d.error(*k, e))),
             };
             let status = d.after_gradient(theta, k, &g)?;
             if status.is_none_or(|s| s == Status::Interrupted) {
@@ -1060,7 +906,12 @@ fn advance_with(
 
 /// The inputs of the record functions at θ_k (params, step, gradients, loss, gnorm,
 /// sharpness — NaN unless the plan records `sharpness`), for values a session evaluates.
-pub fn row_inputs(exec: &Exec, theta: &[Tensor], k: u64, seed: u64) -> Result<Vec<Tensor>, String> {
+pub fn row_inputs(
+    exec: &Exec,
+    theta: &[Tensor],
+    k: u64,
+    seed: u64,
+) -> Result<Vec<Tensor>, RunError> {
     let g = gradient_on(exec, theta, k + 1, seed)?;
     let sharp = match &exec.plan.hvp {
         Some(_) => sharpness(exec, theta, k, seed)?,
@@ -1075,7 +926,7 @@ pub fn closed_trajectory(
     exec: &Exec,
     state: &RunState,
     trajectory: &Trajectory,
-) -> Result<Trajectory, String> {
+) -> Result<Trajectory, RunError> {
     let g = gradient_on(exec, &state.theta, state.k + 1, state.seed)?;
     let schedule = RecordSchedule::new(&exec.plan.clauses, exec.plan.steps);
     let row = record_row(exec, &state.theta, &g, state.k, &schedule, state.seed, true)?;
@@ -1112,7 +963,7 @@ fn record_row(
     schedule: &RecordSchedule,
     seed: u64,
     last: bool,
-) -> Result<Vec<Option<f64>>, String> {
+) -> Result<Vec<Option<f64>>, RunError> {
     let plan = exec.plan;
     let gnorm = g.gnorm;
     let sharp = match &plan.hvp {
@@ -1133,7 +984,7 @@ fn record_row(
 
 /// The largest eigenvalue of the loss Hessian at θ, by Lanczos on Hessian-vector products
 /// to 1e-8 relative, from a start drawn from stream "sharpness" at the step.
-fn sharpness(exec: &Exec, theta: &[Tensor], k: u64, seed: u64) -> Result<f64, String> {
+fn sharpness(exec: &Exec, theta: &[Tensor], k: u64, seed: u64) -> Result<f64, RunError> {
     let plan = exec.plan;
     let n = plan.nparams;
     if n == 0 {
@@ -1154,7 +1005,9 @@ fn sharpness(exec: &Exec, theta: &[Tensor], k: u64, seed: u64) -> Result<f64, St
             ));
             at += len;
         }
-        let res = exec.eval_row(RowFn::Hvp, &inputs, seed)?;
+        let res = exec
+            .eval_row(RowFn::Hvp, &inputs, seed)
+            .map_err(String::from)?;
         let mut at = 0;
         for t in res {
             for x in t.to_f64().iter() {
@@ -1164,5 +1017,7 @@ fn sharpness(exec: &Exec, theta: &[Tensor], k: u64, seed: u64) -> Result<f64, St
         }
         Ok(())
     };
-    crate::observe::linalg::top_eigenvalue(n, &start, &mut apply, 1e-8)
+    Ok(crate::observe::linalg::top_eigenvalue(
+        n, &start, &mut apply, 1e-8,
+    )?)
 }

@@ -2,10 +2,15 @@
 //! data), data items, loaded files and every param's initial value, each evaluated once
 //! by lowering its expression and interpreting it. Items are evaluated in dependency
 //! order by retrying those whose inputs are not ready yet (the checker has ruled out cycles).
+//! A REPL session keeps what it evaluated between rebuilds (`Kept`, `evaluate_with`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 
 use ndarray::{ArrayD, IxDyn};
 
 use crate::diag::SourceMap;
+use crate::error::RunError;
 use crate::interp::{self, Env};
 pub use crate::lower::Statics;
 use crate::lower::{Lowerer, const_tensors};
@@ -15,7 +20,39 @@ use crate::syntax::ast::*;
 use crate::tensor::Tensor;
 
 /// Evaluates every static value of a checked program.
-pub fn evaluate(checked: &Checked, sources: &SourceMap, seed: u64) -> Result<Statics, String> {
+pub fn evaluate(checked: &Checked, sources: &SourceMap, seed: u64) -> Result<Statics, RunError> {
+    evaluate_with(checked, sources, seed, &mut Kept::default())
+}
+
+/// What a REPL session keeps between rebuilds of its program: every file `load`ed, by
+/// path (read again only after [`Kept::forget`], the session's `:reload`), and
+/// every static value with the fingerprint of what it was computed from.
+#[derive(Clone, Debug, Default)]
+pub struct Kept {
+    files: HashMap<PathBuf, Tensor>,
+    /// Key in `Statics` → (fingerprint, value).
+    values: HashMap<String, (String, Tensor)>,
+    /// The keys the last evaluation computed afresh (not taken from here), sorted.
+    pub evaluated: Vec<String>,
+}
+
+impl Kept {
+    /// Nothing kept: the next evaluation reads every file and computes every value.
+    pub fn forget(&mut self) {
+        self.files.clear();
+        self.values.clear();
+    }
+}
+
+/// [`evaluate`], taking each `load`ed file and each static value from `kept` when what it
+/// depends on is unchanged (the item's definition, the definitions and const values it
+/// reaches by name, the seed), and keeping what it computes there.
+pub fn evaluate_with(
+    checked: &Checked,
+    sources: &SourceMap,
+    seed: u64,
+    kept: &mut Kept,
+) -> Result<Statics, RunError> {
     let prog = &checked.program;
     let mut statics = Statics {
         values: const_tensors(&checked.consts),
@@ -24,7 +61,8 @@ pub fn evaluate(checked: &Checked, sources: &SourceMap, seed: u64) -> Result<Sta
         .values
         .entry("seed".into())
         .or_insert_with(|| Tensor::Int(ArrayD::from_elem(IxDyn(&[]), seed as i64)));
-    load_files(prog, sources, &mut statics)?;
+    load_files(prog, sources, &mut statics, &mut kept.files)?;
+    kept.evaluated.clear();
     // Pending items: (key in `statics`, item index).
     let mut pending: Vec<(String, usize)> = Vec::new();
     for (name, sym) in &prog.symbols {
@@ -41,26 +79,77 @@ pub fn evaluate(checked: &Checked, sources: &SourceMap, seed: u64) -> Result<Sta
     while !pending.is_empty() {
         let mut progress = false;
         let mut still = Vec::new();
-        let mut last_error = String::new();
+        let mut last_error = RunError::new("");
         for (key, item) in pending {
+            let print = fingerprint(checked, item, seed);
+            if let Some((p, t)) = kept.values.get(&key)
+                && *p == print
+            {
+                statics.values.insert(key, t.clone());
+                progress = true;
+                continue;
+            }
             match evaluate_item(&prog.items[item], &statics, seed, prog) {
                 Ok(t) => {
+                    kept.values.insert(key.clone(), (print, t.clone()));
+                    kept.evaluated.push(key.clone());
                     statics.values.insert(key, t);
                     progress = true;
                 }
-                Err(e) if e.contains("has no value yet") => {
+                Err(e) if e.message.contains("has no value yet") => {
                     last_error = e;
                     still.push((key, item));
                 }
-                Err(e) => return Err(format!("{key}: {e}")),
+                Err(mut e) => {
+                    e.message = format!("{key}: {}", e.message);
+                    return Err(e);
+                }
             }
         }
         if !progress {
-            return Err(format!("cannot order the static items: {last_error}"));
+            last_error.message = format!("cannot order the static items: {}", last_error.message);
+            return Err(last_error);
         }
         pending = still;
     }
+    kept.evaluated.sort();
     Ok(statics)
+}
+
+/// What item `item`'s static value is computed from: its definition and that of every
+/// item it reaches by name (as the AST prints them), the values of the consts among them
+/// and the seed. Names are followed without scopes, so a local shadowing a top-level name
+/// only adds to what is compared.
+fn fingerprint(checked: &Checked, item: usize, seed: u64) -> String {
+    let prog = &checked.program;
+    let mut seen = BTreeSet::from([item]);
+    let mut todo = vec![item];
+    let mut consts = BTreeSet::new();
+    while let Some(i) = todo.pop() {
+        visit_item_exprs(&prog.items[i], &mut |e| {
+            let name = match &e.kind {
+                ExprKind::Name(n) => n,
+                ExprKind::Call { callee, .. } => &callee.name,
+                _ => return,
+            };
+            if let Some(sym) = prog.lookup(name) {
+                if sym.kind == SymKind::Const {
+                    consts.insert(name.clone());
+                }
+                if seen.insert(sym.item) {
+                    todo.push(sym.item);
+                }
+            }
+        });
+    }
+    let mut print = format!("seed {seed}\n");
+    for name in consts {
+        print.push_str(&format!("{name} = {:?}\n", checked.consts.get(&name)));
+    }
+    for i in seen {
+        print.push_str(&format!("{:?}\n", prog.items[i]));
+    }
+    print
 }
 
 /// Every `load("...")` of the program, read once (keyed by file and path).
@@ -68,6 +157,7 @@ fn load_files(
     prog: &crate::sema::modules::Program,
     sources: &SourceMap,
     statics: &mut Statics,
+    loaded: &mut HashMap<PathBuf, Tensor>,
 ) -> Result<(), String> {
     let mut paths = Vec::new();
     for item in &prog.items {
@@ -93,7 +183,14 @@ fn load_files(
             continue;
         }
         let full = sources.dir_of(file).join(&p);
-        let t = crate::data::load(&full)?;
+        let t = match loaded.get(&full) {
+            Some(t) => t.clone(),
+            None => {
+                let t = crate::data::load(&full)?;
+                loaded.insert(full, t.clone());
+                t
+            }
+        };
         statics.values.insert(key, t);
     }
     Ok(())
@@ -104,7 +201,7 @@ fn evaluate_item(
     statics: &Statics,
     seed: u64,
     prog: &crate::sema::modules::Program,
-) -> Result<Tensor, String> {
+) -> Result<Tensor, RunError> {
     let mut l = Lowerer::new(prog, statics);
     // A param initializer sees other params' initial values.
     l.init_mode = matches!(item, Item::Param(_));
@@ -125,7 +222,7 @@ fn evaluate_item(
 
 /// A param's initial value: `= EXPR` broadcast to the declared shape, or `~ DIST` drawn at
 /// it (stream: the param's name).
-fn param_init(l: &mut Lowerer, p: &ParamItem) -> Result<usize, String> {
+fn param_init(l: &mut Lowerer, p: &ParamItem) -> Result<usize, RunError> {
     let mut shape = Vec::new();
     for e in &p.shape {
         shape.push(l.known_int(e)? as usize);
@@ -141,7 +238,12 @@ fn param_init(l: &mut Lowerer, p: &ParamItem) -> Result<usize, String> {
     }
 }
 
-fn distribution(l: &mut Lowerer, e: &Expr, stream: &str, shape: &[usize]) -> Result<usize, String> {
+fn distribution(
+    l: &mut Lowerer,
+    e: &Expr,
+    stream: &str,
+    shape: &[usize],
+) -> Result<usize, RunError> {
     use crate::ir::types::DType;
     use crate::ir::{Binary, Draw};
     let (name, args): (&str, &[Arg]) = match &e.kind {
