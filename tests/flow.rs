@@ -332,7 +332,9 @@ fn gd_approaches_the_flow_at_first_order() {
     }
 }
 
-/// A random smooth or piecewise-smooth loss of two params, as program text.
+/// A random smooth or piecewise-smooth loss of two or three params (some with kinks), as
+/// program text, with a random tolerance, record clauses (`every` and `log`, one of them
+/// perhaps sparse so that many steps fall between rows) and perhaps a `stop when`.
 fn generated(g: &mut Gen) -> String {
     let terms = [
         "sum(tanh(X @ w) * (X @ v))",
@@ -343,6 +345,9 @@ fn generated(g: &mut Gen) -> String {
         "sum(sigmoid(X @ v) * y)",
         "0.5 * sum(v^2) * sum(w^2)",
         "sum(abs(w - 0.3)) * 0.1",
+        "sum((u - 0.5) * (u - 0.5)) * sum(v)",
+        "sum(abs(u)) * 0.05",
+        "0.5 * (sum(X @ w) - sum(u))^2",
     ];
     let n = 2 + g.pick(3);
     let loss: Vec<&str> = (0..n).map(|_| terms[g.pick(terms.len())]).collect();
@@ -350,29 +355,60 @@ fn generated(g: &mut Gen) -> String {
     let y: Vec<f64> = (0..4).map(|_| g.next()).collect();
     let w: Vec<f64> = (0..3).map(|_| g.next()).collect();
     let v: Vec<f64> = (0..3).map(|_| g.next()).collect();
-    let rtol = [1e-4, 1e-6, 1e-8][g.pick(3)];
+    let u: Vec<f64> = (0..2).map(|_| g.next()).collect();
+    let rtol = [1e-3, 1e-4, 1e-6, 1e-8, 1e-10][g.pick(5)];
+    let time = 1 + g.pick(8);
+    let records = [
+        "  record every 0.3 { loss, w, v }\n  record log 7 { gnorm }\n",
+        "  record every 2.5 { loss, u, g = grad(w)[0] }\n",
+        "  record log 4 { loss, w, u }\n",
+    ][g.pick(3)];
+    let stop = [
+        "",
+        "",
+        "  stop when gnorm < 0.05\n",
+        "  stop when loss < 0.1\n",
+    ][g.pick(4)];
     format!(
-        "data X = {}\ndata y = {}\nparam w: [3] = {}\nparam v: [3] = {}\nloss = {} + 0.1 * sum(v^2) + 0.1 * sum(w^2)\n\
-         train {{\n  optimizer flow(rtol = {rtol:?})\n  time {}\n  record every 0.3 {{ loss, w, v }}\n  record log 7 {{ gnorm }}\n}}\n",
+        "data X = {}\ndata y = {}\nparam w: [3] = {}\nparam v: [3] = {}\nparam u: [2] = {}\n\
+         loss = {} + 0.1 * sum(v^2) + 0.1 * sum(w^2) + 0.1 * sum(u^2)\n\
+         train {{\n  optimizer flow(rtol = {rtol:?})\n  time {time}\n{stop}{records}}}\n",
         matrix_literal(&x),
         literal(&y),
         literal(&w),
         literal(&v),
+        literal(&u),
         loss.join(" + "),
-        1 + g.pick(4)
     )
 }
 
+/// The JIT's native flow loop (`jit::flow_loop`) against the interpreter's host loop:
+/// the same rows, bit for bit, and the same counts; the native loop takes most steps.
 #[test]
 fn backends_agree_bit_for_bit_on_generated_flows() {
     let mut g = Gen(2026);
-    let mut finished = 0;
-    for _ in 0..30 {
+    let (mut finished, mut stopped) = (0, 0);
+    let (mut accepted, mut native, mut rejected, mut errors) = (0, 0, 0, 0);
+    for _ in 0..40 {
         let text = generated(&mut g);
         let a = run_text(&text, Backend::Interp);
         let b = run_text(&text, Backend::Jit);
         assert_eq!(a.status, b.status, "{text}");
-        assert_eq!(a.flow, b.flow, "{text}");
+        assert_eq!(a.message, b.message, "{text}");
+        let (fa, fb) = (a.flow.clone().unwrap(), b.flow.clone().unwrap());
+        let counts = |f: &traj::output::FlowCounts| {
+            (
+                f.t.to_bits(),
+                f.accepted_steps,
+                f.rejected_steps,
+                f.gradient_evaluations,
+            )
+        };
+        assert_eq!(counts(&fa), counts(&fb), "{text}");
+        assert_eq!(fa.native_steps, 0, "{text}");
+        accepted += fb.accepted_steps;
+        native += fb.native_steps;
+        rejected += fb.rejected_steps;
         assert_eq!(a.trajectory.columns, b.trajectory.columns);
         assert_eq!(a.trajectory.rows.len(), b.trajectory.rows.len(), "{text}");
         for ((ka, ra), (kb, rb)) in a.trajectory.rows.iter().zip(&b.trajectory.rows) {
@@ -382,11 +418,23 @@ fn backends_agree_bit_for_bit_on_generated_flows() {
             };
             assert_eq!(bits(ra), bits(rb), "{text}");
         }
+        let bits = |p: &[(String, traj::tensor::Tensor)]| -> Vec<u64> {
+            p.iter()
+                .flat_map(|(_, t)| t.to_f64().iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+                .collect()
+        };
+        assert_eq!(bits(&a.params), bits(&b.params), "{text}");
         finished += (a.status == Status::Finished) as usize;
+        stopped += (a.status == Status::Stopped) as usize;
+        errors += (a.status == Status::Error) as usize;
     }
     assert!(
-        finished >= 20,
-        "only {finished} of 30 generated flows finished"
+        finished >= 20 && stopped >= 3 && errors >= 3,
+        "of 40 generated flows {finished} finished, {stopped} stopped, {errors} slid"
+    );
+    assert!(
+        native * 10 > accepted * 9 && rejected >= 20,
+        "the native loop took {native} of {accepted} accepted steps ({rejected} rejected)"
     );
 }
 
