@@ -9,9 +9,12 @@
 //! θ there is the method's 4th-order dense output (the final time is hit by the last step
 //! itself), and the row's loss, gradient and record entries are evaluated at that θ.
 //! Every stage's gradient is [`super::gradient_on`]'s (Clarke subgradients at kinks, as
-//! for `gd`), evaluated by the run's [`Exec`]: compiled with `--backend jit`, on the
-//! interpreter otherwise; all other arithmetic is this file's, so the backends agree bit
-//! for bit.
+//! for `gd`). On the interpreter this file's loop is the whole algorithm (the reference);
+//! with `--backend jit` the ordinary steps run in `jit::flow_loop`'s native loop over the
+//! same [`FlowState`] (the same operations in the same order, the controller's `pow`
+//! `kernels::math::pow` on both sides), which returns here for a step with a record time
+//! inside it, a stop test, the last step, a tie, a non-finite value or a step that ends
+//! the run; so the backends agree bit for bit.
 //!
 //! `--steps N` ends a flow after N accepted steps (status `finished`, at the time reached).
 //!
@@ -168,6 +171,7 @@ struct Flow<'a> {
     last: Vec<Option<f64>>,
     last_row: Option<(u64, f64)>,
     message: Option<String>,
+    compile_seconds: f64,
 }
 
 /// A flow's outcome, for [`super::run_with`].
@@ -178,6 +182,8 @@ pub struct Outcome {
     pub last: Vec<Option<f64>>,
     pub last_step: Option<u64>,
     pub message: Option<String>,
+    /// The time spent compiling the native loop (`--backend jit`).
+    pub compile_seconds: f64,
 }
 
 impl Flow<'_> {
@@ -308,6 +314,7 @@ pub fn integrate(
         last: vec![None; ncols],
         last_row: None,
         message: None,
+        compile_seconds: 0.0,
     };
     let mut y = Vec::new();
     flatten(theta, &mut y);
@@ -326,6 +333,7 @@ pub fn integrate(
         last: fl.last,
         last_step: fl.last_row.map(|(k, _)| k),
         message: fl.message,
+        compile_seconds: fl.compile_seconds,
     })
 }
 
@@ -372,10 +380,12 @@ fn steps_from(
             .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
     };
     // The JIT backend's native loop, for the ordinary steps.
+    let compiling = std::time::Instant::now();
     let mut native = match fl.exec.rows {
         Some(_) => FlowLoop::compile(plan, fl.seed)?,
         None => None,
     };
+    fl.compile_seconds = compiling.elapsed().as_secs_f64();
     let mut g0 = match fl.derivative(&st.y, 1, &mut st.k[0]) {
         Ok(g) => g,
         Err(e) => return Ok(Err(format!("t = 0: {e}"))),
