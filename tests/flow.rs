@@ -137,7 +137,32 @@ fn solve(a: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
 
 #[test]
 fn least_squares_follows_the_matrix_exponential() {
-    let rtol = 1e-8;
+    least_squares(1e-8, 1e-12);
+}
+
+/// Loose tolerances (rtol ≥ 1e-3) take Bogacki–Shampine 3(2): still within 10·rtol of the
+/// closed forms, and fewer gradients than Dormand–Prince 5(4) at a tolerance just below.
+#[test]
+fn loose_tolerances_take_the_cheaper_pair() {
+    for rtol in [1e-3, 1e-2] {
+        least_squares(rtol, 1e-6);
+        saxe(rtol, 1e-6);
+    }
+    let evals = |rs: Vec<RunResult>| rs[1].flow.clone().unwrap().gradient_evaluations;
+    let (bs3, dp5) = (
+        evals(least_squares(1e-3, 1e-6)),
+        evals(least_squares(0.99e-3, 1e-6)),
+    );
+    assert!(
+        bs3 < dp5,
+        "least squares: BS3 {bs3} gradients, DOPRI5 {dp5}"
+    );
+    let (bs3, dp5) = (evals(saxe(1e-3, 1e-6)), evals(saxe(0.99e-3, 1e-6)));
+    assert!(bs3 < dp5, "Saxe: BS3 {bs3} gradients, DOPRI5 {dp5}");
+}
+
+/// The least-squares flow at `rtol` against the matrix exponential on both backends.
+fn least_squares(rtol: f64, atol: f64) -> Vec<RunResult> {
     let (n, d) = (12, 3);
     let mut g = Gen(7);
     let x: Vec<Vec<f64>> = (0..n).map(|_| (0..d).map(|_| g.next()).collect()).collect();
@@ -145,7 +170,7 @@ fn least_squares_follows_the_matrix_exponential() {
     let w0: Vec<f64> = (0..d).map(|_| g.next()).collect();
     let text = format!(
         "data X = {}\ndata y = {}\nparam w: [{d}] = {}\nloss = 0.5 * mean((X @ w - y)^2)\n\
-         train {{\n  optimizer flow(rtol = {rtol:?}, atol = 1e-12)\n  time 6\n  \
+         train {{\n  optimizer flow(rtol = {rtol:?}, atol = {atol:?})\n  time 6\n  \
          record every 0.25 {{ w }}\n}}\n",
         matrix_literal(&x),
         literal(&y),
@@ -163,6 +188,7 @@ fn least_squares_follows_the_matrix_exponential() {
         .map(|i| (0..n).map(|k| x[k][i] * y[k]).sum::<f64>() / n as f64)
         .collect();
     let w_star = solve(&a, &xty);
+    let mut out = vec![];
     for backend in BACKENDS {
         let r = run_text(&text, backend);
         assert_eq!(r.status, Status::Finished, "{:?}", r.message);
@@ -184,25 +210,36 @@ fn least_squares_follows_the_matrix_exponential() {
                 );
             }
         }
+        out.push(r);
     }
+    out
 }
 
 #[test]
 fn saxe_modes_follow_their_logistic_curves() {
     // a_i = b_i = √u0: u_i = a_i b_i obeys du/dt = 2u(s − u), so
     // u(t) = s e^{2st} / (e^{2st} − 1 + s/u0).
-    let rtol = 1e-8;
+    saxe(1e-8, 1e-12);
+}
+
+/// Saxe's decoupled modes at `rtol` against their closed form on both backends: within
+/// 10·rtol of each mode's scale, 20·rtol with the 3(2) pair of loose tolerances (measured:
+/// 14·rtol at rtol 1e-3, 9.9·rtol at 1e-2; DOPRI5 at 0.99e-3 2.5·rtol), whose global
+/// error the unstable rise of each mode amplifies more.
+fn saxe(rtol: f64, atol: f64) -> Vec<RunResult> {
+    let bound = if rtol >= 1e-3 { 20.0 } else { 10.0 };
     let s = [5.0, 3.0, 2.0, 1.0, 0.5];
     let u0: f64 = 1e-3;
     let text = format!(
         "data s = {}\nparam a: [5] ~ constant({:?})\nparam b: [5] ~ constant({:?})\n\
-         loss = 0.5 * sum((s - a * b)^2)\ntrain {{\n  optimizer flow(rtol = {rtol:?}, atol = 1e-12)\n  \
+         loss = 0.5 * sum((s - a * b)^2)\ntrain {{\n  optimizer flow(rtol = {rtol:?}, atol = {atol:?})\n  \
          time 12\n  record every 0.1 {{ u = a * b }}\n}}\n",
         literal(&s),
         u0.sqrt(),
         u0.sqrt()
     );
     let u0 = u0.sqrt() * u0.sqrt();
+    let mut out = vec![];
     for backend in BACKENDS {
         let r = run_text(&text, backend);
         assert_eq!(r.status, Status::Finished, "{:?}", r.message);
@@ -216,14 +253,16 @@ fn saxe_modes_follow_their_logistic_curves() {
                 // Within 10·rtol of the mode's scale s: pointwise, the global error of
                 // the fastest mode (s = 5) reaches 13·rtol of u where it rises steepest.
                 assert!(
-                    (u - want).abs() <= 10.0 * rtol * si,
+                    (u - want).abs() <= bound * rtol * si,
                     "{backend:?} mode {si} at t = {t}: {u}, closed form {want}"
                 );
                 rose |= want > 0.5 * si;
             }
             assert!(rose, "mode {si} learned within the run");
         }
+        out.push(r);
     }
+    out
 }
 
 /// A depth-2 linear net `W2 @ W1` fitting M, its balancedness W1 W1ᵀ − W2ᵀ W2 recorded.

@@ -1,4 +1,4 @@
-//! The native gradient-flow loop: DOPRI5's steps (stages, error norm, PI control, sliding bookkeeping) as one Cranelift function.
+//! The native gradient-flow loop: an embedded Runge–Kutta pair's steps (stages, error norm, PI control, sliding bookkeeping) as one Cranelift function.
 //!
 //! `train::flow` holds the reference algorithm; this is the same algorithm, the same float
 //! operations in the same order (no fused multiply-add; `pow` is `kernels::math::pow`, the
@@ -32,44 +32,101 @@ use crate::ir::Func;
 use crate::output::FlowCounts;
 use crate::plan::Plan;
 
-/// Dormand–Prince 5(4): rows 2..7 of the tableau (row 7 is the 5th-order solution), the
-/// error coefficients (5th minus 4th order) and the dense output's. `train::flow` reads
-/// these, so both sides use the same numbers.
-pub const A: [&[f64]; 6] = [
-    &[1.0 / 5.0],
-    &[3.0 / 40.0, 9.0 / 40.0],
-    &[44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0],
-    &[
-        19372.0 / 6561.0,
-        -25360.0 / 2187.0,
-        64448.0 / 6561.0,
-        -212.0 / 729.0,
+/// An embedded Runge–Kutta pair whose solution's derivative is the next step's first
+/// stage (FSAL): rows 2..s of its tableau (the last row is the solution), the error
+/// coefficients (higher minus lower order), the order the initial step and the controller
+/// use, and the dense output's extra coefficients (`None`: cubic Hermite).
+pub struct Pair {
+    pub name: &'static str,
+    pub a: &'static [&'static [f64]],
+    pub e: &'static [f64],
+    /// 1/(q + 1) for the error estimate's order q: the initial step's root and the
+    /// controller's exponent `expo` = this − 0.75·β.
+    pub root: f64,
+    pub expo: f64,
+    pub dense: Option<&'static [f64]>,
+}
+
+impl Pair {
+    /// The stages a step (the first is the last step's FSAL stage).
+    pub fn stages(&self) -> usize {
+        self.a.len() + 1
+    }
+}
+
+/// Dormand–Prince 5(4) (Hairer's DOPRI5).
+pub const DOPRI5: Pair = Pair {
+    name: "dopri5",
+    a: &[
+        &[1.0 / 5.0],
+        &[3.0 / 40.0, 9.0 / 40.0],
+        &[44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0],
+        &[
+            19372.0 / 6561.0,
+            -25360.0 / 2187.0,
+            64448.0 / 6561.0,
+            -212.0 / 729.0,
+        ],
+        &[
+            9017.0 / 3168.0,
+            -355.0 / 33.0,
+            46732.0 / 5247.0,
+            49.0 / 176.0,
+            -5103.0 / 18656.0,
+        ],
+        &[
+            35.0 / 384.0,
+            0.0,
+            500.0 / 1113.0,
+            125.0 / 192.0,
+            -2187.0 / 6784.0,
+            11.0 / 84.0,
+        ],
     ],
-    &[
-        9017.0 / 3168.0,
-        -355.0 / 33.0,
-        46732.0 / 5247.0,
-        49.0 / 176.0,
-        -5103.0 / 18656.0,
-    ],
-    &[
-        35.0 / 384.0,
+    e: &[
+        71.0 / 57600.0,
         0.0,
-        500.0 / 1113.0,
-        125.0 / 192.0,
-        -2187.0 / 6784.0,
-        11.0 / 84.0,
+        -71.0 / 16695.0,
+        71.0 / 1920.0,
+        -17253.0 / 339200.0,
+        22.0 / 525.0,
+        -1.0 / 40.0,
     ],
-];
-pub const E: [f64; 7] = [
-    71.0 / 57600.0,
-    0.0,
-    -71.0 / 16695.0,
-    71.0 / 1920.0,
-    -17253.0 / 339200.0,
-    22.0 / 525.0,
-    -1.0 / 40.0,
-];
+    root: 1.0 / 5.0,
+    expo: 0.2 - BETA * 0.75,
+    dense: Some(&[
+        -12715105075.0 / 11282082432.0,
+        0.0,
+        87487479700.0 / 32700410799.0,
+        -10690763975.0 / 1880347072.0,
+        701980252875.0 / 199316789632.0,
+        -1453857185.0 / 822651844.0,
+        69997945.0 / 29380423.0,
+    ]),
+};
+
+/// Bogacki–Shampine 3(2) (MATLAB's `ode23`, diffrax's `Bosh3`): three gradients a step.
+pub const BS3: Pair = Pair {
+    name: "bs3",
+    a: &[
+        &[1.0 / 2.0],
+        &[0.0, 3.0 / 4.0],
+        &[2.0 / 9.0, 1.0 / 3.0, 4.0 / 9.0],
+    ],
+    // b − b̂, b̂ = (7/24, 1/4, 1/3, 1/8).
+    e: &[-5.0 / 72.0, 1.0 / 12.0, 1.0 / 9.0, -1.0 / 8.0],
+    root: 1.0 / 3.0,
+    expo: 1.0 / 3.0 - BETA * 0.75,
+    dense: None,
+};
+
+/// From this `rtol` on a flow takes the cheaper 3(2) pair (LANGUAGE.md 3.10).
+pub const LOOSE_RTOL: f64 = 1e-3;
+
+/// The pair a flow with relative tolerance `rtol` integrates with.
+pub fn pair(rtol: f64) -> &'static Pair {
+    if rtol >= LOOSE_RTOL { &BS3 } else { &DOPRI5 }
+}
 
 // The PI controller (Hairer's DOPRI5 defaults).
 pub const SAFETY: f64 = 0.9;
@@ -205,6 +262,7 @@ struct Addrs {
     rtol: f64,
     atol: f64,
     has_stop: bool,
+    pair: &'static Pair,
     /// Each param's gradient output buffer and length, in order.
     grads: Vec<(i64, usize)>,
     loss: i64,
@@ -268,6 +326,7 @@ impl FlowLoop {
             rtol: spec.rtol,
             atol: spec.atol,
             has_stop: plan.stop.is_some(),
+            pair: pair(spec.rtol),
             grads: (0..np).map(|p| (out(p + 1), lens[p])).collect(),
             loss: out(0),
             ties: out(np + 1),
@@ -483,7 +542,8 @@ fn build(
 
     let n = a.n;
     let nb = (8 * n) as i64;
-    for (s, row) in A.iter().enumerate() {
+    let last = a.pair.a.len();
+    for (s, row) in a.pair.a.iter().enumerate() {
         let s = s + 1;
         // x = y + h·Σ_j a_j k_j, the sum in order from 0.0 (the 5th-order y1 too at s = 6).
         e.each(n, &mut |e, off| {
@@ -498,7 +558,7 @@ fn build(
             let hs = e.b.ins().fmul(h, sum);
             let v = e.b.ins().fadd(yv, hs);
             e.store_at(a.x, off, v);
-            if s == 6 {
+            if s == last {
                 e.store_at(a.y1, off, v);
             }
         });
@@ -534,7 +594,7 @@ fn build(
             acc = e.b.use_var(var);
             base += (8 * len) as i64;
         }
-        if s == 6 {
+        if s == last {
             // The loss at y1 and y1 itself must be finite too.
             let z = e.zero();
             let loss = e.load_at(a.loss, z);
@@ -564,7 +624,7 @@ fn build(
     e.b.def_var(var, z);
     e.each(n, &mut |e, off| {
         let mut sum = e.b.ins().f64const(0.0);
-        for (j, ej) in E.iter().enumerate() {
+        for (j, ej) in a.pair.e.iter().enumerate() {
             let c = e.b.ins().f64const(*ej);
             let kv = e.load_at(a.k + j as i64 * nb, off);
             let p = e.b.ins().fmul(c, kv);
@@ -601,7 +661,7 @@ fn build(
     let accept = e.b.create_block();
     let reject = e.b.create_block();
     let short_bound = e.b.ins().f64const(SHORT * a.end);
-    let expo = e.b.ins().f64const(0.2 - BETA * 0.75);
+    let expo = e.b.ins().f64const(a.pair.expo);
     e.b.ins().brif(small, accept, &[], reject, &[]);
 
     // Accepted: the host's unless the step is ordinary.
@@ -624,7 +684,7 @@ fn build(
     let var = e.b.declare_var(types::I64);
     let zi = e.b.ins().iconst(types::I64, 0);
     e.b.def_var(var, zi);
-    let k6 = a.k + 6 * nb;
+    let k6 = a.k + last as i64 * nb;
     e.each(n, &mut |e, off| {
         let k0 = e.load_at(a.k, off);
         let k6v = e.load_at(k6, off);
@@ -652,7 +712,7 @@ fn build(
     // An ordinary accepted step: commit it.
     e.b.switch_to_block(ordinary);
     e.st_i(at::ACCEPTED, step);
-    e.add_i(at::EVALUATIONS, 6);
+    e.add_i(at::EVALUATIONS, last as i64);
     let loss = e.ld_f(at::LOSS);
     e.st_f(at::LOSS0, loss);
     // rejections: short ? rejections − 1 (at least 0) : 0
@@ -746,7 +806,7 @@ fn build(
     e.b.ins().brif(collapsed, fallback, &[], commit, &[]);
     e.b.switch_to_block(commit);
     e.add_i(at::REJECTED, 1);
-    e.add_i(at::EVALUATIONS, 6);
+    e.add_i(at::EVALUATIONS, last as i64);
     let one_i = e.b.ins().iconst(types::I64, 1);
     e.st_i(at::AFTER_REJECT, one_i);
     e.st_i(at::REJECTIONS, r_new);

@@ -1,4 +1,5 @@
-//! Gradient flow (`optimizer flow`, LANGUAGE.md 3.10): dθ/dt = −∇L(θ) by Dormand–Prince 5(4).
+//! Gradient flow (`optimizer flow`, LANGUAGE.md 3.10): dθ/dt = −∇L(θ) by Dormand–Prince 5(4)
+//! (Bogacki–Shampine 3(2) from `rtol` 1e-3 on: `jit::flow_loop::pair`).
 //!
 //! The reference algorithm is Hairer's DOPRI5 (Hairer, Nørsett & Wanner, *Solving ODEs I*,
 //! II.4–5): seven stages a step, the last one the first of the next (FSAL: six gradients a
@@ -28,8 +29,8 @@ use ndarray::{ArrayD, IxDyn};
 
 use super::{Exec, Gradient, RunOptions, Status, gradient_on, record_inputs, sharpness};
 use crate::jit::flow_loop::{
-    A, BETA, COLLAPSE, E, Exit, FlowLoop, FlowState, GROW_MOST, SAFETY, SHORT, SHRINK_MOST,
-    SLIDING_STEPS,
+    BETA, COLLAPSE, Exit, FlowLoop, FlowState, GROW_MOST, Pair, SAFETY, SHORT, SHRINK_MOST,
+    SLIDING_STEPS, pair,
 };
 use crate::kernels::math::pow;
 use crate::output::FlowCounts;
@@ -96,18 +97,6 @@ impl Times {
         Some((t, due))
     }
 }
-
-// Dormand–Prince 5(4) and the controller's constants are `jit::flow_loop`'s, so both
-// loops use the same numbers; the dense output's coefficients are here.
-const D: [f64; 7] = [
-    -12715105075.0 / 11282082432.0,
-    0.0,
-    87487479700.0 / 32700410799.0,
-    -10690763975.0 / 1880347072.0,
-    701980252875.0 / 199316789632.0,
-    -1453857185.0 / 822651844.0,
-    69997945.0 / 29380423.0,
-];
 
 /// θ as the plan's params, from the flat vector `y`.
 fn tensors(plan: &Plan, y: &[f64]) -> Result<Vec<Tensor>, String> {
@@ -285,7 +274,7 @@ impl Flow<'_> {
         let h1 = if der12 <= 1e-15 {
             (h * 1e-3).max(1e-6)
         } else {
-            pow(0.01 / der12, 1.0 / 5.0)
+            pow(0.01 / der12, pair(self.spec.rtol).root)
         };
         Ok((100.0 * h).min(h1).min(end))
     }
@@ -374,6 +363,8 @@ fn steps_from(
     let plan = fl.exec.plan;
     let n = st.y.len();
     let end = fl.spec.time;
+    let pair: &Pair = pair(fl.spec.rtol);
+    let last_stage = pair.a.len();
     let interrupted = || {
         options
             .interrupt
@@ -444,9 +435,14 @@ fn steps_from(
         let step = st.accepted + 1;
         let (err, g7, last, errs) = match from_native {
             Some((err, loss)) => {
-                fl.counts.gradient_evaluations += 6;
+                fl.counts.gradient_evaluations += last_stage as u64;
                 fl.counts.native_steps += 1;
-                (err, gradient_from(plan, loss, &st.k[6])?, false, vec![])
+                (
+                    err,
+                    gradient_from(plan, loss, &st.k[last_stage])?,
+                    false,
+                    vec![],
+                )
             }
             None => {
                 let last = st.t + 1.01 * st.h >= end;
@@ -455,14 +451,14 @@ fn steps_from(
                 }
                 let (t, h) = (st.t, st.h);
                 // Stages 2..6, then the 5th-order solution y1 and its derivative (stage 7).
-                for (s, a) in A[..5].iter().enumerate() {
+                for (s, a) in pair.a[..last_stage - 1].iter().enumerate() {
                     stage(&st.y, h, a, &st.k, &mut ys);
                     if let Err(e) = fl.derivative(&ys, step, &mut st.k[s + 1]) {
                         return Ok(Err(format!("t = {}: {e}", crate::output::format_float(t))));
                     }
                 }
-                stage(&st.y, h, A[5], &st.k, &mut st.y1);
-                let g7 = match fl.derivative(&st.y1, step, &mut st.k[6]) {
+                stage(&st.y, h, pair.a[last_stage - 1], &st.k, &mut st.y1);
+                let g7 = match fl.derivative(&st.y1, step, &mut st.k[last_stage]) {
                     Ok(g) => g,
                     Err(e) => {
                         return Ok(Err(format!(
@@ -475,7 +471,7 @@ fn steps_from(
                 let errs: Vec<f64> = (0..n)
                     .map(|i| {
                         let mut s = 0.0;
-                        for (j, e) in E.iter().enumerate() {
+                        for (j, e) in pair.e.iter().enumerate() {
                             s += e * st.k[j][i];
                         }
                         h * s / sk[i]
@@ -498,7 +494,7 @@ fn steps_from(
                     continue;
                 }
                 let th = (tr - t) / h;
-                let yr = dense(&st.y, &st.y1, &st.k, h, th);
+                let yr = dense(pair, &st.y, &st.y1, &st.k, h, th);
                 let mut fr = Vec::new();
                 let gr = match fl.derivative(&yr, accepted + 1, &mut fr) {
                     Ok(g) => g,
@@ -518,7 +514,7 @@ fn steps_from(
                 0
             };
             for (i, c) in st.flips.iter_mut().enumerate() {
-                *c = match (short, st.k[0][i] * st.k[6][i] < 0.0) {
+                *c = match (short, st.k[0][i] * st.k[last_stage][i] < 0.0) {
                     (false, _) => 0,
                     (true, true) => *c + 2,
                     (true, false) => c.saturating_sub(1),
@@ -529,7 +525,7 @@ fn steps_from(
             }
             st.t = t_new;
             std::mem::swap(&mut st.y, &mut st.y1);
-            st.k.swap(0, 6);
+            st.k.swap(0, last_stage);
             g0 = g7;
             fl.counts.t = st.t;
             if fl.stops(&st.y, &g0, accepted)? {
@@ -550,7 +546,7 @@ fn steps_from(
                 )));
             }
             // The PI controller.
-            let fac11 = pow(err, 0.2 - BETA * 0.75);
+            let fac11 = pow(err, pair.expo);
             let fac = (fac11 / pow(st.err_old, BETA) / SAFETY).clamp(1.0 / GROW_MOST, SHRINK_MOST);
             let mut h_new = h / fac;
             if st.after_reject {
@@ -579,7 +575,7 @@ fn steps_from(
                 }
             }
             st.h = if err.is_finite() {
-                let fac11 = pow(err, 0.2 - BETA * 0.75);
+                let fac11 = pow(err, pair.expo);
                 h / SHRINK_MOST.min(fac11 / SAFETY)
             } else {
                 h / SHRINK_MOST
@@ -604,21 +600,28 @@ fn steps_from(
     }
 }
 
-/// θ at `t + th·h` inside an accepted step from `y` to `y1` (stages `k`, `k[6]` = f(y1)):
-/// the 4th-order dense output of DOPRI5.
-fn dense(y: &[f64], y1: &[f64], k: &[Vec<f64>], h: f64, th: f64) -> Vec<f64> {
+/// θ at `t + th·h` inside an accepted step from `y` to `y1` (stages `k`, the last one
+/// f(y1)): DOPRI5's 4th-order dense output, or (a pair without one) the cubic Hermite
+/// interpolant of y, y1 and their derivatives, which is the same formula without `r5`.
+fn dense(pair: &Pair, y: &[f64], y1: &[f64], k: &[Vec<f64>], h: f64, th: f64) -> Vec<f64> {
     let th1 = 1.0 - th;
+    let last = pair.a.len();
     (0..y.len())
         .map(|i| {
             let ydiff = y1[i] - y[i];
             let bspl = h * k[0][i] - ydiff;
-            let r4 = ydiff - h * k[6][i] - bspl;
-            let mut s = 0.0;
-            for (j, d) in D.iter().enumerate() {
-                s += d * k[j][i];
+            let r4 = ydiff - h * k[last][i] - bspl;
+            match pair.dense {
+                Some(d) => {
+                    let mut s = 0.0;
+                    for (j, d) in d.iter().enumerate() {
+                        s += d * k[j][i];
+                    }
+                    let r5 = h * s;
+                    y[i] + th * (ydiff + th1 * (bspl + th * (r4 + th1 * r5)))
+                }
+                None => y[i] + th * (ydiff + th1 * (bspl + th * r4)),
             }
-            let r5 = h * s;
-            y[i] + th * (ydiff + th1 * (bspl + th * (r4 + th1 * r5)))
         })
         .collect()
 }
@@ -634,43 +637,71 @@ pub fn columns(plan: &Plan) -> Vec<String> {
 mod tests {
     use super::*;
 
-    /// The nodes c_2..c_7.
-    const C: [f64; 6] = [1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0, 1.0, 1.0];
+    use crate::jit::flow_loop::{BS3, DOPRI5};
+
+    /// Each pair with its nodes c_1 = 0, c_2, ..., c_s and order.
+    fn pairs() -> [(&'static Pair, Vec<f64>, i32); 2] {
+        [
+            (
+                &DOPRI5,
+                vec![0.0, 1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0, 1.0, 1.0],
+                5,
+            ),
+            (&BS3, vec![0.0, 1.0 / 2.0, 3.0 / 4.0, 1.0], 3),
+        ]
+    }
 
     #[test]
     fn tableau_rows_sum_to_their_nodes_and_orders_hold() {
-        for (r, c) in A.iter().zip(C) {
-            assert!((r.iter().sum::<f64>() - c).abs() < 1e-15, "{r:?}");
-        }
-        // The error coefficients are b − b̂ of two solutions of order ≥ 1: they sum to 0.
-        assert!(E.iter().sum::<f64>().abs() < 1e-16);
-        // 5th order: Σ b_i c_i^(q−1) = 1/q for q ≤ 5 (c_1 = 0).
-        let c: Vec<f64> = std::iter::once(0.0).chain(C).collect();
-        for q in 1..=5 {
-            let s: f64 = A[5].iter().zip(&c).map(|(b, c)| b * c.powi(q - 1)).sum();
-            assert!(
-                (s - 1.0 / q as f64).abs() < 1e-14,
-                "order condition {q}: {s}"
-            );
+        for (pair, c, order) in pairs() {
+            assert_eq!(pair.stages(), c.len());
+            assert_eq!(pair.e.len(), c.len());
+            for (r, c) in pair.a.iter().zip(&c[1..]) {
+                assert!((r.iter().sum::<f64>() - c).abs() < 1e-15, "{r:?}");
+            }
+            // The error coefficients are b − b̂ of two solutions of order ≥ 1: they sum
+            // to 0.
+            assert!(pair.e.iter().sum::<f64>().abs() < 1e-16, "{}", pair.name);
+            // Order p: Σ b_i c_i^(q−1) = 1/q for q ≤ p.
+            let b = pair.a[pair.a.len() - 1];
+            for q in 1..=order {
+                let s: f64 = b.iter().zip(&c).map(|(b, c)| b * c.powi(q - 1)).sum();
+                assert!(
+                    (s - 1.0 / q as f64).abs() < 1e-14,
+                    "{}: order condition {q}: {s}",
+                    pair.name
+                );
+            }
+            // The embedded solution b̂ = b − e has order one less, not more.
+            let bh: Vec<f64> = b
+                .iter()
+                .chain([&0.0])
+                .zip(pair.e)
+                .map(|(b, e)| b - e)
+                .collect();
+            let s: f64 = bh.iter().zip(&c).map(|(b, c)| b * c.powi(order - 1)).sum();
+            assert!((s - 1.0 / order as f64).abs() > 1e-6, "{}", pair.name);
         }
     }
 
     #[test]
     fn dense_output_hits_both_ends_and_is_exact_on_cubics() {
-        // y' = 3t² from t = 1, h = 0.5: stages at t + c_i h; y(t) = t³.
-        let (t0, h) = (1.0, 0.5);
-        let c: Vec<f64> = std::iter::once(0.0).chain(C).collect();
-        let k: Vec<Vec<f64>> = c
-            .iter()
-            .map(|ci| vec![3.0 * (t0 + ci * h).powi(2)])
-            .collect();
-        let mut y1 = [0.0];
-        stage(&[1.0], h, A[5], &k, &mut y1);
-        assert!((y1[0] - 1.5f64.powi(3)).abs() < 1e-14);
-        for th in [0.0, 0.1, 0.37, 0.5, 0.9, 1.0] {
-            let y = dense(&[1.0], &y1, &k, h, th)[0];
-            let want = (t0 + th * h).powi(3);
-            assert!((y - want).abs() < 1e-13, "θ = {th}: {y} vs {want}");
+        for (pair, c, _) in pairs() {
+            // y' = 3t² from t = 1, h = 0.5: stages at t + c_i h; y(t) = t³.
+            let (t0, h) = (1.0, 0.5);
+            let mut k: Vec<Vec<f64>> = c
+                .iter()
+                .map(|ci| vec![3.0 * (t0 + ci * h).powi(2)])
+                .collect();
+            k.resize(7, vec![0.0]);
+            let mut y1 = [0.0];
+            stage(&[1.0], h, pair.a[pair.a.len() - 1], &k, &mut y1);
+            assert!((y1[0] - 1.5f64.powi(3)).abs() < 1e-14, "{}", pair.name);
+            for th in [0.0, 0.1, 0.37, 0.5, 0.9, 1.0] {
+                let y = dense(pair, &[1.0], &y1, &k, h, th)[0];
+                let want = (t0 + th * h).powi(3);
+                assert!((y - want).abs() < 1e-13, "θ = {th}: {y} vs {want}");
+            }
         }
     }
 
