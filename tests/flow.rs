@@ -522,3 +522,43 @@ fn a_minimum_at_a_kink_ends_the_flow_instead_of_grinding() {
         assert!((w.last().unwrap().1 - 0.3).abs() < 1e-4, "{w:?}");
     }
 }
+
+/// `flow`'s arguments bind as any call's (`sema::bind`): positional, keyword, in any
+/// order, defaults for the rest; each spelling runs the same flow, and `rtol` reaches it.
+#[test]
+fn flow_arguments_bind_by_position_and_keyword() {
+    let program = |args: &str| {
+        format!(
+            "param w: [2] = [1.0, -2.0]\nloss = 0.5 * sum(w^2) + sum(w^4)\n\
+             train {{\n  optimizer flow({args})\n  time 3\n  record every 1 {{ w }}\n}}\n"
+        )
+    };
+    let counts = |args: &str| {
+        let r = run_text(&program(args), Backend::Jit);
+        assert_eq!(r.status, Status::Finished, "{args}");
+        let f = r.flow.unwrap();
+        let rows: Vec<Vec<Option<u64>>> = r
+            .trajectory
+            .rows
+            .iter()
+            .map(|(_, row)| row.iter().map(|x| x.map(f64::to_bits)).collect())
+            .collect();
+        (
+            f.accepted_steps,
+            f.rejected_steps,
+            f.gradient_evaluations,
+            rows,
+        )
+    };
+    let want = counts("rtol = 1e-3, atol = 1e-7");
+    for args in [
+        "1e-3, 1e-7",
+        "1e-3, atol = 1e-7",
+        "atol = 1e-7, rtol = 1e-3",
+    ] {
+        assert_eq!(counts(args), want, "{args}");
+    }
+    // The defaults (rtol 1e-6, atol 1e-9) are another flow.
+    assert_eq!(counts(""), counts("rtol = 1e-6, atol = 1e-9"));
+    assert_ne!(counts("").2, want.2);
+}
