@@ -633,17 +633,20 @@ pub fn flow_spec(
         return Ok(None);
     };
     let mut l = Lowerer::new(&checked.program, statics);
-    let args = crate::sema::check::flow::FLOW_ARGS;
-    let mut values: Vec<f64> = args.iter().map(|(_, d)| *d).collect();
-    for (i, a) in rule.args.iter().enumerate() {
-        let at = match &a.name {
-            Some(k) => args
-                .iter()
-                .position(|(n, _)| *n == k.name)
-                .ok_or("unknown argument of `flow`")?,
-            None => i,
-        };
-        values[at] = l.known_f64(&a.value)?;
+    // `flow`'s arguments by the checker's binding rule (`sema::bind`), else the defaults.
+    let params = crate::sema::check::flow::FLOW_ARGS;
+    let names: Vec<&str> = params.iter().map(|(n, _)| *n).collect();
+    let args: Vec<&Arg> = rule.args.iter().collect();
+    let (slots, problems) = crate::sema::bind::bind(&names, &args);
+    if !problems.is_empty() {
+        return Err("arguments of `flow` the checker refuses".into());
+    }
+    let mut values = Vec::with_capacity(params.len());
+    for ((_, default), slot) in params.iter().zip(slots) {
+        values.push(match slot {
+            Some(k) => l.known_f64(&args[k].value)?,
+            None => *default,
+        });
     }
     let mut time = 0.0;
     let mut records = Vec::new();

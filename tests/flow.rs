@@ -137,7 +137,32 @@ fn solve(a: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
 
 #[test]
 fn least_squares_follows_the_matrix_exponential() {
-    let rtol = 1e-8;
+    least_squares(1e-8, 1e-12);
+}
+
+/// Loose tolerances (rtol ≥ 1e-3) take Bogacki–Shampine 3(2): still within 10·rtol of the
+/// closed forms, and fewer gradients than Dormand–Prince 5(4) at a tolerance just below.
+#[test]
+fn loose_tolerances_take_the_cheaper_pair() {
+    for rtol in [1e-3, 1e-2] {
+        least_squares(rtol, 1e-6);
+        saxe(rtol, 1e-6);
+    }
+    let evals = |rs: Vec<RunResult>| rs[1].flow.clone().unwrap().gradient_evaluations;
+    let (bs3, dp5) = (
+        evals(least_squares(1e-3, 1e-6)),
+        evals(least_squares(0.99e-3, 1e-6)),
+    );
+    assert!(
+        bs3 < dp5,
+        "least squares: BS3 {bs3} gradients, DOPRI5 {dp5}"
+    );
+    let (bs3, dp5) = (evals(saxe(1e-3, 1e-6)), evals(saxe(0.99e-3, 1e-6)));
+    assert!(bs3 < dp5, "Saxe: BS3 {bs3} gradients, DOPRI5 {dp5}");
+}
+
+/// The least-squares flow at `rtol` against the matrix exponential on both backends.
+fn least_squares(rtol: f64, atol: f64) -> Vec<RunResult> {
     let (n, d) = (12, 3);
     let mut g = Gen(7);
     let x: Vec<Vec<f64>> = (0..n).map(|_| (0..d).map(|_| g.next()).collect()).collect();
@@ -145,7 +170,7 @@ fn least_squares_follows_the_matrix_exponential() {
     let w0: Vec<f64> = (0..d).map(|_| g.next()).collect();
     let text = format!(
         "data X = {}\ndata y = {}\nparam w: [{d}] = {}\nloss = 0.5 * mean((X @ w - y)^2)\n\
-         train {{\n  optimizer flow(rtol = {rtol:?}, atol = 1e-12)\n  time 6\n  \
+         train {{\n  optimizer flow(rtol = {rtol:?}, atol = {atol:?})\n  time 6\n  \
          record every 0.25 {{ w }}\n}}\n",
         matrix_literal(&x),
         literal(&y),
@@ -163,6 +188,7 @@ fn least_squares_follows_the_matrix_exponential() {
         .map(|i| (0..n).map(|k| x[k][i] * y[k]).sum::<f64>() / n as f64)
         .collect();
     let w_star = solve(&a, &xty);
+    let mut out = vec![];
     for backend in BACKENDS {
         let r = run_text(&text, backend);
         assert_eq!(r.status, Status::Finished, "{:?}", r.message);
@@ -184,25 +210,36 @@ fn least_squares_follows_the_matrix_exponential() {
                 );
             }
         }
+        out.push(r);
     }
+    out
 }
 
 #[test]
 fn saxe_modes_follow_their_logistic_curves() {
     // a_i = b_i = √u0: u_i = a_i b_i obeys du/dt = 2u(s − u), so
     // u(t) = s e^{2st} / (e^{2st} − 1 + s/u0).
-    let rtol = 1e-8;
+    saxe(1e-8, 1e-12);
+}
+
+/// Saxe's decoupled modes at `rtol` against their closed form on both backends: within
+/// 10·rtol of each mode's scale, 20·rtol with the 3(2) pair of loose tolerances (measured:
+/// 14·rtol at rtol 1e-3, 9.9·rtol at 1e-2; DOPRI5 at 0.99e-3 2.5·rtol), whose global
+/// error the unstable rise of each mode amplifies more.
+fn saxe(rtol: f64, atol: f64) -> Vec<RunResult> {
+    let bound = if rtol >= 1e-3 { 20.0 } else { 10.0 };
     let s = [5.0, 3.0, 2.0, 1.0, 0.5];
     let u0: f64 = 1e-3;
     let text = format!(
         "data s = {}\nparam a: [5] ~ constant({:?})\nparam b: [5] ~ constant({:?})\n\
-         loss = 0.5 * sum((s - a * b)^2)\ntrain {{\n  optimizer flow(rtol = {rtol:?}, atol = 1e-12)\n  \
+         loss = 0.5 * sum((s - a * b)^2)\ntrain {{\n  optimizer flow(rtol = {rtol:?}, atol = {atol:?})\n  \
          time 12\n  record every 0.1 {{ u = a * b }}\n}}\n",
         literal(&s),
         u0.sqrt(),
         u0.sqrt()
     );
     let u0 = u0.sqrt() * u0.sqrt();
+    let mut out = vec![];
     for backend in BACKENDS {
         let r = run_text(&text, backend);
         assert_eq!(r.status, Status::Finished, "{:?}", r.message);
@@ -216,14 +253,16 @@ fn saxe_modes_follow_their_logistic_curves() {
                 // Within 10·rtol of the mode's scale s: pointwise, the global error of
                 // the fastest mode (s = 5) reaches 13·rtol of u where it rises steepest.
                 assert!(
-                    (u - want).abs() <= 10.0 * rtol * si,
+                    (u - want).abs() <= bound * rtol * si,
                     "{backend:?} mode {si} at t = {t}: {u}, closed form {want}"
                 );
                 rose |= want > 0.5 * si;
             }
             assert!(rose, "mode {si} learned within the run");
         }
+        out.push(r);
     }
+    out
 }
 
 /// A depth-2 linear net `W2 @ W1` fitting M, its balancedness W1 W1ᵀ − W2ᵀ W2 recorded.
@@ -332,7 +371,9 @@ fn gd_approaches_the_flow_at_first_order() {
     }
 }
 
-/// A random smooth or piecewise-smooth loss of two params, as program text.
+/// A random smooth or piecewise-smooth loss of two or three params (some with kinks), as
+/// program text, with a random tolerance, record clauses (`every` and `log`, one of them
+/// perhaps sparse so that many steps fall between rows) and perhaps a `stop when`.
 fn generated(g: &mut Gen) -> String {
     let terms = [
         "sum(tanh(X @ w) * (X @ v))",
@@ -343,6 +384,9 @@ fn generated(g: &mut Gen) -> String {
         "sum(sigmoid(X @ v) * y)",
         "0.5 * sum(v^2) * sum(w^2)",
         "sum(abs(w - 0.3)) * 0.1",
+        "sum((u - 0.5) * (u - 0.5)) * sum(v)",
+        "sum(abs(u)) * 0.05",
+        "0.5 * (sum(X @ w) - sum(u))^2",
     ];
     let n = 2 + g.pick(3);
     let loss: Vec<&str> = (0..n).map(|_| terms[g.pick(terms.len())]).collect();
@@ -350,29 +394,60 @@ fn generated(g: &mut Gen) -> String {
     let y: Vec<f64> = (0..4).map(|_| g.next()).collect();
     let w: Vec<f64> = (0..3).map(|_| g.next()).collect();
     let v: Vec<f64> = (0..3).map(|_| g.next()).collect();
-    let rtol = [1e-4, 1e-6, 1e-8][g.pick(3)];
+    let u: Vec<f64> = (0..2).map(|_| g.next()).collect();
+    let rtol = [1e-3, 1e-4, 1e-6, 1e-8, 1e-10][g.pick(5)];
+    let time = 1 + g.pick(8);
+    let records = [
+        "  record every 0.3 { loss, w, v }\n  record log 7 { gnorm }\n",
+        "  record every 2.5 { loss, u, g = grad(w)[0] }\n",
+        "  record log 4 { loss, w, u }\n",
+    ][g.pick(3)];
+    let stop = [
+        "",
+        "",
+        "  stop when gnorm < 0.05\n",
+        "  stop when loss < 0.1\n",
+    ][g.pick(4)];
     format!(
-        "data X = {}\ndata y = {}\nparam w: [3] = {}\nparam v: [3] = {}\nloss = {} + 0.1 * sum(v^2) + 0.1 * sum(w^2)\n\
-         train {{\n  optimizer flow(rtol = {rtol:?})\n  time {}\n  record every 0.3 {{ loss, w, v }}\n  record log 7 {{ gnorm }}\n}}\n",
+        "data X = {}\ndata y = {}\nparam w: [3] = {}\nparam v: [3] = {}\nparam u: [2] = {}\n\
+         loss = {} + 0.1 * sum(v^2) + 0.1 * sum(w^2) + 0.1 * sum(u^2)\n\
+         train {{\n  optimizer flow(rtol = {rtol:?})\n  time {time}\n{stop}{records}}}\n",
         matrix_literal(&x),
         literal(&y),
         literal(&w),
         literal(&v),
+        literal(&u),
         loss.join(" + "),
-        1 + g.pick(4)
     )
 }
 
+/// The JIT's native flow loop (`jit::flow_loop`) against the interpreter's host loop:
+/// the same rows, bit for bit, and the same counts; the native loop takes most steps.
 #[test]
 fn backends_agree_bit_for_bit_on_generated_flows() {
     let mut g = Gen(2026);
-    let mut finished = 0;
-    for _ in 0..30 {
+    let (mut finished, mut stopped) = (0, 0);
+    let (mut accepted, mut native, mut rejected, mut errors) = (0, 0, 0, 0);
+    for _ in 0..40 {
         let text = generated(&mut g);
         let a = run_text(&text, Backend::Interp);
         let b = run_text(&text, Backend::Jit);
         assert_eq!(a.status, b.status, "{text}");
-        assert_eq!(a.flow, b.flow, "{text}");
+        assert_eq!(a.message, b.message, "{text}");
+        let (fa, fb) = (a.flow.clone().unwrap(), b.flow.clone().unwrap());
+        let counts = |f: &traj::output::FlowCounts| {
+            (
+                f.t.to_bits(),
+                f.accepted_steps,
+                f.rejected_steps,
+                f.gradient_evaluations,
+            )
+        };
+        assert_eq!(counts(&fa), counts(&fb), "{text}");
+        assert_eq!(fa.native_steps, 0, "{text}");
+        accepted += fb.accepted_steps;
+        native += fb.native_steps;
+        rejected += fb.rejected_steps;
         assert_eq!(a.trajectory.columns, b.trajectory.columns);
         assert_eq!(a.trajectory.rows.len(), b.trajectory.rows.len(), "{text}");
         for ((ka, ra), (kb, rb)) in a.trajectory.rows.iter().zip(&b.trajectory.rows) {
@@ -382,11 +457,23 @@ fn backends_agree_bit_for_bit_on_generated_flows() {
             };
             assert_eq!(bits(ra), bits(rb), "{text}");
         }
+        let bits = |p: &[(String, traj::tensor::Tensor)]| -> Vec<u64> {
+            p.iter()
+                .flat_map(|(_, t)| t.to_f64().iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+                .collect()
+        };
+        assert_eq!(bits(&a.params), bits(&b.params), "{text}");
         finished += (a.status == Status::Finished) as usize;
+        stopped += (a.status == Status::Stopped) as usize;
+        errors += (a.status == Status::Error) as usize;
     }
     assert!(
-        finished >= 20,
-        "only {finished} of 30 generated flows finished"
+        finished >= 20 && stopped >= 3 && errors >= 3,
+        "of 40 generated flows {finished} finished, {stopped} stopped, {errors} slid"
+    );
+    assert!(
+        native * 10 > accepted * 9 && rejected >= 20,
+        "the native loop took {native} of {accepted} accepted steps ({rejected} rejected)"
     );
 }
 
@@ -434,4 +521,44 @@ fn a_minimum_at_a_kink_ends_the_flow_instead_of_grinding() {
         }
         assert!((w.last().unwrap().1 - 0.3).abs() < 1e-4, "{w:?}");
     }
+}
+
+/// `flow`'s arguments bind as any call's (`sema::bind`): positional, keyword, in any
+/// order, defaults for the rest; each spelling runs the same flow, and `rtol` reaches it.
+#[test]
+fn flow_arguments_bind_by_position_and_keyword() {
+    let program = |args: &str| {
+        format!(
+            "param w: [2] = [1.0, -2.0]\nloss = 0.5 * sum(w^2) + sum(w^4)\n\
+             train {{\n  optimizer flow({args})\n  time 3\n  record every 1 {{ w }}\n}}\n"
+        )
+    };
+    let counts = |args: &str| {
+        let r = run_text(&program(args), Backend::Jit);
+        assert_eq!(r.status, Status::Finished, "{args}");
+        let f = r.flow.unwrap();
+        let rows: Vec<Vec<Option<u64>>> = r
+            .trajectory
+            .rows
+            .iter()
+            .map(|(_, row)| row.iter().map(|x| x.map(f64::to_bits)).collect())
+            .collect();
+        (
+            f.accepted_steps,
+            f.rejected_steps,
+            f.gradient_evaluations,
+            rows,
+        )
+    };
+    let want = counts("rtol = 1e-3, atol = 1e-7");
+    for args in [
+        "1e-3, 1e-7",
+        "1e-3, atol = 1e-7",
+        "atol = 1e-7, rtol = 1e-3",
+    ] {
+        assert_eq!(counts(args), want, "{args}");
+    }
+    // The defaults (rtol 1e-6, atol 1e-9) are another flow.
+    assert_eq!(counts(""), counts("rtol = 1e-6, atol = 1e-9"));
+    assert_ne!(counts("").2, want.2);
 }

@@ -41,6 +41,7 @@
 //!   by zero, an index out of range) makes `run` return `Err` naming the instruction.
 
 mod emit;
+pub mod flow_loop;
 pub use emit::PARALLEL_LOOP;
 mod host;
 pub mod layout;

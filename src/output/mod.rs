@@ -74,6 +74,10 @@ pub struct FlowCounts {
     pub rejected_steps: u64,
     /// Gradients evaluated: the stages, the initial step's, and those at recorded times.
     pub gradient_evaluations: u64,
+    /// The accepted steps whose stages the JIT's native loop computed (`jit::flow_loop`);
+    /// not in `run.json`.
+    #[serde(skip)]
+    pub native_steps: u64,
 }
 
 /// Where recorded rows go, in step order: [`Trajectory`] keeps them (a REPL session's

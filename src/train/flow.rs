@@ -1,4 +1,5 @@
-//! Gradient flow (`optimizer flow`, LANGUAGE.md 3.10): dθ/dt = −∇L(θ) by Dormand–Prince 5(4).
+//! Gradient flow (`optimizer flow`, LANGUAGE.md 3.10): dθ/dt = −∇L(θ) by Dormand–Prince 5(4)
+//! (Bogacki–Shampine 3(2) from `rtol` 1e-3 on: `jit::flow_loop::pair`).
 //!
 //! The reference algorithm is Hairer's DOPRI5 (Hairer, Nørsett & Wanner, *Solving ODEs I*,
 //! II.4–5): seven stages a step, the last one the first of the next (FSAL: six gradients a
@@ -9,9 +10,12 @@
 //! θ there is the method's 4th-order dense output (the final time is hit by the last step
 //! itself), and the row's loss, gradient and record entries are evaluated at that θ.
 //! Every stage's gradient is [`super::gradient_on`]'s (Clarke subgradients at kinks, as
-//! for `gd`), evaluated by the run's [`Exec`]: compiled with `--backend jit`, on the
-//! interpreter otherwise; all other arithmetic is this file's, so the backends agree bit
-//! for bit.
+//! for `gd`). On the interpreter this file's loop is the whole algorithm (the reference);
+//! with `--backend jit` the ordinary steps run in `jit::flow_loop`'s native loop over the
+//! same [`FlowState`] (the same operations in the same order, the controller's `pow`
+//! `kernels::math::pow` on both sides), which returns here for a step with a record time
+//! inside it, a stop test, the last step, a tie, a non-finite value or a step that ends
+//! the run; so the backends agree bit for bit.
 //!
 //! `--steps N` ends a flow after N accepted steps (status `finished`, at the time reached).
 //!
@@ -24,14 +28,15 @@
 use ndarray::{ArrayD, IxDyn};
 
 use super::{Exec, Gradient, RunOptions, Status, gradient_on, record_inputs, sharpness};
+use crate::jit::flow_loop::{
+    BETA, COLLAPSE, Exit, FlowLoop, FlowState, GROW_MOST, Pair, SAFETY, SHORT, SHRINK_MOST,
+    SLIDING_STEPS, pair,
+};
+use crate::kernels::math::pow;
 use crate::output::FlowCounts;
 use crate::output::Rows;
 use crate::plan::{FlowSpec, Plan, TimeClause};
 use crate::tensor::Tensor;
-
-/// The net sign changes of one entry's derivative over a run of short accepted steps that
-/// make a sliding mode (each change counts 2, each step without one −1).
-pub const SLIDING_STEPS: u32 = 100;
 
 /// The record times of every clause, walked forward once.
 struct Times {
@@ -65,6 +70,14 @@ impl Times {
         (t <= self.end).then_some(t)
     }
 
+    /// The next record time (∞ when none is left).
+    fn peek(&self) -> f64 {
+        (0..self.clauses.len())
+            .filter_map(|c| self.time(self.clauses[c], self.next[c]))
+            .reduce(f64::min)
+            .unwrap_or(f64::INFINITY)
+    }
+
     /// The next record time if it is at most `until`, and which clauses are due then;
     /// those clauses move past it.
     fn take_until(&mut self, until: f64) -> Option<(f64, Vec<bool>)> {
@@ -84,60 +97,6 @@ impl Times {
         Some((t, due))
     }
 }
-
-// Dormand–Prince 5(4): the stages' coefficients (row 7 is the 5th-order solution; the
-// nodes c_i, unused as the flow is autonomous, are in the tests), the error coefficients
-// (5th minus 4th order) and the dense output's.
-const A2: [f64; 1] = [1.0 / 5.0];
-const A3: [f64; 2] = [3.0 / 40.0, 9.0 / 40.0];
-const A4: [f64; 3] = [44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0];
-const A5: [f64; 4] = [
-    19372.0 / 6561.0,
-    -25360.0 / 2187.0,
-    64448.0 / 6561.0,
-    -212.0 / 729.0,
-];
-const A6: [f64; 5] = [
-    9017.0 / 3168.0,
-    -355.0 / 33.0,
-    46732.0 / 5247.0,
-    49.0 / 176.0,
-    -5103.0 / 18656.0,
-];
-const A7: [f64; 6] = [
-    35.0 / 384.0,
-    0.0,
-    500.0 / 1113.0,
-    125.0 / 192.0,
-    -2187.0 / 6784.0,
-    11.0 / 84.0,
-];
-const E: [f64; 7] = [
-    71.0 / 57600.0,
-    0.0,
-    -71.0 / 16695.0,
-    71.0 / 1920.0,
-    -17253.0 / 339200.0,
-    22.0 / 525.0,
-    -1.0 / 40.0,
-];
-const D: [f64; 7] = [
-    -12715105075.0 / 11282082432.0,
-    0.0,
-    87487479700.0 / 32700410799.0,
-    -10690763975.0 / 1880347072.0,
-    701980252875.0 / 199316789632.0,
-    -1453857185.0 / 822651844.0,
-    69997945.0 / 29380423.0,
-];
-
-// The PI controller (Hairer's DOPRI5 defaults).
-const SAFETY: f64 = 0.9;
-const BETA: f64 = 0.04;
-/// The step shrinks at most 1/0.2 = 5× ...
-const SHRINK_MOST: f64 = 5.0;
-/// ... and grows at most 10× a step.
-const GROW_MOST: f64 = 10.0;
 
 /// θ as the plan's params, from the flat vector `y`.
 fn tensors(plan: &Plan, y: &[f64]) -> Result<Vec<Tensor>, String> {
@@ -201,6 +160,7 @@ struct Flow<'a> {
     last: Vec<Option<f64>>,
     last_row: Option<(u64, f64)>,
     message: Option<String>,
+    compile_seconds: f64,
 }
 
 /// A flow's outcome, for [`super::run_with`].
@@ -211,6 +171,8 @@ pub struct Outcome {
     pub last: Vec<Option<f64>>,
     pub last_step: Option<u64>,
     pub message: Option<String>,
+    /// The time spent compiling the native loop (`--backend jit`).
+    pub compile_seconds: f64,
 }
 
 impl Flow<'_> {
@@ -312,7 +274,7 @@ impl Flow<'_> {
         let h1 = if der12 <= 1e-15 {
             (h * 1e-3).max(1e-6)
         } else {
-            (0.01 / der12).powf(1.0 / 5.0)
+            pow(0.01 / der12, pair(self.spec.rtol).root)
         };
         Ok((100.0 * h).min(h1).min(end))
     }
@@ -341,6 +303,7 @@ pub fn integrate(
         last: vec![None; ncols],
         last_row: None,
         message: None,
+        compile_seconds: 0.0,
     };
     let mut y = Vec::new();
     flatten(theta, &mut y);
@@ -359,6 +322,7 @@ pub fn integrate(
         last: fl.last,
         last_step: fl.last_row.map(|(k, _)| k),
         message: fl.message,
+        compile_seconds: fl.compile_seconds,
     })
 }
 
@@ -369,114 +333,168 @@ fn steps(
     y: &mut Vec<f64>,
     options: &RunOptions,
 ) -> Result<Result<Status, String>, String> {
-    let plan = fl.exec.plan;
     let n = y.len();
+    let mut st = FlowState {
+        y: std::mem::take(y),
+        y1: vec![0.0; n],
+        k: vec![vec![0.0; n]; 7],
+        flips: vec![0; n],
+        err_old: 1e-4,
+        ..FlowState::default()
+    };
+    let out = steps_from(fl, &mut st, options);
+    *y = st.y;
+    out
+}
+
+/// The gradient whose negation is `f` and whose loss is `loss`, as a stage computed it.
+fn gradient_from(plan: &Plan, loss: f64, f: &[f64]) -> Result<Gradient, String> {
+    let g: Vec<f64> = f.iter().map(|x| -x).collect();
+    let grads = tensors(plan, &g)?;
+    let gnorm = super::norm(&grads);
+    Ok(Gradient { loss, grads, gnorm })
+}
+
+fn steps_from(
+    fl: &mut Flow,
+    st: &mut FlowState,
+    options: &RunOptions,
+) -> Result<Result<Status, String>, String> {
+    let plan = fl.exec.plan;
+    let n = st.y.len();
     let end = fl.spec.time;
+    let pair: &Pair = pair(fl.spec.rtol);
+    let last_stage = pair.a.len();
     let interrupted = || {
         options
             .interrupt
             .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
     };
-    let mut k: Vec<Vec<f64>> = vec![vec![0.0; n]; 7];
-    let mut g0 = match fl.derivative(y, 1, &mut k[0]) {
+    // The JIT backend's native loop, for the ordinary steps.
+    let compiling = std::time::Instant::now();
+    let mut native = match fl.exec.rows {
+        Some(_) => FlowLoop::compile(plan, fl.seed)?,
+        None => None,
+    };
+    fl.compile_seconds = compiling.elapsed().as_secs_f64();
+    let mut g0 = match fl.derivative(&st.y, 1, &mut st.k[0]) {
         Ok(g) => g,
         Err(e) => return Ok(Err(format!("t = 0: {e}"))),
     };
-    let mut t = 0.0;
-    let mut accepted = 0u64;
-    if !g0.loss.is_finite() || y.iter().any(|x| !x.is_finite()) {
+    if !g0.loss.is_finite() || st.y.iter().any(|x| !x.is_finite()) {
         fl.message = Some("diverged at t = 0: the loss or a param is not finite".into());
         return Ok(Ok(Status::Diverged));
     }
     // Rows at t = 0, then the stop test and the end.
-    if fl.stops(y, &g0, 0)? {
-        fl.row(y, &g0, 0, 0.0, None)?;
+    if fl.stops(&st.y, &g0, 0)? {
+        fl.row(&st.y, &g0, 0, 0.0, None)?;
         return Ok(Ok(Status::Stopped));
     }
     if end == 0.0 || options.steps == Some(0) {
-        fl.row(y, &g0, 0, 0.0, None)?;
+        fl.row(&st.y, &g0, 0, 0.0, None)?;
         return Ok(Ok(Status::Finished));
     }
     if let Some((_, due)) = fl.times.take_until(0.0) {
-        fl.row(y, &g0, 0, 0.0, Some(&due))?;
+        fl.row(&st.y, &g0, 0, 0.0, Some(&due))?;
     }
-    let mut h = match fl.initial_step(y, &k[0].clone()) {
+    st.h = match fl.initial_step(&st.y, &st.k[0].clone()) {
         Ok(h) => h,
         Err(e) => return Ok(Err(format!("t = 0: {e}"))),
     };
-    let mut err_old: f64 = 1e-4;
-    let mut after_reject = false;
-    let mut flips = vec![0u32; n];
-    // The same count for rejected short steps (+2 each), blaming the entry of the
-    // largest error.
-    let mut rejections = 0u32;
-    let mut y1 = vec![0.0; n];
     let mut ys = vec![0.0; n];
-    let mut g7;
     loop {
         if interrupted() {
-            fl.row(y, &g0, accepted, t, None)?;
+            fl.row(&st.y, &g0, st.accepted, st.t, None)?;
             fl.message = Some(format!(
                 "interrupted at t = {}",
-                crate::output::format_float(t)
+                crate::output::format_float(st.t)
             ));
             return Ok(Ok(Status::Interrupted));
         }
-        let last = t + 1.01 * h >= end;
-        if last {
-            h = end - t;
-        }
-        // Stages 2..6, then the 5th-order solution y1 and its derivative (stage 7).
-        let step = accepted + 1;
-        let rows: [&[f64]; 5] = [&A2, &A3, &A4, &A5, &A6];
-        let mut failed = None;
-        for (s, a) in rows.iter().enumerate() {
-            stage(y, h, a, &k, &mut ys);
-            match fl.derivative(&ys, step, &mut k[s + 1]) {
-                Ok(_) => {}
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
+        // The native loop takes the ordinary steps and returns at the first other one.
+        let mut from_native = None;
+        if let Some(nl) = native.as_mut() {
+            let before = st.accepted;
+            let exit = nl.run(
+                st,
+                &mut fl.counts,
+                fl.times.peek(),
+                options.steps,
+                options.interrupt,
+            );
+            fl.counts.native_steps += st.accepted - before;
+            if st.accepted != before {
+                g0 = gradient_from(plan, nl.loss_at_y(), &st.k[0])?;
+            }
+            match exit {
+                Exit::Interrupted => continue,
+                Exit::Fallback => {}
+                Exit::Accepted { err, loss } => from_native = Some((err, loss)),
             }
         }
-        if let Some(e) = failed {
-            return Ok(Err(format!("t = {}: {e}", crate::output::format_float(t))));
-        }
-        stage(y, h, &A7, &k, &mut y1);
-        g7 = match fl.derivative(&y1, step, &mut k[6]) {
-            Ok(g) => g,
-            Err(e) => {
-                return Ok(Err(format!(
-                    "t = {}: {e}",
-                    crate::output::format_float(t + h)
-                )));
+        let step = st.accepted + 1;
+        let (err, g7, last, errs) = match from_native {
+            Some((err, loss)) => {
+                fl.counts.gradient_evaluations += last_stage as u64;
+                fl.counts.native_steps += 1;
+                (
+                    err,
+                    gradient_from(plan, loss, &st.k[last_stage])?,
+                    false,
+                    vec![],
+                )
+            }
+            None => {
+                let last = st.t + 1.01 * st.h >= end;
+                if last {
+                    st.h = end - st.t;
+                }
+                let (t, h) = (st.t, st.h);
+                // Stages 2..6, then the 5th-order solution y1 and its derivative (stage 7).
+                for (s, a) in pair.a[..last_stage - 1].iter().enumerate() {
+                    stage(&st.y, h, a, &st.k, &mut ys);
+                    if let Err(e) = fl.derivative(&ys, step, &mut st.k[s + 1]) {
+                        return Ok(Err(format!("t = {}: {e}", crate::output::format_float(t))));
+                    }
+                }
+                stage(&st.y, h, pair.a[last_stage - 1], &st.k, &mut st.y1);
+                let g7 = match fl.derivative(&st.y1, step, &mut st.k[last_stage]) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        return Ok(Err(format!(
+                            "t = {}: {e}",
+                            crate::output::format_float(t + h)
+                        )));
+                    }
+                };
+                let sk = fl.scale(&st.y, &st.y1);
+                let errs: Vec<f64> = (0..n)
+                    .map(|i| {
+                        let mut s = 0.0;
+                        for (j, e) in pair.e.iter().enumerate() {
+                            s += e * st.k[j][i];
+                        }
+                        h * s / sk[i]
+                    })
+                    .collect();
+                (rms(errs.iter().copied(), n), g7, last, errs)
             }
         };
-        let sk = fl.scale(y, &y1);
-        let errs: Vec<f64> = (0..n)
-            .map(|i| {
-                let mut s = 0.0;
-                for (j, e) in E.iter().enumerate() {
-                    s += e * k[j][i];
-                }
-                h * s / sk[i]
-            })
-            .collect();
-        let err = rms(errs.iter().copied(), n);
+        let (t, h) = (st.t, st.h);
         let t_new = if last { end } else { t + h };
-        let finite = err.is_finite() && g7.loss.is_finite() && y1.iter().all(|x| x.is_finite());
+        let finite = err.is_finite() && g7.loss.is_finite() && st.y1.iter().all(|x| x.is_finite());
         if finite && err <= 1.0 {
-            accepted += 1;
+            st.accepted += 1;
+            let accepted = st.accepted;
             fl.counts.accepted_steps = accepted;
             // Rows at record times inside the step, by the dense output.
             while let Some((tr, due)) = fl.times.take_until(t_new) {
                 if tr == t_new {
-                    fl.row(&y1, &g7, accepted, tr, Some(&due))?;
+                    fl.row(&st.y1, &g7, accepted, tr, Some(&due))?;
                     continue;
                 }
                 let th = (tr - t) / h;
-                let yr = dense(y, &y1, &k, h, th);
+                let yr = dense(pair, &st.y, &st.y1, &st.k, h, th);
                 let mut fr = Vec::new();
                 let gr = match fl.derivative(&yr, accepted + 1, &mut fr) {
                     Ok(g) => g,
@@ -488,15 +506,15 @@ fn steps(
             }
             // Sliding: over a run of short steps, an entry's derivative keeps changing
             // sign (+2 a step across which it does, −1 a step across which it does not).
-            let short = h < 1e-4 * end;
+            let short = h < SHORT * end;
             let mut slider = None;
-            rejections = if short {
-                rejections.saturating_sub(1)
+            st.rejections = if short {
+                st.rejections.saturating_sub(1)
             } else {
                 0
             };
-            for (i, c) in flips.iter_mut().enumerate() {
-                *c = match (short, k[0][i] * k[6][i] < 0.0) {
+            for (i, c) in st.flips.iter_mut().enumerate() {
+                *c = match (short, st.k[0][i] * st.k[last_stage][i] < 0.0) {
                     (false, _) => 0,
                     (true, true) => *c + 2,
                     (true, false) => c.saturating_sub(1),
@@ -505,50 +523,50 @@ fn steps(
                     slider = Some(i);
                 }
             }
-            t = t_new;
-            std::mem::swap(y, &mut y1);
-            k.swap(0, 6);
+            st.t = t_new;
+            std::mem::swap(&mut st.y, &mut st.y1);
+            st.k.swap(0, last_stage);
             g0 = g7;
-            fl.counts.t = t;
-            if fl.stops(y, &g0, accepted)? {
-                fl.row(y, &g0, accepted, t, None)?;
+            fl.counts.t = st.t;
+            if fl.stops(&st.y, &g0, accepted)? {
+                fl.row(&st.y, &g0, accepted, st.t, None)?;
                 return Ok(Ok(Status::Stopped));
             }
             if last || options.steps.is_some_and(|most| accepted >= most) {
-                fl.row(y, &g0, accepted, t, None)?;
+                fl.row(&st.y, &g0, accepted, st.t, None)?;
                 return Ok(Ok(Status::Finished));
             }
             if let Some(i) = slider {
                 let p = param_of(plan, i);
-                fl.row(y, &g0, accepted, t, None)?;
+                fl.row(&st.y, &g0, accepted, st.t, None)?;
                 return Ok(Err(format!(
                     "the flow slides along a kink at t = {}: across most of its last steps (the last {} long) the derivative of param `{p}` changed sign; a gradient flow cannot follow a sliding mode",
-                    crate::output::format_float(t),
+                    crate::output::format_float(st.t),
                     crate::output::format_float(h),
                 )));
             }
             // The PI controller.
-            let fac11 = err.powf(0.2 - BETA * 0.75);
-            let fac = (fac11 / err_old.powf(BETA) / SAFETY).clamp(1.0 / GROW_MOST, SHRINK_MOST);
+            let fac11 = pow(err, pair.expo);
+            let fac = (fac11 / pow(st.err_old, BETA) / SAFETY).clamp(1.0 / GROW_MOST, SHRINK_MOST);
             let mut h_new = h / fac;
-            if after_reject {
+            if st.after_reject {
                 h_new = h_new.min(h);
             }
-            after_reject = false;
-            err_old = err.max(1e-4);
-            h = h_new;
+            st.after_reject = false;
+            st.err_old = err.max(1e-4);
+            st.h = h_new;
         } else {
             fl.counts.rejected_steps += 1;
-            after_reject = true;
-            let worst = (0..n)
+            st.after_reject = true;
+            let worst = (0..errs.len())
                 .filter(|i| errs[*i].is_finite())
                 .max_by(|a, b| errs[*a].abs().total_cmp(&errs[*b].abs()))
                 .unwrap_or(0);
-            if h < 1e-4 * end {
-                rejections += 2;
-                if rejections >= 2 * SLIDING_STEPS {
+            if h < SHORT * end {
+                st.rejections += 2;
+                if st.rejections >= 2 * SLIDING_STEPS {
                     let p = param_of(plan, worst);
-                    fl.row(y, &g0, accepted, t, None)?;
+                    fl.row(&st.y, &g0, st.accepted, t, None)?;
                     return Ok(Err(format!(
                         "the flow slides along a kink at t = {}: most of its last steps (the last tried {} long) were rejected, the error largest in param `{p}`; a gradient flow cannot follow a sliding mode",
                         crate::output::format_float(t),
@@ -556,15 +574,15 @@ fn steps(
                     )));
                 }
             }
-            h = if err.is_finite() {
-                let fac11 = err.powf(0.2 - BETA * 0.75);
+            st.h = if err.is_finite() {
+                let fac11 = pow(err, pair.expo);
                 h / SHRINK_MOST.min(fac11 / SAFETY)
             } else {
                 h / SHRINK_MOST
             };
-            if h < 1e-12 * end || t + h == t {
+            if st.h < COLLAPSE * end || t + st.h == t {
                 let p = param_of(plan, worst);
-                fl.row(y, &g0, accepted, t, None)?;
+                fl.row(&st.y, &g0, st.accepted, t, None)?;
                 if !finite {
                     fl.message = Some(format!(
                         "diverged at t = {}: the flow is not finite after any step (param `{p}`)",
@@ -574,7 +592,7 @@ fn steps(
                 }
                 return Ok(Err(format!(
                     "the step size collapsed to {} at t = {}: the error of param `{p}` stays above the tolerance (a kink of the loss?)",
-                    crate::output::format_float(h),
+                    crate::output::format_float(st.h),
                     crate::output::format_float(t)
                 )));
             }
@@ -582,21 +600,28 @@ fn steps(
     }
 }
 
-/// θ at `t + th·h` inside an accepted step from `y` to `y1` (stages `k`, `k[6]` = f(y1)):
-/// the 4th-order dense output of DOPRI5.
-fn dense(y: &[f64], y1: &[f64], k: &[Vec<f64>], h: f64, th: f64) -> Vec<f64> {
+/// θ at `t + th·h` inside an accepted step from `y` to `y1` (stages `k`, the last one
+/// f(y1)): DOPRI5's 4th-order dense output, or (a pair without one) the cubic Hermite
+/// interpolant of y, y1 and their derivatives, which is the same formula without `r5`.
+fn dense(pair: &Pair, y: &[f64], y1: &[f64], k: &[Vec<f64>], h: f64, th: f64) -> Vec<f64> {
     let th1 = 1.0 - th;
+    let last = pair.a.len();
     (0..y.len())
         .map(|i| {
             let ydiff = y1[i] - y[i];
             let bspl = h * k[0][i] - ydiff;
-            let r4 = ydiff - h * k[6][i] - bspl;
-            let mut s = 0.0;
-            for (j, d) in D.iter().enumerate() {
-                s += d * k[j][i];
+            let r4 = ydiff - h * k[last][i] - bspl;
+            match pair.dense {
+                Some(d) => {
+                    let mut s = 0.0;
+                    for (j, d) in d.iter().enumerate() {
+                        s += d * k[j][i];
+                    }
+                    let r5 = h * s;
+                    y[i] + th * (ydiff + th1 * (bspl + th * (r4 + th1 * r5)))
+                }
+                None => y[i] + th * (ydiff + th1 * (bspl + th * r4)),
             }
-            let r5 = h * s;
-            y[i] + th * (ydiff + th1 * (bspl + th * (r4 + th1 * r5)))
         })
         .collect()
 }
@@ -612,44 +637,71 @@ pub fn columns(plan: &Plan) -> Vec<String> {
 mod tests {
     use super::*;
 
-    /// The nodes c_2..c_7.
-    const C: [f64; 6] = [1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0, 1.0, 1.0];
+    use crate::jit::flow_loop::{BS3, DOPRI5};
+
+    /// Each pair with its nodes c_1 = 0, c_2, ..., c_s and order.
+    fn pairs() -> [(&'static Pair, Vec<f64>, i32); 2] {
+        [
+            (
+                &DOPRI5,
+                vec![0.0, 1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0, 1.0, 1.0],
+                5,
+            ),
+            (&BS3, vec![0.0, 1.0 / 2.0, 3.0 / 4.0, 1.0], 3),
+        ]
+    }
 
     #[test]
     fn tableau_rows_sum_to_their_nodes_and_orders_hold() {
-        let rows: [&[f64]; 6] = [&A2, &A3, &A4, &A5, &A6, &A7];
-        for (r, c) in rows.iter().zip(C) {
-            assert!((r.iter().sum::<f64>() - c).abs() < 1e-15, "{r:?}");
-        }
-        // The error coefficients are b − b̂ of two solutions of order ≥ 1: they sum to 0.
-        assert!(E.iter().sum::<f64>().abs() < 1e-16);
-        // 5th order: Σ b_i c_i^(q−1) = 1/q for q ≤ 5 (c_1 = 0).
-        let c: Vec<f64> = std::iter::once(0.0).chain(C).collect();
-        for q in 1..=5 {
-            let s: f64 = A7.iter().zip(&c).map(|(b, c)| b * c.powi(q - 1)).sum();
-            assert!(
-                (s - 1.0 / q as f64).abs() < 1e-14,
-                "order condition {q}: {s}"
-            );
+        for (pair, c, order) in pairs() {
+            assert_eq!(pair.stages(), c.len());
+            assert_eq!(pair.e.len(), c.len());
+            for (r, c) in pair.a.iter().zip(&c[1..]) {
+                assert!((r.iter().sum::<f64>() - c).abs() < 1e-15, "{r:?}");
+            }
+            // The error coefficients are b − b̂ of two solutions of order ≥ 1: they sum
+            // to 0.
+            assert!(pair.e.iter().sum::<f64>().abs() < 1e-16, "{}", pair.name);
+            // Order p: Σ b_i c_i^(q−1) = 1/q for q ≤ p.
+            let b = pair.a[pair.a.len() - 1];
+            for q in 1..=order {
+                let s: f64 = b.iter().zip(&c).map(|(b, c)| b * c.powi(q - 1)).sum();
+                assert!(
+                    (s - 1.0 / q as f64).abs() < 1e-14,
+                    "{}: order condition {q}: {s}",
+                    pair.name
+                );
+            }
+            // The embedded solution b̂ = b − e has order one less, not more.
+            let bh: Vec<f64> = b
+                .iter()
+                .chain([&0.0])
+                .zip(pair.e)
+                .map(|(b, e)| b - e)
+                .collect();
+            let s: f64 = bh.iter().zip(&c).map(|(b, c)| b * c.powi(order - 1)).sum();
+            assert!((s - 1.0 / order as f64).abs() > 1e-6, "{}", pair.name);
         }
     }
 
     #[test]
     fn dense_output_hits_both_ends_and_is_exact_on_cubics() {
-        // y' = 3t² from t = 1, h = 0.5: stages at t + c_i h; y(t) = t³.
-        let (t0, h) = (1.0, 0.5);
-        let c: Vec<f64> = std::iter::once(0.0).chain(C).collect();
-        let k: Vec<Vec<f64>> = c
-            .iter()
-            .map(|ci| vec![3.0 * (t0 + ci * h).powi(2)])
-            .collect();
-        let mut y1 = [0.0];
-        stage(&[1.0], h, &A7, &k, &mut y1);
-        assert!((y1[0] - 1.5f64.powi(3)).abs() < 1e-14);
-        for th in [0.0, 0.1, 0.37, 0.5, 0.9, 1.0] {
-            let y = dense(&[1.0], &y1, &k, h, th)[0];
-            let want = (t0 + th * h).powi(3);
-            assert!((y - want).abs() < 1e-13, "θ = {th}: {y} vs {want}");
+        for (pair, c, _) in pairs() {
+            // y' = 3t² from t = 1, h = 0.5: stages at t + c_i h; y(t) = t³.
+            let (t0, h) = (1.0, 0.5);
+            let mut k: Vec<Vec<f64>> = c
+                .iter()
+                .map(|ci| vec![3.0 * (t0 + ci * h).powi(2)])
+                .collect();
+            k.resize(7, vec![0.0]);
+            let mut y1 = [0.0];
+            stage(&[1.0], h, pair.a[pair.a.len() - 1], &k, &mut y1);
+            assert!((y1[0] - 1.5f64.powi(3)).abs() < 1e-14, "{}", pair.name);
+            for th in [0.0, 0.1, 0.37, 0.5, 0.9, 1.0] {
+                let y = dense(pair, &[1.0], &y1, &k, h, th)[0];
+                let want = (t0 + th * h).powi(3);
+                assert!((y - want).abs() < 1e-13, "θ = {th}: {y} vs {want}");
+            }
         }
     }
 

@@ -622,6 +622,7 @@ fn run_flow(
     let columns = flow::columns(plan);
     rows.start(&columns)?;
     let out = flow::integrate(exec, sources, &theta, seed, options, rows)?;
+    let run_seconds = t1.elapsed().as_secs_f64() - out.compile_seconds;
     Ok(RunResult {
         status: out.status,
         steps: out.counts.accepted_steps,
@@ -644,8 +645,8 @@ fn run_flow(
         message: out.message,
         error: None,
         seed,
-        compile_seconds,
-        run_seconds: t1.elapsed().as_secs_f64(),
+        compile_seconds: compile_seconds + out.compile_seconds,
+        run_seconds,
         flow: Some(out.counts),
     })
 }
