@@ -132,6 +132,11 @@ impl<'p> Exec<'p> {
         Exec { plan, rows: None }
     }
 
+    /// Whether the row functions are compiled (the JIT backend).
+    pub fn is_compiled(&self) -> bool {
+        self.rows.is_some()
+    }
+
     /// Evaluates `f`, a function of the plan, on the interpreter.
     pub fn eval(&self, f: &Func, inputs: &[Tensor], seed: u64) -> Result<Vec<Tensor>, RunError> {
         eval(f, inputs, seed)

@@ -372,9 +372,10 @@ fn steps_from(
     };
     // The JIT backend's native loop, for the ordinary steps.
     let compiling = std::time::Instant::now();
-    let mut native = match fl.exec.rows {
-        Some(_) => FlowLoop::compile(plan, fl.seed)?,
-        None => None,
+    let mut native = if fl.exec.is_compiled() {
+        FlowLoop::compile(plan, fl.seed)?
+    } else {
+        None
     };
     fl.compile_seconds = compiling.elapsed().as_secs_f64();
     let mut g0 = match fl.derivative(&st.y, 1, &mut st.k[0]) {
