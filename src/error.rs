@@ -28,6 +28,12 @@ impl RunError {
         self
     }
 
+    /// The error with `context` (e.g. `t = 1.5: `) before its message.
+    pub fn prefixed(mut self, context: &str) -> RunError {
+        self.message.insert_str(0, context);
+        self
+    }
+
     pub fn at_step(mut self, step: u64) -> RunError {
         self.step = Some(step);
         self
@@ -106,26 +112,5 @@ impl From<String> for RunError {
 impl From<&str> for RunError {
     fn from(message: &str) -> RunError {
         RunError::new(message)
-    }
-}
-
-impl From<RunError> for String {
-    /// The error as text for callers still on `String` (`train::flow`): its first span as
-    /// `bytes A..B of file F`, which `train::locate` turns into `FILE:LINE:COL`.
-    fn from(e: RunError) -> String {
-        match e.spans.first() {
-            Some((span, label)) => {
-                let label = if label.is_empty() {
-                    String::new()
-                } else {
-                    format!("{label}, ")
-                };
-                format!(
-                    "{e} ({label}bytes {}..{} of file {})",
-                    span.start, span.end, span.file
-                )
-            }
-            None => e.to_string(),
-        }
     }
 }

@@ -2,7 +2,8 @@
 //! backends: linear least squares (a matrix exponential), Saxe's decoupled modes,
 //! conserved balancedness of a depth-2 linear net (which GD breaks), GD approaching the
 //! flow at first order as lr → 0; the backends bit for bit on generated programs; a
-//! sliding mode at a kink ending with status `error` and its rows kept.
+//! sliding mode at a kink ending with status `error` and its rows kept; an error at an op
+//! keeping its span.
 
 mod common;
 
@@ -561,4 +562,51 @@ fn flow_arguments_bind_by_position_and_keyword() {
     // The defaults (rtol 1e-6, atol 1e-9) are another flow.
     assert_eq!(counts(""), counts("rtol = 1e-6, atol = 1e-9"));
     assert_ne!(counts("").2, want.2);
+}
+
+#[test]
+fn an_error_at_an_op_keeps_its_span_on_both_backends_and_the_binary_renders_it() {
+    // sqrt at 0 has no Clarke subgradient: the first gradient fails at `sqrt(w)`.
+    let text = "param w: [2] = [0.0, 2.0]\nloss = sum(sqrt(w)) + 0.5 * sum(w * w)\n\
+                train {\n  optimizer flow\n  time 1\n  record every 0.5 { loss }\n}\n";
+    let sqrt_at = text.find("sqrt(w)").unwrap() as u32;
+    for backend in BACKENDS {
+        let r = run_text(text, backend);
+        assert_eq!(r.status, Status::Error, "{backend:?}");
+        let e = r.error.clone().expect("the error, typed");
+        assert!(
+            e.message.starts_with("t = 0: the gradient is not finite"),
+            "{e:?}"
+        );
+        let (span, label) = e.spans.first().expect("a span");
+        assert_eq!(
+            (span.start, span.end),
+            (sqrt_at, sqrt_at + 7),
+            "{backend:?}"
+        );
+        assert_eq!(label, "`sqrt` at 0");
+        let m = r.message.clone().unwrap_or_default();
+        assert!(
+            m.contains("(`sqrt` at 0, ") && m.ends_with("inline.traj:2:12)"),
+            "{m}"
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("traj-flow-span-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("p.traj");
+    std::fs::write(&file, text).unwrap();
+    let out = common::traj(&[
+        "run",
+        common::s(&file),
+        "--out",
+        common::s(&dir.join("run")),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        stderr.contains("[E0901] Error: t = 0: the gradient is not finite"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("p.traj:2:12 ]"), "{stderr}");
+    assert!(stderr.contains("`sqrt` at 0"), "{stderr}");
 }

@@ -257,7 +257,7 @@ fn distribution(
     if !problems.is_empty() {
         return Err("arguments the checker refuses".into());
     }
-    let arg = |l: &mut Lowerer, k: &str, default: f64| -> Result<usize, String> {
+    let arg = |l: &mut Lowerer, k: &str, default: f64| -> Result<usize, RunError> {
         match bound.get(k) {
             Some(e) => {
                 let v = l.expr(e)?;

@@ -28,6 +28,7 @@
 use ndarray::{ArrayD, IxDyn};
 
 use super::{Exec, Gradient, RunOptions, Status, gradient_on, record_inputs, sharpness};
+use crate::error::RunError;
 use crate::jit::flow_loop::{
     BETA, COLLAPSE, Exit, FlowLoop, FlowState, GROW_MOST, Pair, SAFETY, SHORT, SHRINK_MOST,
     SLIDING_STEPS, pair,
@@ -171,13 +172,15 @@ pub struct Outcome {
     pub last: Vec<Option<f64>>,
     pub last_step: Option<u64>,
     pub message: Option<String>,
+    /// The error that ended the run (status `error`), with its spans.
+    pub error: Option<RunError>,
     /// The time spent compiling the native loop (`--backend jit`).
     pub compile_seconds: f64,
 }
 
 impl Flow<'_> {
     /// The loss and gradient at `y` (draws of step `step`), and f = −∇L flattened.
-    fn derivative(&mut self, y: &[f64], step: u64, f: &mut Vec<f64>) -> Result<Gradient, String> {
+    fn derivative(&mut self, y: &[f64], step: u64, f: &mut Vec<f64>) -> Result<Gradient, RunError> {
         self.counts.gradient_evaluations += 1;
         let g = gradient_on(self.exec, &tensors(self.exec.plan, y)?, step, self.seed)?;
         flatten(&g.grads, f);
@@ -196,7 +199,7 @@ impl Flow<'_> {
         k: u64,
         t: f64,
         due: Option<&[bool]>,
-    ) -> Result<(), String> {
+    ) -> Result<(), RunError> {
         if self.last_row == Some((k, t)) {
             return Ok(());
         }
@@ -222,11 +225,11 @@ impl Flow<'_> {
         }
         self.last_row = Some((k, t));
         self.rows.push_timed(k, row)?;
-        self.rows.tick()
+        Ok(self.rows.tick()?)
     }
 
     /// Whether `stop when` holds at `y` with gradient `g` after `k` accepted steps.
-    fn stops(&self, y: &[f64], g: &Gradient, k: u64) -> Result<bool, String> {
+    fn stops(&self, y: &[f64], g: &Gradient, k: u64) -> Result<bool, RunError> {
         let plan = self.exec.plan;
         if plan.stop.is_none() {
             return Ok(false);
@@ -247,7 +250,7 @@ impl Flow<'_> {
     }
 
     /// Hairer's initial step from θ0 = `y` and f0 (one more gradient).
-    fn initial_step(&mut self, y: &[f64], f0: &[f64]) -> Result<f64, String> {
+    fn initial_step(&mut self, y: &[f64], f0: &[f64]) -> Result<f64, RunError> {
         let n = y.len();
         let sk = self.scale(y, y);
         let dnf: f64 = f0.iter().zip(&sk).map(|(f, s)| (f / s) * (f / s)).sum();
@@ -289,7 +292,7 @@ pub fn integrate(
     seed: u64,
     options: &RunOptions,
     rows: &mut dyn Rows,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, RunError> {
     let plan = exec.plan;
     let spec = plan.flow.clone().ok_or("internal error: not a flow")?;
     let ncols = columns(plan).len();
@@ -308,11 +311,11 @@ pub fn integrate(
     let mut y = Vec::new();
     flatten(theta, &mut y);
     let status = steps(&mut fl, &mut y, options)?;
-    let status = match status {
-        Ok(s) => s,
+    let (status, error) = match status {
+        Ok(s) => (s, None),
         Err(e) => {
-            fl.message = Some(super::locate(&e, sources));
-            Status::Error
+            fl.message = Some(e.located(sources));
+            (Status::Error, Some(e))
         }
     };
     Ok(Outcome {
@@ -322,6 +325,7 @@ pub fn integrate(
         last: fl.last,
         last_step: fl.last_row.map(|(k, _)| k),
         message: fl.message,
+        error,
         compile_seconds: fl.compile_seconds,
     })
 }
@@ -332,7 +336,7 @@ fn steps(
     fl: &mut Flow,
     y: &mut Vec<f64>,
     options: &RunOptions,
-) -> Result<Result<Status, String>, String> {
+) -> Result<Result<Status, RunError>, RunError> {
     let n = y.len();
     let mut st = FlowState {
         y: std::mem::take(y),
@@ -348,7 +352,7 @@ fn steps(
 }
 
 /// The gradient whose negation is `f` and whose loss is `loss`, as a stage computed it.
-fn gradient_from(plan: &Plan, loss: f64, f: &[f64]) -> Result<Gradient, String> {
+fn gradient_from(plan: &Plan, loss: f64, f: &[f64]) -> Result<Gradient, RunError> {
     let g: Vec<f64> = f.iter().map(|x| -x).collect();
     let grads = tensors(plan, &g)?;
     let gnorm = super::norm(&grads);
@@ -359,7 +363,7 @@ fn steps_from(
     fl: &mut Flow,
     st: &mut FlowState,
     options: &RunOptions,
-) -> Result<Result<Status, String>, String> {
+) -> Result<Result<Status, RunError>, RunError> {
     let plan = fl.exec.plan;
     let n = st.y.len();
     let end = fl.spec.time;
@@ -380,7 +384,7 @@ fn steps_from(
     fl.compile_seconds = compiling.elapsed().as_secs_f64();
     let mut g0 = match fl.derivative(&st.y, 1, &mut st.k[0]) {
         Ok(g) => g,
-        Err(e) => return Ok(Err(format!("t = 0: {e}"))),
+        Err(e) => return Ok(Err(e.prefixed("t = 0: "))),
     };
     if !g0.loss.is_finite() || st.y.iter().any(|x| !x.is_finite()) {
         fl.message = Some("diverged at t = 0: the loss or a param is not finite".into());
@@ -400,7 +404,7 @@ fn steps_from(
     }
     st.h = match fl.initial_step(&st.y, &st.k[0].clone()) {
         Ok(h) => h,
-        Err(e) => return Ok(Err(format!("t = 0: {e}"))),
+        Err(e) => return Ok(Err(e.prefixed("t = 0: "))),
     };
     let mut ys = vec![0.0; n];
     loop {
@@ -455,17 +459,19 @@ fn steps_from(
                 for (s, a) in pair.a[..last_stage - 1].iter().enumerate() {
                     stage(&st.y, h, a, &st.k, &mut ys);
                     if let Err(e) = fl.derivative(&ys, step, &mut st.k[s + 1]) {
-                        return Ok(Err(format!("t = {}: {e}", crate::output::format_float(t))));
+                        return Ok(Err(
+                            e.prefixed(&format!("t = {}: ", crate::output::format_float(t)))
+                        ));
                     }
                 }
                 stage(&st.y, h, pair.a[last_stage - 1], &st.k, &mut st.y1);
                 let g7 = match fl.derivative(&st.y1, step, &mut st.k[last_stage]) {
                     Ok(g) => g,
                     Err(e) => {
-                        return Ok(Err(format!(
-                            "t = {}: {e}",
+                        return Ok(Err(e.prefixed(&format!(
+                            "t = {}: ",
                             crate::output::format_float(t + h)
-                        )));
+                        ))));
                     }
                 };
                 let sk = fl.scale(&st.y, &st.y1);
@@ -500,7 +506,9 @@ fn steps_from(
                 let gr = match fl.derivative(&yr, accepted + 1, &mut fr) {
                     Ok(g) => g,
                     Err(e) => {
-                        return Ok(Err(format!("t = {}: {e}", crate::output::format_float(tr))));
+                        return Ok(Err(
+                            e.prefixed(&format!("t = {}: ", crate::output::format_float(tr)))
+                        ));
                     }
                 };
                 fl.row(&yr, &gr, accepted, tr, Some(&due))?;
@@ -540,11 +548,11 @@ fn steps_from(
             if let Some(i) = slider {
                 let p = param_of(plan, i);
                 fl.row(&st.y, &g0, accepted, st.t, None)?;
-                return Ok(Err(format!(
+                return Ok(Err(RunError::new(format!(
                     "the flow slides along a kink at t = {}: across most of its last steps (the last {} long) the derivative of param `{p}` changed sign; a gradient flow cannot follow a sliding mode",
                     crate::output::format_float(st.t),
                     crate::output::format_float(h),
-                )));
+                ))));
             }
             // The PI controller.
             let fac11 = pow(err, pair.expo);
@@ -568,11 +576,11 @@ fn steps_from(
                 if st.rejections >= 2 * SLIDING_STEPS {
                     let p = param_of(plan, worst);
                     fl.row(&st.y, &g0, st.accepted, t, None)?;
-                    return Ok(Err(format!(
+                    return Ok(Err(RunError::new(format!(
                         "the flow slides along a kink at t = {}: most of its last steps (the last tried {} long) were rejected, the error largest in param `{p}`; a gradient flow cannot follow a sliding mode",
                         crate::output::format_float(t),
                         crate::output::format_float(h),
-                    )));
+                    ))));
                 }
             }
             st.h = if err.is_finite() {
@@ -591,11 +599,11 @@ fn steps_from(
                     ));
                     return Ok(Ok(Status::Diverged));
                 }
-                return Ok(Err(format!(
+                return Ok(Err(RunError::new(format!(
                     "the step size collapsed to {} at t = {}: the error of param `{p}` stays above the tolerance (a kink of the loss?)",
                     crate::output::format_float(st.h),
                     crate::output::format_float(t)
-                )));
+                ))));
             }
         }
     }

@@ -234,46 +234,6 @@ fn singular_op(
     })
 }
 
-/// Rewrites `bytes A..B of file F` in a message as `FILE:LINE:COL`: for `flow`, whose
-/// errors are still text (`RunError`'s `From` for `String` writes its span so).
-pub fn locate(message: &str, sources: &SourceMap) -> String {
-    let Some(i) = message.find("bytes ") else {
-        return message.to_string();
-    };
-    let rest = &message[i + 6..];
-    let parse = || -> Option<(u32, u32, u32, usize)> {
-        let (range, tail) = rest.split_once(" of file ")?;
-        let (a, b) = range.split_once("..")?;
-        let end = tail
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(tail.len());
-        let file: u32 = tail[..end].parse().ok()?;
-        Some((
-            a.parse().ok()?,
-            b.parse().ok()?,
-            file,
-            i + 6 + range.len() + 9 + end,
-        ))
-    };
-    match parse() {
-        Some((a, b, file, stop)) if (file as usize) < sources.files.len() => {
-            let span = crate::diag::Span {
-                file,
-                start: a,
-                end: b,
-            };
-            let (l, c) = sources.line_col(span);
-            format!(
-                "{}{}:{l}:{c}{}",
-                &message[..i],
-                sources.file(file).name,
-                &message[stop..]
-            )
-        }
-        _ => message.to_string(),
-    }
-}
-
 /// Static values and the plan of a checked program (`pipeline::prepare`), with the run's
 /// `--steps` and `--time`.
 pub fn prepare(
@@ -643,7 +603,7 @@ fn run_flow(
             .zip(out.theta)
             .collect(),
         message: out.message,
-        error: None,
+        error: out.error,
         seed,
         compile_seconds: compile_seconds + out.compile_seconds,
         run_seconds,
@@ -994,6 +954,8 @@ fn sharpness(exec: &Exec, theta: &[Tensor], k: u64, seed: u64) -> Result<f64, Ru
     }
     let rng = Stream::new(seed, "sharpness", k + 1);
     let start: Vec<f64> = (0..n as u64).map(|i| rng.normal(i)).collect();
+    // An error of the Hvp keeps its spans here; `top_eigenvalue` sees its text.
+    let mut failure: Option<RunError> = None;
     let mut apply = |v: &[f64], out: &mut [f64]| -> Result<(), String> {
         let mut inputs: Vec<Tensor> = theta.to_vec();
         inputs.push(int_tensor(k as i64 + 1));
@@ -1006,9 +968,14 @@ fn sharpness(exec: &Exec, theta: &[Tensor], k: u64, seed: u64) -> Result<f64, Ru
             ));
             at += len;
         }
-        let res = exec
-            .eval_row(RowFn::Hvp, &inputs, seed)
-            .map_err(String::from)?;
+        let res = match exec.eval_row(RowFn::Hvp, &inputs, seed) {
+            Ok(res) => res,
+            Err(e) => {
+                let message = e.to_string();
+                failure = Some(e);
+                return Err(message);
+            }
+        };
         let mut at = 0;
         for t in res {
             for x in t.to_f64().iter() {
@@ -1018,7 +985,9 @@ fn sharpness(exec: &Exec, theta: &[Tensor], k: u64, seed: u64) -> Result<f64, Ru
         }
         Ok(())
     };
-    Ok(crate::observe::linalg::top_eigenvalue(
-        n, &start, &mut apply, 1e-8,
-    )?)
+    let top = crate::observe::linalg::top_eigenvalue(n, &start, &mut apply, 1e-8);
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(top?),
+    }
 }
