@@ -56,7 +56,8 @@ pub struct Repl {
     color: bool,
     /// Makes a progress callback for long steps (a terminal's bar), if any.
     pub progress: Option<BarMaker>,
-    /// Plot size in characters: the columns it may take (labels included), its rows.
+    /// Plot size in characters: the columns it may take (labels included), its rows; a
+    /// `:record` table takes one column more (the terminal's width).
     pub plot_size: (usize, usize),
 }
 
@@ -165,7 +166,10 @@ impl Repl {
                 }
                 Reply::out(s + "\n")
             }
-            "record" => Reply::out(show::table(&self.session.trajectory())),
+            "record" => Reply::out(show::table(
+                &self.session.trajectory(),
+                self.plot_size.0 + 1,
+            )),
             "plot" => self.plot(rest),
             "save" => match rest {
                 "" => Reply::err("error: `:save DIR` needs a folder\n"),

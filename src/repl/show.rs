@@ -136,8 +136,10 @@ fn block(
     format!("[{}]", parts.join(&sep))
 }
 
-/// The trajectory as an aligned table (empty cells blank).
-pub fn table(t: &Trajectory) -> String {
+/// The trajectory as an aligned table (empty cells blank), at most `width` characters
+/// wide: columns that do not fit go to further blocks below, each led by `step` (as
+/// NumPy and pandas wrap wide tables).
+pub fn table(t: &Trajectory, width: usize) -> String {
     if t.rows.is_empty() {
         return "(nothing recorded yet)".into();
     }
@@ -156,15 +158,35 @@ pub fn table(t: &Trajectory) -> String {
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|j| rows.iter().map(|r| r[j].len()).max().unwrap_or(0))
         .collect();
+    // Blocks of columns after `step`, each as many as fit beside it (at least one).
+    let mut blocks: Vec<Vec<usize>> = Vec::new();
+    let mut used = widths[0];
+    for j in 1..widths.len() {
+        match blocks.last_mut() {
+            Some(b) if used + 2 + widths[j] <= width => b.push(j),
+            _ => {
+                blocks.push(vec![j]);
+                used = widths[0];
+            }
+        }
+        used += 2 + widths[j];
+    }
+    if blocks.is_empty() {
+        blocks.push(Vec::new());
+    }
     let mut out = String::new();
-    for r in rows {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:>w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
+    for (b, block) in blocks.iter().enumerate() {
+        if b > 0 {
+            out.push('\n');
+        }
+        for r in &rows {
+            let cells: Vec<String> = std::iter::once(0)
+                .chain(block.iter().copied())
+                .map(|j| format!("{:>w$}", r[j], w = widths[j]))
+                .collect();
+            out.push_str(cells.join("  ").trim_end());
+            out.push('\n');
+        }
     }
     out
 }
@@ -296,6 +318,37 @@ fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
 mod tests {
     use super::*;
     use ndarray::{ArrayD, IxDyn};
+
+    #[test]
+    fn a_wide_table_wraps_into_blocks_led_by_step() {
+        let columns: Vec<String> = (0..7).map(|i| format!("sv[{i}]")).collect();
+        let t = Trajectory {
+            rows: vec![
+                (0, (0..7).map(|i| Some(0.123456789 * i as f64)).collect()),
+                (200, (0..7).map(|i| Some(-31.6015 * i as f64)).collect()),
+            ],
+            columns,
+        };
+        let text = table(&t, 40);
+        let blocks: Vec<&str> = text.split("\n\n").collect();
+        assert!(blocks.len() >= 3, "{text}");
+        for b in &blocks {
+            let lines: Vec<&str> = b.lines().collect();
+            assert_eq!(lines.len(), 3, "a header and two rows:\n{b}");
+            assert!(lines[0].trim_start().starts_with("step"), "{b}");
+            assert!(lines[2].trim_start().starts_with("200"), "{b}");
+        }
+        assert!(text.lines().all(|l| l.chars().count() <= 40), "{text}");
+        // Every column once, in order.
+        let headers: Vec<&str> = blocks
+            .iter()
+            .flat_map(|b| b.lines().next().unwrap().split_whitespace().skip(1))
+            .collect();
+        let want: Vec<String> = (0..7).map(|i| format!("sv[{i}]")).collect();
+        assert_eq!(headers, want);
+        // Wide enough: one block, as before.
+        assert!(!table(&t, 200).contains("\n\n"));
+    }
 
     #[test]
     fn plot_labels_tell_close_ends_apart() {
