@@ -223,7 +223,7 @@ mod at {
 /// The compiled flow loop with its buffers.
 pub struct FlowLoop {
     module: Option<JITModule>,
-    entry: unsafe extern "C" fn(*mut u8, *mut u8) -> i64,
+    entry: super::LoopEntry,
     n: usize,
     ctx: Box<Ctx>,
     y: Box<[f64]>,
@@ -336,19 +336,7 @@ impl FlowLoop {
         let code = built.and_then(|(func, helpers)| {
             super::finish(&mut module, "traj_flow_loop", func, helpers)
         });
-        let code = match code {
-            Ok(c) => c,
-            Err(e) => {
-                // SAFETY: nothing from this module is used after a failed definition.
-                unsafe { module.free_memory() };
-                return Err(e);
-            }
-        };
-        // SAFETY: `code` was built with `entry_signature` (two pointers in, i64 out, the
-        // platform's C convention) and lives as long as the module, which `FlowLoop` owns.
-        let entry = unsafe {
-            std::mem::transmute::<*const u8, unsafe extern "C" fn(*mut u8, *mut u8) -> i64>(code)
-        };
+        let (module, entry) = super::loop_entry(module, code)?;
         Ok(Some(FlowLoop {
             module: Some(module),
             entry,
@@ -686,14 +674,7 @@ fn build(
     e.b.def_var(var, zi);
     let k6 = a.k + last as i64 * nb;
     e.each(n, &mut |e, off| {
-        let k0 = e.load_at(a.k, off);
-        let k6v = e.load_at(k6, off);
-        let p = e.b.ins().fmul(k0, k6v);
-        let zero = e.b.ins().f64const(0.0);
-        let flip = e.b.ins().fcmp(FloatCC::LessThan, p, zero);
-        let fa = e.b.ins().iconst(types::I64, a.flips);
-        let fa = e.b.ins().iadd(fa, off);
-        let c = e.b.ins().load(types::I64, mf(), fa, 0);
+        let (_, flip, _, c) = e.sign_flip(a.k, k6, a.flips, off);
         let full = e.b.ins().icmp_imm_s(
             IntCC::SignedGreaterThanOrEqual,
             c,
@@ -723,14 +704,7 @@ fn build(
     let r = e.b.ins().select(short, r1, zi);
     e.st_i(at::REJECTIONS, r);
     e.each(n, &mut |e, off| {
-        let k0 = e.load_at(a.k, off);
-        let k6v = e.load_at(k6, off);
-        let p = e.b.ins().fmul(k0, k6v);
-        let zero = e.b.ins().f64const(0.0);
-        let flip = e.b.ins().fcmp(FloatCC::LessThan, p, zero);
-        let fa = e.b.ins().iconst(types::I64, a.flips);
-        let fa = e.b.ins().iadd(fa, off);
-        let c = e.b.ins().load(types::I64, mf(), fa, 0);
+        let (k6v, flip, fa, c) = e.sign_flip(a.k, k6, a.flips, off);
         let up = e.b.ins().iadd_imm_s(c, 2);
         let down = e.b.ins().iadd_imm_s(c, -1);
         let zi = e.b.ins().iconst(types::I64, 0);
@@ -867,6 +841,27 @@ impl Em<'_, '_> {
         let p = self.b.ins().iconst(types::I64, base);
         let p = self.b.ins().iadd(p, off);
         self.b.ins().store(mf(), v, p, 0);
+    }
+
+    /// At byte offset `off` of the step's first and last stages (`k0`, `k6`): the last
+    /// stage's value, whether the derivative changed sign (`k0·k6 < 0`), and the address
+    /// and value of the entry's sign-change count in `flips`.
+    fn sign_flip(
+        &mut self,
+        k0: i64,
+        k6: i64,
+        flips: i64,
+        off: Value,
+    ) -> (Value, Value, Value, Value) {
+        let k0v = self.load_at(k0, off);
+        let k6v = self.load_at(k6, off);
+        let p = self.b.ins().fmul(k0v, k6v);
+        let zero = self.b.ins().f64const(0.0);
+        let flip = self.b.ins().fcmp(FloatCC::LessThan, p, zero);
+        let fa = self.b.ins().iconst(types::I64, flips);
+        let fa = self.b.ins().iadd(fa, off);
+        let c = self.b.ins().load(types::I64, mf(), fa, 0);
+        (k6v, flip, fa, c)
     }
 
     /// A bottom-tested loop over `n` f64 elements; `body` gets the byte offset.

@@ -244,6 +244,30 @@ fn finish(
     Ok(module.get_finalized_function(id))
 }
 
+/// A compiled loop's entry (`train_loop`, `flow_loop`): its context and state pointers in,
+/// its status out, in the platform's C convention.
+pub(crate) type LoopEntry = unsafe extern "C" fn(*mut u8, *mut u8) -> i64;
+
+/// The module and the entry of a loop whose code [`finish`] gave; on a failure, the
+/// module's memory freed and the error returned.
+fn loop_entry(
+    module: JITModule,
+    code: Result<*const u8, String>,
+) -> Result<(JITModule, LoopEntry), String> {
+    match code {
+        // SAFETY: the loops are built with `entry_signature` (two pointers in, i64 out,
+        // the platform's C convention); the code lives as long as the module returned.
+        Ok(code) => Ok((module, unsafe {
+            std::mem::transmute::<*const u8, LoopEntry>(code)
+        })),
+        Err(e) => {
+            // SAFETY: nothing from this module is used after a failed definition.
+            unsafe { module.free_memory() };
+            Err(e)
+        }
+    }
+}
+
 /// One buffer per instruction that owns one (consts filled, rounded under `precision
 /// f32`; an elementwise loop that writes over a dead operand shares its buffer,
 /// `layout::in_place`) and the scratch buffer, large enough for any `LogSumExp` or

@@ -145,7 +145,7 @@ struct Part {
 /// The compiled loop with its slots.
 pub struct TrainLoop {
     module: Option<JITModule>,
-    entry: unsafe extern "C" fn(*mut u8, *mut u8) -> i64,
+    entry: super::LoopEntry,
     slots: Slots,
     _parts: Vec<Part>,
     /// Staging buffers of `LoopEmitter::outputs_to`.
@@ -415,19 +415,7 @@ impl TrainLoop {
             temps = tmp;
             super::finish(&mut module, "traj_loop", func, helpers)
         });
-        let code = match code {
-            Ok(c) => c,
-            Err(e) => {
-                // SAFETY: nothing from this module is used after a failed definition.
-                unsafe { module.free_memory() };
-                return Err(e);
-            }
-        };
-        // SAFETY: `code` was built with `entry_signature` (two pointers in, i64 out, the
-        // platform's C convention) and lives as long as the module, which `TrainLoop` owns.
-        let entry = unsafe {
-            std::mem::transmute::<*const u8, unsafe extern "C" fn(*mut u8, *mut u8) -> i64>(code)
-        };
+        let (module, entry) = super::loop_entry(module, code)?;
         Ok(TrainLoop {
             module: Some(module),
             entry,
