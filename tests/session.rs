@@ -36,7 +36,7 @@ fn run_of(text: &str, steps: Option<u64>, backend: Backend) -> traj::train::RunR
         backend,
         interrupt: None,
     };
-    traj::train::run(&checked, &sources, &options).expect("runs")
+    traj::session::run(&checked, &sources, &options).expect("runs")
 }
 
 fn floats(t: &Tensor) -> Vec<f64> {
