@@ -1,6 +1,8 @@
-//! A REPL session: a program (a file's items and items typed since), checked and compiled,
-//! with its run state (params, optimizer states, step, trajectory), stepped by the same
-//! loop as `traj run` (`train::advance`) and inspected by evaluating typed expressions.
+//! A session: a program checked and compiled, with its run state (params, optimizer
+//! states, step, trajectory), stepped by `train::advance`. The one way to run a program:
+//! `traj run` and each sweep point ([`run_to_folder`]) step one to the end, rows to the run
+//! folder; the REPL steps one input by input (a file's items and items typed since) and
+//! inspects it by evaluating typed expressions.
 //!
 //! The program text is composed from parts: the file, then every accepted typed input; an
 //! item of a later part replaces the item of the same name (or the `loss`, `train`,
