@@ -15,9 +15,9 @@
 //!    runs the loop, rows to an `output::Rows` sink (the run folder). An error after
 //!    checking is an `error::RunError` with its step and spans.
 //!
-//! Callers: `traj run` and `sweep` (`train::run_to_folder`), `traj ir` (`pipeline::print`),
-//! `session` (a program and its run kept between inputs, for `repl`); `plot` draws what
-//! was recorded.
+//! Callers: `session` (a compiled program and its run state, stepped by `train::advance`):
+//! `traj run` and each `sweep` point (`session::run_to_folder`) and the `repl` step one;
+//! `traj ir` calls `pipeline::print`; `plot` draws what was recorded.
 //!
 //! Imports point down the layers of `tests/layers.rs` (`ARCHITECTURE.md`, Layers).
 //! `ARCHITECTURE.md` has the map and the invariants.

@@ -439,7 +439,7 @@ fn run_program(
         backend,
         interrupt: catch_interrupts(),
     };
-    let result = traj::train::run_to_folder(file, &checked, &sources, &options, folder);
+    let result = traj::session::run_to_folder(file, &checked, &sources, &options, folder);
     if let Some(bar) = &bar {
         bar.finish();
     }

@@ -1,6 +1,8 @@
-//! A REPL session: a program (a file's items and items typed since), checked and compiled,
-//! with its run state (params, optimizer states, step, trajectory), stepped by the same
-//! loop as `traj run` (`train::advance`) and inspected by evaluating typed expressions.
+//! A session: a program checked and compiled, with its run state (params, optimizer
+//! states, step, trajectory), stepped by `train::advance`. The one way to run a program:
+//! `traj run` and each sweep point ([`run_to_folder`]) step one to the end, rows to the run
+//! folder; the REPL steps one input by input (a file's items and items typed since) and
+//! inspects it by evaluating typed expressions.
 //!
 //! The program text is composed from parts: the file, then every accepted typed input; an
 //! item of a later part replaces the item of the same name (or the `loss`, `train`,
@@ -16,11 +18,12 @@ use std::time::Instant;
 use ndarray::{ArrayD, IxDyn};
 
 use crate::diag::{Diagnostic, SourceMap, Span};
+use crate::error::RunError;
 use crate::interp::{self, Env};
 use crate::ir::Func;
 use crate::ir::types::{DType, Scalar};
 use crate::jit::train_loop::TrainLoop;
-use crate::output::{RunInfo, Trajectory};
+use crate::output::{Rows, RunInfo, Trajectory};
 use crate::plan;
 use crate::sema::Checked;
 use crate::sema::check::{Options, Val, check_source};
@@ -28,7 +31,7 @@ use crate::sema::modules::SymKind;
 use crate::syntax::ast::{Expr, Item};
 use crate::tensor::Tensor;
 use crate::train::statics::{Kept, Statics};
-use crate::train::{self, Backend, Progress, RunOptions, RunState, Status};
+use crate::train::{self, Backend, Progress, RunOptions, RunResult, RunState, Status};
 
 /// The name a typed expression is bound to while it is checked.
 const PROBE: &str = "it__";
@@ -259,7 +262,7 @@ impl Session {
     }
 
     /// The step-0 state of the current build: params at their initial values.
-    fn fresh_state(&self) -> Result<Option<Run>> {
+    fn fresh_state(&self) -> std::result::Result<Option<Run>, RunError> {
         let Some(c) = &self.build.run else {
             return Ok(None);
         };
@@ -325,24 +328,36 @@ impl Session {
         progress: Option<Progress>,
         interrupt: Option<&'static AtomicBool>,
     ) -> Result<Option<Status>> {
-        let Some(c) = &mut self.build.run else {
+        if self.build.run.is_none() {
             return Err("the program has no `train` block (and loss) to step"
                 .to_string()
                 .into());
-        };
-        let Some(run) = &mut self.state else {
-            return Err("internal error: a compiled program without a run state"
-                .to_string()
-                .into());
-        };
+        }
         if let Some(status) = self.status {
             return Err(format!(
                 "the run has {} at step {} (`:reset` starts again; changing an item or a const continues from here)",
                 past(status),
-                run.state.k
+                self.step_count()
             )
             .into());
         }
+        Ok(self.advance_into(target, progress, interrupt, None)?)
+    }
+
+    /// Runs the loop to step `target` (`train::advance`), handing the rows to `rows`, or
+    /// to the session's own trajectory when `None`.
+    fn advance_into(
+        &mut self,
+        target: u64,
+        progress: Option<Progress>,
+        interrupt: Option<&'static AtomicBool>,
+        rows: Option<&mut dyn Rows>,
+    ) -> std::result::Result<Option<Status>, RunError> {
+        let (Some(c), Some(run)) = (&mut self.build.run, &mut self.state) else {
+            return Err(RunError::new(
+                "internal error: a compiled program without a run state",
+            ));
+        };
         let options = RunOptions {
             steps: None,
             time: None,
@@ -361,14 +376,17 @@ impl Session {
             &mut next.state,
             target,
             &options,
-            &mut next.trajectory,
+            match rows {
+                Some(rows) => rows,
+                None => &mut next.trajectory,
+            },
         );
         let status = match result {
             Ok(s) => s,
             Err(e) => {
                 // The native loop's slots may hold a later step: load them again.
                 run.state.resume = false;
-                return Err(e.into());
+                return Err(e);
             }
         };
         self.run_seconds += started.elapsed().as_secs_f64();
@@ -815,6 +833,171 @@ impl Session {
     }
 }
 
+impl Session {
+    /// The session `traj run` steps: `checked` with `options`' `--steps` and `--time`,
+    /// compiled for its backend, with no run state yet ([`run_with`] starts it). It has no
+    /// file text: nothing is typed into it.
+    fn for_run(
+        checked: Checked,
+        sources: SourceMap,
+        options: &RunOptions,
+    ) -> std::result::Result<Session, RunError> {
+        let (statics, plan) = train::prepare(&checked, &sources, options)?;
+        let run = crate::pipeline::backend(plan, options.backend, train::seed_of(&checked))?;
+        Ok(Session {
+            file: None,
+            file_text: String::new(),
+            typed: Vec::new(),
+            overrides: Vec::new(),
+            backend: options.backend,
+            build: Build {
+                param_defs: param_defs(&checked, &sources),
+                checked,
+                sources,
+                statics,
+                run: Some(run),
+            },
+            kept: Kept::default(),
+            state: None,
+            status: None,
+            run_seconds: 0.0,
+            steps_run: 0,
+        })
+    }
+}
+
+/// Runs a checked program, keeping every recorded row in the result's trajectory.
+pub fn run(
+    checked: &Checked,
+    sources: &SourceMap,
+    options: &RunOptions,
+) -> std::result::Result<RunResult, String> {
+    let mut trajectory = Trajectory::default();
+    let mut result =
+        run_with(checked, sources, options, &mut trajectory).map_err(|e| e.located(sources))?;
+    result.trajectory = trajectory;
+    Ok(result)
+}
+
+/// Runs a checked program, handing each recorded row to `rows` as it is recorded: a
+/// [`Session`] stepped to the train block's end (a gradient flow, which a session cannot
+/// step, integrates by `train::run_flow`).
+pub fn run_with(
+    checked: &Checked,
+    sources: &SourceMap,
+    options: &RunOptions,
+    rows: &mut dyn Rows,
+) -> std::result::Result<RunResult, RunError> {
+    let seed = train::seed_of(checked);
+    let t0 = Instant::now();
+    let mut session = Session::for_run(checked.clone(), sources.clone(), options)?;
+    let Some(c) = &session.build.run else {
+        return Err(RunError::new(
+            "internal error: a run without a compiled program",
+        ));
+    };
+    if c.plan.flow.is_some() {
+        let statics = &session.build.statics;
+        return train::run_flow(&c.exec(), statics, sources, options, rows, seed, t0);
+    }
+    let compile_seconds = t0.elapsed().as_secs_f64();
+
+    let t1 = Instant::now();
+    session.state = session.fresh_state()?;
+    let columns = session.trajectory().columns;
+    rows.start(&columns)?;
+    let total = session.total_steps();
+    let status = session
+        .advance_into(
+            total,
+            options.progress.clone(),
+            options.interrupt,
+            Some(rows),
+        )?
+        .unwrap_or(Status::Finished);
+    let run_seconds = t1.elapsed().as_secs_f64();
+    let (Some(c), Some(Run { state, .. })) = (session.build.run, session.state) else {
+        return Err(RunError::new("internal error: a run without a run state"));
+    };
+    let params = c
+        .plan
+        .params
+        .iter()
+        .map(|p| p.name.clone())
+        .zip(state.theta)
+        .collect();
+    let last = columns
+        .iter()
+        .zip(&state.last)
+        .filter_map(|(c, v)| v.map(|v| (c.clone(), v)))
+        .collect();
+    Ok(RunResult {
+        status,
+        steps: state.k,
+        trajectory: Trajectory {
+            columns,
+            rows: Vec::new(),
+        },
+        last_step: state.last_step,
+        last,
+        params,
+        message: state.message,
+        error: state.error,
+        seed,
+        compile_seconds,
+        run_seconds,
+        flow: None,
+    })
+}
+
+/// Runs a checked program of file `program` into its claimed folder: `run.json` saying
+/// `running` first, `trajectory.csv` row by row as they are recorded, then the params and
+/// the final `run.json`; dropping `folder` at the end releases its lock. An error while
+/// compiling, running or writing is also written to `run.json` (status `error`).
+pub fn run_to_folder(
+    program: &Path,
+    checked: &Checked,
+    sources: &SourceMap,
+    options: &RunOptions,
+    folder: crate::output::folder::RunFolder,
+) -> std::result::Result<RunResult, String> {
+    let backend = options.backend.name();
+    let not_run = RunResult {
+        status: Status::Error,
+        steps: 0,
+        trajectory: Trajectory::default(),
+        last_step: None,
+        last: Vec::new(),
+        params: Vec::new(),
+        message: None,
+        error: None,
+        seed: train::seed_of(checked),
+        compile_seconds: 0.0,
+        run_seconds: 0.0,
+        flow: None,
+    };
+    let mut info = train::run_info(program, checked, &not_run, backend);
+    info.status = "running".into();
+    folder.write_info(&info)?;
+    let outcome = (|| -> std::result::Result<RunResult, String> {
+        let mut csv = folder.trajectory()?;
+        let result = run_with(checked, sources, options, &mut csv).map_err(|e| e.located(sources));
+        let flushed = csv.flush();
+        let result = result?;
+        flushed?;
+        folder.write_params(&result.params)?;
+        folder.write_info(&train::run_info(program, checked, &result, backend))?;
+        Ok(result)
+    })();
+    if let Err(e) = &outcome {
+        info.status = Status::Error.name().into();
+        info.message = Some(e.clone());
+        // Best effort: the error is reported to the caller either way.
+        let _ = folder.write_info(&info);
+    }
+    outcome
+}
+
 fn past(status: Status) -> &'static str {
     match status {
         Status::Finished => "finished",
@@ -1029,6 +1212,19 @@ fn check_composed(
     }
 }
 
+/// Each param's definition as written.
+fn param_defs(checked: &Checked, sources: &SourceMap) -> HashMap<String, String> {
+    let mut defs = HashMap::new();
+    for (name, sym) in &checked.program.symbols {
+        if sym.kind == SymKind::Param
+            && let Some(span) = item_span(&checked.program.items[sym.item])
+        {
+            defs.insert(name.clone(), sources.text(span).to_string());
+        }
+    }
+    defs
+}
+
 /// Checks the composed program and compiles its run, taking from `kept` what still holds.
 fn compose_and_build(
     file: Option<&Path>,
@@ -1041,14 +1237,7 @@ fn compose_and_build(
     let (checked, sources) = check_composed(file, file_text, typed, overrides, None)?;
     let statics = crate::pipeline::statics_with(&checked, &sources, kept)
         .map_err(|e| SessionError::Run(e, Box::new(sources.clone())))?;
-    let mut param_defs = HashMap::new();
-    for (name, sym) in &checked.program.symbols {
-        if sym.kind == SymKind::Param
-            && let Some(span) = item_span(&checked.program.items[sym.item])
-        {
-            param_defs.insert(name.clone(), sources.text(span).to_string());
-        }
-    }
+    let param_defs = param_defs(&checked, &sources);
     let has_loss = checked
         .program
         .items

@@ -409,7 +409,7 @@ pub fn run_point(
                 backend: options.backend,
                 interrupt: options.interrupt,
             };
-            match train::run_to_folder(program, &checked, &sources, &run, folder) {
+            match crate::session::run_to_folder(program, &checked, &sources, &run, folder) {
                 Ok(result) => {
                     out.status = result.status;
                     out.steps = Some(result.steps);

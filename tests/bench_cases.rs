@@ -11,7 +11,8 @@ use std::path::Path;
 use traj::diag::SourceMap;
 use traj::sema::Options;
 use traj::sema::check::check_source;
-use traj::train::{RunOptions, Status, run};
+use traj::session::run;
+use traj::train::{RunOptions, Status};
 
 /// `(case, final loss)` of every row of `tests/fixtures/jax_final_loss.csv`.
 fn jax_final_losses() -> Vec<(String, f64)> {

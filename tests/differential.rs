@@ -21,7 +21,8 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 use traj::diag::SourceMap;
 use traj::sema::Checked;
-use traj::train::{Backend, RunOptions, RunResult, Status, run};
+use traj::session::run;
+use traj::train::{Backend, RunOptions, RunResult, Status};
 
 // ---------------------------------------------------------------------------------------
 // Checking, running, comparing.

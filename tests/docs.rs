@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use traj::sema::builtins;
-use traj::train::{RunOptions, Status, run};
+use traj::session::run;
+use traj::train::{RunOptions, Status};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

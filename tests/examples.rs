@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use traj::diag::SourceMap;
 use traj::sema::Options;
 use traj::sema::check::check_source;
-use traj::train::{Backend, RunOptions, RunResult, Status, run};
+use traj::session::run;
+use traj::train::{Backend, RunOptions, RunResult, Status};
 
 fn example_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.traj"))

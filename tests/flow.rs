@@ -9,7 +9,8 @@ mod common;
 
 use std::path::PathBuf;
 
-use traj::train::{Backend, RunOptions, RunResult, Status, run};
+use traj::session::run;
+use traj::train::{Backend, RunOptions, RunResult, Status};
 
 const BACKENDS: [Backend; 2] = [Backend::Interp, Backend::Jit];
 

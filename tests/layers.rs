@@ -29,7 +29,9 @@ const LAYERS: &[&[&str]] = &[
     // The stages assembled, from text to a compiled backend (`Engine`).
     &["pipeline"],
     &["train"],
-    &["sweep", "session", "plot"],
+    // A compiled program and its run state, stepped: `traj run`, each sweep point, the REPL.
+    &["session"],
+    &["sweep", "plot"],
     &["sweep_summary", "repl", "slurm"],
     &["main"],
 ];

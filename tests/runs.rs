@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use traj::diag::SourceMap;
 use traj::sema::Options;
 use traj::sema::check::check_source;
-use traj::train::{RunOptions, RunResult, Status, gradient, prepare, run};
+use traj::session::run;
+use traj::train::{RunOptions, RunResult, Status, gradient, prepare};
 
 fn checked(path: &Path, text: &str) -> (traj::sema::Checked, SourceMap) {
     common::check(path, text).unwrap_or_else(|e| panic!("{e}"))

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use traj::diag::SourceMap;
 use traj::sema::Options;
 use traj::sema::check::check_source;
-use traj::train::{RunOptions, RunResult, Status, run};
+use traj::session::run;
+use traj::train::{RunOptions, RunResult, Status};
 
 // ---------------------------------------------------------------------------------------
 // Running programs.

@@ -1,6 +1,7 @@
-//! The REPL's `Session` through its API: stepping in pieces gives `traj run`'s trajectory
-//! bit for bit, values and gradients at the current params, items added and redefined,
-//! consts set, reset, save, and errors that leave the session as it was.
+//! The `Session` through its API: `traj run` is one stepped to the end (rows streamed to
+//! its sink); stepping in pieces gives `traj run`'s trajectory bit for bit; values and
+//! gradients at the current params, items added and redefined, consts set, reset, save,
+//! and errors that leave the session as it was.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -36,7 +37,7 @@ fn run_of(text: &str, steps: Option<u64>, backend: Backend) -> traj::train::RunR
         backend,
         interrupt: None,
     };
-    traj::train::run(&checked, &sources, &options).expect("runs")
+    traj::session::run(&checked, &sources, &options).expect("runs")
 }
 
 fn floats(t: &Tensor) -> Vec<f64> {
@@ -396,4 +397,63 @@ fn a_typed_item_keeps_the_static_values_that_do_not_depend_on_it() {
     s.set("n", "3").expect("sets");
     assert_eq!(s.statics_evaluated(), ["A", "init:w"]);
     assert_eq!(s.eval("A").expect("A").0.shape(), [3, 3]);
+}
+
+/// A sink that logs what it is handed.
+#[derive(Default)]
+struct Log {
+    columns: Vec<Vec<String>>,
+    rows: Vec<(u64, Vec<Option<f64>>)>,
+    ticks: u64,
+}
+
+impl traj::output::Rows for Log {
+    fn start(&mut self, columns: &[String]) -> Result<(), String> {
+        self.columns.push(columns.to_vec());
+        Ok(())
+    }
+    fn push(&mut self, step: u64, row: Vec<Option<f64>>) -> Result<(), String> {
+        self.rows.push((step, row));
+        Ok(())
+    }
+    fn tick(&mut self) -> Result<(), String> {
+        self.ticks += 1;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_run_is_a_session_stepped_to_the_end_its_rows_streamed_to_the_sink() {
+    for backend in [Backend::Jit, Backend::Interp] {
+        let mut sources = SourceMap::default();
+        let checked = check_source("p.traj", None, PROGRAM, &Options::default(), &mut sources)
+            .expect("checks");
+        let options = RunOptions {
+            steps: Some(30),
+            backend,
+            ..RunOptions::default()
+        };
+        let mut log = Log::default();
+        let r = traj::session::run_with(&checked, &sources, &options, &mut log).expect("runs");
+        assert_eq!(r.status, Status::Finished);
+        assert_eq!(r.steps, 30);
+        // The rows went to the sink, not into the result.
+        assert!(r.trajectory.rows.is_empty());
+        assert_eq!(log.columns, vec![r.trajectory.columns.clone()]);
+        let steps: Vec<u64> = log.rows.iter().map(|(k, _)| *k).collect();
+        assert_eq!(steps, vec![0, 10, 20, 30], "{backend:?}");
+        assert_eq!(r.last_step, Some(30));
+        // The same rows and params as a REPL session stepped to step 30.
+        let mut s = session(backend);
+        s.step(30, None, None).expect("steps");
+        assert_eq!(log.rows, s.trajectory().rows, "{backend:?}");
+        assert_eq!(floats(&r.params[0].1), floats(&s.params()[0].1));
+        let (_, last_row) = log.rows.last().expect("rows");
+        let loss = r.last.iter().find(|(c, _)| c == "loss").expect("loss").1;
+        assert_eq!(Some(loss), last_row[0]);
+        if backend == Backend::Interp {
+            // Called between steps: after each of steps 0..29.
+            assert_eq!(log.ticks, 30);
+        }
+    }
 }

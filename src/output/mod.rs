@@ -81,7 +81,7 @@ pub struct FlowCounts {
 }
 
 /// Where recorded rows go, in step order: [`Trajectory`] keeps them (a REPL session's
-/// rows, and `train::run`'s), the run folder's `trajectory.csv` appends them.
+/// rows, and `session::run`'s), the run folder's `trajectory.csv` appends them.
 pub trait Rows {
     /// The column names (without `step`), once, before any row.
     fn start(&mut self, columns: &[String]) -> Result<(), String>;

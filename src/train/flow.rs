@@ -164,7 +164,7 @@ struct Flow<'a> {
     compile_seconds: f64,
 }
 
-/// A flow's outcome, for [`super::run_with`].
+/// A flow's outcome, for [`super::run_flow`].
 pub struct Outcome {
     pub status: Status,
     pub theta: Vec<Tensor>,

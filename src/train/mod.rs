@@ -98,8 +98,8 @@ pub struct RunResult {
     pub status: Status,
     /// Updates applied to the saved params.
     pub steps: u64,
-    /// The columns, and every row when the rows went to this trajectory ([`run`]); no rows
-    /// when they went elsewhere ([`run_with`]).
+    /// The columns, and every row when the rows went to this trajectory (`session::run`);
+    /// no rows when they went elsewhere (`session::run_with`).
     pub trajectory: Trajectory,
     /// The step of the last recorded row.
     pub last_step: Option<u64>,
@@ -403,19 +403,6 @@ impl Driver<'_> {
     }
 }
 
-/// Runs a checked program, keeping every recorded row in the result's trajectory.
-pub fn run(
-    checked: &Checked,
-    sources: &SourceMap,
-    options: &RunOptions,
-) -> Result<RunResult, String> {
-    let mut trajectory = Trajectory::default();
-    let mut result =
-        run_with(checked, sources, options, &mut trajectory).map_err(|e| e.located(sources))?;
-    result.trajectory = trajectory;
-    Ok(result)
-}
-
 /// The `run.json` of a run of `program` (the path as given), as `traj run` writes it.
 pub fn run_info(program: &Path, checked: &Checked, result: &RunResult, backend: &str) -> RunInfo {
     let text = std::fs::read(program).unwrap_or_default();
@@ -445,128 +432,9 @@ pub fn run_info(program: &Path, checked: &Checked, result: &RunResult, backend: 
     }
 }
 
-/// Runs a checked program of file `program` into its claimed folder: `run.json` saying
-/// `running` first, `trajectory.csv` row by row as they are recorded, then the params and
-/// the final `run.json`; dropping `folder` at the end releases its lock. An error while
-/// compiling, running or writing is also written to `run.json` (status `error`).
-pub fn run_to_folder(
-    program: &Path,
-    checked: &Checked,
-    sources: &SourceMap,
-    options: &RunOptions,
-    folder: crate::output::folder::RunFolder,
-) -> Result<RunResult, String> {
-    let backend = options.backend.name();
-    let not_run = RunResult {
-        status: Status::Error,
-        steps: 0,
-        trajectory: Trajectory::default(),
-        last_step: None,
-        last: Vec::new(),
-        params: Vec::new(),
-        message: None,
-        error: None,
-        seed: seed_of(checked),
-        compile_seconds: 0.0,
-        run_seconds: 0.0,
-        flow: None,
-    };
-    let mut info = run_info(program, checked, &not_run, backend);
-    info.status = "running".into();
-    folder.write_info(&info)?;
-    let outcome = (|| -> Result<RunResult, String> {
-        let mut csv = folder.trajectory()?;
-        let result = run_with(checked, sources, options, &mut csv).map_err(|e| e.located(sources));
-        let flushed = csv.flush();
-        let result = result?;
-        flushed?;
-        folder.write_params(&result.params)?;
-        folder.write_info(&run_info(program, checked, &result, backend))?;
-        Ok(result)
-    })();
-    if let Err(e) = &outcome {
-        info.status = Status::Error.name().into();
-        info.message = Some(e.clone());
-        // Best effort: the error is reported to the caller either way.
-        let _ = folder.write_info(&info);
-    }
-    outcome
-}
-
-/// Runs a checked program, handing each recorded row to `rows` as it is recorded.
-pub fn run_with(
-    checked: &Checked,
-    sources: &SourceMap,
-    options: &RunOptions,
-    rows: &mut dyn Rows,
-) -> Result<RunResult, RunError> {
-    let seed = seed_of(checked);
-    let t0 = Instant::now();
-    let (statics, plan) = prepare(checked, sources, options)?;
-    let crate::pipeline::Compiled {
-        plan, mut engine, ..
-    } = crate::pipeline::backend(plan, options.backend, seed)?;
-    if plan.flow.is_some() {
-        return run_flow(
-            &engine.exec(&plan),
-            &statics,
-            sources,
-            options,
-            rows,
-            seed,
-            t0,
-        );
-    }
-    let compile_seconds = t0.elapsed().as_secs_f64();
-
-    let t1 = Instant::now();
-    let theta = initial_theta(&plan, &statics)?;
-    let mut state = RunState::start(&Exec::interp(&plan), theta, seed)?;
-    let columns = trajectory_columns(&plan);
-    rows.start(&columns)?;
-    let status = advance(
-        &plan,
-        &mut engine,
-        sources,
-        &mut state,
-        plan.steps,
-        options,
-        rows,
-    )?
-    .unwrap_or(Status::Finished);
-    let run_seconds = t1.elapsed().as_secs_f64();
-    let params = plan
-        .params
-        .iter()
-        .map(|p| p.name.clone())
-        .zip(state.theta)
-        .collect();
-    let last = columns
-        .iter()
-        .zip(&state.last)
-        .filter_map(|(c, v)| v.map(|v| (c.clone(), v)))
-        .collect();
-    Ok(RunResult {
-        status,
-        steps: state.k,
-        trajectory: Trajectory {
-            columns,
-            rows: Vec::new(),
-        },
-        last_step: state.last_step,
-        last,
-        params,
-        message: state.message,
-        error: state.error,
-        seed,
-        compile_seconds,
-        run_seconds,
-        flow: None,
-    })
-}
-
-/// [`run_with`] for a gradient flow (`flow::integrate`).
-fn run_flow(
+/// A gradient flow's run (`flow::integrate`) for `session::run_with`, which steps every
+/// other program in a `Session`.
+pub fn run_flow(
     exec: &Exec,
     statics: &statics::Statics,
     sources: &SourceMap,

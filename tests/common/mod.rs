@@ -68,7 +68,7 @@ pub fn bench_workspace(tag: &str) -> PathBuf {
         let text = std::fs::read_to_string(&program)
             .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
         let (checked, sources) = check(&program, &text).unwrap_or_else(|e| panic!("{e}"));
-        let r = traj::train::run(&checked, &sources, &traj::train::RunOptions::default())
+        let r = traj::session::run(&checked, &sources, &traj::train::RunOptions::default())
             .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
         assert_eq!(r.status, traj::train::Status::Finished, "{:?}", r.message);
         let out = dir.join("inputs").join(case);
