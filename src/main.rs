@@ -118,12 +118,15 @@ struct SweepArgs {
     /// The most steps to take at each point.
     #[arg(long)]
     steps: Option<u64>,
+    /// How long a gradient flow runs at each point (overrides the train block's `time`).
+    #[arg(long, value_name = "T")]
+    time: Option<f64>,
     #[arg(long, value_enum, default_value = "jit")]
     backend: Backend,
     /// Run point I (its index in DIR/points.csv) of the sweep begun in `--out DIR`: what
     /// each Slurm task runs.
     #[arg(long, value_name = "I", requires = "out",
-          conflicts_with_all = ["set", "seed", "steps", "backend", "slurm", "jobs"])]
+          conflicts_with_all = ["set", "seed", "steps", "time", "backend", "slurm", "jobs"])]
     point: Option<usize>,
     /// Submit the points to Slurm as one job array (and a job that collects them).
     #[arg(long)]
@@ -136,7 +139,7 @@ struct SweepArgs {
     status: Option<PathBuf>,
     /// Run (or with --slurm submit) the points of a sweep folder without a finished run.
     #[arg(long, value_name = "DIR",
-          conflicts_with_all = ["file", "out", "collect", "set", "seed", "steps", "backend", "point"])]
+          conflicts_with_all = ["file", "out", "collect", "set", "seed", "steps", "time", "backend", "point"])]
     resume: Option<PathBuf>,
     /// Write a sweep folder's sweep.csv and sweep_summary.csv from the points it holds.
     #[arg(long, value_name = "DIR",
@@ -150,9 +153,9 @@ struct SlurmArgs {
     /// The Slurm partition.
     #[arg(long, requires = "slurm")]
     partition: Option<String>,
-    /// Each task's time limit.
+    /// Each task's time limit (sbatch's `--time`).
     #[arg(long, value_name = "HH:MM:SS", requires = "slurm")]
-    time: Option<String>,
+    time_limit: Option<String>,
     /// CPUs of each task.
     #[arg(long, value_name = "N", requires = "slurm")]
     cpus_per_task: Option<u32>,
@@ -177,7 +180,7 @@ impl From<SlurmArgs> for traj::slurm::SlurmOptions {
     fn from(a: SlurmArgs) -> Self {
         traj::slurm::SlurmOptions {
             partition: a.partition,
-            time: a.time,
+            time: a.time_limit,
             cpus_per_task: a.cpus_per_task,
             mem: a.mem,
             max_parallel: a.max_parallel,
@@ -674,7 +677,7 @@ fn sweep_command(args: SweepArgs) -> ExitCode {
         file,
         &set,
         jobs,
-        args.steps,
+        (args.steps, args.time),
         args.out,
         args.backend.into(),
         slurm.as_ref(),
@@ -700,7 +703,7 @@ fn sweep(
     file: &std::path::Path,
     set: &[String],
     jobs: usize,
-    steps: Option<u64>,
+    (steps, time): (Option<u64>, Option<f64>),
     out: Option<PathBuf>,
     backend: traj::train::Backend,
     slurm: Option<&traj::slurm::SlurmOptions>,
@@ -761,6 +764,7 @@ fn sweep(
         dir: dir.clone(),
         overrides: set.to_vec(),
         steps,
+        time,
         color: use_color(),
         backend,
         interrupt: catch_interrupts(),
@@ -905,6 +909,7 @@ fn sweep_point(file: &std::path::Path, index: usize, dir: &std::path::Path) -> E
         dir: dir.to_path_buf(),
         overrides: manifest.overrides,
         steps: manifest.steps,
+        time: manifest.time,
         color: use_color(),
         backend,
         interrupt: catch_interrupts(),
@@ -980,6 +985,7 @@ fn sweep_resume(
         dir: dir.to_path_buf(),
         overrides: manifest.overrides.clone(),
         steps: manifest.steps,
+        time: manifest.time,
         color: use_color(),
         backend,
         interrupt: catch_interrupts(),

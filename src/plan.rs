@@ -56,7 +56,8 @@ pub struct Plan {
     pub grad_ray: Func,
     /// `None`: the param is frozen (`optimizer none`).
     pub updates: Vec<Option<Update>>,
-    /// Inputs: params, step, grad:P..., loss, gnorm, sharpness. Outputs: one per column.
+    /// Inputs: params, step, grad:P..., loss, gnorm, sharpness, and a flow's time `t`.
+    /// Outputs: one per column.
     pub record: Func,
     pub columns: Vec<RecordColumn>,
     pub clauses: Vec<RecordClause>,
@@ -442,11 +443,13 @@ fn build_update(
     })
 }
 
-/// A Lowerer with the record/stop inputs bound.
+/// A Lowerer with the record/stop inputs bound; a flow's (`flow`) end with its time `t`,
+/// bound as `t` unless the program defines its own `t`.
 fn record_inputs<'a>(
     checked: &'a Checked,
     statics: &'a Statics,
     params: &[ParamInfo],
+    flow: bool,
 ) -> Lowerer<'a> {
     let (mut l, _, _) = with_params(checked, statics, params);
     for p in params {
@@ -457,6 +460,12 @@ fn record_inputs<'a>(
     for n in ["loss", "gnorm", "sharpness"] {
         let v = l.b.input(n, DType::Float, vec![]);
         l.bound.insert(n.into(), v);
+    }
+    if flow {
+        let t = l.b.input("t", DType::Float, vec![]);
+        if checked.program.lookup("t").is_none() {
+            l.bound.insert("t".into(), t);
+        }
     }
     l
 }
@@ -469,14 +478,15 @@ fn build_record(
     params: &[ParamInfo],
     train: &TrainItem,
 ) -> Result<RecordParts, RunError> {
-    let mut l = record_inputs(checked, statics, params);
+    let flow = crate::sema::check::flow::is_flow(train);
+    let mut l = record_inputs(checked, statics, params, flow);
     let mut columns = Vec::new();
     let mut clauses = Vec::new();
     let mut uses_sharpness = false;
     for c in &train.clauses {
         let Clause::Record(r) = c else { continue };
         // A flow's record times are `flow::spec`'s.
-        let count = match crate::sema::check::flow::is_flow(train) {
+        let count = match flow {
             true => 0,
             false => l.known_int(&r.count)? as u64,
         };
@@ -522,7 +532,8 @@ fn build_stop(
     }) else {
         return Ok((None, false));
     };
-    let mut l = record_inputs(checked, statics, params);
+    let flow = crate::sema::check::flow::is_flow(train);
+    let mut l = record_inputs(checked, statics, params, flow);
     let v = l.expr(cond)?;
     let v = l.b.to_float(v);
     l.b.output("stop", v);
@@ -537,10 +548,12 @@ fn build_stop(
 }
 
 /// A value typed in a REPL session, lowered as a record entry is (its inputs are the
-/// record function's: params, step, grad:P..., loss, gnorm, sharpness); output `value`.
+/// record function's: params, step, grad:P..., loss, gnorm, sharpness, a flow's t); output
+/// `value`.
 pub fn build_probe(checked: &Checked, statics: &Statics, e: &Expr) -> Result<Func, RunError> {
     let params = params_of(checked);
-    let mut l = record_inputs(checked, statics, &params);
+    let flow = train_item(checked).is_some_and(crate::sema::check::flow::is_flow);
+    let mut l = record_inputs(checked, statics, &params, flow);
     let v = l.item_expr(e, "probe")?;
     l.b.output("value", v);
     checked_func(l.b.finish(), "value")

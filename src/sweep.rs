@@ -258,6 +258,8 @@ pub struct SweepOptions {
     pub overrides: Vec<String>,
     /// `--steps N`.
     pub steps: Option<u64>,
+    /// `--time T`: a gradient flow's time at every point.
+    pub time: Option<f64>,
     /// Render a failed check's diagnostics with ANSI colors.
     pub color: bool,
     /// `--backend`.
@@ -404,7 +406,7 @@ pub fn run_point(
         Some(checked) => {
             let run = RunOptions {
                 steps: options.steps,
-                time: None,
+                time: options.time,
                 progress,
                 backend: options.backend,
                 interrupt: options.interrupt,
@@ -615,6 +617,9 @@ pub struct Manifest {
     pub overrides: Vec<String>,
     /// `--steps N`.
     pub steps: Option<u64>,
+    /// `--time T` (absent in a manifest written before it existed).
+    #[serde(default)]
+    pub time: Option<f64>,
     /// `jit` or `interp`.
     pub backend: String,
     /// The `traj` version that began the sweep.
@@ -668,6 +673,7 @@ impl Manifest {
             sources: source_hashes(sources)?,
             overrides: options.overrides.clone(),
             steps: options.steps,
+            time: options.time,
             backend: options.backend.name().into(),
             version: env!("CARGO_PKG_VERSION").into(),
         })

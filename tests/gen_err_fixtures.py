@@ -120,6 +120,8 @@ CASES = [
     ("train_flow_without_time", "a gradient flow with no `time`", "param w: [2] ~ zeros\nloss = sum((w - 1)^2)\ntrain {\n  optimizer flow(rtol = 1e-8)\n}\n", [("E0414", "train", 1)]),
     ("train_flow_beside_rule", "`optimizer flow` beside another rule", "param w: [2] ~ zeros\nparam v: [2] ~ zeros\nloss = sum((w - v)^2)\ntrain {\n  optimizer flow\n  optimizer gd(lr = 0.1) for v\n  time 5\n}\n", [("E0414", "optimizer gd", 1)]),
     ("train_flow_bad_tolerance", "a tolerance and a time out of range, a record interval of 0", "param w: [2] ~ zeros\nloss = sum((w - 1)^2)\ntrain {\n  optimizer flow(rtol = -1e-6)\n  time -2\n  record every 0 { loss }\n}\n", [("E0305", "-1e-6", 1), ("E0305", "-2", 1), ("E0305", "0 {", 1)]),
+    ("train_time_t_outside_flow", "`t`, a flow's time, in the record of a train block that runs by steps", "param w: [2] ~ zeros\nloss = sum((w - 1)^2)\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 10\n  record every 1 { loss, tt = t }\n}\n", [("E0101", "t }", 1)]),
+    ("train_time_t_in_loss", "`t` exists in a flow's record entries and `stop when`, not in its loss", "param w: [2] ~ zeros\nloss = sum((w - 1)^2) * t\ntrain {\n  optimizer flow\n  time 1\n  record every 0.5 { loss, t2 = t * t }\n}\n", [("E0101", "t\ntrain", 1)]),
     ("stop_when_not_scalar", "a `stop when` condition that is a vector", "param w: [3] ~ normal(0, 1)\nloss = sum(w^2)\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 10\n  stop when w < 1\n}\n", [("E0303", "w < 1", 1)]),
 ]
 

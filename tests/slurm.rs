@@ -184,7 +184,7 @@ fn a_sweep_on_slurm_is_cancelled_resumed_and_collected_as_a_local_one() {
         "--slurm",
         "--max-parallel",
         "2",
-        "--time",
+        "--time-limit",
         "00:10:00",
         "--out",
         s(&cluster),

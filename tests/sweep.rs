@@ -321,6 +321,37 @@ fn set_narrows_a_swept_const_and_seed_is_a_const() {
     assert!(out.join("lr=0.05,seed=1").is_dir());
 }
 
+/// `--time T` is a flow's `time` at every point, as `--steps` is GD's steps: each point's
+/// last row is at t = T with the loss of the flow there (w(t) = w0·e^(−c·t), loss
+/// 0.5·c·|w0|²·e^(−2c·t)), sweep.csv shows T, and the sweep's record keeps it.
+#[test]
+fn time_sets_every_flow_points_time() {
+    let dir = temp_dir("time");
+    let text = "const c = 1.0\nparam w: [2] = [1.0, -2.0]\nloss = 0.5 * c * sum(w^2)\n\
+                train {\n  optimizer flow(rtol = 1e-10, atol = 1e-12)\n  time 5\n  \
+                record every 0.5 { loss }\n}\nsweep {\n  c in [1.0, 2.0]\n}\n";
+    let file = write(&dir, "flow.traj", text);
+    let out = dir.join("out");
+    sweep_ok(&["sweep", s(&file), "--time", "1.25", "--out", s(&out)]);
+    let rows = read_csv(&out.join("sweep.csv"));
+    assert_eq!(rows.len(), 3);
+    for (row, c) in [(1, 1.0f64), (2, 2.0)] {
+        assert_eq!(cell(&rows, row, "t"), "1.25");
+        let point = read_csv(&out.join(format!("c={c:?}")).join("trajectory.csv"));
+        let last = point.len() - 1;
+        assert_eq!(cell(&point, last, "t"), "1.25");
+        assert_eq!(cell(&point, last - 1, "t"), "1.0");
+        let loss: f64 = cell(&point, last, "loss").parse().unwrap();
+        let want = 0.5 * c * 5.0 * (-2.0 * c * 1.25).exp();
+        assert!(
+            (loss - want).abs() <= 1e-7 * want,
+            "c = {c}: {loss} vs {want}"
+        );
+    }
+    let (manifest, _) = traj::sweep::read_manifest(&out).expect("record");
+    assert_eq!(manifest.time, Some(1.25));
+}
+
 #[test]
 fn a_program_without_a_sweep_is_refused() {
     let dir = temp_dir("nosweep");

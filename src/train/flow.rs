@@ -209,7 +209,7 @@ impl Flow<'_> {
             Some(_) => sharpness(self.exec, &theta, k, self.seed)?,
             None => f64::NAN,
         };
-        let inputs = record_inputs(plan, &theta, g, g.gnorm, k, sharp);
+        let inputs = record_inputs(plan, &theta, g, k, sharp, t);
         let out = self
             .exec
             .eval_row(super::RowFn::Record, &inputs, self.seed)?;
@@ -228,13 +228,13 @@ impl Flow<'_> {
         Ok(self.rows.tick()?)
     }
 
-    /// Whether `stop when` holds at `y` with gradient `g` after `k` accepted steps.
-    fn stops(&self, y: &[f64], g: &Gradient, k: u64) -> Result<bool, RunError> {
+    /// Whether `stop when` holds at `y` with gradient `g` after `k` accepted steps, time `t`.
+    fn stops(&self, y: &[f64], g: &Gradient, k: u64, t: f64) -> Result<bool, RunError> {
         let plan = self.exec.plan;
         if plan.stop.is_none() {
             return Ok(false);
         }
-        let inputs = record_inputs(plan, &tensors(plan, y)?, g, g.gnorm, k, f64::NAN);
+        let inputs = record_inputs(plan, &tensors(plan, y)?, g, k, f64::NAN, t);
         Ok(
             super::scalar_of(&self.exec.eval_row(super::RowFn::Stop, &inputs, self.seed)?[0])
                 != 0.0,
@@ -391,7 +391,7 @@ fn steps_from(
         return Ok(Ok(Status::Diverged));
     }
     // Rows at t = 0, then the stop test and the end.
-    if fl.stops(&st.y, &g0, 0)? {
+    if fl.stops(&st.y, &g0, 0, 0.0)? {
         fl.row(&st.y, &g0, 0, 0.0, None)?;
         return Ok(Ok(Status::Stopped));
     }
@@ -537,7 +537,7 @@ fn steps_from(
             st.k.swap(0, last_stage);
             g0 = g7;
             fl.counts.t = st.t;
-            if fl.stops(&st.y, &g0, accepted)? {
+            if fl.stops(&st.y, &g0, accepted, st.t)? {
                 fl.row(&st.y, &g0, accepted, st.t, None)?;
                 return Ok(Ok(Status::Stopped));
             }

@@ -329,7 +329,7 @@ impl Driver<'_> {
         let stop = match &plan.stop {
             // The last row is recorded, so an observable condition is tested there too.
             Some(_) if !plan.stop_at_records_only || due || *k == plan.steps => {
-                let inputs = record_inputs(plan, theta, g, g.gnorm, *k, f64::NAN);
+                let inputs = record_inputs(plan, theta, g, *k, f64::NAN, f64::NAN);
                 scalar_of(&exec.eval_row(RowFn::Stop, &inputs, seed)?[0]) != 0.0
             }
             _ => false,
@@ -746,7 +746,7 @@ pub fn row_inputs(
         Some(_) => sharpness(exec, theta, k, seed)?,
         None => f64::NAN,
     };
-    Ok(record_inputs(exec.plan, theta, &g, g.gnorm, k, sharp))
+    Ok(record_inputs(exec.plan, theta, &g, k, sharp, f64::NAN))
 }
 
 /// `trajectory` of a run paused at `state` as `traj run --steps k` leaves it: row k
@@ -764,21 +764,26 @@ pub fn closed_trajectory(
     Ok(t)
 }
 
+/// The record/stop functions' inputs at θ_k; a flow's end with its time `t` (ignored for
+/// a run by steps).
 fn record_inputs(
     plan: &Plan,
     theta: &[Tensor],
     g: &Gradient,
-    gnorm: f64,
     k: u64,
     sharpness: f64,
+    t: f64,
 ) -> Vec<Tensor> {
     let mut inputs: Vec<Tensor> = theta.to_vec();
     inputs.push(int_tensor(k as i64 + 1));
     inputs.extend(g.grads.iter().cloned());
     debug_assert_eq!(theta.len(), plan.params.len());
     inputs.push(Tensor::scalar(g.loss));
-    inputs.push(Tensor::scalar(gnorm));
+    inputs.push(Tensor::scalar(g.gnorm));
     inputs.push(Tensor::scalar(sharpness));
+    if plan.flow.is_some() {
+        inputs.push(Tensor::scalar(t));
+    }
     inputs
 }
 
@@ -794,12 +799,11 @@ fn record_row(
     last: bool,
 ) -> Result<Vec<Option<f64>>, RunError> {
     let plan = exec.plan;
-    let gnorm = g.gnorm;
     let sharp = match &plan.hvp {
         Some(_) => sharpness(exec, theta, k, seed)?,
         None => f64::NAN,
     };
-    let inputs = record_inputs(plan, theta, g, gnorm, k, sharp);
+    let inputs = record_inputs(plan, theta, g, k, sharp, f64::NAN);
     let out = exec.eval_row(RowFn::Record, &inputs, seed)?;
     let mut row = Vec::new();
     for (c, v) in plan.columns.iter().zip(out) {

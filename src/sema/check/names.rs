@@ -236,7 +236,11 @@ impl<'p> Checker<'p> {
         }
         let mut d =
             Diagnostic::new("E0101", format!("`{name}` is not defined"), span).label("not defined");
-        if OPTIMIZER_NAMES.contains(&name) {
+        if name == "t" {
+            d = d.hint(
+                "`t` exists inside an optimizer rule, and in the record entries and `stop when` of a flow (`optimizer flow`)",
+            );
+        } else if OPTIMIZER_NAMES.contains(&name) {
             d = d.hint(format!(
                 "`{name}` exists only inside an optimizer rule{}",
                 if name == "grad" {

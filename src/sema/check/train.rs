@@ -204,6 +204,12 @@ impl<'p> Checker<'p> {
         let mut recorded: HashMap<String, Span> = HashMap::new();
         let mut rules: Vec<(&'p TrainOptimizer, Vec<String>)> = Vec::new();
         let flow = self.check_flow(t);
+        // A flow's record entries and `stop when` see its time `t` (a user's `t` shadows it).
+        let time_scope = flow && prog.lookup("t").is_none();
+        if time_scope {
+            self.scopes
+                .push(HashMap::from([("t".to_string(), flow_time())]));
+        }
         for clause in &t.clauses {
             match clause {
                 Clause::Optimizer(o) => {
@@ -320,6 +326,9 @@ impl<'p> Checker<'p> {
                     }
                 }
             }
+        }
+        if time_scope {
+            self.scopes.pop();
         }
         if default.is_none() {
             for (name, span) in &params {
@@ -449,4 +458,10 @@ impl<'p> Checker<'p> {
     }
 
     // ------------------------------------------------------------ functions
+}
+
+/// The value of a flow's time `t` in its record entries and `stop when`: a float scalar
+/// that changes each step (its step dependence is set where it is named).
+fn flow_time() -> Val {
+    Val::tensor(DType::Float, vec![], Deps::default())
 }
