@@ -77,6 +77,7 @@ fn every_pass_has_a_case() {
         "transposed_constants",
         "broadcast_later",
         "untied_masks",
+        "softplus",
     ] {
         assert!(names.iter().any(|n| n == pass), "no case for `{pass}`");
     }

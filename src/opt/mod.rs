@@ -9,9 +9,12 @@
 //! and verifies the result. `untied_masks` (for the plan's fast gradient only: it keeps
 //! values where nothing ties) makes piece masks read the max they select from. `quiet`
 //! derives the gradient function of steps that record nothing (the loss replaced by a
-//! check that proves it finite).
+//! check that proves it finite). `softplus` runs before reverse mode, on the loss: the
+//! stable softplus written out as `softplus(z)`, the same bits, so the gradient is
+//! `sigmoid(z)`.
 
 pub mod quiet;
+pub mod softplus;
 
 use std::collections::HashMap;
 

@@ -1,0 +1,190 @@
+//! `softplus`: the stable softplus written out, `max(z, 0) + log1p(exp(-abs(z)))`, as `softplus(z)`, before reverse mode.
+//!
+//! The kernel is that very formula, `math::softplus(x) = x.max(0.0) + log1p(exp(-x.abs()))`,
+//! and the written-out form gives the same bits at every `z` that is not a NaN (a NaN stays a
+//! NaN, perhaps of the other sign). The IR's `max` of `z` and a zero and its `abs(z)`,
+//! `max(z, -z)`, are `z.max(0.0)` and `|z|` wherever `z` is not 0 or NaN; at `z = ±0`
+//! every spelling adds a zero to `log1p(exp(∓0)) = ln 2`, which is `ln 2` whatever the zeros'
+//! signs; `exp` and `log1p` are the kernel's own functions and the add is commutative. So
+//! the value is unchanged, and reverse mode, run after this, differentiates `softplus`: the
+//! gradient is `sigmoid(z)`, the exact derivative, also at `z = 0` (0.5, where the spelling's
+//! `max` and `abs` tie and the plan would take the directional gradient), and 13 fused
+//! instructions an entry become one `kernels::vmath` call (`bench/spellings.py`).
+//!
+//! Rewritten, in either order of the `+` and of each `max`: `max(z, 0)` or `relu(z)` (the
+//! zero any float or int zero constant, perhaps broadcast), plus `log1p(exp(-abs(z)))` or
+//! `log1p(exp(-abs(-z)))` (`abs(x)` is `max(x, -x)`); `z` the same value in both (the same
+//! instruction or two computing it, as `-z` written twice). Not rewritten: `log(1 +
+//! exp(-abs(z)))` (`1 + e` rounds: other bits), a `max` of another operand, and anything
+//! under `precision f32` (every instruction rounds to f32 there, the kernel once).
+
+use std::collections::HashMap;
+
+use crate::ir::types::DType;
+use crate::ir::{Binary, Func, Inst, Prim, Unary, Var};
+use crate::tensor::Tensor;
+
+/// `f` with each stable-softplus sum replaced, in place, by `softplus(z)`: instruction
+/// numbers are unchanged (so a function under construction can be rewritten before reverse
+/// mode and its builder's vars still hold); the pieces it no longer reads are left to `dce`.
+pub fn softplus(f: &Func) -> Func {
+    let mut out = f.clone();
+    if f.f32 {
+        return out;
+    }
+    let same = value_numbers(f);
+    for (i, inst) in f.insts.iter().enumerate() {
+        if inst.prim != Prim::Binary(Binary::Add) || inst.dtype != DType::Float {
+            continue;
+        }
+        let [a, b] = inst.args[..] else { continue };
+        let z = idiom(f, &same, inst, a, b).or_else(|| idiom(f, &same, inst, b, a));
+        if let Some(z) = z {
+            out.insts[i].prim = Prim::Unary(Unary::Softplus);
+            out.insts[i].args = vec![z];
+        }
+    }
+    out
+}
+
+/// The `z` of `m + l` when `m` is `max(z, 0)` and `l` is `log1p(exp(-abs(±z)))`, `z` a
+/// float of the sum's shape.
+fn idiom(f: &Func, same: &[usize], sum: &Inst, m: Var, l: Var) -> Option<Var> {
+    let insts = &f.insts;
+    let z = relu_of(insts, m)?;
+    if insts[z].dtype != DType::Float || insts[z].shape != sum.shape {
+        return None;
+    }
+    let e = unary_of(insts, l, Unary::Log1p)?;
+    let n = unary_of(insts, e, Unary::Exp)?;
+    let a = unary_of(insts, n, Unary::Neg)?;
+    let (x, y) = binary_of(insts, a, Binary::Max)?;
+    // `max(x, -x)` or `max(-x, x)`: |x|, and |x| = |-x|, so `x` may be `z` or `-z`.
+    let negates =
+        |p: Var, q: Var| unary_of(insts, q, Unary::Neg).is_some_and(|q| same[q] == same[p]);
+    let abs = negates(x, y) || negates(y, x);
+    (abs && (same[x] == same[z] || same[y] == same[z])).then_some(z)
+}
+
+/// The operand of `v` when it is `op` of one operand.
+fn unary_of(insts: &[Inst], v: Var, op: Unary) -> Option<Var> {
+    (insts[v].prim == Prim::Unary(op)).then(|| insts[v].args[0])
+}
+
+/// The operands of `v` when it is the float `op` of two.
+fn binary_of(insts: &[Inst], v: Var, op: Binary) -> Option<(Var, Var)> {
+    match insts[v].args[..] {
+        [x, y] if insts[v].prim == Prim::Binary(op) && insts[v].dtype == DType::Float => {
+            Some((x, y))
+        }
+        _ => None,
+    }
+}
+
+/// The `z` of `v = max(z, 0)` or `max(0, z)`.
+fn relu_of(insts: &[Inst], v: Var) -> Option<Var> {
+    let (x, y) = binary_of(insts, v, Binary::Max)?;
+    if zero(insts, y) {
+        Some(x)
+    } else if zero(insts, x) {
+        Some(y)
+    } else {
+        None
+    }
+}
+
+/// Whether `v` is a constant whose every entry is a zero (0.0, -0.0 or the int 0), seen
+/// through broadcasts, reshapes and `to_float`.
+fn zero(insts: &[Inst], v: Var) -> bool {
+    let inst = &insts[v];
+    match &inst.prim {
+        Prim::Const(Tensor::Float(t)) => t.iter().all(|x| *x == 0.0),
+        Prim::Const(Tensor::Int(t)) => t.iter().all(|x| *x == 0),
+        Prim::Broadcast(_) | Prim::Reshape(_) | Prim::Unary(Unary::ToFloat) => {
+            zero(insts, inst.args[0])
+        }
+        _ => false,
+    }
+}
+
+/// A number for each instruction, equal for two that compute the same value: the same op
+/// of the same numbers (`cse`'s identity, without changing the function).
+fn value_numbers(f: &Func) -> Vec<usize> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut numbers = Vec::with_capacity(f.insts.len());
+    for (i, inst) in f.insts.iter().enumerate() {
+        let args: Vec<Var> = inst.args.iter().map(|a| numbers[*a]).collect();
+        let n = match super::key(inst, &args) {
+            Some(k) => *seen.entry(k).or_insert(i),
+            None => i,
+        };
+        numbers.push(n);
+    }
+    numbers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interp::{self, Env};
+    use crate::ir::Builder;
+
+    /// The written-out softplus of an input `z` (with `-abs(z)` as the lowering makes it)
+    /// and the function with `softplus` applied: outputs `v`.
+    fn written_out(n: usize, relu_first: bool, zero: f64) -> Func {
+        let mut b = Builder::new();
+        let z = b.input("z", DType::Float, vec![n]);
+        let c = b.fill_like(z, zero);
+        let m = if relu_first {
+            b.binary(Binary::Max, c, z)
+        } else {
+            b.binary(Binary::Max, z, c)
+        };
+        let nz = b.unary(Unary::Neg, z);
+        let a = b.binary(Binary::Max, z, nz);
+        let na = b.unary(Unary::Neg, a);
+        let e = b.unary(Unary::Exp, na);
+        let l = b.unary(Unary::Log1p, e);
+        let v = b.binary(Binary::Add, m, l);
+        b.output("v", v);
+        b.finish()
+    }
+
+    #[test]
+    fn the_written_out_softplus_keeps_its_bits_as_the_kernel() {
+        // Every awkward float and a million more: the rewritten function (one `softplus`)
+        // gives the written-out one's bits, and both are `math::softplus`'s, NaN for NaN.
+        let xs = crate::opt::tests::awkward_floats(1_000_000);
+        let n = xs.len();
+        let input = [crate::opt::tests::floats(xs.clone(), &[n])];
+        for (relu_first, c) in [(false, 0.0), (true, 0.0), (false, -0.0)] {
+            let f = written_out(n, relu_first, c);
+            let g = super::super::dce(&softplus(&f));
+            let printed = crate::ir::print(&g);
+            assert_eq!(printed.matches("= softplus").count(), 1, "{printed}");
+            assert!(!printed.contains("log1p"), "{printed}");
+            let want = interp::eval(&f, &input, Env::default()).expect("eval");
+            let got = interp::eval(&g, &input, Env::default()).expect("eval");
+            let (want, got) = (want[0].to_f64(), got[0].to_f64());
+            for (x, (w, o)) in xs.iter().zip(want.iter().zip(got.iter())) {
+                let kernel = crate::kernels::math::softplus(*x);
+                for v in [o, &kernel] {
+                    let ok = w.to_bits() == v.to_bits() || (w.is_nan() && v.is_nan());
+                    assert!(ok, "softplus at {x:e}: written out {w:e}, {v:e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn instruction_numbers_are_kept_and_precision_f32_is_left_alone() {
+        let f = written_out(3, false, 0.0);
+        let g = softplus(&f);
+        assert_eq!(g.insts.len(), f.insts.len());
+        let v = g.outputs[0].1;
+        assert_eq!(g.insts[v].prim, Prim::Unary(Unary::Softplus));
+        assert_eq!(g.insts[v].args, vec![0]);
+        let f32 = Func { f32: true, ..f };
+        assert_eq!(crate::ir::print(&softplus(&f32)), crate::ir::print(&f32));
+    }
+}
