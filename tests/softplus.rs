@@ -159,7 +159,7 @@ fn awkward(n: usize) -> Vec<f64> {
     ];
     for edge in [745.13, 709.78, 36.7, 1e-16, 2f64.powi(-29), 0.5, 1.0] {
         for d in -2i64..=2 {
-            let x = f64::from_bits((edge as f64).to_bits().wrapping_add(d as u64));
+            let x = f64::from_bits(edge.to_bits().wrapping_add(d as u64));
             xs.extend([x, -x]);
         }
     }
