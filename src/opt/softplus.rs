@@ -1,15 +1,18 @@
-//! `softplus`: the stable softplus written out, `max(z, 0) + log1p(exp(-abs(z)))`, as `softplus(z)`, before reverse mode.
+//! `softplus`: the stable softplus written out as `softplus(z)`, before reverse mode.
 //!
 //! The kernel is that very formula, `math::softplus(x) = x.max(0.0) + log1p(exp(-x.abs()))`,
 //! and the written-out form gives the same bits at every `z` that is not a NaN (a NaN stays a
 //! NaN, perhaps of the other sign). The IR's `max` of `z` and a zero and its `abs(z)`,
 //! `max(z, -z)`, are `z.max(0.0)` and `|z|` wherever `z` is not 0 or NaN; at `z = ±0`
 //! every spelling adds a zero to `log1p(exp(∓0)) = ln 2`, which is `ln 2` whatever the zeros'
-//! signs; `exp` and `log1p` are the kernel's own functions and the add is commutative. So
+//! signs; where `exp(-|z|)` underflows and `log1p` gives +0, `z < 0` adds a zero to it,
+//! +0 whatever its sign, as the kernel's `0.0 + 0.0`; `exp` and `log1p` are the kernel's
+//! own functions and the add is commutative. So
 //! the value is unchanged, and reverse mode, run after this, differentiates `softplus`: the
 //! gradient is `sigmoid(z)`, the exact derivative, also at `z = 0` (0.5, where the spelling's
-//! `max` and `abs` tie and the plan would take the directional gradient), and 13 fused
-//! instructions an entry become one `kernels::vmath` call (`bench/spellings.py`).
+//! `max` and `abs` tie and the plan would take the directional gradient). The IR is then
+//! `softplus(z)`'s: `bench/spellings.py` measured the written-out logreg at 1.59–1.61×
+//! `softplus(z)`'s CPU time before, 1.01–1.03× after.
 //!
 //! Rewritten, in either order of the `+` and of each `max`: `max(z, 0)` or `relu(z)` (the
 //! zero any float or int zero constant, perhaps broadcast), plus `log1p(exp(-abs(z)))` or
