@@ -1715,3 +1715,139 @@ fn every_op_with_a_slice_form_runs_over_whole_buffers_on_both_backends() {
         }
     }
 }
+
+/// A generated matrix-writing loop of the bias-gradient class: an elementwise expression
+/// of `x`, `y` (`[m, n]`), a row vector broadcast down (`[n]`) and a column broadcast
+/// across (`[m, 1]`), stored (it is an output and a product reads it), then summed over
+/// its rows; `tie` adds a tie count `sum(x == 0)` to the same loop.
+fn column_sum_func(m: usize, n: usize, ops: &[(u8, u8, u8)], tie: bool) -> Func {
+    let mut b = Builder::new();
+    let x = b.input("x", DType::Float, vec![m, n]);
+    let y = b.input("y", DType::Float, vec![m, n]);
+    let row = b.input("row", DType::Float, vec![n]);
+    let col = b.input("col", DType::Float, vec![m, 1]);
+    let row = b.broadcast(row, &[m, n]);
+    let col = b.broadcast(col, &[m, n]);
+    let zero = b.scalar(0.0);
+    let zeros = b.broadcast(zero, &[m, n]);
+    let mut pool = vec![x, y, row, col];
+    for &(op, p, q) in ops {
+        let a = pool[p as usize % pool.len()];
+        let c = pool[q as usize % pool.len()];
+        let v = match op % 8 {
+            0 => b.binary(Binary::Add, a, c),
+            1 => b.binary(Binary::Sub, a, c),
+            2 => b.binary(Binary::Mul, a, c),
+            3 => b.binary(Binary::Max, a, zeros),
+            4 => {
+                let mask = b.binary(Binary::Gt, a, zeros);
+                b.select(mask, c, zeros)
+            }
+            5 => b.binary(Binary::Div, a, c),
+            6 => b.unary(Unary::Neg, a),
+            _ => b.binary(Binary::Min, a, c),
+        };
+        pool.push(v);
+    }
+    // Added to `y` last, so the matrix is an elementwise loop of its own however the
+    // passes simplify the rest.
+    let last = *pool.last().expect("x at least");
+    let g = b.binary(Binary::Add, last, y);
+    b.output("g", g);
+    let sums = b.reduce(Reduce::Sum, g, Some(vec![0]));
+    b.output("sums", sums);
+    let gt = b.transpose(g, &[1, 0]);
+    let prod = b.matmul(gt, y);
+    b.output("g' y", prod);
+    if tie {
+        let eq = b.binary(Binary::Eq, x, zeros);
+        let ties = b.reduce(Reduce::Sum, eq, None);
+        b.output("ties", ties);
+    }
+    traj::opt::run(&b.finish()).expect("passes verify")
+}
+
+/// Entries whose sums round differently in different orders, with signed zeros, infinities
+/// and NaN among them (`key` picks the stream).
+fn spread(len: usize, key: u64) -> Vec<f64> {
+    let rng = traj::rng::Stream::new(11, "column-sums", key);
+    (0..len as u64)
+        .map(|i| match (rng.normal(i).abs() * 1e6) as u64 % 89 {
+            0 => -0.0,
+            1 => 0.0,
+            2 => f64::INFINITY,
+            3 => f64::NEG_INFINITY,
+            4 => f64::NAN,
+            5..=14 => 0.0,
+            k => rng.normal(i + len as u64) * 10f64.powi(k as i32 % 17 - 8),
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(120))]
+    #[test]
+    fn column_sums_are_added_up_in_the_loop_that_writes_the_matrix(
+        m in prop_oneof![Just(8usize), Just(9), Just(15), Just(16), Just(17), Just(23), Just(64), Just(131)],
+        n in prop_oneof![Just(1usize), Just(2), Just(3), Just(10), Just(33)],
+        ops in proptest::collection::vec(any::<(u8, u8, u8)>(), 1..6),
+        tie in any::<bool>(),
+        key in 0u64..1000,
+    ) {
+        // `layout::column_sum` puts the sum into the matrix's loop (row r into lane r mod 8,
+        // the last m mod 8 rows into slots of their own); the sums must be the
+        // interpreter's, which are `math::sum` of each column.
+        use traj::jit::layout::{column_sum, storage};
+        let f = column_sum_func(m, n, &ops, tie);
+        let sum = (0..f.insts.len())
+            .find(|i| matches!(&f.insts[*i].prim, Prim::ReduceSum(a) if a.as_slice() == [0]))
+            .expect("the column sum");
+        let g = f.insts[sum].args[0];
+        let fused = column_sum(&f, &storage(&f), g);
+        prop_assert_eq!(fused.map(|(r, _)| r), Some(sum), "{}", traj::ir::print(&f));
+        let inputs = [
+            floats(spread(m * n, key), &[m, n]),
+            floats(spread(m * n, key + 1000), &[m, n]),
+            floats(spread(n, key + 2000), &[n]),
+            floats(spread(m, key + 3000), &[m, 1]),
+        ];
+        let out = agree(&f, &inputs, 0, "column sums").expect("no error");
+        let gs = out[0].to_f64();
+        let gs = gs.as_slice().expect("contiguous");
+        let sums = out[1].to_f64();
+        for c in 0..n {
+            let column: Vec<f64> = (0..m).map(|r| gs[r * n + c]).collect();
+            let want = traj::kernels::math::sum(&column);
+            let got = sums.as_slice().expect("contiguous")[c];
+            prop_assert!(got.to_bits() == want.to_bits() || got.is_nan() && want.is_nan());
+        }
+    }
+}
+
+#[test]
+fn a_column_sum_after_other_work_gets_a_pass_of_its_own() {
+    // With a loop between the matrix's and the sum, the sum is not moved into the matrix's
+    // loop (`layout::column_sum`); both backends still agree.
+    use traj::jit::layout::{column_sum, storage};
+    let (m, n) = (16, 5);
+    let mut b = Builder::new();
+    let x = b.input("x", DType::Float, vec![m, n]);
+    let y = b.input("y", DType::Float, vec![m, n]);
+    let g = b.binary(Binary::Mul, x, y);
+    b.output("g", g);
+    let h = b.binary(Binary::Sub, x, y);
+    b.output("h", h);
+    let sums = b.reduce(Reduce::Sum, g, Some(vec![0]));
+    b.output("sums", sums);
+    let f = traj::opt::run(&b.finish()).expect("passes verify");
+    let st = storage(&f);
+    let at = (0..f.insts.len())
+        .find(|i| f.insts[*i].prim == Prim::Binary(Binary::Mul))
+        .expect("g");
+    assert_eq!(column_sum(&f, &st, at), None, "{}", traj::ir::print(&f));
+    let inputs = [
+        floats(spread(m * n, 1), &[m, n]),
+        floats(spread(m * n, 2), &[m, n]),
+    ];
+    agree(&f, &inputs, 0, "a sum after other work");
+}

@@ -22,7 +22,8 @@ use cranelift_module::{FuncId, Module};
 
 use super::host::{binary_shim, slice_shim, unary_shim};
 use super::layout::{
-    Storage, counts_in_loops, flag_count, full_reduction, inline_elementwise, slice_op, storage,
+    Storage, column_sum, counts_in_loops, flag_count, full_reduction, inline_elementwise, slice_op,
+    storage,
 };
 use crate::ir::matmul_source;
 use crate::ir::types::DType;
@@ -1495,6 +1496,11 @@ impl Emitter<'_, '_, '_> {
         if numel(&shape) >= PARALLEL_LOOP && rows.len() >= 2 {
             return self.elementwise_in_halves(i, &counts, rows);
         }
+        if let Some((r, _)) = column_sum(self.f, &self.storage, i)
+            && self.rows_of_vectors(i, &counts)?
+        {
+            return self.elementwise_with_column_sum(i, &counts, r);
+        }
         let totals = self.elementwise_rows(i, &counts, rows)?;
         let zero = self.b.ins().iconst(types::I64, 0);
         for (c, total) in counts.iter().zip(totals) {
@@ -1546,6 +1552,132 @@ impl Emitter<'_, '_, '_> {
                 self.b.use_var(*acc)
             })
             .collect())
+    }
+
+    /// Whether `i`'s loop (with its `counts`) can run a row at a time in vectors: every
+    /// leaf a float read along the row or one value a row.
+    fn rows_of_vectors(&self, i: usize, counts: &[usize]) -> Result<bool, String> {
+        let shape = &self.f.insts[i].shape;
+        let mut roots = vec![i];
+        roots.extend(counts.iter().map(|c| self.f.insts[*c].args[0]));
+        let (_, access, _) = self.loop_leaves(&roots, shape)?;
+        Ok(access
+            .iter()
+            .all(|(l, st)| self.dtype(*l) == DType::Float && matches!(st.last(), Some(0 | 8))))
+    }
+
+    /// Instruction `i`'s loop a row at a time, each row also added into the lanes of the
+    /// column sum `r` (`layout::column_sum`) in the scratch buffer: row `r` into lane `r mod
+    /// 8`, the last `rows mod 8` rows each into a slot of its own; `traj_column_lanes`
+    /// then combines them as `rowwise::column_sums_into` would have over the stored
+    /// matrix, bit for bit. Its counts as in `elementwise`.
+    fn elementwise_with_column_sum(
+        &mut self,
+        i: usize,
+        counts: &[usize],
+        r: usize,
+    ) -> Result<(), String> {
+        let shape = self.f.insts[i].shape.clone();
+        let (rows, cols) = (shape[0], shape[1]);
+        let main = rows / SUM_LANES * SUM_LANES;
+        let tail = rows - main;
+        let row_bytes = (cols * 8) as i64;
+        let lanes = self.scratch();
+        let zero = self.b.ins().iconst(types::I64, 0);
+        let minus_zero = self.fconst(-0.0);
+        self.flat((SUM_LANES + tail) * cols, &mut |e, o| {
+            let at = e.b.ins().iadd(lanes, o);
+            e.b.ins().store(Self::flags(), minus_zero, at, 0);
+            Ok(())
+        })?;
+        let out = self.buf(i);
+        let mut roots = vec![i];
+        roots.extend(counts.iter().map(|c| self.f.insts[*c].args[0]));
+        let (leaves, access, _) = self.loop_leaves(&roots, &shape)?;
+        let bases: Vec<Value> = access.iter().map(|(b, _)| self.buf(*b)).collect();
+        let splat: Vec<bool> = access.iter().map(|(_, st)| st[1] == 0).collect();
+        let accs: Vec<(Variable, Vec<Variable>)> = counts
+            .iter()
+            .map(|_| (self.accumulator(-0.0), self.lane_accumulators()))
+            .collect();
+        // The lane row's address minus the output row's offset, set at each row.
+        let lane_at = self.b.declare_var(types::I64);
+        self.b.def_var(lane_at, zero);
+        let mut turn = 0usize;
+        let n_leaves = leaves.len();
+        let mut row = |e: &mut Self, offs: &[Value]| -> Result<(), String> {
+            let (row_out, lane_row) = (offs[n_leaves], offs[n_leaves + 1]);
+            let base = e.b.ins().iadd(lanes, lane_row);
+            let at = e.b.ins().isub(base, row_out);
+            e.b.def_var(lane_at, at);
+            e.vector_run(
+                &roots,
+                (&leaves, &bases, &offs[..n_leaves], &splat),
+                cols,
+                row_out,
+                &mut |e, vs, off, vector| {
+                    let flags = if vector {
+                        Self::vflags()
+                    } else {
+                        Self::flags()
+                    };
+                    let addr = e.b.ins().iadd(out, off);
+                    e.b.ins().store(flags, vs[0], addr, 0);
+                    let lane = e.b.use_var(lane_at);
+                    let lane = e.b.ins().iadd(lane, off);
+                    let ty = e.b.func.dfg.value_type(vs[0]);
+                    let sum = e.b.ins().load(ty, flags, lane, 0);
+                    let sum = e.b.ins().fadd(sum, vs[0]);
+                    e.b.ins().store(flags, sum, lane, 0);
+                    for ((acc, vacc), v) in accs.iter().zip(&vs[1..]) {
+                        let var = if vector { vacc[turn % UNROLL] } else { *acc };
+                        let a = e.b.use_var(var);
+                        let s = e.b.ins().fadd(a, *v);
+                        e.b.def_var(var, s);
+                    }
+                    turn += vector as usize;
+                    Ok(())
+                },
+            )
+        };
+        // The rows before the last `rows mod 8`: blocks of eight, row k of a block into
+        // lane k; then the last rows, each into its own slot after the lanes.
+        let row_strides: Vec<i64> = access.iter().map(|(_, st)| st[0]).collect();
+        let lanes_row = SUM_LANES as i64;
+        let mut block: Vec<Vec<i64>> = row_strides
+            .iter()
+            .map(|s| vec![lanes_row * s, *s])
+            .collect();
+        block.push(vec![lanes_row * row_bytes, row_bytes]);
+        block.push(vec![0, row_bytes]);
+        let starts = vec![zero; n_leaves + 2];
+        self.nest(&[main / SUM_LANES, SUM_LANES], &block, &starts, &mut row)?;
+        if tail > 0 {
+            let mut last: Vec<Vec<i64>> = row_strides.iter().map(|s| vec![*s]).collect();
+            last.push(vec![row_bytes]);
+            last.push(vec![row_bytes]);
+            let starts: Vec<Value> = row_strides
+                .iter()
+                .map(|s| main as i64 * s)
+                .chain([main as i64 * row_bytes, lanes_row * row_bytes])
+                .map(|o| self.b.ins().iconst(types::I64, o))
+                .collect();
+            self.nest(&[tail], &last, &starts, &mut row)?;
+        }
+        let sums = self.buf(r);
+        let (tail_rows, n_cols) = (
+            self.b.ins().iconst(types::I64, tail as i64),
+            self.b.ins().iconst(types::I64, cols as i64),
+        );
+        self.call("traj_column_lanes", &[lanes, sums, tail_rows, n_cols])?;
+        self.done[r] = true;
+        for (c, (acc, vacc)) in counts.iter().zip(&accs) {
+            self.combine_lanes(*acc, vacc);
+            let total = self.b.use_var(*acc);
+            let out = self.buf(*c);
+            self.st_f(total, out, zero);
+        }
+        Ok(())
     }
 
     /// Instruction `i`'s loop as two functions, one for each half of its `rows` (split

@@ -235,6 +235,25 @@ unsafe extern "C" fn traj_column_sums(xs: *const f64, out: *mut f64, rows: i64, 
     super::rowwise::column_sums_into(xs, rows, cols, out);
 }
 
+/// Column sums from the lanes a loop accumulated as it wrote a `[rows, cols]` matrix, the
+/// last `tail` rows in slots of their own (`rowwise::finish_column_lanes`).
+///
+/// # Safety
+/// `lanes` must point to `(SUM_LANES + tail) * cols` f64 and `out` to `cols` (non-null
+/// and aligned), not overlapping.
+unsafe extern "C" fn traj_column_lanes(lanes: *const f64, out: *mut f64, tail: i64, cols: i64) {
+    let (tail, cols) = (tail as usize, cols as usize);
+    let n = (kernels::math::SUM_LANES + tail) * cols;
+    // SAFETY: see the contract; the scratch buffer is planned this large.
+    let (lanes, out) = unsafe {
+        (
+            std::slice::from_raw_parts(lanes, n),
+            std::slice::from_raw_parts_mut(out, cols),
+        )
+    };
+    super::rowwise::finish_column_lanes(lanes, tail, cols, out);
+}
+
 /// `out[r] = math::logsumexp` of row `r` of the row-major `[rows, cols]` matrix at `xs`
 /// (`rowwise::logsumexp_rows_into`).
 ///
@@ -370,6 +389,11 @@ pub(super) fn symbols() -> Vec<(&'static str, *const u8, Sig)> {
     out.push((
         "traj_column_sums",
         traj_column_sums as *const u8,
+        Sig::Columns,
+    ));
+    out.push((
+        "traj_column_lanes",
+        traj_column_lanes as *const u8,
         Sig::Columns,
     ));
     out.push(("traj_matmul", traj_matmul as *const u8, Sig::MatMul));

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use crate::ir::matmul_source;
 use crate::ir::types::DType;
 use crate::ir::{Binary, Func, Prim, Unary};
+use crate::kernels::math::SUM_LANES;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Storage {
@@ -333,6 +334,38 @@ pub fn counts_in_loops(f: &Func, storage: &[Storage]) -> HashMap<usize, Vec<usiz
         }
     }
     into
+}
+
+/// Most entries of the lanes a loop keeps for a column sum it accumulates (512 KB).
+const COLUMN_LANES: usize = 1 << 16;
+
+/// The sum over the first axis of matrix `i` (a dense layer's bias gradient, `sum(G,
+/// axis = 0)`) that `i`'s own elementwise loop accumulates as it writes each row, instead
+/// of a pass of its own re-reading the matrix, and the entries of the lanes it keeps
+/// (`rowwise::finish_column_lanes`: eight rows of lanes and one row for each of the last
+/// `rows mod 8` rows). `i` is an inline float loop into its own buffer with at least eight
+/// rows; the sum comes after it with nothing computed in between, so computing it in
+/// `i`'s loop changes no order of reads and writes.
+pub fn column_sum(f: &Func, storage: &[Storage], i: usize) -> Option<(usize, usize)> {
+    let inst = &f.insts[i];
+    let &[rows, cols] = inst.shape.as_slice() else {
+        return None;
+    };
+    let lanes = (SUM_LANES + rows % SUM_LANES) * cols;
+    if f.f32
+        || storage[i] != Storage::Own
+        || !inline_elementwise(f, i)
+        || rows < SUM_LANES
+        || lanes > COLUMN_LANES
+    {
+        return None;
+    }
+    let r = (i + 1..f.insts.len()).find(|&r| {
+        let x = &f.insts[r];
+        !matches!(x.prim, Prim::Input(_) | Prim::Const(_)) && storage[r] == Storage::Own
+    })?;
+    let sums_columns = matches!(&f.insts[r].prim, Prim::ReduceSum(axes) if axes.as_slice() == [0]);
+    (sums_columns && f.insts[r].args[0] == i).then_some((r, lanes))
 }
 
 /// The instructions whose loops compute `v`: `v` itself, or for a fused value, the roots

@@ -271,7 +271,8 @@ fn loop_entry(
 /// One buffer per instruction that owns one (consts filled, rounded under `precision
 /// f32`; an elementwise loop that writes over a dead operand shares its buffer,
 /// `layout::in_place`) and the scratch buffer, large enough for any `LogSumExp` or
-/// `ReduceSum` block; views point into their source's buffer (see `layout`). `inputs[k]`, when given, is where
+/// `ReduceSum` block and the lanes of any column sum a loop accumulates
+/// (`layout::column_sum`); views point into their source's buffer (see `layout`). `inputs[k]`, when given, is where
 /// input `k` is read in place; each `(i, addr)` of `external` makes `addr` instruction `i`'s
 /// buffer (an owned one, holding its whole value).
 fn plan(
@@ -306,6 +307,11 @@ fn plan(
             _ => {}
         }
         data.push(buf);
+    }
+    for i in 0..f.insts.len() {
+        if let Some((_, lanes)) = layout::column_sum(f, &storage, i) {
+            scratch = scratch.max(lanes);
+        }
     }
     data.push(vec![0u64; scratch].into_boxed_slice());
     let mut ptrs: Vec<*mut u8> = data

@@ -66,6 +66,27 @@ fn column_sums_at(xs: &[f64], rows: usize, cols: usize, out: &mut [f64]) {
     }
 }
 
+/// Finishes column sums that a loop accumulated while it wrote the `[rows, cols]` matrix a
+/// row at a time (`emit`'s loops with a fused column sum): `lanes` holds
+/// `SUM_LANES + rows % SUM_LANES` rows of `cols` — first the eight lanes of
+/// [`column_sums_into`] (row `r` added to lane `r mod 8`, from -0.0, for the rows before the
+/// last `rows mod 8`), then each of those last rows alone (`-0.0 + x`, which is `x`). The
+/// lanes are combined and the last rows added in order: `column_sums_into`'s additions.
+pub fn finish_column_lanes(lanes: &[f64], tail: usize, cols: usize, out: &mut [f64]) {
+    assert!(
+        lanes.len() == (SUM_LANES + tail) * cols && out.len() == cols,
+        "finish_column_lanes: bad lengths"
+    );
+    for (c, total) in out.iter_mut().enumerate() {
+        let l = |k: usize| lanes[k * cols + c];
+        let mut t = ((l(0) + l(2)) + (l(4) + l(6))) + ((l(1) + l(3)) + (l(5) + l(7)));
+        for k in SUM_LANES..SUM_LANES + tail {
+            t += l(k);
+        }
+        *total = t;
+    }
+}
+
 /// Entries whose `exp` one `vmath` call takes (two 8 KB buffers on the stack).
 const EXP_BLOCK: usize = 1024;
 
@@ -169,6 +190,63 @@ mod tests {
             differing_orders > 100,
             "only {differing_orders} columns tell orders apart"
         );
+    }
+
+    /// The lanes a loop fills row by row (as `emit` does: row `r` into lane `r mod 8`, the
+    /// last `rows mod 8` rows each into a slot of its own), finished, are
+    /// `column_sums_into`'s bits on every shape around the lane count, with signed zeros,
+    /// infinities and NaN among values whose sums round differently in different orders.
+    #[test]
+    fn finished_column_lanes_are_column_sums_bit_for_bit() {
+        let mut state = 0x51_7cc1_b727_220au64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            match state % 97 {
+                0 => -0.0,
+                1 => 0.0,
+                2 => f64::INFINITY,
+                3 => f64::NEG_INFINITY,
+                4 => f64::NAN,
+                _ => {
+                    let m = (state >> 11) as f64 / (1u64 << 53) as f64;
+                    let e = ((state & 0xff) as f64 / 255.0) * 16.0 - 8.0;
+                    (m - 0.5) * 10f64.powf(e)
+                }
+            }
+        };
+        for rows in [8, 9, 15, 16, 17, 23, 64, 512, 515] {
+            for cols in [1, 2, 3, 10, 127, 128, 129, 300] {
+                let xs: Vec<f64> = (0..rows * cols).map(|_| next()).collect();
+                let main = rows / SUM_LANES * SUM_LANES;
+                let tail = rows - main;
+                let mut lanes = vec![-0.0; (SUM_LANES + tail) * cols];
+                for (r, row) in xs.chunks_exact(cols).enumerate() {
+                    let slot = if r < main {
+                        r % SUM_LANES
+                    } else {
+                        SUM_LANES + r - main
+                    };
+                    for (acc, x) in lanes[slot * cols..][..cols].iter_mut().zip(row) {
+                        *acc += x;
+                    }
+                }
+                let mut got = vec![f64::NAN; cols];
+                finish_column_lanes(&lanes, tail, cols, &mut got);
+                let mut want = vec![f64::NAN; cols];
+                column_sums_into(&xs, rows, cols, &mut want);
+                for c in 0..cols {
+                    // Any NaN matches any NaN: the compiler may commute an addition, which
+                    // picks the other NaN's payload.
+                    let (g, w) = (got[c], want[c]);
+                    assert!(
+                        g.to_bits() == w.to_bits() || g.is_nan() && w.is_nan(),
+                        "[{rows},{cols}] column {c}: {g:?} against {w:?}"
+                    );
+                }
+            }
+        }
     }
 
     /// Rows short and long (around the block), with -inf, +inf and NaN entries and rows of
