@@ -143,7 +143,7 @@ fn int_bits(k: f64) -> u64 {
 /// polynomial), [`tanh_expm1`] (t) and [`tanh_quotient`]. [`tanh_blocks`] runs each over
 /// a block before the next: one entry's chain of dependent operations (~45, two of them
 /// divisions) is longer than the out-of-order window covers, so a loop of the whole chain
-/// waited on latency; stage by stage it took 17–25 % less time (BENCHMARKS.md).
+/// waited on latency; stage by stage it took 10–25 % less time (BENCHMARKS.md).
 #[inline(always)]
 fn tanh_reduce(x: f64) -> (f64, f64, f64) {
     let a = x.abs();
