@@ -66,9 +66,8 @@ pub struct Plan {
     /// The stop condition uses observables other than gnorm and step: test it only at
     /// record steps.
     pub stop_at_records_only: bool,
-    /// Inputs: params, step, dir:P... Outputs: hvp:P... (only built when a record uses
-    /// `sharpness`).
-    pub hvp: Option<Func>,
+    /// The Hessian-vector product (only built when a record uses `sharpness`).
+    pub hvp: Option<Hvp>,
     pub steps: u64,
     pub nparams: usize,
     /// A gradient flow's settings (`optimizer flow`): no updates, no `steps`.
@@ -591,7 +590,125 @@ pub fn build_probe_gradient(
     checked_func(l.b.finish(), "gradient")
 }
 
-fn build_hvp(checked: &Checked, statics: &Statics, params: &[ParamInfo]) -> Result<Func, RunError> {
+/// The Hessian-vector product as two functions, so that Lanczos, which applies it to many
+/// directions at one point, computes what does not depend on the direction once.
+#[derive(Clone, Debug)]
+pub struct Hvp {
+    /// Inputs: params, step. Outputs: `saved:N`, the values `apply` reads, each
+    /// computed by the instruction it was in the whole function.
+    pub at: Func,
+    /// Inputs: params, step, dir:P..., then `at`'s outputs. Outputs: hvp:P...
+    pub apply: Func,
+}
+
+/// `f` cut in two: the instructions that do not depend on its inputs from `varying` on (a
+/// function of the earlier inputs), and the rest, which takes every input of `f` and then
+/// the first part's values it reads. Inputs, constants and views the second part reads are
+/// defined again there rather than passed; every other instruction is in exactly one part,
+/// unchanged, so each value is what `f` computes, on either backend.
+pub fn split_at_input(f: &Func, varying: usize) -> (Func, Func) {
+    use crate::ir::{Inst, Prim};
+    let n = f.insts.len();
+    let mut depends = vec![false; n];
+    for (i, inst) in f.insts.iter().enumerate() {
+        depends[i] = match inst.prim {
+            Prim::Input(k) => k >= varying,
+            _ => inst.args.iter().any(|a| depends[*a]),
+        };
+    }
+    // Defined again in the second part where it reads them: inputs, constants and views
+    // (a reshape, transpose, broadcast or slice of a first-part value), so that the second part
+    // reads a view where `f` did (a transpose as a product's operand, a broadcast inside a
+    // loop) and receives only the value under it.
+    let again = |i: usize| {
+        matches!(
+            f.insts[i].prim,
+            Prim::Input(_)
+                | Prim::Const(_)
+                | Prim::Reshape(_)
+                | Prim::Transpose(_)
+                | Prim::Broadcast(_)
+                | Prim::Slice(_)
+        )
+    };
+    // Which instructions the second part holds, and the first part's values it reads.
+    let mut second_has = depends.clone();
+    let mut saved = vec![false; n];
+    for (_, v) in &f.outputs {
+        second_has[*v] |= again(*v);
+        saved[*v] = !second_has[*v];
+    }
+    for i in (0..n).rev() {
+        if !second_has[i] {
+            continue;
+        }
+        for &a in &f.insts[i].args {
+            if !depends[a] {
+                second_has[a] |= again(a);
+                saved[a] |= !again(a);
+            }
+        }
+    }
+    // The first part: what the saved values need.
+    let mut first_has = saved.clone();
+    for i in (0..n).rev() {
+        if first_has[i] {
+            f.insts[i].args.iter().for_each(|a| first_has[*a] = true);
+        }
+    }
+    let mut first = Func {
+        inputs: f.inputs[..varying].to_vec(),
+        f32: f.f32,
+        ..Func::default()
+    };
+    let mut first_var = vec![usize::MAX; n];
+    for (i, inst) in f.insts.iter().enumerate() {
+        if first_has[i] {
+            first_var[i] = first.insts.len();
+            first.insts.push(Inst {
+                args: inst.args.iter().map(|a| first_var[*a]).collect(),
+                ..inst.clone()
+            });
+        }
+    }
+    let mut second = Func {
+        inputs: f.inputs.clone(),
+        f32: f.f32,
+        ..Func::default()
+    };
+    let mut second_var = vec![usize::MAX; n];
+    for (i, inst) in f.insts.iter().enumerate() {
+        if saved[i] {
+            let k = second.inputs.len();
+            let name = format!("saved:{}", first.outputs.len());
+            first.outputs.push((name.clone(), first_var[i]));
+            second.inputs.push((name, inst.dtype, inst.shape.clone()));
+            second_var[i] = second.insts.len();
+            second.insts.push(Inst {
+                prim: Prim::Input(k),
+                args: vec![],
+                ..inst.clone()
+            });
+        }
+    }
+    for (i, inst) in f.insts.iter().enumerate() {
+        if second_has[i] {
+            second_var[i] = second.insts.len();
+            second.insts.push(Inst {
+                args: inst.args.iter().map(|a| second_var[*a]).collect(),
+                ..inst.clone()
+            });
+        }
+    }
+    second.outputs = f
+        .outputs
+        .iter()
+        .map(|(name, v)| (name.clone(), second_var[*v]))
+        .collect();
+    (first, second)
+}
+
+fn build_hvp(checked: &Checked, statics: &Statics, params: &[ParamInfo]) -> Result<Hvp, RunError> {
     let (mut l, pv, _) = with_params(checked, statics, params);
     let dirs = direction_inputs(&mut l, params);
     let loss = loss_var(&mut l, checked)?;
@@ -606,7 +723,21 @@ fn build_hvp(checked: &Checked, statics: &Statics, params: &[ParamInfo]) -> Resu
         };
         l.b.output(&format!("hvp:{}", p.name), hv);
     }
-    checked_func(l.b.finish(), "Hessian-vector product")
+    let whole = checked_func(l.b.finish(), "Hessian-vector product")?;
+    // Inputs: params, step, then the directions.
+    let (at, apply) = split_at_input(&whole, params.len() + 1);
+    for (f, what) in [
+        (&at, "Hessian-vector product's fixed part"),
+        (&apply, "Hessian-vector product's rest"),
+    ] {
+        verify(f).map_err(|e| {
+            format!(
+                "internal error: {what} IR does not verify: {e}\n{}",
+                crate::ir::print(f)
+            )
+        })?;
+    }
+    Ok(Hvp { at, apply })
 }
 
 /// Whether `e` names `what` anywhere (as a name or a call).

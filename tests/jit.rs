@@ -114,6 +114,9 @@ fn check_program(path: &Path) {
     let Some(out) = agree(&plan.grad_fast, &inputs, seed, &format!("{what} grad_fast")) else {
         return;
     };
+    for varying in 1..=n {
+        cut_computes_the_same(&plan.grad_fast, &inputs, varying, seed, &what);
+    }
     let loss = out[0].clone();
     let grads: Vec<Tensor> = out[1..=n].to_vec();
     let gnorm = grads
@@ -131,7 +134,10 @@ fn check_program(path: &Path) {
     );
     agree(&plan.grad_ray, &ray, seed, &format!("{what} grad_ray"));
     if let Some(h) = &plan.hvp {
-        agree(h, &ray, seed, &format!("{what} hvp"));
+        let saved = agree(&h.at, &inputs, seed, &format!("{what} hvp at")).unwrap_or_default();
+        let mut apply = ray.clone();
+        apply.extend(saved);
+        agree(&h.apply, &apply, seed, &format!("{what} hvp apply"));
     }
     for (i, u) in plan.updates.iter().enumerate() {
         let Some(u) = u else { continue };
@@ -162,6 +168,65 @@ fn check_program(path: &Path) {
     if let Some(s) = &plan.stop {
         agree(s, &rec, seed, &format!("{what} stop"));
     }
+}
+
+/// `f` cut at input `varying` (`plan::split_at_input`): the second part, given the first
+/// part's outputs, gives `f`'s outputs bit for bit, on both backends.
+fn cut_computes_the_same(f: &Func, inputs: &[Tensor], varying: usize, seed: u64, what: &str) {
+    let what = format!("{what} cut at input {varying}");
+    let (first, second) = traj::plan::split_at_input(f, varying);
+    traj::ir::verify(&first).unwrap_or_else(|e| panic!("{what}: first part: {e}"));
+    traj::ir::verify(&second).unwrap_or_else(|e| panic!("{what}: second part: {e}"));
+    let whole = interp::eval(f, inputs, Env { seed }).expect("the whole function runs");
+    let Some(saved) = agree(
+        &first,
+        &inputs[..varying],
+        seed,
+        &format!("{what}, first part"),
+    ) else {
+        panic!("{what}: the first part fails");
+    };
+    let mut rest = inputs.to_vec();
+    rest.extend(saved);
+    let Some(out) = agree(&second, &rest, seed, &format!("{what}, second part")) else {
+        panic!("{what}: the second part fails");
+    };
+    assert_eq!(whole.len(), out.len(), "{what}");
+    for (k, (a, b)) in whole.iter().zip(&out).enumerate() {
+        if let Err(e) = same(a, b) {
+            panic!(
+                "{what}: output {} differs from the whole function's: {e}",
+                f.outputs[k].0
+            );
+        }
+    }
+}
+
+#[test]
+fn the_hessian_vector_products_direction_free_work_is_in_its_first_part() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/edge_of_stability.traj");
+    let text = std::fs::read_to_string(&path).expect("readable");
+    let mut sources = SourceMap::default();
+    let checked = check_source(
+        "eos",
+        Some(path.clone()),
+        &text,
+        &Options::default(),
+        &mut sources,
+    )
+    .unwrap_or_else(|_| panic!("does not check"));
+    let (_, plan) = prepare(&checked, &sources, &RunOptions::default()).expect("prepares");
+    let hvp = plan.hvp.expect("edge_of_stability records sharpness");
+    let tanh = |f: &Func| {
+        f.insts
+            .iter()
+            .filter(|i| i.prim == Prim::Unary(Unary::Tanh))
+            .count()
+    };
+    // tanh(X W') is computed once a sharpness, not once a product.
+    assert_eq!((tanh(&hvp.at), tanh(&hvp.apply)), (1, 0));
+    assert!(!hvp.at.outputs.is_empty());
+    assert_eq!(hvp.apply.inputs.len(), 5 + hvp.at.outputs.len());
 }
 
 #[test]

@@ -343,6 +343,14 @@ fn plan(
 /// The bits of `t` into `buf`, floats rounded through f32 when `f32`.
 fn fill(buf: &mut [u64], t: &Tensor, f32: bool) {
     match t {
+        // Row-major values as one slice rather than through ndarray's element iterator
+        // (a Hessian-vector product's `apply` receives its saved values here each product).
+        Tensor::Float(a) if !f32 && a.as_slice().is_some_and(|s| s.len() == buf.len()) => {
+            let s = a.as_slice().unwrap_or_default();
+            for (o, x) in buf.iter_mut().zip(s) {
+                *o = x.to_bits();
+            }
+        }
         Tensor::Float(a) => {
             for (o, x) in buf.iter_mut().zip(a.iter()) {
                 *o = if f32 { *x as f32 as f64 } else { *x }.to_bits();

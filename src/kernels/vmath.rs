@@ -129,7 +129,7 @@ fn int_bits(k: f64) -> u64 {
     (k + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits())
 }
 
-/// libm's `tanh(x)`, no branches (a NaN gives a NaN).
+/// libm's `tanh(x)`, no branches (a NaN gives a NaN), in four stages (below).
 ///
 /// libm takes `t = expm1(±2|x|)`, the sign chosen so that `k` of expm1's reduction is 0
 /// or -1 below |x| = log(5/3)/2 and 1 to 58 above it, then one of three quotients. On
@@ -138,8 +138,14 @@ fn int_bits(k: f64) -> u64 {
 /// `1 + 2 d` at k = 1 are `(d + (1 - 2^-k)) 2^k` (scaling by 2^k is exact, so rounding
 /// commutes with it), which is its formula for 2 <= k < 20; from k = 20 it adds 2^-k to
 /// `e` instead. Beyond k = 56 (|x| > 19.5) libm's result is 1.0 through either formula.
+///
+/// The stages: [`tanh_reduce`] (k, r and r's rounding error c), [`tanh_poly`] (expm1's
+/// polynomial), [`tanh_expm1`] (t) and [`tanh_quotient`]. [`tanh_blocks`] runs each over
+/// a block before the next: one entry's chain of dependent operations (~45, two of them
+/// divisions) is longer than the out-of-order window covers, so a loop of the whole chain
+/// waited on latency; stage by stage it took 10–25 % less time (BENCHMARKS.md).
 #[inline(always)]
-fn tanh_lane(x: f64) -> (f64, bool) {
+fn tanh_reduce(x: f64) -> (f64, f64, f64) {
     let a = x.abs();
     // expm1(2|x|) beyond |x| > log(5/3)/2 ~= 0.2554, else expm1(-2|x|).
     let up = a >= f64::from_bits(0x3fd0_58af_0000_0000);
@@ -152,9 +158,22 @@ fn tanh_lane(x: f64) -> (f64, bool) {
     let lo = k * LN2LO;
     let r = hi - lo;
     let c = (hi - r) - lo;
+    (k, r, c)
+}
+
+/// expm1's `r1` of the reduced argument `r`.
+#[inline(always)]
+fn tanh_poly(r: f64) -> f64 {
     let hfx = 0.5 * r;
     let hxs = r * hfx;
-    let r1 = 1.0 + hxs * (Q1 + hxs * (Q2 + hxs * (Q3 + hxs * (Q4 + hxs * Q5))));
+    1.0 + hxs * (Q1 + hxs * (Q2 + hxs * (Q3 + hxs * (Q4 + hxs * Q5))))
+}
+
+/// expm1's result `t` from [`tanh_reduce`]'s `(k, r, c)` and [`tanh_poly`]'s `r1`.
+#[inline(always)]
+fn tanh_expm1((k, r, c): (f64, f64, f64), r1: f64) -> f64 {
+    let hfx = 0.5 * r;
+    let hxs = r * hfx;
     let t = 3.0 - r1 * hfx;
     let e = hxs * ((r1 - t) / (6.0 - r * t));
     // At k = 0, c = 0 and this is libm's `r * e - hxs` bit for bit.
@@ -163,7 +182,14 @@ fn tanh_lane(x: f64) -> (f64, bool) {
     let twopk = f64::from_bits(kb.wrapping_add(0x3ff) << 52);
     let twomk = f64::from_bits(0x3ffu64.wrapping_sub(kb) << 52);
     let from_20 = k >= 20.0;
-    let t = ((r - pick(from_20, e + twomk, e)) + pick(from_20, 1.0, 1.0 - twomk)) * twopk;
+    ((r - pick(from_20, e + twomk, e)) + pick(from_20, 1.0, 1.0 - twomk)) * twopk
+}
+
+/// `tanh(x)` from [`tanh_expm1`]'s `t`.
+#[inline(always)]
+fn tanh_quotient(x: f64, t: f64) -> f64 {
+    let a = x.abs();
+    let up = a >= f64::from_bits(0x3fd0_58af_0000_0000);
     // libm's three quotients, 2 / (t + 2) beyond log(3)/2 ~= 0.5493, t / (t + 2) and
     // -t / (t + 2) (the negation of t / (t + 2), bit for bit), as one division.
     let far = a >= f64::from_bits(0x3fe1_93eb_0000_0000);
@@ -172,7 +198,36 @@ fn tanh_lane(x: f64) -> (f64, bool) {
     // Subnormals (and a NaN, for which every comparison is false) give |x|.
     let v = pick(a >= f64::MIN_POSITIVE, v, a);
     let v = pick(a >= f64::from_bits(0x4034_0001_0000_0000), 1.0, v);
-    (pick(x.is_sign_negative(), -v, v), true)
+    pick(x.is_sign_negative(), -v, v)
+}
+
+/// Entries [`tanh_blocks`] takes through each stage before the next (6 KiB of stage
+/// values on the stack; 128 was slower, 512 no faster).
+const TANH_BLOCK: usize = 256;
+
+/// libm's `tanh` over a slice at a level's width, stage by stage over blocks (the stage
+/// values in arrays on the stack, `out` holding `r1`, then `t`, then the result).
+#[inline(always)]
+fn tanh_blocks(xs: &[f64], out: &mut [f64]) {
+    let mut k = [0.0; TANH_BLOCK];
+    let mut r = [0.0; TANH_BLOCK];
+    let mut c = [0.0; TANH_BLOCK];
+    for (out, xs) in out.chunks_mut(TANH_BLOCK).zip(xs.chunks(TANH_BLOCK)) {
+        let n = xs.len();
+        let (k, r, c) = (&mut k[..n], &mut r[..n], &mut c[..n]);
+        for i in 0..n {
+            (k[i], r[i], c[i]) = tanh_reduce(xs[i]);
+        }
+        for i in 0..n {
+            out[i] = tanh_poly(r[i]);
+        }
+        for i in 0..n {
+            out[i] = tanh_expm1((k[i], r[i], c[i]), out[i]);
+        }
+        for i in 0..n {
+            out[i] = tanh_quotient(xs[i], out[i]);
+        }
+    }
 }
 
 /// libm's `log(x)` where 0 < x < ∞, no branches.
@@ -842,10 +897,21 @@ kernels! {
     log1p_at: log1p_lane, math::log1p;
     sigmoid_at: sigmoid_lane, math::sigmoid;
     softplus_at: softplus_lane, math::softplus;
-    tanh_at: tanh_lane, math::tanh;
     log_at: log_lane, math::log;
     sin_at: sin_lane, math::sin;
     cos_at: cos_lane, math::cos;
+}
+
+/// `out[i] = math::tanh(xs[i])` at a level ([`tanh_blocks`]).
+fn tanh_at(level: Level, xs: &[f64], out: &mut [f64]) {
+    assert_eq!(xs.len(), out.len(), "vmath: slices of different lengths");
+    if level == Level::Scalar {
+        for (o, x) in out.iter_mut().zip(xs) {
+            *o = math::tanh(*x);
+        }
+        return;
+    }
+    at_level!(level, fn(xs: &[f64], out: &mut [f64]) { tanh_blocks(xs, out) });
 }
 
 /// `out[i] = math::erf(xs[i])` at a level ([`erf_blocks`]).

@@ -36,7 +36,10 @@ pub enum RowFn {
     Gradient,
     Record,
     Stop,
-    Hvp,
+    /// The Hessian-vector product's part that does not depend on the direction
+    /// (`plan::Hvp`), and the rest.
+    HvpAt,
+    HvpApply,
 }
 
 /// The row functions of a plan compiled by the JIT.
@@ -44,7 +47,7 @@ pub struct RowFns {
     gradient: Option<crate::jit::Compiled>,
     record: crate::jit::Compiled,
     stop: Option<crate::jit::Compiled>,
-    hvp: Option<crate::jit::Compiled>,
+    hvp: Option<[crate::jit::Compiled; 2]>,
 }
 
 /// A plan compiled for one backend: nothing for the interpreter; for the JIT, the step
@@ -103,7 +106,10 @@ impl Engine {
                 .transpose()?,
             record: compile(&plan.record)?,
             stop: plan.stop.as_ref().map(compile).transpose()?,
-            hvp: plan.hvp.as_ref().map(compile).transpose()?,
+            hvp: match &plan.hvp {
+                Some(h) => Some([compile(&h.at)?, compile(&h.apply)?]),
+                None => None,
+            },
         });
         if dump {
             eprintln!("{}", TrainLoop::clif_text(plan, seed)?);
@@ -157,7 +163,14 @@ impl<'p> Exec<'p> {
             ),
             RowFn::Record => (Some(&plan.record), self.rows.map(|r| &r.record)),
             RowFn::Stop => (plan.stop.as_ref(), self.rows.and_then(|r| r.stop.as_ref())),
-            RowFn::Hvp => (plan.hvp.as_ref(), self.rows.and_then(|r| r.hvp.as_ref())),
+            RowFn::HvpAt => (
+                plan.hvp.as_ref().map(|h| &h.at),
+                self.rows.and_then(|r| r.hvp.as_ref()).map(|h| &h[0]),
+            ),
+            RowFn::HvpApply => (
+                plan.hvp.as_ref().map(|h| &h.apply),
+                self.rows.and_then(|r| r.hvp.as_ref()).map(|h| &h[1]),
+            ),
         };
         match (compiled, f) {
             (Some(c), _) => Ok(c.run(inputs, seed)?),

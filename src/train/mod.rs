@@ -826,21 +826,29 @@ fn sharpness(exec: &Exec, theta: &[Tensor], k: u64, seed: u64) -> Result<f64, Ru
     }
     let rng = Stream::new(seed, "sharpness", k + 1);
     let start: Vec<f64> = (0..n as u64).map(|i| rng.normal(i)).collect();
+    // What does not depend on the direction, once; then the inputs of `HvpApply`: the
+    // params, the step, the direction (replaced at each product) and those values.
+    let mut inputs: Vec<Tensor> = theta.to_vec();
+    inputs.push(int_tensor(k as i64 + 1));
+    let saved = exec.eval_row(RowFn::HvpAt, &inputs, seed)?;
+    let dirs = inputs.len();
+    for p in &plan.params {
+        inputs.push(Tensor::Float(ArrayD::zeros(IxDyn(&p.shape))));
+    }
+    inputs.extend(saved);
     // An error of the Hvp keeps its spans here; `top_eigenvalue` sees its text.
     let mut failure: Option<RunError> = None;
     let mut apply = |v: &[f64], out: &mut [f64]| -> Result<(), String> {
-        let mut inputs: Vec<Tensor> = theta.to_vec();
-        inputs.push(int_tensor(k as i64 + 1));
         let mut at = 0;
-        for p in &plan.params {
+        for (p, dir) in plan.params.iter().zip(&mut inputs[dirs..]) {
             let len: usize = p.shape.iter().product();
-            inputs.push(Tensor::Float(
+            *dir = Tensor::Float(
                 ArrayD::from_shape_vec(IxDyn(&p.shape), v[at..at + len].to_vec())
                     .map_err(|e| e.to_string())?,
-            ));
+            );
             at += len;
         }
-        let res = match exec.eval_row(RowFn::Hvp, &inputs, seed) {
+        let res = match exec.eval_row(RowFn::HvpApply, &inputs, seed) {
             Ok(res) => res,
             Err(e) => {
                 let message = e.to_string();
