@@ -1310,7 +1310,7 @@ fn same_run(text: &str) -> RunResult {
 
 /// One entry of θ (of 37: vector lanes and the scalar tail) overflows to +inf in an update
 /// while the loss and gradient stay finite (`min(w, 0)` ignores it): only θ's own check
-/// sees it, which the JIT counts in the update's loop (`train_loop::with_theta_count`).
+/// sees it, which the JIT sums in the update's loop (`train_loop::with_theta_check`).
 /// Both backends diverge at step 1 with the same report, with a row at every step (the
 /// loop resumes with the update) and with none before the divergence.
 #[test]

@@ -132,8 +132,9 @@ struct Slots {
     loss: Slot,
     gnorm: Slot,
     sharpness: Slot,
-    /// 0.0 when θ is all finite: written where θ is (the entry's pass, the updates' counts).
-    theta_bad: Slot,
+    /// 0.0 when θ is all finite, else NaN: written where θ is (the entry's pass, the
+    /// updates' own checks).
+    theta_check: Slot,
 }
 
 /// One of the plan's functions as the loop runs it: its planned buffers (inputs pointing at
@@ -243,12 +244,13 @@ fn outputs_in_slots(
     external
 }
 
-/// `update` with one more output, the count of θ's non-finite entries: `sum(d != d)` for
-/// `d = t - t`, `t` θ's new value computed again from the same operands, which
-/// `layout::counts_in_loops` counts in the loop that writes θ (no pass over θ of its own).
-/// `None` when θ's new value is not an elementwise loop's that can count it; the loop then
-/// checks θ's slot by a pass after the update.
-fn with_theta_count(update: &Func) -> Option<Func> {
+/// `update` with one more output, 0.0 when θ's new value is all finite, else NaN: `sum(t -
+/// t)`, `t` that value computed again from the same operands (Cranelift merges the two),
+/// which `layout::counts_in_loops` sums in the loop that writes θ: two vector ops more a
+/// vector there instead of a pass of its own over θ. `None` when θ's new value is not an
+/// elementwise loop's that can sum it; the loop then checks θ's slot by a pass after the
+/// update.
+fn with_theta_check(update: &Func) -> Option<Func> {
     use super::layout::{self, Storage};
     let (_, v) = *update.outputs.first()?;
     let before = layout::storage(update);
@@ -271,18 +273,17 @@ fn with_theta_count(update: &Func) -> Option<Func> {
     };
     let shape = f.insts[v].shape.clone();
     let d = at(&mut f, Prim::Binary(Binary::Sub), vec![t, t], shape.clone());
-    let x = at(&mut f, Prim::Binary(Binary::Ne), vec![d, d], shape.clone());
-    let count = at(
+    let check = at(
         &mut f,
         Prim::ReduceSum((0..shape.len()).collect()),
-        vec![x],
+        vec![d],
         vec![],
     );
-    f.outputs.push(("theta_nonfinite".to_string(), count));
+    f.outputs.push(("theta_finite_check".to_string(), check));
     let after = layout::storage(&f);
     let counted = layout::counts_in_loops(&f, &after)
         .get(&v)
-        .is_some_and(|c| c.contains(&count));
+        .is_some_and(|c| c.contains(&check));
     (counted && after[..before.len()] == before[..]).then_some(f)
 }
 
@@ -363,7 +364,7 @@ impl TrainLoop {
             loss: Slot::new(&[]),
             gnorm: Slot::new(&[]),
             sharpness,
-            theta_bad: Slot::new(&[]),
+            theta_check: Slot::new(&[]),
         };
         let tie = Box::new(TieCtx {
             seed,
@@ -436,13 +437,13 @@ impl TrainLoop {
             }
         }
         let mut parts = Vec::new();
-        let mut theta_count = vec![None; funcs.len()];
+        let mut theta_check = vec![None; funcs.len()];
         for (j, ((f, inputs), (from, outs))) in funcs.iter().zip(&targets).enumerate() {
             let counted = update_of
                 .contains(&Some(j))
-                .then(|| with_theta_count(f))
+                .then(|| with_theta_check(f))
                 .flatten();
-            theta_count[j] = counted.as_ref().map(|g| g.outputs.len() - 1);
+            theta_check[j] = counted.as_ref().map(|g| g.outputs.len() - 1);
             let func = Box::new(counted.unwrap_or_else(|| (*f).clone()));
             // Inputs read their slot in place, except under `precision f32`, where the
             // code copies them in rounded (as the interpreter rounds every input).
@@ -480,7 +481,7 @@ impl TrainLoop {
             slots: &slots,
             per_step_stop: per_step_stop.is_some(),
             update_of,
-            theta_count,
+            theta_check,
             quiet,
             needs_gnorm,
         };
@@ -579,8 +580,8 @@ struct LoopShape<'a> {
     per_step_stop: bool,
     /// The part index of each param's update.
     update_of: Vec<Option<usize>>,
-    /// For each part, the output that counts θ's non-finite entries (`with_theta_count`).
-    theta_count: Vec<Option<usize>>,
+    /// For each part, the output that checks θ's new value (`with_theta_check`).
+    theta_check: Vec<Option<usize>>,
     /// The part index of the quiet gradient, run at each step but `until`.
     quiet: Option<usize>,
     needs_gnorm: bool,
@@ -839,7 +840,7 @@ fn emit_loop(
     for s in &slots.theta {
         bad = e.finite_sum(s.addr(), s.len(), bad);
     }
-    let at = e.addr(slots.theta_bad.addr());
+    let at = e.addr(slots.theta_check.addr());
     e.b.ins().store(mf(), bad, at, 0);
     e.b.ins().jump(top, &[]);
 
@@ -907,10 +908,9 @@ fn emit_loop(
     for s in &slots.grad {
         acc = e.finite_sum(s.addr(), s.len(), acc);
     }
-    let bad = e.load_f(slots.theta_bad.addr());
+    let bad = e.load_f(slots.theta_check.addr());
     let acc = e.b.ins().fadd(acc, bad);
-    let zero = e.b.ins().f64const(0.0);
-    let ok = e.b.ins().fcmp(FloatCC::Equal, acc, zero);
+    let ok = e.b.ins().fcmp(FloatCC::Equal, acc, acc);
     let good = e.b.create_block();
     e.b.ins().brif(ok, good, &[], fallback, &[]);
     e.b.switch_to_block(good);
@@ -942,8 +942,8 @@ fn emit_loop(
     for (t, p) in slots.theta.iter().zip(&slots.prev) {
         e.copy(t.addr(), p.addr(), t.len());
     }
-    // θ_{k+1}'s check: each update's count, or a pass over its θ (a param without an
-    // update keeps the θ the entry checked).
+    // θ_{k+1}'s check: each update's, or a pass over its θ (a param without an update
+    // keeps the θ the entry checked).
     let mut bad = e.b.ins().f64const(0.0);
     for p in 0..np {
         let Some(j) = shape.update_of[p] else {
@@ -953,15 +953,15 @@ fn emit_loop(
         let mut outs: Vec<&Slot> = vec![&slots.theta[p]];
         outs.extend(slots.states[p].iter());
         e.outputs_to(j, 0, &outs);
-        bad = match shape.theta_count[j] {
+        bad = match shape.theta_check[j] {
             Some(o) => {
-                let count = e.load_f(e.out(j, o));
-                e.b.ins().fadd(bad, count)
+                let check = e.load_f(e.out(j, o));
+                e.b.ins().fadd(bad, check)
             }
             None => e.finite_sum(slots.theta[p].addr(), slots.theta[p].len(), bad),
         };
     }
-    let at = e.addr(slots.theta_bad.addr());
+    let at = e.addr(slots.theta_check.addr());
     e.b.ins().store(mf(), bad, at, 0);
     let k = e.b.use_var(kvar);
     let k1 = e.b.ins().iadd_imm_s(k, 1);
