@@ -1334,6 +1334,25 @@ fn a_param_that_overflows_in_its_update_diverges_at_the_same_step_on_both_backen
     }
 }
 
+/// As above with an update whose new θ is a product (`(param - lr * grad) @ R`), not an
+/// elementwise loop: the JIT checks θ by a pass after the update instead. `R` averages
+/// the two columns, so the overflowing entry makes its row +inf and no NaN.
+#[test]
+fn a_param_that_overflows_in_an_update_ending_in_a_product_diverges_on_both_backends() {
+    for every in [1, 50] {
+        let text = format!(
+            "data R = [[0.5, 0.5], [0.5, 0.5]]\noptimizer avg(lr) {{\n  param = (param - lr * grad) @ R\n}}\nparam w: [3, 2] = [[0.5, 0.5], [-1e10, 0.5], [0.5, 0.5]]\nloss = sum(min(w, 0)^2)\ntrain {{\n  optimizer avg(lr = 1e300)\n  steps 100\n  record every {every} {{ loss }}\n}}\n"
+        );
+        let r = same_run(&text);
+        assert_eq!(r.status, Status::Diverged, "{text}");
+        assert_eq!(
+            r.message.as_deref(),
+            Some("diverged at step 1: param `w` is not finite"),
+            "{text}"
+        );
+    }
+}
+
 /// θ not finite where the run starts, its loss and gradient finite: the JIT checks the θ
 /// the host hands it before the first step, and both backends diverge at step 0.
 #[test]
