@@ -76,6 +76,17 @@ pub fn words_to_uniform(lo: u32, hi: u32) -> f64 {
     ((x >> 12) as f64 + 0.5) * TWO_POW_M52
 }
 
+/// `lo + floor(u * (hi - lo))`, clamped to `hi - 1`; `lo` when `hi <= lo`.
+#[inline(always)]
+fn int_in(u: f64, lo: i64, hi: i64) -> i64 {
+    if hi <= lo {
+        return lo;
+    }
+    let span = hi as i128 - lo as i128;
+    let off = (u * span as f64).floor() as i128;
+    (lo as i128 + off).min(hi as i128 - 1) as i64
+}
+
 /// Box–Muller on one Philox block: the pair (z0, z1) of normals of elements 2b and 2b+1.
 #[inline(always)]
 fn box_muller(w: [u32; 4]) -> (f64, f64) {
@@ -177,12 +188,19 @@ impl Stream {
     /// `lo + floor(uniform(i) * (hi - lo))`, clamped to `hi - 1`. Checking `hi > lo` is
     /// the caller's job; when it does not hold this returns `lo`.
     pub fn randint(&self, lo: i64, hi: i64, i: u64) -> i64 {
-        if hi <= lo {
-            return lo;
+        int_in(self.uniform(i), lo, hi)
+    }
+
+    /// `out[i] = self.randint(lo, hi, i)`, one Philox block per two elements (`randint`
+    /// alone computes each block twice).
+    pub fn fill_randint(&self, lo: i64, hi: i64, out: &mut [i64]) {
+        for (b, pair) in out.chunks_mut(2).enumerate() {
+            let w = self.block(b as u64);
+            pair[0] = int_in(words_to_uniform(w[0], w[1]), lo, hi);
+            if let Some(o) = pair.get_mut(1) {
+                *o = int_in(words_to_uniform(w[2], w[3]), lo, hi);
+            }
         }
-        let span = hi as i128 - lo as i128;
-        let off = (self.uniform(i) * span as f64).floor() as i128;
-        (lo as i128 + off).min(hi as i128 - 1) as i64
     }
 
     /// A uniformly random permutation of `0..n`: Fisher–Yates from the end, for `i` in
@@ -263,6 +281,38 @@ mod tests {
             ),
             [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
         );
+    }
+
+    /// `fill_randint` is `randint` at every index, for ranges up to the whole of i64 (where
+    /// `hi - lo` needs i128), empty ranges, odd and even lengths.
+    #[test]
+    fn fill_randint_is_randint_at_every_index() {
+        let ranges = [
+            (0, 1),
+            (0, 2),
+            (0, 512),
+            (-7, 13),
+            (5, 5),
+            (9, 3),
+            (0, 1 << 53),
+            (i64::MIN, i64::MAX),
+            (-3, i64::MAX),
+        ];
+        for seed in [0, 1, 20190127, u64::MAX >> 1] {
+            for step in [0, 1, 2, 19_999, u32::MAX as u64] {
+                let rng = Stream::new(seed, "batch:xb,yb", step);
+                for (lo, hi) in ranges {
+                    for n in [0, 1, 2, 31, 32, 33, 257] {
+                        let mut out = vec![0; n];
+                        rng.fill_randint(lo, hi, &mut out);
+                        for (i, o) in out.iter().enumerate() {
+                            assert_eq!(*o, rng.randint(lo, hi, i as u64), "{lo}..{hi} at {i}");
+                            assert!(*o == lo || (lo..hi).contains(o), "{o} outside {lo}..{hi}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

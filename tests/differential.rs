@@ -1292,6 +1292,88 @@ fn a_loss_that_overflows_while_its_gradient_stays_finite_diverges_on_both_backen
     assert!((5..20).contains(&r.steps), "{} steps: {msg}", r.steps);
 }
 
+/// Runs `text` on both backends, which must agree bit for bit with the same status, steps
+/// and message: the interpreter's run.
+fn same_run(text: &str) -> RunResult {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/generated.traj");
+    let (c, s) = check(&path, text).unwrap_or_else(|d| panic!("{text}\n{d}"));
+    let (a, b) = both(&c, &s, None);
+    agree_exactly(&a, &b).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let (a, b) = (a.expect("runs"), b.expect("runs"));
+    assert_eq!(
+        (a.status, a.steps, &a.message),
+        (b.status, b.steps, &b.message),
+        "{text}"
+    );
+    a
+}
+
+/// One entry of θ (of 37: vector lanes and the scalar tail) overflows to +inf in an update
+/// while the loss and gradient stay finite (`min(w, 0)` ignores it): only θ's own check
+/// sees it, which the JIT sums in the update's loop (`train_loop::with_theta_check`).
+/// Both backends diverge at step 1 with the same report, with a row at every step (the
+/// loop resumes with the update) and with none before the divergence.
+#[test]
+fn a_param_that_overflows_in_its_update_diverges_at_the_same_step_on_both_backends() {
+    for bad in [0, 17, 36] {
+        for every in [1, 50] {
+            let mut w = vec![0.5; 37];
+            w[bad] = -1e10;
+            let text = format!(
+                "param w: [37] = {}\nloss = sum(min(w, 0)^2)\ntrain {{\n  optimizer gd(lr = 1e300)\n  steps 100\n  record every {every} {{ loss }}\n}}\n",
+                floats_text(&w)
+            );
+            let r = same_run(&text);
+            assert_eq!(r.status, Status::Diverged, "{text}");
+            assert_eq!(
+                r.message.as_deref(),
+                Some("diverged at step 1: param `w` is not finite"),
+                "{text}"
+            );
+        }
+    }
+}
+
+/// As above with an update whose new θ is a product (`(param - lr * grad) @ R`), not an
+/// elementwise loop: the JIT checks θ by a pass after the update instead. `R` averages
+/// the two columns, so the overflowing entry makes its row +inf and no NaN.
+#[test]
+fn a_param_that_overflows_in_an_update_ending_in_a_product_diverges_on_both_backends() {
+    for every in [1, 50] {
+        let text = format!(
+            "data R = [[0.5, 0.5], [0.5, 0.5]]\noptimizer avg(lr) {{\n  param = (param - lr * grad) @ R\n}}\nparam w: [3, 2] = [[0.5, 0.5], [-1e10, 0.5], [0.5, 0.5]]\nloss = sum(min(w, 0)^2)\ntrain {{\n  optimizer avg(lr = 1e300)\n  steps 100\n  record every {every} {{ loss }}\n}}\n"
+        );
+        let r = same_run(&text);
+        assert_eq!(r.status, Status::Diverged, "{text}");
+        assert_eq!(
+            r.message.as_deref(),
+            Some("diverged at step 1: param `w` is not finite"),
+            "{text}"
+        );
+    }
+}
+
+/// θ not finite where the run starts, its loss and gradient finite: the JIT checks the θ
+/// the host hands it before the first step, and both backends diverge at step 0.
+#[test]
+fn a_param_that_starts_infinite_diverges_at_step_0_on_both_backends() {
+    for bad in [0, 17, 36] {
+        let mut w = vec![0.5; 37];
+        w[bad] = f64::INFINITY;
+        let text = format!(
+            "param w: [37] = {}\nloss = sum(min(w, 0)^2)\ntrain {{\n  optimizer gd(lr = 0.1)\n  steps 100\n  record every 10 {{ loss }}\n}}\n",
+            floats_text(&w)
+        );
+        let r = same_run(&text);
+        assert_eq!(r.status, Status::Diverged, "{text}");
+        assert_eq!(
+            r.message.as_deref(),
+            Some("diverged at step 0: param `w` is not finite"),
+            "{text}"
+        );
+    }
+}
+
 /// The bound check fails while |w| > 1e250 (the first steps, w shrinking by 2e259 a
 /// step) and passes around w = 0: both paths run, and the run goes on as the
 /// interpreter's does.

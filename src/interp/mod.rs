@@ -540,7 +540,9 @@ pub fn draw_values(
         }
         Draw::Bernoulli => floats((0..n as u64).map(|i| rng.bernoulli(p, i)).collect()),
         Draw::Randint { lo, hi } => {
-            ints_of((0..n as u64).map(|i| rng.randint(*lo, *hi, i)).collect())
+            let mut v = vec![0; n];
+            rng.fill_randint(*lo, *hi, &mut v);
+            ints_of(v)
         }
         Draw::Permutation => ints_of(rng.permutation(n)),
         Draw::Choose { n: total } => ints_of(rng.choose(*total, n)),
@@ -549,7 +551,9 @@ pub fn draw_values(
             floats(rng.orthogonal(r, c).into_iter().collect())
         }
         Draw::BatchRows { rows, shuffle } => {
-            ints_of(batch_rows(seed, stream, step, *rows, n, *shuffle))
+            let mut v = vec![0; n];
+            batch_rows(seed, stream, step, *rows, *shuffle, &mut v);
+            ints_of(v)
         }
     }
 }
@@ -557,33 +561,23 @@ pub fn draw_values(
 /// The row indices of the batch drawn at `step` (1 for the first update): with
 /// replacement, or walking per-epoch permutations (epoch e uses the stream's permutation
 /// keyed by e), wrapping from one epoch into the next so every batch is full.
-pub fn batch_rows(
-    seed: u64,
-    stream: &str,
-    step: u64,
-    rows: usize,
-    size: usize,
-    shuffle: bool,
-) -> Vec<i64> {
+/// The batch is `out`, as many rows as it holds (the JIT writes them into its buffer).
+pub fn batch_rows(seed: u64, stream: &str, step: u64, rows: usize, shuffle: bool, out: &mut [i64]) {
     if !shuffle {
-        let rng = Stream::new(seed, stream, step);
-        return (0..size as u64)
-            .map(|i| rng.randint(0, rows as i64, i))
-            .collect();
+        Stream::new(seed, stream, step).fill_randint(0, rows as i64, out);
+        return;
     }
-    let start = step.saturating_sub(1) * size as u64;
-    let mut out = Vec::with_capacity(size);
+    let start = step.saturating_sub(1) * out.len() as u64;
     let mut epoch = u64::MAX;
     let mut perm = Vec::new();
-    for k in start..start + size as u64 {
+    for (o, k) in out.iter_mut().zip(start..) {
         let e = k / rows as u64;
         if e != epoch {
             epoch = e;
             perm = Stream::new(seed, &format!("{stream}#epoch"), e).permutation(rows);
         }
-        out.push(perm[(k % rows as u64) as usize]);
+        *o = perm[(k % rows as u64) as usize];
     }
-    out
 }
 
 fn observe(obs: Observable, a: &ArrayD<f64>) -> Result<Tensor, String> {

@@ -10,7 +10,7 @@ use ndarray::{ArrayD, IxDyn};
 use crate::interp::{self, Env};
 use crate::ir::ops::{Jit, UNARY_OPS};
 use crate::ir::types::DType;
-use crate::ir::{Binary, Func, Inst, Prim, Unary};
+use crate::ir::{Binary, Draw, Func, Inst, Prim, Unary};
 use crate::kernels;
 use crate::tensor::Tensor;
 
@@ -414,6 +414,27 @@ fn eval_one(f: &Func, bufs: &[*mut u8], seed: u64, i: usize) -> Result<(), Strin
         .insts
         .get(i)
         .ok_or("internal error: no such instruction")?;
+    // A batch of rows is drawn straight into its buffer (sgd: nothing allocated a step).
+    if let Prim::Random {
+        draw: Draw::BatchRows { rows, shuffle },
+        stream,
+    } = &inst.prim
+        && inst.dtype == DType::Int
+        && let [s] = inst.args[..]
+        && f.insts[s].dtype == DType::Int
+    {
+        let n: usize = inst.shape.iter().product();
+        // SAFETY: buffers are planned for their instruction's dtype and shape: the step
+        // is an int scalar, the batch `n` ints.
+        let (step, out) = unsafe {
+            (
+                *bufs[s].cast::<i64>(),
+                std::slice::from_raw_parts_mut(bufs[i].cast::<i64>(), n),
+            )
+        };
+        interp::batch_rows(seed, stream, step.max(0) as u64, *rows, *shuffle, out);
+        return Ok(());
+    }
     let mut operands = Vec::with_capacity(inst.args.len());
     for &a in &inst.args {
         let op = &f.insts[a];

@@ -288,7 +288,8 @@ pub fn leaves(f: &Func, storage: &[Storage], root: usize, out: &mut Vec<usize>) 
 }
 
 /// A count of flags: a full sum of a fused comparison or `not` (each entry 0.0 or 1.0, so
-/// the sum is exact in any order), as the tie counts of reverse mode are.
+/// the sum is exact in any order), as the tie counts of reverse mode are, or of `x - x`
+/// (0.0, or NaN where `x` is not finite: the train loop's check of θ).
 pub fn flag_count(f: &Func, storage: &[Storage], i: usize) -> bool {
     let inst = &f.insts[i];
     let Some(&x) = inst.args.first() else {
@@ -298,6 +299,7 @@ pub fn flag_count(f: &Func, storage: &[Storage], i: usize) -> bool {
         && full_reduction(f, i)
         && storage[x] == Storage::Fused
         && match f.insts[x].prim {
+            Prim::Binary(Binary::Sub) => f.insts[x].args[0] == f.insts[x].args[1],
             Prim::Binary(op) => op.is_comparison(),
             Prim::Unary(op) => op == Unary::Not,
             _ => false,

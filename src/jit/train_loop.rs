@@ -26,7 +26,7 @@ use super::emit::{Bufs, CountedLoop, emit_func, shim_ref};
 use super::host::HostCtx;
 use super::{Buffers, entry_signature, new_module};
 use crate::ir::types::DType;
-use crate::ir::{Func, Prim};
+use crate::ir::{Binary, Func, Prim};
 use crate::plan::Plan;
 use crate::rng::Stream;
 use crate::tensor::Tensor;
@@ -132,6 +132,9 @@ struct Slots {
     loss: Slot,
     gnorm: Slot,
     sharpness: Slot,
+    /// 0.0 when θ is all finite, else NaN: written where θ is (the entry's pass, the
+    /// updates' own checks).
+    theta_check: Slot,
 }
 
 /// One of the plan's functions as the loop runs it: its planned buffers (inputs pointing at
@@ -241,6 +244,74 @@ fn outputs_in_slots(
     external
 }
 
+/// `update` with one more output, 0.0 when θ's new value is all finite, else NaN: `sum(t -
+/// t)`, `t` that value computed again from the same operands (Cranelift merges the two),
+/// which `layout::counts_in_loops` sums in the loop that writes θ: two vector ops more a
+/// vector there instead of a pass of its own over θ. `None` when θ's new value is not an
+/// elementwise loop's that can sum it; the loop then checks θ's slot by a pass after the
+/// update.
+fn with_theta_check(update: &Func) -> Option<Func> {
+    use super::layout::{self, Storage};
+    let (_, v) = *update.outputs.first()?;
+    let before = layout::storage(update);
+    if before[v] != Storage::Own || !layout::inline_elementwise(update, v) {
+        return None;
+    }
+    let mut f = update.clone();
+    let mut copies: HashMap<usize, usize> = HashMap::new();
+    let t = copy_fused(&mut f, &before, v, &mut copies);
+    let at = |f: &mut Func, prim: Prim, args: Vec<usize>, shape: Vec<usize>| {
+        let span = f.insts[v].span;
+        f.insts.push(crate::ir::Inst {
+            prim,
+            args,
+            dtype: DType::Float,
+            shape,
+            span,
+        });
+        f.insts.len() - 1
+    };
+    let shape = f.insts[v].shape.clone();
+    let d = at(&mut f, Prim::Binary(Binary::Sub), vec![t, t], shape.clone());
+    let check = at(
+        &mut f,
+        Prim::ReduceSum((0..shape.len()).collect()),
+        vec![d],
+        vec![],
+    );
+    f.outputs.push(("theta_finite_check".to_string(), check));
+    let after = layout::storage(&f);
+    let counted = layout::counts_in_loops(&f, &after)
+        .get(&v)
+        .is_some_and(|c| c.contains(&check));
+    (counted && after[..before.len()] == before[..]).then_some(f)
+}
+
+/// A copy of `v` and of the values fused into it (`storage` `Fused`) appended to `f`,
+/// reading the same operands; returns the copy of `v`.
+fn copy_fused(
+    f: &mut Func,
+    storage: &[super::layout::Storage],
+    v: usize,
+    copies: &mut HashMap<usize, usize>,
+) -> usize {
+    if let Some(c) = copies.get(&v) {
+        return *c;
+    }
+    let mut inst = f.insts[v].clone();
+    inst.args = inst
+        .args
+        .iter()
+        .map(|a| match storage[*a] {
+            super::layout::Storage::Fused => copy_fused(f, storage, *a, copies),
+            _ => *a,
+        })
+        .collect();
+    f.insts.push(inst);
+    copies.insert(v, f.insts.len() - 1);
+    f.insts.len() - 1
+}
+
 /// Whether `f`, its inputs bound to `inputs`, uses the value of `slot`: an instruction
 /// reads it, or an output is it (an optimizer's `s = loss`).
 fn reads(f: &Func, inputs: &[&Slot], slot: &Slot) -> bool {
@@ -293,6 +364,7 @@ impl TrainLoop {
             loss: Slot::new(&[]),
             gnorm: Slot::new(&[]),
             sharpness,
+            theta_check: Slot::new(&[]),
         };
         let tie = Box::new(TieCtx {
             seed,
@@ -365,8 +437,14 @@ impl TrainLoop {
             }
         }
         let mut parts = Vec::new();
-        for ((f, inputs), (from, outs)) in funcs.iter().zip(&targets) {
-            let func = Box::new((*f).clone());
+        let mut theta_check = vec![None; funcs.len()];
+        for (j, ((f, inputs), (from, outs))) in funcs.iter().zip(&targets).enumerate() {
+            let counted = update_of
+                .contains(&Some(j))
+                .then(|| with_theta_check(f))
+                .flatten();
+            theta_check[j] = counted.as_ref().map(|g| g.outputs.len() - 1);
+            let func = Box::new(counted.unwrap_or_else(|| (*f).clone()));
             // Inputs read their slot in place, except under `precision f32`, where the
             // code copies them in rounded (as the interpreter rounds every input).
             let addrs: Vec<*mut u8> = inputs.iter().map(|s| s.addr()).collect();
@@ -403,6 +481,7 @@ impl TrainLoop {
             slots: &slots,
             per_step_stop: per_step_stop.is_some(),
             update_of,
+            theta_check,
             quiet,
             needs_gnorm,
         };
@@ -501,6 +580,8 @@ struct LoopShape<'a> {
     per_step_stop: bool,
     /// The part index of each param's update.
     update_of: Vec<Option<usize>>,
+    /// For each part, the output that checks θ's new value (`with_theta_check`).
+    theta_check: Vec<Option<usize>>,
     /// The part index of the quiet gradient, run at each step but `until`.
     quiet: Option<usize>,
     needs_gnorm: bool,
@@ -750,7 +831,18 @@ fn emit_loop(
     let update = e.b.create_block();
     let row = e.b.create_block();
     let fallback = e.b.create_block();
-    e.b.ins().brif(resume, update, &[], top, &[]);
+    let start = e.b.create_block();
+    e.b.ins().brif(resume, update, &[], start, &[]);
+
+    // θ as the host left it, checked once; the updates check what they write.
+    e.b.switch_to_block(start);
+    let mut bad = e.b.ins().f64const(0.0);
+    for s in &slots.theta {
+        bad = e.finite_sum(s.addr(), s.len(), bad);
+    }
+    let at = e.addr(slots.theta_check.addr());
+    e.b.ins().store(mf(), bad, at, 0);
+    e.b.ins().jump(top, &[]);
 
     // The gradient of step k with update k+1's draws.
     e.b.switch_to_block(top);
@@ -813,9 +905,11 @@ fn emit_loop(
     e.b.switch_to_block(checks);
     let loss = e.load_f(slots.loss.addr());
     let mut acc = e.b.ins().fsub(loss, loss);
-    for s in slots.grad.iter().chain(&slots.theta) {
+    for s in &slots.grad {
         acc = e.finite_sum(s.addr(), s.len(), acc);
     }
+    let bad = e.load_f(slots.theta_check.addr());
+    let acc = e.b.ins().fadd(acc, bad);
     let ok = e.b.ins().fcmp(FloatCC::Equal, acc, acc);
     let good = e.b.create_block();
     e.b.ins().brif(ok, good, &[], fallback, &[]);
@@ -848,6 +942,9 @@ fn emit_loop(
     for (t, p) in slots.theta.iter().zip(&slots.prev) {
         e.copy(t.addr(), p.addr(), t.len());
     }
+    // θ_{k+1}'s check: each update's, or a pass over its θ (a param without an update
+    // keeps the θ the entry checked).
+    let mut bad = e.b.ins().f64const(0.0);
     for p in 0..np {
         let Some(j) = shape.update_of[p] else {
             continue;
@@ -856,7 +953,16 @@ fn emit_loop(
         let mut outs: Vec<&Slot> = vec![&slots.theta[p]];
         outs.extend(slots.states[p].iter());
         e.outputs_to(j, 0, &outs);
+        bad = match shape.theta_check[j] {
+            Some(o) => {
+                let check = e.load_f(e.out(j, o));
+                e.b.ins().fadd(bad, check)
+            }
+            None => e.finite_sum(slots.theta[p].addr(), slots.theta[p].len(), bad),
+        };
     }
+    let at = e.addr(slots.theta_check.addr());
+    e.b.ins().store(mf(), bad, at, 0);
     let k = e.b.use_var(kvar);
     let k1 = e.b.ins().iadd_imm_s(k, 1);
     e.b.def_var(kvar, k1);
