@@ -2,4 +2,5 @@
 //! the one float sum, the GEMM) and the same functions over whole slices (`vmath`).
 
 pub mod math;
+pub mod small_gemm;
 pub mod vmath;

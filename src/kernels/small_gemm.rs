@@ -1,0 +1,449 @@
+//! Small matrix-matrix products without faer: each entry one FMA chain in faer's own order.
+//!
+//! faer 0.24 computes a product of `m, n, k ≥ 2` (row-major `c`) with nano-gemm up to
+//! 16·16·16 multiply-adds and with private-gemm-x86 above, and both give every entry as
+//! ONE fused multiply-add chain over `p = 0, 1, ..., k-1`: private-gemm (for `k ≤ 512`,
+//! its depth block) and nano-gemm's kernels for `k > 16` start the chain from +0.0;
+//! nano-gemm's unrolled kernels for `k ≤ 16` start it from the rounded product
+//! `a[i,0] b[0,j]` (the two differ only in the sign of a zero). The result is then
+//! multiplied by `alpha = 1.0`, which changes no bits. nano-gemm splits the depth into
+//! blocks of 64 when `b` is held transposed; [`fits`] leaves those shapes (and `k > 512`)
+//! to faer. So this kernel gives faer's bits, without faer's per-call planning, packing
+//! and copying, which cost more than the arithmetic on dln's 16×16 products.
+
+use super::math::MatOperand;
+
+/// faer hands products of at most this many multiply-adds to nano-gemm (faer's
+/// `NANO_GEMM_THRESHOLD`), whose kernels for `k ≤ 16` start each chain from a product.
+const NANO_GEMM: usize = 16 * 16 * 16;
+
+/// Products of at most this many multiply-adds go through this kernel. Measured on the
+/// 2-core AMD EPYC (Zen 4) benchmark machine (see BENCHMARKS.md).
+pub const SMALL_GEMM: usize = 1 << 16;
+
+/// Whether `c = a @ b` (`a` m×k, `b` k×n) is computed here rather than by faer: every
+/// dimension at least 2 (faer's matrix-vector and rank-1 paths round otherwise), depth at
+/// most 512 (private-gemm's depth block), not a depth split by nano-gemm, and at most
+/// [`SMALL_GEMM`] multiply-adds.
+pub fn fits(b: MatOperand, m: usize, k: usize, n: usize) -> bool {
+    let size = m * k * n;
+    m >= 2
+        && n >= 2
+        && (2..=512).contains(&k)
+        && size <= SMALL_GEMM
+        && !(b.transposed && k > 64 && size <= NANO_GEMM)
+}
+
+/// `c = a @ b` for a product that [`fits`]: `c[i,j]` is the FMA chain of `a[i,p] b[p,j]`
+/// over `p` in order, from +0.0 — or, where faer's nano-gemm unrolls (`m k n ≤ 16³`,
+/// `k ≤ 16`), from the rounded product at `p = 0`.
+pub fn matmul(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize, n: usize) {
+    debug_assert!(fits(b, m, k, n));
+    assert!(a.data.len() >= m * k && b.data.len() >= k * n && c.len() >= m * n);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: this CPU has AVX-512F (which includes FMA).
+            return unsafe { matmul_avx512(a, b, c, m, k, n) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: this CPU has AVX2 and FMA.
+            return unsafe { matmul_avx2(a, b, c, m, k, n) };
+        }
+    }
+    matmul_portable::<4, 8>(a, b, c, m, k, n)
+}
+
+/// [`matmul`] compiled for AVX-512: tiles of 8 rows by 16 columns (16 registers of sums).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+fn matmul_avx512(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize, n: usize) {
+    matmul_portable::<8, 16>(a, b, c, m, k, n)
+}
+
+/// [`matmul`] compiled for AVX2: tiles of 4 rows by 8 columns (8 registers of sums).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn matmul_avx2(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize, n: usize) {
+    matmul_portable::<4, 8>(a, b, c, m, k, n)
+}
+
+/// The columns of a tile narrower than the widest: `b`'s rows are padded to a multiple.
+const NARROW: usize = 8;
+
+/// The kernel for tiles of at most `R` rows by `W` columns (`W` a multiple of [`NARROW`]).
+/// Every entry is its own chain, so the tile shape changes no bits.
+#[inline(always)]
+fn matmul_portable<const R: usize, const W: usize>(
+    a: MatOperand,
+    b: MatOperand,
+    c: &mut [f64],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    let first_rounded = m * k * n <= NANO_GEMM && k <= 16;
+    let padded = n.next_multiple_of(NARROW);
+    PACKED.with_borrow_mut(|packed| {
+        // `b` as row-major rows of `padded` entries: read in place when it already is.
+        let (b, ldb) = if !b.transposed && padded == n {
+            (&b.data[..k * n], n)
+        } else {
+            packed.clear();
+            packed.resize(k * padded, 0.0);
+            for (p, row) in packed.chunks_exact_mut(padded).enumerate() {
+                for (j, x) in row[..n].iter_mut().enumerate() {
+                    *x = if b.transposed {
+                        b.data[j * k + p]
+                    } else {
+                        b.data[p * n + j]
+                    };
+                }
+            }
+            (&packed[..], padded)
+        };
+        let tiles = Tiles {
+            a: &a.data[..m * k],
+            a_transposed: a.transposed,
+            b,
+            ldb,
+            m,
+            k,
+            n,
+            first_rounded,
+        };
+        let mut j0 = 0;
+        while j0 < n {
+            if n - j0 > W - NARROW {
+                tiles.columns::<R, W>(j0, c);
+                j0 += W;
+            } else {
+                tiles.columns::<R, NARROW>(j0, c);
+                j0 += NARROW;
+            }
+        }
+    })
+}
+
+thread_local! {
+    /// The packed copy of a transposed or ragged `b`, kept between calls.
+    static PACKED: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One product's operands: `b` row-major with row stride `ldb` (at least `n`, a
+/// multiple of [`NARROW`], zero beyond `n`).
+struct Tiles<'a> {
+    a: &'a [f64],
+    a_transposed: bool,
+    b: &'a [f64],
+    ldb: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    first_rounded: bool,
+}
+
+impl Tiles<'_> {
+    /// Columns `j0..j0 + W` (those below `n`) of every row of `c`, `R` rows at a time, the
+    /// last rows by halves.
+    #[inline(always)]
+    fn columns<const R: usize, const W: usize>(&self, j0: usize, c: &mut [f64]) {
+        let mut i0 = 0;
+        while self.m - i0 >= R {
+            self.tile::<R, W>(i0, j0, c);
+            i0 += R;
+        }
+        if R >= 8 && self.m - i0 >= 4 {
+            self.tile::<4, W>(i0, j0, c);
+            i0 += 4;
+        }
+        if R >= 4 && self.m - i0 >= 2 {
+            self.tile::<2, W>(i0, j0, c);
+            i0 += 2;
+        }
+        if R >= 2 && self.m - i0 >= 1 {
+            self.tile::<1, W>(i0, j0, c);
+        }
+    }
+
+    /// `c[i0..i0+R, j0..j0+W]`: `R·W` chains over `p`, each `a[i,p]` broadcast along a
+    /// row of `b`.
+    #[inline(always)]
+    fn tile<const R: usize, const W: usize>(&self, i0: usize, j0: usize, c: &mut [f64]) {
+        if self.a_transposed {
+            self.tile_of::<R, W, true>(i0, j0, c)
+        } else {
+            self.tile_of::<R, W, false>(i0, j0, c)
+        }
+    }
+
+    /// [`Tiles::tile`] for `a` held as its transpose (`AT`) or not.
+    #[inline(always)]
+    fn tile_of<const R: usize, const W: usize, const AT: bool>(
+        &self,
+        i0: usize,
+        j0: usize,
+        c: &mut [f64],
+    ) {
+        let (m, k) = (self.m, self.k);
+        let a_at = |r: usize, p: usize| {
+            if AT {
+                self.a[p * m + i0 + r]
+            } else {
+                self.a[(i0 + r) * k + p]
+            }
+        };
+        let b_row =
+            |p: usize| -> &[f64; W] { self.b[p * self.ldb + j0..][..W].try_into().unwrap() };
+        let mut sums = [[0.0; W]; R];
+        let mut p = 0;
+        if self.first_rounded {
+            let bp = b_row(0);
+            for (r, row) in sums.iter_mut().enumerate() {
+                let ar = a_at(r, 0);
+                for (s, b) in row.iter_mut().zip(bp) {
+                    *s = ar * b;
+                }
+            }
+            p = 1;
+        }
+        while p < k {
+            let bp = b_row(p);
+            for (r, row) in sums.iter_mut().enumerate() {
+                let ar = a_at(r, p);
+                for (s, b) in row.iter_mut().zip(bp) {
+                    *s = ar.mul_add(*b, *s);
+                }
+            }
+            p += 1;
+        }
+        let width = W.min(self.n - j0);
+        for (r, row) in sums.iter().enumerate() {
+            let start = (i0 + r) * self.n + j0;
+            c[start..start + width].copy_from_slice(&row[..width]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::math::{SMALL_GEMV, matmul_into};
+
+    /// faer's product, called as `matmul_into` called it before this kernel existed.
+    fn faer_product(a: MatOperand, b: MatOperand, m: usize, k: usize, n: usize) -> Vec<f64> {
+        use faer::{Accum, MatMut, MatRef, Par};
+        let view = |x: MatOperand, rows: usize, cols: usize| {
+            let (rs, cs) = if x.transposed {
+                (1, rows as isize)
+            } else {
+                (cols as isize, 1)
+            };
+            assert!(x.data.len() >= rows * cols);
+            // SAFETY: the buffer holds rows*cols values laid out as these strides say.
+            unsafe { MatRef::from_raw_parts(x.data.as_ptr(), rows, cols, rs, cs) }
+        };
+        let mut c = vec![f64::NAN; m * n];
+        let dst = MatMut::from_row_major_slice_mut(&mut c, m, n);
+        faer::linalg::matmul::matmul(
+            dst,
+            Accum::Replace,
+            view(a, m, k),
+            view(b, k, n),
+            1.0,
+            Par::Seq,
+        );
+        c
+    }
+
+    /// A stream of test values: mostly of mixed signs and magnitudes (products that round,
+    /// and cancel), with `special` of every 1,000 drawn from the non-finite and the
+    /// edge values.
+    struct Values(u64, u64);
+
+    impl Values {
+        fn next(&mut self) -> f64 {
+            // xorshift64*
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let r = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
+            if r % 1000 < self.1 {
+                const EDGE: [f64; 8] = [
+                    f64::NAN,
+                    f64::INFINITY,
+                    f64::NEG_INFINITY,
+                    0.0,
+                    -0.0,
+                    f64::MIN_POSITIVE / 4.0,
+                    1e300,
+                    -1e-300,
+                ];
+                return EDGE[(r >> 32) as usize % EDGE.len()];
+            }
+            let mantissa = (r >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+            let exponent = ((r >> 4) % 9) as i32 - 4;
+            mantissa * 2f64.powi(exponent)
+        }
+
+        fn take(&mut self, len: usize) -> Vec<f64> {
+            (0..len).map(|_| self.next()).collect()
+        }
+    }
+
+    /// `got` and `want` bit for bit, or the first entry that differs.
+    fn same_bits(got: &[f64], want: &[f64], what: &str) {
+        if let Some(i) = (0..want.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+            panic!("{what}: entry {i} is {:e}, faer's {:e}", got[i], want[i]);
+        }
+    }
+
+    /// Every way this file computes `a @ b` on this CPU (the dispatch of `matmul_into`,
+    /// and each instruction set's code), against faer, bit for bit, in all four layouts.
+    fn check(m: usize, k: usize, n: usize, values: &mut Values) {
+        let a = values.take(m * k);
+        let b = values.take(k * n);
+        // The same matrices held as their transposes.
+        let at: Vec<f64> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
+        let bt: Vec<f64> = (0..n * k).map(|x| b[(x % k) * n + x / k]).collect();
+        let op = |data, transposed| MatOperand { data, transposed };
+        for (a, b) in [
+            (op(&a, false), op(&b, false)),
+            (op(&at, true), op(&b, false)),
+            (op(&a, false), op(&bt, true)),
+            (op(&at, true), op(&bt, true)),
+        ] {
+            let want = faer_product(a, b, m, k, n);
+            let layout = (a.transposed, b.transposed);
+            // (Small matrix-vector products are `math::small_gemv`'s, tested there.)
+            if n > 1 || m * k > SMALL_GEMV {
+                let mut c = vec![f64::NAN; m * n];
+                matmul_into(a, b, &mut c, m, k, n);
+                same_bits(&c, &want, &format!("matmul_into {m}×{k}×{n} {layout:?}"));
+            }
+            if !fits(b, m, k, n) {
+                continue;
+            }
+            let mut c = vec![f64::NAN; m * n];
+            matmul_portable::<4, 8>(a, b, &mut c, m, k, n);
+            same_bits(&c, &want, &format!("portable {m}×{k}×{n} {layout:?}"));
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    let mut c = vec![f64::NAN; m * n];
+                    // SAFETY: this CPU has AVX2 and FMA.
+                    unsafe { matmul_avx2(a, b, &mut c, m, k, n) };
+                    same_bits(&c, &want, &format!("AVX2 {m}×{k}×{n} {layout:?}"));
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    let mut c = vec![f64::NAN; m * n];
+                    // SAFETY: this CPU has AVX-512F.
+                    unsafe { matmul_avx512(a, b, &mut c, m, k, n) };
+                    same_bits(&c, &want, &format!("AVX-512 {m}×{k}×{n} {layout:?}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_small_shape_gives_faers_bits() {
+        // All shapes up to 20 in each dimension, finite values and a few non-finite ones.
+        let mut values = Values(0x9E37_79B9_7F4A_7C15, 2);
+        for m in 1..=20 {
+            for k in 1..=20 {
+                for n in 1..=20 {
+                    check(m, k, n, &mut values);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shapes_up_to_40_and_the_bench_products_give_faers_bits() {
+        let mut values = Values(0xD1B5_4A32_D192_ED03, 1);
+        let mut shapes = vec![
+            // dln's products, sgd's, and around each switch of order: nano-gemm's
+            // unrolled depths (16/17), its size (16³), its depth blocks (64/65), the
+            // depth block of private-gemm (512/513) and `SMALL_GEMM`.
+            (16, 16, 16),
+            (128, 16, 16),
+            (16, 128, 16),
+            (32, 32, 256),
+            (256, 32, 32),
+            (32, 256, 32),
+            (2, 16, 128),
+            (2, 17, 120),
+            (4, 64, 16),
+            (4, 65, 15),
+            (3, 65, 20),
+            (2, 512, 2),
+            (2, 513, 2),
+            (4, 512, 32),
+            (64, 16, 64),
+            (64, 17, 64),
+            (40, 41, 40),
+            (128, 32, 16),
+            (16, 256, 16),
+        ];
+        // Shapes up to 40, a different one in each combination of sizes' residues mod 8.
+        for x in 0..256usize {
+            let pick = |s: usize| 1 + (x * s + x / 7) % 40;
+            shapes.push((pick(7), pick(13), pick(29)));
+        }
+        for (m, k, n) in shapes {
+            check(m, k, n, &mut values);
+        }
+    }
+
+    #[test]
+    fn signed_zeros_follow_faers_first_product() {
+        // Entries ±0 and ±1 (the products exact, many of them -0): a chain from +0.0 and
+        // one from the first product differ in the sign of the zeros they sum to.
+        let mut values = Values(0x0123_4567_89AB_CDEF, 0);
+        let mut sign = |x: &mut Values| {
+            let v = x.next();
+            let magnitude = if v.abs() < 0.2 { 1.0 } else { 0.0 };
+            magnitude * v.signum()
+        };
+        let mut negative_zeros = 0;
+        for (m, k, n) in [
+            (2, 2, 2),
+            (3, 4, 5),
+            (16, 16, 16),
+            (2, 17, 16),
+            (16, 2, 128),
+            (32, 3, 40),
+        ] {
+            let a: Vec<f64> = (0..m * k).map(|_| sign(&mut values)).collect();
+            let b: Vec<f64> = (0..k * n).map(|_| sign(&mut values)).collect();
+            let op = |data, transposed| MatOperand { data, transposed };
+            let want = faer_product(op(&a, false), op(&b, false), m, k, n);
+            negative_zeros += want
+                .iter()
+                .filter(|x| x.to_bits() == (-0.0f64).to_bits())
+                .count();
+            let mut c = vec![f64::NAN; m * n];
+            matmul_into(op(&a, false), op(&b, false), &mut c, m, k, n);
+            same_bits(&c, &want, &format!("{m}×{k}×{n}"));
+        }
+        assert!(negative_zeros > 100, "{negative_zeros} entries -0");
+    }
+
+    #[test]
+    fn nan_and_infinity_propagate_as_in_faer() {
+        // Every fifth value special: most entries meet a NaN or ±inf (inf · 0 is NaN).
+        let mut values = Values(0x2545_F491_4F6C_DD1D, 200);
+        for (m, k, n) in [
+            (16, 16, 16),
+            (128, 16, 16),
+            (16, 128, 16),
+            (5, 3, 9),
+            (9, 40, 17),
+        ] {
+            check(m, k, n, &mut values);
+        }
+    }
+}
