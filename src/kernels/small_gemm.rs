@@ -38,44 +38,52 @@ pub fn fits(b: MatOperand, m: usize, k: usize, n: usize) -> bool {
 /// over `p` in order, from +0.0 — or, where faer's nano-gemm unrolls (`m k n ≤ 16³`,
 /// `k ≤ 16`), from the rounded product at `p = 0`.
 pub fn matmul(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize, n: usize) {
-    debug_assert!(fits(b, m, k, n));
-    assert!(a.data.len() >= m * k && b.data.len() >= k * n && c.len() >= m * n);
+    matmul_with(Isa::best(), a, b, c, m, k, n)
+}
+
+/// The instruction sets the kernel is compiled for. Every entry is its own chain, so the
+/// tile shapes and vector widths change no bits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Isa {
+    /// Lanes of four as arrays, `f64::mul_add` (libm's `fma` where the target has none).
+    Portable,
+    /// Tiles of 4 rows by 8 columns: 8 of the 16 YMM registers hold sums.
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: this CPU has AVX-512F (which includes FMA).
-            return unsafe { matmul_avx512(a, b, c, m, k, n) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    Avx2,
+    /// Tiles of 8 rows by 16 columns: 16 of the 32 ZMM registers hold sums.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Isa {
+    fn best() -> Isa {
+        #[cfg(target_arch = "x86_64")]
         {
-            // SAFETY: this CPU has AVX2 and FMA.
-            return unsafe { matmul_avx2(a, b, c, m, k, n) };
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// Entries a vector holds.
+    fn lanes(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => 8,
+            _ => 4,
         }
     }
-    matmul_portable::<4, 8>(a, b, c, m, k, n)
 }
 
-/// [`matmul`] compiled for AVX-512: tiles of 8 rows by 16 columns (16 registers of sums).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn matmul_avx512(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize, n: usize) {
-    matmul_portable::<8, 16>(a, b, c, m, k, n)
-}
-
-/// [`matmul`] compiled for AVX2: tiles of 4 rows by 8 columns (8 registers of sums).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn matmul_avx2(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize, n: usize) {
-    matmul_portable::<4, 8>(a, b, c, m, k, n)
-}
-
-/// The columns of a tile narrower than the widest: `b`'s rows are padded to a multiple.
-const NARROW: usize = 8;
-
-/// The kernel for tiles of at most `R` rows by `W` columns (`W` a multiple of [`NARROW`]).
-/// Every entry is its own chain, so the tile shape changes no bits.
-#[inline(always)]
-fn matmul_portable<const R: usize, const W: usize>(
+/// [`matmul`] with the code for `isa`, which this CPU must have.
+fn matmul_with(
+    isa: Isa,
     a: MatOperand,
     b: MatOperand,
     c: &mut [f64],
@@ -83,9 +91,11 @@ fn matmul_portable<const R: usize, const W: usize>(
     k: usize,
     n: usize,
 ) {
-    let first_rounded = m * k * n <= NANO_GEMM && k <= 16;
-    let padded = n.next_multiple_of(NARROW);
-    PACKED.with_borrow_mut(|packed| {
+    debug_assert!(fits(b, m, k, n));
+    assert!(a.data.len() >= m * k && b.data.len() >= k * n && c.len() >= m * n);
+    let padded = n.next_multiple_of(isa.lanes());
+    let mut packed = PACKED.take();
+    {
         // `b` as row-major rows of `padded` entries: read in place when it already is.
         let (b, ldb) = if !b.transposed && padded == n {
             (&b.data[..k * n], n)
@@ -111,28 +121,29 @@ fn matmul_portable<const R: usize, const W: usize>(
             m,
             k,
             n,
-            first_rounded,
+            first_rounded: m * k * n <= NANO_GEMM && k <= 16,
         };
-        let mut j0 = 0;
-        while j0 < n {
-            if n - j0 > W - NARROW {
-                tiles.columns::<R, W>(j0, c);
-                j0 += W;
-            } else {
-                tiles.columns::<R, NARROW>(j0, c);
-                j0 += NARROW;
-            }
+        let c = &mut c[..m * n];
+        // SAFETY: the tiles read `a`, `b` and write `c` within the lengths checked here;
+        // the CPU has `isa` (`Isa::best`, or the tests' check).
+        match isa {
+            Isa::Portable => unsafe { portable::run(&tiles, c) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { avx2::run(&tiles, c) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::run(&tiles, c) },
         }
-    })
+    }
+    PACKED.set(packed);
 }
 
 thread_local! {
     /// The packed copy of a transposed or ragged `b`, kept between calls.
-    static PACKED: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+    static PACKED: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// One product's operands: `b` row-major with row stride `ldb` (at least `n`, a
-/// multiple of [`NARROW`], zero beyond `n`).
+/// One product's operands: `a` m×k (or its transpose), `b` k×n row-major with row stride
+/// `ldb`, a multiple of the vector width, zero beyond column `n`.
 struct Tiles<'a> {
     a: &'a [f64],
     a_transposed: bool,
@@ -141,88 +152,210 @@ struct Tiles<'a> {
     m: usize,
     k: usize,
     n: usize,
+    /// Whether each chain starts from the rounded product at `p = 0` (nano-gemm's
+    /// unrolled kernels) rather than from +0.0.
     first_rounded: bool,
 }
 
-impl Tiles<'_> {
-    /// Columns `j0..j0 + W` (those below `n`) of every row of `c`, `R` rows at a time, the
-    /// last rows by halves.
-    #[inline(always)]
-    fn columns<const R: usize, const W: usize>(&self, j0: usize, c: &mut [f64]) {
-        let mut i0 = 0;
-        while self.m - i0 >= R {
-            self.tile::<R, W>(i0, j0, c);
-            i0 += R;
+/// The tile loops for one instruction set: `$rows` rows by two vectors of columns, the
+/// last columns by one vector, the last rows by 4, 2, 1. Sums stay in registers; each
+/// step of `p` broadcasts `a[i,p]` along two vectors of row `p` of `b`.
+macro_rules! tile_kernels {
+    (
+        $(#[$feature:meta])*
+        mod $module:ident {
+            vector: $v:ty, lanes: $lanes:literal, rows: $rows:literal, zero: $zero:expr,
+            splat: $splat:path, load: $load:path, store: $store:path,
+            mul: $mul:path, fma: $fma:path $(,)?
         }
-        if R >= 8 && self.m - i0 >= 4 {
-            self.tile::<4, W>(i0, j0, c);
-            i0 += 4;
-        }
-        if R >= 4 && self.m - i0 >= 2 {
-            self.tile::<2, W>(i0, j0, c);
-            i0 += 2;
-        }
-        if R >= 2 && self.m - i0 >= 1 {
-            self.tile::<1, W>(i0, j0, c);
-        }
-    }
+    ) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::{lanes4, Tiles};
 
-    /// `c[i0..i0+R, j0..j0+W]`: `R·W` chains over `p`, each `a[i,p]` broadcast along a
-    /// row of `b`.
-    #[inline(always)]
-    fn tile<const R: usize, const W: usize>(&self, i0: usize, j0: usize, c: &mut [f64]) {
-        if self.a_transposed {
-            self.tile_of::<R, W, true>(i0, j0, c)
-        } else {
-            self.tile_of::<R, W, false>(i0, j0, c)
-        }
-    }
+            const L: usize = $lanes;
 
-    /// [`Tiles::tile`] for `a` held as its transpose (`AT`) or not.
-    #[inline(always)]
-    fn tile_of<const R: usize, const W: usize, const AT: bool>(
-        &self,
-        i0: usize,
-        j0: usize,
-        c: &mut [f64],
-    ) {
-        let (m, k) = (self.m, self.k);
-        let a_at = |r: usize, p: usize| {
-            if AT {
-                self.a[p * m + i0 + r]
-            } else {
-                self.a[(i0 + r) * k + p]
-            }
-        };
-        let b_row =
-            |p: usize| -> &[f64; W] { self.b[p * self.ldb + j0..][..W].try_into().unwrap() };
-        let mut sums = [[0.0; W]; R];
-        let mut p = 0;
-        if self.first_rounded {
-            let bp = b_row(0);
-            for (r, row) in sums.iter_mut().enumerate() {
-                let ar = a_at(r, 0);
-                for (s, b) in row.iter_mut().zip(bp) {
-                    *s = ar * b;
+            $(#[$feature])*
+            pub(super) unsafe fn run(t: &Tiles, c: &mut [f64]) {
+                let c = c.as_mut_ptr();
+                let mut j0 = 0;
+                while j0 < t.n {
+                    // SAFETY: as `run`'s: columns j0.. exist in `b` (padded) and `c`.
+                    unsafe {
+                        if t.n - j0 > L {
+                            columns::<2>(t, j0, c);
+                            j0 += 2 * L;
+                        } else {
+                            columns::<1>(t, j0, c);
+                            j0 += L;
+                        }
+                    }
                 }
             }
-            p = 1;
-        }
-        while p < k {
-            let bp = b_row(p);
-            for (r, row) in sums.iter_mut().enumerate() {
-                let ar = a_at(r, p);
-                for (s, b) in row.iter_mut().zip(bp) {
-                    *s = ar.mul_add(*b, *s);
+
+            $(#[$feature])*
+            #[inline]
+            unsafe fn columns<const VS: usize>(t: &Tiles, j0: usize, c: *mut f64) {
+                let mut i0 = 0;
+                // SAFETY: rows i0..i0+R exist.
+                unsafe {
+                    while t.m - i0 >= $rows {
+                        tile::<$rows, VS>(t, i0, j0, c);
+                        i0 += $rows;
+                    }
+                    if $rows > 4 && t.m - i0 >= 4 {
+                        tile::<4, VS>(t, i0, j0, c);
+                        i0 += 4;
+                    }
+                    if $rows > 2 && t.m - i0 >= 2 {
+                        tile::<2, VS>(t, i0, j0, c);
+                        i0 += 2;
+                    }
+                    if t.m - i0 >= 1 {
+                        tile::<1, VS>(t, i0, j0, c);
+                    }
                 }
             }
-            p += 1;
+
+            $(#[$feature])*
+            #[inline]
+            unsafe fn tile<const R: usize, const VS: usize>(
+                t: &Tiles,
+                i0: usize,
+                j0: usize,
+                c: *mut f64,
+            ) {
+                // SAFETY: as the caller's.
+                unsafe {
+                    if t.a_transposed {
+                        tile_of::<R, VS, true>(t, i0, j0, c)
+                    } else {
+                        tile_of::<R, VS, false>(t, i0, j0, c)
+                    }
+                }
+            }
+
+            /// `c[i0..i0+R, j0..j0+VS·L]` (the columns below `n`), `a` held as its
+            /// transpose if `AT`.
+            $(#[$feature])*
+            #[inline]
+            unsafe fn tile_of<const R: usize, const VS: usize, const AT: bool>(
+                t: &Tiles,
+                i0: usize,
+                j0: usize,
+                c: *mut f64,
+            ) {
+                // `a[i,p]` is at `i·a_row + p·a_col`.
+                let (a_row, a_col) = if AT { (1, t.m) } else { (t.k, 1) };
+                // SAFETY: `i0 + R ≤ m`, `j0 + VS·L ≤ ldb`, `p < k`: every read is inside
+                // `a` (m·k) and `b` (k·ldb), every write inside `c` (m·n).
+                unsafe {
+                    let a = t.a.as_ptr().add(i0 * a_row);
+                    let b = t.b.as_ptr().add(j0);
+                    let mut sums: [[$v; VS]; R] = [[$zero; VS]; R];
+                    let mut p = 0;
+                    if t.first_rounded {
+                        let mut bp: [$v; VS] = [$zero; VS];
+                        for (v, x) in bp.iter_mut().enumerate() {
+                            *x = $load(b.add(v * L));
+                        }
+                        for (r, row) in sums.iter_mut().enumerate() {
+                            let ar = $splat(*a.add(r * a_row));
+                            for (s, x) in row.iter_mut().zip(&bp) {
+                                *s = $mul(ar, *x);
+                            }
+                        }
+                        p = 1;
+                    }
+                    while p < t.k {
+                        let (ap, brow) = (a.add(p * a_col), b.add(p * t.ldb));
+                        let mut bp: [$v; VS] = [$zero; VS];
+                        for (v, x) in bp.iter_mut().enumerate() {
+                            *x = $load(brow.add(v * L));
+                        }
+                        for (r, row) in sums.iter_mut().enumerate() {
+                            let ar = $splat(*ap.add(r * a_row));
+                            for (s, x) in row.iter_mut().zip(&bp) {
+                                *s = $fma(ar, *x, *s);
+                            }
+                        }
+                        p += 1;
+                    }
+                    let width = (VS * L).min(t.n - j0);
+                    for (r, row) in sums.iter().enumerate() {
+                        let out = c.add((i0 + r) * t.n + j0);
+                        if width == VS * L {
+                            for (v, x) in row.iter().enumerate() {
+                                $store(out.add(v * L), *x);
+                            }
+                        } else {
+                            let mut tail = [[0.0; L]; VS];
+                            for (v, x) in row.iter().enumerate() {
+                                $store(tail[v].as_mut_ptr(), *x);
+                            }
+                            std::ptr::copy_nonoverlapping(tail.as_flattened().as_ptr(), out, width);
+                        }
+                    }
+                }
+            }
         }
-        let width = W.min(self.n - j0);
-        for (r, row) in sums.iter().enumerate() {
-            let start = (i0 + r) * self.n + j0;
-            c[start..start + width].copy_from_slice(&row[..width]);
-        }
+    };
+}
+
+tile_kernels! {
+    mod portable {
+        vector: [f64; 4], lanes: 4, rows: 4, zero: [0.0; 4],
+        splat: lanes4::splat, load: lanes4::load, store: lanes4::store,
+        mul: lanes4::mul, fma: lanes4::fma,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+tile_kernels! {
+    #[target_feature(enable = "avx2,fma")]
+    mod avx2 {
+        vector: std::arch::x86_64::__m256d, lanes: 4, rows: 4,
+        zero: std::arch::x86_64::_mm256_setzero_pd(),
+        splat: std::arch::x86_64::_mm256_set1_pd, load: std::arch::x86_64::_mm256_loadu_pd,
+        store: std::arch::x86_64::_mm256_storeu_pd, mul: std::arch::x86_64::_mm256_mul_pd,
+        fma: std::arch::x86_64::_mm256_fmadd_pd,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+tile_kernels! {
+    #[target_feature(enable = "avx512f")]
+    mod avx512 {
+        vector: std::arch::x86_64::__m512d, lanes: 8, rows: 8,
+        zero: std::arch::x86_64::_mm512_setzero_pd(),
+        splat: std::arch::x86_64::_mm512_set1_pd, load: std::arch::x86_64::_mm512_loadu_pd,
+        store: std::arch::x86_64::_mm512_storeu_pd, mul: std::arch::x86_64::_mm512_mul_pd,
+        fma: std::arch::x86_64::_mm512_fmadd_pd,
+    }
+}
+
+/// The portable kernel's vectors: four lanes as an array.
+mod lanes4 {
+    pub fn splat(x: f64) -> [f64; 4] {
+        [x; 4]
+    }
+    /// # Safety
+    /// `p` points to four readable values.
+    pub unsafe fn load(p: *const f64) -> [f64; 4] {
+        // SAFETY: as the caller's.
+        unsafe { p.cast::<[f64; 4]>().read_unaligned() }
+    }
+    /// # Safety
+    /// `p` points to four writable values.
+    pub unsafe fn store(p: *mut f64, x: [f64; 4]) {
+        // SAFETY: as the caller's.
+        unsafe { p.cast::<[f64; 4]>().write_unaligned(x) }
+    }
+    pub fn mul(a: [f64; 4], b: [f64; 4]) -> [f64; 4] {
+        std::array::from_fn(|l| a[l] * b[l])
+    }
+    pub fn fma(a: [f64; 4], b: [f64; 4], c: [f64; 4]) -> [f64; 4] {
+        std::array::from_fn(|l| a[l].mul_add(b[l], c[l]))
     }
 }
 
@@ -292,6 +425,23 @@ mod tests {
         }
     }
 
+    /// The instruction sets this CPU runs.
+    fn isas() -> Vec<Isa> {
+        let mut all = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                all.push(Isa::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                all.push(Isa::Avx512);
+            }
+        }
+        all
+    }
+
     /// `got` and `want` bit for bit, or the first entry that differs.
     fn same_bits(got: &[f64], want: &[f64], what: &str) {
         if let Some(i) = (0..want.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
@@ -325,25 +475,10 @@ mod tests {
             if !fits(b, m, k, n) {
                 continue;
             }
-            let mut c = vec![f64::NAN; m * n];
-            matmul_portable::<4, 8>(a, b, &mut c, m, k, n);
-            same_bits(&c, &want, &format!("portable {m}×{k}×{n} {layout:?}"));
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    let mut c = vec![f64::NAN; m * n];
-                    // SAFETY: this CPU has AVX2 and FMA.
-                    unsafe { matmul_avx2(a, b, &mut c, m, k, n) };
-                    same_bits(&c, &want, &format!("AVX2 {m}×{k}×{n} {layout:?}"));
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    let mut c = vec![f64::NAN; m * n];
-                    // SAFETY: this CPU has AVX-512F.
-                    unsafe { matmul_avx512(a, b, &mut c, m, k, n) };
-                    same_bits(&c, &want, &format!("AVX-512 {m}×{k}×{n} {layout:?}"));
-                }
+            for isa in isas() {
+                let mut c = vec![f64::NAN; m * n];
+                matmul_with(isa, a, b, &mut c, m, k, n);
+                same_bits(&c, &want, &format!("{isa:?} {m}×{k}×{n} {layout:?}"));
             }
         }
     }
@@ -403,7 +538,7 @@ mod tests {
         // Entries ±0 and ±1 (the products exact, many of them -0): a chain from +0.0 and
         // one from the first product differ in the sign of the zeros they sum to.
         let mut values = Values(0x0123_4567_89AB_CDEF, 0);
-        let mut sign = |x: &mut Values| {
+        let sign = |x: &mut Values| {
             let v = x.next();
             let magnitude = if v.abs() < 0.2 { 1.0 } else { 0.0 };
             magnitude * v.signum()
