@@ -8,8 +8,9 @@
 //! `a[i,0] b[0,j]` (the two differ only in the sign of a zero). The result is then
 //! multiplied by `alpha = 1.0`, which changes no bits. nano-gemm splits the depth into
 //! blocks of 64 when `b` is held transposed; [`fits`] leaves those shapes (and `k > 512`)
-//! to faer. So this kernel gives faer's bits, without faer's per-call planning, packing
-//! and copying, which cost more than the arithmetic on dln's 16×16 products.
+//! to faer, and the shapes where faer is faster. So this kernel gives faer's bits, without
+//! faer's per-call planning, packing and copying, which cost more than the arithmetic on
+//! dln's 16×16 products.
 
 use super::math::MatOperand;
 
@@ -18,20 +19,29 @@ use super::math::MatOperand;
 const NANO_GEMM: usize = 16 * 16 * 16;
 
 /// Products of at most this many multiply-adds go through this kernel. Measured on the
-/// 2-core AMD EPYC (Zen 4) benchmark machine (see BENCHMARKS.md).
+/// 2-core AMD EPYC (Zen 4) benchmark machine, ns of one thread's CPU time a product, faer
+/// against this kernel: 16×16×16 245 → 175 (`b` transposed 400 → 240), 128×16×16 1,340
+/// → 1,290, 64×16×64 2,800 → 2,490, 32×32×64 with `b` transposed 2,890 → 2,820; above,
+/// sgd's 32×32×256 with `b` transposed 11,100 → 13,000 (the packing of `b`).
 pub const SMALL_GEMM: usize = 1 << 16;
 
-/// Whether `c = a @ b` (`a` m×k, `b` k×n) is computed here rather than by faer: every
-/// dimension at least 2 (faer's matrix-vector and rank-1 paths round otherwise), depth at
-/// most 512 (private-gemm's depth block), not a depth split by nano-gemm, and at most
-/// [`SMALL_GEMM`] multiply-adds.
+/// Whether `c = a @ b` (`a` m×k, `b` k×n) is computed here rather than by faer: a product
+/// whose bits this kernel reproduces ([`in_faers_order`]), of at most [`SMALL_GEMM`]
+/// multiply-adds, whose rows fill whole vectors (`n` a multiple of 8) and at least four
+/// rows. Narrower or ragged products were slower than faer: 10×10×10 119 → 186 ns,
+/// 3×100×8 137 → 212 ns.
 pub fn fits(b: MatOperand, m: usize, k: usize, n: usize) -> bool {
-    let size = m * k * n;
+    in_faers_order(b, m, k, n) && m * k * n <= SMALL_GEMM && n % 8 == 0 && m >= 4
+}
+
+/// Whether faer computes this product as one FMA chain per entry (module doc): every
+/// dimension at least 2 (faer's matrix-vector and rank-1 paths round otherwise), depth at
+/// most 512 (private-gemm's depth block), and not a depth that nano-gemm splits.
+fn in_faers_order(b: MatOperand, m: usize, k: usize, n: usize) -> bool {
     m >= 2
         && n >= 2
         && (2..=512).contains(&k)
-        && size <= SMALL_GEMM
-        && !(b.transposed && k > 64 && size <= NANO_GEMM)
+        && !(b.transposed && k > 64 && m * k * n <= NANO_GEMM)
 }
 
 /// `c = a @ b` for a product that [`fits`]: `c[i,j]` is the FMA chain of `a[i,p] b[p,j]`
@@ -91,7 +101,7 @@ fn matmul_with(
     k: usize,
     n: usize,
 ) {
-    debug_assert!(fits(b, m, k, n));
+    debug_assert!(in_faers_order(b, m, k, n));
     assert!(a.data.len() >= m * k && b.data.len() >= k * n && c.len() >= m * n);
     let padded = n.next_multiple_of(isa.lanes());
     let mut packed = PACKED.take();
@@ -100,7 +110,7 @@ fn matmul_with(
         let (b, ldb) = if !b.transposed && padded == n {
             (&b.data[..k * n], n)
         } else {
-            pack(b, k, n, padded, &mut packed);
+            pack(isa, b, k, n, padded, &mut packed);
             (&packed[..], padded)
         };
         let tiles = Tiles {
@@ -130,14 +140,26 @@ fn matmul_with(
 /// `b` (k×n, or its transpose) into `packed` as k row-major rows of `padded` entries,
 /// zero beyond column `n`. A transposed `b` is read in order and written by columns:
 /// 16×16 in 40 ns where reading by columns took 150.
-fn pack(b: MatOperand, k: usize, n: usize, padded: usize, packed: &mut Vec<f64>) {
+fn pack(isa: Isa, b: MatOperand, k: usize, n: usize, padded: usize, packed: &mut Vec<f64>) {
     packed.clear();
     packed.resize(k * padded, 0.0);
     if b.transposed {
         let (src, dst) = (b.data[..n * k].as_ptr(), packed.as_mut_ptr());
         // Eight columns at a time: eight sequential reads, one 64-byte write per row.
         for j0 in (0..n).step_by(8) {
-            for p in 0..k {
+            let mut p0 = 0;
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx512 && j0 + 8 <= n {
+                while p0 + 8 <= k {
+                    // SAFETY: this CPU has AVX-512F; the 8×8 block is inside `b` and
+                    // `packed`.
+                    unsafe {
+                        transpose8x8(src.add(j0 * k + p0), k, dst.add(p0 * padded + j0), padded)
+                    };
+                    p0 += 8;
+                }
+            }
+            for p in p0..k {
                 for j in j0..n.min(j0 + 8) {
                     // SAFETY: j < n, p < k: inside `b` (n·k) and `packed` (k·padded).
                     unsafe { *dst.add(p * padded + j) = *src.add(j * k + p) };
@@ -147,6 +169,58 @@ fn pack(b: MatOperand, k: usize, n: usize, padded: usize, packed: &mut Vec<f64>)
     } else {
         for (row, x) in packed.chunks_exact_mut(padded).zip(b.data.chunks_exact(n)) {
             row[..n].copy_from_slice(x);
+        }
+    }
+}
+
+/// `dst[q·ld_dst + t] = src[t·ld_src + q]` for `t, q < 8`: eight rows of eight, transposed
+/// in registers (two rounds of lane shuffles after the pairwise unpacks).
+///
+/// # Safety
+/// The CPU has AVX-512F; both 8×8 blocks are inside their buffers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose8x8(src: *const f64, ld_src: usize, dst: *mut f64, ld_dst: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: as the caller's.
+    unsafe {
+        let r: [__m512d; 8] = std::array::from_fn(|t| _mm512_loadu_pd(src.add(t * ld_src)));
+        // t[2i] = (r[2i][0], r[2i+1][0], r[2i][2], r[2i+1][2], ...), t[2i+1] the odd entries.
+        let t: [__m512d; 8] = std::array::from_fn(|x| {
+            let (a, b) = (r[x & !1], r[x | 1]);
+            if x % 2 == 0 {
+                _mm512_unpacklo_pd(a, b)
+            } else {
+                _mm512_unpackhi_pd(a, b)
+            }
+        });
+        // 128-bit lanes (0, 2) and (1, 3) of two vectors.
+        let even = |a, b| _mm512_shuffle_f64x2::<0x88>(a, b);
+        let odd = |a, b| _mm512_shuffle_f64x2::<0xDD>(a, b);
+        let u = [
+            even(t[0], t[2]),
+            odd(t[0], t[2]),
+            even(t[1], t[3]),
+            odd(t[1], t[3]),
+            even(t[4], t[6]),
+            odd(t[4], t[6]),
+            even(t[5], t[7]),
+            odd(t[5], t[7]),
+        ];
+        // Column q of the block: u[0], u[4] hold columns 0 and 4; u[1], u[5] 2 and 6;
+        // u[2], u[6] 1 and 5; u[3], u[7] 3 and 7.
+        let columns = [
+            even(u[0], u[4]),
+            even(u[2], u[6]),
+            even(u[1], u[5]),
+            even(u[3], u[7]),
+            odd(u[0], u[4]),
+            odd(u[2], u[6]),
+            odd(u[1], u[5]),
+            odd(u[3], u[7]),
+        ];
+        for (q, column) in columns.iter().enumerate() {
+            _mm512_storeu_pd(dst.add(q * ld_dst), *column);
         }
     }
 }
@@ -486,7 +560,7 @@ mod tests {
                 matmul_into(a, b, &mut c, m, k, n);
                 same_bits(&c, &want, &format!("matmul_into {m}×{k}×{n} {layout:?}"));
             }
-            if !fits(b, m, k, n) {
+            if !in_faers_order(b, m, k, n) {
                 continue;
             }
             for isa in isas() {
@@ -574,9 +648,11 @@ mod tests {
                 .iter()
                 .filter(|x| x.to_bits() == (-0.0f64).to_bits())
                 .count();
-            let mut c = vec![f64::NAN; m * n];
-            matmul_into(op(&a, false), op(&b, false), &mut c, m, k, n);
-            same_bits(&c, &want, &format!("{m}×{k}×{n}"));
+            for isa in isas() {
+                let mut c = vec![f64::NAN; m * n];
+                matmul_with(isa, op(&a, false), op(&b, false), &mut c, m, k, n);
+                same_bits(&c, &want, &format!("{isa:?} {m}×{k}×{n}"));
+            }
         }
         assert!(negative_zeros > 100, "{negative_zeros} entries -0");
     }
