@@ -31,7 +31,7 @@ pub const SMALL_GEMM: usize = 1 << 16;
 /// rows. Narrower or ragged products were slower than faer: 10×10×10 119 → 186 ns,
 /// 3×100×8 137 → 212 ns.
 pub fn fits(b: MatOperand, m: usize, k: usize, n: usize) -> bool {
-    in_faers_order(b, m, k, n) && m * k * n <= SMALL_GEMM && n % 8 == 0 && m >= 4
+    in_faers_order(b, m, k, n) && m * k * n <= SMALL_GEMM && n.is_multiple_of(8) && m >= 4
 }
 
 /// Whether faer computes this product as one FMA chain per entry (module doc): every
