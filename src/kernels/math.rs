@@ -108,7 +108,8 @@ pub struct MatOperand<'a> {
 }
 
 /// `c = a @ b` (`a` is m×k, `b` k×n, `c` m×n row-major), with faer's GEMM (on both cores
-/// for large products, see [`PARALLEL_GEMM`] and [`PARALLEL_GEMV`]).
+/// for large products, see [`PARALLEL_GEMM`] and [`PARALLEL_GEMV`]); small products with
+/// [`super::small_gemm`] (the same bits).
 /// Both backends call this one function with the same operand layouts, so they agree bit
 /// for bit.
 pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize, n: usize) {
@@ -134,6 +135,9 @@ pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usi
     }
     if n == 1 && m * k <= SMALL_GEMV {
         return small_gemv(a, b, c, m, k);
+    }
+    if super::small_gemm::fits(b, m, k, n) {
+        return super::small_gemm::matmul(a, b, c, m, k, n);
     }
     let dst = MatMut::from_row_major_slice_mut(c, m, n);
     let (a, b) = (view(a, m, k), view(b, k, n));

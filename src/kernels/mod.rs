@@ -1,5 +1,7 @@
 //! The kernels both backends and the constant folders share: scalar math (`math`: libm,
-//! the one float sum, the GEMM) and the same functions over whole slices (`vmath`).
+//! the one float sum, the GEMM; `small_gemm`: its small products, faer's bits) and the
+//! same functions over whole slices (`vmath`).
 
 pub mod math;
+pub mod small_gemm;
 pub mod vmath;
