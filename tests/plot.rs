@@ -190,6 +190,61 @@ fn a_run_plots_to_png_and_svg_with_legend_labels_and_title() {
     assert_eq!(png_size(&run.join("plot-v.png")), (1200, 800));
 }
 
+/// A straight diagonal line: `w` falls by `lr` every step.
+const DIAGONAL: &str = "\
+param w: [1] ~ normal(0, 1)
+loss = sum(w)
+train {
+  optimizer gd(lr = 0.01)
+  steps 200
+  record every 1 { loss }
+}
+";
+
+#[test]
+fn png_lines_are_anti_aliased_at_their_edges() {
+    let dir = temp_dir("smooth");
+    let file = dir.join("diag.traj");
+    std::fs::write(&file, DIAGONAL).expect("write program");
+    let run = dir.join("run");
+    ok(&["run", s(&file), "--out", s(&run)]);
+    let png = dir.join("diag.png");
+    ok(&["plot", s(&run), "-o", s(&png)]);
+    let img = image::open(&png).expect("png decodes").to_rgb8();
+    assert_eq!(img.dimensions(), (1200, 800));
+    assert_eq!(
+        img.get_pixel(3, 3).0,
+        [255, 255, 255],
+        "the corner is background"
+    );
+
+    // The line's colour (tab10 blue) and its blends with the white background: the
+    // pixels `a * blue + (1 - a) * white` for a well inside (0, 1).
+    let blue = [31.0, 119.0, 180.0];
+    let (mut solid, mut blended) = (0, 0);
+    for p in img.pixels() {
+        if p.0 == [31, 119, 180] {
+            solid += 1;
+            continue;
+        }
+        let a = (255.0 - p.0[2] as f64) / (255.0 - blue[2]);
+        let on_segment = (0..3).all(|c| {
+            let want = a * blue[c] + (1.0 - a) * 255.0;
+            (p.0[c] as f64 - want).abs() <= 3.0
+        });
+        if on_segment && (0.15..=0.85).contains(&a) {
+            blended += 1;
+        }
+    }
+    // Without anti-aliasing every line pixel is solid and no pixel is a blend; with it, a
+    // diagonal line three pixels wide has partly covered pixels along both edges.
+    assert!(solid > 1000, "{solid} solid line pixels");
+    assert!(
+        blended > 1000,
+        "{blended} blended edge pixels, {solid} solid"
+    );
+}
+
 #[test]
 fn a_sweep_with_seeds_draws_mean_lines_with_bands() {
     let dir = temp_dir("sweep");
