@@ -202,7 +202,7 @@ train {
 ";
 
 #[test]
-fn png_lines_are_anti_aliased_at_their_edges() {
+fn png_lines_are_anti_aliased_to_an_even_thickness() {
     let dir = temp_dir("smooth");
     let file = dir.join("diag.traj");
     std::fs::write(&file, DIAGONAL).expect("write program");
@@ -218,30 +218,41 @@ fn png_lines_are_anti_aliased_at_their_edges() {
         "the corner is background"
     );
 
-    // The line's colour (tab10 blue) and its blends with the white background: the
-    // pixels `a * blue + (1 - a) * white` for a well inside (0, 1).
+    // How much of a pixel the line (tab10 blue) covers, from its blend `a * blue + (1 - a) *
+    // white`; `None` for any other colour (a grid line, text).
     let blue = [31.0, 119.0, 180.0];
-    let (mut solid, mut blended) = (0, 0);
-    for p in img.pixels() {
-        if p.0 == [31, 119, 180] {
-            solid += 1;
+    let coverage = |x: u32, y: u32| -> Option<f64> {
+        let p = img.get_pixel(x, y).0;
+        let a = (255.0 - p[2] as f64) / (255.0 - blue[2]);
+        let blend = (0..3).all(|c| (p[c] as f64 - (a * blue[c] + (1.0 - a) * 255.0)).abs() <= 3.0);
+        (blend && (0.0..=1.01).contains(&a)).then_some(a.min(1.0))
+    };
+    // The line's thickness in each column of the chart's middle where it crosses nothing but
+    // white: the sum of the coverages.
+    let mut thickness = Vec::new();
+    for x in 300..900 {
+        let column: Vec<Option<f64>> = (60..700).map(|y| coverage(x, y)).collect();
+        let on: Vec<usize> = (0..column.len())
+            .filter(|&i| column[i].is_some_and(|a| a > 0.0))
+            .collect();
+        let (Some(&first), Some(&last)) = (on.first(), on.last()) else {
             continue;
-        }
-        let a = (255.0 - p.0[2] as f64) / (255.0 - blue[2]);
-        let on_segment = (0..3).all(|c| {
-            let want = a * blue[c] + (1.0 - a) * 255.0;
-            (p.0[c] as f64 - want).abs() <= 3.0
-        });
-        if on_segment && (0.15..=0.85).contains(&a) {
-            blended += 1;
+        };
+        let window = &column[first.saturating_sub(2)..(last + 3).min(column.len())];
+        if window.iter().all(Option::is_some) {
+            thickness.push(window.iter().flatten().sum::<f64>());
         }
     }
-    // Without anti-aliasing every line pixel is solid and no pixel is a blend; with it, a
-    // diagonal line three pixels wide has partly covered pixels along both edges.
-    assert!(solid > 1000, "{solid} solid line pixels");
+    // A straight line three pixels wide, drawn anti-aliased, covers the same amount of every
+    // column it crosses (3.8-3.9 px here); drawn without, its edges step and the columns
+    // differ by up to a pixel (3.8 to 4.75 px with plotters at the final size).
+    assert!(thickness.len() > 100, "{} clean columns", thickness.len());
+    let lo = thickness.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = thickness.iter().copied().fold(0.0, f64::max);
+    assert!(lo > 3.0 && hi < 4.5, "thickness {lo}..{hi}");
     assert!(
-        blended > 1000,
-        "{blended} blended edge pixels, {solid} solid"
+        hi - lo < 0.4,
+        "thickness varies {lo}..{hi} over the columns"
     );
 }
 
