@@ -39,16 +39,8 @@ enum Command {
     /// Compile and run a program; write its run folder.
     Run {
         file: PathBuf,
-        #[arg(long = "set", value_name = "NAME=VALUE")]
-        set: Vec<String>,
-        #[arg(long)]
-        seed: Option<String>,
-        /// The most steps to take (overrides the train block's `steps`).
-        #[arg(long)]
-        steps: Option<u64>,
-        /// How long a gradient flow runs (overrides the train block's `time`).
-        #[arg(long)]
-        time: Option<f64>,
+        #[command(flatten)]
+        overrides: Overrides,
         /// The run folder (default `runs/NAME-TIMESTAMP/`).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -97,6 +89,36 @@ enum Command {
     },
 }
 
+/// The options `run` and `sweep` share: what a run takes from outside its program.
+#[derive(clap::Args)]
+struct Overrides {
+    /// Override a const: `--set lr=0.5` (repeatable; a sweep sets it at every point).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+    /// Shorthand for `--set seed=N` (in a sweep, narrows a swept `seed` to N).
+    #[arg(long)]
+    seed: Option<String>,
+    /// The most steps to take (overrides the train block's `steps`; at every point of a
+    /// sweep).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// How long a gradient flow runs (overrides the train block's `time`; at every point of a
+    /// sweep).
+    #[arg(long, value_name = "T")]
+    time: Option<f64>,
+}
+
+impl Overrides {
+    /// The `--set` overrides, with `--seed N` last as `seed=N`.
+    fn consts(&self) -> Vec<String> {
+        let mut set = self.set.clone();
+        if let Some(s) = &self.seed {
+            set.push(format!("seed={s}"));
+        }
+        set
+    }
+}
+
 #[derive(clap::Args)]
 struct SweepArgs {
     /// The program (not with --status, --resume or --collect, which read it from DIR).
@@ -109,18 +131,8 @@ struct SweepArgs {
     /// The sweep's folder (default `runs/NAME-sweep-TIMESTAMP/`).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Override a const at every point: `--set d=20` (repeatable).
-    #[arg(long = "set", value_name = "NAME=VALUE")]
-    set: Vec<String>,
-    /// Shorthand for `--set seed=N` (narrows a swept `seed` to N).
-    #[arg(long)]
-    seed: Option<String>,
-    /// The most steps to take at each point.
-    #[arg(long)]
-    steps: Option<u64>,
-    /// How long a gradient flow runs at each point (overrides the train block's `time`).
-    #[arg(long, value_name = "T")]
-    time: Option<f64>,
+    #[command(flatten)]
+    overrides: Overrides,
     #[arg(long, value_enum, default_value = "jit")]
     backend: Backend,
     /// Run point I (its index in DIR/points.csv) of the sweep begun in `--out DIR`: what
@@ -320,20 +332,18 @@ fn dispatch(cli: Cli) -> ExitCode {
         Command::Repl { file, backend } => repl(file.as_deref(), backend.into()),
         Command::Run {
             file,
-            set,
-            seed,
-            steps,
-            time,
+            overrides,
             out,
             force,
             backend,
-        } => {
-            let mut set = set;
-            if let Some(s) = seed {
-                set.push(format!("seed={s}"));
-            }
-            run_program(&file, &set, (steps, time), out, force, backend.into())
-        }
+        } => run_program(
+            &file,
+            &overrides.consts(),
+            (overrides.steps, overrides.time),
+            out,
+            force,
+            backend.into(),
+        ),
         Command::Sweep(args) => sweep_command(*args),
     }
 }
@@ -669,15 +679,11 @@ fn sweep_command(args: SweepArgs) -> ExitCode {
     if let (Some(index), Some(dir)) = (args.point, &args.out) {
         return sweep_point(file, index, dir);
     }
-    let mut set = args.set;
-    if let Some(s) = args.seed {
-        set.push(format!("seed={s}"));
-    }
     sweep(
         file,
-        &set,
+        &args.overrides.consts(),
         jobs,
-        (args.steps, args.time),
+        (args.overrides.steps, args.overrides.time),
         args.out,
         args.backend.into(),
         slurm.as_ref(),

@@ -19,6 +19,9 @@
 //!   checks). In a sweep the swept consts are in the legend instead.
 //! * Text is drawn with the DejaVu Sans font embedded in the binary, so a plot looks the same
 //!   on any machine, fonts installed or not.
+//! * A PNG is drawn at [`SUPERSAMPLE`] times its size, every pixel length scaled alike, and
+//!   box-averaged down: plotters draws thick lines without anti-aliasing, so a smooth curve
+//!   drawn at the final size looks jagged.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +44,9 @@ const AXIS_LABEL_PX: f64 = 32.0;
 const TICK_PX: f64 = 26.0;
 const LEGEND_PX: f64 = 26.0;
 const LINE_WIDTH: u32 = 3;
+/// A PNG is drawn this many times wider and taller, then each square of this many pixels
+/// squared is averaged into one: 3 gives 9 levels of coverage at a line's edge.
+const SUPERSAMPLE: u32 = 3;
 /// Legend entries shown before the rest are summarized as "… N more".
 const LEGEND_MAX: usize = 18;
 
@@ -884,16 +890,48 @@ fn render_file(figure: &Figure, path: &Path, format: Format) -> Result<(), Strin
         Format::Png => {
             let font = ab_glyph::FontRef::try_from_slice(FONT_DATA)
                 .map_err(|_| "internal error: the embedded font could not be loaded".to_string())?;
-            let root = GlyphText::new(BitMapBackend::new(path, SIZE), font).into_drawing_area();
-            render(&root, figure)?;
-            root.present().map_err(|e| written(&e))
+            let k = SUPERSAMPLE;
+            let big = (SIZE.0 * k, SIZE.1 * k);
+            let mut pixels = vec![0u8; (big.0 * big.1 * 3) as usize];
+            {
+                let backend = BitMapBackend::with_buffer(&mut pixels, big);
+                let root = GlyphText::new(backend, font).into_drawing_area();
+                render(&root, figure, k)?;
+                drawing(root.present())?;
+            }
+            let small = box_average(&pixels, SIZE, k);
+            image::save_buffer(path, &small, SIZE.0, SIZE.1, image::ColorType::Rgb8)
+                .map_err(|e| written(&e))
         }
         Format::Svg => {
             let root = SVGBackend::new(path, SIZE).into_drawing_area();
-            render(&root, figure)?;
+            render(&root, figure, 1)?;
             root.present().map_err(|e| written(&e))
         }
     }
+}
+
+/// An RGB picture of `size` from one `k` times wider and taller: each channel of each pixel
+/// the rounded mean of its `k`×`k` square.
+pub fn box_average(big: &[u8], size: (u32, u32), k: u32) -> Vec<u8> {
+    let (w, h, k) = (size.0 as usize, size.1 as usize, k as usize);
+    let row = w * k * 3;
+    assert_eq!(big.len(), row * h * k, "box_average: buffer size");
+    let n = (k * k) as u32;
+    let mut small = vec![0u8; w * h * 3];
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                let mut sum = 0u32;
+                for dy in 0..k {
+                    let start = (y * k + dy) * row + x * k * 3 + c;
+                    sum += (0..k).map(|dx| big[start + dx * 3] as u32).sum::<u32>();
+                }
+                small[(y * w + x) * 3 + c] = ((sum + n / 2) / n) as u8;
+            }
+        }
+    }
+    small
 }
 
 fn drawing<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, String> {
@@ -944,35 +982,48 @@ fn tick_label(v: f64) -> String {
     }
 }
 
+/// Draws `figure` on `root`, every pixel length (type, lines, margins, markers) times `k`.
 fn render<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     figure: &Figure,
+    k: u32,
 ) -> Result<(), String> {
+    let kf = k as f64;
+    let ki = k as i32;
     drawing(root.fill(&WHITE))?;
     let (width, _) = root.dim_in_pixel();
 
     // The title on one line: smaller type for a long one.
     let mut title_px = TITLE_PX;
     while title_px > 16.0 {
-        let (w, _) =
-            drawing(root.estimate_text_size(&figure.title, &(FONT, title_px).into_font().into()))?;
-        if w + 40 <= width {
+        let (w, _) = drawing(
+            root.estimate_text_size(&figure.title, &(FONT, title_px * kf).into_font().into()),
+        )?;
+        if w + 40 * k <= width {
             break;
         }
         title_px -= 2.0;
     }
-    let body = drawing(
-        root.margin(14, 0, 0, 0)
-            .titled(&figure.title, (FONT, title_px)),
-    )?;
+    // The title as plotters' `titled` draws it, but with its padding (`titled`'s fixed 5 px)
+    // scaled too.
+    let title_font: TextStyle = (FONT, title_px * kf).into_font().into();
+    let (_, title_h) = drawing(root.estimate_text_size(&figure.title, &title_font))?;
+    let (top, pad) = (14 * ki, 5 * ki);
+    let title_font = title_font.pos(plotters::style::text_anchor::Pos::new(
+        plotters::style::text_anchor::HPos::Center,
+        plotters::style::text_anchor::VPos::Top,
+    ));
+    let at = ((width / 2) as i32, top + pad);
+    drawing(root.draw(&Text::new(figure.title.clone(), at, title_font)))?;
+    let body = root.margin(top + 2 * pad + title_h as i32, 0, 0, 0);
 
     // The legend in a column of its own, right of the chart.
-    let legend_font: TextStyle = (FONT, LEGEND_PX).into_font().into();
+    let legend_font: TextStyle = (FONT, LEGEND_PX * kf).into_font().into();
     let mut widest = 0;
     for entry in legend_entries(&figure.legend) {
         widest = widest.max(drawing(root.estimate_text_size(&entry.label, &legend_font))?.0);
     }
-    let legend_width = (widest + 100).min(width * 2 / 5);
+    let legend_width = (widest + 100 * k).min(width * 2 / 5);
     let (chart_area, legend_area) = body.split_horizontally(width - legend_width);
 
     let xs = figure
@@ -987,17 +1038,18 @@ fn render<DB: DrawingBackend>(
     let (x0, x1) = axis_range(xs, figure.logx, markers);
     let (y0, y1) = axis_range(ys, figure.logy, true);
     match (figure.logx, figure.logy) {
-        (false, false) => draw_chart(&chart_area, x0..x1, y0..y1, figure)?,
-        (true, false) => draw_chart(&chart_area, (x0..x1).log_scale(), y0..y1, figure)?,
-        (false, true) => draw_chart(&chart_area, x0..x1, (y0..y1).log_scale(), figure)?,
+        (false, false) => draw_chart(&chart_area, x0..x1, y0..y1, figure, k)?,
+        (true, false) => draw_chart(&chart_area, (x0..x1).log_scale(), y0..y1, figure, k)?,
+        (false, true) => draw_chart(&chart_area, x0..x1, (y0..y1).log_scale(), figure, k)?,
         (true, true) => draw_chart(
             &chart_area,
             (x0..x1).log_scale(),
             (y0..y1).log_scale(),
             figure,
+            k,
         )?,
     }
-    draw_legend(&legend_area, &figure.legend)
+    draw_legend(&legend_area, &figure.legend, k)
 }
 
 /// The legend's entries, the ones past [`LEGEND_MAX`] summarized as one.
@@ -1014,11 +1066,11 @@ fn legend_entries(legend: &[LegendEntry]) -> Vec<LegendEntry> {
     shown
 }
 
-fn line_style(color: RGBColor) -> ShapeStyle {
+fn line_style(color: RGBColor, k: u32) -> ShapeStyle {
     ShapeStyle {
         color: color.to_rgba(),
         filled: false,
-        stroke_width: LINE_WIDTH,
+        stroke_width: LINE_WIDTH * k,
     }
 }
 
@@ -1027,6 +1079,7 @@ fn draw_chart<DB, X, Y>(
     x: X,
     y: Y,
     figure: &Figure,
+    k: u32,
 ) -> Result<(), String>
 where
     DB: DrawingBackend,
@@ -1037,15 +1090,16 @@ where
 {
     let mut chart = drawing(
         ChartBuilder::on(area)
-            .margin_top(10)
-            .margin_left(10)
-            .margin_right(30)
-            .margin_bottom(10)
-            .x_label_area_size(90)
-            .y_label_area_size(130)
+            .margin_top(10 * k)
+            .margin_left(10 * k)
+            .margin_right(30 * k)
+            .margin_bottom(10 * k)
+            .x_label_area_size(90 * k)
+            .y_label_area_size(130 * k)
             .build_cartesian_2d(x, y),
     )?;
     let format = |v: &f64| tick_label(*v);
+    let kf = k as f64;
     drawing(
         chart
             .configure_mesh()
@@ -1055,14 +1109,14 @@ where
             .y_labels(8)
             .x_label_formatter(&format)
             .y_label_formatter(&format)
-            .label_style((FONT, TICK_PX))
-            .axis_desc_style((FONT, AXIS_LABEL_PX))
-            .bold_line_style(RGBColor(215, 215, 215))
-            .light_line_style(RGBColor(240, 240, 240))
+            .label_style((FONT, TICK_PX * kf))
+            .axis_desc_style((FONT, AXIS_LABEL_PX * kf))
+            .bold_line_style(RGBColor(215, 215, 215).stroke_width(k))
+            .light_line_style(RGBColor(240, 240, 240).stroke_width(k))
             .axis_style(ShapeStyle {
                 color: BLACK.to_rgba(),
                 filled: false,
-                stroke_width: 2,
+                stroke_width: 2 * k,
             })
             .draw(),
     )?;
@@ -1075,22 +1129,26 @@ where
         }
     }
     for s in &figure.series {
-        let style = line_style(s.color);
+        let style = line_style(s.color, k);
         if s.dash == 0 {
             drawing(chart.draw_series(LineSeries::new(s.line.iter().copied(), style)))?;
         } else {
             let (dash, gap) = DASHES[s.dash];
             drawing(chart.draw_series(DashedLineSeries::new(
                 s.line.iter().copied(),
-                dash,
-                gap,
+                dash * k,
+                gap * k,
                 style,
             )))?;
         }
         // A series of one point has no line to show it: it is drawn as a marker.
         if s.markers || s.line.len() == 1 {
             drawing(
-                chart.draw_series(s.line.iter().map(|&p| Circle::new(p, 6, s.color.filled()))),
+                chart.draw_series(
+                    s.line
+                        .iter()
+                        .map(|&p| Circle::new(p, 6 * k, s.color.filled())),
+                ),
             )?;
         }
     }
@@ -1100,30 +1158,34 @@ where
 fn draw_legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     legend: &[LegendEntry],
+    k: u32,
 ) -> Result<(), String> {
-    let font: TextStyle = (FONT, LEGEND_PX).into_font().into();
+    let font: TextStyle = (FONT, LEGEND_PX * k as f64).into_font().into();
     let font = font.pos(plotters::style::text_anchor::Pos::new(
         plotters::style::text_anchor::HPos::Left,
         plotters::style::text_anchor::VPos::Center,
     ));
-    let row = (LEGEND_PX * 1.5) as i32;
+    let ki = k as i32;
+    let row = (LEGEND_PX * 1.5) as i32 * ki;
+    let (start, stop) = (10 * ki, 60 * ki);
     for (i, entry) in legend_entries(legend).iter().enumerate() {
-        let y = 30 + row * i as i32;
+        let y = 30 * ki + row * i as i32;
         if entry.color != WHITE {
-            let style = line_style(entry.color);
+            let style = line_style(entry.color, k);
             let (dash, gap) = DASHES[entry.dash];
             if dash == 0 {
-                drawing(area.draw(&PathElement::new(vec![(10, y), (60, y)], style)))?;
+                drawing(area.draw(&PathElement::new(vec![(start, y), (stop, y)], style)))?;
             } else {
-                let mut x = 10;
-                while x < 60 {
-                    let end = (x + dash as i32).min(60);
+                let mut x = start;
+                while x < stop {
+                    let end = (x + (dash * k) as i32).min(stop);
                     drawing(area.draw(&PathElement::new(vec![(x, y), (end, y)], style)))?;
-                    x = end + gap as i32;
+                    x = end + (gap * k) as i32;
                 }
             }
         }
-        drawing(area.draw(&Text::new(entry.label.clone(), (72, y), font.clone())))?;
+        let at = (72 * ki, y);
+        drawing(area.draw(&Text::new(entry.label.clone(), at, font.clone())))?;
     }
     Ok(())
 }
@@ -1163,6 +1225,22 @@ mod tests {
         let (line, band) = mean_and_band(vec![(0.0, 1.0), (1.0, 2.0)]);
         assert_eq!(line, [(0.0, 1.0), (1.0, 2.0)]);
         assert!(band.is_empty());
+    }
+
+    #[test]
+    fn box_average_rounds_the_mean_of_each_square() {
+        // A 4×2 picture averaged over 2×2 squares to 2×1: red `v`, green `255 - v`, blue 7.
+        let rows = [[0u8, 255, 10, 20], [255, 255, 1, 2]];
+        let big: Vec<u8> = rows
+            .iter()
+            .flatten()
+            .flat_map(|&v| [v, 255 - v, 7])
+            .collect();
+        // Red: 765 / 4 = 191.25 and 33 / 4 = 8.25; green: 255 / 4 = 63.75 and
+        // 987 / 4 = 246.75; each rounded to the nearest.
+        assert_eq!(box_average(&big, (2, 1), 2), vec![191, 64, 7, 8, 247, 7]);
+        // Factor 1 is the identity.
+        assert_eq!(box_average(&big, (4, 2), 1), big);
     }
 
     #[test]
