@@ -136,7 +136,7 @@ pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usi
     if n == 1 && m * k <= SMALL_GEMV {
         return small_gemv(a, b, c, m, k);
     }
-    if super::small_gemm::fits(b, m, k, n) {
+    if super::small_gemm::fits(a, b, m, k, n) {
         return super::small_gemm::matmul(a, b, c, m, k, n);
     }
     let dst = MatMut::from_row_major_slice_mut(c, m, n);

@@ -21,17 +21,48 @@ const NANO_GEMM: usize = 16 * 16 * 16;
 /// Products of at most this many multiply-adds go through this kernel. Measured on the
 /// 2-core AMD EPYC (Zen 4) benchmark machine, ns of one thread's CPU time a product, faer
 /// against this kernel: 16×16×16 245 → 175 (`b` transposed 400 → 240), 128×16×16 1,340
-/// → 1,290, 64×16×64 2,800 → 2,490, 32×32×64 with `b` transposed 2,890 → 2,820; above,
-/// sgd's 32×32×256 with `b` transposed 11,100 → 13,000 (the packing of `b`).
+/// → 1,290, 64×16×64 2,800 → 2,490, 32×32×64 with `b` transposed 2,890 → 2,820.
 pub const SMALL_GEMM: usize = 1 << 16;
 
+/// Products above [`SMALL_GEMM`] and up to this many multiply-adds (below
+/// `math::PARALLEL_GEMM`, where products are split across the cores) go through this
+/// kernel where [`fits`] says. Measured 2026-12-07 on the benchmark machine (min of 15
+/// passes of thread CPU time, ns a product, faer → this kernel, `T` held transposed):
+/// sgd's 32×32×256 `b` T 5,045 → 4,690 ([`Route::Transposed`]; 7,740 packing `b`),
+/// 256×32×32 `a` T 4,650 → 4,120; 16×64×256 `b` T 6,210 → 4,600; 128×32×64 4,730 →
+/// 4,350; 16×128×128 `a` T 5,820 → 4,420. Left to faer: `n ≥ 512` (32×16×512 5,550 →
+/// 11,260; rows of 4 KB), `n ≥ 256` with `k < 32` (64×16×256 5,260 → 6,210), and `b` T
+/// packed for [`Route::Direct`] (64×64×64 `b` T 4,970 → 5,120).
+pub const MEDIUM_GEMM: usize = 1 << 18;
+
 /// Whether `c = a @ b` (`a` m×k, `b` k×n) is computed here rather than by faer: a product
-/// whose bits this kernel reproduces ([`in_faers_order`]), of at most [`SMALL_GEMM`]
-/// multiply-adds, whose rows fill whole vectors (`n` a multiple of 8) and at least four
-/// rows. Narrower or ragged products were slower than faer: 10×10×10 119 → 186 ns,
-/// 3×100×8 137 → 212 ns.
-pub fn fits(b: MatOperand, m: usize, k: usize, n: usize) -> bool {
-    in_faers_order(b, m, k, n) && m * k * n <= SMALL_GEMM && n.is_multiple_of(8) && m >= 4
+/// whose bits this kernel reproduces ([`in_faers_order`]), whose rows fill whole vectors
+/// (`n` a multiple of 8) and at least four rows, of at most [`SMALL_GEMM`] multiply-adds
+/// or of at most [`MEDIUM_GEMM`] in the shapes measured faster there. Narrower or ragged
+/// products were slower than faer: 10×10×10 119 → 186 ns, 3×100×8 137 → 212 ns.
+pub fn fits(a: MatOperand, b: MatOperand, m: usize, k: usize, n: usize) -> bool {
+    let size = m * k * n;
+    in_faers_order(b, m, k, n)
+        && n.is_multiple_of(8)
+        && m >= 4
+        && (size <= SMALL_GEMM
+            || size <= MEDIUM_GEMM
+                && n < 512
+                && (n < 256 || k >= 32)
+                && !(b.transposed && route(a, b, m, n) == Route::Direct))
+}
+
+/// The [`Route`] for `c = a @ b`: tiles of `c'` where `b` is held transposed and `a`'s
+/// rows fill whole vectors, when `a'` is the smaller operand to pack (`m < n`) or is read
+/// in place (`a` held transposed; `m < 8n`: 512×16×16 with both T took 2,630 ns in faer,
+/// 2,450 by `Direct`, 3,020 by `Transposed`).
+fn route(a: MatOperand, b: MatOperand, m: usize, n: usize) -> Route {
+    let smaller = if a.transposed { m < 8 * n } else { m < n };
+    if b.transposed && m.is_multiple_of(8) && smaller {
+        Route::Transposed
+    } else {
+        Route::Direct
+    }
 }
 
 /// Whether faer computes this product as one FMA chain per entry (module doc): every
@@ -48,13 +79,13 @@ fn in_faers_order(b: MatOperand, m: usize, k: usize, n: usize) -> bool {
 /// over `p` in order, from +0.0 — or, where faer's nano-gemm unrolls (`m k n ≤ 16³`,
 /// `k ≤ 16`), from the rounded product at `p = 0`.
 pub fn matmul(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize, n: usize) {
-    matmul_with(Isa::best(), a, b, c, m, k, n)
+    matmul_with(Isa::best(), route(a, b, m, n), a, b, c, m, k, n)
 }
 
 /// The instruction sets the kernel is compiled for. Every entry is its own chain, so the
 /// tile shapes and vector widths change no bits.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Isa {
+pub(crate) enum Isa {
     /// Lanes of four as arrays, `f64::mul_add` (libm's `fma` where the target has none).
     Portable,
     /// Tiles of 4 rows by 8 columns: 8 of the 16 YMM registers hold sums.
@@ -66,7 +97,7 @@ enum Isa {
 }
 
 impl Isa {
-    fn best() -> Isa {
+    pub(crate) fn best() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
@@ -91,11 +122,24 @@ impl Isa {
     }
 }
 
-/// [`matmul`] with the code for `isa`, which this CPU must have.
-fn matmul_with(
+/// How the tiles cover `c`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Route {
+    /// Tiles of `c = a @ b`: `b` read by rows (packed first if held transposed).
+    Direct,
+    /// Tiles of `c' = b' @ a'`, each stored transposed into `c`: `a'` read by rows (packed
+    /// first unless `a` is held transposed). Each entry is the same FMA chain over `p` in
+    /// the same order (`fma(x, y, s)` is `fma(y, x, s)`), so the same bits.
+    Transposed,
+}
+
+/// [`matmul`] with the code for `isa`, which this CPU must have, by `route`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_with<'a>(
     isa: Isa,
-    a: MatOperand,
-    b: MatOperand,
+    route: Route,
+    a: MatOperand<'a>,
+    b: MatOperand<'a>,
     c: &mut [f64],
     m: usize,
     k: usize,
@@ -103,6 +147,19 @@ fn matmul_with(
 ) {
     debug_assert!(in_faers_order(b, m, k, n));
     assert!(a.data.len() >= m * k && b.data.len() >= k * n && c.len() >= m * n);
+    let first_rounded = m * k * n <= NANO_GEMM && k <= 16;
+    // The product the tiles compute: `c = a @ b`, or `c' = b' @ a'` (n×m), where `b'` is
+    // held transposed exactly when `b` is not, and so is `a'`.
+    let (a, b, m, n, c_transposed) = match route {
+        Route::Direct => (a, b, m, n, false),
+        Route::Transposed => {
+            let flip = |x: MatOperand<'a>| MatOperand {
+                data: x.data,
+                transposed: !x.transposed,
+            };
+            (flip(b), flip(a), n, m, true)
+        }
+    };
     let padded = n.next_multiple_of(isa.lanes());
     let mut packed = PACKED.take();
     {
@@ -121,7 +178,8 @@ fn matmul_with(
             m,
             k,
             n,
-            first_rounded: m * k * n <= NANO_GEMM && k <= 16,
+            first_rounded,
+            c_transposed,
         };
         let c = &mut c[..m * n];
         // SAFETY: the tiles read `a`, `b` and write `c` within the lengths checked here;
@@ -175,55 +233,97 @@ fn pack(isa: Isa, b: MatOperand, k: usize, n: usize, padded: usize, packed: &mut
 }
 
 /// `dst[q·ld_dst + t] = src[t·ld_src + q]` for `t, q < 8`: eight rows of eight, transposed
-/// in registers (two rounds of lane shuffles after the pairwise unpacks).
+/// in registers ([`transpose8x8_registers`]).
 ///
 /// # Safety
 /// The CPU has AVX-512F; both 8×8 blocks are inside their buffers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[inline]
 unsafe fn transpose8x8(src: *const f64, ld_src: usize, dst: *mut f64, ld_dst: usize) {
     use std::arch::x86_64::*;
     // SAFETY: as the caller's.
     unsafe {
-        let r: [__m512d; 8] = std::array::from_fn(|t| _mm512_loadu_pd(src.add(t * ld_src)));
-        // t[2i] = (r[2i][0], r[2i+1][0], r[2i][2], r[2i+1][2], ...), t[2i+1] the odd entries.
-        let t: [__m512d; 8] = std::array::from_fn(|x| {
-            let (a, b) = (r[x & !1], r[x | 1]);
-            if x % 2 == 0 {
-                _mm512_unpacklo_pd(a, b)
-            } else {
-                _mm512_unpackhi_pd(a, b)
-            }
-        });
-        // 128-bit lanes (0, 2) and (1, 3) of two vectors.
-        let even = |a, b| _mm512_shuffle_f64x2::<0x88>(a, b);
-        let odd = |a, b| _mm512_shuffle_f64x2::<0xDD>(a, b);
-        let u = [
-            even(t[0], t[2]),
-            odd(t[0], t[2]),
-            even(t[1], t[3]),
-            odd(t[1], t[3]),
-            even(t[4], t[6]),
-            odd(t[4], t[6]),
-            even(t[5], t[7]),
-            odd(t[5], t[7]),
-        ];
-        // Column q of the block: u[0], u[4] hold columns 0 and 4; u[1], u[5] 2 and 6;
-        // u[2], u[6] 1 and 5; u[3], u[7] 3 and 7.
-        let columns = [
-            even(u[0], u[4]),
-            even(u[2], u[6]),
-            even(u[1], u[5]),
-            even(u[3], u[7]),
-            odd(u[0], u[4]),
-            odd(u[2], u[6]),
-            odd(u[1], u[5]),
-            odd(u[3], u[7]),
-        ];
-        for (q, column) in columns.iter().enumerate() {
-            _mm512_storeu_pd(dst.add(q * ld_dst), *column);
+        let rows: [__m512d; 8] = std::array::from_fn(|t| _mm512_loadu_pd(src.add(t * ld_src)));
+        store_transposed8x8(rows, dst, ld_dst);
+    }
+}
+
+/// `dst[q·ld_dst + t] = rows[t][q]` for `t, q < 8`: eight vectors stored as the columns of
+/// their 8×8 block (two rounds of lane shuffles after the pairwise unpacks).
+///
+/// # Safety
+/// The CPU has AVX-512F; the 8 rows of 8 at `dst` are writable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_transposed8x8(r: [std::arch::x86_64::__m512d; 8], dst: *mut f64, ld_dst: usize) {
+    use std::arch::x86_64::*;
+    // t[2i] = (r[2i][0], r[2i+1][0], r[2i][2], r[2i+1][2], ...), t[2i+1] the odd entries.
+    let t: [__m512d; 8] = std::array::from_fn(|x| {
+        let (a, b) = (r[x & !1], r[x | 1]);
+        if x % 2 == 0 {
+            _mm512_unpacklo_pd(a, b)
+        } else {
+            _mm512_unpackhi_pd(a, b)
+        }
+    });
+    // 128-bit lanes (0, 2) and (1, 3) of two vectors.
+    let even = |a, b| _mm512_shuffle_f64x2::<0x88>(a, b);
+    let odd = |a, b| _mm512_shuffle_f64x2::<0xDD>(a, b);
+    let u = [
+        even(t[0], t[2]),
+        odd(t[0], t[2]),
+        even(t[1], t[3]),
+        odd(t[1], t[3]),
+        even(t[4], t[6]),
+        odd(t[4], t[6]),
+        even(t[5], t[7]),
+        odd(t[5], t[7]),
+    ];
+    // Column q of the block: u[0], u[4] hold columns 0 and 4; u[1], u[5] 2 and 6;
+    // u[2], u[6] 1 and 5; u[3], u[7] 3 and 7.
+    let columns = [
+        even(u[0], u[4]),
+        even(u[2], u[6]),
+        even(u[1], u[5]),
+        even(u[3], u[7]),
+        odd(u[0], u[4]),
+        odd(u[2], u[6]),
+        odd(u[1], u[5]),
+        odd(u[3], u[7]),
+    ];
+    for (q, column) in columns.iter().enumerate() {
+        // SAFETY: as the caller's.
+        unsafe { _mm512_storeu_pd(dst.add(q * ld_dst), *column) };
+    }
+}
+
+/// `c[l·ldc + r] = tile[r·ld + l]` for `r < rows`, `l < width`: a tile of `c'` into `c`,
+/// entry by entry (the tiles that [`store_transposed8x8`] does not take).
+///
+/// # Safety
+/// `tile` holds `rows` rows of `ld ≥ width` entries; every `c[l·ldc + r]` is writable.
+unsafe fn store_transposed(
+    tile: &[f64],
+    ld: usize,
+    rows: usize,
+    width: usize,
+    c: *mut f64,
+    ldc: usize,
+) {
+    for l in 0..width {
+        for r in 0..rows {
+            // SAFETY: as the caller's.
+            unsafe { *c.add(l * ldc + r) = tile[r * ld + l] };
         }
     }
+}
+
+/// The block store of the instruction sets without one: never called (`block8: false`).
+#[allow(dead_code)]
+fn no_block8<V>(_: [V; 8], _: *mut f64, _: usize) {
+    unreachable!("no 8×8 block store")
 }
 
 thread_local! {
@@ -244,6 +344,8 @@ struct Tiles<'a> {
     /// Whether each chain starts from the rounded product at `p = 0` (nano-gemm's
     /// unrolled kernels) rather than from +0.0.
     first_rounded: bool,
+    /// Whether entry `(i, j)` of the tiles is `c[j·m + i]` (the tiles compute `c'`).
+    c_transposed: bool,
 }
 
 /// The tile loops for one instruction set: `$rows` rows by two vectors of columns, the
@@ -255,7 +357,7 @@ macro_rules! tile_kernels {
         mod $module:ident {
             vector: $v:ty, lanes: $lanes:literal, rows: $rows:literal, zero: $zero:expr,
             splat: $splat:path, load: $load:path, store: $store:path,
-            mul: $mul:path, fma: $fma:path $(,)?
+            mul: $mul:path, fma: $fma:path, block8: $block8:expr, store8x8: $store8x8:path $(,)?
         }
     ) => {
         mod $module {
@@ -291,6 +393,10 @@ macro_rules! tile_kernels {
                     while t.m - i0 >= $rows {
                         tile::<$rows, VS>(t, i0, j0, c);
                         i0 += $rows;
+                    }
+                    if $rows > 8 && t.m - i0 >= 8 {
+                        tile::<8, VS>(t, i0, j0, c);
+                        i0 += 8;
                     }
                     if $rows > 4 && t.m - i0 >= 4 {
                         tile::<4, VS>(t, i0, j0, c);
@@ -371,6 +477,26 @@ macro_rules! tile_kernels {
                         p += 1;
                     }
                     let width = (VS * L).min(t.n - j0);
+                    if t.c_transposed {
+                        // Entry (i0 + r, j0 + l) of the tiles is c[(j0 + l)·m + i0 + r].
+                        let c = c.add(j0 * t.m + i0);
+                        if $block8 && R == 8 && width == VS * L {
+                            for v in 0..VS {
+                                let block: [$v; 8] = std::array::from_fn(|r| sums[r][v]);
+                                $store8x8(block, c.add(v * L * t.m), t.m);
+                            }
+                        } else {
+                            let mut tile = [[[0.0; L]; VS]; R];
+                            for (out, row) in tile.iter_mut().zip(&sums) {
+                                for (x, s) in out.iter_mut().zip(row) {
+                                    $store(x.as_mut_ptr(), *s);
+                                }
+                            }
+                            let tile = tile.as_flattened().as_flattened();
+                            super::store_transposed(tile, VS * L, R, width, c, t.m);
+                        }
+                        return;
+                    }
                     for (r, row) in sums.iter().enumerate() {
                         let out = c.add((i0 + r) * t.n + j0);
                         if width == VS * L {
@@ -395,7 +521,7 @@ tile_kernels! {
     mod portable {
         vector: [f64; 4], lanes: 4, rows: 4, zero: [0.0; 4],
         splat: lanes4::splat, load: lanes4::load, store: lanes4::store,
-        mul: lanes4::mul, fma: lanes4::fma,
+        mul: lanes4::mul, fma: lanes4::fma, block8: false, store8x8: super::no_block8,
     }
 }
 
@@ -407,7 +533,7 @@ tile_kernels! {
         zero: std::arch::x86_64::_mm256_setzero_pd(),
         splat: std::arch::x86_64::_mm256_set1_pd, load: std::arch::x86_64::_mm256_loadu_pd,
         store: std::arch::x86_64::_mm256_storeu_pd, mul: std::arch::x86_64::_mm256_mul_pd,
-        fma: std::arch::x86_64::_mm256_fmadd_pd,
+        fma: std::arch::x86_64::_mm256_fmadd_pd, block8: false, store8x8: super::no_block8,
     }
 }
 
@@ -419,7 +545,7 @@ tile_kernels! {
         zero: std::arch::x86_64::_mm512_setzero_pd(),
         splat: std::arch::x86_64::_mm512_set1_pd, load: std::arch::x86_64::_mm512_loadu_pd,
         store: std::arch::x86_64::_mm512_storeu_pd, mul: std::arch::x86_64::_mm512_mul_pd,
-        fma: std::arch::x86_64::_mm512_fmadd_pd,
+        fma: std::arch::x86_64::_mm512_fmadd_pd, block8: true, store8x8: super::store_transposed8x8,
     }
 }
 
@@ -565,9 +691,11 @@ mod tests {
                 continue;
             }
             for isa in isas() {
-                let mut c = vec![f64::NAN; m * n];
-                matmul_with(isa, a, b, &mut c, m, k, n);
-                same_bits(&c, &want, &format!("{isa:?} {m}×{k}×{n} {layout:?}"));
+                for route in [Route::Direct, Route::Transposed] {
+                    let mut c = vec![f64::NAN; m * n];
+                    matmul_with(isa, route, a, b, &mut c, m, k, n);
+                    same_bits(&c, &want, &format!("{isa:?} {route:?} {m}×{k}×{n} {layout:?}"));
+                }
             }
         }
     }
@@ -650,9 +778,11 @@ mod tests {
                 .filter(|x| x.to_bits() == (-0.0f64).to_bits())
                 .count();
             for isa in isas() {
-                let mut c = vec![f64::NAN; m * n];
-                matmul_with(isa, op(&a, false), op(&b, false), &mut c, m, k, n);
-                same_bits(&c, &want, &format!("{isa:?} {m}×{k}×{n}"));
+                for route in [Route::Direct, Route::Transposed] {
+                    let mut c = vec![f64::NAN; m * n];
+                    matmul_with(isa, route, op(&a, false), op(&b, false), &mut c, m, k, n);
+                    same_bits(&c, &want, &format!("{isa:?} {route:?} {m}×{k}×{n}"));
+                }
             }
         }
         assert!(negative_zeros > 100, "{negative_zeros} entries -0");
