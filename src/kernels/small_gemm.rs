@@ -751,6 +751,49 @@ mod tests {
     }
 
     #[test]
+    fn products_up_to_medium_gemm_give_faers_bits() {
+        // Above `SMALL_GEMM`: sgd's two products, the shapes measured for `MEDIUM_GEMM`
+        // on each side of its rules (n 256/512, k 16/32, m against n and 8n), ragged ones
+        // for the tiles' tails, and `MEDIUM_GEMM` itself; NaN, ±inf, ±0 and subnormal
+        // entries five in a thousand.
+        let mut values = Values(0x5851_F42D_4C95_7F2D, 5);
+        for (m, k, n) in [
+            (32, 32, 256),
+            (256, 32, 32),
+            (16, 64, 256),
+            (64, 16, 256),
+            (32, 16, 512),
+            (128, 32, 64),
+            (16, 128, 128),
+            (64, 64, 64),
+            (512, 16, 16),
+            (512, 16, 32),
+            (8, 64, 512),
+            (40, 33, 136),
+            (200, 24, 44),
+            (13, 100, 104),
+        ] {
+            check(m, k, n, &mut values);
+        }
+    }
+
+    #[test]
+    fn sgds_products_take_this_kernel() {
+        // sgd's `xb @ W'` and `dH' @ xb`, as its step passes them to `matmul_into`.
+        let (xb, w) = (vec![0.0; 32 * 32], vec![0.0; 256 * 32]);
+        let op = |data, transposed| MatOperand { data, transposed };
+        let (a, b) = (op(&xb, false), op(&w, true));
+        assert!(fits(a, b, 32, 32, 256));
+        assert_eq!(route(a, b, 32, 256), Route::Transposed);
+        let (a, b) = (op(&w, true), op(&xb, false));
+        assert!(fits(a, b, 256, 32, 32));
+        assert_eq!(route(a, b, 256, 32), Route::Direct);
+        // Rows of 512 (4 KB) stay with faer, and so does a packed `b` above `SMALL_GEMM`.
+        assert!(!fits(op(&w, false), op(&w, false), 32, 16, 512));
+        assert!(!fits(op(&w, false), op(&w, true), 64, 64, 64));
+    }
+
+    #[test]
     fn signed_zeros_follow_faers_first_product() {
         // Entries ±0 and ±1 (the products exact, many of them -0): a chain from +0.0 and
         // one from the first product differ in the sign of the zeros they sum to.
