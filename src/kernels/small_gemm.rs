@@ -10,7 +10,9 @@
 //! blocks of 64 when `b` is held transposed; [`fits`] leaves those shapes (and `k > 512`)
 //! to faer, and the shapes where faer is faster. So this kernel gives faer's bits, without
 //! faer's per-call planning, packing and copying, which cost more than the arithmetic on
-//! dln's 16×16 products.
+//! dln's 16×16 products. A product with `b` held transposed can be computed as its
+//! transpose ([`Route::Transposed`]): the same chains, with `a` packed (or read in place)
+//! instead of `b`, which is what makes sgd's `xb @ W'` faster here than in faer.
 
 use super::math::MatOperand;
 
@@ -394,10 +396,6 @@ macro_rules! tile_kernels {
                         tile::<$rows, VS>(t, i0, j0, c);
                         i0 += $rows;
                     }
-                    if $rows > 8 && t.m - i0 >= 8 {
-                        tile::<8, VS>(t, i0, j0, c);
-                        i0 += 8;
-                    }
                     if $rows > 4 && t.m - i0 >= 4 {
                         tile::<4, VS>(t, i0, j0, c);
                         i0 += 4;
@@ -694,7 +692,11 @@ mod tests {
                 for route in [Route::Direct, Route::Transposed] {
                     let mut c = vec![f64::NAN; m * n];
                     matmul_with(isa, route, a, b, &mut c, m, k, n);
-                    same_bits(&c, &want, &format!("{isa:?} {route:?} {m}×{k}×{n} {layout:?}"));
+                    same_bits(
+                        &c,
+                        &want,
+                        &format!("{isa:?} {route:?} {m}×{k}×{n} {layout:?}"),
+                    );
                 }
             }
         }
