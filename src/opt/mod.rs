@@ -13,6 +13,7 @@
 //! stable softplus written out as `softplus(z)`, the same bits, so the gradient is
 //! `sigmoid(z)`.
 
+pub mod nonfinite;
 pub mod quiet;
 pub mod softplus;
 
