@@ -1076,10 +1076,9 @@ fn emit_loop(
         let fine = e.b.ins().fcmp(FloatCC::Equal, grads_bad, grads_bad);
         e.b.ins().brif(fine, commit, &[], undo, &[]);
         e.b.switch_to_block(undo);
-        for p in 0..np {
-            if shape.update_of[p].is_some() {
-                let t = &slots.theta[p];
-                e.copy_dyn(t.addr(), prev_at[p], t.len(), true);
+        for ((t, at), u) in slots.theta.iter().zip(&prev_at).zip(&shape.update_of) {
+            if u.is_some() {
+                e.copy_dyn(t.addr(), *at, t.len(), true);
             }
         }
         e.b.ins().jump(fallback, &[]);
@@ -1098,10 +1097,9 @@ fn emit_loop(
 
     // θ_k into the previous-θ slot where no update's loop stores it.
     e.b.switch_to_block(copies);
-    for p in 0..np {
-        if !kept[p] {
-            let t = &slots.theta[p];
-            e.copy_dyn(t.addr(), prev_at[p], t.len(), false);
+    for ((t, at), kept) in slots.theta.iter().zip(&prev_at).zip(&kept) {
+        if !kept {
+            e.copy_dyn(t.addr(), *at, t.len(), false);
         }
     }
     e.b.ins().jump(updates, &[]);
