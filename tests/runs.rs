@@ -609,3 +609,158 @@ fn every_file_load_reads_checks_with_its_dtype_and_shape_and_runs() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Optimizers for the non-finite gradient tables: the standard ones, and ones written in
+/// the program whose θ does not surely turn non-finite with the gradient (`sign`, `clamp`,
+/// a division by it, `max`), with whether `opt::nonfinite` proves that it does.
+const NONFINITE_OPTIMIZERS: [(&str, &str, bool); 9] = [
+    ("sgd(lr = 0.01)", "", true),
+    ("momentum(lr = 0.01)", "", true),
+    ("adam(lr = 0.01)", "", true),
+    ("normalized_gd(lr = 0.01)", "", true),
+    (
+        "damped(lr = 0.01)",
+        "optimizer damped(lr) {\n  param -= lr * grad / (abs(grad) + 1)\n}\n",
+        true,
+    ),
+    (
+        "by_sign(lr = 0.01)",
+        "optimizer by_sign(lr) {\n  param -= lr * sign(grad)\n}\n",
+        false,
+    ),
+    (
+        "clamped(lr = 0.01)",
+        "optimizer clamped(lr) {\n  param -= lr * clamp(grad, -1, 1)\n}\n",
+        false,
+    ),
+    (
+        "inverse(lr = 0.01)",
+        "optimizer inverse(lr) {\n  param -= lr / (grad + 10)\n}\n",
+        false,
+    ),
+    (
+        "rectified(lr = 0.01)",
+        "optimizer rectified(lr) {\n  param -= lr * max(grad, 0)\n}\n",
+        false,
+    ),
+];
+
+/// A program whose gradient is NaN (`sqrt` at 0 times 0) at the step its batch draws the
+/// zero row, whatever the optimizer; its loss stays finite. `{opt}`, `{defs}` and
+/// `{every}` are filled in.
+const SQRT_AT_ZERO: &str =
+    "data X = [[1.0, 2.0], [0.5, 1.5], [2.0, 0.25], [0.0, 0.0], [1.0, 1.0], [3.0, 0.5]]
+param w: [2] = [1.0, 2.0]
+batch xb from X size 1
+loss = mean(sqrt(w * xb[0]))
+{defs}train {
+  optimizer {opt}
+  steps 200
+  record every {every} { loss, w }
+}
+";
+
+/// A program whose θ overflows with a large step: a divergence, its last row and params
+/// those of the step before (the previous θ).
+const OVERFLOW: &str = "param w: [3] = [1.0, -2.0, 0.5]
+loss = sum(w^4) / 4
+{defs}train {
+  optimizer {opt}
+  steps 200
+  record every {every} { loss, w }
+}
+";
+
+fn fill(program: &str, (opt, defs): (&str, &str), every: u64) -> String {
+    program
+        .replace("{opt}", opt)
+        .replace("{defs}", defs)
+        .replace("{every}", &every.to_string())
+}
+
+/// Both backends on `text`: the same status, step, message (with the error's location),
+/// rows and params, bit for bit.
+fn same_on_both_backends(text: &str) -> RunResult {
+    use traj::train::Backend;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/inline.traj");
+    let (c, s) = checked(&path, text);
+    let go = |backend| {
+        let options = RunOptions {
+            backend,
+            ..Default::default()
+        };
+        run(&c, &s, &options).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    };
+    let (a, b) = (go(Backend::Interp), go(Backend::Jit));
+    assert_eq!(
+        (a.status, a.steps, &a.message),
+        (b.status, b.steps, &b.message),
+        "{text}"
+    );
+    assert_eq!(
+        common::trajectory_bits(&a),
+        common::trajectory_bits(&b),
+        "{text}"
+    );
+    let bits = |r: &RunResult| -> Vec<(String, Vec<u64>)> {
+        r.params
+            .iter()
+            .map(|(n, t)| (n.clone(), t.to_f64().iter().map(|x| x.to_bits()).collect()))
+            .collect()
+    };
+    assert_eq!(bits(&a), bits(&b), "{text}");
+    a
+}
+
+/// A gradient that turns NaN between rows or at a row, and θ that overflows, end the JIT's
+/// run as the interpreter's for every optimizer, whether the loop checks the gradient by
+/// its own pass or leaves it to the update's θ check (and hands the step back after it).
+#[test]
+fn a_non_finite_gradient_or_theta_ends_the_run_as_on_the_interpreter() {
+    for (opt, defs, _) in NONFINITE_OPTIMIZERS {
+        for every in [1, 50] {
+            let r = same_on_both_backends(&fill(SQRT_AT_ZERO, (opt, defs), every));
+            assert_eq!(r.status, Status::Error, "{opt}: {:?}", r.message);
+            let msg = r.message.clone().unwrap_or_default();
+            assert!(msg.contains("`sqrt` at 0"), "{opt}: {msg}");
+            // The zero row is drawn after some updates: the previous θ is in play.
+            let k = r.error.as_ref().and_then(|e| e.step).expect("a step");
+            assert!(k > 0, "{opt}: {msg}");
+            let overflow =
+                same_on_both_backends(&fill(OVERFLOW, (&opt.replace("0.01", "10.0"), defs), every));
+            if opt.starts_with("sgd") {
+                assert_eq!(overflow.status, Status::Diverged, "{opt}");
+            }
+        }
+    }
+}
+
+/// `opt::nonfinite` on the updates of the table's optimizers: proven along sums,
+/// products and numerators, not through `sign`, `clamp`, a division by the gradient or
+/// `max`.
+#[test]
+fn nonfinite_spreads_is_proven_only_through_sums_products_and_numerators() {
+    for (opt, defs, proven) in NONFINITE_OPTIMIZERS {
+        let text = fill(SQRT_AT_ZERO, (opt, defs), 1);
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/inline.traj");
+        let (c, s) = checked(&path, &text);
+        let (_, plan) = prepare(&c, &s, &RunOptions::default()).expect("prepare");
+        let update = &plan.updates[0].as_ref().expect("an update").step;
+        let theta = update.outputs[0].1;
+        assert_eq!(
+            traj::opt::nonfinite::nonfinite_spreads(update, 1, theta),
+            proven,
+            "{opt}"
+        );
+        // θ itself (input 0) reaches θ's new value in each: `param -= ...`.
+        assert!(
+            traj::opt::nonfinite::nonfinite_spreads(update, 0, theta),
+            "{opt}"
+        );
+        // The step (input 2, an int) reaches nothing.
+        assert!(
+            !traj::opt::nonfinite::nonfinite_spreads(update, 2, theta),
+            "{opt}"
+        );
+    }
+}

@@ -457,3 +457,53 @@ fn a_run_is_a_session_stepped_to_the_end_its_rows_streamed_to_the_sink() {
         }
     }
 }
+
+/// The previous θ a session keeps after the JIT's loop hands back a step whose NaN
+/// gradient it found only through θ's new value (the step undone after its update) is
+/// the interpreter's: a redefined loss that diverges at that step goes back to it.
+#[test]
+fn the_previous_theta_after_a_step_handed_back_is_the_interpreters() {
+    const NAN_AT_A_STEP: &str = "\
+data X = [[1.0, 2.0], [0.5, 1.5], [2.0, 0.25], [0.0, 0.0], [1.0, 1.0], [3.0, 0.5]]
+param w: [2] = [1.0, 2.0]
+batch xb from X size 1
+loss = mean(sqrt(w * xb[0]))
+train {
+  optimizer sgd(lr = 0.01)
+  steps 200
+  record every 50 { loss, w }
+}
+";
+    let go = |backend| {
+        let mut s = Session::from_text(NAN_AT_A_STEP, backend).expect("builds");
+        let first = s.step(200, None, None).expect("steps");
+        let at_error = s.step_count();
+        // Infinite where the zero row is drawn, as at the step that failed.
+        s.define("loss = 1 / mean(w * xb[0])").expect("redefines");
+        let second = s.step(200, None, None).expect("steps");
+        let params: Vec<Vec<u64>> = s
+            .params()
+            .iter()
+            .map(|(_, t)| floats(t).iter().map(|x| x.to_bits()).collect())
+            .collect();
+        let rows: Vec<(u64, Vec<Option<u64>>)> = s
+            .trajectory()
+            .rows
+            .iter()
+            .map(|(k, row)| (*k, row.iter().map(|x| x.map(f64::to_bits)).collect()))
+            .collect();
+        (first, at_error, second, s.step_count(), params, rows)
+    };
+    let interp = go(Backend::Interp);
+    let jit = go(Backend::Jit);
+    assert_eq!(interp.0, Some(Status::Error));
+    assert_eq!(interp.2, Some(Status::Diverged));
+    assert!(interp.1 > 1, "the error at step {}", interp.1);
+    // Diverged at the failing step: the params go back one step, to its recorded row.
+    assert_eq!(interp.3, interp.1 - 1);
+    let (last_step, last_row) = interp.5.last().expect("a row").clone();
+    assert_eq!(last_step, interp.3);
+    let w_row: Vec<u64> = last_row[1..].iter().map(|x| x.expect("w")).collect();
+    assert_eq!(interp.4, vec![w_row]);
+    assert_eq!(jit, interp);
+}

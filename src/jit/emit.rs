@@ -177,6 +177,20 @@ pub(super) struct Emitter<'a, 'b, 'c> {
     siblings: HashMap<usize, Vec<usize>>,
     /// Whether each instruction was computed early, in another's loop.
     done: Vec<bool>,
+    /// An input's old values the loop writing one value also stores elsewhere.
+    keep_old: Option<&'a mut KeepOld>,
+}
+
+/// In the elementwise loop of instruction `root`, each element of `input` it loads (at
+/// the element it writes) is also stored at `into` plus that element's byte offset: the
+/// training loop keeps θ's old value in the previous-θ slot this way. `stored` is set when
+/// the loop did so over all of `root`'s elements (its plain one-core loop, `input` read
+/// contiguously in f64, not under `precision f32`).
+pub(super) struct KeepOld {
+    pub root: usize,
+    pub input: usize,
+    pub into: Value,
+    pub stored: bool,
 }
 
 /// How generated code finds instruction `i`'s buffer.
@@ -235,6 +249,7 @@ pub(super) fn build(
         Bufs::Table(bufs),
         ctx,
         None,
+        None,
     )?;
     let zero = b.ins().iconst(types::I64, 0);
     b.ins().return_(&[zero]);
@@ -263,6 +278,7 @@ pub(super) fn emit_func<'a, 'b>(
     bufs: Bufs<'a>,
     ctx: Value,
     err: Option<Block>,
+    keep_old: Option<&'a mut KeepOld>,
 ) -> Result<Option<Block>, String> {
     if (f.insts.len() + 1)
         .checked_mul(8)
@@ -285,6 +301,7 @@ pub(super) fn emit_func<'a, 'b>(
         storage,
         siblings,
         done: vec![false; f.insts.len()],
+        keep_old,
     };
     for i in 0..f.insts.len() {
         e.inst(i)?;
@@ -1501,7 +1518,7 @@ impl Emitter<'_, '_, '_> {
         {
             return self.elementwise_with_column_sum(i, &counts, r);
         }
-        let totals = self.elementwise_rows(i, &counts, rows)?;
+        let totals = self.elementwise_rows(i, &counts, rows, true)?;
         let zero = self.b.ins().iconst(types::I64, 0);
         for (c, total) in counts.iter().zip(totals) {
             let out = self.buf(*c);
@@ -1511,17 +1528,35 @@ impl Emitter<'_, '_, '_> {
     }
 
     /// Instruction `i`'s loop over the entries whose first index is in `rows`; returns its
-    /// `counts`' sums over them.
+    /// `counts`' sums over them. With `whole` (all rows, in this function) it also stores
+    /// the old values of `keep_old`'s input when `i` is its root.
     fn elementwise_rows(
         &mut self,
         i: usize,
         counts: &[usize],
         rows: Range<usize>,
+        whole: bool,
     ) -> Result<Vec<Value>, String> {
         let shape = self.f.insts[i].shape.clone();
         let out = self.buf(i);
         let mut roots = vec![i];
         roots.extend(counts.iter().map(|c| self.f.insts[*c].args[0]));
+        let keep_into = match &self.keep_old {
+            Some(k) if whole && k.root == i => {
+                let (leaves, access, _) = self.loop_leaves(&roots, &shape)?;
+                let at = leaves.iter().position(|l| *l == k.input);
+                let read_whole = at.is_some_and(|a| {
+                    access[a] == (k.input, strides(&shape))
+                        && self.dtype(k.input) == DType::Float
+                        && self.storage[k.input] == Storage::Own
+                });
+                (read_whole && !self.f.f32).then_some((k.input, k.into))
+            }
+            _ => None,
+        };
+        if let Some((input, _)) = keep_into {
+            roots.push(input);
+        }
         // Each count in one scalar and `UNROLL` f64x2 accumulators (exact in any order).
         let accs: Vec<(Variable, Vec<Variable>)> = counts
             .iter()
@@ -1536,6 +1571,10 @@ impl Emitter<'_, '_, '_> {
                 Self::flags()
             };
             e.b.ins().store(flags, vs[0], addr, 0);
+            if let Some((_, into)) = keep_into {
+                let at = e.b.ins().iadd(into, off);
+                e.b.ins().store(flags, vs[vs.len() - 1], at, 0);
+            }
             for ((acc, vacc), v) in accs.iter().zip(&vs[1..]) {
                 let var = if vector { vacc[turn % UNROLL] } else { *acc };
                 let a = e.b.use_var(var);
@@ -1545,6 +1584,9 @@ impl Emitter<'_, '_, '_> {
             turn += vector as usize;
             Ok(())
         })?;
+        if let (Some(_), Some(k)) = (keep_into, self.keep_old.as_deref_mut()) {
+            k.stored = true;
+        }
         Ok(accs
             .iter()
             .map(|(acc, vacc)| {
@@ -1730,8 +1772,9 @@ impl Emitter<'_, '_, '_> {
                 storage: self.storage.clone(),
                 siblings: self.siblings.clone(),
                 done: self.done.clone(),
+                keep_old: None,
             };
-            let totals = e.elementwise_rows(i, counts, half)?;
+            let totals = e.elementwise_rows(i, counts, half, false)?;
             for (k, total) in totals.into_iter().enumerate() {
                 e.b.ins()
                     .store(Self::flags(), total, totals_at, (8 * k) as i32);

@@ -475,6 +475,7 @@ fn build(
             Bufs::Fixed(&buffers.ptrs),
             hp,
             Some(host_err),
+            None,
         )?;
         let zero = b.ins().iconst(types::I64, 0);
         b.ins().return_(&[zero]);

@@ -22,11 +22,12 @@ use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Module};
 use ndarray::{ArrayD, IxDyn};
 
-use super::emit::{Bufs, CountedLoop, emit_func, shim_ref};
+use super::emit::{Bufs, CountedLoop, KeepOld, emit_func, shim_ref};
 use super::host::HostCtx;
 use super::{Buffers, entry_signature, new_module};
 use crate::ir::types::DType;
 use crate::ir::{Binary, Func, Prim};
+use crate::opt::nonfinite::nonfinite_spreads;
 use crate::plan::Plan;
 use crate::rng::Stream;
 use crate::tensor::Tensor;
@@ -51,6 +52,8 @@ struct LoopCtx {
     until: i64,
     /// Nonzero: step `k`'s gradient is in the slots; begin with update k+1.
     resume: i64,
+    /// Which of the two previous-θ slots holds the previous θ (`Slots::prev`).
+    prev_slot: i64,
 }
 
 /// What `traj_tie_direction` needs: where the direction goes and which stream it is.
@@ -124,7 +127,12 @@ impl Slot {
 /// Every value the loop keeps between its functions.
 struct Slots {
     theta: Vec<Slot>,
-    prev: Vec<Slot>,
+    /// The previous θ: in `prev[ctx.prev_slot]`. When no update can fail
+    /// (`LoopShape::two_prev`), update k+1 stores θ_k into the other slot and makes it the
+    /// previous θ only when it commits, so a step handed back after its updates (a
+    /// gradient found non-finite only through θ) still has θ_{k−1} there; else
+    /// `prev[0]` alone, θ copied into it before the updates.
+    prev: [Vec<Slot>; 2],
     grad: Vec<Slot>,
     dir: Vec<Slot>,
     states: Vec<Vec<Slot>>,
@@ -200,18 +208,7 @@ fn outputs_in_slots(
 ) -> Vec<(usize, *mut u8)> {
     use super::layout::{self, Storage};
     let storage = layout::storage(f);
-    let never_fails = f
-        .insts
-        .iter()
-        .enumerate()
-        .all(|(i, inst)| match &inst.prim {
-            Prim::Input(_) | Prim::Const(_) | Prim::Reshape(_) | Prim::Broadcast(_) => true,
-            Prim::Unary(_) | Prim::Binary(_) | Prim::Select => layout::inline_elementwise(f, i),
-            Prim::ReduceSum(_) | Prim::ReduceMax(_) | Prim::ReduceMin(_) | Prim::Norm2(_) => {
-                inst.dtype == DType::Float && f.insts[inst.args[0]].dtype == DType::Float
-            }
-            _ => false,
-        });
+    let never_fails = never_fails(f);
     let mut external: Vec<(usize, *mut u8)> = Vec::new();
     for (o, slot) in outs.iter().enumerate() {
         let Some((_, v)) = f.outputs.get(from + o) else {
@@ -242,6 +239,27 @@ fn outputs_in_slots(
         }
     }
     external
+}
+
+/// Whether `f` has no op that can fail (a host op's error): it always runs to its end.
+fn never_fails(f: &Func) -> bool {
+    use super::layout;
+    f.insts
+        .iter()
+        .enumerate()
+        .all(|(i, inst)| match &inst.prim {
+            Prim::Input(_) | Prim::Const(_) | Prim::Reshape(_) | Prim::Broadcast(_) => true,
+            Prim::Unary(_) | Prim::Binary(_) | Prim::Select => layout::inline_elementwise(f, i),
+            Prim::ReduceSum(_) | Prim::ReduceMax(_) | Prim::ReduceMin(_) | Prim::Norm2(_) => {
+                inst.dtype == DType::Float && f.insts[inst.args[0]].dtype == DType::Float
+            }
+            _ => false,
+        })
+}
+
+/// The instruction reading `f`'s input `k`, if one does.
+fn input_inst(f: &Func, k: usize) -> Option<usize> {
+    f.insts.iter().position(|i| i.prim == Prim::Input(k))
 }
 
 /// `update` with one more output, 0.0 when θ's new value is all finite, else NaN: `sum(t -
@@ -356,7 +374,7 @@ impl TrainLoop {
         sharpness.data[0] = f64::NAN.to_bits();
         let slots = Slots {
             theta: per_param(),
-            prev: per_param(),
+            prev: [per_param(), per_param()],
             grad: per_param(),
             dir: per_param(),
             states,
@@ -467,6 +485,25 @@ impl TrainLoop {
                 host,
             });
         }
+        // Two previous-θ slots when no update can fail (`Slots::prev`). A gradient whose
+        // non-finite entries are sure to make its θ's new value non-finite
+        // (`nonfinite_spreads`) is left to the update's θ check when the step can be
+        // handed back after its updates: two previous-θ slots, and no optimizer states
+        // (the updates overwrite them).
+        let two_prev = plan.updates.iter().flatten().all(|u| never_fails(&u.step));
+        let stateless = slots.states.iter().all(|s| s.is_empty());
+        let grad_via_theta: Vec<bool> = plan
+            .updates
+            .iter()
+            .map(|u| match u {
+                Some(u) if two_prev && stateless => u
+                    .step
+                    .outputs
+                    .first()
+                    .is_some_and(|(_, v)| nonfinite_spreads(&u.step, 1, *v)),
+                _ => false,
+            })
+            .collect();
         // gnorm is computed in the loop only when a loop function reads it.
         let needs_gnorm = funcs
             .iter()
@@ -484,6 +521,8 @@ impl TrainLoop {
             theta_check,
             quiet,
             needs_gnorm,
+            two_prev,
+            grad_via_theta,
         };
         let built = emit_loop(&mut module, &ids, &shape, &mut func);
         if let (Some(t), Ok((_, helpers))) = (text, &built) {
@@ -506,6 +545,7 @@ impl TrainLoop {
                 k: 0,
                 until: 0,
                 resume: 0,
+                prev_slot: 0,
             }),
         })
     }
@@ -531,7 +571,10 @@ impl TrainLoop {
 
     /// θ before the last update.
     pub fn prev(&self) -> Vec<Tensor> {
-        self.slots.prev.iter().map(Slot::read).collect()
+        self.slots.prev[self.ctx.prev_slot as usize]
+            .iter()
+            .map(Slot::read)
+            .collect()
     }
 
     pub fn states(&self) -> Vec<Vec<Tensor>> {
@@ -549,7 +592,8 @@ impl TrainLoop {
     }
 
     pub fn set_prev(&mut self, prev: &[Tensor]) {
-        for (s, t) in self.slots.prev.iter_mut().zip(prev) {
+        let slots = &mut self.slots.prev[self.ctx.prev_slot as usize];
+        for (s, t) in slots.iter_mut().zip(prev) {
             s.write(t);
         }
     }
@@ -585,6 +629,11 @@ struct LoopShape<'a> {
     /// The part index of the quiet gradient, run at each step but `until`.
     quiet: Option<usize>,
     needs_gnorm: bool,
+    /// Two previous-θ slots (`Slots::prev`): no update can fail.
+    two_prev: bool,
+    /// For each param, whether its gradient's finiteness is left to its update's θ check
+    /// (and checked by a pass only before a row).
+    grad_via_theta: Vec<bool>,
 }
 
 struct LoopEmitter<'a, 'b, 'c> {
@@ -639,6 +688,11 @@ impl LoopEmitter<'_, '_, '_> {
 
     /// Emits part `j`: its rounded input copies under `precision f32`, then its body.
     fn part(&mut self, j: usize) -> Result<(), String> {
+        self.part_keeping(j, None)
+    }
+
+    /// `part`, its loop of `keep_old`'s root also storing the old values of its input.
+    fn part_keeping(&mut self, j: usize, keep_old: Option<&mut KeepOld>) -> Result<(), String> {
         let shape = self.shape;
         let part = &shape.parts[j];
         let f = &*part.func;
@@ -673,8 +727,21 @@ impl LoopEmitter<'_, '_, '_> {
             Bufs::Fixed(&part.buffers.ptrs),
             host,
             Some(self.host_err),
+            keep_old,
         )?;
         Ok(())
+    }
+
+    /// Copies `n` 8-byte elements to the address `dst` (a value of the code), or from it.
+    fn copy_dyn(&mut self, fixed: *mut u8, dst: Value, n: usize, to_fixed: bool) {
+        if n == 0 {
+            return;
+        }
+        let config = self.module.target_config();
+        let a = self.addr(fixed);
+        let (s, d) = if to_fixed { (dst, a) } else { (a, dst) };
+        let size = self.b.ins().iconst(types::I64, (n * 8) as i64);
+        self.b.call_memcpy(config, d, s, size);
     }
 
     /// A bottom-tested loop over `n` f64 elements; `body` gets the byte offset.
@@ -830,6 +897,7 @@ fn emit_loop(
     let top = e.b.create_block();
     let update = e.b.create_block();
     let row = e.b.create_block();
+    let row_return = e.b.create_block();
     let fallback = e.b.create_block();
     let start = e.b.create_block();
     e.b.ins().brif(resume, update, &[], start, &[]);
@@ -905,8 +973,10 @@ fn emit_loop(
     e.b.switch_to_block(checks);
     let loss = e.load_f(slots.loss.addr());
     let mut acc = e.b.ins().fsub(loss, loss);
-    for s in &slots.grad {
-        acc = e.finite_sum(s.addr(), s.len(), acc);
+    for (s, via_theta) in slots.grad.iter().zip(&shape.grad_via_theta) {
+        if !via_theta {
+            acc = e.finite_sum(s.addr(), s.len(), acc);
+        }
     }
     let bad = e.load_f(slots.theta_check.addr());
     let acc = e.b.ins().fadd(acc, bad);
@@ -937,11 +1007,30 @@ fn emit_loop(
     let at_until = e.b.ins().icmp(IntCC::Equal, k, until);
     e.b.ins().brif(at_until, row, &[], update, &[]);
 
-    // Update k+1 of every param, from gradients taken before any update.
+    // Update k+1 of every param, from gradients taken before any update. θ_k goes to the
+    // previous-θ slot not in use (`Slots::prev`; `prev[0]` itself with one slot): stored
+    // by the loop of the update that reads it (`KeepOld`) where that loop reads θ at
+    // every element it writes and runs on one core, else copied before the updates (a
+    // param without an update, θ's new value not an elementwise loop of θ, a loop in
+    // halves or with a column sum, `precision f32`, or one slot: an update that can fail
+    // would leave some θ's stored and others not).
     e.b.switch_to_block(update);
-    for (t, p) in slots.theta.iter().zip(&slots.prev) {
-        e.copy(t.addr(), p.addr(), t.len());
-    }
+    let cur = e.b.ins().load(types::I64, mf(), ctx, 24);
+    let prev_at: Vec<Value> = (0..np)
+        .map(|p| {
+            let first = e.addr(slots.prev[0][p].addr());
+            if !shape.two_prev {
+                return first;
+            }
+            let second = e.addr(slots.prev[1][p].addr());
+            e.b.ins().select(cur, first, second)
+        })
+        .collect();
+    let copies = e.b.create_block();
+    let updates = e.b.create_block();
+    e.b.ins().jump(copies, &[]);
+    e.b.switch_to_block(updates);
+    let mut kept = vec![false; np];
     // θ_{k+1}'s check: each update's, or a pass over its θ (a param without an update
     // keeps the θ the entry checked).
     let mut bad = e.b.ins().f64const(0.0);
@@ -949,7 +1038,19 @@ fn emit_loop(
         let Some(j) = shape.update_of[p] else {
             continue;
         };
-        e.part(j)?;
+        let f = &*shape.parts[j].func;
+        let keep = match (shape.two_prev, f.outputs.first(), input_inst(f, 0)) {
+            (true, Some((_, root)), Some(input)) => Some(KeepOld {
+                root: *root,
+                input,
+                into: prev_at[p],
+                stored: false,
+            }),
+            _ => None,
+        };
+        let mut keep = keep;
+        e.part_keeping(j, keep.as_mut())?;
+        kept[p] = keep.is_some_and(|k| k.stored);
         let mut outs: Vec<&Slot> = vec![&slots.theta[p]];
         outs.extend(slots.states[p].iter());
         e.outputs_to(j, 0, &outs);
@@ -961,14 +1062,60 @@ fn emit_loop(
             None => e.finite_sum(slots.theta[p].addr(), slots.theta[p].len(), bad),
         };
     }
+    if shape.grad_via_theta.contains(&true) {
+        // A new θ not finite: when a gradient left to this check is not finite either,
+        // step k goes back to the host as the checks would have handed it: θ_k restored
+        // from the slot just written, the previous θ still θ_{k−1} (there are no states).
+        let commit = e.b.create_block();
+        let recheck = e.b.create_block();
+        let undo = e.b.create_block();
+        let finite = e.b.ins().fcmp(FloatCC::Equal, bad, bad);
+        e.b.ins().brif(finite, commit, &[], recheck, &[]);
+        e.b.switch_to_block(recheck);
+        let grads_bad = e.skipped_grads_check();
+        let fine = e.b.ins().fcmp(FloatCC::Equal, grads_bad, grads_bad);
+        e.b.ins().brif(fine, commit, &[], undo, &[]);
+        e.b.switch_to_block(undo);
+        for ((t, at), u) in slots.theta.iter().zip(&prev_at).zip(&shape.update_of) {
+            if u.is_some() {
+                e.copy_dyn(t.addr(), *at, t.len(), true);
+            }
+        }
+        e.b.ins().jump(fallback, &[]);
+        e.b.switch_to_block(commit);
+    }
     let at = e.addr(slots.theta_check.addr());
     e.b.ins().store(mf(), bad, at, 0);
+    if shape.two_prev {
+        let other = e.b.ins().bxor_imm_u(cur, 1);
+        e.b.ins().store(mf(), other, ctx, 24);
+    }
     let k = e.b.use_var(kvar);
     let k1 = e.b.ins().iadd_imm_s(k, 1);
     e.b.def_var(kvar, k1);
     e.b.ins().jump(top, &[]);
 
-    for (blk, code) in [(row, 0), (fallback, 1)] {
+    // θ_k into the previous-θ slot where no update's loop stores it.
+    e.b.switch_to_block(copies);
+    for ((t, at), kept) in slots.theta.iter().zip(&prev_at).zip(&kept) {
+        if !kept {
+            e.copy_dyn(t.addr(), *at, t.len(), false);
+        }
+    }
+    e.b.ins().jump(updates, &[]);
+
+    // A row hands step k's gradient to the host: the gradients left to the updates' θ
+    // checks are checked here first.
+    e.b.switch_to_block(row);
+    if shape.grad_via_theta.contains(&true) {
+        let grads_bad = e.skipped_grads_check();
+        let fine = e.b.ins().fcmp(FloatCC::Equal, grads_bad, grads_bad);
+        e.b.ins().brif(fine, row_return, &[], fallback, &[]);
+    } else {
+        e.b.ins().jump(row_return, &[]);
+    }
+
+    for (blk, code) in [(row_return, 0), (fallback, 1)] {
         e.b.switch_to_block(blk);
         let c = e.b.ins().iconst(types::I64, code);
         e.b.ins().return_(&[c]);
@@ -994,6 +1141,18 @@ impl LoopEmitter<'_, '_, '_> {
         let next = self.b.create_block();
         self.b.ins().brif(positive, to, &[], next, &[]);
         self.b.switch_to_block(next);
+    }
+
+    /// 0.0 when every gradient left to the updates' θ checks is finite, else NaN.
+    fn skipped_grads_check(&mut self) -> Value {
+        let slots = self.shape.slots;
+        let mut acc = self.b.ins().f64const(0.0);
+        for (s, via_theta) in slots.grad.iter().zip(&self.shape.grad_via_theta) {
+            if *via_theta {
+                acc = self.finite_sum(s.addr(), s.len(), acc);
+            }
+        }
+        acc
     }
 
     /// Part `j`'s first output (the loss) and its gradients into their slots, then on to

@@ -11,8 +11,10 @@
 //! derives the gradient function of steps that record nothing (the loss replaced by a
 //! check that proves it finite). `softplus` runs before reverse mode, on the loss: the
 //! stable softplus written out as `softplus(z)`, the same bits, so the gradient is
-//! `sigmoid(z)`.
+//! `sigmoid(z)`. `nonfinite` is an analysis, not a pass: whether a non-finite input entry
+//! surely makes a value non-finite at the same entry (the JIT's loop reads it).
 
+pub mod nonfinite;
 pub mod quiet;
 pub mod softplus;
 
