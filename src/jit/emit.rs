@@ -177,6 +177,19 @@ pub(super) struct Emitter<'a, 'b, 'c> {
     siblings: HashMap<usize, Vec<usize>>,
     /// Whether each instruction was computed early, in another's loop.
     done: Vec<bool>,
+    /// The flag counts' roots whose vector value in the loop being emitted is their
+    /// comparison's lane mask (i64x2 of 0 or -1), not its 1.0/0.0 (`Counts`).
+    masked: Vec<usize>,
+}
+
+/// The accumulators of a loop's flag counts: each count's scalar sum (from -0.0, its
+/// scalar entries) and `UNROLL` lane sums of its vector entries — f64x2 sums of its 1.0/0.0
+/// flags, or, when it is a comparison (`masks`), i64x2 counts that subtract each lane mask
+/// (0 or -1): one integer op instead of a blend of two constants and a float add. `turn`
+/// counts the vector entries added.
+struct Counts {
+    each: Vec<(Variable, Vec<Variable>, bool)>,
+    turn: usize,
 }
 
 /// How generated code finds instruction `i`'s buffer.
@@ -285,6 +298,7 @@ pub(super) fn emit_func<'a, 'b>(
         storage,
         siblings,
         done: vec![false; f.insts.len()],
+        masked: Vec::new(),
     };
     for i in 0..f.insts.len() {
         e.inst(i)?;
@@ -1323,7 +1337,17 @@ impl Emitter<'_, '_, '_> {
         let mut memo = HashMap::new();
         roots
             .iter()
-            .map(|r| self.node(*r, at, &mut memo, vector))
+            .map(|r| match self.comparison(*r, at) {
+                Some((cc, x, y)) if vector && self.masked.contains(r) => {
+                    let x = self.node(x, at, &mut memo, vector)?;
+                    let y = match y {
+                        Some(y) => self.node(y, at, &mut memo, vector)?,
+                        None => self.konst(0.0, x),
+                    };
+                    Ok(self.b.ins().fcmp(cc, x, y))
+                }
+                _ => self.node(*r, at, &mut memo, vector),
+            })
             .collect()
     }
 
@@ -1522,12 +1546,7 @@ impl Emitter<'_, '_, '_> {
         let out = self.buf(i);
         let mut roots = vec![i];
         roots.extend(counts.iter().map(|c| self.f.insts[*c].args[0]));
-        // Each count in one scalar and `UNROLL` f64x2 accumulators (exact in any order).
-        let accs: Vec<(Variable, Vec<Variable>)> = counts
-            .iter()
-            .map(|_| (self.accumulator(-0.0), self.lane_accumulators()))
-            .collect();
-        let mut turn = 0usize;
+        let mut accs = self.counts(&roots[1..]);
         self.expr_loop(&roots, &shape, rows, &mut |e, vs, off, vector| {
             let addr = e.b.ins().iadd(out, off);
             let flags = if vector {
@@ -1536,22 +1555,10 @@ impl Emitter<'_, '_, '_> {
                 Self::flags()
             };
             e.b.ins().store(flags, vs[0], addr, 0);
-            for ((acc, vacc), v) in accs.iter().zip(&vs[1..]) {
-                let var = if vector { vacc[turn % UNROLL] } else { *acc };
-                let a = e.b.use_var(var);
-                let sum = e.b.ins().fadd(a, *v);
-                e.b.def_var(var, sum);
-            }
-            turn += vector as usize;
+            e.add_counts(&mut accs, &vs[1..], vector);
             Ok(())
         })?;
-        Ok(accs
-            .iter()
-            .map(|(acc, vacc)| {
-                self.combine_lanes(*acc, vacc);
-                self.b.use_var(*acc)
-            })
-            .collect())
+        Ok(self.count_totals(&accs))
     }
 
     /// Whether `i`'s loop (with its `counts`) can run a row at a time in vectors: every
@@ -1596,14 +1603,10 @@ impl Emitter<'_, '_, '_> {
         let (leaves, access, _) = self.loop_leaves(&roots, &shape)?;
         let bases: Vec<Value> = access.iter().map(|(b, _)| self.buf(*b)).collect();
         let splat: Vec<bool> = access.iter().map(|(_, st)| st[1] == 0).collect();
-        let accs: Vec<(Variable, Vec<Variable>)> = counts
-            .iter()
-            .map(|_| (self.accumulator(-0.0), self.lane_accumulators()))
-            .collect();
+        let mut accs = self.counts(&roots[1..]);
         // The lane row's address minus the output row's offset, set at each row.
         let lane_at = self.b.declare_var(types::I64);
         self.b.def_var(lane_at, zero);
-        let mut turn = 0usize;
         let n_leaves = leaves.len();
         let mut row = |e: &mut Self, offs: &[Value]| -> Result<(), String> {
             let (row_out, lane_row) = (offs[n_leaves], offs[n_leaves + 1]);
@@ -1629,13 +1632,7 @@ impl Emitter<'_, '_, '_> {
                     let sum = e.b.ins().load(ty, flags, lane, 0);
                     let sum = e.b.ins().fadd(sum, vs[0]);
                     e.b.ins().store(flags, sum, lane, 0);
-                    for ((acc, vacc), v) in accs.iter().zip(&vs[1..]) {
-                        let var = if vector { vacc[turn % UNROLL] } else { *acc };
-                        let a = e.b.use_var(var);
-                        let s = e.b.ins().fadd(a, *v);
-                        e.b.def_var(var, s);
-                    }
-                    turn += vector as usize;
+                    e.add_counts(&mut accs, &vs[1..], vector);
                     Ok(())
                 },
             )
@@ -1671,9 +1668,8 @@ impl Emitter<'_, '_, '_> {
         );
         self.call("traj_column_lanes", &[lanes, sums, tail_rows, n_cols])?;
         self.done[r] = true;
-        for (c, (acc, vacc)) in counts.iter().zip(&accs) {
-            self.combine_lanes(*acc, vacc);
-            let total = self.b.use_var(*acc);
+        let totals = self.count_totals(&accs);
+        for (c, total) in counts.iter().zip(totals) {
             let out = self.buf(*c);
             self.st_f(total, out, zero);
         }
@@ -1730,6 +1726,7 @@ impl Emitter<'_, '_, '_> {
                 storage: self.storage.clone(),
                 siblings: self.siblings.clone(),
                 done: self.done.clone(),
+                masked: Vec::new(),
             };
             let totals = e.elementwise_rows(i, counts, half)?;
             for (k, total) in totals.into_iter().enumerate() {
@@ -1793,6 +1790,104 @@ impl Emitter<'_, '_, '_> {
             .collect()
     }
 
+    /// The accumulators of the flag counts whose expressions are `roots`, in a loop about
+    /// to be emitted; the comparisons among them are counted from their lane masks.
+    fn counts(&mut self, roots: &[usize]) -> Counts {
+        self.masked = roots
+            .iter()
+            .copied()
+            .filter(|r| self.comparison(*r, &HashMap::new()).is_some())
+            .collect();
+        let each = roots
+            .iter()
+            .map(|r| {
+                let masks = self.masked.contains(r);
+                let lanes = if masks {
+                    self.mask_accumulators()
+                } else {
+                    self.lane_accumulators()
+                };
+                (self.accumulator(-0.0), lanes, masks)
+            })
+            .collect();
+        Counts { each, turn: 0 }
+    }
+
+    /// The counts' values at one element (or f64x2 pair, lane masks for comparisons) added
+    /// into their accumulators.
+    fn add_counts(&mut self, counts: &mut Counts, vs: &[Value], vector: bool) {
+        for ((acc, lanes, masks), v) in counts.each.iter().zip(vs) {
+            let var = if vector {
+                lanes[counts.turn % UNROLL]
+            } else {
+                *acc
+            };
+            let a = self.b.use_var(var);
+            let sum = if vector && *masks {
+                // A true lane's mask is -1.
+                self.b.ins().isub(a, *v)
+            } else {
+                self.b.ins().fadd(a, *v)
+            };
+            self.b.def_var(var, sum);
+        }
+        counts.turn += vector as usize;
+    }
+
+    /// Each count's total: its lanes combined into its scalar sum.
+    fn count_totals(&mut self, counts: &Counts) -> Vec<Value> {
+        self.masked.clear();
+        counts
+            .each
+            .iter()
+            .map(|(acc, lanes, masks)| {
+                if *masks {
+                    self.combine_mask_lanes(*acc, lanes, counts.turn > 0);
+                } else {
+                    self.combine_lanes(*acc, lanes);
+                }
+                self.b.use_var(*acc)
+            })
+            .collect()
+    }
+
+    /// `UNROLL` i64x2 counters of a count's lanes, each starting at 0.
+    fn mask_accumulators(&mut self) -> Vec<Variable> {
+        let zero = self.b.ins().iconst(types::I64, 0);
+        let vinit = self.b.ins().splat(types::I64X2, zero);
+        (0..UNROLL)
+            .map(|_| {
+                let var = self.b.declare_var(types::I64X2);
+                self.b.def_var(var, vinit);
+                var
+            })
+            .collect()
+    }
+
+    /// `acc += ` the lanes' count as a float, when the loop had vector entries (`used`).
+    /// The same bits as `combine_lanes` on float lanes of 1.0/0.0 flags: every partial sum
+    /// is an integer below 2^53 (no value has more than 2^40 entries), so exact, and a
+    /// zero count is +0.0 there too once a vector entry was added; without one, those
+    /// lanes held -0.0, which leaves `acc` as it is.
+    fn combine_mask_lanes(&mut self, acc: Variable, lanes: &[Variable], used: bool) {
+        if !used {
+            return;
+        }
+        let [v0, v1, v2, v3] = [0, 1, 2, 3].map(|k| self.b.use_var(lanes[k]));
+        let a = self.b.ins().iadd(v0, v1);
+        let b = self.b.ins().iadd(v2, v3);
+        let t = self.b.ins().iadd(a, b);
+        let (l0, l1) = (
+            self.b.ins().extractlane(t, 0),
+            self.b.ins().extractlane(t, 1),
+        );
+        let n = self.b.ins().iadd(l0, l1);
+        let x = self.b.ins().fcvt_from_sint(types::F64, n);
+        let r = self.b.use_var(acc);
+        let r = self.b.ins().fadd(r, x);
+        self.b.def_var(acc, r);
+    }
+
     /// One scalar entry `x` into the accumulator of a sum, sum of squares, max or min.
     fn accumulate(&mut self, kind: Red, acc: Variable, x: Value) -> Result<(), String> {
         let a = self.b.use_var(acc);
@@ -1853,9 +1948,17 @@ impl Emitter<'_, '_, '_> {
         } else {
             None
         };
-        let acc = self.accumulator(kind.start());
-        let vacc = self.lane_accumulators();
-        let mut turn = 0usize;
+        // A count's lanes (comparisons by their masks), or a sum's f64x2 lanes.
+        let mut counts = if flags {
+            self.counts(&[x])
+        } else {
+            let (acc, lanes) = (self.accumulator(kind.start()), self.lane_accumulators());
+            Counts {
+                each: vec![(acc, lanes, false)],
+                turn: 0,
+            }
+        };
+        let acc = counts.each[0].0;
         let mut combined = false;
         self.expr_loop(&[x], &shape, all_rows(&shape), &mut |e, vs, o, vector| {
             let v = vs[0];
@@ -1865,16 +1968,12 @@ impl Emitter<'_, '_, '_> {
                 return Ok(());
             }
             if vector && lanes {
-                let var = vacc[turn % UNROLL];
-                turn += 1;
-                let a = e.b.use_var(var);
-                let s = e.b.ins().fadd(a, v);
-                e.b.def_var(var, s);
+                e.add_counts(&mut counts, &vs, true);
                 return Ok(());
             }
             if flat && lanes && !combined {
                 // The flat loop's scalar tail follows its vector body once.
-                e.combine_lanes(acc, &vacc);
+                e.count_totals(&counts);
                 combined = true;
             }
             let xs: Vec<Value> = if vector {
@@ -1888,7 +1987,7 @@ impl Emitter<'_, '_, '_> {
             Ok(())
         })?;
         if lanes && !combined {
-            self.combine_lanes(acc, &vacc);
+            self.count_totals(&counts);
         }
         let mut r = self.b.use_var(acc);
         if let Some(s) = scratch {
