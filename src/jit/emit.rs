@@ -87,8 +87,10 @@ fn broadcast_strides(from: &[usize], to: &[usize]) -> Option<Vec<i64>> {
 /// How a loop reads one leaf of a fused expression.
 #[derive(Clone, Copy)]
 enum LeafAt {
-    /// A load at `base + off`.
-    Mem { base: Value, off: Value },
+    /// A load at `base + off + disp`: an unrolled lane's constant `disp` stays in the
+    /// load's address (one address a buffer an iteration; folded into `base + off`, every
+    /// lane materialized its own 64-bit constant address).
+    Mem { base: Value, off: Value, disp: i32 },
     /// The same value everywhere (a broadcast scalar), loaded before the loop.
     Splat(Value),
 }
@@ -1112,8 +1114,9 @@ impl Emitter<'_, '_, '_> {
 }
 
 /// Receives each loop root's value at one element (or f64x2 pair, when the flag says
-/// vector) with its row-major byte offset in the loop.
-type Sink<'f, E> = dyn FnMut(&mut E, &[Value], Value, bool) -> Result<(), String> + 'f;
+/// vector) with its row-major byte offset in the loop, as a value and a constant
+/// displacement to add to it (the unrolled lane's; give it to the store's address).
+type Sink<'f, E> = dyn FnMut(&mut E, &[Value], Value, i32, bool) -> Result<(), String> + 'f;
 
 /// Fused elementwise loops: an inline elementwise instruction computes the expression tree
 /// of the fused instructions below it in one loop, in f64x2 vectors unrolled `UNROLL`
@@ -1246,12 +1249,13 @@ impl Emitter<'_, '_, '_> {
                         LeafAt::Mem {
                             base: bases[k],
                             off: offs[k],
+                            disp: 0,
                         },
                     )
                 })
                 .collect();
             let vs = e.nodes(roots, &at, false)?;
-            sink(e, &vs, offs[leaves.len()], false)
+            sink(e, &vs, offs[leaves.len()], 0, false)
         })
     }
 
@@ -1280,7 +1284,7 @@ impl Emitter<'_, '_, '_> {
                 vsplats.insert(*l, v);
             }
         }
-        let at = |off: Value, vector: bool| -> HashMap<usize, LeafAt> {
+        let at = |off: Value, disp: i32, vector: bool| -> HashMap<usize, LeafAt> {
             leaves
                 .iter()
                 .enumerate()
@@ -1297,6 +1301,7 @@ impl Emitter<'_, '_, '_> {
                             LeafAt::Mem {
                                 base: starts[k],
                                 off,
+                                disp,
                             },
                         ),
                     }
@@ -1308,20 +1313,20 @@ impl Emitter<'_, '_, '_> {
         if main > 0 {
             let lp = CountedLoop::open(self.b);
             let i = lp.at;
+            let o = self.b.ins().iadd(out, i);
             for u in 0..UNROLL {
-                let off = self.b.ins().iadd_imm_s(i, (u * 16) as i64);
-                let vs = self.nodes(roots, &at(off, true), true)?;
-                let o = self.b.ins().iadd(out, off);
-                sink(self, &vs, o, true)?;
+                let disp = (u * 16) as i32;
+                let vs = self.nodes(roots, &at(i, disp, true), true)?;
+                sink(self, &vs, o, disp, true)?;
             }
             lp.close(self.b, (step * 8) as i64, (main * 8) as i64);
         }
         // The tail, element by element.
         for j in main..n {
             let off = self.b.ins().iconst(types::I64, (j * 8) as i64);
-            let vs = self.nodes(roots, &at(off, false), false)?;
+            let vs = self.nodes(roots, &at(off, 0, false), false)?;
             let o = self.b.ins().iadd(out, off);
-            sink(self, &vs, o, false)?;
+            sink(self, &vs, o, 0, false)?;
         }
         Ok(())
     }
@@ -1365,12 +1370,13 @@ impl Emitter<'_, '_, '_> {
         }
         let value = match at.get(&v) {
             Some(LeafAt::Splat(x)) => *x,
-            Some(LeafAt::Mem { base, off }) => {
+            Some(LeafAt::Mem { base, off, disp }) => {
                 if vector {
                     let addr = self.b.ins().iadd(*base, *off);
-                    self.b.ins().load(types::F64X2, Self::vflags(), addr, 0)
+                    self.b.ins().load(types::F64X2, Self::vflags(), addr, *disp)
                 } else {
-                    self.ld_f(v, *base, *off)
+                    let at = self.b.ins().iadd_imm_s(*off, *disp as i64);
+                    self.ld_f(v, *base, at)
                 }
             }
             None if self.f.insts[v].prim == Prim::Select => {
@@ -1547,14 +1553,14 @@ impl Emitter<'_, '_, '_> {
         let mut roots = vec![i];
         roots.extend(counts.iter().map(|c| self.f.insts[*c].args[0]));
         let mut accs = self.counts(&roots[1..]);
-        self.expr_loop(&roots, &shape, rows, &mut |e, vs, off, vector| {
+        self.expr_loop(&roots, &shape, rows, &mut |e, vs, off, disp, vector| {
             let addr = e.b.ins().iadd(out, off);
             let flags = if vector {
                 Self::vflags()
             } else {
                 Self::flags()
             };
-            e.b.ins().store(flags, vs[0], addr, 0);
+            e.b.ins().store(flags, vs[0], addr, disp);
             e.add_counts(&mut accs, &vs[1..], vector);
             Ok(())
         })?;
@@ -1618,20 +1624,20 @@ impl Emitter<'_, '_, '_> {
                 (&leaves, &bases, &offs[..n_leaves], &splat),
                 cols,
                 row_out,
-                &mut |e, vs, off, vector| {
+                &mut |e, vs, off, disp, vector| {
                     let flags = if vector {
                         Self::vflags()
                     } else {
                         Self::flags()
                     };
                     let addr = e.b.ins().iadd(out, off);
-                    e.b.ins().store(flags, vs[0], addr, 0);
+                    e.b.ins().store(flags, vs[0], addr, disp);
                     let lane = e.b.use_var(lane_at);
                     let lane = e.b.ins().iadd(lane, off);
                     let ty = e.b.func.dfg.value_type(vs[0]);
-                    let sum = e.b.ins().load(ty, flags, lane, 0);
+                    let sum = e.b.ins().load(ty, flags, lane, disp);
                     let sum = e.b.ins().fadd(sum, vs[0]);
-                    e.b.ins().store(flags, sum, lane, 0);
+                    e.b.ins().store(flags, sum, lane, disp);
                     e.add_counts(&mut accs, &vs[1..], vector);
                     Ok(())
                 },
@@ -1960,32 +1966,37 @@ impl Emitter<'_, '_, '_> {
         };
         let acc = counts.each[0].0;
         let mut combined = false;
-        self.expr_loop(&[x], &shape, all_rows(&shape), &mut |e, vs, o, vector| {
-            let v = vs[0];
-            if let Some(s) = scratch {
-                let addr = e.b.ins().iadd(s, o);
-                e.b.ins().store(Self::vflags(), v, addr, 0);
-                return Ok(());
-            }
-            if vector && lanes {
-                e.add_counts(&mut counts, &vs, true);
-                return Ok(());
-            }
-            if flat && lanes && !combined {
-                // The flat loop's scalar tail follows its vector body once.
-                e.count_totals(&counts);
-                combined = true;
-            }
-            let xs: Vec<Value> = if vector {
-                (0..2u8).map(|l| e.b.ins().extractlane(v, l)).collect()
-            } else {
-                vec![v]
-            };
-            for x in xs {
-                e.accumulate(kind, acc, x)?;
-            }
-            Ok(())
-        })?;
+        self.expr_loop(
+            &[x],
+            &shape,
+            all_rows(&shape),
+            &mut |e, vs, o, disp, vector| {
+                let v = vs[0];
+                if let Some(s) = scratch {
+                    let addr = e.b.ins().iadd(s, o);
+                    e.b.ins().store(Self::vflags(), v, addr, disp);
+                    return Ok(());
+                }
+                if vector && lanes {
+                    e.add_counts(&mut counts, &vs, true);
+                    return Ok(());
+                }
+                if flat && lanes && !combined {
+                    // The flat loop's scalar tail follows its vector body once.
+                    e.count_totals(&counts);
+                    combined = true;
+                }
+                let xs: Vec<Value> = if vector {
+                    (0..2u8).map(|l| e.b.ins().extractlane(v, l)).collect()
+                } else {
+                    vec![v]
+                };
+                for x in xs {
+                    e.accumulate(kind, acc, x)?;
+                }
+                Ok(())
+            },
+        )?;
         if lanes && !combined {
             self.count_totals(&counts);
         }
