@@ -630,13 +630,14 @@ fn flag_counts_from_lane_masks_have_the_interpreters_bits() {
         let scan = |keep: &dyn Fn(f64, f64) -> bool| {
             (0..n).filter(|i| keep(hs[*i], gs[*i])).count() as f64
         };
-        let ops: [(Binary, &dyn Fn(f64, f64) -> bool); 6] = [
-            (Binary::Eq, &|a, b| a == b),
-            (Binary::Ne, &|a, b| a != b),
-            (Binary::Lt, &|a, b| a < b),
-            (Binary::Le, &|a, b| a <= b),
-            (Binary::Gt, &|a, b| a > b),
-            (Binary::Ge, &|a, b| a >= b),
+        type Keep = fn(f64, f64) -> bool;
+        let ops: [(Binary, Keep); 6] = [
+            (Binary::Eq, |a, b| a == b),
+            (Binary::Ne, |a, b| a != b),
+            (Binary::Lt, |a, b| a < b),
+            (Binary::Le, |a, b| a <= b),
+            (Binary::Gt, |a, b| a > b),
+            (Binary::Ge, |a, b| a >= b),
         ];
         for (op, keep) in ops {
             let mut b = Builder::new();
@@ -649,7 +650,7 @@ fn flag_counts_from_lane_masks_have_the_interpreters_bits() {
             let what = format!("sum({op:?}) over {shape:?}");
             let out = agree(&f, &inputs, 0, &what).expect("no error");
             let got = out[0].to_f64()[[]];
-            assert_eq!(got, scan(keep), "{what}");
+            assert_eq!(got, scan(&keep), "{what}");
             if n == 0 {
                 assert_eq!(got.to_bits(), (-0.0f64).to_bits(), "{what}");
             }

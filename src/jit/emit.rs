@@ -1978,7 +1978,7 @@ impl Emitter<'_, '_, '_> {
                     return Ok(());
                 }
                 if vector && lanes {
-                    e.add_counts(&mut counts, &vs, true);
+                    e.add_counts(&mut counts, vs, true);
                     return Ok(());
                 }
                 if flat && lanes && !combined {
