@@ -590,6 +590,90 @@ fn flag_counts_share_the_loop_of_an_earlier_elementwise_op() {
 }
 
 #[test]
+fn flag_counts_from_lane_masks_have_the_interpreters_bits() {
+    // A count of a comparison or `not` is counted from the comparison's lane masks in
+    // integer lanes, converted once at the end; a count of `x - x` (0 or NaN) stays a
+    // float sum. Every comparison, over shapes with no vector body (the sum of nothing is
+    // -0.0 in both), a vector body alone, vector tails and rows, with ±0, ±inf and NaN on
+    // either side: the same bits as the interpreter, and the counts a scan gives.
+    for shape in [
+        vec![0],
+        vec![5],
+        vec![8],
+        vec![19],
+        vec![64],
+        vec![0, 8],
+        vec![3, 8],
+        vec![2, 13],
+    ] {
+        let n: usize = shape.iter().product();
+        let hs: Vec<f64> = (0..n)
+            .map(|i| match i % 7 {
+                0 => 0.0,
+                1 => -0.0,
+                2 => f64::NAN,
+                3 => f64::INFINITY,
+                4 => -1.5,
+                _ => i as f64,
+            })
+            .collect();
+        let gs: Vec<f64> = (0..n)
+            .map(|i| match i % 5 {
+                0 => -0.0,
+                1 => hs[i],
+                2 => f64::NEG_INFINITY,
+                3 => f64::NAN,
+                _ => 3.0,
+            })
+            .collect();
+        let inputs = [floats(hs.clone(), &shape), floats(gs.clone(), &shape)];
+        let scan = |keep: &dyn Fn(f64, f64) -> bool| {
+            (0..n).filter(|i| keep(hs[*i], gs[*i])).count() as f64
+        };
+        type Keep = fn(f64, f64) -> bool;
+        let ops: [(Binary, Keep); 6] = [
+            (Binary::Eq, |a, b| a == b),
+            (Binary::Ne, |a, b| a != b),
+            (Binary::Lt, |a, b| a < b),
+            (Binary::Le, |a, b| a <= b),
+            (Binary::Gt, |a, b| a > b),
+            (Binary::Ge, |a, b| a >= b),
+        ];
+        for (op, keep) in ops {
+            let mut b = Builder::new();
+            let h = b.input("h", DType::Float, shape.clone());
+            let g = b.input("g", DType::Float, shape.clone());
+            let c = b.binary(op, h, g);
+            let count = b.reduce(Reduce::Sum, c, None);
+            b.output("count", count);
+            let f = traj::opt::run(&b.finish()).expect("passes verify");
+            let what = format!("sum({op:?}) over {shape:?}");
+            let out = agree(&f, &inputs, 0, &what).expect("no error");
+            let got = out[0].to_f64()[[]];
+            assert_eq!(got, scan(&keep), "{what}");
+            if n == 0 {
+                assert_eq!(got.to_bits(), (-0.0f64).to_bits(), "{what}");
+            }
+        }
+        let mut b = Builder::new();
+        let h = b.input("h", DType::Float, shape.clone());
+        let _ = b.input("g", DType::Float, shape.clone());
+        let not = b.unary(Unary::Not, h);
+        let zeros = b.reduce(Reduce::Sum, not, None);
+        b.output("zeros", zeros);
+        let d = b.binary(Binary::Sub, h, h);
+        let finite = b.reduce(Reduce::Sum, d, None);
+        b.output("finite", finite);
+        let f = traj::opt::run(&b.finish()).expect("passes verify");
+        let what = format!("sum(not h), sum(h - h) over {shape:?}");
+        let out = agree(&f, &inputs, 0, &what).expect("no error");
+        assert_eq!(out[0].to_f64()[[]], scan(&|a, _| a == 0.0), "{what}");
+        let finite = out[1].to_f64()[[]];
+        assert_eq!(finite.is_nan(), hs.iter().any(|x| !x.is_finite()), "{what}");
+    }
+}
+
+#[test]
 fn loops_over_a_million_entries_run_in_two_halves_with_the_same_bits() {
     // wide's two passes: a ReLU with its tie count, then the masked back-propagation
     // `select(h >= 0, r a', 0)` with a per-row operand. From `PARALLEL_LOOP` entries each

@@ -87,8 +87,10 @@ fn broadcast_strides(from: &[usize], to: &[usize]) -> Option<Vec<i64>> {
 /// How a loop reads one leaf of a fused expression.
 #[derive(Clone, Copy)]
 enum LeafAt {
-    /// A load at `base + off`.
-    Mem { base: Value, off: Value },
+    /// A load at `base + off + disp`: an unrolled lane's constant `disp` stays in the
+    /// load's address (one address a buffer an iteration; folded into `base + off`, every
+    /// lane materialized its own 64-bit constant address).
+    Mem { base: Value, off: Value, disp: i32 },
     /// The same value everywhere (a broadcast scalar), loaded before the loop.
     Splat(Value),
 }
@@ -179,6 +181,9 @@ pub(super) struct Emitter<'a, 'b, 'c> {
     done: Vec<bool>,
     /// An input's old values the loop writing one value also stores elsewhere.
     keep_old: Option<&'a mut KeepOld>,
+    /// The flag counts' roots whose vector value in the loop being emitted is their
+    /// comparison's lane mask (i64x2 of 0 or -1), not its 1.0/0.0 (`Counts`).
+    masked: Vec<usize>,
 }
 
 /// In the elementwise loop of instruction `root`, each element of `input` it loads (at
@@ -191,6 +196,16 @@ pub(super) struct KeepOld {
     pub input: usize,
     pub into: Value,
     pub stored: bool,
+}
+
+/// The accumulators of a loop's flag counts: each count's scalar sum (from -0.0, its
+/// scalar entries) and `UNROLL` lane sums of its vector entries — f64x2 sums of its 1.0/0.0
+/// flags, or, when it is a comparison (`masks`), i64x2 counts that subtract each lane mask
+/// (0 or -1): one integer op instead of a blend of two constants and a float add. `turn`
+/// counts the vector entries added.
+struct Counts {
+    each: Vec<(Variable, Vec<Variable>, bool)>,
+    turn: usize,
 }
 
 /// How generated code finds instruction `i`'s buffer.
@@ -302,6 +317,7 @@ pub(super) fn emit_func<'a, 'b>(
         siblings,
         done: vec![false; f.insts.len()],
         keep_old,
+        masked: Vec::new(),
     };
     for i in 0..f.insts.len() {
         e.inst(i)?;
@@ -1115,8 +1131,9 @@ impl Emitter<'_, '_, '_> {
 }
 
 /// Receives each loop root's value at one element (or f64x2 pair, when the flag says
-/// vector) with its row-major byte offset in the loop.
-type Sink<'f, E> = dyn FnMut(&mut E, &[Value], Value, bool) -> Result<(), String> + 'f;
+/// vector) with its row-major byte offset in the loop, as a value and a constant
+/// displacement to add to it (the unrolled lane's; give it to the store's address).
+type Sink<'f, E> = dyn FnMut(&mut E, &[Value], Value, i32, bool) -> Result<(), String> + 'f;
 
 /// Fused elementwise loops: an inline elementwise instruction computes the expression tree
 /// of the fused instructions below it in one loop, in f64x2 vectors unrolled `UNROLL`
@@ -1249,12 +1266,13 @@ impl Emitter<'_, '_, '_> {
                         LeafAt::Mem {
                             base: bases[k],
                             off: offs[k],
+                            disp: 0,
                         },
                     )
                 })
                 .collect();
             let vs = e.nodes(roots, &at, false)?;
-            sink(e, &vs, offs[leaves.len()], false)
+            sink(e, &vs, offs[leaves.len()], 0, false)
         })
     }
 
@@ -1283,7 +1301,7 @@ impl Emitter<'_, '_, '_> {
                 vsplats.insert(*l, v);
             }
         }
-        let at = |off: Value, vector: bool| -> HashMap<usize, LeafAt> {
+        let at = |off: Value, disp: i32, vector: bool| -> HashMap<usize, LeafAt> {
             leaves
                 .iter()
                 .enumerate()
@@ -1300,6 +1318,7 @@ impl Emitter<'_, '_, '_> {
                             LeafAt::Mem {
                                 base: starts[k],
                                 off,
+                                disp,
                             },
                         ),
                     }
@@ -1311,20 +1330,20 @@ impl Emitter<'_, '_, '_> {
         if main > 0 {
             let lp = CountedLoop::open(self.b);
             let i = lp.at;
+            let o = self.b.ins().iadd(out, i);
             for u in 0..UNROLL {
-                let off = self.b.ins().iadd_imm_s(i, (u * 16) as i64);
-                let vs = self.nodes(roots, &at(off, true), true)?;
-                let o = self.b.ins().iadd(out, off);
-                sink(self, &vs, o, true)?;
+                let disp = (u * 16) as i32;
+                let vs = self.nodes(roots, &at(i, disp, true), true)?;
+                sink(self, &vs, o, disp, true)?;
             }
             lp.close(self.b, (step * 8) as i64, (main * 8) as i64);
         }
         // The tail, element by element.
         for j in main..n {
             let off = self.b.ins().iconst(types::I64, (j * 8) as i64);
-            let vs = self.nodes(roots, &at(off, false), false)?;
+            let vs = self.nodes(roots, &at(off, 0, false), false)?;
             let o = self.b.ins().iadd(out, off);
-            sink(self, &vs, o, false)?;
+            sink(self, &vs, o, 0, false)?;
         }
         Ok(())
     }
@@ -1340,7 +1359,17 @@ impl Emitter<'_, '_, '_> {
         let mut memo = HashMap::new();
         roots
             .iter()
-            .map(|r| self.node(*r, at, &mut memo, vector))
+            .map(|r| match self.comparison(*r, at) {
+                Some((cc, x, y)) if vector && self.masked.contains(r) => {
+                    let x = self.node(x, at, &mut memo, vector)?;
+                    let y = match y {
+                        Some(y) => self.node(y, at, &mut memo, vector)?,
+                        None => self.konst(0.0, x),
+                    };
+                    Ok(self.b.ins().fcmp(cc, x, y))
+                }
+                _ => self.node(*r, at, &mut memo, vector),
+            })
             .collect()
     }
 
@@ -1358,12 +1387,13 @@ impl Emitter<'_, '_, '_> {
         }
         let value = match at.get(&v) {
             Some(LeafAt::Splat(x)) => *x,
-            Some(LeafAt::Mem { base, off }) => {
+            Some(LeafAt::Mem { base, off, disp }) => {
                 if vector {
                     let addr = self.b.ins().iadd(*base, *off);
-                    self.b.ins().load(types::F64X2, Self::vflags(), addr, 0)
+                    self.b.ins().load(types::F64X2, Self::vflags(), addr, *disp)
                 } else {
-                    self.ld_f(v, *base, *off)
+                    let at = self.b.ins().iadd_imm_s(*off, *disp as i64);
+                    self.ld_f(v, *base, at)
                 }
             }
             None if self.f.insts[v].prim == Prim::Select => {
@@ -1554,46 +1584,29 @@ impl Emitter<'_, '_, '_> {
             }
             _ => None,
         };
+        let mut accs = self.counts(&roots[1..]);
         if let Some((input, _)) = keep_into {
             roots.push(input);
         }
-        // Each count in one scalar and `UNROLL` f64x2 accumulators (exact in any order).
-        let accs: Vec<(Variable, Vec<Variable>)> = counts
-            .iter()
-            .map(|_| (self.accumulator(-0.0), self.lane_accumulators()))
-            .collect();
-        let mut turn = 0usize;
-        self.expr_loop(&roots, &shape, rows, &mut |e, vs, off, vector| {
+        self.expr_loop(&roots, &shape, rows, &mut |e, vs, off, disp, vector| {
             let addr = e.b.ins().iadd(out, off);
             let flags = if vector {
                 Self::vflags()
             } else {
                 Self::flags()
             };
-            e.b.ins().store(flags, vs[0], addr, 0);
+            e.b.ins().store(flags, vs[0], addr, disp);
             if let Some((_, into)) = keep_into {
                 let at = e.b.ins().iadd(into, off);
-                e.b.ins().store(flags, vs[vs.len() - 1], at, 0);
+                e.b.ins().store(flags, vs[vs.len() - 1], at, disp);
             }
-            for ((acc, vacc), v) in accs.iter().zip(&vs[1..]) {
-                let var = if vector { vacc[turn % UNROLL] } else { *acc };
-                let a = e.b.use_var(var);
-                let sum = e.b.ins().fadd(a, *v);
-                e.b.def_var(var, sum);
-            }
-            turn += vector as usize;
+            e.add_counts(&mut accs, &vs[1..], vector);
             Ok(())
         })?;
         if let (Some(_), Some(k)) = (keep_into, self.keep_old.as_deref_mut()) {
             k.stored = true;
         }
-        Ok(accs
-            .iter()
-            .map(|(acc, vacc)| {
-                self.combine_lanes(*acc, vacc);
-                self.b.use_var(*acc)
-            })
-            .collect())
+        Ok(self.count_totals(&accs))
     }
 
     /// Whether `i`'s loop (with its `counts`) can run a row at a time in vectors: every
@@ -1638,14 +1651,10 @@ impl Emitter<'_, '_, '_> {
         let (leaves, access, _) = self.loop_leaves(&roots, &shape)?;
         let bases: Vec<Value> = access.iter().map(|(b, _)| self.buf(*b)).collect();
         let splat: Vec<bool> = access.iter().map(|(_, st)| st[1] == 0).collect();
-        let accs: Vec<(Variable, Vec<Variable>)> = counts
-            .iter()
-            .map(|_| (self.accumulator(-0.0), self.lane_accumulators()))
-            .collect();
+        let mut accs = self.counts(&roots[1..]);
         // The lane row's address minus the output row's offset, set at each row.
         let lane_at = self.b.declare_var(types::I64);
         self.b.def_var(lane_at, zero);
-        let mut turn = 0usize;
         let n_leaves = leaves.len();
         let mut row = |e: &mut Self, offs: &[Value]| -> Result<(), String> {
             let (row_out, lane_row) = (offs[n_leaves], offs[n_leaves + 1]);
@@ -1657,27 +1666,21 @@ impl Emitter<'_, '_, '_> {
                 (&leaves, &bases, &offs[..n_leaves], &splat),
                 cols,
                 row_out,
-                &mut |e, vs, off, vector| {
+                &mut |e, vs, off, disp, vector| {
                     let flags = if vector {
                         Self::vflags()
                     } else {
                         Self::flags()
                     };
                     let addr = e.b.ins().iadd(out, off);
-                    e.b.ins().store(flags, vs[0], addr, 0);
+                    e.b.ins().store(flags, vs[0], addr, disp);
                     let lane = e.b.use_var(lane_at);
                     let lane = e.b.ins().iadd(lane, off);
                     let ty = e.b.func.dfg.value_type(vs[0]);
-                    let sum = e.b.ins().load(ty, flags, lane, 0);
+                    let sum = e.b.ins().load(ty, flags, lane, disp);
                     let sum = e.b.ins().fadd(sum, vs[0]);
-                    e.b.ins().store(flags, sum, lane, 0);
-                    for ((acc, vacc), v) in accs.iter().zip(&vs[1..]) {
-                        let var = if vector { vacc[turn % UNROLL] } else { *acc };
-                        let a = e.b.use_var(var);
-                        let s = e.b.ins().fadd(a, *v);
-                        e.b.def_var(var, s);
-                    }
-                    turn += vector as usize;
+                    e.b.ins().store(flags, sum, lane, disp);
+                    e.add_counts(&mut accs, &vs[1..], vector);
                     Ok(())
                 },
             )
@@ -1713,9 +1716,8 @@ impl Emitter<'_, '_, '_> {
         );
         self.call("traj_column_lanes", &[lanes, sums, tail_rows, n_cols])?;
         self.done[r] = true;
-        for (c, (acc, vacc)) in counts.iter().zip(&accs) {
-            self.combine_lanes(*acc, vacc);
-            let total = self.b.use_var(*acc);
+        let totals = self.count_totals(&accs);
+        for (c, total) in counts.iter().zip(totals) {
             let out = self.buf(*c);
             self.st_f(total, out, zero);
         }
@@ -1773,6 +1775,7 @@ impl Emitter<'_, '_, '_> {
                 siblings: self.siblings.clone(),
                 done: self.done.clone(),
                 keep_old: None,
+                masked: Vec::new(),
             };
             let totals = e.elementwise_rows(i, counts, half, false)?;
             for (k, total) in totals.into_iter().enumerate() {
@@ -1836,6 +1839,104 @@ impl Emitter<'_, '_, '_> {
             .collect()
     }
 
+    /// The accumulators of the flag counts whose expressions are `roots`, in a loop about
+    /// to be emitted; the comparisons among them are counted from their lane masks.
+    fn counts(&mut self, roots: &[usize]) -> Counts {
+        self.masked = roots
+            .iter()
+            .copied()
+            .filter(|r| self.comparison(*r, &HashMap::new()).is_some())
+            .collect();
+        let each = roots
+            .iter()
+            .map(|r| {
+                let masks = self.masked.contains(r);
+                let lanes = if masks {
+                    self.mask_accumulators()
+                } else {
+                    self.lane_accumulators()
+                };
+                (self.accumulator(-0.0), lanes, masks)
+            })
+            .collect();
+        Counts { each, turn: 0 }
+    }
+
+    /// The counts' values at one element (or f64x2 pair, lane masks for comparisons) added
+    /// into their accumulators.
+    fn add_counts(&mut self, counts: &mut Counts, vs: &[Value], vector: bool) {
+        for ((acc, lanes, masks), v) in counts.each.iter().zip(vs) {
+            let var = if vector {
+                lanes[counts.turn % UNROLL]
+            } else {
+                *acc
+            };
+            let a = self.b.use_var(var);
+            let sum = if vector && *masks {
+                // A true lane's mask is -1.
+                self.b.ins().isub(a, *v)
+            } else {
+                self.b.ins().fadd(a, *v)
+            };
+            self.b.def_var(var, sum);
+        }
+        counts.turn += vector as usize;
+    }
+
+    /// Each count's total: its lanes combined into its scalar sum.
+    fn count_totals(&mut self, counts: &Counts) -> Vec<Value> {
+        self.masked.clear();
+        counts
+            .each
+            .iter()
+            .map(|(acc, lanes, masks)| {
+                if *masks {
+                    self.combine_mask_lanes(*acc, lanes, counts.turn > 0);
+                } else {
+                    self.combine_lanes(*acc, lanes);
+                }
+                self.b.use_var(*acc)
+            })
+            .collect()
+    }
+
+    /// `UNROLL` i64x2 counters of a count's lanes, each starting at 0.
+    fn mask_accumulators(&mut self) -> Vec<Variable> {
+        let zero = self.b.ins().iconst(types::I64, 0);
+        let vinit = self.b.ins().splat(types::I64X2, zero);
+        (0..UNROLL)
+            .map(|_| {
+                let var = self.b.declare_var(types::I64X2);
+                self.b.def_var(var, vinit);
+                var
+            })
+            .collect()
+    }
+
+    /// `acc += ` the lanes' count as a float, when the loop had vector entries (`used`).
+    /// The same bits as `combine_lanes` on float lanes of 1.0/0.0 flags: every partial sum
+    /// is an integer below 2^53 (no value has more than 2^40 entries), so exact, and a
+    /// zero count is +0.0 there too once a vector entry was added; without one, those
+    /// lanes held -0.0, which leaves `acc` as it is.
+    fn combine_mask_lanes(&mut self, acc: Variable, lanes: &[Variable], used: bool) {
+        if !used {
+            return;
+        }
+        let [v0, v1, v2, v3] = [0, 1, 2, 3].map(|k| self.b.use_var(lanes[k]));
+        let a = self.b.ins().iadd(v0, v1);
+        let b = self.b.ins().iadd(v2, v3);
+        let t = self.b.ins().iadd(a, b);
+        let (l0, l1) = (
+            self.b.ins().extractlane(t, 0),
+            self.b.ins().extractlane(t, 1),
+        );
+        let n = self.b.ins().iadd(l0, l1);
+        let x = self.b.ins().fcvt_from_sint(types::F64, n);
+        let r = self.b.use_var(acc);
+        let r = self.b.ins().fadd(r, x);
+        self.b.def_var(acc, r);
+    }
+
     /// One scalar entry `x` into the accumulator of a sum, sum of squares, max or min.
     fn accumulate(&mut self, kind: Red, acc: Variable, x: Value) -> Result<(), String> {
         let a = self.b.use_var(acc);
@@ -1896,42 +1997,51 @@ impl Emitter<'_, '_, '_> {
         } else {
             None
         };
-        let acc = self.accumulator(kind.start());
-        let vacc = self.lane_accumulators();
-        let mut turn = 0usize;
+        // A count's lanes (comparisons by their masks), or a sum's f64x2 lanes.
+        let mut counts = if flags {
+            self.counts(&[x])
+        } else {
+            let (acc, lanes) = (self.accumulator(kind.start()), self.lane_accumulators());
+            Counts {
+                each: vec![(acc, lanes, false)],
+                turn: 0,
+            }
+        };
+        let acc = counts.each[0].0;
         let mut combined = false;
-        self.expr_loop(&[x], &shape, all_rows(&shape), &mut |e, vs, o, vector| {
-            let v = vs[0];
-            if let Some(s) = scratch {
-                let addr = e.b.ins().iadd(s, o);
-                e.b.ins().store(Self::vflags(), v, addr, 0);
-                return Ok(());
-            }
-            if vector && lanes {
-                let var = vacc[turn % UNROLL];
-                turn += 1;
-                let a = e.b.use_var(var);
-                let s = e.b.ins().fadd(a, v);
-                e.b.def_var(var, s);
-                return Ok(());
-            }
-            if flat && lanes && !combined {
-                // The flat loop's scalar tail follows its vector body once.
-                e.combine_lanes(acc, &vacc);
-                combined = true;
-            }
-            let xs: Vec<Value> = if vector {
-                (0..2u8).map(|l| e.b.ins().extractlane(v, l)).collect()
-            } else {
-                vec![v]
-            };
-            for x in xs {
-                e.accumulate(kind, acc, x)?;
-            }
-            Ok(())
-        })?;
+        self.expr_loop(
+            &[x],
+            &shape,
+            all_rows(&shape),
+            &mut |e, vs, o, disp, vector| {
+                let v = vs[0];
+                if let Some(s) = scratch {
+                    let addr = e.b.ins().iadd(s, o);
+                    e.b.ins().store(Self::vflags(), v, addr, disp);
+                    return Ok(());
+                }
+                if vector && lanes {
+                    e.add_counts(&mut counts, vs, true);
+                    return Ok(());
+                }
+                if flat && lanes && !combined {
+                    // The flat loop's scalar tail follows its vector body once.
+                    e.count_totals(&counts);
+                    combined = true;
+                }
+                let xs: Vec<Value> = if vector {
+                    (0..2u8).map(|l| e.b.ins().extractlane(v, l)).collect()
+                } else {
+                    vec![v]
+                };
+                for x in xs {
+                    e.accumulate(kind, acc, x)?;
+                }
+                Ok(())
+            },
+        )?;
         if lanes && !combined {
-            self.combine_lanes(acc, &vacc);
+            self.count_totals(&counts);
         }
         let mut r = self.b.use_var(acc);
         if let Some(s) = scratch {

@@ -231,11 +231,20 @@ fn finish(
         .declare_function(name, Linkage::Export, &func.signature)
         .map_err(|e| e.to_string())?;
     let mut ctx = module.make_context();
+    // `TRAJ_CODE_DIR=DIR`: each function's machine code in `DIR/NAME-ID.bin`, for
+    // `objdump -D -b binary -mi386:x86-64` (perf's samples in `traj_loop` are offsets
+    // from its address in `/tmp/perf-PID.map`).
+    let code_dir = std::env::var("TRAJ_CODE_DIR").ok();
     for (id, func) in helpers.into_iter().chain([(id, func)]) {
         ctx.func = func;
         module
             .define_function(id, &mut ctx)
             .map_err(|e| format!("internal error: Cranelift refused `{name}`: {e:?}"))?;
+        if let (Some(dir), Some(code)) = (&code_dir, ctx.compiled_code()) {
+            let path = format!("{dir}/{name}-{}.bin", id.as_u32());
+            std::fs::write(&path, code.code_buffer())
+                .map_err(|e| format!("cannot write {path}: {e}"))?;
+        }
         module.clear_context(&mut ctx);
     }
     module
