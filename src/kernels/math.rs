@@ -136,6 +136,11 @@ pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usi
     if n == 1 && m * k <= SMALL_GEMV {
         return small_gemv(a, b, c, m, k);
     }
+    if n == 1
+        && let Some(isa) = super::gemv::best()
+    {
+        return large_gemv(isa, a, b, c, m, k);
+    }
     if super::small_gemm::fits(b, m, k, n) {
         return super::small_gemm::matmul(a, b, c, m, k, n);
     }
@@ -166,6 +171,50 @@ pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usi
         let (b0, b1) = b.split_at_col(half);
         crate::cores::join(|| product(c0, a, b0), || product(c1, a, b1));
     }
+}
+
+/// `c = a @ b` for an `[m,k]` matrix `a` and a `k`-vector `b` above [`SMALL_GEMV`], with
+/// [`super::gemv`] (faer's bits), split in halves of rows as faer's product was (see
+/// [`PARALLEL_GEMV`]). sgd's `[32,256] @ [256]` took 1,150 ns in faer, NNN here;
+/// `[256,32]' @ [32]` 1,350 → NNN.
+fn large_gemv(
+    isa: super::gemv::Isa,
+    a: MatOperand,
+    b: MatOperand,
+    c: &mut [f64],
+    m: usize,
+    k: usize,
+) {
+    let (x, c) = (&b.data[..k], &mut c[..m]);
+    let stride = if a.transposed { m } else { k };
+    // Rows `lo..lo + c.len()` of `a`; faer's own product if an entry is NaN (which NaN it
+    // is depends on faer's compiled code, see `gemv`).
+    let rows = |lo: usize, c: &mut [f64]| {
+        let (start, rows) = (if a.transposed { lo } else { lo * k }, c.len());
+        let data = &a.data[start..];
+        super::gemv::matvec(isa, data, a.transposed, stride, x, c, rows, k);
+        if c.iter().any(|v| v.is_nan()) {
+            let (rs, cs) = if a.transposed {
+                (1, stride)
+            } else {
+                (stride, 1)
+            };
+            assert!(data.len() >= (rows - 1) * rs + (k - 1) * cs + 1);
+            // SAFETY: entry (i, p) of the view, at i·rs + p·cs, is inside `data` (checked).
+            let a = unsafe {
+                faer::MatRef::from_raw_parts(data.as_ptr(), rows, k, rs as isize, cs as isize)
+            };
+            let x = faer::MatRef::from_column_major_slice(x, k, 1);
+            let dst = faer::MatMut::from_row_major_slice_mut(c, rows, 1);
+            faer::linalg::matmul::matmul(dst, faer::Accum::Replace, a, x, 1.0, faer::Par::Seq);
+        }
+    };
+    if m * k < PARALLEL_GEMV || m < 2 * SPLIT_MIN {
+        return rows(0, c);
+    }
+    let half = m / 2;
+    let (c0, c1) = c.split_at_mut(half);
+    crate::cores::join(|| rows(0, c0), || rows(half, c1));
 }
 
 /// Matrix-vector products of at most this many multiply-adds skip faer, whose per-row and

@@ -2,6 +2,7 @@
 //! the one float sum, the GEMM; `small_gemm`: its small products, faer's bits) and the
 //! same functions over whole slices (`vmath`).
 
+pub mod gemv;
 pub mod math;
 pub mod small_gemm;
 pub mod vmath;
