@@ -137,6 +137,7 @@ pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usi
         return small_gemv(a, b, c, m, k);
     }
     if n == 1
+        && m * k < PARALLEL_GEMV
         && let Some(isa) = super::gemv::best()
     {
         return large_gemv(isa, a, b, c, m, k);
@@ -173,10 +174,15 @@ pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usi
     }
 }
 
-/// `c = a @ b` for an `[m,k]` matrix `a` and a `k`-vector `b` above [`SMALL_GEMV`], with
-/// [`super::gemv`] (faer's bits), split in halves of rows as faer's product was (see
-/// [`PARALLEL_GEMV`]). sgd's `[32,256] @ [256]` took 1,150 ns in faer, NNN here;
-/// `[256,32]' @ [32]` 1,350 → NNN.
+/// `c = a @ b` for an `[m,k]` matrix `a` and a `k`-vector `b` above [`SMALL_GEMV`] and
+/// below [`PARALLEL_GEMV`], with [`super::gemv`] (faer's bits); faer's own product if an
+/// entry is NaN (which NaN it is depends on faer's compiled code, see `gemv`). ns a call
+/// (min of many, the 2-core host loaded by other builds), faer against this kernel:
+/// sgd's `[32,256] @ [256]` 659-671 → 378-387, `[256,32]' @ [32]` 802-815 → 326-409;
+/// relu2's `[512,256] @ [256]` 11,800 → 6,600, `[256,512]' @ [512]` 13,300 → 8,100.
+/// wide's `[1024,2048]` and `[2048,1024]'` (2^21, memory-bound, split between the cores)
+/// stay faer's: this kernel was no faster on one core (199 against 199 µs rows, 227 against
+/// 285 columns).
 fn large_gemv(
     isa: super::gemv::Isa,
     a: MatOperand,
@@ -187,34 +193,18 @@ fn large_gemv(
 ) {
     let (x, c) = (&b.data[..k], &mut c[..m]);
     let stride = if a.transposed { m } else { k };
-    // Rows `lo..lo + c.len()` of `a`; faer's own product if an entry is NaN (which NaN it
-    // is depends on faer's compiled code, see `gemv`).
-    let rows = |lo: usize, c: &mut [f64]| {
-        let (start, rows) = (if a.transposed { lo } else { lo * k }, c.len());
-        let data = &a.data[start..];
-        super::gemv::matvec(isa, data, a.transposed, stride, x, c, rows, k);
-        if c.iter().any(|v| v.is_nan()) {
-            let (rs, cs) = if a.transposed {
-                (1, stride)
-            } else {
-                (stride, 1)
-            };
-            assert!(data.len() >= (rows - 1) * rs + (k - 1) * cs + 1);
-            // SAFETY: entry (i, p) of the view, at i·rs + p·cs, is inside `data` (checked).
-            let a = unsafe {
-                faer::MatRef::from_raw_parts(data.as_ptr(), rows, k, rs as isize, cs as isize)
-            };
-            let x = faer::MatRef::from_column_major_slice(x, k, 1);
-            let dst = faer::MatMut::from_row_major_slice_mut(c, rows, 1);
-            faer::linalg::matmul::matmul(dst, faer::Accum::Replace, a, x, 1.0, faer::Par::Seq);
-        }
-    };
-    if m * k < PARALLEL_GEMV || m < 2 * SPLIT_MIN {
-        return rows(0, c);
+    super::gemv::matvec(isa, a.data, a.transposed, stride, x, c, m, k);
+    if c.iter().any(|v| v.is_nan()) {
+        let (rs, cs) = if a.transposed { (1, m) } else { (k, 1) };
+        assert!(a.data.len() >= m * k);
+        // SAFETY: the buffer holds m·k values laid out as these strides say.
+        let a = unsafe {
+            faer::MatRef::from_raw_parts(a.data.as_ptr(), m, k, rs as isize, cs as isize)
+        };
+        let x = faer::MatRef::from_column_major_slice(x, k, 1);
+        let dst = faer::MatMut::from_row_major_slice_mut(c, m, 1);
+        faer::linalg::matmul::matmul(dst, faer::Accum::Replace, a, x, 1.0, faer::Par::Seq);
     }
-    let half = m / 2;
-    let (c0, c1) = c.split_at_mut(half);
-    crate::cores::join(|| rows(0, c0), || rows(half, c1));
 }
 
 /// Matrix-vector products of at most this many multiply-adds skip faer, whose per-row and
