@@ -109,7 +109,8 @@ pub struct MatOperand<'a> {
 
 /// `c = a @ b` (`a` is m×k, `b` k×n, `c` m×n row-major), with faer's GEMM (on both cores
 /// for large products, see [`PARALLEL_GEMM`] and [`PARALLEL_GEMV`]); small products with
-/// [`super::small_gemm`] (the same bits).
+/// [`super::small_gemm`] and matrix-vector products below 2^20 with [`super::gemv`] (the
+/// same bits).
 /// Both backends call this one function with the same operand layouts, so they agree bit
 /// for bit.
 pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize, n: usize) {
