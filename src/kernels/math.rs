@@ -109,7 +109,8 @@ pub struct MatOperand<'a> {
 
 /// `c = a @ b` (`a` is m×k, `b` k×n, `c` m×n row-major), with faer's GEMM (on both cores
 /// for large products, see [`PARALLEL_GEMM`] and [`PARALLEL_GEMV`]); small products with
-/// [`super::small_gemm`] (the same bits).
+/// [`super::small_gemm`] and matrix-vector products below 2^20 with [`super::gemv`] (the
+/// same bits).
 /// Both backends call this one function with the same operand layouts, so they agree bit
 /// for bit.
 pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize, n: usize) {
@@ -135,6 +136,12 @@ pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usi
     }
     if n == 1 && m * k <= SMALL_GEMV {
         return small_gemv(a, b, c, m, k);
+    }
+    if n == 1
+        && m * k < PARALLEL_GEMV
+        && let Some(isa) = super::gemv::best()
+    {
+        return large_gemv(isa, a, b, c, m, k);
     }
     if super::small_gemm::fits(a, b, m, k, n) {
         return super::small_gemm::matmul(a, b, c, m, k, n);
@@ -165,6 +172,39 @@ pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usi
         let (c0, c1) = dst.split_at_col_mut(half);
         let (b0, b1) = b.split_at_col(half);
         crate::cores::join(|| product(c0, a, b0), || product(c1, a, b1));
+    }
+}
+
+/// `c = a @ b` for an `[m,k]` matrix `a` and a `k`-vector `b` above [`SMALL_GEMV`] and
+/// below [`PARALLEL_GEMV`], with [`super::gemv`] (faer's bits); faer's own product if an
+/// entry is NaN (which NaN it is depends on faer's compiled code, see `gemv`). ns a call
+/// (min of many, the 2-core host loaded by other builds), faer against this kernel:
+/// sgd's `[32,256] @ [256]` 659-671 → 378-387, `[256,32]' @ [32]` 802-815 → 326-409;
+/// relu2's `[512,256] @ [256]` 11,800 → 6,600, `[256,512]' @ [512]` 13,300 → 8,100.
+/// wide's `[1024,2048]` and `[2048,1024]'` (2^21, memory-bound, split between the cores)
+/// stay faer's: this kernel was no faster on one core (199 against 199 µs rows, 227 against
+/// 285 columns).
+fn large_gemv(
+    isa: super::gemv::Isa,
+    a: MatOperand,
+    b: MatOperand,
+    c: &mut [f64],
+    m: usize,
+    k: usize,
+) {
+    let (x, c) = (&b.data[..k], &mut c[..m]);
+    let stride = if a.transposed { m } else { k };
+    super::gemv::matvec(isa, a.data, a.transposed, stride, x, c, m, k);
+    if c.iter().any(|v| v.is_nan()) {
+        let (rs, cs) = if a.transposed { (1, m) } else { (k, 1) };
+        assert!(a.data.len() >= m * k);
+        // SAFETY: the buffer holds m·k values laid out as these strides say.
+        let a = unsafe {
+            faer::MatRef::from_raw_parts(a.data.as_ptr(), m, k, rs as isize, cs as isize)
+        };
+        let x = faer::MatRef::from_column_major_slice(x, k, 1);
+        let dst = faer::MatMut::from_row_major_slice_mut(c, m, 1);
+        faer::linalg::matmul::matmul(dst, faer::Accum::Replace, a, x, 1.0, faer::Par::Seq);
     }
 }
 
