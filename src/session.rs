@@ -390,7 +390,8 @@ impl Session {
             }
         };
         self.run_seconds += started.elapsed().as_secs_f64();
-        self.steps_run += next.state.k - k0;
+        // A divergence hands back the step before the one that failed: k can go back.
+        self.steps_run += next.state.k.saturating_sub(k0);
         *run = next;
         // An interrupted run pauses: it goes on at the next `step` or `run`.
         self.status = status.filter(|s| *s != Status::Interrupted);
