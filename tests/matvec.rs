@@ -2,8 +2,8 @@
 //! in both layouts of `a`, every instruction set this CPU runs, `matmul_into`'s routing
 //! and its split in halves.
 
-use traj::kernels::gemv::{self, Isa};
 use traj::kernels::math::{MatOperand, PARALLEL_GEMV, SMALL_GEMV, matmul_into};
+use traj::kernels::{Isa, gemv};
 
 /// faer's `c = a @ x`, called as `matmul_into` called it before `gemv` existed (`Par::Seq`,
 /// never split): `a` m×k, row-major or (`transposed`) its transpose's buffer.

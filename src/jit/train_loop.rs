@@ -680,8 +680,14 @@ impl LoopEmitter<'_, '_, '_> {
             self.b.ins().store(mf(), v, at, 0);
             return;
         }
-        let config = self.module.target_config();
         let (s, d) = (self.addr(src), self.addr(dst));
+        self.memcpy(s, d, n);
+    }
+
+    /// A `memcpy` of `n` 8-byte elements from address `s` to address `d` (values of the
+    /// code).
+    fn memcpy(&mut self, s: Value, d: Value, n: usize) {
+        let config = self.module.target_config();
         let size = self.b.ins().iconst(types::I64, (n * 8) as i64);
         self.b.call_memcpy(config, d, s, size);
     }
@@ -737,11 +743,9 @@ impl LoopEmitter<'_, '_, '_> {
         if n == 0 {
             return;
         }
-        let config = self.module.target_config();
         let a = self.addr(fixed);
         let (s, d) = if to_fixed { (dst, a) } else { (a, dst) };
-        let size = self.b.ins().iconst(types::I64, (n * 8) as i64);
-        self.b.call_memcpy(config, d, s, size);
+        self.memcpy(s, d, n);
     }
 
     /// A bottom-tested loop over `n` f64 elements; `body` gets the byte offset.
@@ -1039,7 +1043,7 @@ fn emit_loop(
             continue;
         };
         let f = &*shape.parts[j].func;
-        let keep = match (shape.two_prev, f.outputs.first(), input_inst(f, 0)) {
+        let mut keep = match (shape.two_prev, f.outputs.first(), input_inst(f, 0)) {
             (true, Some((_, root)), Some(input)) => Some(KeepOld {
                 root: *root,
                 input,
@@ -1048,7 +1052,6 @@ fn emit_loop(
             }),
             _ => None,
         };
-        let mut keep = keep;
         e.part_keeping(j, keep.as_mut())?;
         kept[p] = keep.is_some_and(|k| k.stored);
         let mut outs: Vec<&Slot> = vec![&slots.theta[p]];

@@ -31,23 +31,14 @@
 //! 2-core AMD EPYC (Zen 4) benchmark machine, ns a call (min of many), faer against this
 //! kernel: see [`crate::kernels::math::matmul_into`] and BENCHMARKS.md.
 
-/// The instruction sets the kernel is compiled for: each gives faer's bits.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Isa {
-    /// Arrays and `f64::mul_add`: the order written out (tests; no production CPU, where
-    /// faer does not run V3, takes this kernel).
-    Portable,
-    /// Two rows at a time (eight YMM accumulators); columns in strips of 32 entries.
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    /// Four rows at a time, each row's four accumulators in two ZMM registers; columns in
-    /// strips of 128 entries (16 ZMM sums).
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
+use super::Isa;
 
 /// The fastest code with faer's bits on this CPU, or `None` where faer does not run its
-/// V3 code (then its order is not this kernel's).
+/// V3 code (then its order is not this kernel's). With AVX-512 rows go four at a time,
+/// each row's four accumulators in two ZMM registers, and columns in strips of 128
+/// entries (16 ZMM sums); with AVX2 rows go two at a time (eight YMM accumulators),
+/// columns in strips of 32; the portable code is the order written out (the tests': no
+/// CPU where faer runs V3 lacks AVX2).
 pub fn best() -> Option<Isa> {
     static BEST: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
     *BEST.get_or_init(|| {
@@ -69,13 +60,8 @@ pub fn best() -> Option<Isa> {
                 && has!("bmi2")
                 && has!("fma")
                 && has!("lzcnt");
-            if !v3 {
-                return None;
-            }
-            if has!("avx512f") {
-                return Some(Isa::Avx512);
-            }
-            Some(Isa::Avx2)
+            // V3 has AVX2 and FMA: `Isa::best` is AVX2 or AVX-512.
+            v3.then(Isa::best)
         }
         #[cfg(not(target_arch = "x86_64"))]
         None

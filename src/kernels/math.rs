@@ -184,14 +184,7 @@ pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usi
 /// wide's `[1024,2048]` and `[2048,1024]'` (2^21, memory-bound, split between the cores)
 /// stay faer's: this kernel was no faster on one core (199 against 199 µs rows, 227 against
 /// 285 columns).
-fn large_gemv(
-    isa: super::gemv::Isa,
-    a: MatOperand,
-    b: MatOperand,
-    c: &mut [f64],
-    m: usize,
-    k: usize,
-) {
+fn large_gemv(isa: super::Isa, a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize) {
     let (x, c) = (&b.data[..k], &mut c[..m]);
     let stride = if a.transposed { m } else { k };
     super::gemv::matvec(isa, a.data, a.transposed, stride, x, c, m, k);

@@ -14,6 +14,7 @@
 //! transpose ([`Route::Transposed`]): the same chains, with `a` packed (or read in place)
 //! instead of `b`, which is what makes sgd's `xb @ W'` faster here than in faer.
 
+use super::Isa;
 use super::math::MatOperand;
 
 /// faer hands products of at most this many multiply-adds to nano-gemm (faer's
@@ -84,43 +85,15 @@ pub fn matmul(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize, n
     matmul_with(Isa::best(), route(a, b, m, n), a, b, c, m, k, n)
 }
 
-/// The instruction sets the kernel is compiled for. Every entry is its own chain, so the
-/// tile shapes and vector widths change no bits.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Isa {
-    /// Lanes of four as arrays, `f64::mul_add` (libm's `fma` where the target has none).
-    Portable,
-    /// Tiles of 4 rows by 8 columns: 8 of the 16 YMM registers hold sums.
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    /// Tiles of 8 rows by 16 columns: 16 of the 32 ZMM registers hold sums.
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-impl Isa {
-    pub(crate) fn best() -> Isa {
+/// Entries a vector of `isa` holds. Every entry is its own chain, so the tile shapes and
+/// vector widths change no bits: tiles of 8 rows by 16 columns with AVX-512 (16 of the 32
+/// ZMM registers hold sums), of 4 by 8 with AVX2 (8 of the 16 YMM registers), lanes of
+/// four as arrays in the portable code.
+fn lanes(isa: Isa) -> usize {
+    match isa {
         #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Portable
-    }
-
-    /// Entries a vector holds.
-    fn lanes(self) -> usize {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => 8,
-            _ => 4,
-        }
+        Isa::Avx512 => 8,
+        _ => 4,
     }
 }
 
@@ -162,7 +135,7 @@ pub(crate) fn matmul_with<'a>(
             (flip(b), flip(a), n, m, true)
         }
     };
-    let padded = n.next_multiple_of(isa.lanes());
+    let padded = n.next_multiple_of(lanes(isa));
     let mut packed = PACKED.take();
     {
         // `b` as row-major rows of `padded` entries: read in place when it already is.
