@@ -1640,7 +1640,13 @@ mod tests {
     fn every_slice_length_and_tail_matches_the_scalar_function() {
         let xs = inputs(2_000);
         let ys: Vec<f64> = xs.iter().rev().copied().collect();
-        let unary: [(&str, fn(f64) -> f64, Slices1); 9] = [
+        type Unary = (&'static str, fn(f64) -> f64, Slices1);
+        type Binary = (
+            &'static str,
+            fn(f64, f64) -> f64,
+            fn(Level, &[f64], &[f64], &mut [f64]),
+        );
+        let unary: [Unary; 9] = [
             ("exp", math::exp, exp_at),
             ("log1p", math::log1p, log1p_at),
             ("sigmoid", math::sigmoid, sigmoid_at),
@@ -1651,7 +1657,7 @@ mod tests {
             ("cos", math::cos, cos_at),
             ("erf", math::erf, erf_at),
         ];
-        let binary: [(&str, fn(f64, f64) -> f64, fn(Level, &[f64], &[f64], &mut [f64])); 2] = [
+        let binary: [Binary; 2] = [
             ("logaddexp", math::logaddexp, logaddexp_at),
             ("pow", math::pow, pow_at),
         ];
@@ -1663,7 +1669,10 @@ mod tests {
                 for (name, scalar, run) in unary {
                     run(level, x, o);
                     for (i, (x, o)) in x.iter().zip(&*o).enumerate() {
-                        assert!(same(*o, scalar(*x)), "{name} {level:?} len {len} [{i}] {x:e}");
+                        assert!(
+                            same(*o, scalar(*x)),
+                            "{name} {level:?} len {len} [{i}] {x:e}"
+                        );
                     }
                 }
                 for (name, scalar, run) in binary {
