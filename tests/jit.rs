@@ -674,7 +674,7 @@ fn flag_counts_from_lane_masks_have_the_interpreters_bits() {
 }
 
 #[test]
-fn loops_over_a_million_entries_run_in_two_halves_with_the_same_bits() {
+fn loops_from_parallel_loop_entries_run_in_two_halves_with_the_same_bits() {
     // wide's two passes: a ReLU with its tie count, then the masked back-propagation
     // `select(h >= 0, r a', 0)` with a per-row operand. From `PARALLEL_LOOP` entries each
     // loop is two functions, one a core; the counts of both halves are added. Exact ties
@@ -686,6 +686,9 @@ fn loops_over_a_million_entries_run_in_two_halves_with_the_same_bits() {
         (1023, 1025, false, 511..1023),
         (1024, 1024, true, 600..700),
         (1000, 1000, false, 0..1000),
+        (362, 362, false, 100..200),
+        // Below `PARALLEL_LOOP` (2^17): one loop, one function.
+        (300, 400, false, 0..300),
     ] {
         let mut b = Builder::new();
         let h = b.input("h", DType::Float, vec![m, n]);

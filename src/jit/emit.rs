@@ -30,12 +30,15 @@ use crate::ir::types::DType;
 use crate::ir::{Binary, Func, Prim, Unary};
 use crate::kernels::math::SUM_LANES;
 
-/// Elementwise loops over at least this many entries (8 MB of output) run in two halves,
+/// Elementwise loops over at least this many entries (1 MB of output) run in two halves,
 /// one a core: wide's two passes over `[1024,2048]` arrays (17.0–18.2 → 15.0–16.0 ms a
-/// step). relu2's `[512,256]` loops split (threshold 2^17) gained on a quiet host (median of
-/// eight 299 → 277 µs a step) but lost on a busy one (median 316 → 413: a half of ~10 µs
-/// is easily caught by the partner losing its core), so they stay on one core.
-pub const PARALLEL_LOOP: usize = 1 << 20;
+/// step), and since `cores` judges the partner by the time it saves rather than by each
+/// slow half, the `[512,256]` and `[512,512]` loops of relu2, tanh and mlp (2026-12-07,
+/// alternating binaries, µs a step: tanh 194–200 → 174–180, mlp 502–632 → 446–452; on a
+/// host with a busy loop on the other core, tanh 307–333 → 313–318, relu2 218–220 →
+/// 220–241). Under the previous judge, relu2's split lost on a busy host (median 316 →
+/// 413: a half of ~10 µs is easily caught by the partner losing its core).
+pub const PARALLEL_LOOP: usize = 1 << 17;
 
 /// Every index of `shape`'s first axis (`0..1` for a scalar).
 /// The condition code of a float comparison (1.0 where it holds, else 0.0).
