@@ -1182,22 +1182,27 @@ mod tests {
         got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan())
     }
 
+    /// Each function of one operand with lane code: its name, scalar function and slices
+    /// at a level.
+    #[allow(clippy::type_complexity)]
+    const UNARY: [(&str, fn(f64) -> f64, fn(Level, &[f64], &mut [f64])); 9] = [
+        ("exp", math::exp, exp_at),
+        ("log1p", math::log1p, log1p_at),
+        ("sigmoid", math::sigmoid, sigmoid_at),
+        ("softplus", math::softplus, softplus_at),
+        ("tanh", math::tanh, tanh_at),
+        ("log", math::log, log_at),
+        ("sin", math::sin, sin_at),
+        ("cos", math::cos, cos_at),
+        ("erf", math::erf, erf_at),
+    ];
+
     #[test]
     fn each_unary_matches_its_scalar_function_bit_for_bit_at_every_level() {
         let xs = inputs(1_200_000);
         let mut out = vec![0.0; xs.len()];
-        type Scalar = fn(f64) -> f64;
-        type Slices = fn(Level, &[f64], &mut [f64]);
-        let ops: [(&str, Scalar, Slices); 6] = [
-            ("exp", math::exp, exp_at),
-            ("log1p", math::log1p, log1p_at),
-            ("sigmoid", math::sigmoid, sigmoid_at),
-            ("softplus", math::softplus, softplus_at),
-            ("tanh", math::tanh, tanh_at),
-            ("log", math::log, log_at),
-        ];
         for level in levels() {
-            for (op, scalar, run) in ops {
+            for (op, scalar, run) in UNARY {
                 run(level, &xs, &mut out);
                 let bad: Vec<_> = xs
                     .iter()
@@ -1640,23 +1645,11 @@ mod tests {
     fn every_slice_length_and_tail_matches_the_scalar_function() {
         let xs = inputs(2_000);
         let ys: Vec<f64> = xs.iter().rev().copied().collect();
-        type Unary = (&'static str, fn(f64) -> f64, Slices1);
         type Binary = (
             &'static str,
             fn(f64, f64) -> f64,
             fn(Level, &[f64], &[f64], &mut [f64]),
         );
-        let unary: [Unary; 9] = [
-            ("exp", math::exp, exp_at),
-            ("log1p", math::log1p, log1p_at),
-            ("sigmoid", math::sigmoid, sigmoid_at),
-            ("softplus", math::softplus, softplus_at),
-            ("tanh", math::tanh, tanh_at),
-            ("log", math::log, log_at),
-            ("sin", math::sin, sin_at),
-            ("cos", math::cos, cos_at),
-            ("erf", math::erf, erf_at),
-        ];
         let binary: [Binary; 2] = [
             ("logaddexp", math::logaddexp, logaddexp_at),
             ("pow", math::pow, pow_at),
@@ -1666,7 +1659,7 @@ mod tests {
             for len in 0..out.len() {
                 let at = (len * 37) % 400;
                 let (x, y, o) = (&xs[at..at + len], &ys[at..at + len], &mut out[..len]);
-                for (name, scalar, run) in unary {
+                for (name, scalar, run) in UNARY {
                     run(level, x, o);
                     for (i, (x, o)) in x.iter().zip(&*o).enumerate() {
                         assert!(
