@@ -970,6 +970,50 @@ fn axis_range(values: impl Iterator<Item = f64>, log: bool, pad: bool) -> (f64, 
     (lo, hi)
 }
 
+/// The labelled and the unlabelled ticks of a log axis from `lo` to `hi`: at most
+/// [`LOG_LABELS`] powers of ten, every decade (light lines at 2 to 9 times each power) or
+/// every 2, 5, 10, 20, 50, ... (the multiples of that stride, light lines at the decades
+/// between); over two decades or fewer, also 2 and 5 times each power.
+fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
+    let inside = |v: &f64| *v >= lo && *v <= hi;
+    let (d0, d1) = (lo.log10().ceil() as i32, hi.log10().floor() as i32);
+    let power = |d: i32| format!("1e{d}").parse::<f64>().unwrap_or(f64::NAN);
+    // Decades between the outermost powers inside.
+    let decades = d1 - d0;
+    let at = |m: &[f64]| -> Vec<f64> {
+        (d0 - 1..=d1)
+            .flat_map(|d| m.iter().map(move |m| m * power(d)))
+            .filter(inside)
+            .collect()
+    };
+    let between = [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+    if decades <= 2 {
+        return (at(&[1.0, 2.0, 5.0]), at(&between));
+    }
+    let stride = [1, 2, 5]
+        .iter()
+        .flat_map(|m| (0..6).map(move |e| m * 10i32.pow(e)))
+        .filter(|s| (d1.div_euclid(*s) - (d0 + s - 1).div_euclid(*s) + 1) as usize <= LOG_LABELS)
+        .min()
+        .unwrap_or(d1 - d0 + 1);
+    let bold = (d0..=d1)
+        .filter(|d| d.rem_euclid(stride) == 0)
+        .map(power)
+        .collect();
+    let light = if stride == 1 {
+        at(&between)
+    } else {
+        (d0..=d1)
+            .filter(|d| d.rem_euclid(stride) != 0)
+            .map(power)
+            .collect()
+    };
+    (bold, light)
+}
+
+/// At most this many labelled ticks on a log axis.
+const LOG_LABELS: usize = 8;
+
 /// A tick label: at most six significant digits, exponent form outside [1e-3, 1e5).
 fn tick_label(v: f64) -> String {
     let r: f64 = format!("{v:.5e}").parse().unwrap_or(v);
@@ -1037,17 +1081,20 @@ fn render<DB: DrawingBackend>(
     let markers = figure.series.iter().any(|s| s.markers);
     let (x0, x1) = axis_range(xs, figure.logx, markers);
     let (y0, y1) = axis_range(ys, figure.logy, true);
+    // A log axis with the ticks of `log_ticks` (plotters' own left most decades of a wide
+    // range unlabelled: 1e-46 to 1e2 had two labels, 1e-4 and 1e-10).
+    let log = |lo: f64, hi: f64| {
+        let (bold, light) = log_ticks(lo, hi);
+        (lo..hi)
+            .log_scale()
+            .with_key_points(bold)
+            .with_light_points(light)
+    };
     match (figure.logx, figure.logy) {
         (false, false) => draw_chart(&chart_area, x0..x1, y0..y1, figure, k)?,
-        (true, false) => draw_chart(&chart_area, (x0..x1).log_scale(), y0..y1, figure, k)?,
-        (false, true) => draw_chart(&chart_area, x0..x1, (y0..y1).log_scale(), figure, k)?,
-        (true, true) => draw_chart(
-            &chart_area,
-            (x0..x1).log_scale(),
-            (y0..y1).log_scale(),
-            figure,
-            k,
-        )?,
+        (true, false) => draw_chart(&chart_area, log(x0, x1), y0..y1, figure, k)?,
+        (false, true) => draw_chart(&chart_area, x0..x1, log(y0, y1), figure, k)?,
+        (true, true) => draw_chart(&chart_area, log(x0, x1), log(y0, y1), figure, k)?,
     }
     draw_legend(&legend_area, &figure.legend, k)
 }
@@ -1250,6 +1297,38 @@ mod tests {
         assert_eq!(tick_label(2000.0), "2000");
         assert_eq!(tick_label(1e6), "1e6");
         assert_eq!(tick_label(0.0), "0");
+    }
+
+    #[test]
+    fn log_axes_label_powers_of_ten_across_the_whole_range() {
+        let labels = |lo: f64, hi: f64| -> Vec<String> {
+            log_ticks(lo, hi).0.into_iter().map(tick_label).collect()
+        };
+        // The optimizers example's 1e-46 to 1e2: a label every ten decades.
+        let (lo, hi) = axis_range([3e-46, 50.0].into_iter(), true, true);
+        assert_eq!(labels(lo, hi), ["1e-40", "1e-30", "1e-20", "1e-10", "1"]);
+        assert_eq!(log_ticks(lo, hi).1.len(), 49 - 5);
+        // Twelve decades: every second one; four: every one.
+        assert_eq!(
+            labels(1e-10, 1e2),
+            ["1e-10", "1e-8", "1e-6", "1e-4", "0.01", "1", "100"]
+        );
+        assert_eq!(labels(1e-3, 1e1), ["0.001", "0.01", "0.1", "1", "10"]);
+        // Two decades or fewer: 1, 2 and 5 times each power, light lines at the rest.
+        assert_eq!(
+            labels(0.01, 1.0),
+            ["0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1"]
+        );
+        assert_eq!(labels(0.9, 11.0), ["1", "2", "5", "10"]);
+        assert_eq!(
+            log_ticks(1.0, 10.0).1,
+            [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+        );
+        // At most `LOG_LABELS` labels over any range, and at least two over two decades.
+        for (lo, hi) in [(1e-300, 1e300), (1e-7, 1e1), (1e-17, 1e0), (1.0, 1e9)] {
+            let n = log_ticks(lo, hi).0.len();
+            assert!((2..=LOG_LABELS).contains(&n), "{lo} {hi}: {n}");
+        }
     }
 
     #[test]
