@@ -200,15 +200,7 @@ pub fn loss_var(l: &mut Lowerer, checked: &Checked) -> Result<Var, RunError> {
     });
     let loss = loss.ok_or("the program has no loss")?;
     let v = l.item_expr(&loss.value, "loss")?;
-    let v = l.b.to_float(v);
-    differentiable_form(l);
-    Ok(v)
-}
-
-/// Rewrites what is built so far into the form reverse mode differentiates
-/// (`opt::softplus`: the same values, instruction numbers kept).
-fn differentiable_form(l: &mut Lowerer) {
-    l.b.func = crate::opt::softplus::softplus(&l.b.func);
+    Ok(l.b.to_float(v))
 }
 
 /// The plan around the simplified gradient and its quiet variant (`pipeline`'s optimized
@@ -581,7 +573,6 @@ pub fn build_probe_gradient(
         return Err("`:grad` needs a scalar".into());
     }
     let v = l.b.to_float(v);
-    differentiable_form(&mut l);
     let grads = grad_into(&mut l.b, v, &pv, &Ties::Default)?;
     l.b.output("value", v);
     for (p, g) in params.iter().zip(&grads) {

@@ -1,4 +1,4 @@
-//! `opt::softplus`: which spellings of the stable softplus become `softplus(z)`, that their
+//! `autodiff::softplus`: which spellings of the stable softplus become `softplus(z)`, that their
 //! values keep their bits on both backends, and that their gradient is then `softplus`'s
 //! (`sigmoid(z)`), bit for bit, on both backends, 0.5 at `z = 0`.
 
@@ -21,7 +21,7 @@ fn program(loss: &str, top: &str) -> String {
         "{top}const seed = 4\ndata X = randn(40, 3)\ndata y = sign(X @ [1.0, -2.0, 0.5])\n\
          param w: [3] = 0\nlet z = -y * (X @ w)\nfn sp(u) = max(u, 0) + log1p(exp(-abs(u)))\n\
          loss = mean({loss})\ntrain {{\n  optimizer gd(lr = 1.0)\n  steps 30\n  \
-         record every 1 {{ loss, w, g = grad(w) }}\n}}\n"
+         record every 1 {{ loss, w, g = grad(w), h = grad(mean({loss}), w) }}\n}}\n"
     )
 }
 
@@ -82,9 +82,10 @@ fn each_spelling_is_rewritten_or_left_as_the_table_says() {
 #[test]
 fn a_rewritten_spelling_runs_as_softplus_bit_for_bit_on_both_backends() {
     // Thirty steps from w = 0 (where every margin is 0, a tie of the spelling's `max` and
-    // `abs`): each rewritten spelling records the loss, w and grad(w) of the program written
-    // with `softplus` bit for bit, on the interpreter and the JIT alike; the first step is
-    // the exact derivative, w₁ = mean(0.5 · y · x).
+    // `abs`): each rewritten spelling records the loss, w, grad(w) and a record's own
+    // `grad(mean(...), w)` of the program written with `softplus` bit for bit, on the
+    // interpreter and the JIT alike; the first step is the exact derivative,
+    // w₁ = mean(0.5 · y · x).
     let runs = |text: &str| {
         let (checked, sources) = common::check(Path::new("softplus.traj"), text).expect("checks");
         [Backend::Interp, Backend::Jit].map(|backend| {
@@ -178,14 +179,25 @@ fn awkward(n: usize) -> Vec<f64> {
     xs
 }
 
-/// `max(z, 0) + log1p(exp(-abs(z)))` of an input `z` of `n` entries as lowering makes it.
-fn written_out(n: usize) -> Func {
+/// `max(z, 0) + log1p(exp(-abs(z)))` of an input `z` of `n` entries as lowering makes it,
+/// with `max(0, z)` when `relu_first`, and `zero` the constant (an int 0 made float, as
+/// `max(z, 0)` is lowered, or a float zero of either sign).
+fn written_out(n: usize, relu_first: bool, zero: Option<f64>) -> Func {
     let mut b = Builder::new();
     let z = b.input("z", DType::Float, vec![n]);
-    let zero = b.int_scalar(0);
-    let zero = b.broadcast(zero, &[n]);
-    let zero = b.to_float(zero);
-    let m = b.binary(Binary::Max, z, zero);
+    let c = match zero {
+        Some(c) => b.fill_like(z, c),
+        None => {
+            let zero = b.int_scalar(0);
+            let zero = b.broadcast(zero, &[n]);
+            b.to_float(zero)
+        }
+    };
+    let m = if relu_first {
+        b.binary(Binary::Max, c, z)
+    } else {
+        b.binary(Binary::Max, z, c)
+    };
     let nz = b.unary(Unary::Neg, z);
     let a = b.binary(Binary::Max, z, nz);
     let na = b.unary(Unary::Neg, a);
@@ -197,34 +209,57 @@ fn written_out(n: usize) -> Func {
 }
 
 #[test]
-fn the_rewritten_values_are_the_written_out_ones_on_both_backends() {
+fn the_rewritten_values_are_the_written_out_ones_and_the_kernels_on_both_backends() {
     // Two million inputs: the written-out form and its rewrite (one `softplus`), each on
-    // the interpreter and the JIT, give the same bits (any NaN for a NaN).
+    // the interpreter and the JIT, give the same bits (any NaN for a NaN), which are
+    // `math::softplus`'s: in either order of the `max`, with either zero.
     let xs = awkward(2_000_000);
     let n = xs.len();
-    let f = written_out(n);
-    let g = traj::opt::run(&traj::opt::softplus::softplus(&f)).expect("verifies");
-    let printed = traj::ir::print(&g);
-    assert_eq!(count(&printed, "softplus"), 1, "{printed}");
-    assert_eq!(count(&printed, "log1p"), 0, "{printed}");
     let input = [Tensor::Float(
         ArrayD::from_shape_vec(IxDyn(&[n]), xs.clone()).expect("shape"),
     )];
-    let want = interp::eval(&f, &input, Env::default()).expect("eval")[0].to_f64();
-    for (func, what) in [(&f, "written out"), (&g, "rewritten")] {
-        let outs = [
-            interp::eval(func, &input, Env::default()).expect("eval"),
-            traj::jit::compile(func)
-                .expect("compiles")
-                .run(&input, 0)
-                .expect("runs"),
-        ];
-        for (out, backend) in outs.iter().zip(["interpreter", "JIT"]) {
-            let got = out[0].to_f64();
-            for (x, (w, o)) in xs.iter().zip(want.iter().zip(got.iter())) {
-                let same = w.to_bits() == o.to_bits() || (w.is_nan() && o.is_nan());
-                assert!(same, "{what} on the {backend} at {x:e}: {o:e}, not {w:e}");
+    for (relu_first, zero) in [(false, None), (true, Some(0.0)), (false, Some(-0.0))] {
+        let f = written_out(n, relu_first, zero);
+        let g = traj::opt::run(&traj::autodiff::softplus::softplus(&f)).expect("verifies");
+        let printed = traj::ir::print(&g);
+        assert_eq!(count(&printed, "softplus"), 1, "{printed}");
+        assert_eq!(count(&printed, "log1p"), 0, "{printed}");
+        let want = interp::eval(&f, &input, Env::default()).expect("eval")[0].to_f64();
+        for (x, w) in xs.iter().zip(want.iter()) {
+            let kernel = traj::kernels::math::softplus(*x);
+            let same = w.to_bits() == kernel.to_bits() || (w.is_nan() && kernel.is_nan());
+            assert!(same, "written out at {x:e}: {w:e}, the kernel {kernel:e}");
+        }
+        for (func, what) in [(&f, "written out"), (&g, "rewritten")] {
+            let outs = [
+                interp::eval(func, &input, Env::default()).expect("eval"),
+                traj::jit::compile(func)
+                    .expect("compiles")
+                    .run(&input, 0)
+                    .expect("runs"),
+            ];
+            for (out, backend) in outs.iter().zip(["interpreter", "JIT"]) {
+                let got = out[0].to_f64();
+                for (x, (w, o)) in xs.iter().zip(want.iter().zip(got.iter())) {
+                    let same = w.to_bits() == o.to_bits() || (w.is_nan() && o.is_nan());
+                    assert!(same, "{what} on the {backend} at {x:e}: {o:e}, not {w:e}");
+                }
             }
         }
     }
+}
+
+#[test]
+fn instruction_numbers_are_kept_and_precision_f32_is_left_alone() {
+    let f = written_out(3, false, Some(0.0));
+    let g = traj::autodiff::softplus::softplus(&f);
+    assert_eq!(g.insts.len(), f.insts.len());
+    let v = g.outputs[0].1;
+    assert_eq!(g.insts[v].prim, traj::ir::Prim::Unary(Unary::Softplus));
+    assert_eq!(g.insts[v].args, vec![0]);
+    let f32 = Func { f32: true, ..f };
+    assert_eq!(
+        traj::ir::print(&traj::autodiff::softplus::softplus(&f32)),
+        traj::ir::print(&f32)
+    );
 }

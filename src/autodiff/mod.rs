@@ -1,7 +1,11 @@
 //! Automatic differentiation as IR → IR passes that append to a function under
 //! construction: `grad_into` (reverse mode), `jvp_into` (forward mode) and `ties_into`
 //! (the count of exact ties on the gradient's path). The JIT and the interpreter never
-//! need to know what a gradient is.
+//! need to know what a gradient is. Each first puts the function in the form it
+//! differentiates ([`softplus`]: the stable softplus written out becomes `softplus(z)`,
+//! the same values, instruction numbers kept), so the loss's gradient, a record's
+//! `grad(e, p)`, `ntk`, the sharpness's Hessian-vector products and the REPL's `:grad`
+//! all differentiate the same form.
 //!
 //! # Subgradients at kinks (LANGUAGE.md section 7)
 //!
@@ -26,6 +30,8 @@
 //!
 //! Tie masks are computed once, as SSA values of the forward pass, and the backward pass
 //! reads those values: nothing is recomputed on rematerialized operands.
+
+pub mod softplus;
 
 use std::collections::{HashMap, HashSet};
 
@@ -189,9 +195,16 @@ fn add_into(b: &mut Builder, ct: &mut HashMap<Var, Var>, v: Var, g: Var) {
     ct.insert(v, g);
 }
 
+/// Puts what `b` holds so far in the form the passes here differentiate ([`softplus`]):
+/// the same values, instruction numbers kept, so `b`'s vars still hold.
+fn differentiable_form(b: &mut Builder) {
+    b.func = softplus::softplus(&b.func);
+}
+
 /// Appends the gradient of scalar `y` with respect to each of `wrt` (zeros where `y`
 /// does not depend on it).
 pub fn grad_into(b: &mut Builder, y: Var, wrt: &[Var], ties: &Ties) -> Result<Vec<Var>, String> {
+    differentiable_form(b);
     if !b.shape(y).is_empty() {
         return Err("the gradient of a non-scalar".into());
     }
@@ -512,6 +525,7 @@ fn extreme_weights(
 /// values of class-D ops and of everything computed from them, and the count of
 /// unresolved class-D ties (see the module docs).
 pub fn jvp_into(b: &mut Builder, end: usize, seeds: &[(Var, Var)], ray: bool) -> Directional {
+    differentiable_form(b);
     let outer_span = b.span;
     let mut d = Directional::default();
     for (x, t) in seeds {
@@ -799,6 +813,7 @@ fn sum_products(b: &mut Builder, terms: [Option<(Var, Var, bool)>; 2]) -> Option
 /// Appends the count of exact ties on the path from `wrt` to `y` (a float scalar): where
 /// reverse mode alone cannot know which piece is active (module docs, step 1).
 pub fn ties_into(b: &mut Builder, y: Var, wrt: &[Var]) -> Var {
+    differentiable_form(b);
     let active = active_set(b, wrt);
     let needed = needed_set(b, y);
     let outer_span = b.span;

@@ -719,6 +719,24 @@ pub fn verify(f: &Func) -> Result<(), String> {
     Ok(())
 }
 
+/// Consts of more entries than this have no [`identity`] (comparing them costs more than
+/// merging them saves).
+const IDENTITY_CONST_LIMIT: usize = 64;
+
+/// A hashable identity of an instruction whose operands are `args`: its op, operands and
+/// type; equal for two instructions that compute the same value. `None` for inputs and
+/// large consts. `opt::cse` merges by it; `autodiff::softplus` numbers values by it.
+pub fn identity(inst: &Inst, args: &[Var]) -> Option<String> {
+    match &inst.prim {
+        Prim::Input(_) => None,
+        Prim::Const(t) if t.len() > IDENTITY_CONST_LIMIT => None,
+        prim => Some(format!(
+            "{prim:?}|{args:?}|{:?}|{:?}",
+            inst.dtype, inst.shape
+        )),
+    }
+}
+
 /// Which of the IR's instructions a matmul reads in place: operand `v` of a `MatMul` is
 /// read through the transpose when `v` is a 2-D `transpose[1, 0]` (the source's buffer
 /// with swapped strides, never materialized by the JIT). Both backends make this choice

@@ -9,14 +9,11 @@
 //! and verifies the result. `untied_masks` (for the plan's fast gradient only: it keeps
 //! values where nothing ties) makes piece masks read the max they select from. `quiet`
 //! derives the gradient function of steps that record nothing (the loss replaced by a
-//! check that proves it finite). `softplus` runs before reverse mode, on the loss: the
-//! stable softplus written out as `softplus(z)`, the same bits, so the gradient is
-//! `sigmoid(z)`. `nonfinite` is an analysis, not a pass: whether a non-finite input entry
+//! check that proves it finite). `nonfinite` is an analysis, not a pass: whether a non-finite input entry
 //! surely makes a value non-finite at the same entry (the JIT's loop reads it).
 
 pub mod nonfinite;
 pub mod quiet;
-pub mod softplus;
 
 use std::collections::HashMap;
 
@@ -76,18 +73,6 @@ pub fn dce(f: &Func) -> Func {
     rebuild(f, &live, &HashMap::new())
 }
 
-/// A hashable identity of an instruction: its printed op, operands and type.
-fn key(inst: &Inst, args: &[Var]) -> Option<String> {
-    match &inst.prim {
-        Prim::Input(_) => None,
-        Prim::Const(t) if t.len() > FOLD_LIMIT => None,
-        prim => Some(format!(
-            "{prim:?}|{args:?}|{:?}|{:?}",
-            inst.dtype, inst.shape
-        )),
-    }
-}
-
 /// Merges instructions with the same op, operands and type (random draws included: they
 /// are pure functions of their stream and step).
 pub fn cse(f: &Func) -> Func {
@@ -100,7 +85,7 @@ pub fn cse(f: &Func) -> Func {
             .iter()
             .map(|a| *replace.get(a).unwrap_or(a))
             .collect();
-        if let Some(k) = key(inst, &args) {
+        if let Some(k) = crate::ir::identity(inst, &args) {
             match seen.get(&k) {
                 Some(prev) => {
                     replace.insert(i, *prev);

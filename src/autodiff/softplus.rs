@@ -117,77 +117,11 @@ fn value_numbers(f: &Func) -> Vec<usize> {
     let mut numbers = Vec::with_capacity(f.insts.len());
     for (i, inst) in f.insts.iter().enumerate() {
         let args: Vec<Var> = inst.args.iter().map(|a| numbers[*a]).collect();
-        let n = match super::key(inst, &args) {
+        let n = match crate::ir::identity(inst, &args) {
             Some(k) => *seen.entry(k).or_insert(i),
             None => i,
         };
         numbers.push(n);
     }
     numbers
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::interp::{self, Env};
-    use crate::ir::Builder;
-
-    /// The written-out softplus of an input `z` (with `-abs(z)` as the lowering makes it)
-    /// and the function with `softplus` applied: outputs `v`.
-    fn written_out(n: usize, relu_first: bool, zero: f64) -> Func {
-        let mut b = Builder::new();
-        let z = b.input("z", DType::Float, vec![n]);
-        let c = b.fill_like(z, zero);
-        let m = if relu_first {
-            b.binary(Binary::Max, c, z)
-        } else {
-            b.binary(Binary::Max, z, c)
-        };
-        let nz = b.unary(Unary::Neg, z);
-        let a = b.binary(Binary::Max, z, nz);
-        let na = b.unary(Unary::Neg, a);
-        let e = b.unary(Unary::Exp, na);
-        let l = b.unary(Unary::Log1p, e);
-        let v = b.binary(Binary::Add, m, l);
-        b.output("v", v);
-        b.finish()
-    }
-
-    #[test]
-    fn the_written_out_softplus_keeps_its_bits_as_the_kernel() {
-        // Every awkward float and a million more: the rewritten function (one `softplus`)
-        // gives the written-out one's bits, and both are `math::softplus`'s, NaN for NaN.
-        let xs = crate::opt::tests::awkward_floats(1_000_000);
-        let n = xs.len();
-        let input = [crate::opt::tests::floats(xs.clone(), &[n])];
-        for (relu_first, c) in [(false, 0.0), (true, 0.0), (false, -0.0)] {
-            let f = written_out(n, relu_first, c);
-            let g = super::super::dce(&softplus(&f));
-            let printed = crate::ir::print(&g);
-            assert_eq!(printed.matches("= softplus").count(), 1, "{printed}");
-            assert!(!printed.contains("log1p"), "{printed}");
-            let want = interp::eval(&f, &input, Env::default()).expect("eval");
-            let got = interp::eval(&g, &input, Env::default()).expect("eval");
-            let (want, got) = (want[0].to_f64(), got[0].to_f64());
-            for (x, (w, o)) in xs.iter().zip(want.iter().zip(got.iter())) {
-                let kernel = crate::kernels::math::softplus(*x);
-                for v in [o, &kernel] {
-                    let ok = w.to_bits() == v.to_bits() || (w.is_nan() && v.is_nan());
-                    assert!(ok, "softplus at {x:e}: written out {w:e}, {v:e}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn instruction_numbers_are_kept_and_precision_f32_is_left_alone() {
-        let f = written_out(3, false, 0.0);
-        let g = softplus(&f);
-        assert_eq!(g.insts.len(), f.insts.len());
-        let v = g.outputs[0].1;
-        assert_eq!(g.insts[v].prim, Prim::Unary(Unary::Softplus));
-        assert_eq!(g.insts[v].args, vec![0]);
-        let f32 = Func { f32: true, ..f };
-        assert_eq!(crate::ir::print(&softplus(&f32)), crate::ir::print(&f32));
-    }
 }
