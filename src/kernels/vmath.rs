@@ -9,6 +9,8 @@
 //! (through `expm1`'s code) has no such entries (NaN payloads aside). Both backends call
 //! these on arrays.
 
+use std::marker::PhantomData;
+
 use super::math;
 
 // libm's constants, by their bits (as its sources give them).
@@ -208,7 +210,12 @@ const TANH_BLOCK: usize = 256;
 /// libm's `tanh` over a slice at a level's width, block by block ([`by_blocks`]).
 #[inline(always)]
 fn tanh_blocks(xs: &[f64], out: &mut [f64]) {
-    by_blocks::<TANH_BLOCK>(xs, out, &mut TanhStages::new());
+    // The stage arrays of a whole block (6 KiB to set) only where there is one.
+    if xs.len() < TANH_BLOCK {
+        let mut tail = TanhStages::new();
+        return by_blocks::<TAIL, TAIL>(xs, out, &mut TanhStages::new(), &mut tail);
+    }
+    by_blocks::<TANH_BLOCK, TAIL>(xs, out, &mut TanhStages::new(), &mut TanhStages::new());
 }
 
 /// One block's stage values (`k`, `r`, `c` of [`tanh_reduce`]), on the stack, set once
@@ -696,23 +703,25 @@ fn erfc_lane(x: f64) -> f64 {
 /// [`erfc_lane`]; a block with a NaN or ±∞ by the scalar function.
 #[inline(always)]
 fn erf_blocks(xs: &[f64], out: &mut [f64]) {
-    by_blocks::<BLOCK>(xs, out, &mut Erf);
+    by_blocks::<BLOCK, TAIL>(xs, out, &mut Erf, &mut Erf);
 }
 
 /// [`erf_blocks`] over one block.
 struct Erf;
 
-impl Block<BLOCK> for Erf {
+impl<const N: usize> Block<N> for Erf {
     #[inline(always)]
-    fn run(&mut self, xs: &[f64; BLOCK], out: &mut [f64; BLOCK]) {
+    fn run(&mut self, xs: &[f64; N], out: &mut [f64; N]) {
+        // `needs` has a bit for each entry.
+        const { assert!(N <= 64) };
         let mut all = true;
-        for i in 0..BLOCK {
+        for i in 0..N {
             let (v, ok) = erf_lane(xs[i]);
             out[i] = v;
             all &= ok;
         }
         if !all {
-            for i in 0..BLOCK {
+            for i in 0..N {
                 out[i] = math::erf(xs[i]);
             }
             return;
@@ -722,14 +731,14 @@ impl Block<BLOCK> for Erf {
             needs |= u64::from(erf_needs_erfc(*x)) << i;
         }
         // Gathered into whole vectors (the rest of the last one a valid argument, 2.0).
-        let (mut far, mut at, mut m) = ([2.0; BLOCK], [0; BLOCK], 0);
+        let (mut far, mut at, mut m) = ([2.0; N], [0; N], 0);
         while needs != 0 {
             let i = needs.trailing_zeros() as usize;
             (far[m], at[m]) = (xs[i], i);
             m += 1;
             needs &= needs - 1;
         }
-        let mut values = [0.0; BLOCK];
+        let mut values = [0.0; N];
         let whole = m.div_ceil(8) * 8;
         for (v, x) in values[..whole].iter_mut().zip(&far[..whole]) {
             *v = erfc_lane(*x);
@@ -778,124 +787,158 @@ trait Block2<const N: usize> {
     fn run(&mut self, a: &[f64; N], b: &[f64; N], out: &mut [f64; N]);
 }
 
-/// Runs `block` over whole blocks of `N` entries of `xs` and `out`, then over the last
-/// `len % N` entries padded with copies of the slice's last entry. Every loop of `block`
-/// then has a constant trip count: over a block of a slice's length, LLVM left each
-/// vector loop's last iteration to scalar code (tanh: 12 % of the entries, at ~8 times
-/// the cost). `block` is a [`Block`] rather than a closure: its `#[inline(always)]`
-/// `run` is inlined into the caller's `target_feature` code, where a closure defined here
-/// was not (and ran baseline scalar code).
+/// Entries of the blocks a slice's last `len % N` entries go through in [`by_blocks`].
+const TAIL: usize = 16;
+
+/// Runs `whole` over whole blocks of `N` entries of `xs` and `out`, then `tail` over the
+/// rest in blocks of `T`, the last one padded with copies of the slice's last entry. Every
+/// loop of a block then has a constant trip count: over a block of a slice's length, LLVM
+/// left each vector loop's last iteration to scalar code (tanh: 12 % of the entries, at
+/// ~8 times the cost); small tail blocks keep short slices short (a whole padded block of
+/// 256 made a 10-entry tanh 4 times slower). The blocks are [`Block`]s rather than
+/// closures: their `#[inline(always)]` `run` is inlined into the caller's
+/// `target_feature` code, where a closure defined here was not (and ran baseline scalar
+/// code).
 #[inline(always)]
-fn by_blocks<const N: usize>(xs: &[f64], out: &mut [f64], block: &mut impl Block<N>) {
+fn by_blocks<const N: usize, const T: usize>(
+    xs: &[f64],
+    out: &mut [f64],
+    whole: &mut impl Block<N>,
+    tail: &mut impl Block<T>,
+) {
     assert_eq!(xs.len(), out.len(), "vmath: slices of different lengths");
-    let whole = xs.len() / N;
-    let (mut padded, mut result) = ([0.0; N], [0.0; N]);
-    for b in 0..xs.len().div_ceil(N) {
-        let (x, o): (&[f64; N], &mut [f64; N]) = if b < whole {
-            let at = b * N;
-            (
-                xs[at..at + N].try_into().unwrap(),
-                (&mut out[at..at + N]).try_into().unwrap(),
-            )
-        } else {
-            let rest = &xs[b * N..];
-            padded[..rest.len()].copy_from_slice(rest);
-            padded[rest.len()..].fill(rest[rest.len() - 1]);
-            (&padded, &mut result)
-        };
-        block.run(x, o);
+    let mut xs_blocks = xs.chunks_exact(N);
+    let mut out_blocks = out.chunks_exact_mut(N);
+    for (o, x) in (&mut out_blocks).zip(&mut xs_blocks) {
+        whole.run(x.try_into().unwrap(), o.try_into().unwrap());
     }
-    let rest = &mut out[whole * N..];
-    let n = rest.len();
-    rest.copy_from_slice(&result[..n]);
+    let mut xs_blocks = xs_blocks.remainder().chunks_exact(T);
+    let mut out_blocks = out_blocks.into_remainder().chunks_exact_mut(T);
+    for (o, x) in (&mut out_blocks).zip(&mut xs_blocks) {
+        tail.run(x.try_into().unwrap(), o.try_into().unwrap());
+    }
+    let (rest, out) = (xs_blocks.remainder(), out_blocks.into_remainder());
+    if let Some(&last) = rest.last() {
+        let mut padded = [last; T];
+        padded[..rest.len()].copy_from_slice(rest);
+        let mut result = [0.0; T];
+        tail.run(&padded, &mut result);
+        out.copy_from_slice(&result[..out.len()]);
+    }
 }
 
 /// [`by_blocks`] for two operands.
 #[inline(always)]
-fn by_blocks2<const N: usize>(a: &[f64], b: &[f64], out: &mut [f64], block: &mut impl Block2<N>) {
+fn by_blocks2<const N: usize, const T: usize>(
+    a: &[f64],
+    b: &[f64],
+    out: &mut [f64],
+    whole: &mut impl Block2<N>,
+    tail: &mut impl Block2<T>,
+) {
     assert_eq!(a.len(), out.len(), "vmath: slices of different lengths");
     assert_eq!(b.len(), out.len(), "vmath: slices of different lengths");
-    let whole = a.len() / N;
-    let (mut pa, mut pb, mut result) = ([0.0; N], [0.0; N], [0.0; N]);
-    for k in 0..a.len().div_ceil(N) {
-        let (x, y, o): (&[f64; N], &[f64; N], &mut [f64; N]) = if k < whole {
-            let at = k * N;
-            (
-                a[at..at + N].try_into().unwrap(),
-                b[at..at + N].try_into().unwrap(),
-                (&mut out[at..at + N]).try_into().unwrap(),
-            )
-        } else {
-            let (ra, rb) = (&a[k * N..], &b[k * N..]);
-            pa[..ra.len()].copy_from_slice(ra);
-            pa[ra.len()..].fill(ra[ra.len() - 1]);
-            pb[..rb.len()].copy_from_slice(rb);
-            pb[rb.len()..].fill(rb[rb.len() - 1]);
-            (&pa, &pb, &mut result)
-        };
-        block.run(x, y, o);
+    let split = a.len() / N * N;
+    for ((o, x), y) in out[..split]
+        .chunks_exact_mut(N)
+        .zip(a[..split].chunks_exact(N))
+        .zip(b[..split].chunks_exact(N))
+    {
+        whole.run(
+            x.try_into().unwrap(),
+            y.try_into().unwrap(),
+            o.try_into().unwrap(),
+        );
     }
-    let rest = &mut out[whole * N..];
-    let n = rest.len();
-    rest.copy_from_slice(&result[..n]);
+    let (a, b, out) = (&a[split..], &b[split..], &mut out[split..]);
+    let split = a.len() / T * T;
+    for ((o, x), y) in out[..split]
+        .chunks_exact_mut(T)
+        .zip(a[..split].chunks_exact(T))
+        .zip(b[..split].chunks_exact(T))
+    {
+        tail.run(
+            x.try_into().unwrap(),
+            y.try_into().unwrap(),
+            o.try_into().unwrap(),
+        );
+    }
+    let (a, b, out) = (&a[split..], &b[split..], &mut out[split..]);
+    if let (Some(&x), Some(&y)) = (a.last(), b.last()) {
+        let (mut pa, mut pb) = ([x; T], [y; T]);
+        pa[..a.len()].copy_from_slice(a);
+        pb[..b.len()].copy_from_slice(b);
+        let mut result = [0.0; T];
+        tail.run(&pa, &pb, &mut result);
+        out.copy_from_slice(&result[..out.len()]);
+    }
 }
 
-/// `out[i] = lane(xs[i])`, or `scalar(xs[i])` over each block with an entry out of range.
+/// A function of one operand with lane code: `lane(x)` and whether `x` is in its range,
+/// and the scalar function it equals there.
+trait Lanes1 {
+    fn lane(x: f64) -> (f64, bool);
+    fn scalar(x: f64) -> f64;
+}
+
+/// [`Lanes1`] for two operands.
+trait Lanes2 {
+    fn lane(x: f64, y: f64) -> (f64, bool);
+    fn scalar(x: f64, y: f64) -> f64;
+}
+
+/// `out[i] = F::lane(xs[i])`, or `F::scalar(xs[i])` over each block with an entry out of
+/// range.
 #[inline(always)]
-fn map1(
-    xs: &[f64],
-    out: &mut [f64],
-    lane: impl Fn(f64) -> (f64, bool),
-    scalar: impl Fn(f64) -> f64,
-) {
-    by_blocks::<BLOCK>(xs, out, &mut Map(lane, scalar));
+fn map1<F: Lanes1>(xs: &[f64], out: &mut [f64]) {
+    by_blocks::<BLOCK, TAIL>(
+        xs,
+        out,
+        &mut Map::<F>(PhantomData),
+        &mut Map::<F>(PhantomData),
+    );
 }
 
 /// [`map1`] for two operands.
 #[inline(always)]
-fn map2(
-    a: &[f64],
-    b: &[f64],
-    out: &mut [f64],
-    lane: impl Fn(f64, f64) -> (f64, bool),
-    scalar: impl Fn(f64, f64) -> f64,
-) {
-    by_blocks2::<BLOCK>(a, b, out, &mut Map(lane, scalar));
+fn map2<F: Lanes2>(a: &[f64], b: &[f64], out: &mut [f64]) {
+    let (mut whole, mut tail) = (Map::<F>(PhantomData), Map::<F>(PhantomData));
+    by_blocks2::<BLOCK, TAIL>(a, b, out, &mut whole, &mut tail);
 }
 
-/// A lane function and its scalar function over a block: the lane function's values, or
-/// the scalar function's over a block with an entry out of the lane code's range.
-struct Map<L, S>(L, S);
+/// A function with lane code over a block: the lane code's values, or the scalar
+/// function's over a block with an entry out of the lane code's range.
+struct Map<F>(PhantomData<F>);
 
-impl<L: Fn(f64) -> (f64, bool), S: Fn(f64) -> f64> Block<BLOCK> for Map<L, S> {
+impl<const N: usize, F: Lanes1> Block<N> for Map<F> {
     #[inline(always)]
-    fn run(&mut self, xs: &[f64; BLOCK], out: &mut [f64; BLOCK]) {
+    fn run(&mut self, xs: &[f64; N], out: &mut [f64; N]) {
         let mut all = true;
-        for i in 0..BLOCK {
-            let (v, ok) = (self.0)(xs[i]);
+        for i in 0..N {
+            let (v, ok) = F::lane(xs[i]);
             out[i] = v;
             all &= ok;
         }
         if !all {
-            for i in 0..BLOCK {
-                out[i] = (self.1)(xs[i]);
+            for i in 0..N {
+                out[i] = F::scalar(xs[i]);
             }
         }
     }
 }
 
-impl<L: Fn(f64, f64) -> (f64, bool), S: Fn(f64, f64) -> f64> Block2<BLOCK> for Map<L, S> {
+impl<const N: usize, F: Lanes2> Block2<N> for Map<F> {
     #[inline(always)]
-    fn run(&mut self, a: &[f64; BLOCK], b: &[f64; BLOCK], out: &mut [f64; BLOCK]) {
+    fn run(&mut self, a: &[f64; N], b: &[f64; N], out: &mut [f64; N]) {
         let mut all = true;
-        for i in 0..BLOCK {
-            let (v, ok) = (self.0)(a[i], b[i]);
+        for i in 0..N {
+            let (v, ok) = F::lane(a[i], b[i]);
             out[i] = v;
             all &= ok;
         }
         if !all {
-            for i in 0..BLOCK {
-                out[i] = (self.1)(a[i], b[i]);
+            for i in 0..N {
+                out[i] = F::scalar(a[i], b[i]);
             }
         }
     }
@@ -979,9 +1022,11 @@ macro_rules! at_level {
     }};
 }
 
-// The lane code goes into `map1`/`map2` as a closure, not as the fn item: LLVM did not
-// inline the fn item's `Fn::call` into the `target_feature` functions, which then ran
-// baseline scalar code (a libm call for every `trunc`).
+// The lane code goes into `map1`/`map2` as a `Lanes1`/`Lanes2` type whose
+// `#[inline(always)]` methods call it, not as a fn item or a closure: LLVM did not inline
+// a fn item's `Fn::call` into the `target_feature` functions (which then ran baseline
+// scalar code, a libm call for every `trunc`), nor a closure called from more than one
+// loop (`sin` ran entry by entry).
 
 /// One function per lane code: `out[i] = $scalar(xs[i])` at a level.
 macro_rules! kernels {
@@ -995,9 +1040,17 @@ macro_rules! kernels {
                     }
                     return;
                 }
-                at_level!(level, fn(xs: &[f64], out: &mut [f64]) {
-                    map1(xs, out, |x| $lane(x), |x| $scalar(x))
-                });
+                struct F;
+                impl Lanes1 for F {
+                    #[inline(always)]
+                    fn lane(x: f64) -> (f64, bool) {
+                        $lane(x)
+                    }
+                    fn scalar(x: f64) -> f64 {
+                        $scalar(x)
+                    }
+                }
+                at_level!(level, fn(xs: &[f64], out: &mut [f64]) { map1::<F>(xs, out) });
             }
         )*
     };
@@ -1052,8 +1105,18 @@ macro_rules! kernels2 {
                     }
                     return;
                 }
+                struct F;
+                impl Lanes2 for F {
+                    #[inline(always)]
+                    fn lane(x: f64, y: f64) -> (f64, bool) {
+                        $lane(x, y)
+                    }
+                    fn scalar(x: f64, y: f64) -> f64 {
+                        $scalar(x, y)
+                    }
+                }
                 at_level!(level, fn(a: &[f64], b: &[f64], out: &mut [f64]) {
-                    map2(a, b, out, |x, y| $lane(x, y), |x, y| $scalar(x, y))
+                    map2::<F>(a, b, out)
                 });
             }
         )*
