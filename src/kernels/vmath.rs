@@ -827,6 +827,27 @@ fn by_blocks<const N: usize, const T: usize>(
     }
 }
 
+/// Runs `block` over the whole blocks of `K` entries at the start of `a`, `b` and `out`;
+/// the entries they cover.
+#[inline(always)]
+fn whole_blocks2<const K: usize>(
+    a: &[f64],
+    b: &[f64],
+    out: &mut [f64],
+    block: &mut impl Block2<K>,
+) -> usize {
+    let done = a.len() / K * K;
+    for ((o, x), y) in out[..done]
+        .chunks_exact_mut(K)
+        .zip(a[..done].chunks_exact(K))
+        .zip(b[..done].chunks_exact(K))
+    {
+        let (x, y) = (x.try_into().unwrap(), y.try_into().unwrap());
+        block.run(x, y, o.try_into().unwrap());
+    }
+    done
+}
+
 /// [`by_blocks`] for two operands.
 #[inline(always)]
 fn by_blocks2<const N: usize, const T: usize>(
@@ -838,32 +859,10 @@ fn by_blocks2<const N: usize, const T: usize>(
 ) {
     assert_eq!(a.len(), out.len(), "vmath: slices of different lengths");
     assert_eq!(b.len(), out.len(), "vmath: slices of different lengths");
-    let split = a.len() / N * N;
-    for ((o, x), y) in out[..split]
-        .chunks_exact_mut(N)
-        .zip(a[..split].chunks_exact(N))
-        .zip(b[..split].chunks_exact(N))
-    {
-        whole.run(
-            x.try_into().unwrap(),
-            y.try_into().unwrap(),
-            o.try_into().unwrap(),
-        );
-    }
-    let (a, b, out) = (&a[split..], &b[split..], &mut out[split..]);
-    let split = a.len() / T * T;
-    for ((o, x), y) in out[..split]
-        .chunks_exact_mut(T)
-        .zip(a[..split].chunks_exact(T))
-        .zip(b[..split].chunks_exact(T))
-    {
-        tail.run(
-            x.try_into().unwrap(),
-            y.try_into().unwrap(),
-            o.try_into().unwrap(),
-        );
-    }
-    let (a, b, out) = (&a[split..], &b[split..], &mut out[split..]);
+    let done = whole_blocks2(a, b, out, whole);
+    let (a, b, out) = (&a[done..], &b[done..], &mut out[done..]);
+    let done = whole_blocks2(a, b, out, tail);
+    let (a, b, out) = (&a[done..], &b[done..], &mut out[done..]);
     if let (Some(&x), Some(&y)) = (a.last(), b.last()) {
         let (mut pa, mut pb) = ([x; T], [y; T]);
         pa[..a.len()].copy_from_slice(a);
