@@ -198,7 +198,7 @@ fn add_into(b: &mut Builder, ct: &mut HashMap<Var, Var>, v: Var, g: Var) {
 /// Puts what `b` holds so far in the form the passes here differentiate ([`softplus`]):
 /// the same values, instruction numbers kept, so `b`'s vars still hold.
 fn differentiable_form(b: &mut Builder) {
-    b.func = softplus::softplus(&b.func);
+    softplus::rewrite(&mut b.func);
 }
 
 /// Appends the gradient of scalar `y` with respect to each of `wrt` (zeros where `y`

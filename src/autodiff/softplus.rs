@@ -27,27 +27,49 @@ use crate::ir::types::DType;
 use crate::ir::{Binary, Func, Inst, Prim, Unary, Var};
 use crate::tensor::Tensor;
 
-/// `f` with each stable-softplus sum replaced, in place, by `softplus(z)`: instruction
-/// numbers are unchanged (so a function under construction can be rewritten before reverse
-/// mode and its builder's vars still hold); the pieces it no longer reads are left to `dce`.
+/// `f` with each stable-softplus sum replaced, in place, by `softplus(z)` ([`rewrite`]).
 pub fn softplus(f: &Func) -> Func {
     let mut out = f.clone();
+    rewrite(&mut out);
+    out
+}
+
+/// Replaces each stable-softplus sum of `f` by `softplus(z)`: instruction numbers are
+/// unchanged (so a function under construction can be rewritten before reverse mode and its
+/// builder's vars still hold); the pieces it no longer reads are left to `dce`. Every
+/// autodiff pass runs it, on a function that grows as it goes (`ntk` differentiates once a
+/// row): where no float sum has a `log1p` operand, as after a rewrite, it is one look at
+/// each instruction, with nothing copied or numbered.
+pub fn rewrite(f: &mut Func) {
     if f.f32 {
-        return out;
+        return;
+    }
+    let log1p = |v: Var| f.insts[v].prim == Prim::Unary(Unary::Log1p);
+    let sums: Vec<usize> = (0..f.insts.len())
+        .filter(|&i| {
+            let inst = &f.insts[i];
+            inst.prim == Prim::Binary(Binary::Add)
+                && inst.dtype == DType::Float
+                && inst.args.iter().any(|a| log1p(*a))
+        })
+        .collect();
+    if sums.is_empty() {
+        return;
     }
     let same = value_numbers(f);
-    for (i, inst) in f.insts.iter().enumerate() {
-        if inst.prim != Prim::Binary(Binary::Add) || inst.dtype != DType::Float {
-            continue;
-        }
-        let [a, b] = inst.args[..] else { continue };
-        let z = idiom(f, &same, inst, a, b).or_else(|| idiom(f, &same, inst, b, a));
-        if let Some(z) = z {
-            out.insts[i].prim = Prim::Unary(Unary::Softplus);
-            out.insts[i].args = vec![z];
-        }
+    let found: Vec<(usize, Var)> = sums
+        .into_iter()
+        .filter_map(|i| {
+            let inst = &f.insts[i];
+            let [a, b] = inst.args[..] else { return None };
+            let z = idiom(f, &same, inst, a, b).or_else(|| idiom(f, &same, inst, b, a))?;
+            Some((i, z))
+        })
+        .collect();
+    for (i, z) in found {
+        f.insts[i].prim = Prim::Unary(Unary::Softplus);
+        f.insts[i].args = vec![z];
     }
-    out
 }
 
 /// The `z` of `m + l` when `m` is `max(z, 0)` and `l` is `log1p(exp(-abs(±z)))`, `z` a
