@@ -130,6 +130,35 @@ fn logistic_regression_with_the_spelled_out_softplus_moves_on_its_first_step() {
     assert!(rows[1].1[0].is_some_and(|n| n > 0.01), "{rows:?}");
 }
 
+#[test]
+fn a_records_grad_of_loss_is_the_gradient_of_the_loss() {
+    // `grad(loss, w)` differentiates the loss's definition (it was 0: `loss` is a record's
+    // input); here it equals `grad(w)` and `grad(w * w, w)` = 2w at every row.
+    let r = run_text(
+        "param w: [] = 2\nloss = w * w\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 2\n  record every 1 { g = grad(w), h = grad(loss, w), k = grad(w * w, w) }\n}\n",
+        None,
+    );
+    let rows: Vec<Vec<Option<f64>>> = r
+        .trajectory
+        .rows
+        .iter()
+        .map(|(_, row)| row.clone())
+        .collect();
+    let want = [4.0, 4.0 * 0.8, 4.0 * 0.8 * 0.8];
+    assert_eq!(rows.len(), 3);
+    for (row, w) in rows.iter().zip(want) {
+        for cell in row {
+            let v = cell.expect("recorded");
+            assert!((v - w).abs() < 1e-12, "{rows:?}");
+        }
+        assert_eq!(
+            row[0].map(f64::to_bits),
+            row[1].map(f64::to_bits),
+            "{rows:?}"
+        );
+    }
+}
+
 fn record_at_zero(src: &str) -> RunResult {
     run_text(src, Some(0))
 }

@@ -996,7 +996,15 @@ impl<'a> Lowerer<'a> {
                         .copied()
                         .ok_or_else(|| "grad is not bound".into()),
                     Some(e) => {
-                        let y = self.expr(e)?;
+                        // `loss` bound to a value computed elsewhere (a record's input)
+                        // has no derivative here: it is lowered from its definition, as
+                        // any `let` is (`grad(loss, w)` was 0).
+                        let bound_loss = self.bound.remove("loss");
+                        let y = self.expr(e);
+                        if let Some(v) = bound_loss {
+                            self.bound.insert("loss".into(), v);
+                        }
+                        let y = y?;
                         let wrt = *self.bound.get(pname).ok_or("param not bound")?;
                         let g = crate::autodiff::grad_into(
                             &mut self.b,
