@@ -2003,3 +2003,137 @@ fn a_column_sum_after_other_work_gets_a_pass_of_its_own() {
     ];
     agree(&f, &inputs, 0, "a sum after other work");
 }
+
+#[test]
+fn relus_computed_by_their_products_have_the_interpreters_bits() {
+    // `max(x @ w (+ bias), 0)` and its tie count `sum(x @ w (+ bias) == 0)`, where nothing
+    // else reads the product, come out of the product's call
+    // (`layout::relus_after_products`, `kernels::math::matmul_relu_into`): both routes of
+    // `small_gemm` (sgd's `xb @ W'` is computed as its transpose), either operand held
+    // transposed, a bias on either side of the add, chains that start from a product
+    // (k ≤ 16), and entries that are exactly ±0 (ties) or NaN. Where the product is read
+    // again, or the ReLU's loop counts anything else, the loop stays; either way the JIT
+    // gives the interpreter's bits, and the count is the exact number of zeros.
+    use traj::jit::layout::{relus_after_products, storage};
+    // (m, k, n, x held transposed, w held transposed, bias: 0 none, 1 after, 2 before)
+    let cases = [
+        (32, 32, 256, false, true, 0),
+        (32, 32, 256, false, true, 1),
+        (16, 16, 16, false, false, 2),
+        (8, 24, 16, true, false, 1),
+        (5, 12, 24, false, false, 1),
+        (24, 40, 8, true, true, 2),
+        (12, 6, 32, false, true, 0),
+    ];
+    for (m, k, n, x_t, w_t, bias) in cases {
+        for variant in [
+            "fused",
+            "relu returned",
+            "product read again",
+            "another count",
+        ] {
+            let mut b = Builder::new();
+            let xs = if x_t { vec![k, m] } else { vec![m, k] };
+            let ws = if w_t { vec![n, k] } else { vec![k, n] };
+            let x = b.input("x", DType::Float, xs.clone());
+            let w = b.input("w", DType::Float, ws.clone());
+            let c = b.input("c", DType::Float, vec![n]);
+            let x2 = if x_t { b.transpose(x, &[1, 0]) } else { x };
+            let w2 = if w_t { b.transpose(w, &[1, 0]) } else { w };
+            let p = b.matmul(x2, w2);
+            let h = match bias {
+                0 => p,
+                1 => b.binary(Binary::Add, p, c),
+                _ => b.binary(Binary::Add, c, p),
+            };
+            let zero = b.scalar(0.0);
+            let relu = b.binary(Binary::Max, h, zero);
+            let v = b.input("v", DType::Float, vec![n, 3]);
+            let out = b.matmul(relu, v);
+            b.output("out", out);
+            let tie = b.binary(Binary::Eq, h, zero);
+            let ties = b.reduce(Reduce::Sum, tie, None);
+            b.output("ties", ties);
+            match variant {
+                "relu returned" => b.output("relu", relu),
+                "product read again" => {
+                    let again = b.matmul(p, v);
+                    b.output("again", again);
+                }
+                "another count" => {
+                    let below = b.binary(Binary::Lt, h, c);
+                    let count = b.reduce(Reduce::Sum, below, None);
+                    b.output("below", count);
+                }
+                _ => {}
+            }
+            let f = traj::opt::run(&b.finish()).expect("passes verify");
+            let fused = relus_after_products(&f, &storage(&f));
+            let what = format!("{m}x{k}x{n} x_t {x_t} w_t {w_t} bias {bias}: {variant}");
+            let fits = n % 8 == 0 && m >= 4;
+            assert_eq!(
+                fused.len(),
+                usize::from(fits && matches!(variant, "fused" | "relu returned")),
+                "{what}: {fused:?}"
+            );
+            // Zero rows of x (ties wherever the bias is 0 too): of -0.0, whose products
+            // with w's positive columns (j % 4 == 0) are -0.0 where a chain starts from
+            // its first product (k ≤ 16), and -0.0 plus a -0.0 bias is -0.0 (the ReLU
+            // keeps -0.0); a NaN; signed values.
+            let xv = |i: usize| {
+                let (r, col) = if x_t { (i % m, i / m) } else { (i / k, i % k) };
+                match (r % 4, (r + col) % 11) {
+                    (0, _) if r % 8 == 0 => -0.0,
+                    (0, _) => 0.0,
+                    (_, 3) if r == 5 => f64::NAN,
+                    _ => ((r * 7 + col * 3) % 13) as f64 * 0.25 - 1.5,
+                }
+            };
+            let wv = |i: usize| {
+                let (q, j) = if w_t { (i % k, i / k) } else { (i / n, i % n) };
+                if j % 4 == 0 {
+                    0.5 + q as f64 * 0.25
+                } else {
+                    ((i * 5) % 9) as f64 * 0.5 - 2.0
+                }
+            };
+            let cv = |j: usize| match j % 6 {
+                0 => -0.0,
+                3 => 0.0,
+                _ => j as f64 * 0.125 - 1.0,
+            };
+            let inputs = [
+                filled(&xs, &xv),
+                filled(&ws, &wv),
+                filled(&[n], &cv),
+                filled(&[n, 3], &|i| (i % 5) as f64 - 2.0),
+            ];
+            let got = agree(&f, &inputs, 0, &what).expect("no error");
+            // The count, by a scan of the interpreter's h.
+            let xm = inputs[0].to_f64();
+            let wm = inputs[1].to_f64();
+            let mut zeros = 0;
+            for i in 0..m {
+                for j in 0..n {
+                    let mut s = 0.0f64;
+                    for q in 0..k {
+                        let a = if x_t { xm[[q, i]] } else { xm[[i, q]] };
+                        let bq = if w_t { wm[[j, q]] } else { wm[[q, j]] };
+                        s = a.mul_add(bq, s);
+                    }
+                    let hv = if bias == 0 { s } else { s + cv(j) };
+                    zeros += usize::from(hv == 0.0);
+                }
+            }
+            assert_eq!(got[1].to_f64()[[]], zeros as f64, "{what}");
+            assert!(zeros > 0, "{what}: the inputs make ties");
+            if variant == "relu returned" && k <= 16 && m * k * n <= 4096 {
+                let relu = got[2].to_f64();
+                assert!(
+                    relu.iter().any(|v| v.to_bits() == (-0.0f64).to_bits()),
+                    "{what}: a -0.0 kept"
+                );
+            }
+        }
+    }
+}

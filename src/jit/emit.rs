@@ -22,8 +22,8 @@ use cranelift_module::{FuncId, Module};
 
 use super::host::{binary_shim, slice_shim, unary_shim};
 use super::layout::{
-    Storage, column_sum, counts_in_loops, flag_count, full_reduction, inline_elementwise, slice_op,
-    storage,
+    ReluAfter, Storage, column_sum, counts_in_loops, flag_count, full_reduction,
+    inline_elementwise, relus_after_products, slice_op, storage,
 };
 use crate::ir::matmul_source;
 use crate::ir::types::DType;
@@ -180,6 +180,8 @@ pub(super) struct Emitter<'a, 'b, 'c> {
     storage: Vec<Storage>,
     /// The flag counts each elementwise loop also computes (`layout::counts_in_loops`).
     siblings: HashMap<usize, Vec<usize>>,
+    /// The ReLUs products compute (`layout::relus_after_products`), by product.
+    relus: HashMap<usize, ReluAfter>,
     /// Whether each instruction was computed early, in another's loop.
     done: Vec<bool>,
     /// An input's old values the loop writing one value also stores elsewhere.
@@ -306,6 +308,7 @@ pub(super) fn emit_func<'a, 'b>(
     }
     let storage = storage(f);
     let siblings = counts_in_loops(f, &storage);
+    let relus = relus_after_products(f, &storage);
     let mut e = Emitter {
         b,
         module,
@@ -318,6 +321,7 @@ pub(super) fn emit_func<'a, 'b>(
         err,
         storage,
         siblings,
+        relus,
         done: vec![false; f.insts.len()],
         keep_old,
         masked: Vec::new(),
@@ -1037,6 +1041,27 @@ impl Emitter<'_, '_, '_> {
             .iter()
             .map(|d| self.b.ins().iconst(types::I64, *d))
             .collect();
+        let relu = self.relus.get(&i).cloned();
+        if let Some(r) = relu.filter(|r| self.keep_old.as_ref().is_none_or(|k| k.root != r.relu)) {
+            // The ReLU and its tie count from the product's call; the product unstored.
+            let out = self.buf(r.relu);
+            let ptr = self.module.target_config().pointer_type();
+            let bias = match r.bias {
+                Some(s) => self.buf(s),
+                None => self.b.ins().iconst(ptr, 0),
+            };
+            args.splice(0..0, [pa, pb, out]);
+            args.push(bias);
+            let zeros = self.call1("traj_matmul_relu", &args)?;
+            let at = self.b.ins().iconst(types::I64, 0);
+            for c in &r.counts {
+                let total = self.buf(*c);
+                self.st_f(zeros, total, at);
+                self.done[*c] = true;
+            }
+            self.done[r.relu] = true;
+            return Ok(());
+        }
         args.splice(0..0, [pa, pb, out]);
         self.call("traj_matmul", &args)?;
         if self.f.f32 {
@@ -1776,6 +1801,7 @@ impl Emitter<'_, '_, '_> {
                 err: None,
                 storage: self.storage.clone(),
                 siblings: self.siblings.clone(),
+                relus: HashMap::new(),
                 done: self.done.clone(),
                 keep_old: None,
                 masked: Vec::new(),

@@ -25,6 +25,9 @@ pub(super) enum Sig {
     Block,
     /// `fn(a: *const f64, b: *const f64, c: *mut f64, m: i64, k: i64, n: i64, transposed: i64)`
     MatMul,
+    /// `fn(a, b, c, m, k, n, transposed, bias: *const f64) -> f64`: [`Sig::MatMul`]'s
+    /// product with a ReLU, returning its count of zeros
+    MatMulRelu,
     /// `fn(ctx: *mut HostCtx, inst: i64) -> i64`
     HostOp,
     /// `fn(ctx: *mut u8)`
@@ -310,6 +313,46 @@ unsafe extern "C" fn traj_matmul(
     matmul_into(a, b, c, m, k, n);
 }
 
+/// `c = max(a @ b + bias, 0)` as [`traj_matmul`]'s product, then a bias add (`bias`
+/// non-null: an `n`-vector added to every row) and the ReLU
+/// (`kernels::math::matmul_relu_into`); returns how many entries of `a @ b + bias` are
+/// exactly zero, as a float.
+///
+/// # Safety
+/// As [`traj_matmul`]'s; `bias` is null or points to `n` f64.
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn traj_matmul_relu(
+    a: *const f64,
+    b: *const f64,
+    c: *mut f64,
+    m: i64,
+    k: i64,
+    n: i64,
+    transposed: i64,
+    bias: *const f64,
+) -> f64 {
+    use crate::kernels::math::{MatOperand, matmul_relu_into};
+    let (m, k, n) = (m as usize, k as usize, n as usize);
+    // SAFETY: see the function's contract; the buffers are planned with these shapes.
+    let (a, b, c, bias) = unsafe {
+        (
+            std::slice::from_raw_parts(a, m * k),
+            std::slice::from_raw_parts(b, k * n),
+            std::slice::from_raw_parts_mut(c, m * n),
+            (!bias.is_null()).then(|| std::slice::from_raw_parts(bias, n)),
+        )
+    };
+    let a = MatOperand {
+        data: a,
+        transposed: transposed & 1 != 0,
+    };
+    let b = MatOperand {
+        data: b,
+        transposed: transposed & 2 != 0,
+    };
+    matmul_relu_into(a, b, bias, c, m, k, n) as f64
+}
+
 /// Runs the two halves of a loop, one a core (`cores::join`).
 ///
 /// # Safety
@@ -397,6 +440,11 @@ pub(super) fn symbols() -> Vec<(&'static str, *const u8, Sig)> {
         Sig::Columns,
     ));
     out.push(("traj_matmul", traj_matmul as *const u8, Sig::MatMul));
+    out.push((
+        "traj_matmul_relu",
+        traj_matmul_relu as *const u8,
+        Sig::MatMulRelu,
+    ));
     out.push(("traj_host_op", traj_host_op as *const u8, Sig::HostOp));
     out.push(("traj_halves", traj_halves as *const u8, Sig::Halves));
     out.push((

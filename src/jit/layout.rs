@@ -474,6 +474,129 @@ fn read_by(
     })
 }
 
+/// A ReLU its product computes as it stores its sums (`kernels::math::matmul_relu_into`),
+/// instead of a loop of its own over the stored product.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReluAfter {
+    /// The `max(x, 0)`, `x` the product or the product plus a bias row.
+    pub relu: usize,
+    /// The `[n]` or `[1,n]` value broadcast to every row of the product and added to it.
+    pub bias: Option<usize>,
+    /// The flag counts of `x == 0` (the ReLU's ties) its loop would have computed.
+    pub counts: Vec<usize>,
+}
+
+/// For each float product the kernels compute with a ReLU inside
+/// (`kernels::math::relu_in_product`), its [`ReluAfter`] when nothing else reads what the
+/// ReLU's loop would have read: the product `p` (or `x = p + bias`, fused into that loop)
+/// is read only by `max(x, 0)` and by flag counts of `x == 0` counted in its loop, so the
+/// ReLU's values and its tie count come out of the product's call and `p` is never stored.
+/// The ReLU writes its own buffer or the product's (`in_place`), so writing it at the
+/// product's place in the program overwrites nothing still to be read. sgd's
+/// `relu(xb @ W')` and its tie count (`opt::untied_masks`) this way.
+pub fn relus_after_products(f: &Func, storage: &[Storage]) -> HashMap<usize, ReluAfter> {
+    let mut found = HashMap::new();
+    if f.f32 {
+        return found;
+    }
+    let n_insts = f.insts.len();
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); n_insts];
+    for (i, inst) in f.insts.iter().enumerate() {
+        for a in &inst.args {
+            if !users[*a].contains(&i) {
+                users[*a].push(i);
+            }
+        }
+    }
+    let output = outputs(f);
+    let over = in_place(f, storage);
+    let hosts = count_hosts(f, storage);
+    let is_zero = |v: usize| {
+        storage[v] == Storage::Lazy
+            && crate::opt::scalar_constant(&f.insts, v).is_some_and(|z| z.to_bits() == 0)
+    };
+    for (p, inst) in f.insts.iter().enumerate() {
+        if inst.prim != Prim::MatMul
+            || storage[p] != Storage::Own
+            || output[p]
+            || !all_float(f, p)
+            || inst.shape.len() != 2
+        {
+            continue;
+        }
+        let (a, b) = (inst.args[0], inst.args[1]);
+        let (sa, sb) = (&f.insts[a].shape, &f.insts[b].shape);
+        if sa.len() != 2 || sb.len() != 2 || sa[1] != sb[0] {
+            continue;
+        }
+        let (m, k, n) = (sa[0], sa[1], sb[1]);
+        let (a_t, b_t) = (matmul_source(f, a).1, matmul_source(f, b).1);
+        if !crate::kernels::math::relu_in_product(a_t, b_t, m, k, n) {
+            continue;
+        }
+        // `x`: the product, or a fused `p + bias` (either order) of a row broadcast.
+        let mut x = p;
+        let mut bias = None;
+        if let [u] = users[p][..]
+            && storage[u] == Storage::Fused
+            && f.insts[u].prim == Prim::Binary(Binary::Add)
+        {
+            let other = f.insts[u].args.iter().copied().find(|v| *v != p);
+            let row = other.and_then(|o| {
+                let bi = &f.insts[o];
+                let src = *bi.args.first()?;
+                let ss = &f.insts[src].shape;
+                (matches!(bi.prim, Prim::Broadcast(_))
+                    && storage[o] == Storage::Lazy
+                    && (ss[..] == [n] || ss[..] == [1, n])
+                    && f.insts[src].dtype == DType::Float
+                    && matches!(storage[src], Storage::Own | Storage::View { .. }))
+                .then_some(src)
+            });
+            if let Some(src) = row {
+                x = u;
+                bias = Some(src);
+            }
+        }
+        // `max(x, 0)` and `x == 0` flags, each read by one count hosted in its loop.
+        let relu = users[x].iter().copied().find(|&j| {
+            f.insts[j].prim == Prim::Binary(Binary::Max)
+                && f.insts[j].args[0] == x
+                && is_zero(f.insts[j].args[1])
+        });
+        let Some(j) = relu else { continue };
+        let flag = |e: usize| {
+            storage[e] == Storage::Fused
+                && f.insts[e].prim == Prim::Binary(Binary::Eq)
+                && f.insts[e].args.contains(&x)
+                && f.insts[e].args.iter().any(|v| *v != x && is_zero(*v))
+                && matches!(users[e][..], [c] if flag_count(f, storage, c) && hosts.get(&c) == Some(&j))
+        };
+        let flags: Vec<usize> = users[x].iter().copied().filter(|e| *e != j).collect();
+        if storage[j] != Storage::Own
+            || !inline_elementwise(f, j)
+            || !flags.iter().all(|e| flag(*e))
+            || (x != p && users[p][..] != [x])
+            || over[j].is_some_and(|s| s != p)
+        {
+            continue;
+        }
+        let counts: Vec<usize> = flags.iter().map(|e| users[*e][0]).collect();
+        if hosts.iter().any(|(c, h)| *h == j && !counts.contains(c)) {
+            continue;
+        }
+        found.insert(
+            p,
+            ReluAfter {
+                relu: j,
+                bias,
+                counts,
+            },
+        );
+    }
+    found
+}
+
 /// For each instruction, the earlier one whose buffer it writes its value over: an inline
 /// elementwise loop takes the buffer of a float operand of its shape that nothing reads
 /// after this loop (`overwrites`), and that is neither an input, a constant nor an

@@ -175,6 +175,54 @@ pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usi
     }
 }
 
+/// `c = max(a @ b + bias, 0)` (`bias`, when given, added to every row), each entry
+/// exactly as the product, the add and `interp::binary`'s max compute it one after the
+/// other ([`super::small_gemm::relu`]); returns how many entries of `a @ b + bias` are
+/// exactly zero (a ReLU's ties). A product [`super::small_gemm`] computes applies the ReLU
+/// to its sums before storing them, so the JIT's ReLU after such a product costs no pass
+/// over memory (sgd's `relu(xb @ W')`: its loop took 7 % of a step); any other product is
+/// stored first and then passed over.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_relu_into(
+    a: MatOperand,
+    b: MatOperand,
+    bias: Option<&[f64]>,
+    c: &mut [f64],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> u64 {
+    if relu_in_product(a.transposed, b.transposed, m, k, n) {
+        return super::small_gemm::matmul_relu(a, b, bias, c, m, k, n);
+    }
+    matmul_into(a, b, c, m, k, n);
+    let mut zeros = 0;
+    for row in c[..m * n].chunks_exact_mut(n.max(1)) {
+        for (j, x) in row.iter_mut().enumerate() {
+            let v = bias.map_or(*x, |bias| *x + bias[j]);
+            zeros += (v == 0.0) as u64;
+            *x = super::small_gemm::relu(v);
+        }
+    }
+    zeros
+}
+
+/// Whether [`matmul_relu_into`] applies the ReLU inside the product (the product is one
+/// [`super::small_gemm`] computes) for these operand layouts and shapes.
+pub fn relu_in_product(
+    a_transposed: bool,
+    b_transposed: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> bool {
+    let operand = |transposed| MatOperand {
+        data: &[],
+        transposed,
+    };
+    super::small_gemm::fits(operand(a_transposed), operand(b_transposed), m, k, n)
+}
+
 /// `c = a @ b` for an `[m,k]` matrix `a` and a `k`-vector `b` above [`SMALL_GEMV`] and
 /// below [`PARALLEL_GEMV`], with [`super::gemv`] (faer's bits); faer's own product if an
 /// entry is NaN (which NaN it is depends on faer's compiled code, see `gemv`). ns a call

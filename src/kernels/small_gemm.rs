@@ -82,7 +82,31 @@ fn in_faers_order(b: MatOperand, m: usize, k: usize, n: usize) -> bool {
 /// over `p` in order, from +0.0 — or, where faer's nano-gemm unrolls (`m k n ≤ 16³`,
 /// `k ≤ 16`), from the rounded product at `p = 0`.
 pub fn matmul(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize, n: usize) {
-    matmul_with(Isa::best(), route(a, b, m, n), a, b, c, m, k, n)
+    matmul_with(Isa::best(), route(a, b, m, n), a, b, None, c, m, k, n);
+}
+
+/// `c = max(a @ b + bias, 0)` for a product that [`fits`], the ReLU applied to each tile's
+/// sums before they are stored (`math::matmul_relu_into`); returns how many entries of
+/// `a @ b + bias` are exactly zero.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_relu(
+    a: MatOperand,
+    b: MatOperand,
+    bias: Option<&[f64]>,
+    c: &mut [f64],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> u64 {
+    let relu = Relu { bias };
+    matmul_with(Isa::best(), route(a, b, m, n), a, b, Some(relu), c, m, k, n)
+}
+
+/// The ReLU a product applies as it stores its sums ([`matmul_relu`]): `bias[j]`, when
+/// given, is added to column `j` first.
+#[derive(Clone, Copy)]
+pub(crate) struct Relu<'a> {
+    pub bias: Option<&'a [f64]>,
 }
 
 /// Entries a vector of `isa` holds. Every entry is its own chain, so the tile shapes and
@@ -108,20 +132,27 @@ pub(crate) enum Route {
     Transposed,
 }
 
-/// [`matmul`] with the code for `isa`, which this CPU must have, by `route`.
+/// [`matmul`] (or [`matmul_relu`], with `relu`) with the code for `isa`, which this CPU
+/// must have, by `route`; returns the ReLU's count of zeros (0 without one).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_with<'a>(
     isa: Isa,
     route: Route,
     a: MatOperand<'a>,
     b: MatOperand<'a>,
+    relu: Option<Relu<'a>>,
     c: &mut [f64],
     m: usize,
     k: usize,
     n: usize,
-) {
+) -> u64 {
     debug_assert!(in_faers_order(b, m, k, n));
     assert!(a.data.len() >= m * k && b.data.len() >= k * n && c.len() >= m * n);
+    // The ReLU's bias is read by whole vectors, and all of a tile's lanes are counted.
+    assert!(
+        relu.is_none() || n.is_multiple_of(8) && (route == Route::Direct || m.is_multiple_of(8))
+    );
+    assert!(relu.and_then(|r| r.bias).is_none_or(|bias| bias.len() >= n));
     let first_rounded = m * k * n <= NANO_GEMM && k <= 16;
     // The product the tiles compute: `c = a @ b`, or `c' = b' @ a'` (n×m), where `b'` is
     // held transposed exactly when `b` is not, and so is `a'`.
@@ -137,7 +168,7 @@ pub(crate) fn matmul_with<'a>(
     };
     let padded = n.next_multiple_of(lanes(isa));
     let mut packed = PACKED.take();
-    {
+    let zeros = {
         // `b` as row-major rows of `padded` entries: read in place when it already is.
         let (b, ldb) = if !b.transposed && padded == n {
             (&b.data[..k * n], n)
@@ -155,6 +186,7 @@ pub(crate) fn matmul_with<'a>(
             n,
             first_rounded,
             c_transposed,
+            relu,
         };
         let c = &mut c[..m * n];
         // SAFETY: the tiles read `a`, `b` and write `c` within the lengths checked here;
@@ -166,8 +198,9 @@ pub(crate) fn matmul_with<'a>(
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => unsafe { avx512::run(&tiles, c) },
         }
-    }
+    };
     PACKED.set(packed);
+    zeros
 }
 
 /// `b` (k×n, or its transpose) into `packed` as k row-major rows of `padded` entries,
@@ -321,6 +354,9 @@ struct Tiles<'a> {
     first_rounded: bool,
     /// Whether entry `(i, j)` of the tiles is `c[j·m + i]` (the tiles compute `c'`).
     c_transposed: bool,
+    /// The ReLU applied to the sums before they are stored; its bias is indexed by the
+    /// column of `c` (the row of the tiles when `c_transposed`).
+    relu: Option<Relu<'a>>,
 }
 
 /// The tile loops for one instruction set: `$rows` rows by two vectors of columns, the
@@ -332,7 +368,8 @@ macro_rules! tile_kernels {
         mod $module:ident {
             vector: $v:ty, lanes: $lanes:literal, rows: $rows:literal, zero: $zero:expr,
             splat: $splat:path, load: $load:path, store: $store:path,
-            mul: $mul:path, fma: $fma:path, block8: $block8:expr, store8x8: $store8x8:path $(,)?
+            mul: $mul:path, fma: $fma:path, add: $add:path, relu: $relu:path,
+            block8: $block8:expr, store8x8: $store8x8:path $(,)?
         }
     ) => {
         mod $module {
@@ -342,45 +379,48 @@ macro_rules! tile_kernels {
             const L: usize = $lanes;
 
             $(#[$feature])*
-            pub(super) unsafe fn run(t: &Tiles, c: &mut [f64]) {
+            /// All tiles; returns the ReLU's count of zeros.
+            pub(super) unsafe fn run(t: &Tiles, c: &mut [f64]) -> u64 {
                 let c = c.as_mut_ptr();
-                let mut j0 = 0;
+                let (mut j0, mut zeros) = (0, 0);
                 while j0 < t.n {
                     // SAFETY: as `run`'s: columns j0.. exist in `b` (padded) and `c`.
                     unsafe {
                         if t.n - j0 > L {
-                            columns::<2>(t, j0, c);
+                            zeros += columns::<2>(t, j0, c);
                             j0 += 2 * L;
                         } else {
-                            columns::<1>(t, j0, c);
+                            zeros += columns::<1>(t, j0, c);
                             j0 += L;
                         }
                     }
                 }
+                zeros
             }
 
             $(#[$feature])*
             #[inline]
-            unsafe fn columns<const VS: usize>(t: &Tiles, j0: usize, c: *mut f64) {
-                let mut i0 = 0;
+            unsafe fn columns<const VS: usize>(t: &Tiles, j0: usize, c: *mut f64) -> u64 {
+                let (mut i0, mut zeros) = (0, 0);
                 // SAFETY: rows i0..i0+R exist.
                 unsafe {
                     while t.m - i0 >= $rows {
-                        tile::<$rows, VS>(t, i0, j0, c);
+                        zeros += tile::<$rows, VS>(t, i0, j0, c);
                         i0 += $rows;
                     }
                     if $rows > 4 && t.m - i0 >= 4 {
-                        tile::<4, VS>(t, i0, j0, c);
+                        zeros += tile::<4, VS>(t, i0, j0, c);
                         i0 += 4;
                     }
                     if $rows > 2 && t.m - i0 >= 2 {
-                        tile::<2, VS>(t, i0, j0, c);
+                        zeros += tile::<2, VS>(t, i0, j0, c);
                         i0 += 2;
                     }
                     if t.m - i0 >= 1 {
-                        tile::<1, VS>(t, i0, j0, c);
+                        zeros += tile::<1, VS>(t, i0, j0, c);
                     }
                 }
+                zeros
             }
 
             $(#[$feature])*
@@ -390,27 +430,28 @@ macro_rules! tile_kernels {
                 i0: usize,
                 j0: usize,
                 c: *mut f64,
-            ) {
+            ) -> u64 {
                 // SAFETY: as the caller's.
                 unsafe {
-                    if t.a_transposed {
-                        tile_of::<R, VS, true>(t, i0, j0, c)
-                    } else {
-                        tile_of::<R, VS, false>(t, i0, j0, c)
+                    match (t.a_transposed, t.relu.is_some()) {
+                        (true, false) => tile_of::<R, VS, true, false>(t, i0, j0, c),
+                        (false, false) => tile_of::<R, VS, false, false>(t, i0, j0, c),
+                        (true, true) => tile_of::<R, VS, true, true>(t, i0, j0, c),
+                        (false, true) => tile_of::<R, VS, false, true>(t, i0, j0, c),
                     }
                 }
             }
 
             /// `c[i0..i0+R, j0..j0+VS·L]` (the columns below `n`), `a` held as its
-            /// transpose if `AT`.
+            /// transpose if `AT`; returns the ReLU's count of zeros in the tile.
             $(#[$feature])*
             #[inline]
-            unsafe fn tile_of<const R: usize, const VS: usize, const AT: bool>(
+            unsafe fn tile_of<const R: usize, const VS: usize, const AT: bool, const RELU: bool>(
                 t: &Tiles,
                 i0: usize,
                 j0: usize,
                 c: *mut f64,
-            ) {
+            ) -> u64 {
                 // `a[i,p]` is at `i·a_row + p·a_col`.
                 let (a_row, a_col) = if AT { (1, t.m) } else { (t.k, 1) };
                 // SAFETY: `i0 + R ≤ m`, `j0 + VS·L ≤ ldb`, `p < k`: every read is inside
@@ -448,6 +489,27 @@ macro_rules! tile_kernels {
                         p += 1;
                     }
                     let width = (VS * L).min(t.n - j0);
+                    let mut zeros = 0;
+                    if RELU && let Some(relu) = t.relu {
+                        // Whole vectors: `n` is a multiple of 8 ([`matmul_with`]).
+                        for (r, row) in sums.iter_mut().enumerate() {
+                            for (v, s) in row.iter_mut().enumerate() {
+                                // `sum + bias` (either order: the same bits but for which
+                                // NaN, and the ReLU maps every NaN to 0).
+                                if let Some(bias) = relu.bias {
+                                    let b = if t.c_transposed {
+                                        $splat(*bias.as_ptr().add(i0 + r))
+                                    } else {
+                                        $load(bias.as_ptr().add(j0 + v * L))
+                                    };
+                                    *s = $add(*s, b);
+                                }
+                                let (x, z) = $relu(*s);
+                                *s = x;
+                                zeros += z as u64;
+                            }
+                        }
+                    }
                     if t.c_transposed {
                         // Entry (i0 + r, j0 + l) of the tiles is c[(j0 + l)·m + i0 + r].
                         let c = c.add(j0 * t.m + i0);
@@ -466,7 +528,7 @@ macro_rules! tile_kernels {
                             let tile = tile.as_flattened().as_flattened();
                             super::store_transposed(tile, VS * L, R, width, c, t.m);
                         }
-                        return;
+                        return zeros;
                     }
                     for (r, row) in sums.iter().enumerate() {
                         let out = c.add((i0 + r) * t.n + j0);
@@ -482,6 +544,7 @@ macro_rules! tile_kernels {
                             std::ptr::copy_nonoverlapping(tail.as_flattened().as_ptr(), out, width);
                         }
                     }
+                    zeros
                 }
             }
         }
@@ -492,7 +555,8 @@ tile_kernels! {
     mod portable {
         vector: [f64; 4], lanes: 4, rows: 4, zero: [0.0; 4],
         splat: lanes4::splat, load: lanes4::load, store: lanes4::store,
-        mul: lanes4::mul, fma: lanes4::fma, block8: false, store8x8: super::no_block8,
+        mul: lanes4::mul, fma: lanes4::fma, add: lanes4::add, relu: lanes4::relu,
+        block8: false, store8x8: super::no_block8,
     }
 }
 
@@ -504,7 +568,8 @@ tile_kernels! {
         zero: std::arch::x86_64::_mm256_setzero_pd(),
         splat: std::arch::x86_64::_mm256_set1_pd, load: std::arch::x86_64::_mm256_loadu_pd,
         store: std::arch::x86_64::_mm256_storeu_pd, mul: std::arch::x86_64::_mm256_mul_pd,
-        fma: std::arch::x86_64::_mm256_fmadd_pd, block8: false, store8x8: super::no_block8,
+        fma: std::arch::x86_64::_mm256_fmadd_pd, add: std::arch::x86_64::_mm256_add_pd,
+        relu: super::relu_avx2, block8: false, store8x8: super::no_block8,
     }
 }
 
@@ -516,7 +581,8 @@ tile_kernels! {
         zero: std::arch::x86_64::_mm512_setzero_pd(),
         splat: std::arch::x86_64::_mm512_set1_pd, load: std::arch::x86_64::_mm512_loadu_pd,
         store: std::arch::x86_64::_mm512_storeu_pd, mul: std::arch::x86_64::_mm512_mul_pd,
-        fma: std::arch::x86_64::_mm512_fmadd_pd, block8: true, store8x8: super::store_transposed8x8,
+        fma: std::arch::x86_64::_mm512_fmadd_pd, add: std::arch::x86_64::_mm512_add_pd,
+        relu: super::relu_avx512, block8: true, store8x8: super::store_transposed8x8,
     }
 }
 
@@ -543,6 +609,50 @@ mod lanes4 {
     pub fn fma(a: [f64; 4], b: [f64; 4], c: [f64; 4]) -> [f64; 4] {
         std::array::from_fn(|l| a[l].mul_add(b[l], c[l]))
     }
+    pub fn add(a: [f64; 4], b: [f64; 4]) -> [f64; 4] {
+        std::array::from_fn(|l| a[l] + b[l])
+    }
+    /// [`super::relu`] of each lane, and how many lanes are zero.
+    pub fn relu(x: [f64; 4]) -> ([f64; 4], u32) {
+        let zeros = x.iter().filter(|v| **v == 0.0).count() as u32;
+        (x.map(super::relu), zeros)
+    }
+}
+
+/// The ReLU of both backends, `max(x, 0)` as `interp::binary` computes it: `x` where
+/// `x >= 0` (-0.0 stays -0.0), else 0.0 (NaN gives 0.0).
+pub fn relu(x: f64) -> f64 {
+    if x >= 0.0 { x } else { 0.0 }
+}
+
+/// [`relu`] of each lane, and how many lanes are zero.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn relu_avx2(x: std::arch::x86_64::__m256d) -> (std::arch::x86_64::__m256d, u32) {
+    use std::arch::x86_64::*;
+    let zero = _mm256_setzero_pd();
+    let keep = _mm256_cmp_pd::<_CMP_GE_OQ>(x, zero);
+    let zeros = _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(x, zero));
+    (_mm256_blendv_pd(zero, x, keep), zeros.count_ones())
+}
+
+/// [`relu`] of each lane, and how many lanes are zero.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn relu_avx512(x: std::arch::x86_64::__m512d) -> (std::arch::x86_64::__m512d, u32) {
+    use std::arch::x86_64::*;
+    let zero = _mm512_setzero_pd();
+    let keep = _mm512_cmp_pd_mask::<_CMP_GE_OQ>(x, zero);
+    let zeros = _mm512_cmp_pd_mask::<_CMP_EQ_OQ>(x, zero);
+    (_mm512_mask_blend_pd(keep, zero, x), zeros.count_ones())
 }
 
 #[cfg(test)]
@@ -664,7 +774,7 @@ mod tests {
             for isa in isas() {
                 for route in [Route::Direct, Route::Transposed] {
                     let mut c = vec![f64::NAN; m * n];
-                    matmul_with(isa, route, a, b, &mut c, m, k, n);
+                    matmul_with(isa, route, a, b, None, &mut c, m, k, n);
                     same_bits(
                         &c,
                         &want,
@@ -672,6 +782,109 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_relu_in_the_product_is_the_relu_of_the_stored_product() {
+        // `max(a @ b + bias, 0)` from the tiles' sums, on every instruction set and route,
+        // against the stored product then the add and `relu` entry by entry: the same bits
+        // (±0, NaN and ±inf among the operands and the bias) and the exact count of zeros;
+        // and `math::matmul_relu_into` on shapes this kernel leaves to faer.
+        use crate::kernels::math::matmul_relu_into;
+        let mut values = Values(0x5851_F42D_4C95_7F2D, 60);
+        let reference = |c: &[f64], bias: Option<&[f64]>, n: usize| {
+            let mut zeros = 0;
+            let out: Vec<f64> = c
+                .iter()
+                .enumerate()
+                .map(|(i, x)| {
+                    let v = bias.map_or(*x, |b| *x + b[i % n]);
+                    zeros += (v == 0.0) as u64;
+                    relu(v)
+                })
+                .collect();
+            (out, zeros)
+        };
+        for m in [1, 2, 3, 4, 5, 8, 9, 16, 17, 24, 32] {
+            for k in [2, 3, 7, 16, 17, 32] {
+                for n in [8, 16, 24, 32, 40] {
+                    for (a_t, b_t) in [(false, false), (false, true), (true, false), (true, true)] {
+                        let (a, b) = (values.take(m * k), values.take(k * n));
+                        let a = MatOperand {
+                            data: &a,
+                            transposed: a_t,
+                        };
+                        let b = MatOperand {
+                            data: &b,
+                            transposed: b_t,
+                        };
+                        let bias: Vec<f64> = (0..n)
+                            .map(|j| {
+                                if j % 4 == 0 {
+                                    [0.0, -0.0][j % 8 / 4]
+                                } else {
+                                    values.next()
+                                }
+                            })
+                            .collect();
+                        for bias in [None, Some(&bias[..])] {
+                            for isa in isas() {
+                                for route in [Route::Direct, Route::Transposed] {
+                                    if route == Route::Transposed && m % 8 != 0 {
+                                        continue;
+                                    }
+                                    let mut c = vec![f64::NAN; m * n];
+                                    matmul_with(isa, route, a, b, None, &mut c, m, k, n);
+                                    let (want, want_zeros) = reference(&c, bias, n);
+                                    let mut got = vec![f64::NAN; m * n];
+                                    let zeros = matmul_with(
+                                        isa,
+                                        route,
+                                        a,
+                                        b,
+                                        Some(Relu { bias }),
+                                        &mut got,
+                                        m,
+                                        k,
+                                        n,
+                                    );
+                                    let what = format!(
+                                        "{isa:?} {route:?} {m}×{k}×{n} T {a_t} {b_t} bias {}",
+                                        bias.is_some()
+                                    );
+                                    same_bits(&got, &want, &what);
+                                    assert_eq!(zeros, want_zeros, "{what}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Left to faer (n not a multiple of 8, or k = 1): stored, then passed over.
+        for (m, k, n) in [(5, 3, 10), (9, 1, 16), (3, 40, 1)] {
+            let (a, b) = (values.take(m * k), values.take(k * n));
+            let (a, b) = (
+                MatOperand {
+                    data: &a,
+                    transposed: false,
+                },
+                MatOperand {
+                    data: &b,
+                    transposed: false,
+                },
+            );
+            let bias: Vec<f64> = (0..n)
+                .map(|j| if j % 2 == 0 { 0.0 } else { values.next() })
+                .collect();
+            let mut c = vec![f64::NAN; m * n];
+            matmul_into(a, b, &mut c, m, k, n);
+            let (want, want_zeros) = reference(&c, Some(&bias), n);
+            let mut got = vec![f64::NAN; m * n];
+            let zeros = matmul_relu_into(a, b, Some(&bias), &mut got, m, k, n);
+            same_bits(&got, &want, &format!("faer's {m}×{k}×{n}"));
+            assert_eq!(zeros, want_zeros);
         }
     }
 
@@ -798,7 +1011,17 @@ mod tests {
             for isa in isas() {
                 for route in [Route::Direct, Route::Transposed] {
                     let mut c = vec![f64::NAN; m * n];
-                    matmul_with(isa, route, op(&a, false), op(&b, false), &mut c, m, k, n);
+                    matmul_with(
+                        isa,
+                        route,
+                        op(&a, false),
+                        op(&b, false),
+                        None,
+                        &mut c,
+                        m,
+                        k,
+                        n,
+                    );
                     same_bits(&c, &want, &format!("{isa:?} {route:?} {m}×{k}×{n}"));
                 }
             }

@@ -178,7 +178,7 @@ pub fn broadcast_later(f: &Func) -> Func {
 
 /// The value of a float constant whose entries all have the same bits (a scalar, or the
 /// fold of a scalar's broadcast), seen through broadcasts and reshapes.
-fn scalar_constant(insts: &[Inst], v: Var) -> Option<f64> {
+pub fn scalar_constant(insts: &[Inst], v: Var) -> Option<f64> {
     let inst = &insts[v];
     match &inst.prim {
         Prim::Const(crate::tensor::Tensor::Float(t)) => {
