@@ -368,7 +368,7 @@ macro_rules! tile_kernels {
         mod $module:ident {
             vector: $v:ty, lanes: $lanes:literal, rows: $rows:literal, zero: $zero:expr,
             splat: $splat:path, load: $load:path, store: $store:path,
-            mul: $mul:path, fma: $fma:path, add: $add:path, relu: $relu:path,
+            mul: $mul:path, fma: $fma:path, add: $add:path, relu: $relu:path, zeros: $zeros:path,
             block8: $block8:expr, store8x8: $store8x8:path $(,)?
         }
     ) => {
@@ -504,10 +504,20 @@ macro_rules! tile_kernels {
                                     };
                                     *s = $add(*s, b);
                                 }
-                                let (x, z) = $relu(*s);
-                                *s = x;
-                                zeros += z as u64;
                             }
+                        }
+                        // Zeros are rare (ties): OR the lanes' flags, count only if any.
+                        let mut any = 0;
+                        for s in sums.as_flattened() {
+                            any |= $zeros(*s);
+                        }
+                        if any != 0 {
+                            for s in sums.as_flattened() {
+                                zeros += $zeros(*s).count_ones() as u64;
+                            }
+                        }
+                        for s in sums.as_flattened_mut() {
+                            *s = $relu(*s);
                         }
                     }
                     if t.c_transposed {
@@ -556,6 +566,7 @@ tile_kernels! {
         vector: [f64; 4], lanes: 4, rows: 4, zero: [0.0; 4],
         splat: lanes4::splat, load: lanes4::load, store: lanes4::store,
         mul: lanes4::mul, fma: lanes4::fma, add: lanes4::add, relu: lanes4::relu,
+        zeros: lanes4::zeros,
         block8: false, store8x8: super::no_block8,
     }
 }
@@ -569,7 +580,8 @@ tile_kernels! {
         splat: std::arch::x86_64::_mm256_set1_pd, load: std::arch::x86_64::_mm256_loadu_pd,
         store: std::arch::x86_64::_mm256_storeu_pd, mul: std::arch::x86_64::_mm256_mul_pd,
         fma: std::arch::x86_64::_mm256_fmadd_pd, add: std::arch::x86_64::_mm256_add_pd,
-        relu: super::relu_avx2, block8: false, store8x8: super::no_block8,
+        relu: super::relu_avx2, zeros: super::zeros_avx2, block8: false,
+        store8x8: super::no_block8,
     }
 }
 
@@ -582,7 +594,8 @@ tile_kernels! {
         splat: std::arch::x86_64::_mm512_set1_pd, load: std::arch::x86_64::_mm512_loadu_pd,
         store: std::arch::x86_64::_mm512_storeu_pd, mul: std::arch::x86_64::_mm512_mul_pd,
         fma: std::arch::x86_64::_mm512_fmadd_pd, add: std::arch::x86_64::_mm512_add_pd,
-        relu: super::relu_avx512, block8: true, store8x8: super::store_transposed8x8,
+        relu: super::relu_avx512, zeros: super::zeros_avx512, block8: true,
+        store8x8: super::store_transposed8x8,
     }
 }
 
@@ -612,10 +625,13 @@ mod lanes4 {
     pub fn add(a: [f64; 4], b: [f64; 4]) -> [f64; 4] {
         std::array::from_fn(|l| a[l] + b[l])
     }
-    /// [`super::relu`] of each lane, and how many lanes are zero.
-    pub fn relu(x: [f64; 4]) -> ([f64; 4], u32) {
-        let zeros = x.iter().filter(|v| **v == 0.0).count() as u32;
-        (x.map(super::relu), zeros)
+    /// [`super::relu`] of each lane.
+    pub fn relu(x: [f64; 4]) -> [f64; 4] {
+        x.map(super::relu)
+    }
+    /// Bit `l` set where lane `l` is zero.
+    pub fn zeros(x: [f64; 4]) -> u32 {
+        (0..4).map(|l| u32::from(x[l] == 0.0) << l).sum()
     }
 }
 
@@ -625,34 +641,54 @@ pub fn relu(x: f64) -> f64 {
     if x >= 0.0 { x } else { 0.0 }
 }
 
-/// [`relu`] of each lane, and how many lanes are zero.
+/// [`relu`] of each lane.
 ///
 /// # Safety
 /// The CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn relu_avx2(x: std::arch::x86_64::__m256d) -> (std::arch::x86_64::__m256d, u32) {
+unsafe fn relu_avx2(x: std::arch::x86_64::__m256d) -> std::arch::x86_64::__m256d {
     use std::arch::x86_64::*;
     let zero = _mm256_setzero_pd();
-    let keep = _mm256_cmp_pd::<_CMP_GE_OQ>(x, zero);
-    let zeros = _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(x, zero));
-    (_mm256_blendv_pd(zero, x, keep), zeros.count_ones())
+    _mm256_blendv_pd(zero, x, _mm256_cmp_pd::<_CMP_GE_OQ>(x, zero))
 }
 
-/// [`relu`] of each lane, and how many lanes are zero.
+/// Bit `l` set where lane `l` is zero.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn zeros_avx2(x: std::arch::x86_64::__m256d) -> u32 {
+    use std::arch::x86_64::*;
+    _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(x, _mm256_setzero_pd())) as u32
+}
+
+/// [`relu`] of each lane.
 ///
 /// # Safety
 /// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn relu_avx512(x: std::arch::x86_64::__m512d) -> (std::arch::x86_64::__m512d, u32) {
+unsafe fn relu_avx512(x: std::arch::x86_64::__m512d) -> std::arch::x86_64::__m512d {
     use std::arch::x86_64::*;
     let zero = _mm512_setzero_pd();
-    let keep = _mm512_cmp_pd_mask::<_CMP_GE_OQ>(x, zero);
-    let zeros = _mm512_cmp_pd_mask::<_CMP_EQ_OQ>(x, zero);
-    (_mm512_mask_blend_pd(keep, zero, x), zeros.count_ones())
+    _mm512_maskz_mov_pd(_mm512_cmp_pd_mask::<_CMP_GE_OQ>(x, zero), x)
+}
+
+/// Bit `l` set where lane `l` is zero.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn zeros_avx512(x: std::arch::x86_64::__m512d) -> u32 {
+    use std::arch::x86_64::*;
+    _mm512_cmp_pd_mask::<_CMP_EQ_OQ>(x, _mm512_setzero_pd()) as u32
 }
 
 #[cfg(test)]
