@@ -182,6 +182,9 @@ pub(super) struct Emitter<'a, 'b, 'c> {
     siblings: HashMap<usize, Vec<usize>>,
     /// The ReLUs products compute (`layout::relus_after_products`), by product.
     relus: HashMap<usize, ReluAfter>,
+    /// Elementwise loops over this many entries or more run in two halves, one a core
+    /// ([`PARALLEL_LOOP`], or fewer for an update whose gradient a split product gave).
+    halves_from: usize,
     /// Whether each instruction was computed early, in another's loop.
     done: Vec<bool>,
     /// An input's old values the loop writing one value also stores elsewhere.
@@ -270,6 +273,7 @@ pub(super) fn build(
         ctx,
         None,
         None,
+        PARALLEL_LOOP,
     )?;
     let zero = b.ins().iconst(types::I64, 0);
     b.ins().return_(&[zero]);
@@ -299,6 +303,7 @@ pub(super) fn emit_func<'a, 'b>(
     ctx: Value,
     err: Option<Block>,
     keep_old: Option<&'a mut KeepOld>,
+    halves_from: usize,
 ) -> Result<Option<Block>, String> {
     if (f.insts.len() + 1)
         .checked_mul(8)
@@ -322,6 +327,7 @@ pub(super) fn emit_func<'a, 'b>(
         storage,
         siblings,
         relus,
+        halves_from,
         done: vec![false; f.insts.len()],
         keep_old,
         masked: Vec::new(),
@@ -1568,7 +1574,7 @@ impl Emitter<'_, '_, '_> {
             self.done[*c] = true;
         }
         let rows = all_rows(&shape);
-        if numel(&shape) >= PARALLEL_LOOP && rows.len() >= 2 {
+        if numel(&shape) >= self.halves_from && rows.len() >= 2 {
             return self.elementwise_in_halves(i, &counts, rows);
         }
         if let Some((r, _)) = column_sum(self.f, &self.storage, i)
@@ -1802,6 +1808,7 @@ impl Emitter<'_, '_, '_> {
                 storage: self.storage.clone(),
                 siblings: self.siblings.clone(),
                 relus: HashMap::new(),
+                halves_from: self.halves_from,
                 done: self.done.clone(),
                 keep_old: None,
                 masked: Vec::new(),

@@ -476,6 +476,7 @@ fn build(
             hp,
             Some(host_err),
             None,
+            super::PARALLEL_LOOP,
         )?;
         let zero = b.ins().iconst(types::I64, 0);
         b.ins().return_(&[zero]);

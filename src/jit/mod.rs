@@ -26,8 +26,13 @@
 //! - **Cores.** Elementwise loops over [`PARALLEL_LOOP`] entries or more run in two
 //!   halves of their rows, one a core (`cores::join`), as products do in
 //!   `kernels::math::matmul_into`, and `vmath` ops from 2^15 entries (`host::in_halves`);
-//!   each entry is computed as in one loop, and the halves' counts are added exactly, so
-//!   the bits do not depend on the split.
+//!   so do a param's update loops of any size when its gradient is a product
+//!   `small_gemm` splits by rows (`train_loop::gradient_split_by_rows`: each core then
+//!   updates the rows it computed). Each entry is computed as in one loop, and the
+//!   halves' counts are added exactly, so the bits do not depend on the split.
+//! - **Fused ReLU.** `max(p (+ bias), 0)` of a small product `p` nothing else reads, and
+//!   its tie count, come out of the product's call (`layout::relus_after_products`,
+//!   `kernels::math::matmul_relu_into`): no loop over the stored product.
 //! - **Agreement.** Inline float code does what `interp::unary`/`interp::binary` do
 //!   (`Max` keeps `a` when `a >= b || b.is_nan()`, comparisons give 1.0/0.0),
 //!   reductions accumulate in the interpreter's order (each block in row-major order of

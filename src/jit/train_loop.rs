@@ -26,7 +26,7 @@ use super::emit::{Bufs, CountedLoop, KeepOld, emit_func, shim_ref};
 use super::host::HostCtx;
 use super::{Buffers, entry_signature, new_module};
 use crate::ir::types::DType;
-use crate::ir::{Binary, Func, Prim};
+use crate::ir::{Binary, Func, Prim, matmul_source};
 use crate::opt::nonfinite::nonfinite_spreads;
 use crate::plan::Plan;
 use crate::rng::Stream;
@@ -255,6 +255,32 @@ fn never_fails(f: &Func) -> bool {
             }
             _ => false,
         })
+}
+
+/// Whether param `p`'s gradient in `grad` (output `1 + p`: loss, grad:P..., ties) is a
+/// product `kernels::small_gemm` computes in two halves of its rows, one a core
+/// (`small_gemm::splits_rows`). The loops of that param's update then run in the same
+/// halves (`PARALLEL_LOOP` aside): each core updates the rows of θ its half of the
+/// gradient is in cache on, and of which its half of the next step's forward product
+/// reads θ. sgd's `W` (`[256,32]`, its gradient `select(...)' @ xb`, its forward product
+/// `xb @ W'` tiled by W's rows): 12.7–13.0 → 11.9–12.2 µs a step; the same split of the
+/// update without the products' splits was 1 µs slower than none (the halves' rows
+/// pulled from the other core's cache).
+pub(crate) fn gradient_split_by_rows(grad: &Func, p: usize) -> bool {
+    let Some(&(_, g)) = grad.outputs.get(1 + p) else {
+        return false;
+    };
+    let inst = &grad.insts[g];
+    if inst.prim != Prim::MatMul || inst.dtype != DType::Float || inst.shape.len() != 2 {
+        return false;
+    }
+    let (a, b) = (inst.args[0], inst.args[1]);
+    let (sa, sb) = (&grad.insts[a].shape, &grad.insts[b].shape);
+    if sa.len() != 2 || sb.len() != 2 || sa[1] != sb[0] {
+        return false;
+    }
+    let (a_t, b_t) = (matmul_source(grad, a).1, matmul_source(grad, b).1);
+    crate::kernels::small_gemm::splits_rows(a_t, b_t, sa[0], sa[1], sb[1])
 }
 
 /// The instruction reading `f`'s input `k`, if one does.
@@ -723,6 +749,10 @@ impl LoopEmitter<'_, '_, '_> {
             }
         }
         let host = self.addr(std::ptr::from_ref(&*part.host).cast_mut().cast::<u8>());
+        let halves_from = match self.shape.update_of.iter().position(|u| *u == Some(j)) {
+            Some(p) if gradient_split_by_rows(&self.shape.parts[0].func, p) => 0,
+            _ => super::PARALLEL_LOOP,
+        };
         emit_func(
             self.b,
             self.module,
@@ -734,6 +764,7 @@ impl LoopEmitter<'_, '_, '_> {
             host,
             Some(self.host_err),
             keep_old,
+            halves_from,
         )?;
         Ok(())
     }
@@ -1170,5 +1201,63 @@ impl LoopEmitter<'_, '_, '_> {
 
     fn shim(&mut self, name: &'static str) -> Result<cranelift_codegen::ir::FuncRef, String> {
         shim_ref(self.module, self.shims, &mut self.refs, self.b.func, name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gradient_split_by_rows;
+    use crate::ir::types::DType;
+    use crate::ir::{Builder, Func};
+
+    /// A gradient function whose output 1 (param 0's gradient) is `a @ b`, `a` held as its
+    /// transpose when `a_t`, `b` when `b_t`.
+    fn gradient(m: usize, k: usize, n: usize, a_t: bool, b_t: bool) -> Func {
+        let mut b = Builder::new();
+        let x = b.input("x", DType::Float, if a_t { vec![k, m] } else { vec![m, k] });
+        let y = b.input("y", DType::Float, if b_t { vec![n, k] } else { vec![k, n] });
+        let x = if a_t { b.transpose(x, &[1, 0]) } else { x };
+        let y = if b_t { b.transpose(y, &[1, 0]) } else { y };
+        let g = b.matmul(x, y);
+        let loss = b.scalar(0.0);
+        b.output("loss", loss);
+        b.output("grad:W", g);
+        b.finish()
+    }
+
+    #[test]
+    fn an_update_runs_in_halves_after_a_gradient_split_by_rows() {
+        // sgd's `select(...)' @ xb` for W `[256,32]`: split by W's rows.
+        assert!(gradient_split_by_rows(
+            &gradient(256, 32, 32, true, false),
+            0
+        ));
+        assert!(gradient_split_by_rows(
+            &gradient(128, 64, 16, false, false),
+            0
+        ));
+        // Below `SPLIT_GEMM`; tiled by columns (`b` held transposed, m < n: sgd's
+        // forward product); left to faer (n 512, or ragged n).
+        assert!(!gradient_split_by_rows(
+            &gradient(64, 32, 32, true, false),
+            0
+        ));
+        assert!(!gradient_split_by_rows(
+            &gradient(32, 32, 256, false, true),
+            0
+        ));
+        assert!(!gradient_split_by_rows(
+            &gradient(32, 16, 512, false, false),
+            0
+        ));
+        assert!(!gradient_split_by_rows(
+            &gradient(256, 32, 30, false, false),
+            0
+        ));
+        // Another param's gradient.
+        assert!(!gradient_split_by_rows(
+            &gradient(256, 32, 32, true, false),
+            1
+        ));
     }
 }

@@ -221,6 +221,19 @@ pub(crate) fn matmul_with<'a>(
 /// for the operands it pulls from the other core's cache.
 pub const SPLIT_GEMM: usize = 1 << 17;
 
+/// Whether `c = a @ b` (operands held transposed as said) is computed here in two halves
+/// of `c`'s rows, one a core (the first `(m/2)` rounded up to a multiple of 8 on the
+/// calling core): a product that [`fits`], of [`SPLIT_GEMM`] multiply-adds or more, tiled
+/// by `c`'s rows ([`Route::Direct`]).
+pub fn splits_rows(a_transposed: bool, b_transposed: bool, m: usize, k: usize, n: usize) -> bool {
+    let operand = |transposed| MatOperand {
+        data: &[],
+        transposed,
+    };
+    let (a, b) = (operand(a_transposed), operand(b_transposed));
+    fits(a, b, m, k, n) && route(a, b, m, n) == Route::Direct && m * k * n >= SPLIT_GEMM && m >= 16
+}
+
 /// `c`'s buffer, shared by the two halves of a split product (each writes its own rows).
 #[derive(Clone, Copy)]
 struct Out(*mut f64);
