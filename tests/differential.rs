@@ -1952,3 +1952,46 @@ fn a_gradient_that_is_not_finite_is_located_at_the_operation_it_names() {
         "{msg}"
     );
 }
+
+/// sgd's network, full batch: W's gradient `select(...)' @ X` is a product split by W's
+/// rows between the cores, so W's update runs in the same two halves, each storing its
+/// rows' old θ (`emit::KeepOld` in `elementwise_in_halves`). Finishing, and diverging
+/// (the restored θ is the halves' copy), both backends give the same rows and params.
+#[test]
+fn an_update_in_halves_keeps_the_old_params_on_both_backends() {
+    let matrix = |rows: usize, cols: usize, seed: usize| {
+        let text: Vec<String> = (0..rows)
+            .map(|r| {
+                let row: Vec<f64> = (0..cols)
+                    .map(|c| ((r * 31 + c * 17 + seed) % 23) as f64 / 23.0 - 0.45)
+                    .collect();
+                floats_text(&row)
+            })
+            .collect();
+        format!("[{}]", text.join(", "))
+    };
+    let y: Vec<f64> = (0..32).map(|i| (i % 5) as f64 * 0.2 - 0.4).collect();
+    let a: Vec<f64> = (0..256)
+        .map(|i| ((i * 7) % 11) as f64 / 11.0 - 0.5)
+        .collect();
+    for (lr, steps, diverges) in [(0.05, 30, false), (40.0, 200, true), (1e300, 20, true)] {
+        let text = format!(
+            "data X = {}\ndata y = {}\nparam W: [256, 32] = {}\nparam a: [256] = {}\nloss = 0.5 * mean((relu(X @ W') @ a - y)^2)\ntrain {{\n  optimizer gd(lr = {lr:?})\n  steps {steps}\n  record every 1 {{ loss, wn = sum(W * W) }}\n}}\n",
+            matrix(32, 32, 3),
+            floats_text(&y),
+            matrix(256, 32, 8),
+            floats_text(&a),
+        );
+        let r = same_run(&text);
+        let want = if diverges {
+            Status::Diverged
+        } else {
+            Status::Finished
+        };
+        assert_eq!(r.status, want, "lr {lr}: {:?}", r.message);
+        if diverges {
+            let w = r.params.iter().find(|(n, _)| n == "W").expect("W saved");
+            assert!(w.1.to_f64().iter().all(|v| v.is_finite()), "lr {lr}");
+        }
+    }
+}

@@ -197,7 +197,8 @@ pub(super) struct Emitter<'a, 'b, 'c> {
 /// In the elementwise loop of instruction `root`, each element of `input` it loads (at
 /// the element it writes) is also stored at `into` plus that element's byte offset: the
 /// training loop keeps θ's old value in the previous-θ slot this way. `stored` is set when
-/// the loop did so over all of `root`'s elements (its plain one-core loop, `input` read
+/// the loop did so over all of `root`'s elements (its plain loop, or both halves of a loop in
+/// halves, each over its rows; `input` read
 /// contiguously in f64, not under `precision f32`).
 pub(super) struct KeepOld {
     pub root: usize,
@@ -1582,7 +1583,7 @@ impl Emitter<'_, '_, '_> {
         {
             return self.elementwise_with_column_sum(i, &counts, r);
         }
-        let totals = self.elementwise_rows(i, &counts, rows, true)?;
+        let totals = self.elementwise_rows(i, &counts, rows)?;
         let zero = self.b.ins().iconst(types::I64, 0);
         for (c, total) in counts.iter().zip(totals) {
             let out = self.buf(*c);
@@ -1592,21 +1593,20 @@ impl Emitter<'_, '_, '_> {
     }
 
     /// Instruction `i`'s loop over the entries whose first index is in `rows`; returns its
-    /// `counts`' sums over them. With `whole` (all rows, in this function) it also stores
-    /// the old values of `keep_old`'s input when `i` is its root.
+    /// `counts`' sums over them. It also stores the old values of `keep_old`'s input over
+    /// these rows when `i` is its root.
     fn elementwise_rows(
         &mut self,
         i: usize,
         counts: &[usize],
         rows: Range<usize>,
-        whole: bool,
     ) -> Result<Vec<Value>, String> {
         let shape = self.f.insts[i].shape.clone();
         let out = self.buf(i);
         let mut roots = vec![i];
         roots.extend(counts.iter().map(|c| self.f.insts[*c].args[0]));
         let keep_into = match &self.keep_old {
-            Some(k) if whole && k.root == i => {
+            Some(k) if k.root == i => {
                 let (leaves, access, _) = self.loop_leaves(&roots, &shape)?;
                 let at = leaves.iter().position(|l| *l == k.input);
                 let read_whole = at.is_some_and(|a| {
@@ -1762,6 +1762,8 @@ impl Emitter<'_, '_, '_> {
     /// where the shape alone says), run by `traj_halves` one a core (`cores::join`); each
     /// half's counts are added after both are done. Every entry is computed as in one
     /// loop, and the counts are sums of 0/1 flags, exact in any order: the same bits.
+    /// Each half stores the old values of `keep_old`'s input over its rows (at the
+    /// address the caller leaves after the half's totals), as one loop would.
     fn elementwise_in_halves(
         &mut self,
         i: usize,
@@ -1771,9 +1773,17 @@ impl Emitter<'_, '_, '_> {
         let ptr = self.module.target_config().pointer_type();
         let mid = rows.start + rows.len() / 2;
         let mut halves = Vec::new();
+        let keep = self
+            .keep_old
+            .as_deref()
+            .filter(|k| k.root == i)
+            .map(|k| (k.input, k.into));
+        let n = counts.len();
+        let mut kept = false;
         for half in [rows.start..mid, mid..rows.end] {
             // fn(totals: *mut f64, bufs: *const *mut u8): the half's loop, its counts'
-            // sums into `totals`; `bufs` is this function's buffer table, if it has one.
+            // sums into `totals` (then the old values' address, read); `bufs` is this
+            // function's buffer table, if it has one.
             let mut sig = self.module.make_signature();
             sig.params.extend([AbiParam::new(ptr); 2]);
             let id = self
@@ -1795,6 +1805,12 @@ impl Emitter<'_, '_, '_> {
             // Elementwise loops call no host op, which alone reads the context.
             let no_ctx = b.ins().iconst(ptr, 0);
             let mut refs = HashMap::new();
+            let mut keep_old = keep.map(|(input, _)| KeepOld {
+                root: i,
+                input,
+                into: b.ins().load(ptr, Self::flags(), totals_at, (8 * n) as i32),
+                stored: false,
+            });
             let mut e = Emitter {
                 b: &mut b,
                 module: self.module,
@@ -1810,28 +1826,34 @@ impl Emitter<'_, '_, '_> {
                 relus: HashMap::new(),
                 halves_from: self.halves_from,
                 done: self.done.clone(),
-                keep_old: None,
+                keep_old: keep_old.as_mut(),
                 masked: Vec::new(),
             };
-            let totals = e.elementwise_rows(i, counts, half, false)?;
+            let totals = e.elementwise_rows(i, counts, half)?;
             for (k, total) in totals.into_iter().enumerate() {
                 e.b.ins()
                     .store(Self::flags(), total, totals_at, (8 * k) as i32);
             }
             e.b.ins().return_(&[]);
+            kept = keep_old.is_some_and(|k| k.stored);
             b.seal_all_blocks();
             b.finalize(self.module.target_config());
             self.helpers.push((id, func));
             let r = self.module.declare_func_in_func(id, self.b.func);
             halves.push(self.b.ins().func_addr(ptr, r));
         }
-        let n = counts.len().max(1);
+        // Each half's totals, then the address of the old values.
         let slot = self.b.create_sized_stack_slot(ir::StackSlotData::new(
             ir::StackSlotKind::ExplicitSlot,
-            (16 * n) as u32,
+            (16 * (n + 1)) as u32,
             3,
         ));
-        let totals = [0, 8 * n].map(|o| self.b.ins().stack_addr(ptr, slot, o as i32));
+        let totals = [0, 8 * (n + 1)].map(|o| self.b.ins().stack_addr(ptr, slot, o as i32));
+        if let Some((_, into)) = keep {
+            for t in totals {
+                self.b.ins().store(Self::flags(), into, t, (8 * n) as i32);
+            }
+        }
         let table = match self.bufs {
             Bufs::Table(t) => t,
             Bufs::Fixed(_) => self.b.ins().iconst(ptr, 0),
@@ -1840,6 +1862,9 @@ impl Emitter<'_, '_, '_> {
             "traj_halves",
             &[halves[0], totals[0], halves[1], totals[1], table],
         )?;
+        if let Some(k) = self.keep_old.as_deref_mut().filter(|_| kept) {
+            k.stored = true;
+        }
         let zero = self.b.ins().iconst(types::I64, 0);
         for (k, c) in counts.iter().enumerate() {
             let [a, b] = totals.map(|t| {

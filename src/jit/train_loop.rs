@@ -1044,10 +1044,10 @@ fn emit_loop(
 
     // Update k+1 of every param, from gradients taken before any update. θ_k goes to the
     // previous-θ slot not in use (`Slots::prev`; `prev[0]` itself with one slot): stored
-    // by the loop of the update that reads it (`KeepOld`) where that loop reads θ at
-    // every element it writes and runs on one core, else copied before the updates (a
-    // param without an update, θ's new value not an elementwise loop of θ, a loop in
-    // halves or with a column sum, `precision f32`, or one slot: an update that can fail
+    // by the loop of the update that reads it (`KeepOld`; each half of a loop in halves
+    // its own rows) where that loop reads θ at every element it writes, else copied before
+    // the updates (a param without an update, θ's new value not an elementwise loop of θ,
+    // a loop with a column sum, `precision f32`, or one slot: an update that can fail
     // would leave some θ's stored and others not).
     e.b.switch_to_block(update);
     let cur = e.b.ins().load(types::I64, mf(), ctx, 24);
