@@ -197,9 +197,9 @@ pub(super) struct Emitter<'a, 'b, 'c> {
 /// In the elementwise loop of instruction `root`, each element of `input` it loads (at
 /// the element it writes) is also stored at `into` plus that element's byte offset: the
 /// training loop keeps θ's old value in the previous-θ slot this way. `stored` is set when
-/// the loop did so over all of `root`'s elements (its plain loop, or both halves of a loop in
-/// halves, each over its rows; `input` read
-/// contiguously in f64, not under `precision f32`).
+/// the loop did so over all of `root`'s elements (its plain loop, or both halves of a loop
+/// in halves, each over its rows; `input` read contiguously in f64, not under `precision
+/// f32`).
 pub(super) struct KeepOld {
     pub root: usize,
     pub input: usize,
