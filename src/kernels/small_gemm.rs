@@ -904,6 +904,9 @@ mod tests {
                             data: &b,
                             transposed: b_t,
                         };
+                        if !in_faers_order(b, m, k, n) {
+                            continue;
+                        }
                         let bias: Vec<f64> = (0..n)
                             .map(|j| {
                                 if j % 4 == 0 {
