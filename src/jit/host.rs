@@ -12,6 +12,7 @@ use crate::ir::ops::{Jit, UNARY_OPS};
 use crate::ir::types::DType;
 use crate::ir::{Binary, Draw, Func, Inst, Prim, Unary};
 use crate::kernels;
+use crate::kernels::math::MatOperand;
 use crate::tensor::Tensor;
 
 /// The Cranelift signature of a host function.
@@ -292,8 +293,23 @@ unsafe extern "C" fn traj_matmul(
     n: i64,
     transposed: i64,
 ) {
-    use crate::kernels::math::{MatOperand, matmul_into};
-    let (m, k, n) = (m as usize, k as usize, n as usize);
+    // SAFETY: as this function's contract.
+    let (a, b, c, [m, k, n]) = unsafe { product_operands(a, b, c, [m, k, n], transposed) };
+    crate::kernels::math::matmul_into(a, b, c, m, k, n);
+}
+
+/// A product's operands and output from [`traj_matmul`]'s arguments.
+///
+/// # Safety
+/// As [`traj_matmul`]'s.
+unsafe fn product_operands<'a>(
+    a: *const f64,
+    b: *const f64,
+    c: *mut f64,
+    shape: [i64; 3],
+    transposed: i64,
+) -> (MatOperand<'a>, MatOperand<'a>, &'a mut [f64], [usize; 3]) {
+    let [m, k, n] = shape.map(|d| d as usize);
     // SAFETY: see the function's contract; the buffers are planned with these shapes.
     let (a, b, c) = unsafe {
         (
@@ -310,7 +326,7 @@ unsafe extern "C" fn traj_matmul(
         data: b,
         transposed: transposed & 2 != 0,
     };
-    matmul_into(a, b, c, m, k, n);
+    (a, b, c, [m, k, n])
 }
 
 /// `c = max(a @ b + bias, 0)` as [`traj_matmul`]'s product, then a bias add (`bias`
@@ -331,26 +347,11 @@ unsafe extern "C" fn traj_matmul_relu(
     transposed: i64,
     bias: *const f64,
 ) -> f64 {
-    use crate::kernels::math::{MatOperand, matmul_relu_into};
-    let (m, k, n) = (m as usize, k as usize, n as usize);
-    // SAFETY: see the function's contract; the buffers are planned with these shapes.
-    let (a, b, c, bias) = unsafe {
-        (
-            std::slice::from_raw_parts(a, m * k),
-            std::slice::from_raw_parts(b, k * n),
-            std::slice::from_raw_parts_mut(c, m * n),
-            (!bias.is_null()).then(|| std::slice::from_raw_parts(bias, n)),
-        )
-    };
-    let a = MatOperand {
-        data: a,
-        transposed: transposed & 1 != 0,
-    };
-    let b = MatOperand {
-        data: b,
-        transposed: transposed & 2 != 0,
-    };
-    matmul_relu_into(a, b, bias, c, m, k, n) as f64
+    // SAFETY: as this function's contract.
+    let (a, b, c, [m, k, n]) = unsafe { product_operands(a, b, c, [m, k, n], transposed) };
+    // SAFETY: `bias` is null or holds `n` f64.
+    let bias = unsafe { (!bias.is_null()).then(|| std::slice::from_raw_parts(bias, n)) };
+    crate::kernels::math::matmul_relu_into(a, b, bias, c, m, k, n) as f64
 }
 
 /// Runs the two halves of a loop, one a core (`cores::join`).

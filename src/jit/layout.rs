@@ -106,10 +106,9 @@ fn outputs(f: &Func) -> Vec<bool> {
     output
 }
 
-/// The storage of every instruction of `f`.
-pub fn storage(f: &Func) -> Vec<Storage> {
-    let n = f.insts.len();
-    let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
+/// For each instruction, the instructions that read it (each once, in order).
+fn users(f: &Func) -> Vec<Vec<usize>> {
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); f.insts.len()];
     for (i, inst) in f.insts.iter().enumerate() {
         for a in &inst.args {
             if !users[*a].contains(&i) {
@@ -117,6 +116,13 @@ pub fn storage(f: &Func) -> Vec<Storage> {
             }
         }
     }
+    users
+}
+
+/// The storage of every instruction of `f`.
+pub fn storage(f: &Func) -> Vec<Storage> {
+    let n = f.insts.len();
+    let users = users(f);
     let output = outputs(f);
     let mut s = vec![Storage::Own; n];
     for (i, inst) in f.insts.iter().enumerate() {
@@ -499,15 +505,7 @@ pub fn relus_after_products(f: &Func, storage: &[Storage]) -> HashMap<usize, Rel
     if f.f32 {
         return found;
     }
-    let n_insts = f.insts.len();
-    let mut users: Vec<Vec<usize>> = vec![Vec::new(); n_insts];
-    for (i, inst) in f.insts.iter().enumerate() {
-        for a in &inst.args {
-            if !users[*a].contains(&i) {
-                users[*a].push(i);
-            }
-        }
-    }
+    let users = users(f);
     let output = outputs(f);
     let over = in_place(f, storage);
     let hosts = count_hosts(f, storage);

@@ -111,6 +111,17 @@ fn new_module() -> Result<(JITModule, HashMap<&'static str, FuncId>), String> {
     }
     let mut module = JITModule::new(jb);
     let ptr = module.target_config().pointer_type();
+    // A product's operands, its shape and layout, then a ReLU's bias.
+    let product = [
+        ptr,
+        ptr,
+        ptr,
+        types::I64,
+        types::I64,
+        types::I64,
+        types::I64,
+        ptr,
+    ];
     let mut ids = HashMap::new();
     for (name, _, sig) in syms {
         let mut s = module.make_signature();
@@ -118,31 +129,8 @@ fn new_module() -> Result<(JITModule, HashMap<&'static str, FuncId>), String> {
             Sig::Unary => (&[types::F64], Some(types::F64)),
             Sig::Binary => (&[types::F64, types::F64], Some(types::F64)),
             Sig::Block => (&[ptr, types::I64], Some(types::F64)),
-            Sig::MatMul => (
-                &[
-                    ptr,
-                    ptr,
-                    ptr,
-                    types::I64,
-                    types::I64,
-                    types::I64,
-                    types::I64,
-                ],
-                None,
-            ),
-            Sig::MatMulRelu => (
-                &[
-                    ptr,
-                    ptr,
-                    ptr,
-                    types::I64,
-                    types::I64,
-                    types::I64,
-                    types::I64,
-                    ptr,
-                ],
-                Some(types::F64),
-            ),
+            Sig::MatMul => (&product[..7], None),
+            Sig::MatMulRelu => (&product[..], Some(types::F64)),
             Sig::HostOp => (&[ptr, types::I64], Some(types::I64)),
             Sig::Ctx => (&[ptr], None),
             Sig::Slices => (&[ptr, ptr, ptr, types::I64], None),
