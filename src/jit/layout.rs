@@ -502,36 +502,41 @@ pub struct ReluAfter {
 /// `relu(xb @ W')` and its tie count (`opt::untied_masks`) this way.
 pub fn relus_after_products(f: &Func, storage: &[Storage]) -> HashMap<usize, ReluAfter> {
     let mut found = HashMap::new();
-    if f.f32 {
+    let output = outputs(f);
+    // The products `small_gemm` computes, with their `n`.
+    let products: Vec<(usize, usize)> = (0..f.insts.len())
+        .filter_map(|p| {
+            let inst = &f.insts[p];
+            if f.f32
+                || inst.prim != Prim::MatMul
+                || storage[p] != Storage::Own
+                || output[p]
+                || !all_float(f, p)
+                || inst.shape.len() != 2
+            {
+                return None;
+            }
+            let (a, b) = (inst.args[0], inst.args[1]);
+            let (sa, sb) = (&f.insts[a].shape, &f.insts[b].shape);
+            if sa.len() != 2 || sb.len() != 2 || sa[1] != sb[0] {
+                return None;
+            }
+            let (a_t, b_t) = (matmul_source(f, a).1, matmul_source(f, b).1);
+            crate::kernels::math::relu_in_product(a_t, b_t, sa[0], sa[1], sb[1])
+                .then_some((p, sb[1]))
+        })
+        .collect();
+    if products.is_empty() {
         return found;
     }
     let users = users(f);
-    let output = outputs(f);
     let over = in_place(f, storage);
     let hosts = count_hosts(f, storage);
     let is_zero = |v: usize| {
         storage[v] == Storage::Lazy
             && crate::opt::scalar_constant(&f.insts, v).is_some_and(|z| z.to_bits() == 0)
     };
-    for (p, inst) in f.insts.iter().enumerate() {
-        if inst.prim != Prim::MatMul
-            || storage[p] != Storage::Own
-            || output[p]
-            || !all_float(f, p)
-            || inst.shape.len() != 2
-        {
-            continue;
-        }
-        let (a, b) = (inst.args[0], inst.args[1]);
-        let (sa, sb) = (&f.insts[a].shape, &f.insts[b].shape);
-        if sa.len() != 2 || sb.len() != 2 || sa[1] != sb[0] {
-            continue;
-        }
-        let (m, k, n) = (sa[0], sa[1], sb[1]);
-        let (a_t, b_t) = (matmul_source(f, a).1, matmul_source(f, b).1);
-        if !crate::kernels::math::relu_in_product(a_t, b_t, m, k, n) {
-            continue;
-        }
+    for (p, n) in products {
         // `x`: the product, or a fused `p + bias` (either order) of a row broadcast.
         let mut x = p;
         let mut bias = None;
