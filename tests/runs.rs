@@ -130,6 +130,15 @@ fn logistic_regression_with_the_spelled_out_softplus_moves_on_its_first_step() {
     assert!(rows[1].1[0].is_some_and(|n| n > 0.01), "{rows:?}");
 }
 
+/// Every recorded row's cells, without the step.
+fn row_values(r: &RunResult) -> Vec<Vec<Option<f64>>> {
+    r.trajectory
+        .rows
+        .iter()
+        .map(|(_, row)| row.clone())
+        .collect()
+}
+
 #[test]
 fn a_records_grad_of_loss_is_the_gradient_of_the_loss() {
     // `grad(loss, w)` differentiates the loss's definition (it was 0: `loss` is a record's
@@ -138,12 +147,7 @@ fn a_records_grad_of_loss_is_the_gradient_of_the_loss() {
         "param w: [] = 2\nloss = w * w\ntrain {\n  optimizer gd(lr = 0.1)\n  steps 2\n  record every 1 { g = grad(w), h = grad(loss, w), k = grad(w * w, w) }\n}\n",
         None,
     );
-    let rows: Vec<Vec<Option<f64>>> = r
-        .trajectory
-        .rows
-        .iter()
-        .map(|(_, row)| row.clone())
-        .collect();
+    let rows = row_values(&r);
     let want = [4.0, 4.0 * 0.8, 4.0 * 0.8 * 0.8];
     assert_eq!(rows.len(), 3);
     for (row, w) in rows.iter().zip(want) {
@@ -623,12 +627,7 @@ fn every_file_load_reads_checks_with_its_dtype_and_shape_and_runs() {
     let r = run_text(&text, None);
     assert_eq!(r.status, Status::Finished, "{:?}\n{text}", r.message);
     // w_0 = 0, loss_0 = total^2; gd with lr 1/4 on (w - total)^2: w_1 = total / 2.
-    let rows: Vec<Vec<Option<f64>>> = r
-        .trajectory
-        .rows
-        .iter()
-        .map(|(_, row)| row.clone())
-        .collect();
+    let rows = row_values(&r);
     assert_eq!(
         rows,
         [

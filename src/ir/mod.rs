@@ -751,3 +751,40 @@ pub fn matmul_source(f: &Func, v: usize) -> (usize, bool) {
         _ => (v, false),
     }
 }
+
+/// A `[m,k] @ [k,n]` product as the backends compute it: the buffers it reads
+/// ([`matmul_source`]: `a`, `b`, each flagged when it holds the operand's transpose) and
+/// its dimensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Product {
+    pub a: usize,
+    pub a_t: bool,
+    pub b: usize,
+    pub b_t: bool,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+/// Instruction `i` as a [`Product`]: a `MatMul` of two 2-D operands (the shapes checked
+/// agree, as `verify` requires).
+pub fn product(f: &Func, i: usize) -> Option<Product> {
+    let inst = &f.insts[i];
+    let [x, y] = inst.args[..] else {
+        return None;
+    };
+    let (sx, sy) = (&f.insts[x].shape, &f.insts[y].shape);
+    if inst.prim != Prim::MatMul || sx.len() != 2 || sy.len() != 2 || sx[1] != sy[0] {
+        return None;
+    }
+    let ((a, a_t), (b, b_t)) = (matmul_source(f, x), matmul_source(f, y));
+    Some(Product {
+        a,
+        a_t,
+        b,
+        b_t,
+        m: sx[0],
+        k: sx[1],
+        n: sy[1],
+    })
+}

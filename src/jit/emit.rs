@@ -25,7 +25,7 @@ use super::layout::{
     ReluAfter, Storage, column_sum, counts_in_loops, flag_count, full_reduction,
     inline_elementwise, relus_after_products, slice_op, storage,
 };
-use crate::ir::matmul_source;
+use crate::ir::product;
 use crate::ir::types::DType;
 use crate::ir::{Binary, Func, Prim, Unary};
 use crate::kernels::math::SUM_LANES;
@@ -1032,19 +1032,16 @@ impl Emitter<'_, '_, '_> {
     /// host path.
     fn matmul(&mut self, i: usize) -> Result<(), String> {
         let f = self.f;
-        let inst = &f.insts[i];
-        let (a, b) = (inst.args[0], inst.args[1]);
-        let (sa, sb) = (&f.insts[a].shape, &f.insts[b].shape);
-        let floats = inst.dtype == DType::Float
-            && self.dtype(a) == DType::Float
-            && self.dtype(b) == DType::Float;
-        if !floats || sa.len() != 2 || sb.len() != 2 || sa[1] != sb[0] {
+        let floats = f.insts[i]
+            .args
+            .iter()
+            .all(|a| self.dtype(*a) == DType::Float);
+        let Some(p) = product(f, i).filter(|_| self.dtype(i) == DType::Float && floats) else {
             return self.host(i);
-        }
-        let (m, k, n) = (sa[0] as i64, sa[1] as i64, sb[1] as i64);
-        let ((a, a_t), (b, b_t)) = (matmul_source(f, a), matmul_source(f, b));
-        let (pa, pb, out) = (self.buf(a), self.buf(b), self.buf(i));
-        let mut args: Vec<Value> = [m, k, n, a_t as i64 | (b_t as i64) << 1]
+        };
+        let (m, k, n) = (p.m as i64, p.k as i64, p.n as i64);
+        let (pa, pb, out) = (self.buf(p.a), self.buf(p.b), self.buf(i));
+        let mut args: Vec<Value> = [m, k, n, p.a_t as i64 | (p.b_t as i64) << 1]
             .iter()
             .map(|d| self.b.ins().iconst(types::I64, *d))
             .collect();

@@ -505,25 +505,10 @@ pub fn relus_after_products(f: &Func, storage: &[Storage]) -> HashMap<usize, Rel
     let output = outputs(f);
     // The products `small_gemm` computes, with their `n`.
     let products: Vec<(usize, usize)> = (0..f.insts.len())
+        .filter(|&p| !f.f32 && storage[p] == Storage::Own && !output[p] && all_float(f, p))
         .filter_map(|p| {
-            let inst = &f.insts[p];
-            if f.f32
-                || inst.prim != Prim::MatMul
-                || storage[p] != Storage::Own
-                || output[p]
-                || !all_float(f, p)
-                || inst.shape.len() != 2
-            {
-                return None;
-            }
-            let (a, b) = (inst.args[0], inst.args[1]);
-            let (sa, sb) = (&f.insts[a].shape, &f.insts[b].shape);
-            if sa.len() != 2 || sb.len() != 2 || sa[1] != sb[0] {
-                return None;
-            }
-            let (a_t, b_t) = (matmul_source(f, a).1, matmul_source(f, b).1);
-            crate::kernels::math::relu_in_product(a_t, b_t, sa[0], sa[1], sb[1])
-                .then_some((p, sb[1]))
+            let q = crate::ir::product(f, p)?;
+            crate::kernels::math::relu_in_product(q.a_t, q.b_t, q.m, q.k, q.n).then_some((p, q.n))
         })
         .collect();
     if products.is_empty() {

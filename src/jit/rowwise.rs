@@ -48,13 +48,13 @@ fn columns_from(xs: &[f64], rows: usize, cols: usize, from: usize, out: &mut [f6
         fn avx2(xs: &[f64], rows: usize, cols: usize, from: usize, out: &mut [f64]) {
             column_sums_at(xs, rows, cols, from, out)
         }
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        use crate::kernels::Isa;
+        match Isa::best() {
             // SAFETY: the CPU has AVX-512F.
-            return unsafe { avx512(xs, rows, cols, from, out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
+            Isa::Avx512 => return unsafe { avx512(xs, rows, cols, from, out) },
             // SAFETY: the CPU has AVX2.
-            return unsafe { avx2(xs, rows, cols, from, out) };
+            Isa::Avx2 => return unsafe { avx2(xs, rows, cols, from, out) },
+            Isa::Portable => {}
         }
     }
     column_sums_at(xs, rows, cols, from, out)

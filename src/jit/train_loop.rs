@@ -26,7 +26,7 @@ use super::emit::{Bufs, CountedLoop, KeepOld, emit_func, shim_ref};
 use super::host::HostCtx;
 use super::{Buffers, entry_signature, new_module};
 use crate::ir::types::DType;
-use crate::ir::{Binary, Func, Prim, matmul_source};
+use crate::ir::{Binary, Func, Prim, product};
 use crate::opt::nonfinite::nonfinite_spreads;
 use crate::plan::Plan;
 use crate::rng::Stream;
@@ -270,17 +270,10 @@ pub(crate) fn gradient_split_by_rows(grad: &Func, p: usize) -> bool {
     let Some(&(_, g)) = grad.outputs.get(1 + p) else {
         return false;
     };
-    let inst = &grad.insts[g];
-    if inst.prim != Prim::MatMul || inst.dtype != DType::Float || inst.shape.len() != 2 {
-        return false;
-    }
-    let (a, b) = (inst.args[0], inst.args[1]);
-    let (sa, sb) = (&grad.insts[a].shape, &grad.insts[b].shape);
-    if sa.len() != 2 || sb.len() != 2 || sa[1] != sb[0] {
-        return false;
-    }
-    let (a_t, b_t) = (matmul_source(grad, a).1, matmul_source(grad, b).1);
-    crate::kernels::small_gemm::splits_rows(a_t, b_t, sa[0], sa[1], sb[1])
+    product(grad, g).is_some_and(|p| {
+        grad.insts[g].dtype == DType::Float
+            && crate::kernels::small_gemm::splits_rows(p.a_t, p.b_t, p.m, p.k, p.n)
+    })
 }
 
 /// The instruction reading `f`'s input `k`, if one does.

@@ -143,7 +143,7 @@ pub fn matmul_into(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usi
     {
         return large_gemv(isa, a, b, c, m, k);
     }
-    if super::small_gemm::fits(a, b, m, k, n) {
+    if super::small_gemm::fits(a.transposed, b.transposed, m, k, n) {
         return super::small_gemm::matmul(a, b, c, m, k, n);
     }
     let dst = MatMut::from_row_major_slice_mut(c, m, n);
@@ -216,11 +216,7 @@ pub fn relu_in_product(
     k: usize,
     n: usize,
 ) -> bool {
-    let operand = |transposed| MatOperand {
-        data: &[],
-        transposed,
-    };
-    super::small_gemm::fits(operand(a_transposed), operand(b_transposed), m, k, n)
+    super::small_gemm::fits(a_transposed, b_transposed, m, k, n)
 }
 
 /// `c = a @ b` for an `[m,k]` matrix `a` and a `k`-vector `b` above [`SMALL_GEMV`] and

@@ -38,30 +38,31 @@ pub const SMALL_GEMM: usize = 1 << 16;
 /// packed for [`Route::Direct`] (64×64×64 `b` T 4,970 → 5,120).
 pub const MEDIUM_GEMM: usize = 1 << 18;
 
-/// Whether `c = a @ b` (`a` m×k, `b` k×n) is computed here rather than by faer: a product
+/// Whether `c = a @ b` (`a` m×k, `b` k×n, held transposed where `a_t`, `b_t` say) is
+/// computed here rather than by faer: a product
 /// whose bits this kernel reproduces ([`in_faers_order`]), whose rows fill whole vectors
 /// (`n` a multiple of 8) and at least four rows, of at most [`SMALL_GEMM`] multiply-adds
 /// or of at most [`MEDIUM_GEMM`] in the shapes measured faster there. Narrower or ragged
 /// products were slower than faer: 10×10×10 119 → 186 ns, 3×100×8 137 → 212 ns.
-pub fn fits(a: MatOperand, b: MatOperand, m: usize, k: usize, n: usize) -> bool {
+pub fn fits(a_t: bool, b_t: bool, m: usize, k: usize, n: usize) -> bool {
     let size = m * k * n;
-    in_faers_order(b, m, k, n)
+    in_faers_order(b_t, m, k, n)
         && n.is_multiple_of(8)
         && m >= 4
         && (size <= SMALL_GEMM
             || size <= MEDIUM_GEMM
                 && n < 512
                 && (n < 256 || k >= 32)
-                && !(b.transposed && route(a, b, m, n) == Route::Direct))
+                && !(b_t && route(a_t, b_t, m, n) == Route::Direct))
 }
 
 /// The [`Route`] for `c = a @ b`: tiles of `c'` where `b` is held transposed and `a`'s
 /// rows fill whole vectors, when `a'` is the smaller operand to pack (`m < n`) or is read
 /// in place (`a` held transposed; `m < 8n`: 512×16×16 with both T took 2,630 ns in faer,
 /// 2,450 by `Direct`, 3,020 by `Transposed`).
-fn route(a: MatOperand, b: MatOperand, m: usize, n: usize) -> Route {
-    let smaller = if a.transposed { m < 8 * n } else { m < n };
-    if b.transposed && m.is_multiple_of(8) && smaller {
+fn route(a_t: bool, b_t: bool, m: usize, n: usize) -> Route {
+    let smaller = if a_t { m < 8 * n } else { m < n };
+    if b_t && m.is_multiple_of(8) && smaller {
         Route::Transposed
     } else {
         Route::Direct
@@ -71,18 +72,16 @@ fn route(a: MatOperand, b: MatOperand, m: usize, n: usize) -> Route {
 /// Whether faer computes this product as one FMA chain per entry (module doc): every
 /// dimension at least 2 (faer's matrix-vector and rank-1 paths round otherwise), depth at
 /// most 512 (private-gemm's depth block), and not a depth that nano-gemm splits.
-fn in_faers_order(b: MatOperand, m: usize, k: usize, n: usize) -> bool {
-    m >= 2
-        && n >= 2
-        && (2..=512).contains(&k)
-        && !(b.transposed && k > 64 && m * k * n <= NANO_GEMM)
+fn in_faers_order(b_t: bool, m: usize, k: usize, n: usize) -> bool {
+    m >= 2 && n >= 2 && (2..=512).contains(&k) && !(b_t && k > 64 && m * k * n <= NANO_GEMM)
 }
 
 /// `c = a @ b` for a product that [`fits`]: `c[i,j]` is the FMA chain of `a[i,p] b[p,j]`
 /// over `p` in order, from +0.0 — or, where faer's nano-gemm unrolls (`m k n ≤ 16³`,
 /// `k ≤ 16`), from the rounded product at `p = 0`.
 pub fn matmul(a: MatOperand, b: MatOperand, c: &mut [f64], m: usize, k: usize, n: usize) {
-    matmul_with(Isa::best(), route(a, b, m, n), a, b, None, c, m, k, n);
+    let route = route(a.transposed, b.transposed, m, n);
+    matmul_with(Isa::best(), route, a, b, None, c, m, k, n);
 }
 
 /// `c = max(a @ b + bias, 0)` for a product that [`fits`], the ReLU applied to each tile's
@@ -98,8 +97,8 @@ pub fn matmul_relu(
     k: usize,
     n: usize,
 ) -> u64 {
-    let relu = Relu { bias };
-    matmul_with(Isa::best(), route(a, b, m, n), a, b, Some(relu), c, m, k, n)
+    let route = route(a.transposed, b.transposed, m, n);
+    matmul_with(Isa::best(), route, a, b, Some(Relu { bias }), c, m, k, n)
 }
 
 /// The ReLU a product applies as it stores its sums ([`matmul_relu`]): `bias[j]`, when
@@ -146,7 +145,7 @@ pub(crate) fn matmul_with<'a>(
     k: usize,
     n: usize,
 ) -> u64 {
-    debug_assert!(in_faers_order(b, m, k, n));
+    debug_assert!(in_faers_order(b.transposed, m, k, n));
     assert!(a.data.len() >= m * k && b.data.len() >= k * n && c.len() >= m * n);
     // The ReLU's bias is read by whole vectors, and all of a tile's lanes are counted.
     assert!(
@@ -225,13 +224,11 @@ pub const SPLIT_GEMM: usize = 1 << 17;
 /// of `c`'s rows, one a core (the first `(m/2)` rounded up to a multiple of 8 on the
 /// calling core): a product that [`fits`], of [`SPLIT_GEMM`] multiply-adds or more, tiled
 /// by `c`'s rows ([`Route::Direct`]).
-pub fn splits_rows(a_transposed: bool, b_transposed: bool, m: usize, k: usize, n: usize) -> bool {
-    let operand = |transposed| MatOperand {
-        data: &[],
-        transposed,
-    };
-    let (a, b) = (operand(a_transposed), operand(b_transposed));
-    fits(a, b, m, k, n) && route(a, b, m, n) == Route::Direct && m * k * n >= SPLIT_GEMM && m >= 16
+pub fn splits_rows(a_t: bool, b_t: bool, m: usize, k: usize, n: usize) -> bool {
+    fits(a_t, b_t, m, k, n)
+        && route(a_t, b_t, m, n) == Route::Direct
+        && m * k * n >= SPLIT_GEMM
+        && m >= 16
 }
 
 /// `c`'s buffer, shared by the two halves of a split product (each writes its own rows).
@@ -853,7 +850,7 @@ mod tests {
                 matmul_into(a, b, &mut c, m, k, n);
                 same_bits(&c, &want, &format!("matmul_into {m}×{k}×{n} {layout:?}"));
             }
-            if !in_faers_order(b, m, k, n) {
+            if !in_faers_order(b.transposed, m, k, n) {
                 continue;
             }
             for isa in isas() {
@@ -904,7 +901,7 @@ mod tests {
                             data: &b,
                             transposed: b_t,
                         };
-                        if !in_faers_order(b, m, k, n) {
+                        if !in_faers_order(b.transposed, m, k, n) {
                             continue;
                         }
                         let bias: Vec<f64> = (0..n)
@@ -1055,18 +1052,15 @@ mod tests {
 
     #[test]
     fn sgds_products_take_this_kernel() {
-        // sgd's `xb @ W'` and `dH' @ xb`, as its step passes them to `matmul_into`.
-        let (xb, w) = (vec![0.0; 32 * 32], vec![0.0; 256 * 32]);
-        let op = |data, transposed| MatOperand { data, transposed };
-        let (a, b) = (op(&xb, false), op(&w, true));
-        assert!(fits(a, b, 32, 32, 256));
-        assert_eq!(route(a, b, 32, 256), Route::Transposed);
-        let (a, b) = (op(&w, true), op(&xb, false));
-        assert!(fits(a, b, 256, 32, 32));
-        assert_eq!(route(a, b, 256, 32), Route::Direct);
+        // sgd's `xb @ W'` (`W` held as its transpose) and `dH' @ xb`, as its step passes
+        // them to `matmul_into`.
+        assert!(fits(false, true, 32, 32, 256));
+        assert_eq!(route(false, true, 32, 256), Route::Transposed);
+        assert!(fits(true, false, 256, 32, 32));
+        assert_eq!(route(true, false, 256, 32), Route::Direct);
         // Rows of 512 (4 KB) stay with faer, and so does a packed `b` above `SMALL_GEMM`.
-        assert!(!fits(op(&w, false), op(&w, false), 32, 16, 512));
-        assert!(!fits(op(&w, false), op(&w, true), 64, 64, 64));
+        assert!(!fits(false, false, 32, 16, 512));
+        assert!(!fits(false, true, 64, 64, 64));
     }
 
     #[test]
